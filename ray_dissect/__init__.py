@@ -1,0 +1,29 @@
+"""ray_dissect: distributed Network Dissection of trained CNNs on Ray.
+
+The data flow, one module per stage: ``dataset`` (+ ``concepts``) -> ``activations`` ->
+``thresholds`` -> ``masks`` -> ``scoring`` -> ``records``; ``runtime`` runs them on Ray.
+Nothing heavy is imported here: names below load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["JobSpec", "JobSummary", "UnitRecord", "__version__", "load_spec", "run_job"]
+
+_LAZY = {
+    "JobSpec": "ray_dissect.spec",
+    "load_spec": "ray_dissect.spec",
+    "UnitRecord": "ray_dissect.records",
+    "JobSummary": "ray_dissect.records",
+    "run_job": "ray_dissect.runtime.driver",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ray_dissect' has no attribute {name!r}")

@@ -1,0 +1,158 @@
+"""The ``ray-dissect`` command line. Each command validates, then hands off to the library.
+
+Errors the user can fix print one line (``error: ...``) and exit with the code of their class
+(see the README); anything else is a bug and shows a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ray_dissect.errors import RayDissectError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Dissect the units of trained CNNs against concept datasets, on Ray.")
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("ray_dissect")
+
+
+def _fail(err: RayDissectError) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(err.exit_code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+class _RichProgress:
+    """Progress bars per stage (rich), fed by the driver."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self._bar = Progress("[bold]{task.description:<12}", BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), transient=False)
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _RichProgress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(*exc)  # type: ignore[arg-type]
+
+    def start(self, stage: str, total: int) -> None:
+        self._tasks[stage] = self._bar.add_task(stage, total=total)
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        self._bar.advance(self._tasks[stage], n)
+
+
+def _print_summary(summary: Any, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary.provenance.job}: {summary.valid_images}/{summary.images} "
+                        f"images used, IoU >= {summary.iou_threshold}")
+    for col in ("layer", "units", "interpretable", "concepts", "most frequent concepts"):
+        table.add_column(col)
+    for layer in summary.layers:
+        top = ", ".join(f"{c.name} ({c.units})" for c in layer.top_concepts[:6])
+        table.add_row(layer.layer, str(layer.units), str(layer.interpretable),
+                      str(layer.unique_concepts), top or "-")
+    console = Console()
+    console.print(table)
+    console.print(f"records: {out / 'records'}  summary: {out / 'summary.json'}  "
+                  f"bad samples: {summary.bad_samples} ({out / 'errors.jsonl'})")
+
+
+@app.command()
+def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
+        out: Annotated[Path, typer.Option("--out", help="job directory for all outputs")],
+        address: Annotated[str | None, typer.Option(help="Ray address; default: local")] = None,
+        force: Annotated[bool, typer.Option(help="reuse --out even if it holds another job")]
+        = False,
+        verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
+    """Run a dissection job end to end and print what the units detect."""
+    _setup_logging(verbose)
+    try:
+        from ray_dissect.runtime.driver import run_job
+        from ray_dissect.spec import load_spec
+
+        spec = load_spec(job)
+        with _RichProgress() as progress:
+            summary = run_job(spec, out, address=address, progress=progress, force=force)
+    except RayDissectError as err:
+        _fail(err)
+    _print_summary(summary, out)
+
+
+@app.command()
+def layers(job: Annotated[Path | None, typer.Argument(help="job spec YAML")] = None,
+           model: Annotated[str | None, typer.Option(help="a torchvision model name")] = None,
+           factory: Annotated[str | None, typer.Option(help="'file.py:fn' or 'pkg.mod:fn'")]
+           = None,
+           size: Annotated[int, typer.Option(help="input size")] = 224) -> None:
+    """List the model's layers (module names) with their output shapes."""
+    _setup_logging(False)
+    try:
+        from ray_dissect.models import build_model, layer_shapes
+        from ray_dissect.spec import ModelSpec, load_spec
+
+        if job is not None:
+            spec = load_spec(job).model
+            size = spec.preprocess.size
+        elif model or factory:
+            spec = ModelSpec(name=model, factory=factory)
+        else:
+            raise RayDissectError("nothing to list", expected="a JOB.yaml, --model or --factory")
+        for name, shape in layer_shapes(build_model(spec), size):
+            typer.echo(f"{name:<50} {' x '.join(map(str, shape))}")
+    except RayDissectError as err:
+        _fail(err)
+
+
+@app.command()
+def schema(out: Annotated[Path, typer.Option("--out", help="directory")] = Path("schemas")
+           ) -> None:
+    """Write the JSON Schemas of the job spec and of the records."""
+    from ray_dissect.records import write_schemas
+
+    for path in write_schemas(out):
+        typer.echo(str(path))
+
+
+@app.command("make-dataset")
+def make_dataset(root: Annotated[Path, typer.Argument(help="new directory")],
+                 images: Annotated[int, typer.Option(min=1)] = 2000,
+                 seed: Annotated[int, typer.Option()] = 0,
+                 image_size: Annotated[int, typer.Option(min=16)] = 224,
+                 mask_size: Annotated[int, typer.Option(min=4)] = 112) -> None:
+    """Generate a Broden-format concept dataset of procedurally drawn images."""
+    _setup_logging(True)
+    from ray_dissect.generate import generate_dataset
+
+    try:
+        generate_dataset(root, images, seed, image_size=image_size, mask_size=mask_size)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {images} images to {root}")
+
+
+def main() -> None:
+    """Entry point of the ``ray-dissect`` script."""
+    app(prog_name="ray-dissect")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,262 @@
+"""The driver: runs every stage of a job on Ray and writes validated records.
+
+concepts (CPU tasks over image shards) -> activations (model actors over image shards) ->
+thresholds (CPU tasks over unit blocks) -> scoring (CPU tasks over unit blocks) -> records.
+Work already marked done in the job directory (same spec) is not redone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ray_dissect import __version__, store
+from ray_dissect.concepts import ConceptIndex, load_index, merge_shards, save_index
+from ray_dissect.dataset import BrodenDataset
+from ray_dissect.errors import SpecError, StoreError
+from ray_dissect.models import build_model, check_layers, layer_shapes
+from ray_dissect.records import (
+    ConceptCount,
+    ConceptScore,
+    JobSummary,
+    LayerSummary,
+    Provenance,
+    SampleError,
+    UnitRecord,
+    write_jsonl,
+)
+from ray_dissect.runtime.actors import run_extraction
+from ray_dissect.runtime.cluster import gpus_per_actor, ray_session
+from ray_dissect.runtime.tasks import concept_task, run_tasks, scoring_task, threshold_task
+from ray_dissect.scoring import UnitLabels, label_units
+from ray_dissect.spec import JobSpec
+from ray_dissect.workunits import CHUNK_IMAGES, JobDir, load_concept_shard
+
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    """Receives stage progress (the CLI shows it; tests pass nothing)."""
+
+    def start(self, stage: str, total: int) -> None: ...
+    def advance(self, stage: str, n: int = 1) -> None: ...
+
+
+class _Quiet:
+    def start(self, stage: str, total: int) -> None:
+        log.info("stage %s: %d work units", stage, total)
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        pass
+
+
+def prepare_job_dir(spec: JobSpec, root: Path, force: bool = False) -> JobDir:
+    """Create the job directory, or check that an existing one holds the same spec."""
+    job = JobDir(root)
+    spec_file = root / "spec.json"
+    try:
+        if spec_file.exists() and not force:
+            old = JobSpec.model_validate_json(spec_file.read_text())
+            if old.spec_hash() != spec.spec_hash():
+                raise SpecError(f"output directory {str(root)!r} holds a different job "
+                                f"(spec {old.spec_hash()}, this one {spec.spec_hash()})",
+                                hint="choose a new --out, or pass --force to start over there")
+        job.make()
+        spec_file.write_text(spec.model_dump_json(indent=2) + "\n")
+    except OSError as err:
+        raise StoreError(f"cannot write the output directory {str(root)!r}: {err.strerror}",
+                         hint="choose a writable --out") from None
+    return job
+
+
+def _stage_concepts(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
+                    progress: Progress) -> tuple[ConceptIndex, list[SampleError]]:
+    res = spec.resources
+    n = len(dataset)
+    n_shards = math.ceil(n / res.shard_images)
+    store.create_image_array(job.concepts_zarr, "set_ids", (n, *dataset.mask_shape), "uint32",
+                             res.shard_images, math.gcd(res.shard_images, CHUNK_IMAGES))
+    done = store.done_shards(job.concepts_zarr, "set_ids")
+    todo = [s for s in range(n_shards) if not (done[s] and job.concept_shard(s).exists())]
+    progress.start("concepts", n_shards)
+    progress.advance("concepts", n_shards - len(todo))
+    calls = [(spec.dataset.model_dump_json(), str(job.root), s, res.shard_images) for s in todo]
+    run_tasks(concept_task, calls, res.cpus_per_task, "concept shard",
+              lambda _i, _r: progress.advance("concepts"))
+    shards = [load_concept_shard(job, s) for s in range(n_shards)]
+    index = merge_shards(dataset.vocab, dataset.mask_shape, res.shard_images, shards)
+    save_index(index, job.concept_index)
+    errors = [SampleError(index=s * res.shard_images + i,
+                          image=dataset.samples[s * res.shard_images + i].image,
+                          stage="concepts", reason=reason)
+              for s, part in enumerate(shards) for i, reason in part.errors]
+    return load_index(job.concept_index, dataset.vocab), errors
+
+
+def _stage_activations(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
+                       shapes: dict[str, tuple[int, ...]], progress: Progress
+                       ) -> list[SampleError]:
+    res = spec.resources
+    n = len(dataset)
+    n_shards = math.ceil(n / res.shard_images)
+    done = np.ones(n_shards, dtype=bool)
+    for layer in spec.layers:
+        units, h, w = shapes[layer]
+        store.create_image_array(job.activations_zarr, layer, (n, units, h, w), "float32",
+                                 res.shard_images, math.gcd(res.shard_images, CHUNK_IMAGES),
+                                 (64, h, w))
+        done &= store.done_shards(job.activations_zarr, layer)
+    todo = [s for s in range(n_shards) if not (done[s] and job.bad_images(s).exists())]
+    progress.start("activations", n_shards)
+    progress.advance("activations", n_shards - len(todo))
+
+    def on_done(shard: int, bad: list[tuple[int, str]]) -> None:
+        job.bad_images(shard).write_text(json.dumps(bad))
+        progress.advance("activations")
+
+    if todo:
+        run_extraction(spec, job, todo, gpus_per_actor(res.gpus_per_actor), on_done)
+    return [SampleError(index=i, image=dataset.samples[i].image, stage="activations",
+                        reason=reason)
+            for s in range(n_shards) for i, reason in json.loads(job.bad_images(s).read_text())]
+
+
+def _unit_blocks(units: int, per_task: int) -> list[tuple[int, int]]:
+    return [(u, min(u + per_task, units)) for u in range(0, units, per_task)]
+
+
+def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]],
+                      valid: np.ndarray, progress: Progress) -> dict[str, tuple[np.ndarray, ...]]:
+    res, out = spec.resources, {}
+    todo = [layer for layer in spec.layers if not job.thresholds(layer).exists()]
+    calls = [(str(job.root), layer, block, spec.method.quantile, valid) for layer in todo
+             for block in _unit_blocks(shapes[layer][0], res.units_per_task)]
+    progress.start("thresholds", len(calls))
+    parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def on_done(i: int, result: tuple[np.ndarray, np.ndarray]) -> None:
+        parts[i] = result
+        progress.advance("thresholds")
+
+    run_tasks(threshold_task, calls, res.cpus_per_task, "threshold block", on_done)
+    for layer in todo:
+        idx = [i for i, c in enumerate(calls) if c[1] == layer]
+        np.savez(job.thresholds(layer), thresholds=np.concatenate([parts[i][0] for i in idx]),
+                 nonfinite=np.concatenate([parts[i][1] for i in idx]))
+    for layer in spec.layers:
+        with np.load(job.thresholds(layer)) as z:
+            out[layer] = (z["thresholds"], z["nonfinite"])
+    return out
+
+
+def _score(spec: JobSpec, layer: str, labels: list[UnitLabels], first: int,
+           thresholds: tuple[np.ndarray, np.ndarray], areas: np.ndarray,
+           index: ConceptIndex, provenance: Provenance) -> list[UnitRecord]:
+    vocab = index.vocab
+
+    def concept(number: int, iou: float) -> ConceptScore:
+        return ConceptScore(name=vocab.names[number], number=number,
+                            category=vocab.category_of(number), iou=iou)
+
+    out = []
+    for k, lab in enumerate(labels):
+        unit = first + k
+        t = float(thresholds[0][unit])
+        out.append(UnitRecord(
+            layer=layer, unit=unit, threshold=t if math.isfinite(t) else None,
+            label=concept(*lab.best) if lab.best[0] else None,
+            interpretable=bool(lab.best[0]) and lab.best[1] >= spec.method.iou_threshold,
+            per_category={c: concept(*v) for c, v in lab.per_category.items()},
+            top=[concept(*t) for t in lab.top], mask_pixels=int(areas[k]),
+            nonfinite=int(thresholds[1][unit]), provenance=provenance))
+    return out
+
+
+def _stage_scoring(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]],
+                   thresholds: dict[str, tuple[np.ndarray, ...]], index: ConceptIndex,
+                   provenance: Provenance, progress: Progress) -> dict[str, list[UnitRecord]]:
+    import ray
+
+    res, method = spec.resources, spec.method
+    index_ref = ray.put(index)
+    calls = [(str(job.root), layer, block, thresholds[layer][0][block[0]:block[1]], index_ref,
+              method.denominator, res.shard_images)
+             for layer in spec.layers for block in _unit_blocks(shapes[layer][0],
+                                                                 res.units_per_task)]
+    progress.start("scoring", len(calls))
+    records: dict[int, list[UnitRecord]] = {}
+
+    def on_done(i: int, tally_result: object) -> None:
+        _root, layer, block, *_ = calls[i]
+        labels = label_units(tally_result.iou(1e-10 if method.denominator == "category"
+                                              else 0.0), index, method.top_k)
+        records[i] = _score(spec, layer, labels, block[0], thresholds[layer],
+                            tally_result.area, index, provenance)
+        progress.advance("scoring")
+
+    run_tasks(scoring_task, calls, res.cpus_per_task, "scoring block", on_done)
+    by_layer: dict[str, list[UnitRecord]] = {layer: [] for layer in spec.layers}
+    for i in sorted(records):
+        by_layer[calls[i][1]].extend(records[i])
+    return by_layer
+
+
+def summarize_layer(layer: str, records: list[UnitRecord]) -> LayerSummary:
+    """Totals of one layer: interpretable units, concepts, categories."""
+    good = [r for r in records if r.interpretable and r.label is not None]
+    counts = Counter((r.label.name, r.label.category) for r in good if r.label)
+    return LayerSummary(
+        layer=layer, units=len(records), interpretable=len(good),
+        unique_concepts=len(counts),
+        by_category=dict(Counter(r.label.category for r in good if r.label)),
+        top_concepts=[ConceptCount(name=n, category=c, units=k)
+                      for (n, c), k in counts.most_common(10)],
+        units_with_nonfinite=sum(1 for r in records if r.nonfinite))
+
+
+def run_job(spec: JobSpec, out: Path, *, address: str | None = None,
+            progress: Progress | None = None, force: bool = False) -> JobSummary:
+    """Run a whole job into ``out`` and return its summary (also written to summary.json)."""
+    progress = progress or _Quiet()
+    job = prepare_job_dir(spec, Path(out), force)
+    dataset = BrodenDataset(spec.dataset)
+    model = build_model(spec.model)
+    check_layers(model, spec.layers)
+    shapes = dict(layer_shapes(model, spec.model.preprocess.size, spec.layers))
+    del model
+    provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(), package_version=__version__)
+    seconds: dict[str, float] = {}
+    with ray_session(address):
+        t = time.perf_counter()
+        index, errors = _stage_concepts(spec, job, dataset, progress)
+        seconds["concepts"] = time.perf_counter() - t
+        t = time.perf_counter()
+        errors += _stage_activations(spec, job, dataset, shapes, progress)
+        seconds["activations"] = time.perf_counter() - t
+        valid = index.valid.copy()
+        valid[[e.index for e in errors]] = False
+        index = replace(index, valid=valid)
+        t = time.perf_counter()
+        thresholds = _stage_thresholds(spec, job, shapes, valid, progress)
+        seconds["thresholds"] = time.perf_counter() - t
+        t = time.perf_counter()
+        by_layer = _stage_scoring(spec, job, shapes, thresholds, index, provenance, progress)
+        seconds["scoring"] = time.perf_counter() - t
+    for layer, records in by_layer.items():
+        write_jsonl(job.records(layer), records)
+    write_jsonl(job.root / "errors.jsonl", errors)
+    summary = JobSummary(
+        provenance=provenance, method=spec.method.kind, iou_threshold=spec.method.iou_threshold,
+        images=len(dataset), valid_images=int(valid.sum()), bad_samples=len(errors),
+        layers=[summarize_layer(layer, by_layer[layer]) for layer in spec.layers],
+        stage_seconds={k: round(v, 3) for k, v in seconds.items()})
+    (job.root / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+    return summary

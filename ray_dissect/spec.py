@@ -1,0 +1,212 @@
+"""The job spec: one frozen pydantic model, validated once at the boundary.
+
+A job spec is YAML (see ``jobs/``). Unknown keys are refused. Relative paths in the spec are
+resolved against the current directory when the spec is loaded, so a stored spec is absolute.
+Each stage receives only its own sub-spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ray_dissect.errors import SpecError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPEC_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PreprocessSpec(_Frozen):
+    """Images are resized to ``size`` x ``size`` (bilinear), scaled to [0, 1] and normalised."""
+
+    size: Annotated[int, Field(gt=0, le=4096)] = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[Annotated[float, Field(gt=0)], ...] = IMAGENET_STD
+
+    @field_validator("std")
+    @classmethod
+    def _three_channels(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) != 3:
+            raise ValueError(f"needs 3 values (R, G, B), got {len(value)}")
+        return value
+
+
+class CheckpointWeights(_Frozen):
+    """A local state dict, loaded with ``torch.load(..., weights_only=True)``."""
+
+    checkpoint: Path
+
+
+class ModelSpec(_Frozen):
+    """Which network to dissect.
+
+    Exactly one of ``name`` (a torchvision classification model) or ``factory``
+    (``"path/to/file.py:function"`` or ``"package.module:function"`` returning an ``nn.Module``;
+    this runs user code) must be given. ``weights`` applies to both: ``none`` keeps the
+    initialisation, a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``) downloads them
+    (``name`` only), ``{checkpoint: PATH}`` loads a local state dict.
+    """
+
+    name: str | None = None
+    factory: str | None = None
+    weights: str | CheckpointWeights = "none"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    preprocess: PreprocessSpec = PreprocessSpec()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give exactly one of 'name' (torchvision) or 'factory'")
+        if self.factory is not None and isinstance(self.weights, str) and self.weights != "none":
+            raise ValueError("a factory model takes weights 'none' or {checkpoint: PATH}")
+        if self.factory is not None and ":" not in self.factory:
+            raise ValueError("factory must look like 'path/to/file.py:function' or 'pkg.mod:function'")
+        return self
+
+
+class DatasetSpec(_Frozen):
+    """The concept dataset (Broden format).
+
+    ``subset`` keeps index rows whose image path contains the substring (as CCE does with
+    ``ade20k``); ``categories`` restricts the concept categories (default: all in the dataset);
+    ``limit`` keeps the first N rows after filtering.
+    """
+
+    format: Literal["broden"] = "broden"
+    root: str
+    limit: Annotated[int, Field(gt=0)] | None = None
+    subset: str | None = None
+    categories: tuple[str, ...] | None = None
+
+
+class NetDissectMethod(_Frozen):
+    """Network Dissection: one label per unit from the top-``quantile`` activations.
+
+    ``denominator: plain`` is the dataset-wide IoU |B and L| / |B or L| (compexp, CCE);
+    ``category`` is NetDissect-Lite's category-conditional activation term.
+    """
+
+    kind: Literal["netdissect"] = "netdissect"
+    quantile: Annotated[float, Field(gt=0, lt=1)] = 0.005
+    iou_threshold: Annotated[float, Field(ge=0, le=1)] = 0.04
+    denominator: Literal["plain", "category"] = "plain"
+    top_k: Annotated[int, Field(gt=0, le=100)] = 5
+
+
+class ResourceSpec(_Frozen):
+    """How the work is spread over the cluster.
+
+    ``shard_images`` images form one work unit of extraction and one Zarr shard (written whole
+    by one actor); it must be a multiple of ``batch_size``. ``gpus_per_actor: auto`` takes one
+    GPU per actor when the cluster has GPUs, else none. ``threads_per_actor`` fixes torch's
+    intra-op threads so results do not depend on how many actors run.
+    """
+
+    actors: Annotated[int, Field(gt=0, le=1024)] = 2
+    gpus_per_actor: Literal["auto"] | Annotated[float, Field(ge=0)] = "auto"
+    cpus_per_actor: Annotated[float, Field(gt=0)] = 1.0
+    threads_per_actor: Annotated[int, Field(gt=0, le=256)] = 1
+    batch_size: Annotated[int, Field(gt=0, le=4096)] = 32
+    shard_images: Annotated[int, Field(gt=0)] = 256
+    cpus_per_task: Annotated[float, Field(gt=0)] = 1.0
+    units_per_task: Annotated[int, Field(gt=0)] = 128
+
+    @model_validator(mode="after")
+    def _shards_hold_whole_batches(self) -> ResourceSpec:
+        if self.shard_images % self.batch_size:
+            raise ValueError(
+                f"shard_images ({self.shard_images}) must be a multiple of batch_size "
+                f"({self.batch_size})"
+            )
+        return self
+
+
+class JobSpec(_Frozen):
+    """A whole dissection job. Validated once; every stage reads its own part."""
+
+    spec_version: Literal[1] = SPEC_VERSION
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "dissect"
+    model: ModelSpec
+    layers: Annotated[tuple[str, ...], Field(min_length=1)]
+    dataset: DatasetSpec
+    method: NetDissectMethod = NetDissectMethod()
+    resources: ResourceSpec = ResourceSpec()
+
+    @field_validator("layers")
+    @classmethod
+    def _unique_layers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("layers must be unique")
+        return value
+
+    def spec_hash(self) -> str:
+        """Return a stable sha256 of the canonical JSON form of the spec (first 16 hex digits)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Resolve the spec's relative local paths against ``base``."""
+    dataset = spec_dict.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("root"), str):
+        root = dataset["root"]
+        if "://" not in root:
+            dataset["root"] = str((base / root).resolve())
+    model = spec_dict.get("model")
+    if isinstance(model, dict):
+        weights = model.get("weights")
+        if isinstance(weights, dict) and isinstance(weights.get("checkpoint"), str):
+            weights["checkpoint"] = str((base / weights["checkpoint"]).resolve())
+        factory = model.get("factory")
+        if isinstance(factory, str) and factory.split(":")[0].endswith(".py"):
+            file, func = factory.rsplit(":", 1)
+            model["factory"] = f"{(base / file).resolve()}:{func}"
+    return spec_dict
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"invalid job spec {source}: field '{field}': {first['msg']}{shown}{more}"
+
+
+def parse_spec(data: Any, *, source: str = "<spec>", base: Path | None = None) -> JobSpec:
+    """Validate a spec given as a mapping; raise :class:`SpecError` with a one-line message."""
+    if not isinstance(data, dict):
+        raise SpecError(f"job spec {source} is not a mapping", given=type(data).__name__,
+                        expected="a YAML mapping with model, layers, dataset",
+                        hint="copy jobs/demo.yaml")
+    data = _absolute(json.loads(json.dumps(data)), base or Path.cwd())
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_one_line(err, source), hint="see jobs/demo.yaml and schemas/") from None
+
+
+def load_spec(path: Path | str) -> JobSpec:
+    """Read and validate a YAML job spec; relative paths resolve against the current directory."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"cannot read job spec {str(path)!r}: {err.strerror}",
+                        hint="check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"job spec {str(path)!r} is not valid YAML: {err}".replace("\n", " "),
+                        hint="check indentation") from None
+    return parse_spec(data, source=str(path))

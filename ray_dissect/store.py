@@ -1,0 +1,103 @@
+"""Zarr v3 stores for per-image arrays, written one whole shard at a time.
+
+Layout: an array (n_images, ...) whose Zarr *shard* covers ``shard_images`` images and all of
+the other axes, so a work unit (a block of images) is exactly one Zarr shard, written whole by
+exactly one writer (concurrent partial writes into one shard lose data). Chunks, the unit of
+reading, are smaller along the other axes so that a block of units can be read for all images.
+
+Arrays live at ``data/<name>``. Completion is recorded apart from the data, in a
+``done/<name>`` bool array with one chunk per shard (chunk existence is no marker: all-fill
+chunks are never written).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ray_dissect.errors import StoreError
+
+
+def _zarr() -> Any:
+    import zarr
+
+    return zarr
+
+
+def _open_group(path: Path | str, mode: str = "a") -> Any:
+    try:
+        return _zarr().open_group(str(path), mode=mode)
+    except (OSError, FileNotFoundError) as err:
+        raise StoreError(f"cannot open Zarr store {str(path)!r}: {err}",
+                         hint="check that the output directory is writable") from err
+
+
+def _divisor_at_most(n: int, k: int) -> int:
+    """The largest divisor of ``n`` that is <= ``k`` (inner chunks must tile a shard)."""
+    return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
+
+
+def create_image_array(path: Path | str, name: str, shape: tuple[int, ...], dtype: str,
+                       shard_images: int, chunk_images: int,
+                       inner_chunks: tuple[int, ...] | None = None) -> Any:
+    """Create (or open, when it exists with the same shape) a per-image array and its markers.
+
+    Args:
+        shape: (n_images, ...) full array shape.
+        shard_images: images per shard (the unit of writing).
+        chunk_images: images per chunk (divides ``shard_images``).
+        inner_chunks: wanted chunk size along the other axes (default: whole axes); each is
+            lowered to a divisor of its axis.
+    """
+    zarr = _zarr()
+    group = _open_group(path)
+    rest = tuple(shape[1:])
+    inner = tuple(_divisor_at_most(n, k) for n, k in zip(rest, inner_chunks or rest, strict=True))
+    n_shards = -(-shape[0] // shard_images)
+    data, done = group.require_group("data"), group.require_group("done")
+    if name in data:
+        arr = data[name]
+        if tuple(arr.shape) != tuple(shape):
+            raise StoreError(f"existing array {name!r} in {str(path)!r} has shape {arr.shape}",
+                             expected=str(shape), hint="use a new output directory")
+        return arr
+    arr = data.create_array(
+        name, shape=shape, dtype=dtype, chunks=(chunk_images, *inner),
+        shards=(shard_images, *rest), fill_value=0,
+        compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"))
+    done.create_array(name, shape=(n_shards,), chunks=(1,), dtype="bool",
+                       fill_value=False)
+    return arr
+
+
+def write_shard(path: Path | str, name: str, shard: int, shard_images: int,
+                data: np.ndarray) -> None:
+    """Write one whole shard of images, then mark it done (never mark before the data)."""
+    group = _open_group(path, mode="r+")
+    start = shard * shard_images
+    try:
+        group["data"][name][start:start + data.shape[0]] = data
+        group["done"][name][shard] = True
+    except OSError as err:
+        raise StoreError(f"writing shard {shard} of {name!r} in {str(path)!r} failed: {err}",
+                         hint="check free disk space; the job can be resumed") from err
+
+
+def done_shards(path: Path | str, name: str) -> np.ndarray:
+    """(n_shards,) bool: which shards of ``name`` are completely written."""
+    try:
+        return np.asarray(_zarr().open_array(str(path), path=f"done/{name}", mode="r")[:],
+                          dtype=bool)
+    except (FileNotFoundError, KeyError, StoreError):
+        return np.zeros(0, dtype=bool)
+
+
+def open_array(path: Path | str, name: str) -> Any:
+    """Open array ``name`` for reading."""
+    try:
+        return _zarr().open_array(str(path), path=f"data/{name}", mode="r")
+    except (FileNotFoundError, KeyError) as err:
+        raise StoreError(f"array {name!r} missing in {str(path)!r}",
+                         hint="the stage that writes it has not run; rerun the job") from err
