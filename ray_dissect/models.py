@@ -52,12 +52,6 @@ def _resolve_factory(factory: str) -> Callable[..., Any]:
 def _torchvision_model(spec: ModelSpec) -> Any:
     import torchvision
 
-    available = set(torchvision.models.list_models(module=torchvision.models))
-    if spec.name not in available:
-        close = sorted(n for n in available if spec.name and n.startswith(spec.name[:4]))[:5]
-        raise ModelError(f"unknown torchvision model {spec.name!r}",
-                         expected=f"a classification model such as {close or ['resnet18']}",
-                         hint="see torchvision.models.list_models()")
     weights = spec.weights if isinstance(spec.weights, str) and spec.weights != "none" else None
     try:
         return torchvision.models.get_model(spec.name, weights=weights, **spec.kwargs)
@@ -77,7 +71,7 @@ def load_checkpoint(model: Any, path: Path) -> None:
                          hint="fix model.weights.checkpoint") from None
     except Exception as err:
         raise ModelError(f"cannot load checkpoint {str(path)!r} with weights_only=True: {err}",
-                         hint="save a plain state dict with torch.save(model.state_dict())") from err
+                         hint="save a plain state dict: torch.save(model.state_dict())") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -117,7 +111,7 @@ def check_layers(model: Any, layers: Sequence[str]) -> None:
         if layer not in names:
             close = sorted(n for n in names if n.split(".")[0] == layer.split(".")[0])[:3]
             raise LayerNotFoundError(
-                f"layer {layer!r} is not a module of the model",
+                f"job spec field 'layers': {layer!r} is not a module of the model",
                 expected=f"a name from named_modules(), e.g. {close or sorted(names)[:3]}",
                 hint=LAYERS_HINT)
 

@@ -20,6 +20,7 @@ from ray_dissect.errors import SpecError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPEC_VERSION = 1
+SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "cpus_per_task", "units_per_task")
 
 
 class _Frozen(BaseModel):
@@ -63,6 +64,19 @@ class ModelSpec(_Frozen):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     preprocess: PreprocessSpec = PreprocessSpec()
 
+    @field_validator("name")
+    @classmethod
+    def _known_torchvision_model(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import torchvision
+
+        available = torchvision.models.list_models(module=torchvision.models)
+        if value not in available:
+            close = [n for n in available if n.startswith(value[:3])][:4] or ["resnet18"]
+            raise ValueError(f"unknown torchvision classification model; try one of {close}")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if (self.name is None) == (self.factory is None):
@@ -70,7 +84,7 @@ class ModelSpec(_Frozen):
         if self.factory is not None and isinstance(self.weights, str) and self.weights != "none":
             raise ValueError("a factory model takes weights 'none' or {checkpoint: PATH}")
         if self.factory is not None and ":" not in self.factory:
-            raise ValueError("factory must look like 'path/to/file.py:function' or 'pkg.mod:function'")
+            raise ValueError("factory must look like 'path/file.py:function' or 'pkg.mod:function'")
         return self
 
 
@@ -150,8 +164,16 @@ class JobSpec(_Frozen):
         return value
 
     def spec_hash(self) -> str:
-        """Return a stable sha256 of the canonical JSON form of the spec (first 16 hex digits)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """A stable hash of what determines the results (first 16 hex digits of a sha256).
+
+        Pure scheduling fields (``SCHEDULING_FIELDS``: how many actors, CPUs per actor or task,
+        units per task) are left out: they do not change any number, so a job may be resumed
+        with more or fewer workers. Batch and shard sizes, threads and GPUs stay in.
+        """
+        data = self.model_dump(mode="json")
+        for key in SCHEDULING_FIELDS:
+            data["resources"].pop(key)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -222,16 +222,28 @@ def summarize_layer(layer: str, records: list[UnitRecord]) -> LayerSummary:
         units_with_nonfinite=sum(1 for r in records if r.nonfinite))
 
 
-def run_job(spec: JobSpec, out: Path, *, address: str | None = None,
-            progress: Progress | None = None, force: bool = False) -> JobSummary:
-    """Run a whole job into ``out`` and return its summary (also written to summary.json)."""
-    progress = progress or _Quiet()
-    job = prepare_job_dir(spec, Path(out), force)
+def preflight(spec: JobSpec) -> tuple[BrodenDataset, dict[str, tuple[int, ...]]]:
+    """Check everything checkable before any work: dataset, model, layers and their shapes."""
     dataset = BrodenDataset(spec.dataset)
     model = build_model(spec.model)
     check_layers(model, spec.layers)
     shapes = dict(layer_shapes(model, spec.model.preprocess.size, spec.layers))
-    del model
+    for layer in spec.layers:
+        if layer not in shapes or len(shapes[layer]) not in (1, 3):
+            raise SpecError(f"job spec field 'layers': layer {layer!r} does not output a "
+                            "(units,) or (units, h, w) tensor", given=shapes.get(layer),
+                            hint="pick a convolutional module; see `ray-dissect layers`")
+        if len(shapes[layer]) == 1:
+            shapes[layer] = (*shapes[layer], 1, 1)
+    return dataset, shapes
+
+
+def run_job(spec: JobSpec, out: Path, *, address: str | None = None,
+            progress: Progress | None = None, force: bool = False) -> JobSummary:
+    """Run a whole job into ``out`` and return its summary (also written to summary.json)."""
+    progress = progress or _Quiet()
+    dataset, shapes = preflight(spec)
+    job = prepare_job_dir(spec, Path(out), force)
     provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(), package_version=__version__)
     seconds: dict[str, float] = {}
     with ray_session(address):

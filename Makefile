@@ -1,0 +1,34 @@
+# Set-up and run targets. Everything installs into .venv inside the repo.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch/torchvision are pinned to the builds this project is tested with (CPU works; on a
+# CUDA machine pip picks the CUDA build of the same version).
+TORCH := torch==2.14.1 torchvision==0.29.1
+DEMO_DATA := data/synthetic
+DEMO_IMAGES := 2000
+
+.PHONY: install demo test lint bench schema
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[demo,test]"
+	touch $@
+
+demo: install
+	test -f $(DEMO_DATA)/index.csv || $(BIN)/ray-dissect make-dataset $(DEMO_DATA) --images $(DEMO_IMAGES) --seed 0
+	$(BIN)/ray-dissect run jobs/demo.yaml --out runs/demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_extraction.py
+
+schema: install
+	$(BIN)/ray-dissect schema --out schemas

@@ -1,0 +1,65 @@
+"""The CLI refuses bad specs in one line, with a non-zero exit, before starting anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ray_dissect.cli import app
+
+runner = CliRunner()
+
+
+def _job(tmp_path: Path, root: Path, **over: object) -> Path:
+    spec = {"model": {"name": "resnet18"}, "layers": ["layer4"],
+            "dataset": {"root": str(root)}, **over}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize(("over", "needle", "code"), [
+    ({"method": {"quantile": -1}}, "field 'method.quantile'", 2),
+    ({"surprise": True}, "field 'surprise'", 2),
+    ({"model": {"name": "resnet1000"}}, "field 'model.name'", 2),
+    ({"layers": ["layer9"]}, "field 'layers': 'layer9'", 2),
+])
+def test_bad_spec_fails_fast(tmp_path: Path, four_images: Path, over: dict, needle: str,
+                             code: int) -> None:
+    """One line on stderr naming the field, exit code, no output directory, no Ray."""
+    import ray
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(_job(tmp_path, four_images, **over)),
+                                 "--out", str(out)])
+    assert result.exit_code == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert "Hint:" in lines[0]
+    assert not out.exists() and not ray.is_initialized()
+
+
+def test_missing_dataset_root(tmp_path: Path) -> None:
+    """A missing dataset root exits 3 with a hint to make-dataset."""
+    result = runner.invoke(app, ["run", str(_job(tmp_path, tmp_path / "nope")), "--out",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 3 and "make-dataset" in result.stderr
+
+
+def test_layers_lists_shapes() -> None:
+    """`layers --model` prints module names with output shapes."""
+    result = runner.invoke(app, ["layers", "--model", "resnet18"])
+    assert result.exit_code == 0
+    assert any(line.split()[0] == "layer4" and line.endswith("512 x 7 x 7")
+               for line in result.stdout.splitlines())
+
+
+def test_schema_command_writes_files(tmp_path: Path) -> None:
+    """`schema --out DIR` writes one file per record type and the job spec."""
+    result = runner.invoke(app, ["schema", "--out", str(tmp_path)])
+    assert result.exit_code == 0
+    assert {p.name for p in tmp_path.iterdir()} >= {"job_spec.schema.json",
+                                                     "unit_record.schema.json"}

@@ -1,0 +1,108 @@
+"""The label-set concept index gives exactly the dense counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ray_dissect.concepts import (
+    build_shard,
+    canonical_label_rows,
+    load_index,
+    merge_shards,
+    save_index,
+)
+from ray_dissect.dataset import BadSampleError, Vocabulary
+
+
+class FakeDataset:
+    """Random label layers (duplicates across layers included) and whole-image labels."""
+
+    def __init__(self, n: int, n_labels: int, seed: int, shape: tuple[int, int] = (6, 5)) -> None:
+        rng = np.random.default_rng(seed)
+        self.mask_shape = shape
+        self.items = []
+        for _ in range(n):
+            k = int(rng.integers(0, 4))
+            pixel = rng.integers(0, n_labels, size=(k, *shape)) * (rng.random((k, *shape)) < 0.6)
+            whole = rng.choice(np.arange(1, n_labels), size=int(rng.integers(0, 3)), replace=False)
+            self.items.append((pixel.astype(np.int32), whole.astype(np.int32)))
+        self.bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def read_labels(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i in self.bad:
+            raise BadSampleError(f"bad {i}")
+        return self.items[i]
+
+    def dense(self, n_labels: int) -> np.ndarray:
+        """(n_labels, N, S) bool: pixel has label (any layer, or whole-image)."""
+        out = np.zeros((n_labels, len(self), self.mask_shape[0] * self.mask_shape[1]), bool)
+        for i, (pixel, whole) in enumerate(self.items):
+            if i in self.bad:
+                continue
+            for layer in pixel.reshape(pixel.shape[0], out.shape[2]):
+                out[layer, i, np.arange(layer.size)] = True
+            out[whole, i, :] = True
+        out[0] = False
+        return out
+
+
+def _vocab(n_labels: int) -> Vocabulary:
+    membership = np.ones((n_labels, 1), bool)
+    primary = np.zeros(n_labels, np.int64)
+    primary[0] = -1
+    return Vocabulary(tuple(f"l{i}" for i in range(n_labels)), ("object",), membership, primary)
+
+
+def _index(ds: FakeDataset, n_labels: int, shard: int):
+    shards = [build_shard(ds, s, min(s + shard, len(ds))) for s in range(0, len(ds), shard)]
+    return merge_shards(_vocab(n_labels), ds.mask_shape, shard, shards), shards
+
+
+def test_canonical_rows_merge_duplicates_and_whole_labels() -> None:
+    """Equal label sets give equal rows whatever the layer order; 0 and repeats vanish."""
+    pixel = np.array([[[3, 0]], [[3, 5]]], dtype=np.int32)  # 2 layers, 1x2 pixels
+    rows = canonical_label_rows(pixel, np.array([7], np.int32), width=4)
+    assert rows.tolist() == [[0, 0, 3, 7], [0, 0, 5, 7]]
+    swapped = canonical_label_rows(pixel[::-1].copy(), np.array([7], np.int32), width=4)
+    assert np.array_equal(rows, swapped)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_label_area_equals_dense_counts(seed: int) -> None:
+    """|L| from the index equals the dense pixel count of every label, across shards."""
+    n_labels = 9
+    ds = FakeDataset(23, n_labels, seed)
+    index, _ = _index(ds, n_labels, shard=5)
+    dense = ds.dense(n_labels)
+    np.testing.assert_array_equal(index.label_area(), dense.sum(axis=(1, 2)))
+
+
+def test_set_ids_reproduce_every_pixel_label_set() -> None:
+    """Looking up a pixel's set id in the membership matrix gives back its label set."""
+    n_labels = 7
+    ds = FakeDataset(12, n_labels, seed=5)
+    index, shards = _index(ds, n_labels, shard=4)
+    dense = ds.dense(n_labels)
+    local = np.concatenate([s.set_ids for s in shards])
+    ids = index.global_set_ids(local, 0).reshape(len(ds), -1)
+    member = index.membership.toarray().astype(bool)
+    np.testing.assert_array_equal(member[ids].transpose(2, 0, 1), dense)
+
+
+def test_bad_sample_is_recorded_and_left_out(tmp_path) -> None:
+    """An unreadable sample becomes invalid, with its reason, and counts nowhere."""
+    n_labels = 6
+    ds = FakeDataset(8, n_labels, seed=3)
+    ds.bad = {2}
+    index, shards = _index(ds, n_labels, shard=4)
+    assert shards[0].errors == ((2, "bad 2"),)
+    assert index.valid.tolist() == [True, True, False] + [True] * 5
+    np.testing.assert_array_equal(index.label_area(), ds.dense(n_labels).sum(axis=(1, 2)))
+    save_index(index, tmp_path / "i.npz")
+    back = load_index(tmp_path / "i.npz", index.vocab)
+    np.testing.assert_array_equal(back.label_area(), index.label_area())
+    assert back.n_sets == index.n_sets and back.shard_images == 4
