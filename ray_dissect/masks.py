@@ -83,7 +83,7 @@ def _signatures(pairs_img: np.ndarray, pairs_unit: np.ndarray, inside: np.ndarra
 
 
 def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.ndarray,
-               first_image: int, valid: np.ndarray) -> list[UnitMask]:
+               first_image: int, valid: np.ndarray, inclusive: bool = False) -> list[UnitMask]:
     """Signatures of k unit masks over one block of n images.
 
     Args:
@@ -92,20 +92,22 @@ def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.nda
         set_ids: (n, sh, sw) int64 global label-set id per pixel.
         first_image: global index of the block's first image.
         valid: (n,) bool; invalid images contribute nothing.
+        inclusive: ``lo <= value <= hi`` instead of the strict ``lo < value < hi``.
 
     Returns:
         k :class:`UnitMask`, one per unit, covering this block only.
     """
     n, k = acts.shape[:2]
     peak = acts.reshape(n, k, -1).max(axis=2)
-    fires = (peak > lo[None, :]) & valid[:, None]
+    fires = ((peak >= lo[None, :]) if inclusive else (peak > lo[None, :])) & valid[:, None]
     pairs_img, pairs_unit = np.nonzero(fires)
     parts: list[list[UnitMask]] = [[] for _ in range(k)]
     for start in range(0, len(pairs_img), PAIRS_PER_CHUNK):
         img = pairs_img[start:start + PAIRS_PER_CHUNK]
         unit = pairs_unit[start:start + PAIRS_PER_CHUNK]
         up = upsample(acts[img, unit], set_ids.shape[1:])
-        inside = (up > lo[unit][:, None, None]) & (up < hi[unit][:, None, None])
+        lo_u, hi_u = lo[unit][:, None, None], hi[unit][:, None, None]
+        inside = ((up >= lo_u) & (up <= hi_u)) if inclusive else ((up > lo_u) & (up < hi_u))
         for u, mask in enumerate(_signatures(img, unit, inside, set_ids, first_image, k)):
             parts[u].append(mask)
     return [UnitMask.concat(p) for p in parts]

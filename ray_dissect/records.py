@@ -11,13 +11,21 @@ Every record carries ``schema_version``; ``schemas/`` holds their JSON Schemas, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from ray_dissect.dataset import Vocabulary
+    from ray_dissect.formula import Formula
+    from ray_dissect.scoring import UnitLabels
+    from ray_dissect.workunits import RangeExplanation
+
+SCHEMA_VERSION = 2
 
 
 class _Record(BaseModel):
@@ -33,6 +41,69 @@ class ConceptScore(_Record):
     iou: Annotated[float, Field(ge=0)]
 
 
+class LeafNode(_Record):
+    """A concept."""
+
+    op: Literal["leaf"] = "leaf"
+    concept: Annotated[int, Field(ge=0)]
+    name: str
+
+
+class NotNode(_Record):
+    op: Literal["not"] = "not"
+    child: FormulaNode
+
+
+class AndNode(_Record):
+    op: Literal["and"] = "and"
+    left: FormulaNode
+    right: FormulaNode
+
+
+class OrNode(_Record):
+    op: Literal["or"] = "or"
+    left: FormulaNode
+    right: FormulaNode
+
+
+FormulaNode = Annotated[LeafNode | NotNode | AndNode | OrNode, Field(discriminator="op")]
+for _node in (NotNode, AndNode, OrNode):
+    _node.model_rebuild()
+
+
+class BeamEntry(_Record):
+    """One formula of the final beam."""
+
+    text: str
+    iou: float
+
+
+class Metrics(_Record):
+    """CCE's explanation metrics (see ray_dissect.metrics)."""
+
+    activation_coverage: float
+    detection_accuracy: float = Field(description="pixel level: |B and L| / |L|")
+    samples_coverage: float = Field(description="image-level detection accuracy")
+    explanation_coverage: float
+
+
+class Explanation(_Record):
+    """The compositional explanation of one activation range of a unit."""
+
+    range_index: int = Field(description="0 = lowest range; the quantile range is 0 alone")
+    lo: float = Field(description="lower bound of the range")
+    hi: float | None = Field(description="upper bound; null = +inf (quantile range)")
+    inclusive: bool = Field(description="lo <= a <= hi instead of lo < a < hi")
+    mask_pixels: int
+    formula: FormulaNode | None = Field(description="null when no concept overlaps the mask")
+    text: str | None
+    iou: float
+    metrics: Metrics | None
+    visited: int = Field(description="exact IoUs computed in the expansion steps")
+    best_unary: ConceptScore | None = Field(description="the best single concept")
+    beam: list[BeamEntry]
+
+
 class Provenance(_Record):
     """Where a record comes from."""
 
@@ -44,7 +115,7 @@ class Provenance(_Record):
 class UnitRecord(_Record):
     """The dissection of one unit."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     layer: str
     unit: Annotated[int, Field(ge=0)]
     threshold: float | None = Field(description="activation threshold; null if no finite value")
@@ -54,6 +125,8 @@ class UnitRecord(_Record):
     top: list[ConceptScore] = Field(description="the top-k concepts by IoU")
     mask_pixels: Annotated[int, Field(ge=0, description="|B|, pixels in the unit's mask")]
     nonfinite: Annotated[int, Field(ge=0, description="NaN/inf activations, left out")]
+    explanations: list[Explanation] = Field(
+        default_factory=list, description="compositional/clustered methods: one per range")
     provenance: Provenance
 
 
@@ -63,6 +136,13 @@ class ConceptCount(_Record):
     name: str
     category: str
     units: int
+
+
+class FormulaCount(_Record):
+    """How many unit ranges an explanation formula labels (IoU >= iou_threshold)."""
+
+    text: str
+    ranges: int
 
 
 class LayerSummary(_Record):
@@ -75,12 +155,14 @@ class LayerSummary(_Record):
     by_category: dict[str, int] = Field(description="interpretable units per label category")
     top_concepts: list[ConceptCount]
     units_with_nonfinite: int = 0
+    explained_ranges: int = Field(0, description="explanations with IoU >= iou_threshold")
+    top_formulas: list[FormulaCount] = Field(default_factory=list)
 
 
 class SampleError(_Record):
     """A sample that could not be used; it is left out of every count."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     index: int = Field(description="row among the kept index rows")
     image: str
     stage: str
@@ -90,7 +172,7 @@ class SampleError(_Record):
 class JobSummary(_Record):
     """What a whole job produced."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     provenance: Provenance
     method: str
     iou_threshold: float
@@ -143,3 +225,82 @@ def write_schemas(directory: Path) -> list[Path]:
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         paths.append(path)
     return paths
+
+
+# --- building records from stage results -------------------------------------------------
+
+
+def concept_score(vocab: Vocabulary, number: int, iou: float) -> ConceptScore:
+    """A :class:`ConceptScore` for label ``number``."""
+    return ConceptScore(name=vocab.names[number], number=number,
+                        category=vocab.category_of(number), iou=iou)
+
+
+def formula_node(f: Formula, names: Sequence[str]) -> dict[str, Any]:
+    """The record form of a formula tree: ``to_dict`` plus each leaf's concept name."""
+    from ray_dissect.formula import to_dict
+
+    def named(node: dict[str, Any]) -> dict[str, Any]:
+        if node["op"] == "leaf":
+            return {**node, "name": names[node["concept"]]}
+        return {k: named(v) if isinstance(v, dict) else v for k, v in node.items()}
+
+    return named(to_dict(f))
+
+
+def explanation_record(index: int, exp: RangeExplanation, vocab: Vocabulary) -> Explanation:
+    """The record of one range's search result."""
+    from ray_dissect.formula import to_string
+
+    res, best = exp.result, (exp.result.beam[0] if exp.result.beam else None)
+    unary = res.best_unary
+    metrics = None
+    if exp.metrics is not None:
+        m = exp.metrics
+        metrics = Metrics(activation_coverage=m.activation_coverage,
+                          detection_accuracy=m.detection_accuracy,
+                          samples_coverage=m.samples_coverage,
+                          explanation_coverage=m.explanation_coverage)
+    return Explanation(
+        range_index=index, lo=exp.lo, hi=exp.hi if math.isfinite(exp.hi) else None,
+        inclusive=exp.inclusive, mask_pixels=exp.mask_pixels,
+        formula=formula_node(best.formula, vocab.names) if best else None,  # type: ignore[arg-type]
+        text=to_string(best.formula, vocab.names) if best else None,
+        iou=best.iou if best else 0.0, metrics=metrics, visited=res.visited,
+        best_unary=(concept_score(vocab, unary.formula.concept, unary.iou)  # type: ignore[union-attr]
+                    if unary else None),
+        beam=[BeamEntry(text=to_string(s.formula, vocab.names), iou=s.iou) for s in res.beam])
+
+
+def unit_record(layer: str, unit: int, labels: UnitLabels, threshold: float, nonfinite: int,
+                area: float, iou_threshold: float, explanations: list[RangeExplanation] | None,
+                vocab: Vocabulary, provenance: Provenance) -> UnitRecord:
+    """The record of one unit from its NetDissect labels and range explanations."""
+    best = labels.best
+    return UnitRecord(
+        layer=layer, unit=unit, threshold=threshold if math.isfinite(threshold) else None,
+        label=concept_score(vocab, *best) if best[0] else None,
+        interpretable=bool(best[0]) and best[1] >= iou_threshold,
+        per_category={c: concept_score(vocab, *v) for c, v in labels.per_category.items()},
+        top=[concept_score(vocab, *t) for t in labels.top], mask_pixels=int(area),
+        nonfinite=nonfinite,
+        explanations=[explanation_record(i, e, vocab) for i, e in enumerate(explanations or [])],
+        provenance=provenance)
+
+
+def summarize_layer(layer: str, records: list[UnitRecord], iou_threshold: float) -> LayerSummary:
+    """Totals of one layer: interpretable units, concepts, categories, frequent formulas."""
+    good = [r for r in records if r.interpretable and r.label is not None]
+    counts = Counter((r.label.name, r.label.category) for r in good if r.label)
+    explained = [e for r in records for e in r.explanations
+                 if e.text is not None and e.iou >= iou_threshold]
+    formulas = Counter(e.text for e in explained)
+    return LayerSummary(
+        layer=layer, units=len(records), interpretable=len(good),
+        unique_concepts=len(counts),
+        by_category=dict(Counter(r.label.category for r in good if r.label)),
+        top_concepts=[ConceptCount(name=n, category=c, units=k)
+                      for (n, c), k in counts.most_common(10)],
+        units_with_nonfinite=sum(1 for r in records if r.nonfinite),
+        explained_ranges=len(explained),
+        top_formulas=[FormulaCount(text=str(t), ranges=k) for t, k in formulas.most_common(10)])

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ray_dissect.errors import SpecError
 
@@ -103,18 +112,71 @@ class DatasetSpec(_Frozen):
     categories: tuple[str, ...] | None = None
 
 
-class NetDissectMethod(_Frozen):
-    """Network Dissection: one label per unit from the top-``quantile`` activations.
+class _MethodBase(_Frozen):
+    """What every method computes: NetDissect labels from the top-``quantile`` activations.
 
     ``denominator: plain`` is the dataset-wide IoU |B and L| / |B or L| (compexp, CCE);
     ``category`` is NetDissect-Lite's category-conditional activation term.
     """
 
-    kind: Literal["netdissect"] = "netdissect"
     quantile: Annotated[float, Field(gt=0, lt=1)] = 0.005
     iou_threshold: Annotated[float, Field(ge=0, le=1)] = 0.04
     denominator: Literal["plain", "category"] = "plain"
     top_k: Annotated[int, Field(gt=0, le=100)] = 5
+
+
+class NetDissectMethod(_MethodBase):
+    """Network Dissection: one label per unit (Bau et al. 2017)."""
+
+    kind: Literal["netdissect"] = "netdissect"
+
+
+class CompositionalMethod(_MethodBase):
+    """Compositional Explanations (Mu & Andreas 2020): a formula per unit, by beam search.
+
+    Formulas over the dataset's concepts with OR, AND, AND NOT, of at most ``length`` leaves
+    (``count_not`` also counts NOT, as compexp does). The first beam holds ``first_beam``
+    atoms (default 2 x ``beam``, as CCE; compexp used ``beam``). ``dedup: equivalence`` (CCE)
+    drops logically equivalent candidates; ``string`` (compexp) only identical ones.
+    """
+
+    kind: Literal["compositional"] = "compositional"
+    length: Annotated[int, Field(ge=1, le=10)] = 3
+    beam: Annotated[int, Field(ge=1, le=100)] = 5
+    first_beam: Annotated[int, Field(ge=1, le=1000)] | None = None
+    count_not: bool = False
+    dedup: Literal["equivalence", "string"] = "equivalence"
+
+
+class ClusteredMethod(CompositionalMethod):
+    """Clustered Compositional Explanations (La Rosa et al. 2023): a formula per activation range.
+
+    Each unit's activations (exact zeros dropped when all are >= 0) are split into ``clusters``
+    ranges by 1-D k-means (k-means++ seeded by ``seed``). A range's mask holds the upsampled
+    values inside [lo, hi] (``bounds: inclusive``, the default, so every member value counts)
+    or strictly inside (lo, hi) (``strict``, as CCE's code). ``clusters: 1`` is the quantile
+    mode: the range (threshold, +inf), exactly as ``compositional``.
+    """
+
+    kind: Literal["clustered"] = "clustered"  # type: ignore[assignment]
+    clusters: Annotated[int, Field(ge=1, le=32)] = 5
+    seed: int = 0
+    bounds: Literal["inclusive", "strict"] = "inclusive"
+
+
+def _method_kind(value: Any) -> str:
+    """The method's ``kind``; a method given without one is NetDissect."""
+    if isinstance(value, dict):
+        return str(value.get("kind", "netdissect"))
+    return str(getattr(value, "kind", "netdissect"))
+
+
+METHOD_KINDS = ("netdissect", "compositional", "clustered")
+Method = Annotated[
+    Annotated[NetDissectMethod, Tag("netdissect")]
+    | Annotated[CompositionalMethod, Tag("compositional")]
+    | Annotated[ClusteredMethod, Tag("clustered")],
+    Discriminator(_method_kind)]
 
 
 class ResourceSpec(_Frozen):
@@ -153,7 +215,7 @@ class JobSpec(_Frozen):
     model: ModelSpec
     layers: Annotated[tuple[str, ...], Field(min_length=1)]
     dataset: DatasetSpec
-    method: NetDissectMethod = NetDissectMethod()
+    method: Method = NetDissectMethod()
     resources: ResourceSpec = ResourceSpec()
 
     @field_validator("layers")
@@ -198,7 +260,10 @@ def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def _one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = [str(p) for p in first["loc"]]
+    if len(loc) > 1 and loc[0] == "method" and loc[1] in METHOD_KINDS:
+        del loc[1]  # the union's tag, not a field
+    field = ".".join(loc) or "(top level)"
     given = first.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
     more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""

@@ -8,7 +8,8 @@ testable in-process. A job directory ``DIR`` holds::
     concepts/shard_*.npz     per-shard set tables;  concepts/index.npz  the merged index
     activations.zarr         layers/<layer> (N, units, h, w) float32 + done/<layer>
     activations/bad_*.json   per-shard unreadable images
-    thresholds/<layer>.npz   thresholds (units,) float64, nonfinite (units,) int64
+    thresholds/<layer>.npz   thresholds (units,) float64, nonfinite (units,) int64,
+                             ranges (units, clusters, 2) float64 activation ranges
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 """
 
@@ -22,10 +23,15 @@ import numpy as np
 
 from ray_dissect import store
 from ray_dissect.activations import Extractor
+from ray_dissect.clusters import unit_ranges
 from ray_dissect.concepts import ConceptIndex, ShardIndex, build_shard
 from ray_dissect.dataset import BadSampleError, BrodenDataset
+from ray_dissect.formula import evaluate
 from ray_dissect.masks import UnitMask, unit_masks
+from ray_dissect.metrics import ExplanationMetrics, explanation_metrics
 from ray_dissect.scoring import Tally, tally
+from ray_dissect.search import SearchParams, SearchResult, SearchSpace, beam_search
+from ray_dissect.spec import Method, NetDissectMethod
 from ray_dissect.thresholds import unit_thresholds
 
 CHUNK_IMAGES = 32
@@ -125,31 +131,109 @@ def extraction_work(extractor: Extractor, dataset: BrodenDataset, job: JobDir, s
 
 
 def threshold_work(job: JobDir, layer: str, units: tuple[int, int], quantile: float,
-                   valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact thresholds of units [u0, u1) of a layer over the valid images."""
-    acts = store.open_array(job.activations_zarr, layer)[:, units[0]:units[1]]
-    return unit_thresholds(acts[valid], quantile)
+                   valid: np.ndarray, clusters: int = 1, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact thresholds of units [u0, u1) over the valid images, and their activation ranges.
+
+    Returns thresholds (k,) float64, nonfinite (k,) int64 and ranges (k, clusters, 2) float64
+    ([lo, hi] per range, NaN where a unit has fewer ranges; (k, 0, 2) when clusters == 1).
+    """
+    acts = store.open_array(job.activations_zarr, layer)[:, units[0]:units[1]][valid]
+    thresholds, nonfinite = unit_thresholds(acts, quantile)
+    ranges = np.full((acts.shape[1], clusters if clusters > 1 else 0, 2), np.nan)
+    if clusters > 1:
+        for u, unit in enumerate(unit_ranges(acts, clusters, seed)):
+            ranges[u, : len(unit)] = unit
+    return thresholds, nonfinite, ranges
 
 
-def mask_work(job: JobDir, layer: str, units: tuple[int, int], lo: np.ndarray,
-              hi: np.ndarray, index: ConceptIndex, block_images: int) -> list[UnitMask]:
-    """Unit-mask signatures of units [u0, u1), streaming over blocks of images."""
+@dataclass(frozen=True)
+class RangeSpec:
+    """One mask per unit: ``lo < a < hi`` (or ``<=`` when inclusive); (k,) float64 bounds."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    inclusive: bool
+
+
+def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[RangeSpec],
+              index: ConceptIndex, block_images: int) -> list[list[UnitMask]]:
+    """Unit-mask signatures of units [u0, u1) for every range, in one pass over the images.
+
+    Returns masks[r][u] for range r and unit u of the block.
+    """
     acts = store.open_array(job.activations_zarr, layer)
     set_ids = store.open_array(job.concepts_zarr, "set_ids")
-    parts: list[list[UnitMask]] = [[] for _ in range(units[1] - units[0])]
+    k = units[1] - units[0]
+    parts: list[list[list[UnitMask]]] = [[[] for _ in range(k)] for _ in ranges]
     for start in range(0, index.n_images, block_images):
         stop = min(start + block_images, index.n_images)
         block = acts[start:stop, units[0]:units[1]]
         ids = index.global_set_ids(set_ids[start:stop], start)
-        for u, mask in enumerate(unit_masks(block, lo, hi, ids, start, index.valid[start:stop])):
-            parts[u].append(mask)
-    return [UnitMask.concat(p) for p in parts]
+        for r, rng in enumerate(ranges):
+            masks = unit_masks(block, rng.lo, rng.hi, ids, start, index.valid[start:stop],
+                               rng.inclusive)
+            for u, mask in enumerate(masks):
+                parts[r][u].append(mask)
+    return [[UnitMask.concat(p) for p in per_range] for per_range in parts]
+
+
+@dataclass(frozen=True)
+class RangeExplanation:
+    """The explanation of one activation range of one unit."""
+
+    lo: float
+    hi: float
+    inclusive: bool
+    mask_pixels: int
+    result: SearchResult
+    metrics: ExplanationMetrics | None
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """What a scoring task returns for a block of units: the NetDissect tally, and per unit
+    its range explanations (``None`` for ``netdissect``)."""
+
+    tally: Tally
+    explanations: list[list[RangeExplanation]] | None
+
+
+def _range_specs(thresholds: np.ndarray, ranges: np.ndarray, method: Method) -> list[RangeSpec]:
+    lo = np.where(np.isfinite(thresholds), thresholds, np.inf)
+    specs = [RangeSpec(lo, np.full_like(lo, np.inf), inclusive=False)]
+    for r in range(ranges.shape[1]):
+        lo_r = np.where(np.isnan(ranges[:, r, 0]), np.inf, ranges[:, r, 0])
+        hi_r = np.where(np.isnan(ranges[:, r, 1]), -np.inf, ranges[:, r, 1])
+        specs.append(RangeSpec(lo_r, hi_r, getattr(method, "bounds", "strict") == "inclusive"))
+    return specs
+
+
+def _explain(mask: UnitMask, rng: RangeSpec, u: int, space: SearchSpace,
+             params: SearchParams) -> RangeExplanation:
+    result = beam_search(mask, space, params)
+    metrics = None
+    if result.beam:
+        metrics = explanation_metrics(mask, evaluate(result.beam[0].formula, space.leaf), space)
+    return RangeExplanation(float(rng.lo[u]), float(rng.hi[u]), rng.inclusive, mask.area,
+                            result, metrics)
 
 
 def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np.ndarray,
-                 index: ConceptIndex, denominator: str, block_images: int) -> Tally:
-    """NetDissect tally of units [u0, u1): masks above their thresholds against all concepts."""
-    lo = np.where(np.isfinite(thresholds), thresholds, np.inf)
-    hi = np.full_like(lo, np.inf)
-    masks = mask_work(job, layer, units, lo, hi, index, block_images)
-    return tally(masks, index, denominator)  # type: ignore[arg-type]
+                 ranges: np.ndarray, index: ConceptIndex, space: SearchSpace | None,
+                 method: Method, block_images: int) -> BlockResult:
+    """Score units [u0, u1): NetDissect tally of the quantile masks, then (compositional and
+    clustered methods) a beam search per unit and activation range."""
+    specs = _range_specs(thresholds, ranges, method)
+    masks = mask_work(job, layer, units, specs, index, block_images)
+    result = tally(masks[0], index, method.denominator)
+    if isinstance(method, NetDissectMethod) or space is None:
+        return BlockResult(result, None)
+    params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
+                          method.dedup)
+    searched = list(range(1, len(specs))) if len(specs) > 1 else [0]
+    explanations = []
+    for u in range(units[1] - units[0]):
+        explanations.append([_explain(masks[r][u], specs[r], u, space, params)
+                             for r in searched if np.isfinite(specs[r].lo[u])])
+    return BlockResult(result, explanations)

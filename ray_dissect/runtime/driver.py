@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -24,21 +23,21 @@ from ray_dissect.dataset import BrodenDataset
 from ray_dissect.errors import SpecError, StoreError
 from ray_dissect.models import build_model, check_layers, layer_shapes
 from ray_dissect.records import (
-    ConceptCount,
-    ConceptScore,
     JobSummary,
-    LayerSummary,
     Provenance,
     SampleError,
     UnitRecord,
+    summarize_layer,
+    unit_record,
     write_jsonl,
 )
 from ray_dissect.runtime.actors import run_extraction
 from ray_dissect.runtime.cluster import gpus_per_actor, ray_session
 from ray_dissect.runtime.tasks import concept_task, run_tasks, scoring_task, threshold_task
-from ray_dissect.scoring import UnitLabels, label_units
-from ray_dissect.spec import JobSpec
-from ray_dissect.workunits import CHUNK_IMAGES, JobDir, load_concept_shard
+from ray_dissect.scoring import label_units
+from ray_dissect.search import SearchSpace
+from ray_dissect.spec import ClusteredMethod, JobSpec, NetDissectMethod
+from ray_dissect.workunits import CHUNK_IMAGES, BlockResult, JobDir, load_concept_shard
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +136,15 @@ def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, .
                       valid: np.ndarray, progress: Progress) -> dict[str, tuple[np.ndarray, ...]]:
     res, out = spec.resources, {}
     todo = [layer for layer in spec.layers if not job.thresholds(layer).exists()]
-    calls = [(str(job.root), layer, block, spec.method.quantile, valid) for layer in todo
-             for block in _unit_blocks(shapes[layer][0], res.units_per_task)]
+    method = spec.method
+    clusters = method.clusters if isinstance(method, ClusteredMethod) else 1
+    seed = method.seed if isinstance(method, ClusteredMethod) else 0
+    calls = [(str(job.root), layer, block, method.quantile, valid, clusters, seed)
+             for layer in todo for block in _unit_blocks(shapes[layer][0], res.units_per_task)]
     progress.start("thresholds", len(calls))
-    parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def on_done(i: int, result: tuple[np.ndarray, np.ndarray]) -> None:
+    def on_done(i: int, result: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         parts[i] = result
         progress.advance("thresholds")
 
@@ -150,33 +152,11 @@ def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, .
     for layer in todo:
         idx = [i for i, c in enumerate(calls) if c[1] == layer]
         np.savez(job.thresholds(layer), thresholds=np.concatenate([parts[i][0] for i in idx]),
-                 nonfinite=np.concatenate([parts[i][1] for i in idx]))
+                 nonfinite=np.concatenate([parts[i][1] for i in idx]),
+                 ranges=np.concatenate([parts[i][2] for i in idx]))
     for layer in spec.layers:
         with np.load(job.thresholds(layer)) as z:
-            out[layer] = (z["thresholds"], z["nonfinite"])
-    return out
-
-
-def _score(spec: JobSpec, layer: str, labels: list[UnitLabels], first: int,
-           thresholds: tuple[np.ndarray, np.ndarray], areas: np.ndarray,
-           index: ConceptIndex, provenance: Provenance) -> list[UnitRecord]:
-    vocab = index.vocab
-
-    def concept(number: int, iou: float) -> ConceptScore:
-        return ConceptScore(name=vocab.names[number], number=number,
-                            category=vocab.category_of(number), iou=iou)
-
-    out = []
-    for k, lab in enumerate(labels):
-        unit = first + k
-        t = float(thresholds[0][unit])
-        out.append(UnitRecord(
-            layer=layer, unit=unit, threshold=t if math.isfinite(t) else None,
-            label=concept(*lab.best) if lab.best[0] else None,
-            interpretable=bool(lab.best[0]) and lab.best[1] >= spec.method.iou_threshold,
-            per_category={c: concept(*v) for c, v in lab.per_category.items()},
-            top=[concept(*t) for t in lab.top], mask_pixels=int(areas[k]),
-            nonfinite=int(thresholds[1][unit]), provenance=provenance))
+            out[layer] = (z["thresholds"], z["nonfinite"], z["ranges"])
     return out
 
 
@@ -187,39 +167,35 @@ def _stage_scoring(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
 
     res, method = spec.resources, spec.method
     index_ref = ray.put(index)
-    calls = [(str(job.root), layer, block, thresholds[layer][0][block[0]:block[1]], index_ref,
-              method.denominator, res.shard_images)
-             for layer in spec.layers for block in _unit_blocks(shapes[layer][0],
-                                                                 res.units_per_task)]
-    progress.start("scoring", len(calls))
+    space = None if isinstance(method, NetDissectMethod) else SearchSpace.from_index(index)
+    space_ref = ray.put(space)
+    calls = []
+    for layer in spec.layers:
+        t, _nonfinite, ranges = thresholds[layer]
+        for b0, b1 in _unit_blocks(shapes[layer][0], res.units_per_task):
+            calls.append((str(job.root), layer, (b0, b1), t[b0:b1], ranges[b0:b1], index_ref,
+                          space_ref, method, res.shard_images))
+    progress.start("scoring" if space is None else "search", len(calls))
     records: dict[int, list[UnitRecord]] = {}
+    eps = 1e-10 if method.denominator == "category" else 0.0
 
-    def on_done(i: int, tally_result: object) -> None:
-        _root, layer, block, *_ = calls[i]
-        labels = label_units(tally_result.iou(1e-10 if method.denominator == "category"
-                                              else 0.0), index, method.top_k)
-        records[i] = _score(spec, layer, labels, block[0], thresholds[layer],
-                            tally_result.area, index, provenance)
-        progress.advance("scoring")
+    def on_done(i: int, block: BlockResult) -> None:
+        _root, layer, (b0, _b1), *_ = calls[i]
+        t, nonfinite, _ranges = thresholds[layer]
+        labels = label_units(block.tally.iou(eps), index, method.top_k)
+        records[i] = [
+            unit_record(layer, b0 + k, lab, float(t[b0 + k]), int(nonfinite[b0 + k]),
+                        float(block.tally.area[k]), method.iou_threshold,
+                        block.explanations[k] if block.explanations else None, index.vocab,
+                        provenance)
+            for k, lab in enumerate(labels)]
+        progress.advance("scoring" if space is None else "search")
 
     run_tasks(scoring_task, calls, res.cpus_per_task, "scoring block", on_done)
     by_layer: dict[str, list[UnitRecord]] = {layer: [] for layer in spec.layers}
     for i in sorted(records):
         by_layer[calls[i][1]].extend(records[i])
     return by_layer
-
-
-def summarize_layer(layer: str, records: list[UnitRecord]) -> LayerSummary:
-    """Totals of one layer: interpretable units, concepts, categories."""
-    good = [r for r in records if r.interpretable and r.label is not None]
-    counts = Counter((r.label.name, r.label.category) for r in good if r.label)
-    return LayerSummary(
-        layer=layer, units=len(records), interpretable=len(good),
-        unique_concepts=len(counts),
-        by_category=dict(Counter(r.label.category for r in good if r.label)),
-        top_concepts=[ConceptCount(name=n, category=c, units=k)
-                      for (n, c), k in counts.most_common(10)],
-        units_with_nonfinite=sum(1 for r in records if r.nonfinite))
 
 
 def preflight(spec: JobSpec) -> tuple[BrodenDataset, dict[str, tuple[int, ...]]]:
@@ -268,7 +244,8 @@ def run_job(spec: JobSpec, out: Path, *, address: str | None = None,
     summary = JobSummary(
         provenance=provenance, method=spec.method.kind, iou_threshold=spec.method.iou_threshold,
         images=len(dataset), valid_images=int(valid.sum()), bad_samples=len(errors),
-        layers=[summarize_layer(layer, by_layer[layer]) for layer in spec.layers],
+        layers=[summarize_layer(layer, by_layer[layer], spec.method.iou_threshold)
+                for layer in spec.layers],
         stage_seconds={k: round(v, 3) for k, v in seconds.items()})
     (job.root / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
     return summary

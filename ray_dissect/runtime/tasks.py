@@ -11,9 +11,9 @@ import numpy as np
 from ray_dissect.concepts import ConceptIndex
 from ray_dissect.dataset import BrodenDataset
 from ray_dissect.runtime.actors import raise_cause
-from ray_dissect.scoring import Tally
-from ray_dissect.spec import DatasetSpec
-from ray_dissect.workunits import JobDir, concept_work, scoring_work, threshold_work
+from ray_dissect.search import SearchSpace
+from ray_dissect.spec import DatasetSpec, Method
+from ray_dissect.workunits import BlockResult, JobDir, concept_work, scoring_work, threshold_work
 
 
 def concept_task(dataset_json: str, job_root: str, shard: int, shard_images: int) -> int:
@@ -24,16 +24,18 @@ def concept_task(dataset_json: str, job_root: str, shard: int, shard_images: int
 
 
 def threshold_task(job_root: str, layer: str, units: tuple[int, int], quantile: float,
-                   valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Thresholds and non-finite counts of a block of units."""
-    return threshold_work(JobDir(Path(job_root)), layer, units, quantile, valid)
+                   valid: np.ndarray, clusters: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thresholds, non-finite counts and activation ranges of a block of units."""
+    return threshold_work(JobDir(Path(job_root)), layer, units, quantile, valid, clusters, seed)
 
 
 def scoring_task(job_root: str, layer: str, units: tuple[int, int], thresholds: np.ndarray,
-                 index: ConceptIndex, denominator: str, block_images: int) -> Tally:
-    """NetDissect tally of a block of units."""
-    return scoring_work(JobDir(Path(job_root)), layer, units, thresholds, index, denominator,
-                        block_images)
+                 ranges: np.ndarray, index: ConceptIndex, space: SearchSpace | None,
+                 method: Method, block_images: int) -> BlockResult:
+    """NetDissect tally and (compositional/clustered) explanations of a block of units."""
+    return scoring_work(JobDir(Path(job_root)), layer, units, thresholds, ranges, index, space,
+                        method, block_images)
 
 
 def run_tasks(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], cpus: float,

@@ -12,7 +12,6 @@ from PIL import Image
 
 from ray_dissect import store
 from ray_dissect.errors import SpecError
-from ray_dissect.generate import generate_dataset
 from ray_dissect.records import read_unit_records
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec
@@ -20,13 +19,6 @@ from ray_dissect.spec import parse_spec
 PLANTED = str(Path(__file__).parents[1] / "fixtures" / "planted.py")
 RAW = {"mean": [0, 0, 0], "std": [1, 1, 1]}
 pytestmark = pytest.mark.usefixtures("ray_cluster")
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated dataset of 96 images at 64 px with 32 px masks."""
-    root = tmp_path_factory.mktemp("gen") / "ds"
-    return generate_dataset(root, 96, seed=3, image_size=64, mask_size=32)
 
 
 def _records(out: Path, layer: str) -> list:

@@ -28,10 +28,12 @@ def _job(tmp_path: Path, root: Path, **over: object) -> Path:
     ({"layers": ["layer9"]}, "field 'layers': 'layer9'", 2),
 ])
 def test_bad_spec_fails_fast(tmp_path: Path, four_images: Path, over: dict, needle: str,
-                             code: int) -> None:
+                             code: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """One line on stderr naming the field, exit code, no output directory, no Ray."""
-    import ray
+    import ray_dissect.runtime.driver as driver
 
+    sessions = []
+    monkeypatch.setattr(driver, "ray_session", lambda *a, **k: sessions.append(a))
     out = tmp_path / "out"
     result = runner.invoke(app, ["run", str(_job(tmp_path, four_images, **over)),
                                  "--out", str(out)])
@@ -39,7 +41,7 @@ def test_bad_spec_fails_fast(tmp_path: Path, four_images: Path, over: dict, need
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
     assert "Hint:" in lines[0]
-    assert not out.exists() and not ray.is_initialized()
+    assert not out.exists() and not sessions
 
 
 def test_missing_dataset_root(tmp_path: Path) -> None:

@@ -29,10 +29,24 @@ def test_signatures_match_dense_masks() -> None:
     valid = np.ones(n, bool)
     valid[4] = False
     masks = unit_masks(acts, lo, hi, set_ids, first_image=100, valid=valid)
+    _check(masks, acts, lo, hi, set_ids, valid, shape, inclusive=False)
+    # Inclusive bounds taken at values that occur exactly (no upsampling: same size).
+    same = acts[:, :, :2, :2].repeat(4, axis=2).repeat(4, axis=3)
+    lo2 = np.array([same[0, 0, 0, 0], same[1, 1, 0, 0], -np.inf])
+    hi2 = np.array([np.inf, same[2, 1, 0, 0] + 1, same[3, 2, 0, 0]])
+    inc = unit_masks(same, lo2, hi2, set_ids, first_image=100, valid=valid, inclusive=True)
+    _check(inc, same, lo2, hi2, set_ids, valid, shape, inclusive=True)
+    assert inc[0].area > 0
+
+
+def _check(masks, acts, lo, hi, set_ids, valid, shape, inclusive) -> None:
+    n = acts.shape[0]
     up = F.interpolate(torch.from_numpy(acts), size=shape, mode="bilinear",
                        align_corners=False).numpy()
     for u, mask in enumerate(masks):
-        dense = (up[:, u] > lo[u]) & (up[:, u] < hi[u]) & valid[:, None, None]
+        inside = ((up[:, u] >= lo[u]) & (up[:, u] <= hi[u])) if inclusive else (
+            (up[:, u] > lo[u]) & (up[:, u] < hi[u]))
+        dense = inside & valid[:, None, None]
         want = np.zeros((n, 5), np.int64)
         for i in range(n):
             want[i] = np.bincount(set_ids[i][dense[i]], minlength=5)

@@ -38,7 +38,9 @@ def test_defaults_and_relative_root(tmp_path: Path) -> None:
     (_with(resources__batch_size=48, resources__shard_images=100), "resources"),
     (_with(model__factory="a.py:f"), "model"),
     (_with(layers=[]), "layers"),
-    (_with(method__kind="clustered"), "method.kind"),
+    (_with(method__kind="bogus"), "method"),
+    (_with(method__kind="clustered", method__clusters=0), "method.clusters"),
+    (_with(method__kind="compositional", method__clusters=3), "method.clusters"),
 ])
 def test_bad_specs_name_the_field(data: dict, field: str) -> None:
     """Each bad spec raises SpecError whose one-line message quotes the field."""
