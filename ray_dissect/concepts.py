@@ -13,7 +13,8 @@ Any dataset-wide count then is a sparse product. For a binary mask B given as pe
 counts b (n_sets,), ``b @ membership`` is |B and L| for every concept L at once; for a
 formula F, evaluating F once per set gives its mask in set space. Ids are local to a shard of
 images (so shards are built independently and deterministically) and made global by adding
-``set_offsets[shard]``; the same label set in two shards simply has two ids.
+``set_offsets[shard]`` and looking the result up in ``remap`` (identical sets of different
+shards share one global id).
 """
 
 from __future__ import annotations
@@ -74,6 +75,31 @@ def canonical_label_rows(pixel: np.ndarray, whole: np.ndarray, width: int) -> np
     return out
 
 
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
+                 0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
+
+
+def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(rows, axis=0, return_inverse=True, return_counts=True)``, but fast.
+
+    Rows are keyed by a 64-bit mix of their values; the keys' grouping is verified against
+    the rows themselves, and a (never observed) collision falls back to the exact slow path.
+    The order of the unique rows is that of their keys (deterministic, not lexicographic).
+    """
+    width = rows.shape[1]
+    mix = np.resize(_MIX, width) + np.arange(width, dtype=np.uint64) * np.uint64(2)
+    with np.errstate(over="ignore"):
+        keys = (rows.astype(np.uint64) * mix).sum(axis=1, dtype=np.uint64)
+        keys ^= keys >> np.uint64(29)
+    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    uniq = rows[first]
+    if not np.array_equal(uniq[inverse], rows):
+        uniq, inverse, counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
+    return uniq, inverse.reshape(-1), counts
+
+
 def build_shard(dataset: BrodenDataset, start: int, stop: int) -> ShardIndex:
     """Decode the labels of images ``start:stop`` and compress them into a :class:`ShardIndex`."""
     sh, sw = dataset.mask_shape
@@ -93,7 +119,7 @@ def build_shard(dataset: BrodenDataset, start: int, stop: int) -> ShardIndex:
     for local, item in enumerate(decoded):
         if item is not None:
             rows = canonical_label_rows(item[0], item[1], width)
-            uniq, inverse, counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
+            uniq, inverse, counts = unique_rows(rows)
             ids = np.empty(len(uniq), dtype=np.int64)
             for k, row in enumerate(uniq):
                 key = row.tobytes()
@@ -134,7 +160,8 @@ class ConceptIndex:
         vocab: the concept vocabulary.
         mask_shape: (sh, sw).
         shard_images: images per shard (the last shard may be shorter).
-        set_offsets: (n_shards + 1,) int64; global set id = set_offsets[shard] + local id.
+        set_offsets: (n_shards + 1,) int64 start of each shard's local ids in ``remap``.
+        remap: (total local ids,) int64 global set id of ``set_offsets[shard] + local id``.
         membership: (n_sets, n_labels) CSR float64 0/1 matrix.
         image_indptr: (N + 1,) int64; image_sets (q,) int64 global ids; image_counts (q,) int64.
         valid: (N,) bool, samples whose labels were read.
@@ -144,6 +171,7 @@ class ConceptIndex:
     mask_shape: tuple[int, int]
     shard_images: int
     set_offsets: np.ndarray
+    remap: np.ndarray
     membership: sp.csr_matrix
     image_indptr: np.ndarray
     image_sets: np.ndarray
@@ -156,7 +184,7 @@ class ConceptIndex:
 
     @property
     def n_sets(self) -> int:
-        return int(self.set_offsets[-1])
+        return int(self.membership.shape[0])
 
     def set_counts(self, valid: np.ndarray | None = None) -> np.ndarray:
         """(n_sets,) float64 pixel count of each label set over the (valid) images."""
@@ -172,25 +200,39 @@ class ConceptIndex:
     def global_set_ids(self, local: np.ndarray, start: int) -> np.ndarray:
         """Map (n, sh, sw) local ids of images ``start:start+n`` to int64 global ids."""
         shard = (start + np.arange(local.shape[0])) // self.shard_images
-        return local.astype(np.int64) + self.set_offsets[shard][:, None, None]
+        return self.remap[local.astype(np.int64) + self.set_offsets[shard][:, None, None]]
 
 
 def merge_shards(vocab: Vocabulary, mask_shape: tuple[int, int], shard_images: int,
                  shards: list[ShardIndex]) -> ConceptIndex:
-    """Combine per-shard indexes (in shard order) into one :class:`ConceptIndex`."""
+    """Combine per-shard indexes (in shard order) into one :class:`ConceptIndex`.
+
+    Identical label sets of different shards get one global id (first occurrence order), so
+    the index grows with the number of distinct label combinations, not with the dataset.
+    """
     sizes = [len(s.set_indptr) - 1 for s in shards]
     offsets = np.zeros(len(shards) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(sizes)
-    nnz_base = np.cumsum([0] + [int(s.set_indptr[-1]) for s in shards])
-    indptr = np.concatenate([s.set_indptr[:-1] + base for s, base in
-                             zip(shards, nnz_base[:-1], strict=True)] + [nnz_base[-1:]])
-    labels = np.concatenate([s.set_labels for s in shards])
+    table: dict[bytes, int] = {}
+    rows: list[np.ndarray] = []
+    remap = np.empty(int(offsets[-1]), dtype=np.int64)
+    for shard, off in zip(shards, offsets, strict=False):
+        for k in range(len(shard.set_indptr) - 1):
+            row = shard.set_labels[shard.set_indptr[k]:shard.set_indptr[k + 1]]
+            key = row.tobytes()
+            if key not in table:
+                table[key] = len(rows)
+                rows.append(row)
+            remap[off + k] = table[key]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    labels = np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, np.int32)
     membership = sp.csr_matrix((np.ones(len(labels)), labels, indptr),
-                               shape=(int(offsets[-1]), vocab.size))
+                               shape=(len(rows), vocab.size))
     img_indptr = np.concatenate([[0], np.cumsum(np.concatenate(
         [np.diff(s.image_indptr) for s in shards]))]).astype(np.int64)
-    img_sets = np.concatenate([s.image_sets + off for s, off in zip(shards, offsets, strict=False)])
-    return ConceptIndex(vocab, mask_shape, shard_images, offsets, membership, img_indptr,
+    img_sets = np.concatenate([remap[s.image_sets + off]
+                               for s, off in zip(shards, offsets, strict=False)])
+    return ConceptIndex(vocab, mask_shape, shard_images, offsets, remap, membership, img_indptr,
                         img_sets.astype(np.int64),
                         np.concatenate([s.image_counts for s in shards]).astype(np.int64),
                         np.concatenate([s.valid for s in shards]))
@@ -199,7 +241,8 @@ def merge_shards(vocab: Vocabulary, mask_shape: tuple[int, int], shard_images: i
 def save_index(index: ConceptIndex, path: Path) -> None:
     """Write the index arrays (not the vocabulary, which is re-read from the dataset)."""
     m = index.membership
-    np.savez(path, set_offsets=index.set_offsets, m_indptr=m.indptr, m_indices=m.indices,
+    np.savez(path, set_offsets=index.set_offsets, remap=index.remap, m_indptr=m.indptr,
+             m_indices=m.indices,
              image_indptr=index.image_indptr, image_sets=index.image_sets,
              image_counts=index.image_counts, valid=index.valid,
              meta=np.array([*index.mask_shape, index.shard_images, m.shape[1]], dtype=np.int64))
@@ -209,9 +252,9 @@ def load_index(path: Path, vocab: Vocabulary) -> ConceptIndex:
     """Read an index written by :func:`save_index`."""
     with np.load(path) as z:
         sh, sw, shard_images, n_labels = (int(x) for x in z["meta"])
-        offsets = z["set_offsets"]
-        membership = sp.csr_matrix(
-            (np.ones(len(z["m_indices"])), z["m_indices"], z["m_indptr"]),
-            shape=(int(offsets[-1]), n_labels))
-        return ConceptIndex(vocab, (sh, sw), shard_images, offsets, membership,
+        indptr = z["m_indptr"]
+        membership = sp.csr_matrix((np.ones(len(z["m_indices"])), z["m_indices"], indptr),
+                                   shape=(len(indptr) - 1, n_labels))
+        return ConceptIndex(vocab, (sh, sw), shard_images, z["set_offsets"], z["remap"],
+                            membership,
                             z["image_indptr"], z["image_sets"], z["image_counts"], z["valid"])

@@ -106,3 +106,27 @@ def test_bad_sample_is_recorded_and_left_out(tmp_path) -> None:
     back = load_index(tmp_path / "i.npz", index.vocab)
     np.testing.assert_array_equal(back.label_area(), index.label_area())
     assert back.n_sets == index.n_sets and back.shard_images == 4
+
+
+def test_unique_rows_is_exact_even_when_keys_collide(monkeypatch) -> None:
+    """Row grouping is verified: forced key collisions fall back to the exact path."""
+    import ray_dissect.concepts as concepts
+
+    rows = np.sort(np.random.default_rng(0).integers(0, 4, size=(300, 3)), axis=1)
+    uniq, inverse, counts = concepts.unique_rows(rows.astype(np.int32))
+    assert np.array_equal(uniq[inverse], rows) and counts.sum() == 300
+    monkeypatch.setattr(concepts, "_MIX", np.zeros(8, dtype=np.uint64))
+    uniq2, inverse2, counts2 = concepts.unique_rows(rows.astype(np.int32))
+    assert np.array_equal(uniq2[inverse2], rows) and len(uniq2) == len(uniq)
+    assert counts2.tolist() == counts.tolist() or sorted(counts2) == sorted(counts)
+
+
+def test_identical_label_sets_share_one_id_across_shards() -> None:
+    """The merged index has one set per distinct label combination in the whole dataset."""
+    n_labels = 5
+    ds = FakeDataset(30, n_labels, seed=11)
+    index, shards = _index(ds, n_labels, shard=3)
+    dense = ds.dense(n_labels).reshape(n_labels, -1).T
+    distinct = {tuple(row) for row in dense}
+    assert index.n_sets == len(distinct) + (0 if (False,) * n_labels in distinct else 1)
+    assert index.n_sets < sum(len(s.set_indptr) - 1 for s in shards)

@@ -28,11 +28,11 @@ def test_schemas_directory_matches_code() -> None:
 
 
 def test_unit_record_round_trip(tmp_path: Path) -> None:
-    """Records written as JSON Lines read back equal, with schema_version 1."""
+    """Records written as JSON Lines read back equal, with the current schema_version."""
     score = ConceptScore(name="red", number=9, category="color", iou=0.25)
     rec = UnitRecord(layer="l", unit=3, threshold=0.5, label=score, interpretable=True,
                      per_category={"color": score}, top=[score], mask_pixels=10, nonfinite=0,
                      provenance=Provenance(job="j", spec_hash="abc", package_version="0.1.0"))
     write_jsonl(tmp_path / "r.jsonl", [rec, rec])
     back = list(read_unit_records(tmp_path / "r.jsonl"))
-    assert back == [rec, rec] and back[0].schema_version == 1
+    assert back == [rec, rec] and back[0].schema_version == 2

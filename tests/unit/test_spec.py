@@ -74,7 +74,9 @@ def test_load_spec_reports_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
         load_spec(bad)
 
 
-def test_demo_job_is_valid() -> None:
-    """The shipped demo job validates."""
-    spec = load_spec(Path(__file__).parents[2] / "jobs" / "demo.yaml")
+@pytest.mark.parametrize("name", ["demo", "compositional", "clustered"])
+def test_shipped_jobs_are_valid(name: str) -> None:
+    """Every job in jobs/ validates, with the method it is named for."""
+    spec = load_spec(Path(__file__).parents[2] / "jobs" / f"{name}.yaml")
     assert spec.model.factory == "ray_dissect.zoo:efficientnet_lite0"
+    assert spec.method.kind == ("netdissect" if name == "demo" else name)
