@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ray_dissect.errors import DatasetError
-from ray_dissect.spec import DatasetSpec
+from ray_dissect.spec import CocoDatasetSpec, DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +237,16 @@ class BrodenDataset:
         if top >= self.vocab.size:
             raise BadSampleError(f"label {top} in {sample.image} is not in label.csv")
         return pixel, whole
+
+
+def open_dataset(spec: DatasetSpec | CocoDatasetSpec) -> BrodenDataset:
+    """Open the concept dataset a spec names (Broden, or COCO through ``ray_dissect.coco``).
+
+    Every reader offers the same interface: ``samples`` (with ``.image``), ``vocab``,
+    ``mask_shape``, ``len()``, ``read_image(i)`` and ``read_labels(i)``.
+    """
+    if isinstance(spec, CocoDatasetSpec):
+        from ray_dissect.coco import CocoDataset
+
+        return CocoDataset(spec)  # type: ignore[return-value]
+    return BrodenDataset(spec)

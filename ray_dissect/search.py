@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -204,8 +204,20 @@ def _select(old: list[Scored], cand: _Candidates, params: SearchParams) -> list[
         m *= 4
 
 
-def beam_search(mask: UnitMask, space: SearchSpace, params: SearchParams) -> SearchResult:
-    """Search the best compositional explanation of one binary unit mask (exact IoUs)."""
+class Selector(Protocol):
+    """A pruned selection (see :mod:`ray_dissect.pruning`): same beam, fewer exact IoUs."""
+
+    def select(self, old: list[Scored], cand: _Candidates, mask: UnitMask, beam: int,
+               dedup: str) -> tuple[list[Scored], int]: ...
+
+
+def beam_search(mask: UnitMask, space: SearchSpace, params: SearchParams,
+                pruner: Selector | None = None) -> SearchResult:
+    """Search the best compositional explanation of one binary unit mask (exact IoUs).
+
+    ``visited`` counts the exact IoUs of the expansion steps: every candidate without a
+    ``pruner``, the ones a pruner had to look at with one.
+    """
     n_sets = space.membership_t.shape[1]
     b = np.bincount(mask.sets, weights=mask.counts, minlength=n_sets)
     b_sets = np.flatnonzero(b)
@@ -226,6 +238,10 @@ def beam_search(mask: UnitMask, space: SearchSpace, params: SearchParams) -> Sea
         if not beam:
             break
         cand = _expand(beam, space, b, b_sets, mt_b, area_b, unary_inter, params)
-        visited += len(cand.inter)
-        beam = _select(beam, cand, params)
+        if pruner is None:
+            visited += len(cand.inter)
+            beam = _select(beam, cand, params)
+        else:
+            beam, seen = pruner.select(beam, cand, mask, params.beam, params.dedup)
+            visited += seen
     return SearchResult(tuple(beam), visited, best_unary)

@@ -29,7 +29,8 @@ from ray_dissect.errors import SpecError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPEC_VERSION = 1
-SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "cpus_per_task", "units_per_task")
+SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
+                     "units_per_task")
 
 
 class _Frozen(BaseModel):
@@ -112,6 +113,36 @@ class DatasetSpec(_Frozen):
     categories: tuple[str, ...] | None = None
 
 
+class CocoDatasetSpec(_Frozen):
+    """A COCO-format concept dataset (read with pycocotools).
+
+    ``annotations`` is an instances JSON (``stuff`` optionally a stuff JSON of the same
+    images); ``root`` is the image directory. Object categories are pixel concepts of the
+    category ``object`` (stuff categories of ``stuff``), and their supercategories a second
+    category ``supercategory``. Masks are rasterised at ``mask_size`` x ``mask_size``.
+    """
+
+    format: Literal["coco"] = "coco"
+    root: str
+    annotations: str
+    stuff: str | None = None
+    mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
+    limit: Annotated[int, Field(gt=0)] | None = None
+    categories: tuple[str, ...] | None = None
+
+
+def _dataset_format(value: Any) -> str:
+    """The dataset's ``format``; a dataset given without one is Broden."""
+    if isinstance(value, dict):
+        return str(value.get("format", "broden"))
+    return str(getattr(value, "format", "broden"))
+
+
+AnyDatasetSpec = Annotated[
+    Annotated[DatasetSpec, Tag("broden")] | Annotated[CocoDatasetSpec, Tag("coco")],
+    Discriminator(_dataset_format)]
+
+
 class _MethodBase(_Frozen):
     """What every method computes: NetDissect labels from the top-``quantile`` activations.
 
@@ -138,6 +169,8 @@ class CompositionalMethod(_MethodBase):
     (``count_not`` also counts NOT, as compexp does). The first beam holds ``first_beam``
     atoms (default 2 x ``beam``, as CCE; compexp used ``beam``). ``dedup: equivalence`` (CCE)
     drops logically equivalent candidates; ``string`` (compexp) only identical ones.
+    ``heuristic`` prunes candidates with CCE's admissible IoU bounds (same result, fewer exact
+    IoUs counted in ``visited``; a study tool: it needs every pixel's label set in memory).
     """
 
     kind: Literal["compositional"] = "compositional"
@@ -146,6 +179,7 @@ class CompositionalMethod(_MethodBase):
     first_beam: Annotated[int, Field(ge=1, le=1000)] | None = None
     count_not: bool = False
     dedup: Literal["equivalence", "string"] = "equivalence"
+    heuristic: Literal["none", "mmesh", "cfh", "areas"] = "none"
 
 
 class ClusteredMethod(CompositionalMethod):
@@ -172,6 +206,7 @@ def _method_kind(value: Any) -> str:
 
 
 METHOD_KINDS = ("netdissect", "compositional", "clustered")
+TAGS = {("method", k) for k in METHOD_KINDS} | {("dataset", "broden"), ("dataset", "coco")}
 Method = Annotated[
     Annotated[NetDissectMethod, Tag("netdissect")]
     | Annotated[CompositionalMethod, Tag("compositional")]
@@ -191,6 +226,7 @@ class ResourceSpec(_Frozen):
     actors: Annotated[int, Field(gt=0, le=1024)] = 2
     gpus_per_actor: Literal["auto"] | Annotated[float, Field(ge=0)] = "auto"
     cpus_per_actor: Annotated[float, Field(gt=0)] = 1.0
+    actor_resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     threads_per_actor: Annotated[int, Field(gt=0, le=256)] = 1
     batch_size: Annotated[int, Field(gt=0, le=4096)] = 32
     shard_images: Annotated[int, Field(gt=0)] = 256
@@ -214,7 +250,7 @@ class JobSpec(_Frozen):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "dissect"
     model: ModelSpec
     layers: Annotated[tuple[str, ...], Field(min_length=1)]
-    dataset: DatasetSpec
+    dataset: AnyDatasetSpec
     method: Method = NetDissectMethod()
     resources: ResourceSpec = ResourceSpec()
 
@@ -242,10 +278,11 @@ class JobSpec(_Frozen):
 def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
     """Resolve the spec's relative local paths against ``base``."""
     dataset = spec_dict.get("dataset")
-    if isinstance(dataset, dict) and isinstance(dataset.get("root"), str):
-        root = dataset["root"]
-        if "://" not in root:
-            dataset["root"] = str((base / root).resolve())
+    if isinstance(dataset, dict):
+        for key in ("root", "annotations", "stuff"):
+            value = dataset.get(key)
+            if isinstance(value, str) and "://" not in value:
+                dataset[key] = str((base / value).resolve())
     model = spec_dict.get("model")
     if isinstance(model, dict):
         weights = model.get("weights")
@@ -261,8 +298,8 @@ def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
 def _one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     loc = [str(p) for p in first["loc"]]
-    if len(loc) > 1 and loc[0] == "method" and loc[1] in METHOD_KINDS:
-        del loc[1]  # the union's tag, not a field
+    if len(loc) > 1 and (loc[0], loc[1]) in TAGS:
+        del loc[1]  # a union's tag, not a field
     field = ".".join(loc) or "(top level)"
     given = first.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"

@@ -30,7 +30,7 @@ from ray_dissect.formula import evaluate
 from ray_dissect.masks import UnitMask, unit_masks
 from ray_dissect.metrics import ExplanationMetrics, explanation_metrics
 from ray_dissect.scoring import Tally, tally
-from ray_dissect.search import SearchParams, SearchResult, SearchSpace, beam_search
+from ray_dissect.search import SearchParams, SearchResult, SearchSpace, Selector, beam_search
 from ray_dissect.spec import Method, NetDissectMethod
 from ray_dissect.thresholds import unit_thresholds
 
@@ -210,8 +210,8 @@ def _range_specs(thresholds: np.ndarray, ranges: np.ndarray, method: Method) -> 
 
 
 def _explain(mask: UnitMask, rng: RangeSpec, u: int, space: SearchSpace,
-             params: SearchParams) -> RangeExplanation:
-    result = beam_search(mask, space, params)
+             params: SearchParams, pruner: Selector | None) -> RangeExplanation:
+    result = beam_search(mask, space, params, pruner)
     metrics = None
     if result.beam:
         metrics = explanation_metrics(mask, evaluate(result.beam[0].formula, space.leaf), space)
@@ -231,9 +231,15 @@ def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np
         return BlockResult(result, None)
     params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
                           method.dedup)
+    pruner = None
+    if method.heuristic != "none":
+        from ray_dissect.pruning import Pruner
+
+        ids = store.open_array(job.concepts_zarr, "set_ids")[:]
+        pruner = Pruner(space, index.global_set_ids(ids, 0), method.heuristic)
     searched = list(range(1, len(specs))) if len(specs) > 1 else [0]
     explanations = []
     for u in range(units[1] - units[0]):
-        explanations.append([_explain(masks[r][u], specs[r], u, space, params)
+        explanations.append([_explain(masks[r][u], specs[r], u, space, params, pruner)
                              for r in searched if np.isfinite(specs[r].lo[u])])
     return BlockResult(result, explanations)

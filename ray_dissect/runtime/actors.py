@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_dissect.activations import Extractor
-from ray_dissect.dataset import BrodenDataset
+from ray_dissect.dataset import open_dataset
 from ray_dissect.errors import RayDissectError, StageError
 from ray_dissect.spec import JobSpec
 from ray_dissect.workunits import JobDir, extraction_work
@@ -36,7 +36,7 @@ class ExtractionActor:
         res = self.spec.resources
         self.extractor = Extractor(self.spec.model, self.spec.layers, res.threads_per_actor,
                                    device)
-        self.dataset = BrodenDataset(self.spec.dataset)
+        self.dataset = open_dataset(self.spec.dataset)
         self.job = JobDir(Path(job_root))
 
     def run(self, shard: int) -> list[tuple[int, str]]:
@@ -59,7 +59,8 @@ def run_extraction(spec: JobSpec, job: JobDir, shards: list[int], gpus: float,
 
     res = spec.resources
     remote_cls = ray.remote(ExtractionActor).options(
-        num_cpus=res.cpus_per_actor, num_gpus=gpus, max_restarts=0)
+        num_cpus=res.cpus_per_actor, num_gpus=gpus, resources=dict(res.actor_resources),
+        max_restarts=0)
     device = "cuda" if gpus > 0 else "cpu"
     args = (spec.model_dump_json(), str(job.root), device)
     queue = deque(shards)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ray_dissect import __version__, store
 from ray_dissect.concepts import ConceptIndex, load_index, merge_shards, save_index
-from ray_dissect.dataset import BrodenDataset
+from ray_dissect.dataset import BrodenDataset, open_dataset
 from ray_dissect.errors import SpecError, StoreError
 from ray_dissect.models import build_model, check_layers, layer_shapes
 from ray_dissect.records import (
@@ -200,7 +200,7 @@ def _stage_scoring(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
 
 def preflight(spec: JobSpec) -> tuple[BrodenDataset, dict[str, tuple[int, ...]]]:
     """Check everything checkable before any work: dataset, model, layers and their shapes."""
-    dataset = BrodenDataset(spec.dataset)
+    dataset = open_dataset(spec.dataset)
     model = build_model(spec.model)
     check_layers(model, spec.layers)
     shapes = dict(layer_shapes(model, spec.model.preprocess.size, spec.layers))

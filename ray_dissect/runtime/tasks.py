@@ -7,18 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from ray_dissect.concepts import ConceptIndex
-from ray_dissect.dataset import BrodenDataset
+from ray_dissect.dataset import open_dataset
 from ray_dissect.runtime.actors import raise_cause
 from ray_dissect.search import SearchSpace
-from ray_dissect.spec import DatasetSpec, Method
+from ray_dissect.spec import AnyDatasetSpec, Method
 from ray_dissect.workunits import BlockResult, JobDir, concept_work, scoring_work, threshold_work
 
 
 def concept_task(dataset_json: str, job_root: str, shard: int, shard_images: int) -> int:
     """Build one shard of the concept index; return the shard number."""
-    dataset = BrodenDataset(DatasetSpec.model_validate_json(dataset_json))
+    dataset = open_dataset(TypeAdapter(AnyDatasetSpec).validate_json(dataset_json))
     concept_work(dataset, JobDir(Path(job_root)), shard, shard_images)
     return shard
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ray_dissect import _drawing
+from ray_dissect import generate as gen
 from ray_dissect.generate import COLOR_NAMES, SHAPE_NAMES, color_label_map, generate_dataset
 
 CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
@@ -125,7 +127,7 @@ def test_table_headers_and_numbering(ds: Dataset) -> None:
         "number", "name", "category", "frequency", "coverage", "syns"]
     assert read_header(ds.root / "category.csv") == ["name", "first", "last", "count", "frequency"]
     assert sorted(ds.labels) == list(range(1, len(ds.labels) + 1))
-    assert 50 <= len(ds.labels) <= 80
+    assert 100 <= len(ds.labels) <= 140
     assert len(ds.number) == len(ds.labels)  # names are unique
     for cat in CATEGORIES:
         assert read_header(ds.root / f"c_{cat}.csv") == [
@@ -288,3 +290,63 @@ def test_color_label_map_hand_picked_pixels() -> None:
     assert [COLOR_NAMES[i] for i in out[0]] == list(cases.values())
     with pytest.raises(ValueError):
         color_label_map(np.zeros((4, 4), np.uint8))
+
+
+# The first vocabulary, in number order: these labels keep numbers 1..60 forever.
+FIRST_VOCABULARY = (
+    "black blue brown grey green orange pink purple red white yellow "  # colour
+    "sky wall ceiling floor ground grass sand water road building mountain tree "  # object
+    "circle square triangle ellipse star cross ring diamond "
+    "rim core stripes spots "  # part
+    "metal wood fabric glass plastic stone brick foliage "  # material
+    "beach ocean desert forest field mountains street kitchen bedroom "  # scene
+    "dotted checkered zigzagged grid wavy crosshatched spiralled blotchy").split()  # texture
+
+
+def test_first_vocabulary_keeps_its_numbers(ds: Dataset) -> None:
+    assert [ds.number[name] for name in FIRST_VOCABULARY] == list(range(1, 61))
+    later = [n for n in ds.labels if n > 60]
+    assert later and all(ds.labels[n]["name"] not in FIRST_VOCABULARY for n in later)
+
+
+def test_vocabulary_tables_are_consistent() -> None:
+    assert set(gen.STUFF_NAMES) == {n for layers in gen.SCENE_LAYERS.values()
+                                    for options in layers for n in options}
+    assert set(gen.STUFF_MATERIALS) <= set(gen.STUFF_NAMES)
+    used = set(gen.SHAPE_MATERIALS).union(*gen.STUFF_MATERIALS.values())
+    assert used == set(gen.MATERIAL_NAMES) == set(_drawing.MATERIALS)
+    parts = {"handle", *gen.DECORATIONS}.union(*gen.PART_SCHEMES)
+    assert parts == set(gen.PART_NAMES) == set(gen.PART_GAINS) | set(gen.DECORATIONS)
+    assert set(gen.TEXTURE_NAMES) <= set(_drawing.PATTERNS)
+    names = [n for cat in gen.CATEGORIES for n in gen.VOCABULARY[cat]]
+    assert len(names) == len(set(names)) + 1  # only "stripes" is shared
+    for cat, names in gen.VOCABULARY.items():
+        assert len(set(names)) == len(names), cat
+
+
+@pytest.mark.parametrize("kind", SHAPE_NAMES)
+def test_shape_levels_nest_inside_the_outline(kind: str) -> None:
+    """Scaled copies stay inside the shape: no inner pixel touches the outside (holes aside)."""
+    shape = _drawing.Shape(kind, 100.0, 100.0, 80.0, 0.4, 0.6, handle=True)
+    levels = shape.levels(shape.window(200)).astype(np.int64)
+    assert {1, 2, _drawing.HANDLE} <= set(np.unique(levels).tolist())  # a ring has no core
+    inner = (levels == 2) | (levels == 3)
+    if kind not in ("ring", "crescent"):
+        outside = np.pad(levels == 0, 1, constant_values=True)
+        touching = outside[:-2, 1:-1] | outside[2:, 1:-1] | outside[1:-1, :-2] | outside[1:-1, 2:]
+        assert not (inner & touching).any()
+
+
+def test_at_least_100_labels_occur_in_300_small_images(tmp_path: Path) -> None:
+    """Counted from the files: pixel labels of every layer plus whole-image labels."""
+    assert len(gen.LABEL_NUMBERS) >= 100
+    small = Dataset(generate_dataset(tmp_path / "s", 300, seed=0, image_size=64, mask_size=32))
+    seen: set[int] = set()
+    for row in small.index:
+        for cat in CATEGORIES:
+            if cat in PIXEL_CATEGORIES:
+                seen.update(int(v) for lab in small.layers(row, cat) for v in np.unique(lab))
+            else:
+                seen.update(int(x) for x in items(row[cat]))
+    seen.discard(0)
+    assert len(seen) >= 100, sorted(set(small.labels) - seen)
