@@ -78,7 +78,8 @@ def _print_summary(summary: Any, out: Path) -> None:
 def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
         out: Annotated[Path, typer.Option("--out", help="job directory for all outputs")],
         address: Annotated[str | None, typer.Option(help="Ray address; default: local")] = None,
-        force: Annotated[bool, typer.Option(help="reuse --out even if it holds another job")]
+        force: Annotated[bool, typer.Option(
+            help="reuse --out even if it holds another spec: redo only the stages it changes")]
         = False,
         verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
     """Run a dissection job end to end and print what the units detect."""
@@ -93,6 +94,41 @@ def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
     except RayDissectError as err:
         _fail(err)
     _print_summary(summary, out)
+
+
+@app.command()
+def resume(out: Annotated[Path, typer.Argument(help="job directory of an earlier run")],
+           address: Annotated[str | None, typer.Option(help="Ray address; default: local")]
+           = None,
+           verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
+    """Continue an interrupted job from its directory (same spec, finished work kept)."""
+    _setup_logging(verbose)
+    try:
+        from ray_dissect.errors import SpecError
+        from ray_dissect.runtime.driver import run_job
+        from ray_dissect.spec import JobSpec
+
+        spec_file = out / "spec.json"
+        if not spec_file.is_file():
+            raise SpecError(f"{str(out)!r} is not a job directory (no spec.json)",
+                            hint="give the --out directory of a `ray-dissect run`")
+        spec = JobSpec.model_validate_json(spec_file.read_text())
+        with _RichProgress() as progress:
+            summary = run_job(spec, out, address=address, progress=progress)
+    except RayDissectError as err:
+        _fail(err)
+    _print_summary(summary, out)
+
+
+@app.command()
+def status(out: Annotated[Path, typer.Argument(help="job directory")]) -> None:
+    """Show per-stage progress of a job directory (also while the job runs)."""
+    from ray_dissect.status import render_status
+
+    try:
+        typer.echo(render_status(out))
+    except RayDissectError as err:
+        _fail(err)
 
 
 @app.command()

@@ -10,7 +10,9 @@ testable in-process. A job directory ``DIR`` holds::
     activations/bad_*.json   per-shard unreadable images
     thresholds/<layer>.npz   thresholds (units,) float64, nonfinite (units,) int64,
                              ranges (units, clusters, 2) float64 activation ranges
+    parts/<layer>/<u0>-<u1>.jsonl(.done)  records of one scoring block, and its done marker
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
+    manifest.json            spec hash, stage hashes, progress (ray_dissect.manifest)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -37,9 +40,19 @@ from ray_dissect.thresholds import unit_thresholds
 CHUNK_IMAGES = 32
 
 
+def layer_key(layer: str) -> str:
+    """A file and Zarr node name for a layer that cannot leave its directory.
+
+    Module names keep letters, digits, ``_``, ``-`` and ``.``; anything else (``/`` above all)
+    is percent-encoded, and a name made only of dots is encoded whole.
+    """
+    key = quote(layer, safe="_-.")
+    return key.replace(".", "%2E") if key.strip(".") == "" else key
+
+
 @dataclass(frozen=True)
 class JobDir:
-    """Paths inside a job directory."""
+    """Paths inside a job directory (layer names pass through :func:`layer_key`)."""
 
     root: Path
 
@@ -62,13 +75,24 @@ class JobDir:
         return self.root / "activations" / f"bad_{shard:06d}.json"
 
     def thresholds(self, layer: str) -> Path:
-        return self.root / "thresholds" / f"{layer}.npz"
+        return self.root / "thresholds" / f"{layer_key(layer)}.npz"
 
     def records(self, layer: str) -> Path:
-        return self.root / "records" / f"{layer}.jsonl"
+        return self.root / "records" / f"{layer_key(layer)}.jsonl"
+
+    def record_part(self, layer: str, units: tuple[int, int]) -> Path:
+        """A scoring block's records; its done marker is the same path + ``.done``."""
+        return self.root / "parts" / layer_key(layer) / f"{units[0]:07d}-{units[1]:07d}.jsonl"
+
+    def outputs(self, stage: str) -> list[Path]:
+        """What a stage writes (removed when its inputs change under --force)."""
+        return {"concepts": [self.concepts_zarr, self.root / "concepts"],
+                "activations": [self.activations_zarr, self.root / "activations"],
+                "thresholds": [self.root / "thresholds"],
+                "scoring": [self.root / "parts", self.root / "records"]}[stage]
 
     def make(self) -> None:
-        for sub in ("concepts", "activations", "thresholds", "records"):
+        for sub in ("concepts", "activations", "thresholds", "records", "parts"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
 
@@ -125,7 +149,7 @@ def extraction_work(extractor: Extractor, dataset: BrodenDataset, job: JobDir, s
             acts[bad_rows] = 0.0
             out[layer].append(acts)
     for layer, parts in out.items():
-        store.write_shard(job.activations_zarr, layer, shard, shard_images,
+        store.write_shard(job.activations_zarr, layer_key(layer), shard, shard_images,
                           np.concatenate(parts))
     return bad
 
@@ -138,7 +162,7 @@ def threshold_work(job: JobDir, layer: str, units: tuple[int, int], quantile: fl
     Returns thresholds (k,) float64, nonfinite (k,) int64 and ranges (k, clusters, 2) float64
     ([lo, hi] per range, NaN where a unit has fewer ranges; (k, 0, 2) when clusters == 1).
     """
-    acts = store.open_array(job.activations_zarr, layer)[:, units[0]:units[1]][valid]
+    acts = store.open_array(job.activations_zarr, layer_key(layer))[:, units[0]:units[1]][valid]
     thresholds, nonfinite = unit_thresholds(acts, quantile)
     ranges = np.full((acts.shape[1], clusters if clusters > 1 else 0, 2), np.nan)
     if clusters > 1:
@@ -162,7 +186,7 @@ def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[Rang
 
     Returns masks[r][u] for range r and unit u of the block.
     """
-    acts = store.open_array(job.activations_zarr, layer)
+    acts = store.open_array(job.activations_zarr, layer_key(layer))
     set_ids = store.open_array(job.concepts_zarr, "set_ids")
     k = units[1] - units[0]
     parts: list[list[list[UnitMask]]] = [[[] for _ in range(k)] for _ in ranges]

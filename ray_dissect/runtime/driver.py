@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,12 +22,22 @@ from ray_dissect import __version__, store
 from ray_dissect.concepts import ConceptIndex, load_index, merge_shards, save_index
 from ray_dissect.dataset import BrodenDataset, open_dataset
 from ray_dissect.errors import SpecError, StoreError
+from ray_dissect.manifest import (
+    STAGES,
+    Manifest,
+    new_manifest,
+    read_manifest,
+    stale_stages,
+    start_run,
+    write_manifest,
+)
 from ray_dissect.models import build_model, check_layers, layer_shapes
 from ray_dissect.records import (
     JobSummary,
     Provenance,
     SampleError,
     UnitRecord,
+    read_unit_records,
     summarize_layer,
     unit_record,
     write_jsonl,
@@ -37,7 +48,13 @@ from ray_dissect.runtime.tasks import concept_task, run_tasks, scoring_task, thr
 from ray_dissect.scoring import label_units
 from ray_dissect.search import SearchSpace
 from ray_dissect.spec import ClusteredMethod, JobSpec, NetDissectMethod
-from ray_dissect.workunits import CHUNK_IMAGES, BlockResult, JobDir, load_concept_shard
+from ray_dissect.workunits import (
+    CHUNK_IMAGES,
+    BlockResult,
+    JobDir,
+    layer_key,
+    load_concept_shard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +74,75 @@ class _Quiet:
         pass
 
 
-def prepare_job_dir(spec: JobSpec, root: Path, force: bool = False) -> JobDir:
-    """Create the job directory, or check that an existing one holds the same spec."""
+class Tracker:
+    """Forwards progress to the display and keeps the manifest up to date on disk.
+
+    ``start(stage, total, done)`` opens a stage with ``done`` units already finished by
+    earlier runs; ``unit_done`` counts a unit computed by this run.
+    """
+
+    def __init__(self, root: Path, manifest: Manifest, progress: Progress) -> None:
+        self.root, self.manifest, self.progress = root, manifest, progress
+        self._t0: dict[str, float] = {}
+
+    def start(self, stage: str, total: int, done: int) -> None:
+        state = self.manifest.stages[stage]
+        state.total, state.done, state.state = total, done, "running"
+        self._t0[stage] = time.perf_counter() - state.seconds
+        self.progress.start(stage, total)
+        self.progress.advance(stage, done)
+        write_manifest(self.root, self.manifest)
+
+    def unit_done(self, stage: str, n: int = 1) -> None:
+        state = self.manifest.stages[stage]
+        state.done += n
+        state.computed += n
+        state.seconds = time.perf_counter() - self._t0[stage]
+        self.progress.advance(stage, n)
+        write_manifest(self.root, self.manifest)
+
+    def finish(self, stage: str, errors: int = 0) -> float:
+        state = self.manifest.stages[stage]
+        state.state, state.errors = "done", errors
+        state.seconds = time.perf_counter() - self._t0[stage]
+        write_manifest(self.root, self.manifest)
+        return state.seconds
+
+
+def prepare_job_dir(spec: JobSpec, root: Path, force: bool = False) -> tuple[JobDir, Manifest]:
+    """Create the job directory, or check that an existing one holds the same job.
+
+    With ``force``, a directory holding another spec is reused: the outputs of the stages
+    whose inputs changed (and of every later stage) are removed, earlier ones are kept.
+    """
     job = JobDir(root)
-    spec_file = root / "spec.json"
     try:
-        if spec_file.exists() and not force:
-            old = JobSpec.model_validate_json(spec_file.read_text())
-            if old.spec_hash() != spec.spec_hash():
-                raise SpecError(f"output directory {str(root)!r} holds a different job "
-                                f"(spec {old.spec_hash()}, this one {spec.spec_hash()})",
-                                hint="choose a new --out, or pass --force to start over there")
+        old = read_manifest(root)
+        if old is not None and old.spec_hash != spec.spec_hash():
+            stale = stale_stages(old, spec)
+            if not force:
+                kept = [s for s in STAGES if s not in stale]
+                raise SpecError(
+                    f"output directory {str(root)!r} holds a different job (spec "
+                    f"{old.spec_hash}, this one {spec.spec_hash()}); changed stages: "
+                    f"{', '.join(stale)}", hint="choose a new --out, or pass --force to redo "
+                    f"the changed stages there (reusing: {', '.join(kept) or 'nothing'})")
+            for stage in stale:
+                for path in job.outputs(stage):
+                    shutil.rmtree(path, ignore_errors=True)
+            old = None
         job.make()
-        spec_file.write_text(spec.model_dump_json(indent=2) + "\n")
+        manifest = old or new_manifest(spec, __version__)
+        (root / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
+        write_manifest(root, manifest)
     except OSError as err:
         raise StoreError(f"cannot write the output directory {str(root)!r}: {err.strerror}",
                          hint="choose a writable --out") from None
-    return job
+    return job, manifest
 
 
 def _stage_concepts(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
-                    progress: Progress) -> tuple[ConceptIndex, list[SampleError]]:
+                    progress: Tracker) -> tuple[ConceptIndex, list[SampleError]]:
     res = spec.resources
     n = len(dataset)
     n_shards = math.ceil(n / res.shard_images)
@@ -85,11 +150,10 @@ def _stage_concepts(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
                              res.shard_images, math.gcd(res.shard_images, CHUNK_IMAGES))
     done = store.done_shards(job.concepts_zarr, "set_ids")
     todo = [s for s in range(n_shards) if not (done[s] and job.concept_shard(s).exists())]
-    progress.start("concepts", n_shards)
-    progress.advance("concepts", n_shards - len(todo))
+    progress.start("concepts", n_shards, n_shards - len(todo))
     calls = [(spec.dataset.model_dump_json(), str(job.root), s, res.shard_images) for s in todo]
     run_tasks(concept_task, calls, res.cpus_per_task, "concept shard",
-              lambda _i, _r: progress.advance("concepts"))
+              lambda _i, _r: progress.unit_done("concepts"))
     shards = [load_concept_shard(job, s) for s in range(n_shards)]
     index = merge_shards(dataset.vocab, dataset.mask_shape, res.shard_images, shards)
     save_index(index, job.concept_index)
@@ -97,11 +161,12 @@ def _stage_concepts(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
                           image=dataset.samples[s * res.shard_images + i].image,
                           stage="concepts", reason=reason)
               for s, part in enumerate(shards) for i, reason in part.errors]
+    progress.finish("concepts", len(errors))
     return load_index(job.concept_index, dataset.vocab), errors
 
 
 def _stage_activations(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
-                       shapes: dict[str, tuple[int, ...]], progress: Progress
+                       shapes: dict[str, tuple[int, ...]], progress: Tracker
                        ) -> list[SampleError]:
     res = spec.resources
     n = len(dataset)
@@ -109,23 +174,25 @@ def _stage_activations(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
     done = np.ones(n_shards, dtype=bool)
     for layer in spec.layers:
         units, h, w = shapes[layer]
-        store.create_image_array(job.activations_zarr, layer, (n, units, h, w), "float32",
-                                 res.shard_images, math.gcd(res.shard_images, CHUNK_IMAGES),
-                                 (64, h, w))
-        done &= store.done_shards(job.activations_zarr, layer)
+        store.create_image_array(job.activations_zarr, layer_key(layer), (n, units, h, w),
+                                 "float32", res.shard_images,
+                                 math.gcd(res.shard_images, CHUNK_IMAGES), (64, h, w))
+        done &= store.done_shards(job.activations_zarr, layer_key(layer))
     todo = [s for s in range(n_shards) if not (done[s] and job.bad_images(s).exists())]
-    progress.start("activations", n_shards)
-    progress.advance("activations", n_shards - len(todo))
+    progress.start("activations", n_shards, n_shards - len(todo))
 
     def on_done(shard: int, bad: list[tuple[int, str]]) -> None:
         job.bad_images(shard).write_text(json.dumps(bad))
-        progress.advance("activations")
+        progress.unit_done("activations")
 
     if todo:
         run_extraction(spec, job, todo, gpus_per_actor(res.gpus_per_actor), on_done)
-    return [SampleError(index=i, image=dataset.samples[i].image, stage="activations",
-                        reason=reason)
-            for s in range(n_shards) for i, reason in json.loads(job.bad_images(s).read_text())]
+    errors = [SampleError(index=i, image=dataset.samples[i].image, stage="activations",
+                          reason=reason)
+              for s in range(n_shards)
+              for i, reason in json.loads(job.bad_images(s).read_text())]
+    progress.finish("activations", len(errors))
+    return errors
 
 
 def _unit_blocks(units: int, per_task: int) -> list[tuple[int, int]]:
@@ -133,7 +200,7 @@ def _unit_blocks(units: int, per_task: int) -> list[tuple[int, int]]:
 
 
 def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]],
-                      valid: np.ndarray, progress: Progress) -> dict[str, tuple[np.ndarray, ...]]:
+                      valid: np.ndarray, progress: Tracker) -> dict[str, tuple[np.ndarray, ...]]:
     res, out = spec.resources, {}
     todo = [layer for layer in spec.layers if not job.thresholds(layer).exists()]
     method = spec.method
@@ -141,19 +208,22 @@ def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, .
     seed = method.seed if isinstance(method, ClusteredMethod) else 0
     calls = [(str(job.root), layer, block, method.quantile, valid, clusters, seed)
              for layer in todo for block in _unit_blocks(shapes[layer][0], res.units_per_task)]
-    progress.start("thresholds", len(calls))
+    progress.start("thresholds", len(spec.layers), len(spec.layers) - len(todo))
     parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def on_done(i: int, result: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         parts[i] = result
-        progress.advance("thresholds")
 
     run_tasks(threshold_task, calls, res.cpus_per_task, "threshold block", on_done)
     for layer in todo:
         idx = [i for i, c in enumerate(calls) if c[1] == layer]
-        np.savez(job.thresholds(layer), thresholds=np.concatenate([parts[i][0] for i in idx]),
+        tmp = job.thresholds(layer).with_suffix(".tmp.npz")
+        np.savez(tmp, thresholds=np.concatenate([parts[i][0] for i in idx]),
                  nonfinite=np.concatenate([parts[i][1] for i in idx]),
                  ranges=np.concatenate([parts[i][2] for i in idx]))
+        tmp.replace(job.thresholds(layer))
+        progress.unit_done("thresholds")
+    progress.finish("thresholds")
     for layer in spec.layers:
         with np.load(job.thresholds(layer)) as z:
             out[layer] = (z["thresholds"], z["nonfinite"], z["ranges"])
@@ -162,39 +232,44 @@ def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, .
 
 def _stage_scoring(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]],
                    thresholds: dict[str, tuple[np.ndarray, ...]], index: ConceptIndex,
-                   provenance: Provenance, progress: Progress) -> dict[str, list[UnitRecord]]:
+                   provenance: Provenance, progress: Tracker) -> dict[str, list[UnitRecord]]:
     import ray
 
     res, method = spec.resources, spec.method
+    blocks = [(layer, b) for layer in spec.layers
+              for b in _unit_blocks(shapes[layer][0], res.units_per_task)]
+    todo = [(layer, b) for layer, b in blocks
+            if not job.record_part(layer, b).with_suffix(".done").exists()]
+    progress.start("scoring", len(blocks), len(blocks) - len(todo))
     index_ref = ray.put(index)
     space = None if isinstance(method, NetDissectMethod) else SearchSpace.from_index(index)
     space_ref = ray.put(space)
-    calls = []
-    for layer in spec.layers:
-        t, _nonfinite, ranges = thresholds[layer]
-        for b0, b1 in _unit_blocks(shapes[layer][0], res.units_per_task):
-            calls.append((str(job.root), layer, (b0, b1), t[b0:b1], ranges[b0:b1], index_ref,
-                          space_ref, method, res.shard_images))
-    progress.start("scoring" if space is None else "search", len(calls))
-    records: dict[int, list[UnitRecord]] = {}
+    calls = [(str(job.root), layer, b, thresholds[layer][0][b[0]:b[1]],
+              thresholds[layer][2][b[0]:b[1]], index_ref, space_ref, method, res.shard_images)
+             for layer, b in todo]
     eps = 1e-10 if method.denominator == "category" else 0.0
 
     def on_done(i: int, block: BlockResult) -> None:
-        _root, layer, (b0, _b1), *_ = calls[i]
+        layer, (b0, b1) = todo[i]
         t, nonfinite, _ranges = thresholds[layer]
         labels = label_units(block.tally.iou(eps), index, method.top_k)
-        records[i] = [
+        records = [
             unit_record(layer, b0 + k, lab, float(t[b0 + k]), int(nonfinite[b0 + k]),
                         float(block.tally.area[k]), method.iou_threshold,
                         block.explanations[k] if block.explanations else None, index.vocab,
                         provenance)
             for k, lab in enumerate(labels)]
-        progress.advance("scoring" if space is None else "search")
+        part = job.record_part(layer, (b0, b1))
+        part.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(part, records)
+        part.with_suffix(".done").touch()
+        progress.unit_done("scoring")
 
     run_tasks(scoring_task, calls, res.cpus_per_task, "scoring block", on_done)
-    by_layer: dict[str, list[UnitRecord]] = {layer: [] for layer in spec.layers}
-    for i in sorted(records):
-        by_layer[calls[i][1]].extend(records[i])
+    by_layer = {layer: [r for lay, b in blocks if lay == layer
+                        for r in read_unit_records(job.record_part(layer, b))]
+                for layer in spec.layers}
+    progress.finish("scoring")
     return by_layer
 
 
@@ -216,36 +291,46 @@ def preflight(spec: JobSpec) -> tuple[BrodenDataset, dict[str, tuple[int, ...]]]
 
 def run_job(spec: JobSpec, out: Path, *, address: str | None = None,
             progress: Progress | None = None, force: bool = False) -> JobSummary:
-    """Run a whole job into ``out`` and return its summary (also written to summary.json)."""
-    progress = progress or _Quiet()
+    """Run (or resume) a whole job into ``out``; return its summary (also summary.json).
+
+    Work units finished by an earlier run of the same spec in ``out`` are not redone.
+    """
     dataset, shapes = preflight(spec)
-    job = prepare_job_dir(spec, Path(out), force)
+    job, manifest = prepare_job_dir(spec, Path(out), force)
+    run = start_run(manifest)
+    tracker = Tracker(job.root, manifest, progress or _Quiet())
+    try:
+        summary = _run_stages(spec, job, dataset, shapes, tracker, address)
+    except BaseException as err:
+        run.status, run.error, run.finished = "failed", f"{type(err).__name__}: {err}", time.time()
+        write_manifest(job.root, manifest)
+        raise
+    run.status, run.finished = "finished", time.time()
+    write_manifest(job.root, manifest)
+    return summary
+
+
+def _run_stages(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
+                shapes: dict[str, tuple[int, ...]], tracker: Tracker,
+                address: str | None) -> JobSummary:
     provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(), package_version=__version__)
-    seconds: dict[str, float] = {}
     with ray_session(address):
-        t = time.perf_counter()
-        index, errors = _stage_concepts(spec, job, dataset, progress)
-        seconds["concepts"] = time.perf_counter() - t
-        t = time.perf_counter()
-        errors += _stage_activations(spec, job, dataset, shapes, progress)
-        seconds["activations"] = time.perf_counter() - t
+        index, errors = _stage_concepts(spec, job, dataset, tracker)
+        errors += _stage_activations(spec, job, dataset, shapes, tracker)
         valid = index.valid.copy()
         valid[[e.index for e in errors]] = False
         index = replace(index, valid=valid)
-        t = time.perf_counter()
-        thresholds = _stage_thresholds(spec, job, shapes, valid, progress)
-        seconds["thresholds"] = time.perf_counter() - t
-        t = time.perf_counter()
-        by_layer = _stage_scoring(spec, job, shapes, thresholds, index, provenance, progress)
-        seconds["scoring"] = time.perf_counter() - t
+        thresholds = _stage_thresholds(spec, job, shapes, valid, tracker)
+        by_layer = _stage_scoring(spec, job, shapes, thresholds, index, provenance, tracker)
     for layer, records in by_layer.items():
         write_jsonl(job.records(layer), records)
     write_jsonl(job.root / "errors.jsonl", errors)
     summary = JobSummary(
         provenance=provenance, method=spec.method.kind, iou_threshold=spec.method.iou_threshold,
-        images=len(dataset), valid_images=int(valid.sum()), bad_samples=len(errors),
+        images=len(dataset), valid_images=int(valid.sum()),
+        bad_samples=len({e.index for e in errors}),
         layers=[summarize_layer(layer, by_layer[layer], spec.method.iou_threshold)
                 for layer in spec.layers],
-        stage_seconds={k: round(v, 3) for k, v in seconds.items()})
+        stage_seconds={k: round(v.seconds, 3) for k, v in tracker.manifest.stages.items()})
     (job.root / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
     return summary

@@ -101,3 +101,23 @@ def test_missing_root_and_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"missing label\.csv"):
         BrodenDataset(_spec(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P"])
+def test_gray_rgba_16bit_and_palette_images_convert(four_images: Path, mode: str) -> None:
+    """Non-RGB images decode to (h, w, 3) uint8 with the same content where lossless."""
+    ds = BrodenDataset(_spec(four_images))
+    path = four_images / "images" / ds.samples[2].image  # a uniform image, R = 100
+    if mode == "I;16":
+        Image.fromarray(np.full((8, 8), 100 * 257, np.uint16)).save(path)
+        want = 100
+    elif mode == "L":
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(path)
+        want = 100
+    else:
+        Image.open(path).convert(mode).save(path)
+        want = 100
+    img = ds.read_image(2)
+    assert img.shape == (8, 8, 3) and img.dtype == np.uint8
+    tolerance = 8 if mode == "P" else 0  # a palette quantises colours
+    assert abs(int(img[0, 0, 0]) - want) <= tolerance

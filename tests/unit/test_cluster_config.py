@@ -1,0 +1,144 @@
+"""Cluster configs and submission ids, checked without starting Ray.
+
+``cluster.yaml`` goes through the Ray cluster launcher's own validation (offline: the
+autoscaler's JSON Schema after ``prepare_config`` fills the AWS defaults, no credentials);
+``deploy/rayjob.yaml`` is checked for the keys KubeRay needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_dissect.errors import ModelError, SpecError
+from ray_dissect.runtime.submit import (
+    SPEC_FILE,
+    cluster_out,
+    entrypoint,
+    stage_job,
+    submission_id,
+)
+from ray_dissect.spec import JobSpec, parse_spec
+
+ROOT = Path(__file__).parents[2]
+PLANTED = str(ROOT / "tests" / "fixtures" / "planted.py")
+
+
+def _validate(cfg: dict) -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(copy.deepcopy(cfg)))
+
+
+@pytest.fixture(scope="module")
+def cluster_cfg() -> dict:
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def test_cluster_yaml_passes_ray_validation(cluster_cfg: dict) -> None:
+    _validate(cluster_cfg)
+    nodes = cluster_cfg["available_node_types"]
+    assert nodes[cluster_cfg["head_node_type"]]["resources"] == {"CPU": 0}
+    assert {"GPU": 1} in [n["resources"] for n in nodes.values()]
+    setup = " ".join(cluster_cfg["setup_commands"])
+    assert '"ray[default]==2.60.0"' in setup and "ray_dissect[demo]" in setup
+    # Token auth on every node, with the token shipped from the launching machine.
+    assert "~/.ray/auth_token" in cluster_cfg["file_mounts"]
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert "RAY_AUTH_MODE=token ray start" in cluster_cfg[key][-1]
+
+
+@pytest.mark.parametrize(("path", "typo"), [
+    ((), "availble_node_types"),
+    (("available_node_types", "gpu_worker"), "resorces"),
+    ((), "setup_comands"),
+    (("available_node_types", "cpu_worker"), "max_worker"),
+])
+def test_typo_in_cluster_yaml_is_refused(cluster_cfg: dict, path: tuple, typo: str) -> None:
+    import jsonschema
+
+    bad = copy.deepcopy(cluster_cfg)
+    where = bad
+    for key in path:
+        where = where[key]
+    right = {"availble_node_types": "available_node_types", "resorces": "resources",
+             "setup_comands": "setup_commands", "max_worker": "max_workers"}[typo]
+    where[typo] = where.pop(right)
+    with pytest.raises((jsonschema.ValidationError, ValueError, KeyError)):
+        _validate(bad)
+
+
+def test_rayjob_has_what_kuberay_needs() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "rayjob.yaml").read_text()))
+    (job,) = [d for d in docs if d["kind"] == "RayJob"]
+    assert job["apiVersion"] == "ray.io/v1" and job["metadata"]["name"]
+    spec = job["spec"]
+    assert "ray-dissect run /jobs/job.yaml" in spec["entrypoint"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
+    cluster = spec["rayClusterSpec"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    assert head["containers"][0]["image"]
+    gpu_limits = [c["resources"]["limits"].get("nvidia.com/gpu", 0)
+                  for g in cluster["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]]
+    assert max(gpu_limits) >= 1
+    # The job spec in the ConfigMap is a valid spec, mounted where the entrypoint reads it.
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    mounts = {m["name"]: m["mountPath"] for m in head["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in head["volumes"]}
+    assert mounts["job-spec"] == "/jobs"
+    assert volumes["job-spec"]["configMap"]["name"] == config["metadata"]["name"]
+    job_spec = parse_spec(yaml.safe_load(config["data"]["job.yaml"]))
+    assert job_spec.dataset.root.startswith("/data/")
+
+
+def _spec(**resources: object) -> JobSpec:
+    return parse_spec({"model": {"factory": f"{PLANTED}:red_channel"}, "layers": ["pool"],
+                       "dataset": {"root": "/data/broden"},
+                       "resources": {"batch_size": 2, "shard_images": 2, **resources}})
+
+
+def test_submission_id_is_derived_from_the_job() -> None:
+    spec = _spec()
+    sid = submission_id(spec, "/mnt/shared/runs/a")
+    assert sid == submission_id(_spec(), "/mnt/shared/runs/a")
+    assert sid.startswith(f"ray-dissect-{spec.spec_hash()}-") and len(sid.split("-")[-1]) == 8
+    assert sid == submission_id(spec, "/mnt/shared/runs/a/")  # the same directory
+    assert sid == submission_id(spec, "/mnt/shared/runs/./a")
+    assert sid == submission_id(_spec(actors=7), "/mnt/shared/runs/a")  # scheduling only
+    assert sid != submission_id(spec, "/mnt/shared/runs/b")
+    assert sid != submission_id(_spec(batch_size=1), "/mnt/shared/runs/a")
+
+
+@pytest.mark.parametrize("out", ["runs/a", "s3://bucket/run", "./a"])
+def test_out_must_be_an_absolute_cluster_path(out: str) -> None:
+    with pytest.raises(SpecError, match="--out"):
+        cluster_out(out)
+
+
+def test_stage_job_ships_the_factory_as_a_module(tmp_path: Path) -> None:
+    shipped = stage_job(_spec(), tmp_path)
+    assert shipped.model.factory == "rd_factory_planted:red_channel"
+    assert (tmp_path / "rd_factory_planted.py").read_text() == Path(PLANTED).read_text()
+    written = JobSpec.model_validate(json.loads((tmp_path / SPEC_FILE).read_text()))
+    assert written == shipped and written.dataset.root == "/data/broden"
+    assert entrypoint("/mnt/x y") == (
+        "python -m ray_dissect run spec.json --out '/mnt/x y' --address auto")
+
+
+def test_stage_job_leaves_package_factories_alone(tmp_path: Path) -> None:
+    spec = parse_spec({"model": {"factory": "ray_dissect.zoo:efficientnet_lite0"},
+                       "layers": ["x"], "dataset": {"root": "/data/broden"}})
+    assert stage_job(spec, tmp_path) == spec
+    assert sorted(p.name for p in tmp_path.iterdir()) == [SPEC_FILE]
+
+
+def test_stage_job_refuses_a_missing_factory_file(tmp_path: Path) -> None:
+    spec = parse_spec({"model": {"factory": "/nowhere/model.py:build"}, "layers": ["x"],
+                       "dataset": {"root": "/data/broden"}})
+    with pytest.raises(ModelError, match="factory file not found"):
+        stage_job(spec, tmp_path)
