@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
 
-STAGES = ("concepts", "activations", "thresholds", "scoring")
+STAGES = ("concepts", "activations", "thresholds", "scoring", "masking")
 
 
 class StageState(BaseModel):
@@ -83,7 +83,8 @@ def stage_hashes(spec: JobSpec) -> dict[str, str]:
     if isinstance(spec.method, ClusteredMethod):
         thresholds |= {"clusters": spec.method.clusters, "seed": spec.method.seed}
     return {"concepts": _digest(concepts), "activations": _digest(activations),
-            "thresholds": _digest(thresholds), "scoring": spec.spec_hash()}
+            "thresholds": _digest(thresholds), "scoring": spec.spec_hash(),
+            "masking": spec.spec_hash()}
 
 
 def new_manifest(spec: JobSpec, version: str) -> Manifest:

@@ -85,6 +85,8 @@ class Metrics(_Record):
     detection_accuracy: float = Field(description="pixel level: |B and L| / |L|")
     samples_coverage: float = Field(description="image-level detection accuracy")
     explanation_coverage: float
+    concept_masking: float | None = Field(
+        None, description="cosine concept-masking score (method.concept_masking)")
 
 
 class Explanation(_Record):

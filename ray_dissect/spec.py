@@ -171,6 +171,9 @@ class CompositionalMethod(_MethodBase):
     drops logically equivalent candidates; ``string`` (compexp) only identical ones.
     ``heuristic`` prunes candidates with CCE's admissible IoU bounds (same result, fewer exact
     IoUs counted in ``visited``; a study tool: it needs every pixel's label set in memory).
+    ``concept_masking`` adds CCE's cosine concept-masking score of each explanation (forward
+    passes of the images containing the formula, everything outside it randomly dimmed), on
+    the model actors; ``masking_images`` caps the images per explanation (the first ones).
     """
 
     kind: Literal["compositional"] = "compositional"
@@ -180,6 +183,8 @@ class CompositionalMethod(_MethodBase):
     count_not: bool = False
     dedup: Literal["equivalence", "string"] = "equivalence"
     heuristic: Literal["none", "mmesh", "cfh", "areas"] = "none"
+    concept_masking: bool = False
+    masking_images: Annotated[int, Field(gt=0)] | None = None
 
 
 class ClusteredMethod(CompositionalMethod):

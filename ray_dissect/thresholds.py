@@ -28,13 +28,15 @@ def unit_thresholds(acts: np.ndarray, quantile: float) -> tuple[np.ndarray, np.n
         >>> unit_thresholds(a, 0.1)[0]
         array([8.1])
     """
-    per_unit = np.moveaxis(acts, 1, 0).reshape(acts.shape[1], -1).astype(np.float64)
-    finite = np.isfinite(per_unit)
-    nonfinite = (~finite).sum(axis=1).astype(np.int64)
-    if not nonfinite.any():
-        return np.quantile(per_unit, 1.0 - quantile, axis=1), nonfinite
-    out = np.full(acts.shape[1], np.nan)
-    for unit, (values, ok) in enumerate(zip(per_unit, finite, strict=True)):
-        if ok.any():
-            out[unit] = np.quantile(values[ok], 1.0 - quantile)
+    k = acts.shape[1]
+    out = np.full(k, np.nan)
+    nonfinite = np.zeros(k, dtype=np.int64)
+    for unit in range(k):  # one unit at a time: a float64 copy of one unit's values at most
+        values = acts[:, unit].astype(np.float64).reshape(-1)
+        ok = np.isfinite(values)
+        nonfinite[unit] = values.size - int(ok.sum())
+        if nonfinite[unit]:
+            values = values[ok]
+        if values.size:
+            out[unit] = np.quantile(values, 1.0 - quantile)
     return out, nonfinite

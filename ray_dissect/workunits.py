@@ -29,7 +29,7 @@ from ray_dissect.activations import Extractor
 from ray_dissect.clusters import unit_ranges
 from ray_dissect.concepts import ConceptIndex, ShardIndex, build_shard
 from ray_dissect.dataset import BadSampleError, BrodenDataset
-from ray_dissect.formula import evaluate
+from ray_dissect.formula import evaluate, from_dict
 from ray_dissect.masks import UnitMask, unit_masks
 from ray_dissect.metrics import ExplanationMetrics, explanation_metrics
 from ray_dissect.scoring import Tally, tally
@@ -89,7 +89,8 @@ class JobDir:
         return {"concepts": [self.concepts_zarr, self.root / "concepts"],
                 "activations": [self.activations_zarr, self.root / "activations"],
                 "thresholds": [self.root / "thresholds"],
-                "scoring": [self.root / "parts", self.root / "records"]}[stage]
+                "scoring": [self.root / "parts", self.root / "records"],
+                "masking": []}[stage]
 
     def make(self) -> None:
         for sub in ("concepts", "activations", "thresholds", "records", "parts"):
@@ -267,3 +268,40 @@ def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np
         explanations.append([_explain(masks[r][u], specs[r], u, space, params, pruner)
                              for r in searched if np.isfinite(specs[r].lo[u])])
     return BlockResult(result, explanations)
+
+
+def masking_part(job: JobDir, layer: str, units: tuple[int, int]) -> Path:
+    """Concept-masking scores of a scoring block; done marker = same path + ``.done``."""
+    return job.record_part(layer, units).with_suffix(".masking.json")
+
+
+def masking_work(extractor: Extractor, dataset: BrodenDataset, job: JobDir, layer: str,
+                 units: tuple[int, int], index: ConceptIndex, space: SearchSpace, seed: int,
+                 batch: int, cap: int | None) -> dict[str, float | None]:
+    """Concept-masking score of every explanation of a block; keys ``"<unit>:<range>"``."""
+    from ray_dissect.masking import concept_masking_score
+    from ray_dissect.records import read_unit_records
+
+    acts = store.open_array(job.activations_zarr, layer_key(layer))
+    set_ids = store.open_array(job.concepts_zarr, "set_ids")
+    out: dict[str, float | None] = {}
+    for rec in read_unit_records(job.record_part(layer, units)):
+        for exp in rec.explanations:
+            if exp.formula is None:
+                continue
+            f = evaluate(from_dict(exp.formula.model_dump()), space.leaf)
+            present = np.unique(space.image_of_entry[f[space.entry_sets] & space.entry_valid])
+            present = present[:cap] if cap else present
+
+            def keep(idx: np.ndarray, f: np.ndarray = f) -> np.ndarray:
+                return np.stack([f[index.global_set_ids(set_ids[i:i + 1], int(i))[0]]
+                                 for i in idx])
+
+            def before(idx: np.ndarray, unit: int = rec.unit) -> np.ndarray:
+                return np.stack([acts[int(i), unit] for i in idx])
+
+            hi = np.inf if exp.hi is None else exp.hi
+            out[f"{rec.unit}:{exp.range_index}"] = concept_masking_score(
+                extractor, layer, rec.unit, present, dataset.read_image, keep, before, exp.lo,
+                hi, exp.inclusive, (seed, rec.unit, exp.range_index), batch)
+    return out

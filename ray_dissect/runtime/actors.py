@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from ray_dissect.activations import Extractor
+from ray_dissect.concepts import ConceptIndex
 from ray_dissect.dataset import open_dataset
 from ray_dissect.errors import RayDissectError, StageError
+from ray_dissect.search import SearchSpace
 from ray_dissect.spec import JobSpec
-from ray_dissect.workunits import JobDir, extraction_work
+from ray_dissect.workunits import JobDir, extraction_work, masking_work
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +47,24 @@ class ExtractionActor:
         return extraction_work(self.extractor, self.dataset, self.job, shard, res.shard_images,
                                res.batch_size)
 
+    def mask(self, layer: str, units: tuple[int, int], index: ConceptIndex,
+             space: SearchSpace) -> dict[str, float | None]:
+        """Concept-masking scores of one scoring block's explanations."""
+        method = self.spec.method
+        return masking_work(self.extractor, self.dataset, self.job, layer, units, index, space,
+                            getattr(method, "seed", 0), self.spec.resources.batch_size,
+                            getattr(method, "masking_images", None))
 
-def run_extraction(spec: JobSpec, job: JobDir, shards: list[int], gpus: float,
-                   on_done: Callable[[int, list[tuple[int, str]]], None]) -> None:
-    """Extract ``shards`` with ``spec.resources.actors`` model actors.
 
-    Shards are handed out one at a time to whichever actor is free, so a slow actor does not
-    hold the others. An actor that dies is replaced and its shard redone (at most
-    ``MAX_ATTEMPTS`` times per shard); ``on_done(shard, bad_images)`` runs on the driver as
-    each shard completes.
+def run_on_actors(spec: JobSpec, job: JobDir, gpus: float, method: str,
+                  calls: list[tuple[Any, ...]], on_done: Callable[[int, Any], None]) -> None:
+    """Run ``ExtractionActor.<method>(*call)`` for every call on ``spec.resources.actors``
+    model actors.
+
+    Calls are handed out one at a time to whichever actor is free, so a slow actor does not
+    hold the others. An actor that dies is replaced and its call redone (at most
+    ``MAX_ATTEMPTS`` times per call); ``on_done(i, result)`` runs on the driver as each call
+    completes.
     """
     import ray
 
@@ -61,41 +72,47 @@ def run_extraction(spec: JobSpec, job: JobDir, shards: list[int], gpus: float,
     remote_cls = ray.remote(ExtractionActor).options(
         num_cpus=res.cpus_per_actor, num_gpus=gpus, resources=dict(res.actor_resources),
         max_restarts=0)
-    device = "cuda" if gpus > 0 else "cpu"
-    args = (spec.model_dump_json(), str(job.root), device)
-    queue = deque(shards)
-    attempts = dict.fromkeys(shards, 0)
+    args = (spec.model_dump_json(), str(job.root), "cuda" if gpus > 0 else "cpu")
+    queue = deque(range(len(calls)))
+    attempts = [0] * len(calls)
     inflight: dict[Any, tuple[Any, int]] = {}
 
     def submit(actor: Any) -> None:
         if queue:
-            shard = queue.popleft()
-            attempts[shard] += 1
-            inflight[actor.run.remote(shard)] = (actor, shard)
+            i = queue.popleft()
+            attempts[i] += 1
+            inflight[getattr(actor, method).remote(*calls[i])] = (actor, i)
 
-    actors = [remote_cls.remote(*args) for _ in range(min(res.actors, len(shards)))]
+    actors = [remote_cls.remote(*args) for _ in range(min(res.actors, len(calls)))]
     try:
         for actor in actors:
             submit(actor)
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1)
-            actor, shard = inflight.pop(ready[0])
+            actor, i = inflight.pop(ready[0])
             try:
-                bad = ray.get(ready[0])
+                result = ray.get(ready[0])
             except ray.exceptions.RayActorError as err:
-                if attempts[shard] >= MAX_ATTEMPTS:
-                    raise StageError(f"extraction of shard {shard} failed {MAX_ATTEMPTS} times",
+                if attempts[i] >= MAX_ATTEMPTS:
+                    raise StageError(f"{method} work unit {i} failed {MAX_ATTEMPTS} times",
                                      hint="see the Ray logs; rerun to resume") from err
-                log.warning("extraction actor died on shard %d; replacing it", shard)
-                queue.appendleft(shard)
+                log.warning("model actor died during %s %d; replacing it", method, i)
+                queue.appendleft(i)
                 actors.remove(actor)
                 actor = remote_cls.remote(*args)
                 actors.append(actor)
             except ray.exceptions.RayTaskError as err:
-                raise_cause(err, f"extraction of shard {shard}")
+                raise_cause(err, f"{method} work unit {i}")
             else:
-                on_done(shard, bad)
+                on_done(i, result)
             submit(actor)
     finally:
         for actor in actors:
             ray.kill(actor)
+
+
+def run_extraction(spec: JobSpec, job: JobDir, shards: list[int], gpus: float,
+                   on_done: Callable[[int, list[tuple[int, str]]], None]) -> None:
+    """Extract ``shards``; ``on_done(shard, bad_images)`` as each shard completes."""
+    run_on_actors(spec, job, gpus, "run", [(s,) for s in shards],
+                  lambda i, bad: on_done(shards[i], bad))

@@ -42,7 +42,7 @@ from ray_dissect.records import (
     unit_record,
     write_jsonl,
 )
-from ray_dissect.runtime.actors import run_extraction
+from ray_dissect.runtime.actors import run_extraction, run_on_actors
 from ray_dissect.runtime.cluster import gpus_per_actor, ray_session
 from ray_dissect.runtime.tasks import concept_task, run_tasks, scoring_task, threshold_task
 from ray_dissect.scoring import label_units
@@ -54,6 +54,7 @@ from ray_dissect.workunits import (
     JobDir,
     layer_key,
     load_concept_shard,
+    masking_part,
 )
 
 log = logging.getLogger(__name__)
@@ -195,8 +196,22 @@ def _stage_activations(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
     return errors
 
 
+THRESHOLD_TASK_BYTES = 256 * 2**20
+
+
 def _unit_blocks(units: int, per_task: int) -> list[tuple[int, int]]:
     return [(u, min(u + per_task, units)) for u in range(0, units, per_task)]
+
+
+def _threshold_blocks(shape: tuple[int, ...], n_images: int, per_task: int
+                      ) -> list[tuple[int, int]]:
+    """Unit blocks whose activations over all images fit THRESHOLD_TASK_BYTES (>= 1 unit).
+
+    A threshold task needs every value of its units (exact quantile, k-means), so its memory
+    is at most max(THRESHOLD_TASK_BYTES, one unit's N x h x w float32) plus one unit in float64.
+    """
+    per_unit = n_images * int(np.prod(shape[1:])) * 4
+    return _unit_blocks(shape[0], max(1, min(per_task, THRESHOLD_TASK_BYTES // per_unit)))
 
 
 def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]],
@@ -207,7 +222,8 @@ def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, .
     clusters = method.clusters if isinstance(method, ClusteredMethod) else 1
     seed = method.seed if isinstance(method, ClusteredMethod) else 0
     calls = [(str(job.root), layer, block, method.quantile, valid, clusters, seed)
-             for layer in todo for block in _unit_blocks(shapes[layer][0], res.units_per_task)]
+             for layer in todo
+             for block in _threshold_blocks(shapes[layer], len(valid), res.units_per_task)]
     progress.start("thresholds", len(spec.layers), len(spec.layers) - len(todo))
     parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -273,6 +289,49 @@ def _stage_scoring(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
     return by_layer
 
 
+def _stage_masking(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]],
+                   index: ConceptIndex, by_layer: dict[str, list[UnitRecord]],
+                   progress: Tracker) -> dict[str, list[UnitRecord]]:
+    """Concept-masking scores on the model actors, merged into the records' metrics."""
+    import ray
+
+    method, res = spec.method, spec.resources
+    wanted = getattr(method, "concept_masking", False)
+    blocks = [(layer, b) for layer in spec.layers
+              for b in _unit_blocks(shapes[layer][0], res.units_per_task)] if wanted else []
+    todo = [(layer, b) for layer, b in blocks
+            if not masking_part(job, layer, b).with_suffix(".done").exists()]
+    progress.start("masking", len(blocks), len(blocks) - len(todo))
+    if todo:
+        index_ref, space_ref = ray.put(index), ray.put(SearchSpace.from_index(index))
+
+        def on_done(i: int, scores: dict[str, float | None]) -> None:
+            path = masking_part(job, *todo[i])
+            path.write_text(json.dumps(scores))
+            path.with_suffix(".done").touch()
+            progress.unit_done("masking")
+
+        run_on_actors(spec, job, gpus_per_actor(res.gpus_per_actor), "mask",
+                      [(layer, b, index_ref, space_ref) for layer, b in todo], on_done)
+    progress.finish("masking")
+    if not wanted:
+        return by_layer
+    scores: dict[tuple[str, str], float | None] = {}
+    for layer, b in blocks:
+        for key, value in json.loads(masking_part(job, layer, b).read_text()).items():
+            scores[(layer, key)] = value
+    return {layer: [_with_masking(r, scores) for r in records]
+            for layer, records in by_layer.items()}
+
+
+def _with_masking(rec: UnitRecord, scores: dict[tuple[str, str], float | None]) -> UnitRecord:
+    explanations = [
+        e.model_copy(update={"metrics": e.metrics.model_copy(update={
+            "concept_masking": scores.get((rec.layer, f"{rec.unit}:{e.range_index}"))})})
+        if e.metrics is not None else e for e in rec.explanations]
+    return rec.model_copy(update={"explanations": explanations})
+
+
 def preflight(spec: JobSpec) -> tuple[BrodenDataset, dict[str, tuple[int, ...]]]:
     """Check everything checkable before any work: dataset, model, layers and their shapes."""
     dataset = open_dataset(spec.dataset)
@@ -322,6 +381,7 @@ def _run_stages(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
         index = replace(index, valid=valid)
         thresholds = _stage_thresholds(spec, job, shapes, valid, tracker)
         by_layer = _stage_scoring(spec, job, shapes, thresholds, index, provenance, tracker)
+        by_layer = _stage_masking(spec, job, shapes, index, by_layer, tracker)
     for layer, records in by_layer.items():
         write_jsonl(job.records(layer), records)
     write_jsonl(job.root / "errors.jsonl", errors)

@@ -186,16 +186,18 @@ def _latest_attempt(client: Any, base: str) -> tuple[int, str | None]:
 
 
 def follow(client: Any, job_id: str, on_log: LogSink | None = None,
-           poll_seconds: float = 1.0) -> str:
+           poll_seconds: float = 1.0, timeout: float | None = None) -> str:
     """Stream the job's logs to ``on_log`` until it ends; return its final status.
 
     Logs are tailed over Ray's websocket; if that is unavailable or drops, the rest is
-    polled with ``get_job_logs``.
+    polled with ``get_job_logs``. After ``timeout`` seconds a :class:`StageError` is raised
+    (the job keeps running).
     """
     import aiohttp
 
     sink = on_log or (lambda _text: None)
     seen = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
 
     async def tail() -> None:
         nonlocal seen
@@ -204,8 +206,8 @@ def follow(client: Any, job_id: str, on_log: LogSink | None = None,
             seen += len(chunk)
 
     try:
-        asyncio.run(tail())
-    except (RuntimeError, OSError, aiohttp.ClientError) as err:
+        asyncio.run(asyncio.wait_for(tail(), timeout))
+    except (RuntimeError, OSError, aiohttp.ClientError) as err:  # TimeoutError is an OSError
         log.info("following the logs of %s by polling (%s)", job_id, _first_line(err))
     while True:
         state = str(client.get_job_status(job_id).value)
@@ -215,19 +217,24 @@ def follow(client: Any, job_id: str, on_log: LogSink | None = None,
             seen = len(text)
         if state in TERMINAL:
             return state
+        if deadline is not None and time.monotonic() > deadline:
+            raise StageError(f"job {job_id} is still {state} after {timeout:g} s",
+                             hint="it keeps running: `ray-dissect logs`/`stop` it by its id")
         time.sleep(poll_seconds)
 
 
 def submit(spec_path: Path, out: str, address: str, *, wait: bool,
            extra_pip: list[str] | None = None, on_log: LogSink | None = None,
-           retry: bool = False, poll_seconds: float = 1.0) -> tuple[str, str]:
+           retry: bool = False, poll_seconds: float = 1.0,
+           timeout: float | None = None) -> tuple[str, str]:
     """Submit the job in ``spec_path`` to write ``out`` on the cluster at ``address``.
 
     Returns ``(submission id, status)``. A job already submitted (same spec hash and ``out``)
     is not submitted again: its id and current status are returned (with ``wait``, its logs
     are followed). With ``retry``, a run that ended FAILED or STOPPED is submitted again as
     the next attempt. ``extra_pip`` adds pip requirements to the job's runtime environment.
-    With ``wait``, the logs go to ``on_log`` and the final status is returned.
+    With ``wait``, the logs go to ``on_log`` and the final status is returned (or
+    :class:`StageError` after ``timeout`` seconds).
     """
     spec = load_spec(spec_path)
     _check_cluster_paths(spec_path)
@@ -243,7 +250,7 @@ def submit(spec_path: Path, out: str, address: str, *, wait: bool,
         else:
             log.info("job %s already submitted (%s); not submitting it again", job_id, state)
         if wait:
-            return job_id, follow(client, job_id, on_log, poll_seconds)
+            return job_id, follow(client, job_id, on_log, poll_seconds, timeout)
         return job_id, str(client.get_job_status(job_id).value)
 
 
@@ -265,6 +272,13 @@ def _submit_new(client: Any, spec: JobSpec, out: str, job_id: str,
             log.info("job %s was submitted concurrently; keeping that run", job_id)
         else:
             log.info("submitted job %s", job_id)
+
+
+def watch(job_id: str, address: str, on_log: LogSink | None = None,
+          poll_seconds: float = 1.0, timeout: float | None = None) -> str:
+    """Stream a submitted job's logs (from the start) to ``on_log``; return its final status."""
+    with _jobs_api(address, job_id) as client:
+        return follow(client, job_id, on_log, poll_seconds, timeout)
 
 
 def status(job_id: str, address: str) -> str:

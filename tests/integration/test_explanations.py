@@ -31,15 +31,18 @@ def _run(root: Path, out: Path, factory: str, size: int, method: dict) -> list:
 
 
 def test_red_or_green_unit(generated: Path, tmp_path: Path) -> None:
-    """A unit firing on red or green pixels is explained by `red OR green` (or an equivalent)."""
+    """A unit firing on red or green pixels is explained by `red OR green` (or an equivalent),
+    and keeping only those pixels keeps its response (concept masking near 1)."""
     (rec,) = _run(generated, tmp_path / "o", "red_or_green", 64,
-                  {"kind": "compositional", "length": 2, "quantile": 0.5})
+                  {"kind": "compositional", "length": 2, "quantile": 0.5,
+                   "concept_masking": True, "masking_images": 24})
     (exp,) = rec.explanations
     names = _names(generated)
     found = parse(exp.text, names)
     assert canonical_key(found) == canonical_key(parse("red OR green", names)), exp.text
     assert exp.iou > 0.9 and exp.hi is None and exp.visited > 0
     assert exp.metrics is not None and exp.metrics.activation_coverage > 0.9
+    assert exp.metrics.concept_masking is not None and exp.metrics.concept_masking > 0.95
 
 
 def _and_not_dataset(root: Path, n: int = 40, seed: int = 0) -> Path:

@@ -142,3 +142,98 @@ def test_stage_job_refuses_a_missing_factory_file(tmp_path: Path) -> None:
                        "dataset": {"root": "/data/broden"}})
     with pytest.raises(ModelError, match="factory file not found"):
         stage_job(spec, tmp_path)
+
+
+class FakeJobsAPI:
+    """A Jobs API that remembers submissions (what ``submit`` sees of Ray's client)."""
+
+    jobs: dict[str, str]
+    submitted: list[dict]
+
+    def __init__(self, address: str, headers: dict | None = None) -> None:
+        self.address, self.headers = address, headers
+
+    def get_job_status(self, job_id: str) -> object:
+        from ray.job_submission import JobStatus
+
+        if job_id not in self.jobs:
+            raise RuntimeError(f"Request failed with status code 404: Job {job_id} does not "
+                               "exist.")
+        return JobStatus(self.jobs[job_id])
+
+    def submit_job(self, **kwargs: object) -> str:
+        job_id = str(kwargs["submission_id"])
+        workdir = Path(str(kwargs["runtime_env"]["working_dir"]))  # type: ignore[index]
+        shipped = JobSpec.model_validate_json((workdir / SPEC_FILE).read_text())
+        self.submitted.append({**kwargs, "spec": shipped})
+        self.jobs[job_id] = "PENDING"
+        return job_id
+
+
+@pytest.fixture
+def fake_api(monkeypatch: pytest.MonkeyPatch) -> type[FakeJobsAPI]:
+    import ray.job_submission
+
+    FakeJobsAPI.jobs, FakeJobsAPI.submitted = {}, []
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", FakeJobsAPI)
+    return FakeJobsAPI
+
+
+def test_submit_once_then_retry_failed_runs(fake_api: type[FakeJobsAPI], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray_dissect.runtime.submit import submit
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t0ken")
+    job_yaml = tmp_path / "job.yaml"
+    job_yaml.write_text(yaml.safe_dump({
+        "model": {"factory": f"{PLANTED}:red_channel"}, "layers": ["pool"],
+        "dataset": {"root": "/data/broden"},
+        "resources": {"batch_size": 2, "shard_images": 2}}))
+    base = submission_id(parse_spec(yaml.safe_load(job_yaml.read_text())), "/runs/a")
+
+    assert submit(job_yaml, "/runs/a", "head:8265", wait=False, extra_pip=["x==1"]) == (
+        base, "PENDING")
+    (first,) = fake_api.submitted
+    assert first["entrypoint"] == entrypoint("/runs/a")
+    assert first["runtime_env"]["pip"] == ["x==1"]
+    assert first["spec"].model.factory == "rd_factory_planted:red_channel"
+    assert first["metadata"]["ray_dissect.out"] == "/runs/a"
+    assert not Path(first["runtime_env"]["working_dir"]).exists()  # a temporary directory
+
+    fake_api.jobs[base] = "RUNNING"
+    assert submit(job_yaml, "/runs/a/", "head:8265", wait=False, retry=True) == (
+        base, "RUNNING")
+    fake_api.jobs[base] = "FAILED"
+    assert submit(job_yaml, "/runs/a", "head:8265", wait=False) == (base, "FAILED")
+    assert len(fake_api.submitted) == 1
+    assert submit(job_yaml, "/runs/a", "head:8265", wait=False, retry=True) == (
+        f"{base}-2", "PENDING")
+    fake_api.jobs[f"{base}-2"] = "STOPPED"
+    assert submit(job_yaml, "/runs/a", "head:8265", wait=False, retry=True)[0] == f"{base}-3"
+    assert submit(job_yaml, "/runs/a", "head:8265", wait=False) == (f"{base}-3", "PENDING")
+    assert [s["submission_id"] for s in fake_api.submitted] == [base, f"{base}-2", f"{base}-3"]
+
+
+@pytest.mark.parametrize(("env", "header"), [
+    ({"RAY_AUTH_TOKEN": "abc"}, "Bearer abc"),
+    ({"RAY_AUTH_TOKEN": "abc", "RAY_AUTH_MODE": "token"}, "Bearer abc"),
+    ({"RAY_AUTH_TOKEN_PATH": "FILE"}, "Bearer from-file"),
+    ({"RAY_AUTH_TOKEN": "abc", "RAY_AUTH_MODE": "disabled"}, None),
+    ({}, None),
+])
+def test_token_from_the_environment(fake_api: type[FakeJobsAPI], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch, env: dict,
+                                    header: str | None) -> None:
+    from ray_dissect.runtime import submit as sub
+
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "token").write_text("from-file\n")
+    for var, value in env.items():
+        monkeypatch.setenv(var, str(tmp_path / "token") if value == "FILE" else value)
+    seen: list[FakeJobsAPI] = []
+    monkeypatch.setattr(FakeJobsAPI, "get_job_status",
+                        lambda self, _id: seen.append(self) or type("S", (), {"value": "X"}))
+    assert sub.status("some-job", "head:8265") == "X"
+    assert seen[0].address == "http://head:8265"
+    assert seen[0].headers.get("Authorization") == header

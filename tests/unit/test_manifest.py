@@ -25,13 +25,13 @@ def _spec(**method: object):
 def test_stage_hashes_change_only_downstream() -> None:
     """beam changes scoring only; quantile changes thresholds on; actors change nothing."""
     a, b = stage_hashes(_spec()), stage_hashes(_spec(beam=3))
-    assert [a[s] == b[s] for s in a] == [True, True, True, False]
+    assert [a[s] == b[s] for s in a] == [True, True, True, False, False]
     c = stage_hashes(_spec(quantile=0.01))
-    assert [a[s] == c[s] for s in a] == [True, True, False, False]
+    assert [a[s] == c[s] for s in a] == [True, True, False, False, False]
     d = stage_hashes(parse_spec({**BASE, "method": {"kind": "compositional"},
                                  "resources": {"actors": 9}}))
     assert d == a
-    assert stale_stages(new_manifest(_spec(), "0"), _spec(beam=3)) == ["scoring"]
+    assert stale_stages(new_manifest(_spec(), "0"), _spec(beam=3)) == ["scoring", "masking"]
 
 
 def test_layer_names_cannot_escape_the_job_directory(tmp_path: Path) -> None:
