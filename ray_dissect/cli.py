@@ -120,15 +120,102 @@ def resume(out: Annotated[Path, typer.Argument(help="job directory of an earlier
     _print_summary(summary, out)
 
 
-@app.command()
-def status(out: Annotated[Path, typer.Argument(help="job directory")]) -> None:
-    """Show per-stage progress of a job directory (also while the job runs)."""
-    from ray_dissect.status import render_status
+JOBS_API_HELP = "Ray Jobs API address, http://HEAD:8265 (or env RAY_API_SERVER_ADDRESS)"
+
+
+def _watch(job_id: str, address: str) -> str:
+    """Stream a submitted job's logs to the terminal; return its final status."""
+    from ray_dissect.runtime.submit import watch
 
     try:
-        typer.echo(render_status(out))
+        return watch(job_id, address, on_log=lambda text: typer.echo(text, nl=False))
+    except KeyboardInterrupt:
+        typer.echo(f"\njob {job_id} keeps running on the cluster: "
+                   f"`ray-dissect logs {job_id} --address {address} --follow`, "
+                   f"`ray-dissect stop {job_id} --address {address}`", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def submit(job: Annotated[Path, typer.Argument(help="job spec YAML (absolute data paths)")],
+           out: Annotated[str, typer.Option(
+               "--out", help="job directory on the cluster: an absolute path every node sees")],
+           address: Annotated[str, typer.Option(envvar="RAY_API_SERVER_ADDRESS",
+                                                help=JOBS_API_HELP)],
+           wait: Annotated[bool, typer.Option(help="follow the job's logs until it ends")]
+           = False,
+           retry: Annotated[bool, typer.Option(
+               help="submit again if the job's last run FAILED or was STOPPED")] = False,
+           pip: Annotated[list[str] | None, typer.Option(
+               "--pip", help="extra pip requirement for the job (repeatable)")] = None,
+           verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
+    """Submit a job to a running Ray cluster; the same job (spec and --out) runs only once."""
+    _setup_logging(verbose)
+    from ray_dissect.errors import StageError
+    from ray_dissect.runtime import submit as jobs
+
+    try:
+        job_id, state = jobs.submit(job, out, address, wait=False, extra_pip=pip, retry=retry)
+        typer.echo(f"job {job_id}: {state}")
+        if wait:
+            state = _watch(job_id, address)
     except RayDissectError as err:
         _fail(err)
+    if wait and state != "SUCCEEDED":
+        _fail(StageError(f"job {job_id} ended {state}",
+                         hint=f"see `ray-dissect logs {job_id} --address {address}`; "
+                              "--retry runs it again, reusing its finished work"))
+
+
+@app.command()
+def status(target: Annotated[str, typer.Argument(
+               help="a job directory, or a submission id with --address")],
+           address: Annotated[str | None, typer.Option(envvar="RAY_API_SERVER_ADDRESS",
+                                                       help=JOBS_API_HELP)] = None) -> None:
+    """Show a job directory's per-stage progress, or a submitted job's status."""
+    try:
+        if address is not None and not Path(target).is_dir():
+            from ray_dissect.runtime.submit import status as job_status
+
+            typer.echo(job_status(target, address))
+        else:
+            from ray_dissect.status import render_status
+
+            typer.echo(render_status(Path(target)))
+    except RayDissectError as err:
+        _fail(err)
+
+
+@app.command()
+def logs(job_id: Annotated[str, typer.Argument(help="submission id")],
+         address: Annotated[str, typer.Option(envvar="RAY_API_SERVER_ADDRESS",
+                                              help=JOBS_API_HELP)],
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="until the job ends")]
+         = False) -> None:
+    """Print a submitted job's logs."""
+    from ray_dissect.runtime.submit import logs as job_logs
+
+    try:
+        if follow:
+            _watch(job_id, address)
+        else:
+            typer.echo(job_logs(job_id, address), nl=False)
+    except RayDissectError as err:
+        _fail(err)
+
+
+@app.command()
+def stop(job_id: Annotated[str, typer.Argument(help="submission id")],
+         address: Annotated[str, typer.Option(envvar="RAY_API_SERVER_ADDRESS",
+                                              help=JOBS_API_HELP)]) -> None:
+    """Stop a submitted job (its finished work stays in the job directory)."""
+    from ray_dissect.runtime.submit import stop as stop_job
+
+    try:
+        stopped = stop_job(job_id, address)
+    except RayDissectError as err:
+        _fail(err)
+    typer.echo(f"job {job_id}: stop requested" if stopped else f"job {job_id} was not running")
 
 
 @app.command()

@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from ray_dissect.dataset import BadSampleError, Sample, Vocabulary
+from ray_dissect.dataset import BadSampleError, Sample, Vocabulary, read_image_rgb
 from ray_dissect.errors import DatasetError
 from ray_dissect.spec import CocoDatasetSpec
 
@@ -180,24 +179,6 @@ def _unique_name(name: str, taken: set[str], suffix: str) -> str:
                            expected="distinct category names", hint="rename the category")
     taken.add(out)
     return out
-
-
-def read_image_rgb(path: Path, name: str) -> np.ndarray:
-    """Decode an image as (h, w, 3) uint8 RGB (16-bit gray scaled down, as the Broden reader).
-
-    Raises:
-        BadSampleError: missing or unreadable file.
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.float64)
-                scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
-                img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8))
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise BadSampleError(f"unreadable image {name}: {err}") from None
 
 
 class CocoDataset:

@@ -150,6 +150,26 @@ def _parse_row(row: dict[str, str], categories: Sequence[str]) -> Sample:
     return Sample(row["image"], (int(row["ih"]), int(row["iw"])), tuple(pixel), tuple(whole))
 
 
+def read_image_rgb(path: Path, name: str) -> np.ndarray:
+    """Decode an image file as (h, w, 3) uint8 RGB.
+
+    Gray, RGBA and palette images are converted; 16-bit images are scaled to 8 bits.
+
+    Raises:
+        BadSampleError: missing, empty, truncated or otherwise unreadable file (named ``name``).
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
+                img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8))
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise BadSampleError(f"unreadable image {name}: {err}") from None
+
+
 class BrodenDataset:
     """A Broden-format concept dataset, filtered by a :class:`DatasetSpec`.
 
@@ -194,17 +214,8 @@ class BrodenDataset:
 
     def read_image(self, index: int) -> np.ndarray:
         """Decode image ``index`` as (ih, iw, 3) uint8 RGB; raise :class:`BadSampleError`."""
-        path = self.root / "images" / self.samples[index].image
-        try:
-            with Image.open(path) as img:
-                img.load()
-                if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    arr = np.asarray(img, dtype=np.float64)
-                    scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
-                    img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8))
-                return np.asarray(img.convert("RGB"), dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as err:
-            raise BadSampleError(f"unreadable image {self.samples[index].image}: {err}") from None
+        name = self.samples[index].image
+        return read_image_rgb(self.root / "images" / name, name)
 
     def _read_layer(self, name: str) -> np.ndarray:
         path = self.root / "images" / name

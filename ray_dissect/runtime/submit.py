@@ -52,6 +52,7 @@ AUTH_HINT = ("export RAY_AUTH_MODE=token and the cluster's token as RAY_AUTH_TOK
              "started)")
 CONNECT_HINT = ("give the Jobs API address http://HEAD:8265 (the dashboard port), e.g. through "
                 "`ray dashboard cluster.yaml` or `kubectl port-forward svc/CLUSTER-head-svc 8265`")
+ADDRESS_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 PATH_HINT = "write it as the cluster's nodes see it, on a filesystem every node mounts"
 LogSink = Callable[[str], None]
 
@@ -137,9 +138,24 @@ def _auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+@contextmanager
+def _env_removed(*names: str) -> Iterator[None]:
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def _first_line(err: BaseException) -> str:
-    text = str(getattr(err, "message", "") or err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """One line of an error; for a server-side traceback, its last line (the exception)."""
+    lines = [ln.strip() for ln in str(getattr(err, "message", "") or err).splitlines()]
+    lines = [ln for ln in lines if ln and ln != "."]
+    if not lines:
+        return type(err).__name__
+    if len(lines) > 1 and "Traceback" in lines[0]:
+        return f"{lines[0].split('Traceback')[0]}{lines[-1]}"
+    return lines[0]
 
 
 @contextmanager
@@ -151,14 +167,16 @@ def _jobs_api(address: str, job_id: str = "") -> Iterator[Any]:
 
     url = _address(address)
     try:
-        yield JobSubmissionClient(url, headers=_auth_headers())
+        with _env_removed(*ADDRESS_VARS):  # Ray lets them override an explicit address
+            client = JobSubmissionClient(url, headers=_auth_headers())
+        yield client
     except AuthenticationError as err:
         raise StageError(f"the Ray cluster at {url} refused the request: {_first_line(err)}",
                          hint=AUTH_HINT) from None
     except (ConnectionError, requests.exceptions.ConnectionError):
         raise StageError(f"cannot reach the Ray Jobs API at {url}", hint=CONNECT_HINT) from None
     except RuntimeError as err:
-        if "status code 404" in str(err):
+        if job_id and "status code 404" in str(err):
             raise RayDissectError(f"no job {job_id!r} on the Ray cluster at {url}",
                                   hint=f"list the jobs with `ray job list --address {url}`"
                                   ) from None

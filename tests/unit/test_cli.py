@@ -65,3 +65,23 @@ def test_schema_command_writes_files(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert {p.name for p in tmp_path.iterdir()} >= {"job_spec.schema.json",
                                                      "unit_record.schema.json"}
+
+
+def test_status_of_a_job_directory(tmp_path: Path) -> None:
+    """`status DIR` prints the stages; a directory without a manifest exits 5."""
+    from ray_dissect.manifest import new_manifest, write_manifest
+    from ray_dissect.spec import parse_spec
+
+    spec = parse_spec({"model": {"name": "resnet18"}, "layers": ["layer4"],
+                       "dataset": {"root": "/x"}})
+    write_manifest(tmp_path, new_manifest(spec, "0.1.0"))
+    result = runner.invoke(app, ["status", str(tmp_path)])
+    assert result.exit_code == 0 and "concepts" in result.stdout and "scoring" in result.stdout
+    missing = runner.invoke(app, ["status", str(tmp_path / "nope")])
+    assert missing.exit_code == 5 and "no manifest" in missing.stderr
+
+
+def test_resume_refuses_a_non_job_directory(tmp_path: Path) -> None:
+    """`resume` on a directory without spec.json exits 2 with a hint."""
+    result = runner.invoke(app, ["resume", str(tmp_path)])
+    assert result.exit_code == 2 and "not a job directory" in result.stderr

@@ -237,3 +237,37 @@ def test_token_from_the_environment(fake_api: type[FakeJobsAPI], tmp_path: Path,
     assert sub.status("some-job", "head:8265") == "X"
     assert seen[0].address == "http://head:8265"
     assert seen[0].headers.get("Authorization") == header
+
+
+def test_explicit_address_wins_over_ray_address_variables(
+        fake_api: type[FakeJobsAPI], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's client lets RAY_API_SERVER_ADDRESS / RAY_ADDRESS override its address argument."""
+    import os
+
+    from ray_dissect.runtime import submit as sub
+
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://elsewhere:8265")
+    seen: list[tuple] = []
+    monkeypatch.setattr(FakeJobsAPI, "__init__", lambda self, address, headers=None: seen.append(
+        (address, os.environ.get("RAY_ADDRESS"), os.environ.get("RAY_API_SERVER_ADDRESS"))))
+    monkeypatch.setattr(FakeJobsAPI, "stop_job", lambda self, _id: True, raising=False)
+    assert sub.stop("job", "http://head:8265/")
+    assert seen == [("http://head:8265", None, None)]
+    assert os.environ["RAY_ADDRESS"] == "auto"  # restored
+
+
+def test_server_errors_become_one_line(fake_api: type[FakeJobsAPI],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray_dissect.errors import StageError
+    from ray_dissect.runtime import submit as sub
+
+    def fail(self: FakeJobsAPI, _id: str) -> None:
+        raise RuntimeError("Request failed with status code 500: Traceback (most recent call "
+                           "last):\n  File \"x.py\", line 1\nKeyError: 'boom'\n.")
+
+    monkeypatch.setattr(FakeJobsAPI, "get_job_status", fail)
+    with pytest.raises(StageError) as err:
+        sub.status("job", "head:8265")
+    assert str(err.value) == ("the Ray Jobs API at http://head:8265 failed: Request failed "
+                              "with status code 500: KeyError: 'boom'")
