@@ -102,6 +102,11 @@ class Tracker:
         self.progress.advance(stage, n)
         write_manifest(self.root, self.manifest)
 
+    def skip(self, stage: str) -> None:
+        """A stage this job's method does not use: done, with nothing to show."""
+        self.manifest.stages[stage].state = "done"
+        write_manifest(self.root, self.manifest)
+
     def finish(self, stage: str, errors: int = 0) -> float:
         state = self.manifest.stages[stage]
         state.state, state.errors = "done", errors
@@ -296,9 +301,11 @@ def _stage_masking(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
     import ray
 
     method, res = spec.method, spec.resources
-    wanted = getattr(method, "concept_masking", False)
+    if not getattr(method, "concept_masking", False):
+        progress.skip("masking")
+        return by_layer
     blocks = [(layer, b) for layer in spec.layers
-              for b in _unit_blocks(shapes[layer][0], res.units_per_task)] if wanted else []
+              for b in _unit_blocks(shapes[layer][0], res.units_per_task)]
     todo = [(layer, b) for layer, b in blocks
             if not masking_part(job, layer, b).with_suffix(".done").exists()]
     progress.start("masking", len(blocks), len(blocks) - len(todo))
@@ -314,8 +321,6 @@ def _stage_masking(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
         run_on_actors(spec, job, gpus_per_actor(res.gpus_per_actor), "mask",
                       [(layer, b, index_ref, space_ref) for layer, b in todo], on_done)
     progress.finish("masking")
-    if not wanted:
-        return by_layer
     scores: dict[tuple[str, str], float | None] = {}
     for layer, b in blocks:
         for key, value in json.loads(masking_part(job, layer, b).read_text()).items():
