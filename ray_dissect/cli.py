@@ -7,7 +7,6 @@ Errors the user can fix print one line (``error: ...``) and exit with the code o
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -278,4 +277,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

@@ -199,7 +199,11 @@ class ConceptIndex:
 
     def global_set_ids(self, local: np.ndarray, start: int) -> np.ndarray:
         """Map (n, sh, sw) local ids of images ``start:start+n`` to int64 global ids."""
-        shard = (start + np.arange(local.shape[0])) // self.shard_images
+        return self.global_set_ids_at(local, start + np.arange(local.shape[0]))
+
+    def global_set_ids_at(self, local: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """Map (n, sh, sw) local ids of the given (n,) image indices to int64 global ids."""
+        shard = np.asarray(images) // self.shard_images
         return self.remap[local.astype(np.int64) + self.set_offsets[shard][:, None, None]]
 
 

@@ -294,11 +294,10 @@ def masking_work(extractor: Extractor, dataset: BrodenDataset, job: JobDir, laye
             present = present[:cap] if cap else present
 
             def keep(idx: np.ndarray, f: np.ndarray = f) -> np.ndarray:
-                return np.stack([f[index.global_set_ids(set_ids[i:i + 1], int(i))[0]]
-                                 for i in idx])
+                return f[index.global_set_ids_at(set_ids.oindex[idx], idx)]
 
             def before(idx: np.ndarray, unit: int = rec.unit) -> np.ndarray:
-                return np.stack([acts[int(i), unit] for i in idx])
+                return acts.oindex[idx, unit:unit + 1][:, 0]
 
             hi = np.inf if exp.hi is None else exp.hi
             out[f"{rec.unit}:{exp.range_index}"] = concept_masking_score(

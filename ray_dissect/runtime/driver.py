@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from ray_dissect import __version__, store
-from ray_dissect.concepts import ConceptIndex, load_index, merge_shards, save_index
+from ray_dissect.concepts import ConceptIndex, merge_shards, save_index
 from ray_dissect.dataset import BrodenDataset, open_dataset
 from ray_dissect.errors import SpecError, StoreError
 from ray_dissect.manifest import (
@@ -168,7 +168,7 @@ def _stage_concepts(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
                           stage="concepts", reason=reason)
               for s, part in enumerate(shards) for i, reason in part.errors]
     progress.finish("concepts", len(errors))
-    return load_index(job.concept_index, dataset.vocab), errors
+    return index, errors
 
 
 def _stage_activations(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
@@ -253,7 +253,8 @@ def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, .
 
 def _stage_scoring(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]],
                    thresholds: dict[str, tuple[np.ndarray, ...]], index: ConceptIndex,
-                   provenance: Provenance, progress: Tracker) -> dict[str, list[UnitRecord]]:
+                   space: SearchSpace | None, provenance: Provenance, progress: Tracker
+                   ) -> dict[str, list[UnitRecord]]:
     import ray
 
     res, method = spec.resources, spec.method
@@ -262,9 +263,7 @@ def _stage_scoring(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
     todo = [(layer, b) for layer, b in blocks
             if not job.record_part(layer, b).with_suffix(".done").exists()]
     progress.start("scoring", len(blocks), len(blocks) - len(todo))
-    index_ref = ray.put(index)
-    space = None if isinstance(method, NetDissectMethod) else SearchSpace.from_index(index)
-    space_ref = ray.put(space)
+    index_ref, space_ref = ray.put(index), ray.put(space)
     calls = [(str(job.root), layer, b, thresholds[layer][0][b[0]:b[1]],
               thresholds[layer][2][b[0]:b[1]], index_ref, space_ref, method, res.shard_images)
              for layer, b in todo]
@@ -295,13 +294,14 @@ def _stage_scoring(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
 
 
 def _stage_masking(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]],
-                   index: ConceptIndex, by_layer: dict[str, list[UnitRecord]],
+                   index: ConceptIndex, space: SearchSpace | None,
+                   by_layer: dict[str, list[UnitRecord]],
                    progress: Tracker) -> dict[str, list[UnitRecord]]:
     """Concept-masking scores on the model actors, merged into the records' metrics."""
     import ray
 
     method, res = spec.method, spec.resources
-    if not getattr(method, "concept_masking", False):
+    if space is None or not getattr(method, "concept_masking", False):
         progress.skip("masking")
         return by_layer
     blocks = [(layer, b) for layer in spec.layers
@@ -310,7 +310,7 @@ def _stage_masking(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
             if not masking_part(job, layer, b).with_suffix(".done").exists()]
     progress.start("masking", len(blocks), len(blocks) - len(todo))
     if todo:
-        index_ref, space_ref = ray.put(index), ray.put(SearchSpace.from_index(index))
+        index_ref, space_ref = ray.put(index), ray.put(space)
 
         def on_done(i: int, scores: dict[str, float | None]) -> None:
             path = masking_part(job, *todo[i])
@@ -385,8 +385,11 @@ def _run_stages(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
         valid[[e.index for e in errors]] = False
         index = replace(index, valid=valid)
         thresholds = _stage_thresholds(spec, job, shapes, valid, tracker)
-        by_layer = _stage_scoring(spec, job, shapes, thresholds, index, provenance, tracker)
-        by_layer = _stage_masking(spec, job, shapes, index, by_layer, tracker)
+        space = (None if isinstance(spec.method, NetDissectMethod)
+                 else SearchSpace.from_index(index))
+        by_layer = _stage_scoring(spec, job, shapes, thresholds, index, space, provenance,
+                                  tracker)
+        by_layer = _stage_masking(spec, job, shapes, index, space, by_layer, tracker)
     for layer, records in by_layer.items():
         write_jsonl(job.records(layer), records)
     write_jsonl(job.root / "errors.jsonl", errors)

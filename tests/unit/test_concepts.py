@@ -91,6 +91,9 @@ def test_set_ids_reproduce_every_pixel_label_set() -> None:
     ids = index.global_set_ids(local, 0).reshape(len(ds), -1)
     member = index.membership.toarray().astype(bool)
     np.testing.assert_array_equal(member[ids].transpose(2, 0, 1), dense)
+    picked = np.array([1, 5, 6, 11])  # scattered images, across shards
+    got = index.global_set_ids_at(local[picked], picked).reshape(len(picked), -1)
+    np.testing.assert_array_equal(got, ids[picked])
 
 
 def test_bad_sample_is_recorded_and_left_out(tmp_path) -> None:
