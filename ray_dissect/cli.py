@@ -55,9 +55,13 @@ class _RichProgress:
         self._bar.advance(self._tasks[stage], n)
 
 
-def _print_summary(summary: Any, out: Path) -> None:
+def _print_summary(summary: Any, target: str) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from ray_dissect.storage import location
+
+    out = location(target)
 
     table = Table(title=f"{summary.provenance.job}: {summary.valid_images}/{summary.images} "
                         f"images used, IoU >= {summary.iou_threshold}")
@@ -75,7 +79,8 @@ def _print_summary(summary: Any, out: Path) -> None:
 
 @app.command()
 def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
-        out: Annotated[Path, typer.Option("--out", help="job directory for all outputs")],
+        out: Annotated[str, typer.Option(
+            "--out", help="job directory for all outputs: a path or an fsspec URI (s3://...)")],
         address: Annotated[str | None, typer.Option(help="Ray address; default: local")] = None,
         force: Annotated[bool, typer.Option(
             help="reuse --out even if it holds another spec: redo only the stages it changes")]
@@ -96,7 +101,8 @@ def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
 
 
 @app.command()
-def resume(out: Annotated[Path, typer.Argument(help="job directory of an earlier run")],
+def resume(out: Annotated[str, typer.Argument(
+               help="job directory of an earlier run (path or fsspec URI)")],
            address: Annotated[str | None, typer.Option(help="Ray address; default: local")]
            = None,
            verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
@@ -106,12 +112,13 @@ def resume(out: Annotated[Path, typer.Argument(help="job directory of an earlier
         from ray_dissect.errors import SpecError
         from ray_dissect.runtime.driver import run_job
         from ray_dissect.spec import JobSpec
+        from ray_dissect.storage import location, read_text
 
-        spec_file = out / "spec.json"
+        spec_file = location(out) / "spec.json"
         if not spec_file.is_file():
             raise SpecError(f"{str(out)!r} is not a job directory (no spec.json)",
                             hint="give the --out directory of a `ray-dissect run`")
-        spec = JobSpec.model_validate_json(spec_file.read_text())
+        spec = JobSpec.model_validate_json(read_text(spec_file))
         with _RichProgress() as progress:
             summary = run_job(spec, out, address=address, progress=progress)
     except RayDissectError as err:
@@ -138,7 +145,8 @@ def _watch(job_id: str, address: str) -> str:
 @app.command()
 def submit(job: Annotated[Path, typer.Argument(help="job spec YAML (absolute data paths)")],
            out: Annotated[str, typer.Option(
-               "--out", help="job directory on the cluster: an absolute path every node sees")],
+               "--out", help="job directory on the cluster: an absolute path every node sees, "
+                             "or an fsspec URI (s3://bucket/run)")],
            address: Annotated[str, typer.Option(envvar="RAY_API_SERVER_ADDRESS",
                                                 help=JOBS_API_HELP)],
            wait: Annotated[bool, typer.Option(help="follow the job's logs until it ends")]
@@ -147,6 +155,9 @@ def submit(job: Annotated[Path, typer.Argument(help="job spec YAML (absolute dat
                help="submit again if the job's last run FAILED or was STOPPED")] = False,
            pip: Annotated[list[str] | None, typer.Option(
                "--pip", help="extra pip requirement for the job (repeatable)")] = None,
+           env: Annotated[list[str] | None, typer.Option(
+               "--env", help="NAME or NAME=VALUE environment variable for the job's "
+                             "processes, e.g. an object store's endpoint (repeatable)")] = None,
            verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
     """Submit a job to a running Ray cluster; the same job (spec and --out) runs only once."""
     _setup_logging(verbose)
@@ -154,7 +165,8 @@ def submit(job: Annotated[Path, typer.Argument(help="job spec YAML (absolute dat
     from ray_dissect.runtime import submit as jobs
 
     try:
-        job_id, state = jobs.submit(job, out, address, wait=False, extra_pip=pip, retry=retry)
+        job_id, state = jobs.submit(job, out, address, wait=False, extra_pip=pip, retry=retry,
+                                    env=env)
         typer.echo(f"job {job_id}: {state}")
         if wait:
             state = _watch(job_id, address)
@@ -173,14 +185,16 @@ def status(target: Annotated[str, typer.Argument(
                                                        help=JOBS_API_HELP)] = None) -> None:
     """Show a job directory's per-stage progress, or a submitted job's status."""
     try:
-        if address is not None and not Path(target).is_dir():
+        from ray_dissect.storage import is_uri, location
+
+        if address is not None and not is_uri(target) and not Path(target).is_dir():
             from ray_dissect.runtime.submit import status as job_status
 
             typer.echo(job_status(target, address))
         else:
             from ray_dissect.status import render_status
 
-            typer.echo(render_status(Path(target)))
+            typer.echo(render_status(location(target)))
     except RayDissectError as err:
         _fail(err)
 

@@ -20,12 +20,13 @@ shards share one global id).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from ray_dissect import storage
 from ray_dissect.dataset import BadSampleError, BrodenDataset, Vocabulary
+from ray_dissect.storage import AnyPath
 
 
 @dataclass(frozen=True)
@@ -242,23 +243,22 @@ def merge_shards(vocab: Vocabulary, mask_shape: tuple[int, int], shard_images: i
                         np.concatenate([s.valid for s in shards]))
 
 
-def save_index(index: ConceptIndex, path: Path) -> None:
+def save_index(index: ConceptIndex, path: AnyPath) -> None:
     """Write the index arrays (not the vocabulary, which is re-read from the dataset)."""
     m = index.membership
-    np.savez(path, set_offsets=index.set_offsets, remap=index.remap, m_indptr=m.indptr,
-             m_indices=m.indices,
-             image_indptr=index.image_indptr, image_sets=index.image_sets,
-             image_counts=index.image_counts, valid=index.valid,
-             meta=np.array([*index.mask_shape, index.shard_images, m.shape[1]], dtype=np.int64))
+    storage.save_npz(
+        path, set_offsets=index.set_offsets, remap=index.remap, m_indptr=m.indptr,
+        m_indices=m.indices, image_indptr=index.image_indptr, image_sets=index.image_sets,
+        image_counts=index.image_counts, valid=index.valid,
+        meta=np.array([*index.mask_shape, index.shard_images, m.shape[1]], dtype=np.int64))
 
 
-def load_index(path: Path, vocab: Vocabulary) -> ConceptIndex:
+def load_index(path: AnyPath, vocab: Vocabulary) -> ConceptIndex:
     """Read an index written by :func:`save_index`."""
-    with np.load(path) as z:
-        sh, sw, shard_images, n_labels = (int(x) for x in z["meta"])
-        indptr = z["m_indptr"]
-        membership = sp.csr_matrix((np.ones(len(z["m_indices"])), z["m_indices"], indptr),
-                                   shape=(len(indptr) - 1, n_labels))
-        return ConceptIndex(vocab, (sh, sw), shard_images, z["set_offsets"], z["remap"],
-                            membership,
-                            z["image_indptr"], z["image_sets"], z["image_counts"], z["valid"])
+    z = storage.load_npz(path)
+    sh, sw, shard_images, n_labels = (int(x) for x in z["meta"])
+    indptr = z["m_indptr"]
+    membership = sp.csr_matrix((np.ones(len(z["m_indices"])), z["m_indices"], indptr),
+                               shape=(len(indptr) - 1, n_labels))
+    return ConceptIndex(vocab, (sh, sw), shard_images, z["set_offsets"], z["remap"], membership,
+                        z["image_indptr"], z["image_sets"], z["image_counts"], z["valid"])

@@ -18,16 +18,18 @@ The split column is ignored (as by every reference implementation).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ray_dissect import storage
 from ray_dissect.errors import DatasetError
 from ray_dissect.spec import CocoDatasetSpec, DatasetSpec
+from ray_dissect.storage import AnyPath
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +84,10 @@ class Vocabulary:
         return self.categories[index] if index >= 0 else ""
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def _read_csv(path: AnyPath) -> list[dict[str, str]]:
     try:
-        with path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        text = storage.read_text(path)
+        return list(csv.DictReader(io.StringIO(text, newline="")))
     except FileNotFoundError:
         raise DatasetError(f"missing {path.name} in the dataset", given=str(path.parent),
                            expected="a Broden-format directory",
@@ -101,7 +103,7 @@ def _parse_category_field(text: str) -> dict[str, int]:
     return out
 
 
-def read_vocabulary(root: Path, categories: Sequence[str] | None = None) -> Vocabulary:
+def read_vocabulary(root: AnyPath, categories: Sequence[str] | None = None) -> Vocabulary:
     """Read ``label.csv``, ``category.csv`` and the ``c_*.csv`` files of a Broden directory."""
     labels = _read_csv(root / "label.csv")
     all_cats = [row["name"] for row in _read_csv(root / "category.csv")]
@@ -150,7 +152,7 @@ def _parse_row(row: dict[str, str], categories: Sequence[str]) -> Sample:
     return Sample(row["image"], (int(row["ih"]), int(row["iw"])), tuple(pixel), tuple(whole))
 
 
-def read_image_rgb(path: Path, name: str) -> np.ndarray:
+def read_image_rgb(path: AnyPath, name: str) -> np.ndarray:
     """Decode an image file as (h, w, 3) uint8 RGB.
 
     Gray, RGBA and palette images are converted; 16-bit images are scaled to 8 bits.
@@ -159,7 +161,7 @@ def read_image_rgb(path: Path, name: str) -> np.ndarray:
         BadSampleError: missing, empty, truncated or otherwise unreadable file (named ``name``).
     """
     try:
-        with Image.open(path) as img:
+        with Image.open(storage.readable(path)) as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.float64)
@@ -181,7 +183,7 @@ class BrodenDataset:
     """
 
     def __init__(self, spec: DatasetSpec) -> None:
-        self.root = Path(spec.root)
+        self.root = storage.location(spec.root)
         if not self.root.is_dir():
             raise DatasetError("dataset root is not a directory", given=spec.root,
                                expected="a Broden-format directory",
@@ -220,7 +222,7 @@ class BrodenDataset:
     def _read_layer(self, name: str) -> np.ndarray:
         path = self.root / "images" / name
         try:
-            with Image.open(path) as img:
+            with Image.open(storage.readable(path)) as img:
                 img.load()
                 rgb = np.asarray(img.convert("RGB"), dtype=np.int32)
         except (OSError, ValueError, SyntaxError) as err:

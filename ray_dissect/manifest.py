@@ -16,12 +16,13 @@ import json
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ray_dissect import storage
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
+from ray_dissect.storage import AnyPath
 
 STAGES = ("concepts", "activations", "thresholds", "scoring", "masking")
 
@@ -93,19 +94,17 @@ def new_manifest(spec: JobSpec, version: str) -> Manifest:
                     stages={s: StageState(hash=h) for s, h in stage_hashes(spec).items()})
 
 
-def read_manifest(root: Path) -> Manifest | None:
+def read_manifest(root: AnyPath) -> Manifest | None:
     """The manifest of a job directory, or None when there is none."""
     path = root / "manifest.json"
     if not path.exists():
         return None
-    return Manifest.model_validate_json(path.read_text())
+    return Manifest.model_validate_json(storage.read_text(path))
 
 
-def write_manifest(root: Path, manifest: Manifest) -> None:
+def write_manifest(root: AnyPath, manifest: Manifest) -> None:
     """Replace the manifest atomically."""
-    tmp = root / f".manifest.{os.getpid()}.tmp"
-    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
-    tmp.replace(root / "manifest.json")
+    storage.write_text(root / "manifest.json", manifest.model_dump_json(indent=2) + "\n")
 
 
 def start_run(manifest: Manifest) -> RunInfo:

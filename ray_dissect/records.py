@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ray_dissect import storage
+
 if TYPE_CHECKING:
     from ray_dissect.dataset import Vocabulary
     from ray_dissect.formula import Formula
     from ray_dissect.scoring import UnitLabels
+    from ray_dissect.storage import AnyPath
     from ray_dissect.workunits import RangeExplanation
 
 SCHEMA_VERSION = 2
@@ -192,21 +195,16 @@ RECORD_TYPES: dict[str, type[BaseModel]] = {
 }
 
 
-def write_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
-    """Write records as JSON Lines atomically (temp file, then rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as handle:
-        for record in records:
-            handle.write(record.model_dump_json() + "\n")
-    tmp.replace(path)
+def write_jsonl(path: AnyPath, records: Iterable[BaseModel]) -> None:
+    """Write records as JSON Lines atomically (see :func:`ray_dissect.storage.write_text`)."""
+    storage.write_text(path, "".join(record.model_dump_json() + "\n" for record in records))
 
 
-def read_unit_records(path: Path) -> Iterator[UnitRecord]:
+def read_unit_records(path: AnyPath) -> Iterator[UnitRecord]:
     """Read and validate a ``records/<layer>.jsonl`` file."""
-    with path.open() as handle:
-        for line in handle:
-            if line.strip():
-                yield UnitRecord.model_validate_json(line)
+    for line in storage.read_text(path).splitlines():
+        if line.strip():
+            yield UnitRecord.model_validate_json(line)
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from pathlib import Path
 
 from ray_dissect.errors import StoreError
 from ray_dissect.manifest import STAGES, RunInfo, read_manifest
+from ray_dissect.storage import AnyPath
 
 
 def _alive(run: RunInfo) -> str:
@@ -26,7 +26,7 @@ def _alive(run: RunInfo) -> str:
     return "running"
 
 
-def render_status(root: Path) -> str:
+def render_status(root: AnyPath) -> str:
     """A plain-text table of the job's stages and latest run."""
     manifest = read_manifest(root)
     if manifest is None:

@@ -12,12 +12,12 @@ chunks are never written).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ray_dissect.errors import StoreError
+from ray_dissect.storage import AnyPath, zarr_args
 
 
 def _zarr() -> Any:
@@ -26,9 +26,9 @@ def _zarr() -> Any:
     return zarr
 
 
-def _open_group(path: Path | str, mode: str = "a") -> Any:
+def _open_group(path: AnyPath, mode: str = "a") -> Any:
     try:
-        return _zarr().open_group(str(path), mode=mode)
+        return _zarr().open_group(**zarr_args(path), mode=mode)
     except (OSError, FileNotFoundError) as err:
         raise StoreError(f"cannot open Zarr store {str(path)!r}: {err}",
                          hint="check that the output directory is writable") from err
@@ -39,7 +39,7 @@ def _divisor_at_most(n: int, k: int) -> int:
     return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
 
 
-def create_image_array(path: Path | str, name: str, shape: tuple[int, ...], dtype: str,
+def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: str,
                        shard_images: int, chunk_images: int,
                        inner_chunks: tuple[int, ...] | None = None) -> Any:
     """Create (or open, when it exists with the same shape) a per-image array and its markers.
@@ -72,7 +72,7 @@ def create_image_array(path: Path | str, name: str, shape: tuple[int, ...], dtyp
     return arr
 
 
-def write_shard(path: Path | str, name: str, shard: int, shard_images: int,
+def write_shard(path: AnyPath, name: str, shard: int, shard_images: int,
                 data: np.ndarray) -> None:
     """Write one whole shard of images, then mark it done (never mark before the data)."""
     group = _open_group(path, mode="r+")
@@ -85,19 +85,20 @@ def write_shard(path: Path | str, name: str, shard: int, shard_images: int,
                          hint="check free disk space; the job can be resumed") from err
 
 
-def done_shards(path: Path | str, name: str) -> np.ndarray:
+def done_shards(path: AnyPath, name: str) -> np.ndarray:
     """(n_shards,) bool: which shards of ``name`` are completely written."""
     try:
-        return np.asarray(_zarr().open_array(str(path), path=f"done/{name}", mode="r")[:],
+        return np.asarray(_zarr().open_array(**zarr_args(path), path=f"done/{name}",
+                                             mode="r")[:],
                           dtype=bool)
     except (FileNotFoundError, KeyError, StoreError):
         return np.zeros(0, dtype=bool)
 
 
-def open_array(path: Path | str, name: str) -> Any:
+def open_array(path: AnyPath, name: str) -> Any:
     """Open array ``name`` for reading."""
     try:
-        return _zarr().open_array(str(path), path=f"data/{name}", mode="r")
+        return _zarr().open_array(**zarr_args(path), path=f"data/{name}", mode="r")
     except (FileNotFoundError, KeyError) as err:
         raise StoreError(f"array {name!r} missing in {str(path)!r}",
                          hint="the stage that writes it has not run; rerun the job") from err

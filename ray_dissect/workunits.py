@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
-from ray_dissect import store
+from ray_dissect import storage, store
 from ray_dissect.activations import Extractor
 from ray_dissect.clusters import unit_ranges
 from ray_dissect.concepts import ConceptIndex, ShardIndex, build_shard
@@ -35,6 +34,7 @@ from ray_dissect.metrics import ExplanationMetrics, explanation_metrics
 from ray_dissect.scoring import Tally, tally
 from ray_dissect.search import SearchParams, SearchResult, SearchSpace, Selector, beam_search
 from ray_dissect.spec import Method, NetDissectMethod
+from ray_dissect.storage import AnyPath
 from ray_dissect.thresholds import unit_thresholds
 
 CHUNK_IMAGES = 32
@@ -52,39 +52,42 @@ def layer_key(layer: str) -> str:
 
 @dataclass(frozen=True)
 class JobDir:
-    """Paths inside a job directory (layer names pass through :func:`layer_key`)."""
+    """Paths inside a job directory (layer names pass through :func:`layer_key`).
 
-    root: Path
+    ``root`` is a local directory or an fsspec location (:mod:`ray_dissect.storage`).
+    """
+
+    root: AnyPath
 
     @property
-    def concepts_zarr(self) -> Path:
+    def concepts_zarr(self) -> AnyPath:
         return self.root / "concepts.zarr"
 
     @property
-    def activations_zarr(self) -> Path:
+    def activations_zarr(self) -> AnyPath:
         return self.root / "activations.zarr"
 
-    def concept_shard(self, shard: int) -> Path:
+    def concept_shard(self, shard: int) -> AnyPath:
         return self.root / "concepts" / f"shard_{shard:06d}.npz"
 
     @property
-    def concept_index(self) -> Path:
+    def concept_index(self) -> AnyPath:
         return self.root / "concepts" / "index.npz"
 
-    def bad_images(self, shard: int) -> Path:
+    def bad_images(self, shard: int) -> AnyPath:
         return self.root / "activations" / f"bad_{shard:06d}.json"
 
-    def thresholds(self, layer: str) -> Path:
+    def thresholds(self, layer: str) -> AnyPath:
         return self.root / "thresholds" / f"{layer_key(layer)}.npz"
 
-    def records(self, layer: str) -> Path:
+    def records(self, layer: str) -> AnyPath:
         return self.root / "records" / f"{layer_key(layer)}.jsonl"
 
-    def record_part(self, layer: str, units: tuple[int, int]) -> Path:
+    def record_part(self, layer: str, units: tuple[int, int]) -> AnyPath:
         """A scoring block's records; its done marker is the same path + ``.done``."""
         return self.root / "parts" / layer_key(layer) / f"{units[0]:07d}-{units[1]:07d}.jsonl"
 
-    def outputs(self, stage: str) -> list[Path]:
+    def outputs(self, stage: str) -> list[AnyPath]:
         """What a stage writes (removed when its inputs change under --force)."""
         return {"concepts": [self.concepts_zarr, self.root / "concepts"],
                 "activations": [self.activations_zarr, self.root / "activations"],
@@ -94,7 +97,7 @@ class JobDir:
 
     def make(self) -> None:
         for sub in ("concepts", "activations", "thresholds", "records", "parts"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            storage.makedirs(self.root / sub)
 
 
 def shard_range(shard: int, shard_images: int, n_images: int) -> tuple[int, int]:
@@ -107,22 +110,19 @@ def concept_work(dataset: BrodenDataset, job: JobDir, shard: int, shard_images: 
     """Build the concept index of one shard: write its set ids (Zarr) and set table (npz)."""
     start, stop = shard_range(shard, shard_images, len(dataset))
     part = build_shard(dataset, start, stop)
-    tmp = job.concept_shard(shard).with_suffix(".tmp.npz")
-    np.savez(tmp, set_indptr=part.set_indptr, set_labels=part.set_labels,
-             image_indptr=part.image_indptr, image_sets=part.image_sets,
-             image_counts=part.image_counts, valid=part.valid,
-             errors=np.array(json.dumps(part.errors)))
-    tmp.replace(job.concept_shard(shard))
+    storage.save_npz(job.concept_shard(shard), set_indptr=part.set_indptr,
+                     set_labels=part.set_labels, image_indptr=part.image_indptr,
+                     image_sets=part.image_sets, image_counts=part.image_counts,
+                     valid=part.valid, errors=np.array(json.dumps(part.errors)))
     store.write_shard(job.concepts_zarr, "set_ids", shard, shard_images, part.set_ids)
 
 
 def load_concept_shard(job: JobDir, shard: int) -> ShardIndex:
     """Read a shard's set table back (its set ids stay in Zarr)."""
-    with np.load(job.concept_shard(shard)) as z:
-        errors = tuple((int(i), str(r)) for i, r in json.loads(str(z["errors"])))
-        return ShardIndex(np.zeros((0, 0, 0), np.uint32), z["set_indptr"], z["set_labels"],
-                          z["image_indptr"], z["image_sets"], z["image_counts"], z["valid"],
-                          errors)
+    z = storage.load_npz(job.concept_shard(shard))
+    errors = tuple((int(i), str(r)) for i, r in json.loads(str(z["errors"])))
+    return ShardIndex(np.zeros((0, 0, 0), np.uint32), z["set_indptr"], z["set_labels"],
+                      z["image_indptr"], z["image_sets"], z["image_counts"], z["valid"], errors)
 
 
 def extraction_work(extractor: Extractor, dataset: BrodenDataset, job: JobDir, shard: int,
@@ -270,7 +270,7 @@ def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np
     return BlockResult(result, explanations)
 
 
-def masking_part(job: JobDir, layer: str, units: tuple[int, int]) -> Path:
+def masking_part(job: JobDir, layer: str, units: tuple[int, int]) -> AnyPath:
     """Concept-masking scores of a scoring block; done marker = same path + ``.done``."""
     return job.record_part(layer, units).with_suffix(".masking.json")
 

@@ -1,12 +1,14 @@
-"""Shared fixtures: the hand-computed 4-image Broden fixture."""
+"""Shared fixtures: the hand-computed 4-image Broden fixture, a local S3 server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures.broden import Row, write_broden
+from fixtures.s3 import LocalS3
 
 FIXTURE_LABELS = {
     1: ("box", {"object": 0.5}),
@@ -55,3 +57,11 @@ def four_image_rows() -> list[Row]:
 def four_images(tmp_path: Path) -> Path:
     """A Broden directory with the 4-image fixture."""
     return write_broden(tmp_path / "broden4", four_image_rows(), FIXTURE_LABELS)
+
+
+@pytest.fixture(scope="session")
+def local_s3() -> Iterator[LocalS3]:
+    """One moto S3 server for the session (see :mod:`fixtures.s3`)."""
+    s3 = LocalS3.start()
+    yield s3
+    s3.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ray_dissect.activations import Extractor
@@ -14,6 +13,7 @@ from ray_dissect.dataset import open_dataset
 from ray_dissect.errors import RayDissectError, StageError
 from ray_dissect.search import SearchSpace
 from ray_dissect.spec import JobSpec
+from ray_dissect.storage import location
 from ray_dissect.workunits import JobDir, extraction_work, masking_work
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class ExtractionActor:
         self.extractor = Extractor(self.spec.model, self.spec.layers, res.threads_per_actor,
                                    device)
         self.dataset = open_dataset(self.spec.dataset)
-        self.job = JobDir(Path(job_root))
+        self.job = JobDir(location(job_root))
 
     def run(self, shard: int) -> list[tuple[int, str]]:
         """Extract shard ``shard``; return its unreadable images."""

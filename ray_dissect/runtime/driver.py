@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ray_dissect import __version__, store
+from ray_dissect import __version__, storage, store
 from ray_dissect.concepts import ConceptIndex, merge_shards, save_index
 from ray_dissect.dataset import BrodenDataset, open_dataset
 from ray_dissect.errors import SpecError, StoreError
@@ -48,6 +47,7 @@ from ray_dissect.runtime.tasks import concept_task, run_tasks, scoring_task, thr
 from ray_dissect.scoring import label_units
 from ray_dissect.search import SearchSpace
 from ray_dissect.spec import ClusteredMethod, JobSpec, NetDissectMethod
+from ray_dissect.storage import AnyPath
 from ray_dissect.workunits import (
     CHUNK_IMAGES,
     BlockResult,
@@ -82,7 +82,7 @@ class Tracker:
     earlier runs; ``unit_done`` counts a unit computed by this run.
     """
 
-    def __init__(self, root: Path, manifest: Manifest, progress: Progress) -> None:
+    def __init__(self, root: AnyPath, manifest: Manifest, progress: Progress) -> None:
         self.root, self.manifest, self.progress = root, manifest, progress
         self._t0: dict[str, float] = {}
 
@@ -115,7 +115,8 @@ class Tracker:
         return state.seconds
 
 
-def prepare_job_dir(spec: JobSpec, root: Path, force: bool = False) -> tuple[JobDir, Manifest]:
+def prepare_job_dir(spec: JobSpec, root: AnyPath, force: bool = False
+                    ) -> tuple[JobDir, Manifest]:
     """Create the job directory, or check that an existing one holds the same job.
 
     With ``force``, a directory holding another spec is reused: the outputs of the stages
@@ -135,15 +136,16 @@ def prepare_job_dir(spec: JobSpec, root: Path, force: bool = False) -> tuple[Job
                     f"the changed stages there (reusing: {', '.join(kept) or 'nothing'})")
             for stage in stale:
                 for path in job.outputs(stage):
-                    shutil.rmtree(path, ignore_errors=True)
+                    storage.remove_tree(path)
             old = None
         job.make()
         manifest = old or new_manifest(spec, __version__)
-        (root / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
+        storage.write_text(root / "spec.json", spec.model_dump_json(indent=2) + "\n")
         write_manifest(root, manifest)
     except OSError as err:
-        raise StoreError(f"cannot write the output directory {str(root)!r}: {err.strerror}",
-                         hint="choose a writable --out") from None
+        reason = err.strerror or str(err)
+        raise StoreError(f"cannot write the output directory {str(root)!r}: {reason}",
+                         hint="choose a writable --out (an existing bucket for URIs)") from None
     return job, manifest
 
 
@@ -188,7 +190,7 @@ def _stage_activations(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
     progress.start("activations", n_shards, n_shards - len(todo))
 
     def on_done(shard: int, bad: list[tuple[int, str]]) -> None:
-        job.bad_images(shard).write_text(json.dumps(bad))
+        storage.write_text(job.bad_images(shard), json.dumps(bad))
         progress.unit_done("activations")
 
     if todo:
@@ -196,7 +198,7 @@ def _stage_activations(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
     errors = [SampleError(index=i, image=dataset.samples[i].image, stage="activations",
                           reason=reason)
               for s in range(n_shards)
-              for i, reason in json.loads(job.bad_images(s).read_text())]
+              for i, reason in json.loads(storage.read_text(job.bad_images(s)))]
     progress.finish("activations", len(errors))
     return errors
 
@@ -238,16 +240,15 @@ def _stage_thresholds(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, .
     run_tasks(threshold_task, calls, res.cpus_per_task, "threshold block", on_done)
     for layer in todo:
         idx = [i for i, c in enumerate(calls) if c[1] == layer]
-        tmp = job.thresholds(layer).with_suffix(".tmp.npz")
-        np.savez(tmp, thresholds=np.concatenate([parts[i][0] for i in idx]),
-                 nonfinite=np.concatenate([parts[i][1] for i in idx]),
-                 ranges=np.concatenate([parts[i][2] for i in idx]))
-        tmp.replace(job.thresholds(layer))
+        storage.save_npz(job.thresholds(layer),
+                         thresholds=np.concatenate([parts[i][0] for i in idx]),
+                         nonfinite=np.concatenate([parts[i][1] for i in idx]),
+                         ranges=np.concatenate([parts[i][2] for i in idx]))
         progress.unit_done("thresholds")
     progress.finish("thresholds")
     for layer in spec.layers:
-        with np.load(job.thresholds(layer)) as z:
-            out[layer] = (z["thresholds"], z["nonfinite"], z["ranges"])
+        z = storage.load_npz(job.thresholds(layer))
+        out[layer] = (z["thresholds"], z["nonfinite"], z["ranges"])
     return out
 
 
@@ -280,9 +281,9 @@ def _stage_scoring(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
                         provenance)
             for k, lab in enumerate(labels)]
         part = job.record_part(layer, (b0, b1))
-        part.parent.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(part.parent)
         write_jsonl(part, records)
-        part.with_suffix(".done").touch()
+        storage.touch(part.with_suffix(".done"))
         progress.unit_done("scoring")
 
     run_tasks(scoring_task, calls, res.cpus_per_task, "scoring block", on_done)
@@ -314,8 +315,8 @@ def _stage_masking(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
 
         def on_done(i: int, scores: dict[str, float | None]) -> None:
             path = masking_part(job, *todo[i])
-            path.write_text(json.dumps(scores))
-            path.with_suffix(".done").touch()
+            storage.write_text(path, json.dumps(scores))
+            storage.touch(path.with_suffix(".done"))
             progress.unit_done("masking")
 
         run_on_actors(spec, job, gpus_per_actor(res.gpus_per_actor), "mask",
@@ -323,7 +324,7 @@ def _stage_masking(spec: JobSpec, job: JobDir, shapes: dict[str, tuple[int, ...]
     progress.finish("masking")
     scores: dict[tuple[str, str], float | None] = {}
     for layer, b in blocks:
-        for key, value in json.loads(masking_part(job, layer, b).read_text()).items():
+        for key, value in json.loads(storage.read_text(masking_part(job, layer, b))).items():
             scores[(layer, key)] = value
     return {layer: [_with_masking(r, scores) for r in records]
             for layer, records in by_layer.items()}
@@ -353,14 +354,15 @@ def preflight(spec: JobSpec) -> tuple[BrodenDataset, dict[str, tuple[int, ...]]]
     return dataset, shapes
 
 
-def run_job(spec: JobSpec, out: Path, *, address: str | None = None,
+def run_job(spec: JobSpec, out: str | Path | AnyPath, *, address: str | None = None,
             progress: Progress | None = None, force: bool = False) -> JobSummary:
     """Run (or resume) a whole job into ``out``; return its summary (also summary.json).
 
-    Work units finished by an earlier run of the same spec in ``out`` are not redone.
+    ``out`` is a local directory or an fsspec URI (:mod:`ray_dissect.storage`). Work units
+    finished by an earlier run of the same spec in ``out`` are not redone.
     """
     dataset, shapes = preflight(spec)
-    job, manifest = prepare_job_dir(spec, Path(out), force)
+    job, manifest = prepare_job_dir(spec, storage.location(out), force)
     run = start_run(manifest)
     tracker = Tracker(job.root, manifest, progress or _Quiet())
     try:
@@ -400,5 +402,5 @@ def _run_stages(spec: JobSpec, job: JobDir, dataset: BrodenDataset,
         layers=[summarize_layer(layer, by_layer[layer], spec.method.iou_threshold)
                 for layer in spec.layers],
         stage_seconds={k: round(v.seconds, 3) for k, v in tracker.manifest.stages.items()})
-    (job.root / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+    storage.write_text(job.root / "summary.json", summary.model_dump_json(indent=2) + "\n")
     return summary

@@ -6,7 +6,11 @@ copy of that file as an importable module (``rd_factory_<stem>:fn``; the working
 on ``sys.path`` of the driver and of every worker the job starts, on every node). The cluster
 runs ``python -m ray_dissect run spec.json --out OUT --address auto``. Dataset and checkpoint
 paths are not copied: they, and ``OUT``, must be absolute paths that every node sees (a shared
-filesystem), as the driver, the model actors and the CPU tasks all read and write there.
+filesystem) or fsspec URIs (``s3://bucket/run``, see :mod:`ray_dissect.storage`), as the
+driver, the model actors and the CPU tasks all read and write there. ``env`` ships
+environment variables (an object store's endpoint, ``FSSPEC_S3``, ...) to the job's driver and
+every worker it starts; prefer credentials the nodes already hold (instance roles) to
+shipping secrets, which the Jobs API shows to anyone who can list jobs.
 
 The submission id is derived from the job (:func:`submission_id`), so submitting the same job
 again returns the existing run instead of starting a second one. Ray refuses to reuse an id,
@@ -40,6 +44,7 @@ import yaml
 
 from ray_dissect.errors import ModelError, RayDissectError, SpecError, StageError
 from ray_dissect.spec import JobSpec, load_spec
+from ray_dissect.storage import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +63,12 @@ LogSink = Callable[[str], None]
 
 
 def cluster_out(out: str) -> str:
-    """The job directory on the cluster, normalised; relative paths and URIs are refused."""
-    if "://" in out:
-        raise SpecError("--out must be a directory on the cluster's shared filesystem",
-                        given=out, hint="object-store URIs are not supported; " + PATH_HINT)
+    """The job directory on the cluster, normalised: an fsspec URI, or an absolute path
+    (relative paths are refused)."""
+    if is_uri(out):
+        return out.rstrip("/")
+    if out.lower().startswith("file://"):
+        out = out[len("file://"):]
     if not out.startswith("/"):
         raise SpecError("--out must be an absolute path on the cluster", given=out,
                         hint=PATH_HINT)
@@ -92,7 +99,8 @@ def _check_cluster_paths(spec_path: Path) -> None:
     raw = yaml.safe_load(Path(spec_path).read_text())
     dataset = raw.get("dataset") or {}
     weights = (raw.get("model") or {}).get("weights")
-    fields = {f"dataset.{k}": dataset.get(k) for k in ("root", "annotations", "stuff")}
+    fields = {f"dataset.{k}": dataset.get(k)
+              for k in ("root", "annotations", "stuff", "panoptic", "panoptic_masks")}
     if isinstance(weights, dict):
         fields["model.weights.checkpoint"] = weights.get("checkpoint")
     for field, value in fields.items():
@@ -244,19 +252,21 @@ def follow(client: Any, job_id: str, on_log: LogSink | None = None,
 def submit(spec_path: Path, out: str, address: str, *, wait: bool,
            extra_pip: list[str] | None = None, on_log: LogSink | None = None,
            retry: bool = False, poll_seconds: float = 1.0,
-           timeout: float | None = None) -> tuple[str, str]:
+           timeout: float | None = None, env: list[str] | None = None) -> tuple[str, str]:
     """Submit the job in ``spec_path`` to write ``out`` on the cluster at ``address``.
 
     Returns ``(submission id, status)``. A job already submitted (same spec hash and ``out``)
     is not submitted again: its id and current status are returned (with ``wait``, its logs
     are followed). With ``retry``, a run that ended FAILED or STOPPED is submitted again as
-    the next attempt. ``extra_pip`` adds pip requirements to the job's runtime environment.
+    the next attempt. ``extra_pip`` adds pip requirements to the job's runtime environment,
+    ``env`` environment variables (see :func:`env_vars`).
     With ``wait``, the logs go to ``on_log`` and the final status is returned (or
     :class:`StageError` after ``timeout`` seconds).
     """
     spec = load_spec(spec_path)
     _check_cluster_paths(spec_path)
     out = cluster_out(out)
+    variables = env_vars(env)
     base = submission_id(spec, out)
     with _jobs_api(address) as client:
         attempt, state = _latest_attempt(client, base)
@@ -264,7 +274,7 @@ def submit(spec_path: Path, out: str, address: str, *, wait: bool,
         if state is None or (retry and state in RETRYABLE):
             if state is not None:
                 job_id = _attempt_id(base, attempt + 1)
-            _submit_new(client, spec, out, job_id, extra_pip)
+            _submit_new(client, spec, out, job_id, extra_pip, variables)
         else:
             log.info("job %s already submitted (%s); not submitting it again", job_id, state)
         if wait:
@@ -272,13 +282,36 @@ def submit(spec_path: Path, out: str, address: str, *, wait: bool,
         return job_id, str(client.get_job_status(job_id).value)
 
 
+def env_vars(items: list[str] | None) -> dict[str, str]:
+    """``NAME=VALUE`` items, or ``NAME`` for this machine's value, as a dict.
+
+    Raises:
+        SpecError: a bad name, or a ``NAME`` this machine does not define.
+    """
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SpecError("--env takes NAME or NAME=VALUE", given=item,
+                            hint="e.g. --env FSSPEC_S3 or --env AWS_ENDPOINT_URL=http://minio:9000")
+        if not sep:
+            if name not in os.environ:
+                raise SpecError(f"--env {name}: not set on this machine", given=name,
+                                hint=f"export {name}=... first, or give --env {name}=VALUE")
+            value = os.environ[name]
+        out[name] = value
+    return out
+
+
 def _submit_new(client: Any, spec: JobSpec, out: str, job_id: str,
-                extra_pip: list[str] | None) -> None:
+                extra_pip: list[str] | None, env: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory(prefix="ray-dissect-submit-") as tmp:
         stage_job(spec, Path(tmp))
         runtime_env: dict[str, Any] = {"working_dir": tmp}
         if extra_pip:
             runtime_env["pip"] = list(extra_pip)
+        if env:
+            runtime_env["env_vars"] = dict(env)
         metadata = {"ray_dissect.job": spec.name, "ray_dissect.spec_hash": spec.spec_hash(),
                     "ray_dissect.out": out}
         try:

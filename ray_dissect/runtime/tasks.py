@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,13 +13,14 @@ from ray_dissect.dataset import open_dataset
 from ray_dissect.runtime.actors import raise_cause
 from ray_dissect.search import SearchSpace
 from ray_dissect.spec import AnyDatasetSpec, Method
+from ray_dissect.storage import location
 from ray_dissect.workunits import BlockResult, JobDir, concept_work, scoring_work, threshold_work
 
 
 def concept_task(dataset_json: str, job_root: str, shard: int, shard_images: int) -> int:
     """Build one shard of the concept index; return the shard number."""
     dataset = open_dataset(TypeAdapter(AnyDatasetSpec).validate_json(dataset_json))
-    concept_work(dataset, JobDir(Path(job_root)), shard, shard_images)
+    concept_work(dataset, JobDir(location(job_root)), shard, shard_images)
     return shard
 
 
@@ -28,14 +28,14 @@ def threshold_task(job_root: str, layer: str, units: tuple[int, int], quantile: 
                    valid: np.ndarray, clusters: int, seed: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thresholds, non-finite counts and activation ranges of a block of units."""
-    return threshold_work(JobDir(Path(job_root)), layer, units, quantile, valid, clusters, seed)
+    return threshold_work(JobDir(location(job_root)), layer, units, quantile, valid, clusters, seed)
 
 
 def scoring_task(job_root: str, layer: str, units: tuple[int, int], thresholds: np.ndarray,
                  ranges: np.ndarray, index: ConceptIndex, space: SearchSpace | None,
                  method: Method, block_images: int) -> BlockResult:
     """NetDissect tally and (compositional/clustered) explanations of a block of units."""
-    return scoring_work(JobDir(Path(job_root)), layer, units, thresholds, ranges, index, space,
+    return scoring_work(JobDir(location(job_root)), layer, units, thresholds, ranges, index, space,
                         method, block_images)
 
 

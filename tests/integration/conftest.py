@@ -6,11 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.s3 import LocalS3
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
+def ray_cluster(local_s3: LocalS3) -> Iterator[None]:
+    """The session's Ray cluster. The local S3 starts first: Ray's processes inherit the
+    environment at ``ray.init``, and that is how they learn its endpoint."""
     import ray
+
+    del local_s3
 
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield

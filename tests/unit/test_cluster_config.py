@@ -19,6 +19,7 @@ from ray_dissect.runtime.submit import (
     SPEC_FILE,
     cluster_out,
     entrypoint,
+    env_vars,
     stage_job,
     submission_id,
 )
@@ -45,7 +46,7 @@ def test_cluster_yaml_passes_ray_validation(cluster_cfg: dict) -> None:
     assert nodes[cluster_cfg["head_node_type"]]["resources"] == {"CPU": 0}
     assert {"GPU": 1} in [n["resources"] for n in nodes.values()]
     setup = " ".join(cluster_cfg["setup_commands"])
-    assert '"ray[default]==2.60.0"' in setup and "ray_dissect[demo]" in setup
+    assert '"ray[default]==2.60.0"' in setup and "ray_dissect[demo,s3]" in setup
     # Token auth on every node, with the token shipped from the launching machine.
     assert "~/.ray/auth_token" in cluster_cfg["file_mounts"]
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
@@ -114,10 +115,29 @@ def test_submission_id_is_derived_from_the_job() -> None:
     assert sid != submission_id(_spec(batch_size=1), "/mnt/shared/runs/a")
 
 
-@pytest.mark.parametrize("out", ["runs/a", "s3://bucket/run", "./a"])
+@pytest.mark.parametrize("out", ["runs/a", "./a", "file://runs/a"])
 def test_out_must_be_an_absolute_cluster_path(out: str) -> None:
     with pytest.raises(SpecError, match="--out"):
         cluster_out(out)
+
+
+def test_out_may_be_an_object_store_uri() -> None:
+    assert cluster_out("s3://bucket/runs/a/") == "s3://bucket/runs/a"
+    assert submission_id(_spec(), "s3://bucket/runs/a") == submission_id(
+        _spec(), "s3://bucket/runs/a/")
+    assert submission_id(_spec(), "s3://bucket/runs/a") != submission_id(
+        _spec(), "gs://bucket/runs/a")
+
+
+def test_env_items_become_runtime_env_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FSSPEC_S3", '{"endpoint_url": "http://minio:9000"}')
+    assert env_vars(["FSSPEC_S3", "A=b=c", "EMPTY="]) == {
+        "FSSPEC_S3": '{"endpoint_url": "http://minio:9000"}', "A": "b=c", "EMPTY": ""}
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    with pytest.raises(SpecError, match="--env NOT_SET_ANYWHERE: not set on this machine"):
+        env_vars(["NOT_SET_ANYWHERE"])
+    with pytest.raises(SpecError, match="--env takes NAME or NAME=VALUE"):
+        env_vars(["1BAD=x"])
 
 
 def test_stage_job_ships_the_factory_as_a_module(tmp_path: Path) -> None:
@@ -212,6 +232,27 @@ def test_submit_once_then_retry_failed_runs(fake_api: type[FakeJobsAPI], tmp_pat
     assert submit(job_yaml, "/runs/a", "head:8265", wait=False, retry=True)[0] == f"{base}-3"
     assert submit(job_yaml, "/runs/a", "head:8265", wait=False) == (f"{base}-3", "PENDING")
     assert [s["submission_id"] for s in fake_api.submitted] == [base, f"{base}-2", f"{base}-3"]
+    assert "env_vars" not in first["runtime_env"]
+
+
+def test_submit_to_an_object_store_ships_env(fake_api: type[FakeJobsAPI], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray_dissect.runtime.submit import submit
+
+    monkeypatch.setenv("FSSPEC_S3", '{"endpoint_url": "http://minio:9000"}')
+    job_yaml = tmp_path / "job.yaml"
+    job_yaml.write_text(yaml.safe_dump({
+        "model": {"factory": f"{PLANTED}:red_channel"}, "layers": ["pool"],
+        "dataset": {"root": "s3://data/broden"}}))
+    job_id, _ = submit(job_yaml, "s3://bucket/runs/a/", "head:8265", wait=False,
+                       env=["FSSPEC_S3", "AWS_REGION=eu-west-1"])
+    (sent,) = fake_api.submitted
+    assert sent["entrypoint"] == entrypoint("s3://bucket/runs/a")
+    assert sent["runtime_env"]["env_vars"] == {
+        "FSSPEC_S3": '{"endpoint_url": "http://minio:9000"}', "AWS_REGION": "eu-west-1"}
+    assert sent["spec"].dataset.root == "s3://data/broden"
+    spec = parse_spec(yaml.safe_load(job_yaml.read_text()))
+    assert job_id == submission_id(spec, "s3://bucket/runs/a")
 
 
 @pytest.mark.parametrize(("env", "header"), [

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.broden import Row, write_broden
+from fixtures.s3 import LocalS3
 from PIL import Image
 
 from ray_dissect.dataset import BadSampleError, BrodenDataset, read_vocabulary
@@ -121,3 +122,25 @@ def test_gray_rgba_16bit_and_palette_images_convert(four_images: Path, mode: str
     assert img.shape == (8, 8, 3) and img.dtype == np.uint8
     tolerance = 8 if mode == "P" else 0  # a palette quantises colours
     assert abs(int(img[0, 0, 0]) - want) <= tolerance
+
+
+def test_a_dataset_on_s3_reads_like_the_local_copy(four_images: Path, local_s3: LocalS3) -> None:
+    """Index, vocabulary, images and label layers read through s3:// equal the local ones;
+    a missing or truncated object is a bad sample, not a crash."""
+    uri = local_s3.upload(four_images, local_s3.bucket("broden") + "/four")
+    local, remote = BrodenDataset(_spec(four_images)), BrodenDataset(DatasetSpec(root=uri))
+    assert remote.samples == local.samples and remote.mask_shape == local.mask_shape
+    assert remote.vocab.names == local.vocab.names
+    assert np.array_equal(remote.vocab.primary, local.vocab.primary)
+    for i in range(len(local)):
+        assert np.array_equal(remote.read_image(i), local.read_image(i))
+        for got, want in zip(remote.read_labels(i), local.read_labels(i), strict=True):
+            assert np.array_equal(got, want)
+    local_s3.fs.pipe_file(f"{uri}/images/{local.samples[0].image}"[5:], b"\x89PNG\r\n")
+    with pytest.raises(BadSampleError, match="unreadable image"):
+        remote.read_image(0)
+    local_s3.fs.rm(f"{uri}/images/{local.samples[1].image}"[5:])
+    with pytest.raises(BadSampleError, match="unreadable image"):
+        remote.read_image(1)
+    with pytest.raises(DatasetError, match="dataset root is not a directory"):
+        BrodenDataset(DatasetSpec(root=uri + "-missing"))

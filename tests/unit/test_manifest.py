@@ -6,6 +6,7 @@ import errno
 from pathlib import Path
 
 import pytest
+from fixtures.s3 import LocalS3
 
 from ray_dissect import store
 from ray_dissect.errors import StoreError
@@ -13,6 +14,7 @@ from ray_dissect.manifest import new_manifest, stage_hashes, stale_stages, write
 from ray_dissect.runtime.driver import prepare_job_dir
 from ray_dissect.spec import parse_spec
 from ray_dissect.status import render_status
+from ray_dissect.storage import location
 from ray_dissect.workunits import JobDir, layer_key
 
 BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"], "dataset": {"root": "/data/x"}}
@@ -49,6 +51,32 @@ def test_unwritable_output_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot write the output directory") as err:
         prepare_job_dir(_spec(), tmp_path / "file" / "out")
     assert err.value.exit_code == 5 and "\n" not in str(err.value)
+
+
+def test_missing_bucket_is_a_store_error(local_s3: LocalS3) -> None:
+    """An --out in a bucket that does not exist: one-line StoreError, nothing written."""
+    with pytest.raises(StoreError, match="cannot write the output directory "
+                                         "'s3://no-such-bucket/run'") as err:
+        prepare_job_dir(_spec(), location("s3://no-such-bucket/run"))
+    assert err.value.exit_code == 5 and "\n" not in str(err.value)
+    assert "existing bucket" in str(err.value)
+
+
+def test_job_directory_on_s3_is_prepared_and_guarded(local_s3: LocalS3) -> None:
+    """A URI --out gets spec.json and manifest.json; another spec there is refused."""
+    from ray_dissect.errors import SpecError
+    from ray_dissect.storage import read_text, touch
+
+    root = location(local_s3.bucket("prep")) / "run"
+    prepare_job_dir(_spec(), root)
+    assert '"beam": 5' in read_text(root / "spec.json")
+    assert render_status(root).startswith("job s3://prep/run  spec ")
+    with pytest.raises(SpecError, match="changed stages: scoring, masking"):
+        prepare_job_dir(_spec(beam=3), root)
+    part, earlier = root / "parts" / "x.done", root / "thresholds" / "l.npz"
+    touch(part), touch(earlier)
+    prepare_job_dir(_spec(beam=3), root, force=True)  # only the search's outputs go
+    assert not part.exists() and earlier.exists()
 
 
 def test_disk_full_during_a_write_is_a_store_error(tmp_path: Path, monkeypatch) -> None:
