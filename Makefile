@@ -7,8 +7,11 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 DEMO_DATA := data/synthetic
 DEMO_IMAGES := 2000
+# Debian's labelme-examples ships a real COCO file (3 VOC photos, GPL-3+, so fetched, not
+# vendored); tests/unit/test_coco.py checks the reader against pycocotools on it.
+LABELME := .scratch/labelme-examples
 
-.PHONY: install demo test lint bench schema
+.PHONY: install demo test lint bench schema fixtures
 
 install: $(VENV)/.installed
 
@@ -23,7 +26,13 @@ demo: install
 	test -f $(DEMO_DATA)/index.csv || $(BIN)/ray-dissect make-dataset $(DEMO_DATA) --images $(DEMO_IMAGES) --seed 0
 	$(BIN)/ray-dissect run jobs/demo.yaml --out runs/demo
 
-test: install
+fixtures:
+	@test -f $(LABELME)/.done || { mkdir -p $(LABELME) && cd $(LABELME) \
+	  && apt-get download labelme-examples >/dev/null 2>&1 \
+	  && dpkg-deb -x labelme-examples_*.deb . && touch .done; } \
+	  || echo "labelme-examples not fetched (needs apt-get); the test that uses it is skipped"
+
+test: install fixtures
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -1,18 +1,29 @@
-"""Stage 1 for COCO: a concept dataset read from COCO instance (and stuff) annotations.
+"""Stage 1 for COCO: a concept dataset read from COCO instance, stuff and panoptic annotations.
 
-Concepts (global label numbers 1..L, 0 = unlabeled), numbered in this order:
+A dataset has an instances JSON (``annotations``), a panoptic JSON (``panoptic``) or both, and
+optionally a stuff JSON (``stuff``, same format and images as instances). Concepts (global
+label numbers 1..L, 0 = unlabeled), numbered in this order:
 
 - ``object``: every category of the instances JSON, by ascending COCO category id;
-- ``stuff``: every category of the optional stuff JSON (same format, same images), by id;
-  a name already used by an object gets the suffix ``" (stuff)"``;
+- ``stuff``: every category of the optional stuff JSON, by id; a name already used gets the
+  suffix ``" (stuff)"``;
+- panoptic ``object``: every panoptic category with ``isthing == 1``, by id; then panoptic
+  ``stuff``: those with ``isthing == 0``, by id. A name already used gets the suffix
+  ``" (panoptic)"`` if ``annotations`` or ``stuff`` is also given (COCO's ``person`` is in
+  both files: the panoptic one is ``"person (panoptic)"``), else the suffix of its kind
+  (``" (stuff)"`` for a stuff name equal to a thing name);
 - ``supercategory``: every distinct ``supercategory`` value, in order of first appearance
-  along the labels above; its mask is the union of its categories' masks. A name already used
-  by a category gets the suffix ``" (super)"`` (COCO's ``person`` -> ``"person (super)"``).
+  along the labels above (one label per value across all files: an instance ``cat`` and a
+  panoptic ``dog`` of ``animal`` share it); its mask is the union of its categories' masks.
+  A name already used by a category gets the suffix ``" (super)"`` (``"person (super)"``).
 
-Numbers do not depend on ``categories``: that filter only decides which labels are painted and
-which categories the vocabulary lists (like the Broden reader). Samples are the images of the
-instances JSON by ascending image id (``limit`` keeps the first N); images without any
-annotation are kept as valid images with no labels. There are no whole-image labels.
+The categories are ``object`` and ``stuff`` (each listed if some file provides it: the
+instances or stuff JSON even without categories, the panoptic JSON if it has a category of
+that kind), then ``supercategory``. Numbers do not depend on ``categories``: that filter only
+decides which labels are painted and which categories the vocabulary lists (like the Broden
+reader). Samples are the images of the instances JSON if given, else of the panoptic JSON, by
+ascending image id (``limit`` keeps the first N); images without any annotation are kept as
+valid images with no labels. There are no whole-image labels.
 
 Masks are built on demand, one image per :meth:`CocoDataset.read_labels` call: every
 annotation (polygons, uncompressed or compressed RLE, crowd or not) is rasterised at the
@@ -22,26 +33,48 @@ takes source pixel ``((2i + 1) * h // (2S), (2j + 1) * w // (2S))`` for an h x w
 S = ``mask_size`` (the source pixel containing the output pixel's centre). Sampling commutes
 with union, so a category's mask is the union of its sampled annotations.
 
-The JSON files are parsed once per process and kept (a small per-process cache keyed by path,
-size and mtime): COCO train2017 instances is ~450 MB of JSON and several GB as Python objects,
-so every process that opens the dataset pays that memory once.
+Panoptic masks: the image's PNG (``file_name`` of its panoptic annotation, in
+``panoptic_masks``, by default the panoptic JSON path without ``.json``:
+``annotations/panoptic_val2017.json`` -> ``annotations/panoptic_val2017/``) is RGB at the
+image's native size (as listed by the JSON the samples come from) and holds the segment id
+``R + 256 G + 65536 B`` of each pixel (0 = void). The id image is sampled with the same
+nearest rule and each segment's mask is ``ids == segment id``; crowd segments are painted like
+the others, ids not listed in ``segments_info`` are unlabeled. The PNG is read only for
+images with at least one segment; a missing, unreadable or wrongly sized PNG is a
+:class:`BadSampleError` naming it (the sample is recorded and skipped). A segment's unknown
+``category_id`` is a :class:`DatasetError` when the JSON is loaded.
+
+The JSON files are parsed once per process and kept (a small per-process cache keyed by
+location, size and modification stamp): COCO train2017 instances is ~450 MB of JSON and several
+GB as Python objects, so every process that opens the dataset pays that memory once.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ray_dissect.dataset import BadSampleError, Sample, Vocabulary, read_image_rgb
+from ray_dissect import storage
+from ray_dissect.coco_panoptic import (
+    PanopticFile,
+    images_and_categories,
+    load_panoptic,
+    masks_dir,
+    read_segment_ids,
+)
+from ray_dissect.dataset import (
+    BadSampleError,
+    Sample,
+    Vocabulary,
+    load_annotations,
+    read_image_rgb,
+)
 from ray_dissect.errors import DatasetError
 from ray_dissect.spec import CocoDatasetSpec
+from ray_dissect.storage import AnyPath
 
 Segmentation = list[list[float]] | dict[str, Any]
 
@@ -62,13 +95,8 @@ class CocoFile:
 
 
 def _parse(raw: dict[str, Any]) -> CocoFile:
-    images = {int(im["id"]): (str(im["file_name"]), int(im["height"]), int(im["width"]))
-              for im in sorted(raw["images"], key=lambda im: int(im["id"]))}
-    cats = tuple(sorted((int(c["id"]), str(c["name"]), str(c.get("supercategory") or ""))
-                        for c in raw["categories"]))
+    images, cats = images_and_categories(raw)
     known = {c[0] for c in cats}
-    if len(known) != len(cats):
-        raise ValueError("duplicate category ids")
     grouped: dict[int, list[tuple[int, Segmentation]]] = {}
     for ann in raw.get("annotations", []):
         if int(ann["category_id"]) not in known:
@@ -79,43 +107,15 @@ def _parse(raw: dict[str, Any]) -> CocoFile:
     return CocoFile(images, cats, {k: tuple(v) for k, v in grouped.items()})
 
 
-@lru_cache(maxsize=2)
-def _load_cached(path: str, size: int, mtime_ns: int) -> CocoFile:
-    del size, mtime_ns  # cache key only: a rewritten file is read again
-    try:
-        with open(path, "rb") as handle:
-            raw = json.load(handle)
-    except OSError as err:
-        raise DatasetError(f"cannot read COCO JSON: {err.strerror}", given=path,
-                           expected="a readable annotations file", hint="check the path"
-                           ) from None
-    except ValueError as err:
-        raise DatasetError(f"COCO JSON is not valid JSON: {err}", given=path,
-                           expected="a COCO annotations file", hint="re-download the file"
-                           ) from None
-    try:
-        return _parse(raw)
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise DatasetError(f"malformed COCO JSON: {err}", given=path,
-                           expected="a COCO annotations file with images, categories and "
-                           "annotations", hint="check the file is an instances/stuff JSON"
-                           ) from None
-
-
-def load_coco(path: str | Path, what: str) -> CocoFile:
-    """Parse (or fetch from the per-process cache) the COCO JSON at ``path``.
+def load_coco(path: str | AnyPath, what: str) -> CocoFile:
+    """Parse (or fetch from the per-process cache) the COCO JSON at ``path`` (a local path or
+    an fsspec URI); ``what`` is its spec field (``annotations`` or ``stuff``).
 
     Raises:
         DatasetError: the file is missing, unreadable or not COCO JSON.
     """
-    try:
-        stat = os.stat(path)
-    except OSError:
-        raise DatasetError(f"dataset.{what} file not found", given=str(path),
-                           expected="a COCO annotations JSON",
-                           hint=f"set dataset.{what} to e.g. annotations/instances_val2017.json"
-                           ) from None
-    return _load_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return load_annotations(path, what, _parse, "a COCO instances/stuff JSON with images, "
+                            "categories and annotations", "annotations/instances_val2017.json")
 
 
 def nearest_indices(size: int, out: int) -> np.ndarray:
@@ -193,47 +193,73 @@ class CocoDataset:
     """
 
     def __init__(self, spec: CocoDatasetSpec) -> None:
-        self.root = Path(spec.root)
+        self.root = storage.location(spec.root)
         if not self.root.is_dir():
             raise DatasetError("dataset.root is not a directory", given=spec.root,
                                expected="the COCO image directory (e.g. val2017/)",
                                hint="point dataset.root at the folder holding the images")
-        files = [("object", load_coco(spec.annotations, "annotations"))]
-        if spec.stuff is not None:
-            files.append(("stuff", load_coco(spec.stuff, "stuff")))
+        files = [(kind, load_coco(path, field)) for kind, path, field in
+                 (("object", spec.annotations, "annotations"), ("stuff", spec.stuff, "stuff"))
+                 if path is not None]
         self._files = [f for _, f in files]
-        self._build_vocabulary(files, spec.categories)
-        instances = files[0][1]
-        ids = list(instances.images)[: spec.limit]
+        groups = [(kind, kind, coco.categories) for kind, coco in files]
+        self._panoptic: PanopticFile | None = None
+        if spec.panoptic is not None:
+            self._panoptic = load_panoptic(spec.panoptic)
+            self._png_dir = self._panoptic_dir(spec.panoptic, spec.panoptic_masks)
+            suffix = "panoptic" if files else ""
+            groups += [(kind, suffix or kind, cats) for kind, cats in self._panoptic.groups()]
+        label_of = self._build_vocabulary(groups, spec.categories)
+        self._label_of = label_of[: len(files)]
+        self._panoptic_label = {c: n for labels in label_of[len(files):]
+                                for c, n in labels.items()}
+        source = files[0][1] if spec.annotations is not None else self._panoptic
+        assert source is not None  # the spec needs annotations or panoptic
+        ids = list(source.images)[: spec.limit]
         if not ids:
-            raise DatasetError("the COCO annotations list no images", given=spec.annotations,
+            raise DatasetError("the COCO annotations list no images",
+                               given=spec.annotations or spec.panoptic,
                                expected="at least one entry in 'images'")
         self.image_ids = tuple(ids)
-        self.samples = tuple(Sample(instances.images[i][0], instances.images[i][1:], (), ())
+        self.samples = tuple(Sample(source.images[i][0], source.images[i][1:], (), ())
                              for i in ids)
         self.mask_shape: tuple[int, int] = (spec.mask_size, spec.mask_size)
 
-    def _build_vocabulary(self, files: list[tuple[str, CocoFile]],
-                          categories: tuple[str, ...] | None) -> None:
-        all_cats = [kind for kind, _ in files] + ["supercategory"]
+    @staticmethod
+    def _panoptic_dir(panoptic: str, masks: str | None) -> AnyPath:
+        where = storage.location(masks_dir(panoptic, masks))
+        if not where.is_dir():
+            raise DatasetError("the panoptic PNG directory does not exist", given=str(where),
+                               expected="a directory of panoptic PNGs",
+                               hint="set dataset.panoptic_masks (default: the panoptic JSON "
+                                    "path without .json)")
+        return where
+
+    def _build_vocabulary(self, groups: list[tuple[str, str, tuple[tuple[int, str, str], ...]]],
+                          categories: tuple[str, ...] | None) -> list[dict[int, int]]:
+        """Number the labels of ``groups`` ((kind, name-clash suffix, categories), in label
+        order), then the supercategories; return each group's category id -> label number."""
+        kinds = {kind for kind, _, _ in groups}
+        all_cats = [k for k in ("object", "stuff") if k in kinds] + ["supercategory"]
         cats = list(categories) if categories is not None else all_cats
         unknown = sorted(set(cats) - set(all_cats))
         if unknown:
             raise DatasetError(f"unknown categories {unknown}", expected=f"some of {all_cats}",
-                               hint="fix dataset.categories (set dataset.stuff for 'stuff')")
+                               hint="fix dataset.categories (set dataset.stuff or "
+                                    "dataset.panoptic for 'stuff')")
         names, owner = [""], [""]
         taken: set[str] = set()
-        self._label_of: list[dict[int, int]] = []  # per file: category id -> label number
-        for kind, coco in files:
-            self._label_of.append({})
-            for cid, name, _ in coco.categories:
-                self._label_of[-1][cid] = len(names)
-                names.append(_unique_name(name, taken, kind))
+        label_of: list[dict[int, int]] = []
+        for kind, suffix, group in groups:
+            label_of.append({})
+            for cid, name, _ in group:
+                label_of[-1][cid] = len(names)
+                names.append(_unique_name(name, taken, suffix))
                 owner.append(kind)
         supers: dict[str, int] = {}
         self._super = np.zeros(len(names), dtype=np.int64)  # label -> supercategory label
-        for (_, coco), labels in zip(files, self._label_of, strict=True):
-            for cid, _, sup in coco.categories:
+        for (_, _, group), labels in zip(groups, label_of, strict=True):
+            for cid, _, sup in group:
                 if sup and sup not in supers:
                     supers[sup] = len(names)
                     names.append(_unique_name(sup, taken, "super"))
@@ -244,6 +270,7 @@ class CocoDataset:
         primary = np.where(membership.any(axis=1), membership.argmax(axis=1), -1)
         self._keep = membership.any(axis=1)
         self.vocab = Vocabulary(tuple(names), tuple(cats), membership, primary.astype(np.int64))
+        return label_of
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -257,7 +284,8 @@ class CocoDataset:
         """Label number -> (S, S) bool mask of every kept label present in image ``index``.
 
         Raises:
-            BadSampleError: an annotation cannot be rasterised at the image's size.
+            BadSampleError: an annotation cannot be rasterised at the image's size, or the
+                image's panoptic PNG is missing, unreadable or of another size.
         """
         sample = self.samples[index]
         h, w = sample.image_size
@@ -270,10 +298,31 @@ class CocoDataset:
                     small = rasterise(segm, h, w)[rows, cols].astype(bool)
                 except BadSampleError as err:
                     raise BadSampleError(f"{sample.image}: {err}") from None
-                for label in (labels[cid], int(self._super[labels[cid]])):
-                    if label and self._keep[label]:
-                        masks[label] = masks[label] | small if label in masks else small
+                self._paint(masks, labels[cid], small)
+        for label, small in self._panoptic_masks(index, rows, cols):
+            self._paint(masks, label, small)
         return masks
+
+    def _paint(self, masks: dict[int, np.ndarray], label: int, small: np.ndarray) -> None:
+        """Add the (S, S) bool ``small`` to ``label`` and its supercategory, if kept."""
+        for n in (label, int(self._super[label])):
+            if n and self._keep[n]:
+                masks[n] = masks[n] | small if n in masks else small
+
+    def _panoptic_masks(self, index: int, rows: np.ndarray, cols: np.ndarray
+                        ) -> list[tuple[int, np.ndarray]]:
+        """(label, (S, S) bool mask) of each panoptic segment of image ``index``.
+
+        ``rows`` (S, 1) and ``cols`` (1, S) are the sampled source pixels. The PNG is read
+        only if the image has segments.
+        """
+        entry = self._panoptic.segments.get(self.image_ids[index]) if self._panoptic else None
+        if not entry or not entry[1]:
+            return []
+        png, segments = entry
+        h, w = self.samples[index].image_size
+        ids = read_segment_ids(self._png_dir / png, png, h, w)[rows, cols]
+        return [(self._panoptic_label[cid], ids == sid) for sid, cid in segments]
 
     def read_labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Rasterise the annotations of image ``index`` at the mask size.

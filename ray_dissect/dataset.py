@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -170,6 +173,52 @@ def read_image_rgb(path: AnyPath, name: str) -> np.ndarray:
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as err:
         raise BadSampleError(f"unreadable image {name}: {err}") from None
+
+
+T = TypeVar("T")
+
+
+def load_annotations(path: str | AnyPath, field: str, parse: Callable[[dict[str, Any]], T],
+                     expected: str, example: str) -> T:
+    """Parse the JSON annotation file at ``path`` (a path or an fsspec URI) with ``parse``.
+
+    The result is kept per process (keyed by location, size and modification stamp): COCO
+    train2017 instances is ~450 MB of JSON and several GB as Python objects, so each process
+    that opens the dataset pays that once; a rewritten file is read again.
+
+    Raises:
+        DatasetError: naming ``dataset.<field>``: the file is missing, unreadable, not JSON, or
+            ``parse`` raises ValueError, KeyError, TypeError or AttributeError.
+    """
+    where = storage.location(path)
+    try:
+        version = storage.version_key(where)
+    except OSError:
+        raise DatasetError(f"dataset.{field} file not found", given=str(path),
+                           expected=expected, hint=f"set dataset.{field} to e.g. {example}"
+                           ) from None
+    key = str(where.resolve()) if storage.is_local(where) else str(where)
+    return _parsed(key, version, parse, field, expected)
+
+
+@lru_cache(maxsize=4)
+def _parsed(key: str, version: tuple[int, str], parse: Callable[[dict[str, Any]], T],
+            field: str, expected: str) -> T:
+    del version  # cache key only
+    try:
+        raw = json.loads(storage.read_bytes(storage.location(key)))
+    except OSError as err:
+        raise DatasetError(f"cannot read dataset.{field}: {err.strerror or err}", given=key,
+                           expected=expected, hint="check the path") from None
+    except ValueError as err:
+        raise DatasetError(f"dataset.{field} is not valid JSON: {err}", given=key,
+                           expected=expected, hint="re-download the file") from None
+    try:
+        return parse(raw)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise DatasetError(f"malformed dataset.{field}: {err}", given=key, expected=expected,
+                           hint=f"check that dataset.{field} is the right kind of COCO JSON"
+                           ) from None
 
 
 class BrodenDataset:

@@ -117,18 +117,32 @@ class CocoDatasetSpec(_Frozen):
     """A COCO-format concept dataset (read with pycocotools).
 
     ``annotations`` is an instances JSON (``stuff`` optionally a stuff JSON of the same
-    images); ``root`` is the image directory. Object categories are pixel concepts of the
-    category ``object`` (stuff categories of ``stuff``), and their supercategories a second
-    category ``supercategory``. Masks are rasterised at ``mask_size`` x ``mask_size``.
+    images); ``panoptic`` a panoptic JSON whose PNGs are in ``panoptic_masks`` (default: the
+    JSON path without ``.json``). At least one of ``annotations`` and ``panoptic`` is needed;
+    the images are those of ``annotations`` if given, else of ``panoptic``. ``root`` is the
+    image directory. Object categories (panoptic things) are pixel concepts of the category
+    ``object``, stuff categories (panoptic stuff) of ``stuff``, and their supercategories a
+    second category ``supercategory``. Masks are rasterised at ``mask_size`` x ``mask_size``.
     """
 
     format: Literal["coco"] = "coco"
     root: str
-    annotations: str
+    annotations: str | None = None
     stuff: str | None = None
+    panoptic: str | None = None
+    panoptic_masks: str | None = None
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
     limit: Annotated[int, Field(gt=0)] | None = None
     categories: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _some_annotations(self) -> CocoDatasetSpec:
+        if self.annotations is None and self.panoptic is None:
+            raise ValueError("give 'annotations' (instances JSON) or 'panoptic' (panoptic "
+                             "JSON), or both")
+        if self.panoptic_masks is not None and self.panoptic is None:
+            raise ValueError("'panoptic_masks' needs 'panoptic' (the panoptic JSON)")
+        return self
 
 
 def _dataset_format(value: Any) -> str:
@@ -284,7 +298,7 @@ def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
     """Resolve the spec's relative local paths against ``base``."""
     dataset = spec_dict.get("dataset")
     if isinstance(dataset, dict):
-        for key in ("root", "annotations", "stuff"):
+        for key in ("root", "annotations", "stuff", "panoptic", "panoptic_masks"):
             value = dataset.get(key)
             if isinstance(value, str) and "://" not in value:
                 dataset[key] = str((base / value).resolve())

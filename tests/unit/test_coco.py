@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +11,30 @@ import pytest
 from fixtures.coco import (
     CATEGORIES,
     IMAGES,
+    PAN_IMAGES,
+    PAN_SEGMENTS,
     CocoFixture,
+    PanopticFixture,
     S,
     box_mask,
     compressed_rle,
     rect,
     write_coco,
+    write_id_png,
     write_images,
     write_json,
+    write_panoptic,
 )
+from fixtures.s3 import LocalS3
 from PIL import Image
+from pydantic import ValidationError
 
 from ray_dissect.coco import CocoDataset, nearest_indices, paint_layers
+from ray_dissect.coco_panoptic import masks_dir
 from ray_dissect.concepts import build_shard, merge_shards
 from ray_dissect.dataset import BadSampleError, open_dataset
-from ray_dissect.errors import DatasetError
-from ray_dissect.spec import CocoDatasetSpec
+from ray_dissect.errors import DatasetError, SpecError
+from ray_dissect.spec import CocoDatasetSpec, parse_spec
 
 # pycocotools' Cython decode (used by the annToMask oracle) trips a numpy 2 warning
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -290,3 +299,258 @@ def test_json_is_read_once_per_process(coco: CocoFixture) -> None:
     raw["images"] = raw["images"][:1]
     coco.instances.write_text(json.dumps(raw))
     assert len(CocoDataset(_spec(coco))) == 1
+
+
+def test_coco_on_s3_equals_local(coco: CocoFixture, local_s3: LocalS3) -> None:
+    """Annotations and images read through s3:// give the local masks; a rewrite is re-read."""
+    uri = local_s3.upload(coco.images.parent, local_s3.bucket("coco") + "/val")
+    remote = CocoDataset(CocoDatasetSpec(root=f"{uri}/images",
+                                         annotations=f"{uri}/instances.json", mask_size=S))
+    local = CocoDataset(_spec(coco))
+    assert remote.samples == local.samples and remote.vocab.names == local.vocab.names
+    for i in range(len(local)):
+        assert np.array_equal(remote.read_image(i), local.read_image(i))
+        assert np.array_equal(remote.read_labels(i)[0], local.read_labels(i)[0])
+    raw = json.loads(coco.instances.read_text())
+    raw["images"] = raw["images"][:1]
+    local_s3.fs.pipe_file(f"{uri}/instances.json"[5:], json.dumps(raw).encode())
+    assert len(CocoDataset(CocoDatasetSpec(root=f"{uri}/images",
+                                           annotations=f"{uri}/instances.json"))) == 1
+    with pytest.raises(DatasetError, match=r"dataset\.annotations file not found"):
+        CocoDataset(CocoDatasetSpec(root=f"{uri}/images", annotations=f"{uri}/nope.json"))
+
+
+# --- panoptic --------------------------------------------------------------------------------
+
+PAN_NAMES = {1: "person", 3: "car", 18: "dog", 149: "road", 184: "tree-merged",
+             190: "dog (stuff)", 193: "grass-merged"}  # written by hand from the fixture
+PAN_SUPERS = {"person (super)": (1,), "vehicle": (3,), "animal": (18, 190), "ground": (149,),
+              "plant": (184, 193)}
+
+
+@pytest.fixture
+def pan(tmp_path: Path) -> PanopticFixture:
+    return write_panoptic(tmp_path / "pan")
+
+
+def _pan_spec(fix: PanopticFixture, **kw: object) -> CocoDatasetSpec:
+    kw.setdefault("panoptic", str(fix.panoptic))
+    return CocoDatasetSpec(root=str(fix.images), **kw)
+
+
+def _pan_expected(fix: PanopticFixture, names: dict[int, str] = PAN_NAMES,
+                  supers: dict[str, tuple[int, ...]] = PAN_SUPERS
+                  ) -> dict[int, dict[str, np.ndarray]]:
+    """image id -> concept name -> (h, w) bool, from the id arrays the fixture drew."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for image_id, ids in fix.ids.items():
+        masks = {name: np.zeros(ids.shape, dtype=bool) for name in names.values()}
+        for sid, cid, _, _ in PAN_SEGMENTS[image_id]:
+            masks[names[cid]] |= ids == sid
+        for sup, members in supers.items():
+            masks[sup] = np.logical_or.reduce([masks[names[c]] for c in members])
+        out[image_id] = masks
+    return out
+
+
+class TestPanoptic:
+    def test_vocabulary(self, pan: PanopticFixture) -> None:
+        """Things by id, then stuff by id ("dog" clashes: "dog (stuff)"), then supers."""
+        ds = CocoDataset(_pan_spec(pan))
+        v = ds.vocab
+        assert v.names == ("", "person", "car", "dog", "road", "tree-merged", "dog (stuff)",
+                           "grass-merged", "person (super)", "vehicle", "animal", "ground",
+                           "plant")
+        assert v.categories == ("object", "stuff", "supercategory")
+        assert [v.category_of(n) for n in range(v.size)] == \
+            ["", *["object"] * 3, *["stuff"] * 4, *["supercategory"] * 5]
+        assert ds.image_ids == (2, 4, 9)
+        assert [s.image_size for s in ds.samples] == [(12, 20), (8, 8), (18, 10)]
+        assert [s.image for s in ds.samples] == ["wide.jpg", "empty.jpg", "tall.jpg"]
+
+    @pytest.mark.parametrize("size", [5, 12, 23])
+    def test_masks(self, pan: PanopticFixture, size: int) -> None:
+        """Each concept's mask is the nearest sample of its segments' pixels in the PNG."""
+        ds = CocoDataset(_pan_spec(pan, mask_size=size))
+        expected = _pan_expected(pan)
+        _check_against(ds, expected, size)
+        assert ds.read_labels(ds.image_ids.index(4))[0].shape == (0, size, size)
+        big = pan.ids[2] > 255
+        assert (big & expected[2]["person"]).any() and (big & expected[2]["car"]).any()
+        assert (pan.ids[9] == 2**24 - 1).any() and expected[9]["person"].any()
+
+    def test_only_things_or_only_stuff_painted(self, pan: PanopticFixture) -> None:
+        ds = CocoDataset(_pan_spec(pan, categories=("stuff",), mask_size=12))
+        assert ds.vocab.size == 13 and ds.vocab.categories == ("stuff",)
+        labels = set().union(*(np.unique(ds.read_labels(i)[0]).tolist()
+                               for i in range(len(ds))))
+        assert labels == {0, 4, 5, 6, 7}
+
+    def test_label_area_equals_dense_counts(self, pan: PanopticFixture) -> None:
+        """build_shard + merge_shards count what the drawn id arrays say."""
+        ds = CocoDataset(_pan_spec(pan, mask_size=7))
+        index = merge_shards(ds.vocab, ds.mask_shape, 2,
+                             [build_shard(ds, 0, 2), build_shard(ds, 2, 3)])
+        number = {name: n for n, name in enumerate(ds.vocab.names)}
+        dense = np.zeros(ds.vocab.size)
+        for by_name in _pan_expected(pan).values():
+            for name, m in by_name.items():
+                dense[number[name]] += _reference_resize(m, 7).sum()
+        assert dense[number["animal"]] > 0 and dense[number["dog (stuff)"]] > 0
+        np.testing.assert_array_equal(index.label_area(), dense)
+        assert index.valid.all() and index.n_images == 3
+
+    @pytest.mark.parametrize("damage", ["wrong size", "missing", "not a png", "gray"])
+    def test_bad_png_is_a_bad_sample(self, pan: PanopticFixture, damage: str) -> None:
+        """A damaged PNG fails its image only (named in the error); build_shard records it."""
+        png = pan.masks / "tall.png"
+        if damage == "wrong size":
+            write_id_png(png, np.ones((10, 18), dtype=np.int64))
+        elif damage == "missing":
+            png.unlink()
+        elif damage == "not a png":
+            png.write_bytes(b"not a png")
+        else:
+            Image.fromarray(np.ones((18, 10), dtype=np.uint8)).save(png)
+        (pan.masks / "empty.png").unlink()  # no segments: its PNG is never read
+        ds = CocoDataset(_pan_spec(pan, mask_size=6))
+        with pytest.raises(BadSampleError, match=r"panoptic PNG tall\.png") as info:
+            ds.read_labels(2)
+        if damage == "wrong size":
+            assert "is 18x10, image is 10x18" in str(info.value)
+        shard = build_shard(ds, 0, 3)
+        assert shard.valid.tolist() == [True, True, False]
+
+    def test_with_instances(self, pan: PanopticFixture, tmp_path: Path) -> None:
+        """Images come from the instances JSON; panoptic names clashing get " (panoptic)"."""
+        cats = [c for c in CATEGORIES if c["name"] != "dog"]  # person, car, cat
+        anns = [{"image_id": 2, "category_id": 1, "segmentation": [rect(12, 1, 19, 6)]}]
+        images = [im for im in PAN_IMAGES if im["id"] != 4]
+        inst = write_json(tmp_path / "inst.json", images, cats, anns)
+        ds = CocoDataset(_pan_spec(pan, annotations=str(inst), mask_size=9))
+        assert ds.vocab.names == (
+            "", "person", "car", "cat", "person (panoptic)", "car (panoptic)", "dog", "road",
+            "tree-merged", "dog (panoptic)", "grass-merged", "person (super)", "vehicle",
+            "animal", "ground", "plant")
+        assert ds.vocab.categories == ("object", "stuff", "supercategory")
+        assert ds.image_ids == (2, 9)
+        names = {**PAN_NAMES, 1: "person (panoptic)", 3: "car (panoptic)", 190: "dog (panoptic)"}
+        expected = _pan_expected(pan, names, {})
+        for image_id, oracle in _oracle(inst).items():
+            expected[image_id] |= oracle
+            m = expected[image_id]
+            m |= {"person (super)": m["person"] | m["person (panoptic)"],
+                  "vehicle": m["car"] | m["car (panoptic)"],
+                  "animal": m["cat"] | m["dog"] | m["dog (panoptic)"],
+                  "ground": m["road"], "plant": m["tree-merged"] | m["grass-merged"]}
+        assert (expected[2]["person"] & ~expected[2]["person (panoptic)"]).any()
+        _check_against(ds, expected, 9)
+
+    def test_unknown_category_and_malformed(self, pan: PanopticFixture) -> None:
+        raw = json.loads(pan.panoptic.read_text())
+        raw["annotations"][0]["segments_info"][0]["category_id"] = 77
+        pan.panoptic.write_text(json.dumps(raw))
+        with pytest.raises(DatasetError, match="unknown category_id 77") as info:
+            CocoDataset(_pan_spec(pan))
+        assert "\n" not in str(info.value)
+        del raw["categories"][0]["isthing"]
+        pan.panoptic.write_text(json.dumps(raw))
+        with pytest.raises(DatasetError, match=r"malformed dataset\.panoptic"):
+            CocoDataset(_pan_spec(pan))
+        with pytest.raises(DatasetError, match=r"dataset\.panoptic file not found"):
+            CocoDataset(_pan_spec(pan, panoptic=str(pan.panoptic.with_name("no.json"))))
+
+    def test_spec_needs_annotations_or_panoptic(self, pan: PanopticFixture) -> None:
+        with pytest.raises(ValidationError, match=r"'annotations'.*'panoptic'"):
+            CocoDatasetSpec(root=str(pan.images))
+        data = {"model": {"name": "resnet18"}, "layers": ["layer4"],
+                "dataset": {"format": "coco", "root": str(pan.images)}}
+        with pytest.raises(SpecError) as info:
+            parse_spec(data)
+        message = str(info.value)
+        assert "\n" not in message and "field 'dataset'" in message
+        assert "give 'annotations' (instances JSON) or 'panoptic' (panoptic JSON)" in message
+        with pytest.raises(ValidationError, match="'panoptic_masks' needs 'panoptic'"):
+            CocoDatasetSpec(root=".", annotations="i.json", panoptic_masks="p")
+        assert CocoDatasetSpec(root=".", panoptic="p.json").annotations is None
+
+    def test_default_png_directory(self, pan: PanopticFixture, tmp_path: Path) -> None:
+        """Default: the JSON path without .json; an explicit panoptic_masks wins."""
+        assert masks_dir("annotations/panoptic_val2017.json", None) == \
+            "annotations/panoptic_val2017"
+        assert masks_dir("s3://b/a/panoptic_val2017.JSON", None) == "s3://b/a/panoptic_val2017"
+        assert masks_dir("a/p.json", "elsewhere") == "elsewhere"
+        with pytest.raises(DatasetError, match="panoptic_masks"):
+            masks_dir("a/p.txt", None)
+        assert pan.masks == pan.panoptic.with_suffix("")
+        assert len(CocoDataset(_pan_spec(pan))) == 3  # found at the default place
+        moved = pan.masks.rename(tmp_path / "pngs")
+        with pytest.raises(DatasetError, match="panoptic PNG directory does not exist"):
+            CocoDataset(_pan_spec(pan))
+        ds = CocoDataset(_pan_spec(pan, panoptic_masks=str(moved), mask_size=12))
+        _check_against(ds, _pan_expected(pan), 12)
+
+    def test_relative_paths_resolve_like_other_dataset_paths(self, tmp_path: Path) -> None:
+        data = {"model": {"name": "resnet18"}, "layers": ["layer4"],
+                "dataset": {"format": "coco", "root": "img", "panoptic": "ann/p.json",
+                            "panoptic_masks": "ann/p"}}
+        spec = parse_spec(data, base=tmp_path).dataset
+        assert isinstance(spec, CocoDatasetSpec)
+        assert spec.panoptic == str(tmp_path / "ann" / "p.json")
+        assert spec.panoptic_masks == str(tmp_path / "ann" / "p")
+        data["dataset"] |= {"panoptic": "s3://b/p.json", "panoptic_masks": "s3://b/p"}
+        spec = parse_spec(data, base=tmp_path).dataset
+        assert isinstance(spec, CocoDatasetSpec)
+        assert (spec.panoptic, spec.panoptic_masks) == ("s3://b/p.json", "s3://b/p")
+
+    def test_json_is_read_once_per_process(self, pan: PanopticFixture) -> None:
+        a, b = CocoDataset(_pan_spec(pan)), CocoDataset(_pan_spec(pan))
+        assert a._panoptic is not None and a._panoptic is b._panoptic
+        raw = json.loads(pan.panoptic.read_text())
+        raw["images"] = raw["images"][:1]
+        pan.panoptic.write_text(json.dumps(raw))
+        assert CocoDataset(_pan_spec(pan)).image_ids == (9,)
+
+
+def test_panoptic_on_s3_equals_local(pan: PanopticFixture, local_s3: LocalS3) -> None:
+    """JSON and PNGs read through s3:// (default PNG prefix) give the local masks."""
+    uri = local_s3.upload(pan.images.parent, local_s3.bucket("coco") + "/pan")
+    remote = CocoDataset(CocoDatasetSpec(root=f"{uri}/images", mask_size=7,
+                                         panoptic=f"{uri}/annotations/panoptic.json"))
+    local = CocoDataset(_pan_spec(pan, mask_size=7))
+    assert remote.samples == local.samples and remote.vocab.names == local.vocab.names
+    for i in range(len(local)):
+        assert np.array_equal(remote.read_labels(i)[0], local.read_labels(i)[0])
+    local_s3.fs.rm_file(f"{uri}/annotations/panoptic/tall.png"[5:])
+    with pytest.raises(BadSampleError, match=r"tall\.png"):
+        remote.read_labels(2)
+
+
+LABELME = (Path(__file__).parents[2] / ".scratch" / "labelme-examples" / "usr" / "share" / "doc"
+           / "labelme-examples" / "examples" / "instance_segmentation" / "data_dataset_coco")
+
+
+@pytest.fixture
+def labelme() -> Path:
+    """Debian's labelme-examples COCO file (3 VOC photos), fetched by `make fixtures`."""
+    if not (LABELME / "annotations.json").is_file():
+        if os.environ.get("RAY_DISSECT_REQUIRE_LABELME"):
+            pytest.fail(f"labelme-examples missing at {LABELME}: `make fixtures` failed")
+        pytest.skip("labelme-examples not fetched (`make fixtures` needs apt-get)")
+    return LABELME
+
+
+@pytest.mark.parametrize("size", [37, 112])
+def test_real_labelme_coco_file_equals_ann_to_mask(labelme: Path, size: int) -> None:
+    """A real COCO file written by another tool (labelme2coco, VOC photos, polygons):
+    images decode at their listed size and every category mask is annToMask's, resized."""
+    ds = CocoDataset(CocoDatasetSpec(root=str(labelme), annotations=str(labelme /
+                                     "annotations.json"), mask_size=size))
+    raw = json.loads((labelme / "annotations.json").read_text())
+    assert len(ds) == 3 and ds.vocab.categories == ("object", "supercategory")
+    assert ds.vocab.names[1:] == tuple(c["name"] for c in raw["categories"])
+    for i, sample in enumerate(ds.samples):
+        assert ds.read_image(i).shape == (*sample.image_size, 3)
+    expected = _oracle(labelme / "annotations.json")
+    assert sum(m.any() for masks in expected.values() for m in masks.values()) >= 5
+    _check_against(ds, expected, size)
