@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.s3 import LocalS3
 from typer.testing import CliRunner
 
 from ray_dissect.cli import app
@@ -85,3 +86,23 @@ def test_resume_refuses_a_non_job_directory(tmp_path: Path) -> None:
     """`resume` on a directory without spec.json exits 2 with a hint."""
     result = runner.invoke(app, ["resume", str(tmp_path)])
     assert result.exit_code == 2 and "not a job directory" in result.stderr
+
+
+def test_status_and_resume_take_uris(local_s3: LocalS3) -> None:
+    """`status`/`resume` read a job directory on an object store like a local one."""
+    from ray_dissect.manifest import new_manifest, write_manifest
+    from ray_dissect.spec import parse_spec
+    from ray_dissect.storage import location
+
+    spec = parse_spec({"model": {"name": "resnet18"}, "layers": ["layer4"],
+                       "dataset": {"root": "s3://data/x"}})
+    uri = local_s3.bucket("cli") + "/job"
+    write_manifest(location(uri), new_manifest(spec, "0.1.0"))
+    result = runner.invoke(app, ["status", uri, "--address", "http://127.0.0.1:9"])
+    assert result.exit_code == 0 and result.stdout.startswith(f"job {uri}  spec ")
+    missing = runner.invoke(app, ["status", uri + "-nope"])
+    assert missing.exit_code == 5 and "no manifest" in missing.stderr
+    refused = runner.invoke(app, ["resume", uri])  # a manifest but no spec.json
+    assert refused.exit_code == 2 and f"'{uri}' is not a job directory" in refused.stderr
+    bad = runner.invoke(app, ["status", "nosuchfs://x/y"])
+    assert bad.exit_code == 5 and "install the fsspec implementation" in bad.stderr
