@@ -134,3 +134,27 @@ def test_identical_label_sets_share_one_id_across_shards() -> None:
     distinct = {tuple(row) for row in dense}
     assert index.n_sets == len(distinct) + (0 if (False,) * n_labels in distinct else 1)
     assert index.n_sets < sum(len(s.set_indptr) - 1 for s in shards)
+
+
+def _first_occurrence_reference(shards) -> tuple[list[int], list[tuple[int, ...]]]:
+    """Global ids by a plain dict over the shards' sets, in order of first occurrence."""
+    table: dict[tuple[int, ...], int] = {}
+    remap = []
+    for s in shards:
+        for k in range(len(s.set_indptr) - 1):
+            key = tuple(int(x) for x in s.set_labels[s.set_indptr[k]:s.set_indptr[k + 1]])
+            remap.append(table.setdefault(key, len(table)))
+    return remap, list(table)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_merged_set_ids_are_first_occurrence_order(seed: int) -> None:
+    """Identical sets across shards share one id, numbered in order of first occurrence."""
+    n_labels = 6 + seed
+    ds = FakeDataset(40, n_labels, seed, shape=(3, 4))
+    index, shards = _index(ds, n_labels, shard=7)
+    remap, sets = _first_occurrence_reference(shards)
+    assert index.remap.tolist() == remap and index.n_sets == len(sets) < len(remap)
+    m = index.membership.tocsr()
+    got = [tuple(int(x) for x in m.indices[m.indptr[g]:m.indptr[g + 1]]) for g in range(len(sets))]
+    assert got == sets and sets[0] == ()  # local id 0 of every shard is the empty set
