@@ -96,10 +96,10 @@ def new_manifest(spec: JobSpec, version: str) -> Manifest:
 
 def read_manifest(root: AnyPath) -> Manifest | None:
     """The manifest of a job directory, or None when there is none."""
-    path = root / "manifest.json"
-    if not path.exists():
+    try:
+        return Manifest.model_validate_json(storage.read_text(root / "manifest.json"))
+    except FileNotFoundError:
         return None
-    return Manifest.model_validate_json(storage.read_text(path))
 
 
 def write_manifest(root: AnyPath, manifest: Manifest) -> None:

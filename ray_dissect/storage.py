@@ -46,8 +46,7 @@ LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
 
 def is_uri(text: str | os.PathLike[str]) -> bool:
     """Whether ``text`` names a non-local fsspec location (``s3://...``; not ``file://``)."""
-    value = os.fspath(text) if isinstance(text, os.PathLike) else str(text)
-    scheme, sep, _ = value.partition("://")
+    scheme, sep, _ = os.fspath(text).partition("://")
     return bool(sep) and scheme.lower() not in LOCAL_PROTOCOLS
 
 
@@ -144,8 +143,7 @@ def save_npz(path: AnyPath, **arrays: np.ndarray) -> None:
 
 def load_npz(path: AnyPath) -> dict[str, np.ndarray]:
     """Read every array of an ``.npz`` file (no pickles)."""
-    source = path if is_local(path) else io.BytesIO(read_bytes(path))
-    with np.load(source, allow_pickle=False) as z:
+    with np.load(readable(path), allow_pickle=False) as z:
         return {key: z[key] for key in z.files}
 
 

@@ -199,16 +199,21 @@ def fake_api(monkeypatch: pytest.MonkeyPatch) -> type[FakeJobsAPI]:
     return FakeJobsAPI
 
 
+def _job_yaml(tmp_path: Path, root: str, **extra: object) -> Path:
+    """A job YAML for the planted red-channel model on dataset ``root``."""
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({"model": {"factory": f"{PLANTED}:red_channel"},
+                                    "layers": ["pool"], "dataset": {"root": root}, **extra}))
+    return path
+
+
 def test_submit_once_then_retry_failed_runs(fake_api: type[FakeJobsAPI], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from ray_dissect.runtime.submit import submit
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "t0ken")
-    job_yaml = tmp_path / "job.yaml"
-    job_yaml.write_text(yaml.safe_dump({
-        "model": {"factory": f"{PLANTED}:red_channel"}, "layers": ["pool"],
-        "dataset": {"root": "/data/broden"},
-        "resources": {"batch_size": 2, "shard_images": 2}}))
+    job_yaml = _job_yaml(tmp_path, "/data/broden",
+                         resources={"batch_size": 2, "shard_images": 2})
     base = submission_id(parse_spec(yaml.safe_load(job_yaml.read_text())), "/runs/a")
 
     assert submit(job_yaml, "/runs/a", "head:8265", wait=False, extra_pip=["x==1"]) == (
@@ -240,10 +245,7 @@ def test_submit_to_an_object_store_ships_env(fake_api: type[FakeJobsAPI], tmp_pa
     from ray_dissect.runtime.submit import submit
 
     monkeypatch.setenv("FSSPEC_S3", '{"endpoint_url": "http://minio:9000"}')
-    job_yaml = tmp_path / "job.yaml"
-    job_yaml.write_text(yaml.safe_dump({
-        "model": {"factory": f"{PLANTED}:red_channel"}, "layers": ["pool"],
-        "dataset": {"root": "s3://data/broden"}}))
+    job_yaml = _job_yaml(tmp_path, "s3://data/broden")
     job_id, _ = submit(job_yaml, "s3://bucket/runs/a/", "head:8265", wait=False,
                        env=["FSSPEC_S3", "AWS_REGION=eu-west-1"])
     (sent,) = fake_api.submitted
