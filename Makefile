@@ -34,6 +34,8 @@ fixtures:
 
 test: install fixtures
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: install

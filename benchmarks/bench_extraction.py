@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from ray_dissect.activations import Extractor
-from ray_dissect.dataset import BrodenDataset
-from ray_dissect.generate import generate_dataset
+from ray_dissect.datasets.broden import BrodenDataset
+from ray_dissect.datasets.synthetic.generate import generate_dataset
+from ray_dissect.models.extract import Extractor
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec
 

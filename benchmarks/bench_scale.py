@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ray_dissect.generate import generate_dataset
+from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec
 

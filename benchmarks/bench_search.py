@@ -31,13 +31,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from dense_oracle import dense_beam_search
 
-from ray_dissect.clusters import kmeans_1d
-from ray_dissect.concepts import build_shard, merge_shards
-from ray_dissect.dataset import BrodenDataset
-from ray_dissect.generate import generate_dataset
-from ray_dissect.masks import unit_masks
-from ray_dissect.search import SearchParams, SearchSpace, beam_search
+from ray_dissect.concepts.index import build_shard, merge_shards
+from ray_dissect.concepts.masks import unit_masks
+from ray_dissect.datasets.broden import BrodenDataset
+from ray_dissect.datasets.synthetic.generate import generate_dataset
+from ray_dissect.explain.search import SearchParams, SearchSpace, beam_search
 from ray_dissect.spec import DatasetSpec
+from ray_dissect.units.ranges import kmeans_1d
 
 SHARD = 256
 

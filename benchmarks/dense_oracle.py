@@ -1,7 +1,7 @@
 """Dense-mask beam search for Compositional Explanations: the oracle and the speed baseline.
 
 A deliberately plain, exhaustive implementation. Every formula's mask is materialised as a
-dense boolean array over all pixels (``ray_dissect.formula.evaluate``) and its intersection
+dense boolean array over all pixels (``ray_dissect.explain.formula.evaluate``) and its intersection
 and union with the unit mask are counted from it. Tests of the fast search (which works in
 the compressed label-set space) compare its final beam with this one, and the search
 benchmark uses this as its baseline. It imports nothing from ``ray_dissect`` but the
@@ -42,8 +42,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from ray_dissect import formula as fm
-from ray_dissect.formula import And, Formula, Leaf, Not, Or
+from ray_dissect.explain import formula as fm
+from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or
 
 log = logging.getLogger(__name__)
 

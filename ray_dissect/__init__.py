@@ -1,7 +1,8 @@
 """ray_dissect: distributed Network Dissection of trained CNNs on Ray.
 
-The data flow, one module per stage: ``dataset`` (+ ``concepts``) -> ``activations`` ->
-``thresholds`` -> ``masks`` -> ``scoring`` -> ``records``; ``runtime`` runs them on Ray.
+The data flow, one folder per concern: ``datasets`` -> ``concepts`` (label-set index) and
+``models`` (activations) -> ``units`` (thresholds, ranges) -> ``explain`` (scoring, search) ->
+``records``; ``pipeline`` declares the stages, ``runtime`` runs them on Ray (README, Layout).
 Nothing heavy is imported here: names below load on first use.
 """
 
@@ -15,8 +16,8 @@ __all__ = ["JobSpec", "JobSummary", "UnitRecord", "__version__", "load_spec", "r
 _LAZY = {
     "JobSpec": "ray_dissect.spec",
     "load_spec": "ray_dissect.spec",
-    "UnitRecord": "ray_dissect.records",
-    "JobSummary": "ray_dissect.records",
+    "UnitRecord": "ray_dissect.records.schema",
+    "JobSummary": "ray_dissect.records.schema",
     "run_job": "ray_dissect.runtime.driver",
 }
 

@@ -192,7 +192,7 @@ def status(target: Annotated[str, typer.Argument(
 
             typer.echo(job_status(target, address))
         else:
-            from ray_dissect.status import render_status
+            from ray_dissect.pipeline.status import render_status
 
             typer.echo(render_status(location(target)))
     except RayDissectError as err:
@@ -240,7 +240,7 @@ def layers(job: Annotated[Path | None, typer.Argument(help="job spec YAML")] = N
     """List the model's layers (module names) with their output shapes."""
     _setup_logging(False)
     try:
-        from ray_dissect.models import build_model, layer_shapes
+        from ray_dissect.models.build import build_model, layer_shapes
         from ray_dissect.spec import ModelSpec, load_spec
 
         if job is not None:
@@ -260,7 +260,7 @@ def layers(job: Annotated[Path | None, typer.Argument(help="job spec YAML")] = N
 def schema(out: Annotated[Path, typer.Option("--out", help="directory")] = Path("schemas")
            ) -> None:
     """Write the JSON Schemas of the job spec and of the records."""
-    from ray_dissect.records import write_schemas
+    from ray_dissect.records.io import write_schemas
 
     for path in write_schemas(out):
         typer.echo(str(path))
@@ -274,7 +274,7 @@ def make_dataset(root: Annotated[Path, typer.Argument(help="new directory")],
                  mask_size: Annotated[int, typer.Option(min=4)] = 112) -> None:
     """Generate a Broden-format concept dataset of procedurally drawn images."""
     _setup_logging(True)
-    from ray_dissect.generate import generate_dataset
+    from ray_dissect.datasets.synthetic.generate import generate_dataset
 
     try:
         generate_dataset(root, images, seed, image_size=image_size, mask_size=mask_size)

@@ -1,5 +1,6 @@
-"""The only package that imports Ray: actors, remote tasks and the driver that runs a job.
+"""The only package that imports Ray: model-replica actors, CPU tasks, the generic driver that
+walks the stage table, local cluster start-up and job submission (Jobs API).
 
-Everything here is a thin wrapper around the Ray-free work units of
-:mod:`ray_dissect.workunits`.
+Every work unit it runs is a Ray-free function of :mod:`ray_dissect.pipeline`.
+May import: everything below it; `ray` is imported only here (an import-linter contract).
 """

@@ -25,7 +25,7 @@ def ray_cluster(local_s3: LocalS3) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated dataset of 96 images at 64 px with 32 px masks."""
-    from ray_dissect.generate import generate_dataset
+    from ray_dissect.datasets.synthetic.generate import generate_dataset
 
     root = tmp_path_factory.mktemp("gen") / "ds"
     return generate_dataset(root, 96, seed=3, image_size=64, mask_size=32)

@@ -9,7 +9,7 @@ import pytest
 from fixtures.coco import IMAGES, write_coco
 from PIL import Image
 
-from ray_dissect.records import read_unit_records
+from ray_dissect.records.io import read_unit_records
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from fixtures.broden import Row, write_broden
 
-from ray_dissect.dataset import BrodenDataset
-from ray_dissect.formula import canonical_key, leaves, parse
-from ray_dissect.records import read_unit_records
+from ray_dissect.datasets.broden import BrodenDataset
+from ray_dissect.explain.formula import canonical_key, leaves, parse
+from ray_dissect.records.io import read_unit_records
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.procs import manifest, wait_for, worker_pids
 from PIL import Image
-from procs import manifest, wait_for, worker_pids
 
-from ray_dissect.records import read_unit_records
+from ray_dissect.records.io import read_unit_records
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec
 
@@ -62,8 +62,8 @@ def test_killed_actor_and_search_worker(generated: Path, tmp_path: Path) -> None
         return m["stages"][name] if m else {"state": "pending", "done": 0}
 
     wait_for(lambda: stage("activations")["state"] == "running"
-             and bool(worker_pids("ray::ExtractionActor.run")), 120, what="a busy actor")
-    os.kill(worker_pids("ray::ExtractionActor.run")[0], signal.SIGKILL)
+             and bool(worker_pids("ray::ModelActor.run")), 120, what="a busy actor")
+    os.kill(worker_pids("ray::ModelActor.run")[0], signal.SIGKILL)
     wait_for(lambda: bool(worker_pids("ray::scoring_task")), 240, what="a search task")
     os.kill(worker_pids("ray::scoring_task")[0], signal.SIGKILL)
     thread.join(timeout=300)

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from fixtures.procs import kill_group, start_cli, wait_for
 from fixtures.s3 import LocalS3
-from procs import kill_group, start_cli, wait_for
 
-from ray_dissect import store
-from ray_dissect.records import JobSummary, read_unit_records
+from ray_dissect.pipeline.status import render_status
+from ray_dissect.records.io import read_unit_records
+from ray_dissect.records.schema import JobSummary
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec
-from ray_dissect.status import render_status
-from ray_dissect.storage import location, read_text
+from ray_dissect.storage import arrays, location, read_text
 
 PLANTED = str(Path(__file__).parents[1] / "fixtures" / "planted.py")
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -81,8 +81,8 @@ def test_dataset_and_job_on_s3_equal_a_local_run(s3_data: str, s3_reference: str
     assert _summary(out) == _summary(local_reference)
     for name in ("activations.zarr", "concepts.zarr"):
         key = "inner.pool" if name == "activations.zarr" else "set_ids"
-        got = store.open_array(location(out) / name, key)[:]
-        assert np.array_equal(got, store.open_array(Path(local_reference) / name, key)[:])
+        got = arrays.open_array(location(out) / name, key)[:]
+        assert np.array_equal(got, arrays.open_array(Path(local_reference) / name, key)[:])
     assert not Path("s3:").exists()  # the URI was not taken for a relative local path
     text = render_status(location(out))
     assert f"job {out}" in text and "scoring      done" in text

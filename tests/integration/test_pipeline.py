@@ -10,11 +10,11 @@ from fixtures.hand import HAND_CATEGORY, HAND_PLAIN
 from fixtures.planted import COLOR_UNITS
 from PIL import Image
 
-from ray_dissect import store
 from ray_dissect.errors import SpecError
-from ray_dissect.records import read_unit_records
+from ray_dissect.records.io import read_unit_records
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec
+from ray_dissect.storage import arrays
 
 PLANTED = str(Path(__file__).parents[1] / "fixtures" / "planted.py")
 RAW = {"mean": [0, 0, 0], "std": [1, 1, 1]}
@@ -74,7 +74,7 @@ def test_planted_color_detectors(generated: Path, tmp_path: Path) -> None:
         "resources": {"actors": 2, "batch_size": 16, "shard_images": 32, "units_per_task": 2}})
     run_job(spec, tmp_path / "out")
     records = _records(tmp_path / "out", "pool")
-    acts = store.open_array(tmp_path / "out" / "activations.zarr", "pool")[:]
+    acts = arrays.open_array(tmp_path / "out" / "activations.zarr", "pool")[:]
     for unit, color in enumerate(COLOR_UNITS):
         best = records[unit].per_category["color"]
         assert best.name == color, (unit, best)
@@ -96,8 +96,8 @@ def test_one_and_two_actors_are_bit_identical(generated: Path, tmp_path: Path) -
     run_job(_demo_like(generated, 1), tmp_path / "a1")
     run_job(_demo_like(generated, 2), tmp_path / "a2")
     for layer in ("_blocks.5", "_bn1"):
-        one = store.open_array(tmp_path / "a1" / "activations.zarr", layer)[:]
-        two = store.open_array(tmp_path / "a2" / "activations.zarr", layer)[:]
+        one = arrays.open_array(tmp_path / "a1" / "activations.zarr", layer)[:]
+        two = arrays.open_array(tmp_path / "a2" / "activations.zarr", layer)[:]
         assert one.tobytes() == two.tobytes() and np.abs(one).sum() > 0
         assert _records(tmp_path / "a1", layer) == _records(tmp_path / "a2", layer)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from procs import kill_group, manifest, start_cli, wait_for
+from fixtures.procs import kill_group, manifest, start_cli, wait_for
 
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec

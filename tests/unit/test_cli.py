@@ -70,12 +70,13 @@ def test_schema_command_writes_files(tmp_path: Path) -> None:
 
 def test_status_of_a_job_directory(tmp_path: Path) -> None:
     """`status DIR` prints the stages; a directory without a manifest exits 5."""
-    from ray_dissect.manifest import new_manifest, write_manifest
+    from ray_dissect.job.manifest import write_manifest
+    from ray_dissect.pipeline.stages import job_manifest
     from ray_dissect.spec import parse_spec
 
     spec = parse_spec({"model": {"name": "resnet18"}, "layers": ["layer4"],
                        "dataset": {"root": "/x"}})
-    write_manifest(tmp_path, new_manifest(spec, "0.1.0"))
+    write_manifest(tmp_path, job_manifest(spec, "0.1.0"))
     result = runner.invoke(app, ["status", str(tmp_path)])
     assert result.exit_code == 0 and "concepts" in result.stdout and "scoring" in result.stdout
     missing = runner.invoke(app, ["status", str(tmp_path / "nope")])
@@ -90,14 +91,15 @@ def test_resume_refuses_a_non_job_directory(tmp_path: Path) -> None:
 
 def test_status_and_resume_take_uris(local_s3: LocalS3) -> None:
     """`status`/`resume` read a job directory on an object store like a local one."""
-    from ray_dissect.manifest import new_manifest, write_manifest
+    from ray_dissect.job.manifest import write_manifest
+    from ray_dissect.pipeline.stages import job_manifest
     from ray_dissect.spec import parse_spec
     from ray_dissect.storage import location
 
     spec = parse_spec({"model": {"name": "resnet18"}, "layers": ["layer4"],
                        "dataset": {"root": "s3://data/x"}})
     uri = local_s3.bucket("cli") + "/job"
-    write_manifest(location(uri), new_manifest(spec, "0.1.0"))
+    write_manifest(location(uri), job_manifest(spec, "0.1.0"))
     result = runner.invoke(app, ["status", uri, "--address", "http://127.0.0.1:9"])
     assert result.exit_code == 0 and result.stdout.startswith(f"job {uri}  spec ")
     missing = runner.invoke(app, ["status", uri + "-nope"])

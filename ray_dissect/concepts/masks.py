@@ -1,0 +1,113 @@
+"""Unit masks, kept as sparse signatures in label-set space.
+
+A unit's binary mask B over the dataset is: its (h, w) activation map upsampled bilinearly to
+the mask size (``align_corners=False``, i.e. half-pixel centres with clamped edges, as PIL and
+the references do), then ``lo < value < hi`` strictly. NetDissect's quantile mode is the range
+(threshold, +inf). B is never stored densely: since every later count is a count of label
+sets (see :mod:`ray_dissect.concepts`), B is kept as pixel counts per (image, label set).
+Images whose map never exceeds ``lo`` are skipped before upsampling (bilinear interpolation
+cannot exceed the maximum), and invalid images are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PAIRS_PER_CHUNK = 256
+
+
+@dataclass(frozen=True, slots=True)
+class UnitMask:
+    """The signature of one binary unit mask: |B| split by (image, label set).
+
+    Attributes:
+        images: (m,) int64 global image index.
+        sets: (m,) int64 global label-set id.
+        counts: (m,) int64 number of mask pixels of that image with that label set.
+    """
+
+    images: np.ndarray
+    sets: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def area(self) -> int:
+        """|B| in pixels."""
+        return int(self.counts.sum())
+
+    @staticmethod
+    def concat(parts: list[UnitMask]) -> UnitMask:
+        """Join signatures of disjoint image blocks."""
+        if not parts:
+            return UnitMask(*(np.zeros(0, np.int64) for _ in range(3)))
+        return UnitMask(*(np.concatenate([getattr(p, f) for p in parts])
+                          for f in ("images", "sets", "counts")))
+
+
+def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling, ``align_corners=False``.
+
+    Args:
+        maps: (p, h, w) float32.
+    Returns:
+        (p, sh, sw) float32 (the input itself when the sizes already match).
+    """
+    if maps.shape[1:] == shape:
+        return maps
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        out = F.interpolate(torch.from_numpy(np.ascontiguousarray(maps))[:, None], size=shape,
+                            mode="bilinear", align_corners=False)
+    return out[:, 0].numpy()
+
+
+def _signatures(pairs_img: np.ndarray, pairs_unit: np.ndarray, inside: np.ndarray,
+                set_ids: np.ndarray, first_image: int, k: int) -> list[UnitMask]:
+    """Count mask pixels per (pair, label set); ``inside`` is (p, sh, sw) bool."""
+    pair, pix = np.nonzero(inside.reshape(len(inside), -1))
+    sets = set_ids.reshape(set_ids.shape[0], -1)[pairs_img[pair], pix]
+    stride = int(sets.max(initial=0)) + 1
+    keys, counts = np.unique(pair.astype(np.int64) * stride + sets, return_counts=True)
+    pair_of, set_of = keys // stride, keys % stride
+    unit_of = pairs_unit[pair_of]
+    out = []
+    for unit in range(k):
+        sel = unit_of == unit
+        out.append(UnitMask(pairs_img[pair_of[sel]].astype(np.int64) + first_image,
+                            set_of[sel].astype(np.int64), counts[sel].astype(np.int64)))
+    return out
+
+
+def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.ndarray,
+               first_image: int, valid: np.ndarray, inclusive: bool = False) -> list[UnitMask]:
+    """Signatures of k unit masks over one block of n images.
+
+    Args:
+        acts: (n, k, h, w) float32 activations of images ``first_image : first_image + n``.
+        lo, hi: (k,) float64 open range bounds per unit (hi = +inf for a quantile threshold).
+        set_ids: (n, sh, sw) int64 global label-set id per pixel.
+        first_image: global index of the block's first image.
+        valid: (n,) bool; invalid images contribute nothing.
+        inclusive: ``lo <= value <= hi`` instead of the strict ``lo < value < hi``.
+
+    Returns:
+        k :class:`UnitMask`, one per unit, covering this block only.
+    """
+    n, k = acts.shape[:2]
+    peak = acts.reshape(n, k, -1).max(axis=2)
+    fires = ((peak >= lo[None, :]) if inclusive else (peak > lo[None, :])) & valid[:, None]
+    pairs_img, pairs_unit = np.nonzero(fires)
+    parts: list[list[UnitMask]] = [[] for _ in range(k)]
+    for start in range(0, len(pairs_img), PAIRS_PER_CHUNK):
+        img = pairs_img[start:start + PAIRS_PER_CHUNK]
+        unit = pairs_unit[start:start + PAIRS_PER_CHUNK]
+        up = upsample(acts[img, unit], set_ids.shape[1:])
+        lo_u, hi_u = lo[unit][:, None, None], hi[unit][:, None, None]
+        inside = ((up >= lo_u) & (up <= hi_u)) if inclusive else ((up > lo_u) & (up < hi_u))
+        for u, mask in enumerate(_signatures(img, unit, inside, set_ids, first_image, k)):
+            parts[u].append(mask)
+    return [UnitMask.concat(p) for p in parts]

@@ -1,0 +1,184 @@
+"""The Broden on-disk format (``format: broden``).
+
+Reads real Broden (``broden1_224``/``broden1_227``) unchanged and the generated datasets of
+:mod:`ray_dissect.datasets.synthetic.generate`:
+
+- ``index.csv``: ``image,split,ih,iw,sh,sw,<category>...``; a category cell is empty or a
+  ``;``-separated list of PNG layers (paths under ``images/``) and/or whole-image labels
+  (decimal global label numbers).
+- ``label.csv``: ``number,name,category,frequency,coverage,syns`` (0 is implicit and empty).
+- ``category.csv`` and ``c_<category>.csv`` (``code,number,name,frequency,coverage``); the
+  *primary* category of a label is the one whose c-file gives it the largest coverage (ties go
+  to the later category), as NetDissect-Lite does.
+- PNG layers decode to global label numbers as ``R + 256 * G``; 0 means unlabeled.
+
+The split column is ignored (as by every reference implementation).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ray_dissect import storage
+from ray_dissect.datasets.base import BadSampleError, Sample, Vocabulary, read_image_rgb
+from ray_dissect.errors import DatasetError
+from ray_dissect.spec import DatasetSpec
+from ray_dissect.storage import AnyPath
+
+log = logging.getLogger(__name__)
+
+FIXED_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
+
+
+def _read_csv(path: AnyPath) -> list[dict[str, str]]:
+    try:
+        text = storage.read_text(path)
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except FileNotFoundError:
+        raise DatasetError(f"missing {path.name} in the dataset", given=str(path.parent),
+                           expected="a Broden-format directory",
+                           hint="run `ray-dissect make-dataset DIR` for a generated one") from None
+
+
+def _parse_category_field(text: str) -> dict[str, int]:
+    """``"object(12);part(3)"`` -> {"object": 12, "part": 3}."""
+    out: dict[str, int] = {}
+    for item in filter(None, text.split(";")):
+        name, _, count = item.partition("(")
+        out[name.strip()] = int(count.rstrip(")") or 0)
+    return out
+
+
+def read_vocabulary(root: AnyPath, categories: Sequence[str] | None = None) -> Vocabulary:
+    """Read ``label.csv``, ``category.csv`` and the ``c_*.csv`` files of a Broden directory."""
+    labels = _read_csv(root / "label.csv")
+    all_cats = [row["name"] for row in _read_csv(root / "category.csv")]
+    cats = list(categories) if categories is not None else all_cats
+    unknown = sorted(set(cats) - set(all_cats))
+    if unknown:
+        raise DatasetError(f"unknown categories {unknown}", expected=f"some of {all_cats}",
+                           hint="fix dataset.categories in the job spec")
+    size = max((int(r["number"]) for r in labels), default=0) + 1
+    names = [""] * size
+    membership = np.zeros((size, len(cats)), dtype=bool)
+    coverage = np.full((size, len(cats)), -np.inf)
+    for row in labels:
+        number = int(row["number"])
+        names[number] = row["name"]
+        for cat, count in _parse_category_field(row["category"]).items():
+            if cat in cats:
+                membership[number, cats.index(cat)] = True
+                coverage[number, cats.index(cat)] = count  # fallback when no c-file
+    for ci, cat in enumerate(cats):
+        path = root / f"c_{cat}.csv"
+        if path.exists():
+            coverage[:, ci] = np.where(membership[:, ci], -np.inf, coverage[:, ci])
+            for row in _read_csv(path):
+                number = int(row["number"])
+                membership[number, ci] = True
+                coverage[number, ci] = float(row.get("coverage") or 0.0)
+    # argmax with ties to the later category: reverse, argmax, map back.
+    rev = coverage[:, ::-1]
+    primary = len(cats) - 1 - np.argmax(rev, axis=1)
+    primary = np.where(membership.any(axis=1), primary, -1).astype(np.int64)
+    primary[0] = -1
+    return Vocabulary(tuple(names), tuple(cats), membership, primary)
+
+
+def _parse_row(row: dict[str, str], categories: Sequence[str]) -> Sample:
+    pixel: list[tuple[str, str]] = []
+    whole: list[tuple[str, int]] = []
+    for cat in categories:
+        for item in filter(None, (row.get(cat) or "").split(";")):
+            item = item.strip()
+            if item.isdigit():
+                whole.append((cat, int(item)))
+            elif item:
+                pixel.append((cat, item))
+    return Sample(row["image"], (int(row["ih"]), int(row["iw"])), tuple(pixel), tuple(whole))
+
+
+class BrodenDataset:
+    """A Broden-format concept dataset, filtered by a :class:`DatasetSpec`.
+
+    Attributes:
+        root: the dataset directory.
+        samples: the kept index rows, in index order.
+        vocab: the concept vocabulary.
+        mask_shape: (sh, sw), the segmentation size shared by every row.
+    """
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.root = storage.location(spec.root)
+        if not self.root.is_dir():
+            raise DatasetError("dataset root is not a directory", given=spec.root,
+                               expected="a Broden-format directory",
+                               hint="run `ray-dissect make-dataset DIR` to generate one")
+        self.vocab = read_vocabulary(self.root, spec.categories)
+        rows = _read_csv(self.root / "index.csv")
+        missing = [c for c in FIXED_COLUMNS if rows and c not in rows[0]]
+        if missing:
+            raise DatasetError(f"index.csv lacks columns {missing}",
+                               expected=",".join(FIXED_COLUMNS) + ",<categories>")
+        if spec.subset:
+            rows = [r for r in rows if spec.subset in r["image"]]
+        samples = [_parse_row(r, self.vocab.categories) for r in rows]
+        keep = [i for i, s in enumerate(samples) if s.pixel_layers or s.image_labels]
+        if spec.limit is not None:
+            keep = keep[: spec.limit]
+        self.samples = tuple(samples[i] for i in keep)
+        if not self.samples:
+            raise DatasetError("no index rows left after filtering", given=spec.subset,
+                               hint="check dataset.subset, categories and limit")
+        shapes = {(int(rows[i]["sh"]), int(rows[i]["sw"])) for i in keep}
+        if len(shapes) != 1:
+            raise DatasetError("index.csv mixes segmentation sizes", given=sorted(shapes),
+                               expected="one (sh, sw) for every row",
+                               hint="use dataset.subset to select rows of one size")
+        self.mask_shape: tuple[int, int] = shapes.pop()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_image(self, index: int) -> np.ndarray:
+        """Decode image ``index`` as (ih, iw, 3) uint8 RGB; raise :class:`BadSampleError`."""
+        name = self.samples[index].image
+        return read_image_rgb(self.root / "images" / name, name)
+
+    def _read_layer(self, name: str) -> np.ndarray:
+        path = self.root / "images" / name
+        try:
+            with Image.open(storage.readable(path)) as img:
+                img.load()
+                rgb = np.asarray(img.convert("RGB"), dtype=np.int32)
+        except (OSError, ValueError, SyntaxError) as err:
+            raise BadSampleError(f"unreadable mask {name}: {err}") from None
+        if rgb.shape[:2] != self.mask_shape:
+            raise BadSampleError(
+                f"mask {name} is {rgb.shape[1]}x{rgb.shape[0]}, expected "
+                f"{self.mask_shape[1]}x{self.mask_shape[0]}")
+        return rgb[..., 0] + 256 * rgb[..., 1]
+
+    def read_labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode the label layers of sample ``index``.
+
+        Returns:
+            pixel: (n_layers, sh, sw) int32 global label numbers (0 = none); n_layers may be 0.
+            whole: (n_whole,) int32 whole-image label numbers.
+        Labels outside the vocabulary raise :class:`BadSampleError`.
+        """
+        sample = self.samples[index]
+        layers = [self._read_layer(name) for _, name in sample.pixel_layers]
+        pixel = (np.stack(layers) if layers
+                 else np.zeros((0, *self.mask_shape), dtype=np.int32)).astype(np.int32)
+        whole = np.array([n for _, n in sample.image_labels], dtype=np.int32)
+        top = max(int(pixel.max(initial=0)), int(whole.max(initial=0)))
+        if top >= self.vocab.size:
+            raise BadSampleError(f"label {top} in {sample.image} is not in label.csv")
+        return pixel, whole

@@ -1,0 +1,5 @@
+"""What a unit detects: NetDissect scoring (`netdissect`), formulas (`formula`), the exact
+beam search (`search`), admissible bounds and pruning (`heuristics`, `pruning`), explanation
+metrics (`metrics`), concept masking (`masking`) and per-range explanations (`ranges`).
+May import: `concepts`, `units`, `models`, `datasets`, `errors`.
+"""

@@ -1,0 +1,72 @@
+"""Activation ranges of units and the explanation of one range.
+
+Every unit is scored on its quantile mask (activation above the threshold); clustered jobs
+also explain each activation range [lo, hi] found by 1-D k-means
+(:mod:`ray_dissect.units.ranges`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ray_dissect.concepts.masks import UnitMask
+from ray_dissect.explain.formula import evaluate
+from ray_dissect.explain.metrics import ExplanationMetrics, explanation_metrics
+from ray_dissect.explain.search import (
+    SearchParams,
+    SearchResult,
+    SearchSpace,
+    Selector,
+    beam_search,
+)
+
+
+@dataclass(frozen=True)
+class RangeSpec:
+    """One mask per unit: ``lo < a < hi`` (or ``<=`` when inclusive); (k,) float64 bounds."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    inclusive: bool
+
+
+@dataclass(frozen=True)
+class RangeExplanation:
+    """The explanation of one activation range of one unit."""
+
+    lo: float
+    hi: float
+    inclusive: bool
+    mask_pixels: int
+    result: SearchResult
+    metrics: ExplanationMetrics | None
+
+
+def range_specs(thresholds: np.ndarray, ranges: np.ndarray, inclusive: bool) -> list[RangeSpec]:
+    """The quantile range (threshold, +inf) first, then each k-means range of a block of units.
+
+    Args:
+        thresholds: (k,) float64 per-unit thresholds (NaN: the unit has no finite value).
+        ranges: (k, clusters, 2) float64 [lo, hi] per range, NaN where a unit has fewer.
+        inclusive: whether the k-means ranges include their bounds.
+    """
+    lo = np.where(np.isfinite(thresholds), thresholds, np.inf)
+    specs = [RangeSpec(lo, np.full_like(lo, np.inf), inclusive=False)]
+    for r in range(ranges.shape[1]):
+        lo_r = np.where(np.isnan(ranges[:, r, 0]), np.inf, ranges[:, r, 0])
+        hi_r = np.where(np.isnan(ranges[:, r, 1]), -np.inf, ranges[:, r, 1])
+        specs.append(RangeSpec(lo_r, hi_r, inclusive))
+    return specs
+
+
+def explain_range(mask: UnitMask, rng: RangeSpec, u: int, space: SearchSpace,
+                  params: SearchParams, pruner: Selector | None) -> RangeExplanation:
+    """Beam-search the formula of unit ``u``'s mask in range ``rng``, with its metrics."""
+    result = beam_search(mask, space, params, pruner)
+    metrics = None
+    if result.beam:
+        metrics = explanation_metrics(mask, evaluate(result.beam[0].formula, space.leaf), space)
+    return RangeExplanation(float(rng.lo[u]), float(rng.hi[u]), rng.inclusive, mask.area,
+                            result, metrics)

@@ -1,0 +1,90 @@
+"""The job directory's manifest: what a job is, and how far each stage got.
+
+``DIR/manifest.json`` holds the spec hash, the package version, one hash per stage (of the
+part of the spec that stage's output depends on) and per-stage progress: work units done of
+total, the units computed by the current run, elapsed seconds, bad samples. It is rewritten
+atomically (temporary file, then rename) as work units finish, so ``ray-dissect status`` can
+read it while a job runs. Completion itself is recorded by done markers next to each stage's
+output (:mod:`ray_dissect.storage.arrays`, :mod:`ray_dissect.job.layout`), never inferred
+from the manifest, so a killed driver loses at most its in-flight work units. Which stages
+there are, and what their hashes cover, is the stage table's (:mod:`ray_dissect.pipeline`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ray_dissect import storage
+from ray_dissect.storage import AnyPath
+
+
+class StageState(BaseModel):
+    """Progress of one stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hash: str
+    total: int = 0
+    done: int = 0
+    computed: int = Field(0, description="work units computed by the latest run")
+    seconds: float = 0.0
+    errors: int = 0
+    state: Literal["pending", "running", "done"] = "pending"
+
+
+class RunInfo(BaseModel):
+    """One invocation of ``run``/``resume`` on this directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    started: float
+    finished: float | None = None
+    host: str
+    pid: int
+    status: Literal["running", "finished", "failed"] = "running"
+    error: str | None = None
+
+
+class Manifest(BaseModel):
+    """The state of a job directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    spec_hash: str
+    package_version: str
+    stages: dict[str, StageState]
+    runs: list[RunInfo] = Field(default_factory=list)
+
+
+def new_manifest(spec_hash: str, stage_hashes: dict[str, str], version: str) -> Manifest:
+    """A manifest with every stage pending (``stage_hashes`` in stage order)."""
+    return Manifest(spec_hash=spec_hash, package_version=version,
+                    stages={s: StageState(hash=h) for s, h in stage_hashes.items()})
+
+
+def read_manifest(root: AnyPath) -> Manifest | None:
+    """The manifest of a job directory, or None when there is none."""
+    try:
+        return Manifest.model_validate_json(storage.read_text(root / "manifest.json"))
+    except FileNotFoundError:
+        return None
+
+
+def write_manifest(root: AnyPath, manifest: Manifest) -> None:
+    """Replace the manifest atomically."""
+    storage.write_text(root / "manifest.json", manifest.model_dump_json(indent=2) + "\n")
+
+
+def start_run(manifest: Manifest) -> RunInfo:
+    """Record a new run (this process) in the manifest and return it."""
+    run = RunInfo(started=time.time(), host=socket.gethostname(), pid=os.getpid())
+    manifest.runs.append(run)
+    for stage in manifest.stages.values():
+        stage.computed = 0
+    return run

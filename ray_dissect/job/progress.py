@@ -1,0 +1,71 @@
+"""Stage progress: shown by the CLI and kept current in the job's manifest on disk."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from ray_dissect.job.manifest import Manifest, write_manifest
+from ray_dissect.storage import AnyPath
+
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    """Receives stage progress (the CLI shows it; tests pass nothing)."""
+
+    def start(self, stage: str, total: int) -> None: ...
+    def advance(self, stage: str, n: int = 1) -> None: ...
+
+
+class QuietProgress:
+    """Progress that only logs each stage's size."""
+
+    def start(self, stage: str, total: int) -> None:
+        log.info("stage %s: %d work units", stage, total)
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        pass
+
+
+class Tracker:
+    """Forwards progress to the display and keeps the manifest up to date on disk.
+
+    ``start(stage, total, done)`` opens a stage with ``done`` units already finished by
+    earlier runs; ``unit_done`` counts units computed by this run.
+    """
+
+    def __init__(self, root: AnyPath, manifest: Manifest, progress: Progress) -> None:
+        self.root, self.manifest, self.progress = root, manifest, progress
+        self._t0: dict[str, float] = {}
+
+    def start(self, stage: str, total: int, done: int) -> None:
+        state = self.manifest.stages[stage]
+        state.total, state.done, state.state = total, done, "running"
+        self._t0[stage] = time.perf_counter() - state.seconds
+        self.progress.start(stage, total)
+        self.progress.advance(stage, done)
+        write_manifest(self.root, self.manifest)
+
+    def unit_done(self, stage: str, n: int = 1) -> None:
+        if n == 0:
+            return
+        state = self.manifest.stages[stage]
+        state.done += n
+        state.computed += n
+        state.seconds = time.perf_counter() - self._t0[stage]
+        self.progress.advance(stage, n)
+        write_manifest(self.root, self.manifest)
+
+    def skip(self, stage: str) -> None:
+        """A stage this job's method does not use: done, with nothing to show."""
+        self.manifest.stages[stage].state = "done"
+        write_manifest(self.root, self.manifest)
+
+    def finish(self, stage: str, errors: int = 0) -> float:
+        state = self.manifest.stages[stage]
+        state.state, state.errors = "done", errors
+        state.seconds = time.perf_counter() - self._t0[stage]
+        write_manifest(self.root, self.manifest)
+        return state.seconds

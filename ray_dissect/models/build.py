@@ -1,0 +1,149 @@
+"""Building the model to dissect and discovering its layers.
+
+A model comes from torchvision (``name``), or from a user factory (``factory``), which is
+arbitrary user code: only run specs you trust. Checkpoints are always loaded with
+``torch.load(..., weights_only=True)``, which cannot execute code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ray_dissect.errors import LayerNotFoundError, ModelError, UserCodeError
+from ray_dissect.spec import CheckpointWeights, ModelSpec
+
+log = logging.getLogger(__name__)
+
+LAYERS_HINT = "run `ray-dissect layers JOB.yaml` to list the model's layers"
+# Public module names of factories that live elsewhere in the package: ``ray_dissect.zoo:NAME``
+# (the built-in zoo, as specs and stored job directories name it) is ray_dissect.models.zoo.
+# The spec keeps the name it was given, so its hash does not depend on the package layout.
+FACTORY_MODULES = {"ray_dissect.zoo": "ray_dissect.models.zoo"}
+
+
+def _resolve_factory(factory: str) -> Callable[..., Any]:
+    target, _, func = factory.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ModelError("model factory file not found", given=target,
+                                 hint="give an existing file as 'path/to/file.py:function'")
+            module_spec = importlib.util.spec_from_file_location(f"_factory_{path.stem}", path)
+            if module_spec is None or module_spec.loader is None:
+                raise ModelError("cannot import model factory file", given=target)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(FACTORY_MODULES.get(target, target))
+    except ModelError:
+        raise
+    except Exception as err:
+        raise UserCodeError(f"importing model factory {factory!r} failed: {err!r}",
+                            hint="fix the factory module") from err
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise ModelError(f"model factory {factory!r} has no callable {func!r}",
+                         hint="name a function that returns an nn.Module")
+    return fn
+
+
+def _torchvision_model(spec: ModelSpec) -> Any:
+    import torchvision
+
+    weights = spec.weights if isinstance(spec.weights, str) and spec.weights != "none" else None
+    try:
+        return torchvision.models.get_model(spec.name, weights=weights, **spec.kwargs)
+    except Exception as err:
+        raise ModelError(f"building torchvision model {spec.name!r} failed: {err}",
+                         hint="check model.weights and model.kwargs") from err
+
+
+def load_checkpoint(model: Any, path: Path) -> None:
+    """Load a state dict (optionally under ``state_dict``, optionally ``module.``-prefixed)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError("checkpoint not found", given=str(path),
+                         hint="fix model.weights.checkpoint") from None
+    except Exception as err:
+        raise ModelError(f"cannot load checkpoint {str(path)!r} with weights_only=True: {err}",
+                         hint="save a plain state dict: torch.save(model.state_dict())") from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise ModelError(f"checkpoint {str(path)!r} does not fit the model: {first}",
+                         hint="check model.name/factory and model.kwargs") from err
+
+
+def build_model(spec: ModelSpec) -> Any:
+    """Build the model in eval mode on the CPU, with its weights."""
+    import torch
+
+    if spec.name is not None:
+        model = _torchvision_model(spec)
+    else:
+        fn = _resolve_factory(str(spec.factory))
+        try:
+            model = fn(**spec.kwargs)
+        except Exception as err:
+            raise UserCodeError(f"model factory {spec.factory!r} raised {err!r}",
+                                hint="fix the factory or model.kwargs") from err
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"model factory {spec.factory!r} returned {type(model).__name__}",
+                         expected="a torch.nn.Module")
+    if isinstance(spec.weights, CheckpointWeights):
+        load_checkpoint(model, spec.weights.checkpoint)
+    return model.eval()
+
+
+def check_layers(model: Any, layers: Sequence[str]) -> None:
+    """Raise :class:`LayerNotFoundError` for the first layer that is not a module of ``model``."""
+    names = {name for name, _ in model.named_modules() if name}
+    for layer in layers:
+        if layer not in names:
+            close = sorted(n for n in names if n.split(".")[0] == layer.split(".")[0])[:3]
+            raise LayerNotFoundError(
+                f"job spec field 'layers': {layer!r} is not a module of the model",
+                expected=f"a name from named_modules(), e.g. {close or sorted(names)[:3]}",
+                hint=LAYERS_HINT)
+
+
+def layer_shapes(model: Any, size: int, layers: Sequence[str] | None = None
+                 ) -> list[tuple[str, tuple[int, ...]]]:
+    """Output shape (without batch) of each named module for one ``size`` x ``size`` image.
+
+    Modules that are never called, or return non-tensors, are left out.
+    """
+    import torch
+
+    wanted = set(layers) if layers is not None else None
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not name or (wanted is not None and name not in wanted):
+            continue
+
+        def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
+            if isinstance(out, torch.Tensor) and name not in shapes:
+                shapes[name] = tuple(out.shape[1:])
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    order = [n for n, _ in model.named_modules() if n in shapes]
+    return [(n, shapes[n]) for n in order]

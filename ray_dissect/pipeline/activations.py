@@ -1,0 +1,94 @@
+"""Stage ``activations``: every layer's outputs, one image shard per work unit (model actors).
+
+Work unit: shard s -> ``activations.zarr`` layers/<layer> (n, units, h, w) float32, written
+whole by the one actor that ran it, and ``activations/bad_s.json`` (the unreadable images,
+written by the driver once the shard is in). Driver: mark unreadable images invalid.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from ray_dissect import storage
+from ray_dissect.datasets.base import BadSampleError
+from ray_dissect.job.layout import CHUNK_IMAGES, layer_key, shard_range
+from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.records.schema import SampleError
+from ray_dissect.storage import arrays
+
+
+def _read_batch(env: WorkEnv, start: int, stop: int, bad: list[tuple[int, str]]
+                ) -> tuple[list[np.ndarray], list[int]]:
+    """Images [start, stop) as (h, w, 3) uint8; an unreadable one becomes black and is noted."""
+    size = env.spec.model.preprocess.size
+    images, bad_rows = [], []
+    for index in range(start, stop):
+        try:
+            images.append(env.dataset.read_image(index))
+        except BadSampleError as err:
+            images.append(np.zeros((size, size, 3), dtype=np.uint8))
+            bad_rows.append(index - start)
+            bad.append((index, str(err)))
+    return images, bad_rows
+
+
+def extraction_work(env: WorkEnv, shard: int) -> list[tuple[int, str]]:
+    """Extract one shard of images for every layer and write each layer's Zarr shard whole.
+
+    An unreadable image is replaced by a black one so batches keep their composition (results
+    do not depend on which actor ran the shard); its activations are written as zeros and the
+    image is reported. Returns (global image index, reason) for each unreadable image.
+    """
+    res = env.spec.resources
+    start, stop = shard_range(shard, res.shard_images, len(env.dataset))
+    out: dict[str, list[np.ndarray]] = {layer: [] for layer in env.spec.layers}
+    bad: list[tuple[int, str]] = []
+    for b0 in range(start, stop, res.batch_size):
+        images, bad_rows = _read_batch(env, b0, min(b0 + res.batch_size, stop), bad)
+        for layer, acts in env.extractor(images).items():
+            acts[bad_rows] = 0.0
+            out[layer].append(acts)
+    for layer, parts in out.items():
+        arrays.write_shard(env.job.activations_zarr, layer_key(layer), shard, res.shard_images,
+                           np.concatenate(parts))
+    return bad
+
+
+def plan(ctx: JobContext) -> Plan:
+    """Create one array per layer; a shard is to do unless every layer and its bad list are in."""
+    res, n = ctx.spec.resources, len(ctx.dataset)
+    n_shards = math.ceil(n / res.shard_images)
+    done = np.ones(n_shards, dtype=bool)
+    for layer in ctx.spec.layers:
+        units, h, w = ctx.shapes[layer]
+        arrays.create_image_array(ctx.job.activations_zarr, layer_key(layer), (n, units, h, w),
+                                  "float32", res.shard_images,
+                                  math.gcd(res.shard_images, CHUNK_IMAGES), (64, h, w))
+        done &= arrays.done_shards(ctx.job.activations_zarr, layer_key(layer))
+    todo = [s for s in range(n_shards) if not (done[s] and ctx.job.bad_images(s).exists())]
+    return Plan(n_shards, n_shards - len(todo), [(s,) for s in todo])
+
+
+def collect(ctx: JobContext, call: tuple[int], bad: list[tuple[int, str]]) -> int:
+    """Write the shard's unreadable images (the shard's last output)."""
+    storage.write_text(ctx.job.bad_images(call[0]), json.dumps(bad))
+    return 1
+
+
+def finish(ctx: JobContext) -> int:
+    """Record unreadable images and leave them out of the index's valid images."""
+    n_shards = math.ceil(len(ctx.dataset) / ctx.spec.resources.shard_images)
+    errors = [SampleError(index=i, image=ctx.dataset.samples[i].image, stage="activations",
+                          reason=reason)
+              for s in range(n_shards)
+              for i, reason in json.loads(storage.read_text(ctx.job.bad_images(s)))]
+    ctx.errors.extend(errors)
+    index = ctx.concept_index
+    valid = index.valid.copy()
+    valid[[e.index for e in ctx.errors]] = False
+    ctx.index = replace(index, valid=valid)
+    return len(errors)

@@ -1,0 +1,112 @@
+"""What stages share: the driver-side job context, work-unit plans, and the worker-side
+environment a work unit runs in.
+
+A stage's driver-side steps (``plan``, ``collect``, ``finish`` in the stage table) read and
+fill a :class:`JobContext`; its work units run on workers with a :class:`WorkEnv`, built from
+the spec and the job directory alone, so a work unit runs the same on a Ray worker, an actor
+or in a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ray_dissect.datasets.base import ConceptDataset
+from ray_dissect.datasets.registry import open_dataset
+from ray_dissect.job.layout import JobDir, unit_blocks
+from ray_dissect.records.schema import Provenance, SampleError, UnitRecord
+from ray_dissect.spec import JobSpec
+from ray_dissect.storage import location
+
+if TYPE_CHECKING:
+    from ray_dissect.concepts.index import ConceptIndex
+    from ray_dissect.explain.search import SearchSpace
+    from ray_dissect.models.extract import Extractor
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The work units a stage still has to run in this job directory.
+
+    Attributes:
+        total: work units of the stage (its progress unit: shards, layers or unit blocks).
+        done: of those, already finished by earlier runs.
+        calls: per remote call, its own arguments (a call may finish 0 or more work units).
+        shared: arguments common to every call (sent to the cluster once), passed first.
+    """
+
+    total: int
+    done: int
+    calls: list[tuple[Any, ...]]
+    shared: tuple[Any, ...] = ()
+
+
+@dataclass
+class JobContext:
+    """The driver's view of a running job, filled stage by stage.
+
+    Attributes:
+        thresholds: per layer (thresholds (U,) float64, nonfinite (U,) int64,
+            ranges (U, clusters, 2) float64).
+        parts: per-stage scratch for results that arrive before a work unit is whole.
+    """
+
+    spec: JobSpec
+    job: JobDir
+    dataset: ConceptDataset
+    shapes: dict[str, tuple[int, ...]]
+    provenance: Provenance
+    errors: list[SampleError] = field(default_factory=list)
+    index: ConceptIndex | None = None
+    thresholds: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    space: SearchSpace | None = None
+    records: dict[str, list[UnitRecord]] = field(default_factory=dict)
+    parts: dict[Any, Any] = field(default_factory=dict)
+
+    def unit_blocks(self) -> list[tuple[str, tuple[int, int]]]:
+        """(layer, (u0, u1)) of every block of ``units_per_task`` units, in layer order."""
+        per_task = self.spec.resources.units_per_task
+        return [(layer, b) for layer in self.spec.layers
+                for b in unit_blocks(self.shapes[layer][0], per_task)]
+
+    @property
+    def concept_index(self) -> ConceptIndex:
+        """The merged concept index (set by the concepts stage)."""
+        if self.index is None:
+            raise RuntimeError("the concepts stage has not run")
+        return self.index
+
+
+class WorkEnv:
+    """What a work unit runs with on a worker: the spec, the job directory, the dataset (opened
+    on first use) and, on model actors, the extractor (built on first use on ``device``)."""
+
+    def __init__(self, spec: JobSpec, job: JobDir, device: str = "cpu") -> None:
+        self.spec, self.job, self.device = spec, job, device
+
+    @classmethod
+    def from_json(cls, spec_json: str, root: str, device: str = "cpu") -> WorkEnv:
+        """A new environment from the spec's JSON and the job directory's location."""
+        return cls(JobSpec.model_validate_json(spec_json), JobDir(location(root)), device)
+
+    @cached_property
+    def dataset(self) -> ConceptDataset:
+        return open_dataset(self.spec.dataset)
+
+    @cached_property
+    def extractor(self) -> Extractor:
+        from ray_dissect.models.extract import Extractor
+
+        res = self.spec.resources
+        return Extractor(self.spec.model, self.spec.layers, res.threads_per_actor, self.device)
+
+
+@lru_cache(maxsize=4)
+def task_env(spec_json: str, root: str) -> WorkEnv:
+    """The environment of CPU tasks, kept per worker process (the dataset index is parsed once
+    per process, not once per task)."""
+    return WorkEnv.from_json(spec_json, root)

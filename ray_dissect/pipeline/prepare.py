@@ -1,0 +1,92 @@
+"""Before any work: check the spec against the dataset and the model, and prepare the job
+directory (refusing one that holds another job, or clearing the stale stages with force)."""
+
+from __future__ import annotations
+
+from ray_dissect import __version__, storage
+from ray_dissect.datasets.base import ConceptDataset
+from ray_dissect.datasets.registry import open_dataset
+from ray_dissect.errors import SpecError, StoreError
+from ray_dissect.job.layout import JobDir
+from ray_dissect.job.manifest import (
+    Manifest,
+    StageState,
+    read_manifest,
+    write_manifest,
+)
+from ray_dissect.models.build import build_model, check_layers, layer_shapes
+from ray_dissect.pipeline.stages import (
+    STAGE_NAMES,
+    job_manifest,
+    stage,
+    stage_hashes,
+    stale_stages,
+)
+from ray_dissect.spec import JobSpec
+from ray_dissect.storage import AnyPath
+
+
+def preflight(spec: JobSpec) -> tuple[ConceptDataset, dict[str, tuple[int, ...]]]:
+    """Check everything checkable before any work: dataset, model, layers and their shapes.
+
+    Returns the dataset and, per layer, its output shape (units, h, w) (a (units,) output is
+    taken as (units, 1, 1)).
+    """
+    dataset = open_dataset(spec.dataset)
+    model = build_model(spec.model)
+    check_layers(model, spec.layers)
+    shapes = dict(layer_shapes(model, spec.model.preprocess.size, spec.layers))
+    for layer in spec.layers:
+        if layer not in shapes or len(shapes[layer]) not in (1, 3):
+            raise SpecError(f"job spec field 'layers': layer {layer!r} does not output a "
+                            "(units,) or (units, h, w) tensor", given=shapes.get(layer),
+                            hint="pick a convolutional module; see `ray-dissect layers`")
+        if len(shapes[layer]) == 1:
+            shapes[layer] = (*shapes[layer], 1, 1)
+    return dataset, shapes
+
+
+def _refuse_or_clear(spec: JobSpec, job: JobDir, old: Manifest, force: bool) -> None:
+    stale = stale_stages(old, spec)
+    if not force:
+        kept = [s for s in STAGE_NAMES if s not in stale]
+        raise SpecError(
+            f"output directory {str(job.root)!r} holds a different job (spec "
+            f"{old.spec_hash}, this one {spec.spec_hash()}); changed stages: "
+            f"{', '.join(stale)}", hint="choose a new --out, or pass --force to redo "
+            f"the changed stages there (reusing: {', '.join(kept) or 'nothing'})")
+    for name in stale:
+        for output in stage(name).outputs:
+            storage.remove_tree(job.root / output)
+
+
+def _with_every_stage(manifest: Manifest, spec: JobSpec) -> Manifest:
+    """Add stages the manifest does not know yet (a directory written by an older version)."""
+    for name, digest in stage_hashes(spec).items():
+        manifest.stages.setdefault(name, StageState(hash=digest))
+    return manifest
+
+
+def prepare_job_dir(spec: JobSpec, root: AnyPath, force: bool = False
+                    ) -> tuple[JobDir, Manifest]:
+    """Create the job directory, or check that an existing one holds the same job.
+
+    With ``force``, a directory holding another spec is reused: the outputs of the stages
+    whose inputs changed (and of every later stage) are removed, earlier ones are kept.
+    """
+    job = JobDir(root)
+    try:
+        old = read_manifest(root)
+        if old is not None and old.spec_hash != spec.spec_hash():
+            _refuse_or_clear(spec, job, old, force)
+            old = None
+        job.make()
+        manifest = (_with_every_stage(old, spec) if old is not None
+                    else job_manifest(spec, __version__))
+        storage.write_text(root / "spec.json", spec.model_dump_json(indent=2) + "\n")
+        write_manifest(root, manifest)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise StoreError(f"cannot write the output directory {str(root)!r}: {reason}",
+                         hint="choose a writable --out (an existing bucket for URIs)") from None
+    return job, manifest

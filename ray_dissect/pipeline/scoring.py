@@ -1,0 +1,139 @@
+"""Stage ``scoring``: NetDissect labels and (compositional, clustered) explanations per unit,
+one block of units per work unit (CPU tasks).
+
+Work unit: block [u0, u1) of a layer -> its unit masks for every range, the NetDissect tally
+and the beam searches. Driver: ``parts/<layer>/<u0>-<u1>.jsonl`` (validated records) and its
+done marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ray_dissect import storage
+from ray_dissect.concepts.index import ConceptIndex
+from ray_dissect.concepts.masks import UnitMask, unit_masks
+from ray_dissect.explain.netdissect import Tally, label_units, tally
+from ray_dissect.explain.ranges import RangeExplanation, RangeSpec, explain_range, range_specs
+from ray_dissect.explain.search import SearchParams, SearchSpace, Selector
+from ray_dissect.job.layout import JobDir, done_marker, layer_key
+from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.records.build import unit_record
+from ray_dissect.records.io import read_unit_records, write_jsonl
+from ray_dissect.spec import CompositionalMethod, Method, NetDissectMethod
+from ray_dissect.storage import arrays
+
+
+def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[RangeSpec],
+              index: ConceptIndex, block_images: int) -> list[list[UnitMask]]:
+    """Unit-mask signatures of units [u0, u1) for every range, in one pass over the images.
+
+    Returns masks[r][u] for range r and unit u of the block.
+    """
+    acts = arrays.open_array(job.activations_zarr, layer_key(layer))
+    set_ids = arrays.open_array(job.concepts_zarr, "set_ids")
+    k = units[1] - units[0]
+    parts: list[list[list[UnitMask]]] = [[[] for _ in range(k)] for _ in ranges]
+    for start in range(0, index.n_images, block_images):
+        stop = min(start + block_images, index.n_images)
+        block = acts[start:stop, units[0]:units[1]]
+        ids = index.global_set_ids(set_ids[start:stop], start)
+        for r, rng in enumerate(ranges):
+            masks = unit_masks(block, rng.lo, rng.hi, ids, start, index.valid[start:stop],
+                               rng.inclusive)
+            for u, mask in enumerate(masks):
+                parts[r][u].append(mask)
+    return [[UnitMask.concat(p) for p in per_range] for per_range in parts]
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """What a scoring task returns for a block of units: the NetDissect tally, and per unit
+    its range explanations (``None`` for ``netdissect``)."""
+
+    tally: Tally
+    explanations: list[list[RangeExplanation]] | None
+
+
+def _pruner(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
+            ) -> Selector | None:
+    if heuristic == "none":
+        return None
+    from ray_dissect.explain.pruning import Pruner
+
+    ids = arrays.open_array(job.concepts_zarr, "set_ids")[:]
+    return Pruner(space, index.global_set_ids(ids, 0), heuristic)
+
+
+def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np.ndarray,
+                 ranges: np.ndarray, index: ConceptIndex, space: SearchSpace | None,
+                 method: Method, block_images: int) -> BlockResult:
+    """Score units [u0, u1): NetDissect tally of the quantile masks, then (compositional and
+    clustered methods) a beam search per unit and activation range."""
+    specs = range_specs(thresholds, ranges, getattr(method, "bounds", "strict") == "inclusive")
+    masks = mask_work(job, layer, units, specs, index, block_images)
+    result = tally(masks[0], index, method.denominator)
+    if not isinstance(method, CompositionalMethod) or space is None:
+        return BlockResult(result, None)
+    params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
+                          method.dedup)
+    pruner = _pruner(job, space, index, method.heuristic)
+    searched = list(range(1, len(specs))) if len(specs) > 1 else [0]
+    explanations = []
+    for u in range(units[1] - units[0]):
+        explanations.append([explain_range(masks[r][u], specs[r], u, space, params, pruner)
+                             for r in searched if np.isfinite(specs[r].lo[u])])
+    return BlockResult(result, explanations)
+
+
+def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None, layer: str,
+               units: tuple[int, int], thresholds: np.ndarray, ranges: np.ndarray
+               ) -> BlockResult:
+    """The work unit as the stage table runs it: :func:`scoring_work` with the spec's method."""
+    return scoring_work(env.job, layer, units, thresholds, ranges, index, space,
+                        env.spec.method, env.spec.resources.shard_images)
+
+
+
+def plan(ctx: JobContext) -> Plan:
+    """Every block without a done marker; the index and search space are shared."""
+    index = ctx.concept_index
+    if not isinstance(ctx.spec.method, NetDissectMethod):
+        ctx.space = SearchSpace.from_index(index)
+    blocks = ctx.unit_blocks()
+    todo = [(layer, b) for layer, b in blocks
+            if not done_marker(ctx.job.record_part(layer, b)).exists()]
+    calls = [(layer, b, ctx.thresholds[layer][0][b[0]:b[1]], ctx.thresholds[layer][2][b[0]:b[1]])
+             for layer, b in todo]
+    return Plan(len(blocks), len(blocks) - len(todo), calls, shared=(index, ctx.space))
+
+
+def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.ndarray],
+            block: BlockResult) -> int:
+    """Turn a block's result into validated records; write them, then the done marker."""
+    layer, (b0, b1) = call[0], call[1]
+    method, index = ctx.spec.method, ctx.concept_index
+    t, nonfinite, _ranges = ctx.thresholds[layer]
+    eps = 1e-10 if method.denominator == "category" else 0.0
+    labels = label_units(block.tally.iou(eps), index, method.top_k)
+    records = [
+        unit_record(layer, b0 + k, lab, float(t[b0 + k]), int(nonfinite[b0 + k]),
+                    float(block.tally.area[k]), method.iou_threshold,
+                    block.explanations[k] if block.explanations else None, index.vocab,
+                    ctx.provenance)
+        for k, lab in enumerate(labels)]
+    part = ctx.job.record_part(layer, (b0, b1))
+    storage.makedirs(part.parent)
+    write_jsonl(part, records)
+    storage.touch(done_marker(part))
+    return 1
+
+
+def finish(ctx: JobContext) -> int:
+    """Read every block's records back, in unit order per layer."""
+    ctx.records = {layer: [] for layer in ctx.spec.layers}
+    for layer, b in ctx.unit_blocks():
+        ctx.records[layer].extend(read_unit_records(ctx.job.record_part(layer, b)))
+    return 0

@@ -1,0 +1,51 @@
+"""``ray-dissect status DIR``: per-stage progress of a job directory, from its manifest."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from ray_dissect.errors import StoreError
+from ray_dissect.job.manifest import RunInfo, read_manifest
+from ray_dissect.pipeline.stages import STAGE_NAMES
+from ray_dissect.storage import AnyPath
+
+
+def _alive(run: RunInfo) -> str:
+    """'running' only if the run's process still exists on this host."""
+    if run.status != "running":
+        return run.status
+    if run.host != socket.gethostname():
+        return f"running on {run.host}?"
+    try:
+        os.kill(run.pid, 0)
+    except ProcessLookupError:
+        return "interrupted (process gone)"
+    except PermissionError:
+        pass
+    return "running"
+
+
+def render_status(root: AnyPath) -> str:
+    """A plain-text table of the job's stages and latest run."""
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise StoreError(f"{str(root)!r} has no manifest.json",
+                         hint="give the --out directory of a `ray-dissect run`")
+    lines = [f"job {root}  spec {manifest.spec_hash}  ray_dissect {manifest.package_version}"]
+    if manifest.runs:
+        run = manifest.runs[-1]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
+        lines.append(f"latest run: {_alive(run)} (started {when}, pid {run.pid}, "
+                     f"{len(manifest.runs)} run(s))" + (f": {run.error}" if run.error else ""))
+    lines.append(f"{'stage':<12} {'state':<8} {'done/total':>12} {'this run':>9} "
+                 f"{'seconds':>9} {'bad':>5}")
+    for name in STAGE_NAMES:
+        st = manifest.stages.get(name)
+        if st is None:  # a stage added after this directory was written
+            lines.append(f"{name:<12} {'-':<8} {'-':>12} {'-':>9} {'-':>9} {'-':>5}")
+            continue
+        lines.append(f"{name:<12} {st.state:<8} {f'{st.done}/{st.total}':>12} "
+                     f"{st.computed:>9} {st.seconds:>9.1f} {st.errors:>5}")
+    return "\n".join(lines)

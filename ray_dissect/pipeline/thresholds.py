@@ -1,0 +1,94 @@
+"""Stage ``thresholds``: exact per-unit thresholds and activation ranges (CPU tasks).
+
+Work unit: one layer (``thresholds/<layer>.npz``), computed by tasks over blocks of units whose
+activations fit :data:`THRESHOLD_TASK_BYTES`; the driver saves a layer when its last block is in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ray_dissect import storage
+from ray_dissect.job.layout import JobDir, layer_key, unit_blocks
+from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.spec import ClusteredMethod
+from ray_dissect.storage import arrays
+from ray_dissect.units.ranges import unit_ranges
+from ray_dissect.units.thresholds import unit_thresholds
+
+THRESHOLD_TASK_BYTES = 256 * 2**20
+
+
+def threshold_work(job: JobDir, layer: str, units: tuple[int, int], quantile: float,
+                   valid: np.ndarray, clusters: int = 1, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact thresholds of units [u0, u1) over the valid images, and their activation ranges.
+
+    Returns thresholds (k,) float64, nonfinite (k,) int64 and ranges (k, clusters, 2) float64
+    ([lo, hi] per range, NaN where a unit has fewer ranges; (k, 0, 2) when clusters == 1).
+    """
+    acts = arrays.open_array(job.activations_zarr, layer_key(layer))[:, units[0]:units[1]][valid]
+    thresholds, nonfinite = unit_thresholds(acts, quantile)
+    ranges = np.full((acts.shape[1], clusters if clusters > 1 else 0, 2), np.nan)
+    if clusters > 1:
+        for u, unit in enumerate(unit_ranges(acts, clusters, seed)):
+            ranges[u, : len(unit)] = unit
+    return thresholds, nonfinite, ranges
+
+
+def block_work(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The work unit as the stage table runs it: :func:`threshold_work` with the spec's method."""
+    method = env.spec.method
+    if isinstance(method, ClusteredMethod):
+        return threshold_work(env.job, layer, units, method.quantile, valid, method.clusters,
+                              method.seed)
+    return threshold_work(env.job, layer, units, method.quantile, valid)
+
+
+def threshold_blocks(shape: tuple[int, ...], n_images: int, per_task: int
+                     ) -> list[tuple[int, int]]:
+    """Unit blocks whose activations over all images fit THRESHOLD_TASK_BYTES (>= 1 unit).
+
+    A threshold task needs every value of its units (exact quantile, k-means), so its memory
+    is at most max(THRESHOLD_TASK_BYTES, one unit's N x h x w float32) plus one unit in float64.
+    """
+    per_unit = n_images * int(np.prod(shape[1:])) * 4
+    return unit_blocks(shape[0], max(1, min(per_task, THRESHOLD_TASK_BYTES // per_unit)))
+
+
+def plan(ctx: JobContext) -> Plan:
+    """Every block of every layer without a thresholds file; the valid mask is shared."""
+    valid = ctx.concept_index.valid
+    todo = [layer for layer in ctx.spec.layers if not ctx.job.thresholds(layer).exists()]
+    per_task = ctx.spec.resources.units_per_task
+    calls = [(layer, block) for layer in todo
+             for block in threshold_blocks(ctx.shapes[layer], len(valid), per_task)]
+    ctx.parts["thresholds"] = {layer: {} for layer in todo}
+    ctx.parts["threshold_blocks"] = {layer: sum(c[0] == layer for c in calls) for layer in todo}
+    n = len(ctx.spec.layers)
+    return Plan(n, n - len(todo), calls, shared=(valid,))
+
+
+def collect(ctx: JobContext, call: tuple[str, tuple[int, int]],
+            result: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
+    """Keep a block's result; save the layer (one work unit) when its last block arrives."""
+    layer, block = call
+    parts = ctx.parts["thresholds"][layer]
+    parts[block] = result
+    if len(parts) < ctx.parts["threshold_blocks"][layer]:
+        return 0
+    ordered = [parts[b] for b in sorted(parts)]
+    storage.save_npz(ctx.job.thresholds(layer),
+                     thresholds=np.concatenate([p[0] for p in ordered]),
+                     nonfinite=np.concatenate([p[1] for p in ordered]),
+                     ranges=np.concatenate([p[2] for p in ordered]))
+    return 1
+
+
+def finish(ctx: JobContext) -> int:
+    """Load every layer's thresholds, non-finite counts and ranges."""
+    for layer in ctx.spec.layers:
+        z = storage.load_npz(ctx.job.thresholds(layer))
+        ctx.thresholds[layer] = (z["thresholds"], z["nonfinite"], z["ranges"])
+    return 0

@@ -1,0 +1,46 @@
+"""Reading and writing records: JSON Lines files and the JSON Schemas in ``schemas/``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ray_dissect import storage
+from ray_dissect.records.schema import RECORD_TYPES, UnitRecord
+from ray_dissect.storage import AnyPath
+
+
+def write_jsonl(path: AnyPath, records: Iterable[BaseModel]) -> None:
+    """Write records as JSON Lines atomically (see :func:`ray_dissect.storage.write_text`)."""
+    storage.write_text(path, "".join(record.model_dump_json() + "\n" for record in records))
+
+
+def read_unit_records(path: AnyPath) -> Iterator[UnitRecord]:
+    """Read and validate a ``records/<layer>.jsonl`` file."""
+    for line in storage.read_text(path).splitlines():
+        if line.strip():
+            yield UnitRecord.model_validate_json(line)
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of the job spec and of every record type, keyed by file stem."""
+    from ray_dissect.spec import JobSpec
+
+    out = {"job_spec": JobSpec.model_json_schema()}
+    out.update({name: cls.model_json_schema() for name, cls in RECORD_TYPES.items()})
+    return out
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write ``<name>.schema.json`` for each schema into ``directory``; return the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, schema in json_schemas().items():
+        path = directory / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths

@@ -1,0 +1,38 @@
+"""The job spec: one frozen pydantic `JobSpec`, validated once at the boundary (CLI, API).
+
+Holds: `base` (shared pydantic base, constants), `model`, `dataset`, `method` (the sub-specs)
+and `job` (`ResourceSpec`, `JobSpec`, `parse_spec`, `load_spec`). The names are re-exported
+here, so `from ray_dissect.spec import JobSpec` is the way in.
+May import: `ray_dissect.errors` only (no torch at import time).
+"""
+
+from ray_dissect.spec.dataset import AnyDatasetSpec, CocoDatasetSpec, DatasetSpec
+from ray_dissect.spec.job import (
+    SCHEDULING_FIELDS,
+    SPEC_VERSION,
+    JobSpec,
+    ResourceSpec,
+    load_spec,
+    parse_spec,
+)
+from ray_dissect.spec.method import (
+    METHOD_KINDS,
+    ClusteredMethod,
+    CompositionalMethod,
+    Method,
+    NetDissectMethod,
+)
+from ray_dissect.spec.model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CheckpointWeights,
+    ModelSpec,
+    PreprocessSpec,
+)
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "METHOD_KINDS", "SCHEDULING_FIELDS", "SPEC_VERSION",
+    "AnyDatasetSpec", "CheckpointWeights", "ClusteredMethod", "CocoDatasetSpec",
+    "CompositionalMethod", "DatasetSpec", "JobSpec", "Method", "ModelSpec", "NetDissectMethod",
+    "PreprocessSpec", "ResourceSpec", "load_spec", "parse_spec",
+]

@@ -1,0 +1,151 @@
+"""The job spec: one frozen pydantic model, validated once at the boundary.
+
+A job spec is YAML (see ``jobs/``). Unknown keys are refused. Relative paths in the spec are
+resolved against the current directory when the spec is loaded, so a stored spec is absolute.
+Each stage receives only its own sub-spec.
+"""
+
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ray_dissect.errors import SpecError
+from ray_dissect.spec.base import Frozen
+from ray_dissect.spec.dataset import AnyDatasetSpec
+from ray_dissect.spec.method import METHOD_KINDS, Method, NetDissectMethod
+from ray_dissect.spec.model import ModelSpec
+
+SPEC_VERSION: Literal[1] = 1
+SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
+                     "units_per_task")
+# Union tags that pydantic puts in an error's location (not field names).
+TAGS = {("method", k) for k in METHOD_KINDS} | {("dataset", "broden"), ("dataset", "coco")}
+
+
+class ResourceSpec(Frozen):
+    """How the work is spread over the cluster.
+
+    ``shard_images`` images form one work unit of extraction and one Zarr shard (written whole
+    by one actor); it must be a multiple of ``batch_size``. ``gpus_per_actor: auto`` takes one
+    GPU per actor when the cluster has GPUs, else none. ``threads_per_actor`` fixes torch's
+    intra-op threads so results do not depend on how many actors run.
+    """
+
+    actors: Annotated[int, Field(gt=0, le=1024)] = 2
+    gpus_per_actor: Literal["auto"] | Annotated[float, Field(ge=0)] = "auto"
+    cpus_per_actor: Annotated[float, Field(gt=0)] = 1.0
+    actor_resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    threads_per_actor: Annotated[int, Field(gt=0, le=256)] = 1
+    batch_size: Annotated[int, Field(gt=0, le=4096)] = 32
+    shard_images: Annotated[int, Field(gt=0)] = 256
+    cpus_per_task: Annotated[float, Field(gt=0)] = 1.0
+    units_per_task: Annotated[int, Field(gt=0)] = 128
+
+    @model_validator(mode="after")
+    def _shards_hold_whole_batches(self) -> ResourceSpec:
+        if self.shard_images % self.batch_size:
+            raise ValueError(
+                f"shard_images ({self.shard_images}) must be a multiple of batch_size "
+                f"({self.batch_size})"
+            )
+        return self
+
+
+class JobSpec(Frozen):
+    """A whole dissection job. Validated once; every stage reads its own part."""
+
+    spec_version: Literal[1] = SPEC_VERSION
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "dissect"
+    model: ModelSpec
+    layers: Annotated[tuple[str, ...], Field(min_length=1)]
+    dataset: AnyDatasetSpec
+    method: Method = NetDissectMethod()
+    resources: ResourceSpec = ResourceSpec()
+
+    @field_validator("layers")
+    @classmethod
+    def _unique_layers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("layers must be unique")
+        return value
+
+    def spec_hash(self) -> str:
+        """A stable hash of what determines the results (first 16 hex digits of a sha256).
+
+        Pure scheduling fields (``SCHEDULING_FIELDS``: how many actors, CPUs per actor or task,
+        units per task) are left out: they do not change any number, so a job may be resumed
+        with more or fewer workers. Batch and shard sizes, threads and GPUs stay in.
+        """
+        data = self.model_dump(mode="json")
+        for key in SCHEDULING_FIELDS:
+            data["resources"].pop(key)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Resolve the spec's relative local paths against ``base``."""
+    dataset = spec_dict.get("dataset")
+    if isinstance(dataset, dict):
+        for key in ("root", "annotations", "stuff", "panoptic", "panoptic_masks"):
+            value = dataset.get(key)
+            if isinstance(value, str) and "://" not in value:
+                dataset[key] = str((base / value).resolve())
+    model = spec_dict.get("model")
+    if isinstance(model, dict):
+        weights = model.get("weights")
+        if isinstance(weights, dict) and isinstance(weights.get("checkpoint"), str):
+            weights["checkpoint"] = str((base / weights["checkpoint"]).resolve())
+        factory = model.get("factory")
+        if isinstance(factory, str) and factory.split(":")[0].endswith(".py"):
+            file, func = factory.rsplit(":", 1)
+            model["factory"] = f"{(base / file).resolve()}:{func}"
+    return spec_dict
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    if len(loc) > 1 and (loc[0], loc[1]) in TAGS:
+        del loc[1]  # a union's tag, not a field
+    field = ".".join(loc) or "(top level)"
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"invalid job spec {source}: field '{field}': {first['msg']}{shown}{more}"
+
+
+def parse_spec(data: Any, *, source: str = "<spec>", base: Path | None = None) -> JobSpec:
+    """Validate a spec given as a mapping; raise :class:`SpecError` with a one-line message."""
+    if not isinstance(data, dict):
+        raise SpecError(f"job spec {source} is not a mapping", given=type(data).__name__,
+                        expected="a YAML mapping with model, layers, dataset",
+                        hint="copy jobs/demo.yaml")
+    data = _absolute(json.loads(json.dumps(data)), base or Path.cwd())
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_one_line(err, source), hint="see jobs/demo.yaml and schemas/") from None
+
+
+def load_spec(path: Path | str) -> JobSpec:
+    """Read and validate a YAML job spec; relative paths resolve against the current directory."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"cannot read job spec {str(path)!r}: {err.strerror}",
+                        hint="check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"job spec {str(path)!r} is not valid YAML: {err}".replace("\n", " "),
+                        hint="check indentation") from None
+    return parse_spec(data, source=str(path))

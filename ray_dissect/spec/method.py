@@ -1,0 +1,84 @@
+"""The method sub-specs (`kind`: netdissect, compositional, clustered) and their union."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag
+
+from ray_dissect.spec.base import Frozen
+
+
+class _MethodBase(Frozen):
+    """What every method computes: NetDissect labels from the top-``quantile`` activations.
+
+    ``denominator: plain`` is the dataset-wide IoU |B and L| / |B or L| (compexp, CCE);
+    ``category`` is NetDissect-Lite's category-conditional activation term.
+    """
+
+    quantile: Annotated[float, Field(gt=0, lt=1)] = 0.005
+    iou_threshold: Annotated[float, Field(ge=0, le=1)] = 0.04
+    denominator: Literal["plain", "category"] = "plain"
+    top_k: Annotated[int, Field(gt=0, le=100)] = 5
+
+
+class NetDissectMethod(_MethodBase):
+    """Network Dissection: one label per unit (Bau et al. 2017)."""
+
+    kind: Literal["netdissect"] = "netdissect"
+
+
+class CompositionalMethod(_MethodBase):
+    """Compositional Explanations (Mu & Andreas 2020): a formula per unit, by beam search.
+
+    Formulas over the dataset's concepts with OR, AND, AND NOT, of at most ``length`` leaves
+    (``count_not`` also counts NOT, as compexp does). The first beam holds ``first_beam``
+    atoms (default 2 x ``beam``, as CCE; compexp used ``beam``). ``dedup: equivalence`` (CCE)
+    drops logically equivalent candidates; ``string`` (compexp) only identical ones.
+    ``heuristic`` prunes candidates with CCE's admissible IoU bounds (same result, fewer exact
+    IoUs counted in ``visited``; a study tool: it needs every pixel's label set in memory).
+    ``concept_masking`` adds CCE's cosine concept-masking score of each explanation (forward
+    passes of the images containing the formula, everything outside it randomly dimmed), on
+    the model actors; ``masking_images`` caps the images per explanation (the first ones).
+    """
+
+    kind: Literal["compositional"] = "compositional"
+    length: Annotated[int, Field(ge=1, le=10)] = 3
+    beam: Annotated[int, Field(ge=1, le=100)] = 5
+    first_beam: Annotated[int, Field(ge=1, le=1000)] | None = None
+    count_not: bool = False
+    dedup: Literal["equivalence", "string"] = "equivalence"
+    heuristic: Literal["none", "mmesh", "cfh", "areas"] = "none"
+    concept_masking: bool = False
+    masking_images: Annotated[int, Field(gt=0)] | None = None
+
+
+class ClusteredMethod(CompositionalMethod):
+    """Clustered Compositional Explanations (La Rosa et al. 2023): a formula per activation range.
+
+    Each unit's activations (exact zeros dropped when all are >= 0) are split into ``clusters``
+    ranges by 1-D k-means (k-means++ seeded by ``seed``). A range's mask holds the upsampled
+    values inside [lo, hi] (``bounds: inclusive``, the default, so every member value counts)
+    or strictly inside (lo, hi) (``strict``, as CCE's code). ``clusters: 1`` is the quantile
+    mode: the range (threshold, +inf), exactly as ``compositional``.
+    """
+
+    kind: Literal["clustered"] = "clustered"  # type: ignore[assignment]
+    clusters: Annotated[int, Field(ge=1, le=32)] = 5
+    seed: int = 0
+    bounds: Literal["inclusive", "strict"] = "inclusive"
+
+
+def _method_kind(value: Any) -> str:
+    """The method's ``kind``; a method given without one is NetDissect."""
+    if isinstance(value, dict):
+        return str(value.get("kind", "netdissect"))
+    return str(getattr(value, "kind", "netdissect"))
+
+
+METHOD_KINDS = ("netdissect", "compositional", "clustered")
+Method = Annotated[
+    Annotated[NetDissectMethod, Tag("netdissect")]
+    | Annotated[CompositionalMethod, Tag("compositional")]
+    | Annotated[ClusteredMethod, Tag("clustered")],
+    Discriminator(_method_kind)]

@@ -1,0 +1,74 @@
+"""The model sub-spec: which network, which weights, how images are preprocessed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+
+from ray_dissect.spec.base import Frozen
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PreprocessSpec(Frozen):
+    """Images are resized to ``size`` x ``size`` (bilinear), scaled to [0, 1] and normalised."""
+
+    size: Annotated[int, Field(gt=0, le=4096)] = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[Annotated[float, Field(gt=0)], ...] = IMAGENET_STD
+
+    @field_validator("std")
+    @classmethod
+    def _three_channels(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) != 3:
+            raise ValueError(f"needs 3 values (R, G, B), got {len(value)}")
+        return value
+
+
+class CheckpointWeights(Frozen):
+    """A local state dict, loaded with ``torch.load(..., weights_only=True)``."""
+
+    checkpoint: Path
+
+
+class ModelSpec(Frozen):
+    """Which network to dissect.
+
+    Exactly one of ``name`` (a torchvision classification model) or ``factory``
+    (``"path/to/file.py:function"`` or ``"package.module:function"`` returning an ``nn.Module``;
+    this runs user code) must be given. ``weights`` applies to both: ``none`` keeps the
+    initialisation, a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``) downloads them
+    (``name`` only), ``{checkpoint: PATH}`` loads a local state dict.
+    """
+
+    name: str | None = None
+    factory: str | None = None
+    weights: str | CheckpointWeights = "none"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    preprocess: PreprocessSpec = PreprocessSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _known_torchvision_model(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import torchvision
+
+        available = torchvision.models.list_models(module=torchvision.models)
+        if value not in available:
+            close = [n for n in available if n.startswith(value[:3])][:4] or ["resnet18"]
+            raise ValueError(f"unknown torchvision classification model; try one of {close}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give exactly one of 'name' (torchvision) or 'factory'")
+        if self.factory is not None and isinstance(self.weights, str) and self.weights != "none":
+            raise ValueError("a factory model takes weights 'none' or {checkpoint: PATH}")
+        if self.factory is not None and ":" not in self.factory:
+            raise ValueError("factory must look like 'path/file.py:function' or 'pkg.mod:function'")
+        return self

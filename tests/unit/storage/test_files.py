@@ -1,0 +1,106 @@
+"""Locations: local paths and fsspec URIs, checked against a local S3 (moto) server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures.s3 import LocalS3
+
+from ray_dissect import storage
+from ray_dissect.errors import StoreError
+from ray_dissect.storage import arrays
+
+
+@pytest.mark.parametrize(("text", "uri"), [
+    ("runs/a", False), ("/abs/a", False), ("file:///abs/a", False), ("FILE:///x", False),
+    ("s3://bucket/a", True), ("gs://b/x", True), ("memory://x", True), ("c:/x", False)])
+def test_is_uri(text: str, uri: bool) -> None:
+    assert storage.is_uri(text) is uri
+
+
+def test_local_and_file_uris_are_plain_paths(tmp_path: Path) -> None:
+    assert storage.location(str(tmp_path)) == tmp_path
+    assert storage.location(f"file://{tmp_path}") == tmp_path
+    assert type(storage.location(f"file://{tmp_path}")) is type(tmp_path)
+    assert storage.location(tmp_path) is tmp_path
+
+
+def test_unknown_protocol_is_one_clear_error() -> None:
+    with pytest.raises(StoreError, match=r"cannot open 'nosuchfs://x/y'.*install the fsspec "
+                                         r"implementation of 'nosuchfs://'"):
+        storage.location("nosuchfs://x/y")
+
+
+def test_local_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    target = tmp_path / "m.json"
+    storage.write_text(target, "old")
+
+    def crash(self: Path, _data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", crash)
+    with pytest.raises(OSError, match="No space"):
+        storage.write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old"
+    storage.write_text(target, "new")
+    assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["m.json"]
+
+
+def test_npz_round_trip_local_and_s3(tmp_path: Path, local_s3: LocalS3) -> None:
+    arrays = {"a": np.arange(7, dtype=np.int64), "b": np.eye(3), "s": np.array('[[1, "x"]]')}
+    root = storage.location(local_s3.bucket("npz"))
+    for path in (tmp_path / "x.npz", root / "dir" / "x.npz"):
+        storage.save_npz(path, **arrays)
+        back = storage.load_npz(path)
+        assert back.keys() == arrays.keys()
+        for key, value in arrays.items():
+            assert np.array_equal(back[key], value) and back[key].dtype == value.dtype
+
+
+def test_object_store_files(local_s3: LocalS3) -> None:
+    root = storage.location(local_s3.bucket("files")) / "job"
+    assert not root.exists() and not (root / "manifest.json").exists()
+    storage.makedirs(root / "parts")  # nothing to create on an object store
+    storage.write_text(root / "parts" / "a.jsonl", "{}\n")
+    storage.touch(root / "parts" / "a.done")
+    assert (root / "parts" / "a.done").exists() and (root / "parts").is_dir()
+    assert (root / "parts" / "a.jsonl").read_text() == "{}\n"
+    size, stamp = storage.version_key(root / "parts" / "a.jsonl")
+    storage.write_text(root / "parts" / "a.jsonl", "{}\n{}\n")
+    assert storage.version_key(root / "parts" / "a.jsonl")[0] == size + 3
+    assert storage.version_key(root / "parts" / "a.jsonl") != (size, stamp)
+    storage.remove_tree(root / "parts")
+    storage.remove_tree(root / "parts")  # already gone: fine
+    assert not (root / "parts" / "a.done").exists()
+
+
+def test_markers_written_by_another_client_are_seen(local_s3: LocalS3) -> None:
+    """Listings are never cached: a marker another process writes after we listed shows."""
+    root = storage.location(local_s3.bucket("markers")) / "job"
+    storage.write_text(root / "parts" / "a.done", "")
+    assert [p.name for p in (root / "parts").iterdir()] == ["a.done"]
+    import s3fs
+
+    other = s3fs.S3FileSystem(skip_instance_cache=True)
+    other.pipe_file("markers/job/parts/b.done", b"")
+    assert (root / "parts" / "b.done").exists()
+
+
+def test_zarr_shards_on_s3_equal_local(tmp_path: Path, local_s3: LocalS3) -> None:
+    data = np.random.default_rng(0).random((10, 3, 2, 2)).astype(np.float32)
+    places = [tmp_path / "a.zarr", storage.location(local_s3.bucket("zarr")) / "a.zarr"]
+    for place in places:
+        arrays.create_image_array(place, "x", data.shape, "float32", 4, 2)
+        for shard in (2, 0):
+            arrays.write_shard(place, "x", shard, 4, data[shard * 4:(shard + 1) * 4])
+        assert arrays.done_shards(place, "x").tolist() == [True, False, True]
+        got = arrays.open_array(place, "x")[:]
+        assert np.array_equal(got[:4], data[:4]) and np.array_equal(got[8:], data[8:])
+        assert not got[4:8].any()
+    assert arrays.done_shards(str(places[1]), "x").tolist() == [True, False, True]
