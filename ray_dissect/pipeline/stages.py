@@ -9,8 +9,6 @@ Adding a stage is one entry here plus its module.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +17,7 @@ from ray_dissect.job.manifest import Manifest, new_manifest
 from ray_dissect.pipeline import activations, concepts, masking, scoring, thresholds
 from ray_dissect.pipeline.context import JobContext, Plan
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
+from ray_dissect.spec.base import digest
 
 Covers = Callable[[dict[str, Any], JobSpec], dict[str, Any]]
 
@@ -34,7 +33,11 @@ class Stage:
         outputs: what the stage writes, relative to the job directory (``--force`` removes
             these when the stage's inputs changed).
         covers: the spec fields the stage's output depends on beyond earlier stages' (its hash
-            covers these and every earlier stage's), or ``None`` for the whole spec.
+            covers these and every earlier stage's), or ``None`` for the whole spec except
+            what later stages own.
+        owns: top-level spec sections that only this stage and later ones depend on (left
+            out of the hash of earlier whole-spec stages, so changing them redoes only this
+            stage on).
         plan: driver side, before the work: which work units are still to do (``None`` when
             this job's method does not use the stage).
         collect: driver side, as each call returns: store its result; returns the number of
@@ -51,6 +54,7 @@ class Stage:
     plan: Callable[[JobContext], Plan | None]
     collect: Callable[[JobContext, Any, Any], int]
     finish: Callable[[JobContext], int]
+    owns: tuple[str, ...] = ()
 
 
 def _resources(data: dict[str, Any]) -> dict[str, Any]:
@@ -98,23 +102,24 @@ def stage(name: str) -> Stage:
     raise KeyError(f"no stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
 
 
-def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _whole_spec(data: dict[str, Any], later: list[Stage]) -> dict[str, Any]:
+    owned = {section for s in later for section in s.owns}
+    return {k: v for k, v in data.items() if k not in owned}
 
 
 def stage_hashes(spec: JobSpec) -> dict[str, str]:
-    """Hash, per stage in table order, of everything that stage's output depends on
-    (its own ``covers`` and every earlier stage's; the spec hash for ``covers=None``)."""
-    data = spec.model_dump(mode="json")
+    """Hash, per stage in table order, of everything that stage's output depends on: its own
+    ``covers`` and every earlier stage's, or (``covers=None``) the hashed spec without the
+    sections later stages own (which is the spec hash when no later section is used)."""
+    data = spec.hash_data()
     inputs: dict[str, Any] = {}
     out: dict[str, str] = {}
-    for s in STAGES:
+    for i, s in enumerate(STAGES):
         if s.covers is None:
-            out[s.name] = spec.spec_hash()
+            out[s.name] = digest(_whole_spec(data, list(STAGES[i + 1:])))
         else:
             inputs |= s.covers(data, spec)
-            out[s.name] = _digest(inputs)
+            out[s.name] = digest(inputs)
     return out
 
 

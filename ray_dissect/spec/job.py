@@ -8,7 +8,6 @@ Each stage receives only its own sub-spec.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ray_dissect.errors import SpecError
-from ray_dissect.spec.base import Frozen
+from ray_dissect.spec.base import Frozen, digest, hashed_data
 from ray_dissect.spec.dataset import AnyDatasetSpec
 from ray_dissect.spec.method import METHOD_KINDS, Method, NetDissectMethod
 from ray_dissect.spec.model import ModelSpec
@@ -81,13 +80,19 @@ class JobSpec(Frozen):
 
         Pure scheduling fields (``SCHEDULING_FIELDS``: how many actors, CPUs per actor or task,
         units per task) are left out: they do not change any number, so a job may be resumed
-        with more or fewer workers. Batch and shard sizes, threads and GPUs stay in.
+        with more or fewer workers. Batch and shard sizes, threads and GPUs stay in. Fields
+        added after the first release count only when they differ from their defaults
+        (:mod:`ray_dissect.spec.base`).
         """
-        data = self.model_dump(mode="json")
+        return digest(self.hash_data())
+
+    def hash_data(self) -> dict[str, Any]:
+        """What the spec hash covers: the JSON dump without scheduling fields and without
+        later-added fields at their defaults (stage hashes take their parts from this)."""
+        data = hashed_data(self)
         for key in SCHEDULING_FIELDS:
-            data["resources"].pop(key)
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+            data["resources"].pop(key, None)
+        return data
 
 
 def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
