@@ -1,0 +1,448 @@
+"""Gradient and CAM attribution maps (design visual.md section 2), batched and hook-clean.
+
+Raw maps are ``(B, H, W) float32`` tensors at input resolution, one per method in
+:data:`METHODS`; captum (0.9) does the gradient work. The target score is the logit (before
+softmax) of the per-sample predicted class (default), of one class index for all samples, of
+per-sample class indices, or ``"regression"``: the sum of all outputs (the all-ones vector over
+the outputs, as in the journey seed's robot model).
+
+- ``saliency``: max over colour channels of ``|d score / d input|`` (captum ``Saliency``).
+- ``guided_backprop``: max over colour channels of ``|guided gradient|`` (captum
+  ``GuidedBackprop``: the gradient through every ``nn.ReLU`` module is clamped at 0; functional
+  relus and other activations such as ``nn.ReLU6`` are left as plain gradients).
+- ``gradcam``: captum ``LayerGradCam(..., relu_attributions=True)`` at the named layer,
+  upsampled bilinearly (``align_corners=False``) to H x W.
+- ``cam``: the head-weighted sum of the global-average-pool input maps, ``sum_c W[t, c] A_c``
+  (no ReLU, no bias), for models conv -> GAP -> linear head; upsampled the same way.
+- ``guided_gradcam``: ``guided_backprop`` times the upsampled ``gradcam``, pixel by pixel.
+
+The seed's defects are not reproduced: every sample gets its own target (no item-0 backward),
+guided backprop is not the DeconvNet rule, hooks are removed also on exceptions, and the model
+is left in eval mode with its weights, buffers and hooks unchanged. Normalisation is for display
+only (:func:`to_display`, :func:`overlay`); :func:`crop` is the seed's ``gradcam2crop`` done as a
+real crop. Everything runs on the device of the model and images.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ray_dissect.errors import LayerNotFoundError, SpecError
+
+log = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("saliency", "guided_backprop", "cam", "gradcam", "guided_gradcam")
+LAYER_METHODS = frozenset({"cam", "gradcam", "guided_gradcam"})
+Target = str | int | Sequence[int] | Tensor
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A thresholded Grad-CAM crop of one image.
+
+    Attributes:
+        box: ``(top, left, bottom, right)`` of the mask's bounding box, bottom/right exclusive
+            (so ``image[top:bottom, left:right]``); None when the mask is empty.
+        mask: (H, W) bool, ``normalised map >= threshold``.
+        image: the cropped image, (bottom-top, right-left[, C]) with the input's dtype;
+            (0, 0[, C]) when the mask is empty.
+    """
+
+    box: tuple[int, int, int, int] | None
+    mask: np.ndarray
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """One no-grad forward: the outputs, the layer's maps and the head's input."""
+
+    logits: Tensor
+    maps: Tensor | None
+    head_input: Tensor | None
+
+
+class _SumOutputs(nn.Module):
+    """Wraps a model so that its single output per sample is the sum of all its outputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, ...) -> (B, 1): the regression target score."""
+        return self.model(x).flatten(1).sum(1, keepdim=True)
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
+    """The named submodule, or LayerNotFoundError listing close and valid names."""
+    names = [n for n, _ in model.named_modules() if n]
+    if name in names:
+        return model.get_submodule(name)
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    preview = ", ".join(repr(n) for n in names[:12]) + (" ..." if len(names) > 12 else "")
+    raise LayerNotFoundError(
+        "unknown layer", given=name,
+        expected=f"one of the model's {len(names)} module names ({preview})",
+        hint=f"did you mean {', '.join(map(repr, close))}?" if close
+        else "list them with [n for n, _ in model.named_modules()]")
+
+
+def _upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, h, w) -> (B, H, W) bilinear, ``align_corners=False``."""
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def _channel_max_abs(grads: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, H, W) float32: max over channels of the absolute value."""
+    return grads.detach().abs().amax(1).float()
+
+
+def _check_images(images: Tensor) -> Tensor:
+    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise SpecError("images must be a batch", given=shape,
+                        expected="a (B, 3, H, W) floating-point tensor",
+                        hint="add the batch dimension with images[None]")
+    return images
+
+
+class AttributionRunner:
+    """Binds a model (and a layer and linear head for CAM methods), then computes maps.
+
+    The model is put in eval mode once here; nothing else about it is changed.
+
+    Args:
+        model: the network; ``model(images)`` returns (B, K) logits (any (B, ...) for the
+            ``"regression"`` target).
+        layer: module name for cam / gradcam / guided_gradcam (e.g. ``"layer4"``); it must run
+            exactly once per forward.
+        head: module name of the ``nn.Linear`` head, needed by cam only (e.g. ``"fc"``).
+        layer_input: use the layer's input instead of its output (captum's
+            ``attribute_to_layer_input``), e.g. ``layer="_avg_pooling"`` for the GAP input of
+            EfficientNet-Lite, whose last ReLU6 module is reused.
+    """
+
+    def __init__(self, model: nn.Module, layer: str | None = None, head: str | None = None,
+                 *, layer_input: bool = False) -> None:
+        if model.training:
+            log.debug("AttributionRunner: switching the model to eval mode")
+        self.model = model.eval()
+        self.layer_name, self.head_name, self.layer_input = layer, head, layer_input
+        self.layer = _module(model, layer) if layer is not None else None
+        self.head = _module(model, head) if head is not None else None
+        if self.head is not None and not isinstance(self.head, nn.Linear):
+            raise SpecError("the CAM head must be an nn.Linear module", given=head,
+                            expected="the name of the final nn.Linear (e.g. 'fc')",
+                            hint=f"{head!r} is a {type(self.head).__name__}")
+
+    def attribute(self, images: Tensor, methods: Sequence[str], target: Target = "predicted",
+                  *, upsample: bool = True) -> dict[str, Tensor]:
+        """Computes each requested method's maps for the whole batch.
+
+        Args:
+            images: (B, C, H, W) float, on the model's device (normalised as the model expects).
+            methods: names from :data:`METHODS`.
+            target: ``"predicted"`` (per-sample argmax of the logits), a class index, a (B,)
+                sequence/tensor of per-sample class indices, or ``"regression"``.
+            upsample: False returns cam and gradcam at the layer's (h, w) resolution.
+
+        Returns:
+            method name -> (B, H, W) float32 raw map ((B, h, w) for cam/gradcam when
+            ``upsample`` is False), on the images' device.
+        """
+        names = self._check_methods(methods)
+        images = _check_images(images)
+        probe = self._probe(images, with_layer=bool(LAYER_METHODS & set(names)),
+                            with_head="cam" in names)
+        targets, regression = _resolve_target(target, probe.logits)
+        scorer: nn.Module = _SumOutputs(self.model) if regression else self.model
+        work = _Work(self, images, targets, scorer, probe, regression)
+        out = {name: work.get(name) for name in names}
+        if not upsample:
+            out.update({n: work.get(n + "_low") for n in ("cam", "gradcam") if n in names})
+        return out
+
+    def _check_methods(self, methods: Sequence[str]) -> list[str]:
+        if isinstance(methods, str):
+            methods = [methods]
+        bad = [m for m in methods if m not in METHODS]
+        if bad or not methods:
+            raise SpecError("unknown attribution method", given=bad or list(methods),
+                            expected=f"names from {', '.join(METHODS)}",
+                            hint="check the spelling in the spec's methods list")
+        if self.layer is None and LAYER_METHODS & set(methods):
+            raise SpecError("cam, gradcam and guided_gradcam need a layer", given=list(methods),
+                            expected="AttributionRunner(model, layer='...')",
+                            hint="name the last convolutional block, e.g. 'layer4'")
+        if "cam" in methods and self.head is None:
+            raise SpecError("cam needs the linear head after the global average pool",
+                            given=self.head_name, expected="AttributionRunner(..., head='fc')",
+                            hint="cam works on conv -> GAP -> nn.Linear models only")
+        return list(dict.fromkeys(methods))
+
+    def _probe(self, images: Tensor, *, with_layer: bool, with_head: bool) -> _Probe:
+        """No-grad forward keeping the layer's maps (checked: one call) and the head's input."""
+        seen: dict[str, list[Tensor]] = {"maps": [], "head": []}
+        hooks = []
+        if with_layer and self.layer is not None:
+            def on_layer(_m: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+                seen["maps"].append(args[0] if self.layer_input else out)
+            hooks.append(self.layer.register_forward_hook(on_layer))
+        if with_head and self.head is not None:
+            def on_head(_m: nn.Module, args: tuple[Tensor, ...]) -> None:
+                seen["head"].append(args[0])
+            hooks.append(self.head.register_forward_pre_hook(on_head))
+        try:
+            with torch.no_grad():
+                logits = self.model(images)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if with_layer and len(seen["maps"]) != 1:
+            raise SpecError(f"layer {self.layer_name!r} must run once per forward",
+                            given=f"{len(seen['maps'])} calls", expected="exactly 1 call",
+                            hint="reused modules (a shared ReLU) are ambiguous: pick another")
+        return _Probe(_check_logits(logits), seen["maps"][0] if seen["maps"] else None,
+                      seen["head"][-1] if seen["head"] else None)
+
+
+def _check_logits(logits: object) -> Tensor:
+    if not isinstance(logits, Tensor) or logits.dim() < 2:
+        given = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise SpecError("the model must return one tensor of scores per sample", given=given,
+                        expected="a (B, K) tensor", hint="wrap the model to return its logits")
+    return logits
+
+
+def _resolve_target(target: Target, logits: Tensor) -> tuple[Tensor, bool]:
+    """(B,) int64 class indices on the logits' device, and whether the target is regression."""
+    batch, device = logits.shape[0], logits.device
+    if isinstance(target, str) and target in ("predicted", "regression"):
+        if target == "regression":
+            return torch.zeros(batch, dtype=torch.long, device=device), True
+        return _classes(logits).argmax(1), False
+    if isinstance(target, int) and not isinstance(target, bool):
+        idx = torch.full((batch,), target, dtype=torch.long, device=device)
+    elif isinstance(target, Tensor | Sequence) and not isinstance(target, str):
+        idx = torch.as_tensor(target, device=device).long().reshape(-1)
+    else:
+        raise SpecError("unknown target", given=target,
+                        expected="'predicted', 'regression', a class index or B indices")
+    n = _classes(logits).shape[1]
+    if idx.shape[0] != batch or bool(((idx < 0) | (idx >= n)).any()):
+        raise SpecError("target class out of range or wrong length", given=idx.tolist(),
+                        expected=f"{batch} indices in [0, {n})", hint="targets index the logits")
+    return idx, False
+
+
+def _classes(logits: Tensor) -> Tensor:
+    if logits.dim() != 2:
+        raise SpecError("class targets need (B, K) logits", given=tuple(logits.shape),
+                        expected="a 2-D output", hint="use target='regression' for other outputs")
+    return logits
+
+
+class _Work:
+    """One attribute() call: computes each map once, reusing shared parts (guided_gradcam)."""
+
+    def __init__(self, run: AttributionRunner, images: Tensor, targets: Tensor,
+                 scorer: nn.Module, probe: _Probe, regression: bool) -> None:
+        self.run, self.images, self.targets, self.scorer = run, images, targets, scorer
+        self.probe, self.regression = probe, regression
+        self.size = (images.shape[2], images.shape[3])
+        self.cache: dict[str, Tensor] = {}
+        self.recipes: dict[str, Callable[[], Tensor]] = {
+            "saliency": self._saliency, "guided_backprop": self._guided,
+            "gradcam_low": self._gradcam, "cam_low": self._cam,
+            "gradcam": lambda: _upsample(self.get("gradcam_low"), self.size),
+            "cam": lambda: _upsample(self.get("cam_low"), self.size),
+            "guided_gradcam": lambda: self.get("guided_backprop") * self.get("gradcam")}
+
+    def get(self, name: str) -> Tensor:
+        if name not in self.cache:
+            self.cache[name] = self.recipes[name]()
+        return self.cache[name]
+
+    def _leaf(self) -> Tensor:
+        """The images as a new leaf that requires grad (the caller's tensor is left alone)."""
+        return self.images.detach().requires_grad_(True)
+
+    def _saliency(self) -> Tensor:
+        from captum.attr import Saliency
+
+        grads = Saliency(self.scorer).attribute(self._leaf(), target=self.targets, abs=True)
+        return _channel_max_abs(grads)
+
+    def _guided(self) -> Tensor:
+        from captum.attr import GuidedBackprop
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+            grads = GuidedBackprop(self.scorer).attribute(self._leaf(), target=self.targets)
+        return _channel_max_abs(grads)
+
+    def _gradcam(self) -> Tensor:
+        from captum.attr import LayerGradCam
+
+        gc = LayerGradCam(self.scorer, self.run.layer)
+        maps = gc.attribute(self.images, target=self.targets, relu_attributions=True,
+                            attribute_to_layer_input=self.run.layer_input)
+        return _spatial(maps, self.run.layer_name)[:, 0].detach().float()
+
+    def _cam(self) -> Tensor:
+        maps = _spatial(self.probe.maps, self.run.layer_name)
+        head = self.run.head
+        if not isinstance(head, nn.Linear) or self.probe.head_input is None:
+            raise SpecError(f"head {self.run.head_name!r} did not run in the forward",
+                            expected="the model's final nn.Linear")
+        _check_gap(maps, self.probe.head_input, self.probe.logits, head, self.run)
+        rows = (head.weight.sum(0).expand(maps.shape[0], -1) if self.regression
+                else head.weight[self.targets])
+        return torch.einsum("bc,bchw->bhw", rows.detach(), maps).float()
+
+
+def _spatial(maps: Tensor | None, name: str | None) -> Tensor:
+    if maps is None or maps.dim() != 4:
+        raise SpecError(f"layer {name!r} does not give (B, C, h, w) maps",
+                        given=None if maps is None else tuple(maps.shape),
+                        expected="a convolutional layer", hint="pick a conv block's module")
+    return maps
+
+
+def _check_gap(maps: Tensor, head_input: Tensor, logits: Tensor, head: nn.Linear,
+               run: AttributionRunner) -> None:
+    """SpecError unless head input == spatial mean of the maps (conv -> GAP -> linear)."""
+    pooled, fed = maps.mean((2, 3)), head_input.flatten(1)
+    scale = float(pooled.abs().max()) + 1.0
+    if fed.shape != pooled.shape or not torch.allclose(fed, pooled, rtol=1e-4, atol=1e-5 * scale):
+        raise SpecError(f"cam needs conv -> global average pool -> linear: the input of head "
+                        f"{run.head_name!r} is not the spatial mean of {run.layer_name!r}'s maps",
+                        given=f"maps {tuple(maps.shape)}, head input {tuple(head_input.shape)}",
+                        expected="the GAP input (ResNet: layer='layer4', head='fc')",
+                        hint="use gradcam for other architectures")
+    if logits.dim() == 2 and logits.shape[1] != head.out_features:
+        raise SpecError(f"head {run.head_name!r} is not the model's output layer",
+                        given=head.out_features, expected=f"{logits.shape[1]} outputs")
+
+
+def layer_maps(model: nn.Module, layer: str, images: Tensor, *,
+               layer_input: bool = False) -> Tensor:
+    """A layer's raw maps: (B, C, h, w) float32 from one no-grad forward (model in eval)."""
+    run = AttributionRunner(model, layer, layer_input=layer_input)
+    probe = run._probe(_check_images(images), with_layer=True, with_head=False)
+    return _spatial(probe.maps, layer).float()
+
+
+def feature_maps(model: nn.Module, layer: str, images: Tensor, *,
+                 layer_input: bool = False) -> np.ndarray:
+    """A layer's maps as grey images: (B, C, h, w) uint8, each map min-max scaled."""
+    return to_display(layer_maps(model, layer, images, layer_input=layer_input))
+
+
+def weights(model: nn.Module, layer: str | None = None) -> np.ndarray:
+    """Conv filters as images: (O, kh, kw, I) uint8, each filter min-max over all its values.
+
+    Args:
+        model: the network.
+        layer: an ``nn.Conv2d`` module name; default the first one in registration order.
+    """
+    conv: nn.Module | None
+    if layer is None:
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    else:
+        conv = _module(model, layer)
+    if not isinstance(conv, nn.Conv2d):
+        raise SpecError("weights needs an nn.Conv2d", given=layer or type(model).__name__,
+                        expected="a Conv2d module name", hint="e.g. 'conv1' on ResNets")
+    filters = conv.weight.detach().float().cpu().numpy()
+    return np.moveaxis(to_display(filters.reshape(filters.shape[0], -1, 1)).reshape(
+        filters.shape), 1, -1)
+
+
+def to_display(maps: Tensor | np.ndarray) -> np.ndarray:
+    """Min-max per image over the last two axes: (..., H, W) -> uint8; constant maps give 0."""
+    arr = maps.detach().float().cpu().numpy() if isinstance(maps, Tensor) else np.asarray(maps)
+    arr = arr.astype(np.float64)
+    low = arr.min(axis=(-2, -1), keepdims=True)
+    span = arr.max(axis=(-2, -1), keepdims=True) - low
+    scaled = np.where(span > _EPS, (arr - low) / np.where(span > _EPS, span, 1.0), 0.0)
+    return np.rint(255.0 * scaled).astype(np.uint8)
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """The classic jet colour map: (...) in [0, 1] -> (..., 3) float64 RGB in [0, 1]."""
+    v = np.asarray(values, dtype=np.float64)[..., None]
+    return np.clip(1.5 - np.abs(4.0 * v - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
+
+
+def overlay(image: np.ndarray, heat: Tensor | np.ndarray, image_weight: float = 0.5) -> np.ndarray:
+    """Heat map blended on an image (pytorch-grad-cam ``show_cam_on_image``'s formula).
+
+    ``jet(to_display(heat) / 255) * (1 - w) + image / 255 * w``, divided by its maximum.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        heat: (H, W) raw map at the image's resolution (any scale).
+        image_weight: w in [0, 1].
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    img = np.asarray(image)
+    hmap = to_display(heat)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[:2] != hmap.shape or not (
+            0.0 <= image_weight <= 1.0):
+        raise SpecError("overlay needs an (H, W, 3) image, an (H, W) map and 0 <= w <= 1",
+                        given=(img.shape, hmap.shape, image_weight),
+                        expected="matching H, W", hint="raw maps are at input resolution")
+    blend = (1.0 - image_weight) * jet(hmap / 255.0) + image_weight * img / 255.0
+    return np.rint(255.0 * blend / max(float(blend.max()), _EPS)).astype(np.uint8)
+
+
+def crop(heat: Tensor | np.ndarray, image: np.ndarray, threshold: float = 0.3) -> Crop:
+    """Crops an image to the box of its normalised Grad-CAM map's ``>= threshold`` mask.
+
+    Args:
+        heat: (H, W) raw map; min-max normalised to [0, 1] here (a constant map gives 0).
+        image: (H, W) or (H, W, C) array of any dtype.
+        threshold: in [0, 1].
+
+    Returns:
+        The :class:`Crop` (box, (H, W) bool mask, cropped image).
+    """
+    hmap = heat.detach().float().cpu().numpy() if isinstance(heat, Tensor) else np.asarray(heat)
+    img = np.asarray(image)
+    if hmap.ndim != 2 or img.shape[:2] != hmap.shape or not 0.0 <= threshold <= 1.0:
+        raise SpecError("crop needs an (H, W) map, an (H, W[, C]) image and 0 <= threshold <= 1",
+                        given=(hmap.shape, img.shape, threshold), expected="matching H, W")
+    low, span = float(hmap.min()), float(hmap.max() - hmap.min())
+    mask = ((hmap - low) / span if span > _EPS else np.zeros_like(hmap)) >= threshold
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return Crop(None, mask, img[:0, :0].copy())
+    box = (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+    return Crop(box, mask, img[box[0]:box[2], box[1]:box[3]].copy())
+
+
+def tile(images: np.ndarray, ncol: int = 8, pad: int = 2) -> np.ndarray:
+    """Tiles (N, h, w[, C]) images into one (rows*(h+pad)-pad, ncol*(w+pad)-pad[, C]) grid."""
+    imgs = np.asarray(images)
+    n, h, w = imgs.shape[:3]
+    ncol = max(1, min(ncol, n))
+    nrow = -(-n // ncol)
+    grid = np.zeros((nrow * (h + pad) - pad, ncol * (w + pad) - pad, *imgs.shape[3:]), imgs.dtype)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = imgs[i]
+    return grid
