@@ -236,22 +236,35 @@ def layers(job: Annotated[Path | None, typer.Argument(help="job spec YAML")] = N
            model: Annotated[str | None, typer.Option(help="a torchvision model name")] = None,
            factory: Annotated[str | None, typer.Option(help="'file.py:fn' or 'pkg.mod:fn'")]
            = None,
-           size: Annotated[int, typer.Option(help="input size")] = 224) -> None:
-    """List the model's layers (module names) with their output shapes."""
+           size: Annotated[int, typer.Option(help="input size")] = 224,
+           select: Annotated[list[str] | None, typer.Option(
+               help="layer pattern to try (name, glob 'features.*', 'type:ReLU'); repeatable")]
+           = None) -> None:
+    """List the model's layers (module names) with their output shapes.
+
+    With a JOB.yaml (or --select), the layers its patterns select are marked with '*'.
+    """
     _setup_logging(False)
     try:
-        from ray_dissect.models.build import build_model, layer_shapes
+        from ray_dissect.models.build import build_model, expand_layers, layer_shapes
         from ray_dissect.spec import ModelSpec, load_spec
 
+        patterns = list(select or [])
         if job is not None:
-            spec = load_spec(job).model
-            size = spec.preprocess.size
+            job_spec = load_spec(job)
+            spec, size = job_spec.model, job_spec.model.preprocess.size
+            patterns = patterns or list(job_spec.layers)
         elif model or factory:
             spec = ModelSpec(name=model, factory=factory)
         else:
             raise RayDissectError("nothing to list", expected="a JOB.yaml, --model or --factory")
-        for name, shape in layer_shapes(build_model(spec), size):
-            typer.echo(f"{name:<50} {' x '.join(map(str, shape))}")
+        net = build_model(spec)
+        chosen = set(expand_layers(net, patterns)) if patterns else set()
+        for name, shape in layer_shapes(net, size):
+            mark = "* " if name in chosen else "  " if chosen else ""
+            typer.echo(f"{mark}{name:<50} {' x '.join(map(str, shape))}")
+        if patterns:
+            typer.echo(f"{len(chosen)} layers selected by {', '.join(patterns)}")
     except RayDissectError as err:
         _fail(err)
 

@@ -11,6 +11,7 @@ cannot exceed the maximum), and invalid images are left out.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,27 @@ def _signatures(pairs_img: np.ndarray, pairs_unit: np.ndarray, inside: np.ndarra
     return out
 
 
+def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],
+            valid: np.ndarray, inclusive: bool
+            ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The upsampled, thresholded masks of the (image, unit) pairs whose peak is in range.
+
+    Yields chunks of (image (p,) int64 block index, unit (p,) int64, inside (p, sh, sw) bool);
+    pairs whose peak cannot reach the range, and invalid images, are never upsampled.
+    """
+    n, k = acts.shape[:2]
+    peak = acts.reshape(n, k, -1).max(axis=2)
+    fires = ((peak >= lo[None, :]) if inclusive else (peak > lo[None, :])) & valid[:, None]
+    pairs_img, pairs_unit = np.nonzero(fires)
+    for start in range(0, len(pairs_img), PAIRS_PER_CHUNK):
+        img = pairs_img[start:start + PAIRS_PER_CHUNK]
+        unit = pairs_unit[start:start + PAIRS_PER_CHUNK]
+        up = upsample(acts[img, unit], shape)
+        lo_u, hi_u = lo[unit][:, None, None], hi[unit][:, None, None]
+        inside = ((up >= lo_u) & (up <= hi_u)) if inclusive else ((up > lo_u) & (up < hi_u))
+        yield img, unit, inside
+
+
 def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.ndarray,
                first_image: int, valid: np.ndarray, inclusive: bool = False) -> list[UnitMask]:
     """Signatures of k unit masks over one block of n images.
@@ -97,17 +119,28 @@ def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.nda
     Returns:
         k :class:`UnitMask`, one per unit, covering this block only.
     """
-    n, k = acts.shape[:2]
-    peak = acts.reshape(n, k, -1).max(axis=2)
-    fires = ((peak >= lo[None, :]) if inclusive else (peak > lo[None, :])) & valid[:, None]
-    pairs_img, pairs_unit = np.nonzero(fires)
+    k = acts.shape[1]
     parts: list[list[UnitMask]] = [[] for _ in range(k)]
-    for start in range(0, len(pairs_img), PAIRS_PER_CHUNK):
-        img = pairs_img[start:start + PAIRS_PER_CHUNK]
-        unit = pairs_unit[start:start + PAIRS_PER_CHUNK]
-        up = upsample(acts[img, unit], set_ids.shape[1:])
-        lo_u, hi_u = lo[unit][:, None, None], hi[unit][:, None, None]
-        inside = ((up >= lo_u) & (up <= hi_u)) if inclusive else ((up > lo_u) & (up < hi_u))
+    for img, unit, inside in _inside(acts, lo, hi, set_ids.shape[1:], valid, inclusive):
         for u, mask in enumerate(_signatures(img, unit, inside, set_ids, first_image, k)):
             parts[u].append(mask)
     return [UnitMask.concat(p) for p in parts]
+
+
+def mask_pixels(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],
+                valid: np.ndarray, inclusive: bool = False) -> np.ndarray:
+    """Pixels of each image's unit mask (the same masks as :func:`unit_masks`, uncounted by
+    label set).
+
+    Args:
+        acts: (n, k, h, w) float32; lo, hi: (k,) float64 range bounds; shape: (sh, sw);
+            valid: (n,) bool.
+
+    Returns:
+        (n, k) int64 mask pixels per image and unit (0 for invalid images).
+    """
+    n, k = acts.shape[:2]
+    out = np.zeros((n, k), dtype=np.int64)
+    for img, unit, inside in _inside(acts, lo, hi, shape, valid, inclusive):
+        np.add.at(out, (img, unit), inside.reshape(len(inside), -1).sum(axis=1))
+    return out

@@ -61,6 +61,13 @@ def range_specs(thresholds: np.ndarray, ranges: np.ndarray, inclusive: bool) -> 
     return specs
 
 
+def searched_ranges(specs: list[RangeSpec], u: int) -> list[int]:
+    """Indices into ``specs`` of unit ``u``'s explained ranges, in explanation order: the
+    k-means ranges the unit has (all but the quantile range), or the quantile range alone."""
+    searched = range(1, len(specs)) if len(specs) > 1 else range(1)
+    return [r for r in searched if np.isfinite(specs[r].lo[u])]
+
+
 def explain_range(mask: UnitMask, rng: RangeSpec, u: int, space: SearchSpace,
                   params: SearchParams, pruner: Selector | None) -> RangeExplanation:
     """Beam-search the formula of unit ``u``'s mask in range ``rng``, with its metrics."""

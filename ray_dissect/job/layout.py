@@ -10,6 +10,7 @@
                              ranges (units, clusters, 2) float64 activation ranges
     parts/<layer>/<u0>-<u1>.jsonl(.done)  records of one scoring block, and its done marker
     parts/<layer>/<u0>-<u1>.masking.json(.done)  concept-masking scores of a block
+    top_images/<layer>/<u0>-<u1>.npz(.done)      top images of a block of units
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 
 What each stage writes is declared in :data:`ray_dissect.pipeline.stages.STAGES`.
@@ -24,7 +25,7 @@ from ray_dissect import storage
 from ray_dissect.storage import AnyPath
 
 CHUNK_IMAGES = 32
-SUBDIRS = ("concepts", "activations", "thresholds", "records", "parts")
+SUBDIRS = ("concepts", "activations", "thresholds", "records", "parts", "top_images")
 
 
 def layer_key(layer: str) -> str:
@@ -88,6 +89,11 @@ class JobDir:
     def masking_part(self, layer: str, units: tuple[int, int]) -> AnyPath:
         """Concept-masking scores of a scoring block (done marker beside it)."""
         return self.record_part(layer, units).with_suffix(".masking.json")
+
+    def top_images_part(self, layer: str, units: tuple[int, int]) -> AnyPath:
+        """A block's top images (done marker beside it)."""
+        return (self.root / "top_images" / layer_key(layer)
+                / f"{units[0]:07d}-{units[1]:07d}.npz")
 
     def make(self) -> None:
         """Create the directory and its sub-directories (no-ops on object stores)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,24 +121,85 @@ def check_layers(model: Any, layers: Sequence[str]) -> None:
                 hint=LAYERS_HINT)
 
 
-def layer_shapes(model: Any, size: int, layers: Sequence[str] | None = None
-                 ) -> list[tuple[str, tuple[int, ...]]]:
-    """Output shape (without batch) of each named module for one ``size`` x ``size`` image.
+GLOB_CHARS = frozenset("*?[")
 
-    Modules that are never called, or return non-tensors, are left out.
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` matches within one dotted name part, ``**`` across parts, ``?`` one character."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^.]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^.]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i)
+            out.append(pattern[i:end + 1] if end > i else re.escape("["))
+            i = end + 1 if end > i else i + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _matches(model: Any, pattern: str) -> list[str]:
+    modules = [(name, m) for name, m in model.named_modules() if name]
+    if pattern.startswith("type:"):
+        kind = pattern[len("type:"):]
+        return [name for name, m in modules if type(m).__name__ == kind]
+    if GLOB_CHARS & set(pattern):
+        regex = _glob_regex(pattern)
+        return [name for name, _ in modules if regex.match(name)]
+    return [pattern] if pattern in dict(modules) else []
+
+
+def expand_layers(model: Any, patterns: Sequence[str]) -> tuple[str, ...]:
+    """The module names that layer patterns select, in pattern order then module order.
+
+    A pattern is a module name (``layer4``), a glob (``features.*``: ``*`` stays within one
+    dotted part, ``**`` crosses parts) or a module type (``type:ReLU``, the class name).
+    A name selected twice is kept once.
+
+    Raises:
+        LayerNotFoundError: a pattern selects nothing.
     """
+    out: dict[str, None] = {}
+    for pattern in patterns:
+        found = _matches(model, pattern)
+        if not found:
+            kinds = sorted({type(m).__name__ for _, m in model.named_modules()})[:6]
+            raise LayerNotFoundError(
+                f"job spec field 'layers': {pattern!r} selects no module of the model",
+                expected=f"a module name, a glob like 'features.*' or a type like "
+                         f"'type:{kinds[0] if kinds else 'ReLU'}'", hint=LAYERS_HINT)
+        out.update(dict.fromkeys(found))
+    return tuple(out)
+
+
+def probe_layers(model: Any, size: int, layers: Sequence[str] | None = None
+                 ) -> list[tuple[str, tuple[int, ...], int]]:
+    """(name, output shape without batch, calls) of each named module for one ``size`` x
+    ``size`` image, in module order. Modules never called, or returning non-tensors, are left
+    out; ``calls`` > 1 marks a module shared within one forward pass."""
     import torch
 
     wanted = set(layers) if layers is not None else None
     shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
     handles = []
     for name, module in model.named_modules():
         if not name or (wanted is not None and name not in wanted):
             continue
 
         def hook(_m: Any, _i: Any, out: Any, name: str = name) -> None:
-            if isinstance(out, torch.Tensor) and name not in shapes:
-                shapes[name] = tuple(out.shape[1:])
+            if isinstance(out, torch.Tensor):
+                shapes.setdefault(name, tuple(out.shape[1:]))
+                calls[name] = calls.get(name, 0) + 1
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -145,5 +207,13 @@ def layer_shapes(model: Any, size: int, layers: Sequence[str] | None = None
     finally:
         for handle in handles:
             handle.remove()
-    order = [n for n, _ in model.named_modules() if n in shapes]
-    return [(n, shapes[n]) for n in order]
+    return [(n, shapes[n], calls[n]) for n, _ in model.named_modules() if n in shapes]
+
+
+def layer_shapes(model: Any, size: int, layers: Sequence[str] | None = None
+                 ) -> list[tuple[str, tuple[int, ...]]]:
+    """Output shape (without batch) of each named module for one ``size`` x ``size`` image.
+
+    Modules that are never called, or return non-tensors, are left out.
+    """
+    return [(name, shape) for name, shape, _ in probe_layers(model, size, layers)]

@@ -14,7 +14,7 @@ from ray_dissect.job.manifest import (
     read_manifest,
     write_manifest,
 )
-from ray_dissect.models.build import build_model, check_layers, layer_shapes
+from ray_dissect.models.build import build_model, check_layers, expand_layers, probe_layers
 from ray_dissect.pipeline.stages import (
     STAGE_NAMES,
     job_manifest,
@@ -26,16 +26,29 @@ from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
 
 
-def preflight(spec: JobSpec) -> tuple[ConceptDataset, dict[str, tuple[int, ...]]]:
+def preflight(spec: JobSpec
+              ) -> tuple[JobSpec, ConceptDataset, dict[str, tuple[int, ...]]]:
     """Check everything checkable before any work: dataset, model, layers and their shapes.
 
-    Returns the dataset and, per layer, its output shape (units, h, w) (a (units,) output is
-    taken as (units, 1, 1)).
+    Returns the spec with its layer patterns expanded to module names (what the job directory
+    stores, so a resume sees the same layers), the dataset and, per layer, its output shape
+    (units, h, w) (a (units,) output is taken as (units, 1, 1)).
     """
     dataset = open_dataset(spec.dataset)
     model = build_model(spec.model)
+    layers = expand_layers(model, spec.layers)
+    if layers != spec.layers:
+        spec = spec.model_copy(update={"layers": layers})
     check_layers(model, spec.layers)
-    shapes = dict(layer_shapes(model, spec.model.preprocess.size, spec.layers))
+    probed = probe_layers(model, spec.model.preprocess.size, spec.layers)
+    shared = [name for name, _, calls in probed if calls > 1]
+    if shared:
+        raise SpecError(f"job spec field 'layers': {shared[0]!r} runs more than once in one "
+                        "forward pass, so its output is not one map per image",
+                        given=f"{len(shared)} shared module(s)",
+                        hint="pick modules called once (e.g. a block's output, not a shared "
+                             "ReLU); see `ray-dissect layers`")
+    shapes = {name: shape for name, shape, _ in probed}
     for layer in spec.layers:
         if layer not in shapes or len(shapes[layer]) not in (1, 3):
             raise SpecError(f"job spec field 'layers': layer {layer!r} does not output a "
@@ -43,7 +56,7 @@ def preflight(spec: JobSpec) -> tuple[ConceptDataset, dict[str, tuple[int, ...]]
                             hint="pick a convolutional module; see `ray-dissect layers`")
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
-    return dataset, shapes
+    return spec, dataset, shapes
 
 
 def _refuse_or_clear(spec: JobSpec, job: JobDir, old: Manifest, force: bool) -> None:

@@ -58,7 +58,7 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
     connection) opens. Work units finished by an earlier run of the same spec in ``out`` are
     not redone; the manifest records each run and whether it finished.
     """
-    dataset, shapes = preflight(spec)
+    spec, dataset, shapes = preflight(spec)
     job, manifest = prepare_job_dir(spec, storage.location(out), force)
     run = start_run(manifest)
     tracker = Tracker(job.root, manifest, progress or QuietProgress())

@@ -16,7 +16,13 @@ from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.concepts.masks import UnitMask, unit_masks
 from ray_dissect.explain.netdissect import Tally, label_units, tally
-from ray_dissect.explain.ranges import RangeExplanation, RangeSpec, explain_range, range_specs
+from ray_dissect.explain.ranges import (
+    RangeExplanation,
+    RangeSpec,
+    explain_range,
+    range_specs,
+    searched_ranges,
+)
 from ray_dissect.explain.search import SearchParams, SearchSpace, Selector
 from ray_dissect.job.layout import JobDir, done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
@@ -67,12 +73,17 @@ def _pruner(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
     return Pruner(space, index.global_set_ids(ids, 0), heuristic)
 
 
+def inclusive_bounds(method: Method) -> bool:
+    """Whether the method's k-means ranges include their bounds (clustered, ``inclusive``)."""
+    return getattr(method, "bounds", "strict") == "inclusive"
+
+
 def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np.ndarray,
                  ranges: np.ndarray, index: ConceptIndex, space: SearchSpace | None,
                  method: Method, block_images: int) -> BlockResult:
     """Score units [u0, u1): NetDissect tally of the quantile masks, then (compositional and
     clustered methods) a beam search per unit and activation range."""
-    specs = range_specs(thresholds, ranges, getattr(method, "bounds", "strict") == "inclusive")
+    specs = range_specs(thresholds, ranges, inclusive_bounds(method))
     masks = mask_work(job, layer, units, specs, index, block_images)
     result = tally(masks[0], index, method.denominator)
     if not isinstance(method, CompositionalMethod) or space is None:
@@ -80,11 +91,10 @@ def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np
     params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
                           method.dedup)
     pruner = _pruner(job, space, index, method.heuristic)
-    searched = list(range(1, len(specs))) if len(specs) > 1 else [0]
     explanations = []
     for u in range(units[1] - units[0]):
         explanations.append([explain_range(masks[r][u], specs[r], u, space, params, pruner)
-                             for r in searched if np.isfinite(specs[r].lo[u])])
+                             for r in searched_ranges(specs, u)])
     return BlockResult(result, explanations)
 
 

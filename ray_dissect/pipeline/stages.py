@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ray_dissect.job.manifest import Manifest, new_manifest
-from ray_dissect.pipeline import activations, concepts, masking, scoring, thresholds
+from ray_dissect.pipeline import (
+    activations,
+    concepts,
+    masking,
+    scoring,
+    thresholds,
+    top_images,
+)
 from ray_dissect.pipeline.context import JobContext, Plan
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
 from ray_dissect.spec.base import digest
@@ -78,6 +85,12 @@ def _threshold_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     return out
 
 
+def _top_image_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    method = spec.method
+    return {"top_images": spec.top_images.model_dump(mode="json"), "kind": method.kind,
+            "bounds": getattr(method, "bounds", None)}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("concepts", "tasks", concepts.concept_work, ("concepts.zarr", "concepts"),
           _concept_inputs, concepts.plan, concepts.collect, concepts.finish),
@@ -90,6 +103,8 @@ STAGES: tuple[Stage, ...] = (
           scoring.collect, scoring.finish),
     Stage("masking", "actors", masking.masking_work, (), None, masking.plan, masking.collect,
           masking.finish),
+    Stage("top_images", "tasks", top_images.block_work, ("top_images",), _top_image_inputs,
+          top_images.plan, top_images.collect, top_images.finish, owns=("top_images",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

@@ -14,7 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION: Literal[2] = 2
+SCHEMA_VERSION: Literal[3] = 3
+# Versions a job may read back while resuming (parts written before an upgrade).
+ReadableVersion = Literal[2, 3]
 
 
 class _Record(BaseModel):
@@ -78,6 +80,32 @@ class Metrics(_Record):
         None, description="cosine concept-masking score (method.concept_masking)")
 
 
+class ImageRef(_Record):
+    """An image of the dataset: its row among the kept index rows and its path."""
+
+    index: int
+    image: str
+
+
+class TopImage(ImageRef):
+    """One of a unit's top images: ``value`` is the spatial maximum of its map there."""
+
+    value: float
+
+
+class RangeImage(ImageRef):
+    """One of a range's top images: ``pixels`` of the range's (scored) mask in it."""
+
+    pixels: int
+
+
+class Samples(_Record):
+    """Images drawn at random among those with any pixel of the range's mask."""
+
+    seed: int = Field(description="top_images.seed; the draw is seeded by (seed, range, unit)")
+    images: list[ImageRef]
+
+
 class Explanation(_Record):
     """The compositional explanation of one activation range of a unit."""
 
@@ -93,6 +121,9 @@ class Explanation(_Record):
     visited: int = Field(description="exact IoUs computed in the expansion steps")
     best_unary: ConceptScore | None = Field(description="the best single concept")
     beam: list[BeamEntry]
+    top_images: list[RangeImage] = Field(
+        default_factory=list, description="the images with the most pixels of this mask")
+    samples: Samples | None = Field(None, description="random images of this range")
 
 
 class Provenance(_Record):
@@ -106,7 +137,7 @@ class Provenance(_Record):
 class UnitRecord(_Record):
     """The dissection of one unit."""
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     layer: str
     unit: Annotated[int, Field(ge=0)]
     threshold: float | None = Field(description="activation threshold; null if no finite value")
@@ -118,6 +149,8 @@ class UnitRecord(_Record):
     nonfinite: Annotated[int, Field(ge=0, description="NaN/inf activations, left out")]
     explanations: list[Explanation] = Field(
         default_factory=list, description="compositional/clustered methods: one per range")
+    top_images: list[TopImage] = Field(
+        default_factory=list, description="the images with the largest maximum of the map")
     provenance: Provenance
 
 
@@ -153,7 +186,7 @@ class LayerSummary(_Record):
 class SampleError(_Record):
     """A sample that could not be used; it is left out of every count."""
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     index: int = Field(description="row among the kept index rows")
     image: str
     stage: str
@@ -163,7 +196,7 @@ class SampleError(_Record):
 class JobSummary(_Record):
     """What a whole job produced."""
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     provenance: Provenance
     method: str
     iou_threshold: float

@@ -29,10 +29,11 @@ from ray_dissect.spec.model import (
     ModelSpec,
     PreprocessSpec,
 )
+from ray_dissect.spec.outputs import TopImagesSpec
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "METHOD_KINDS", "SCHEDULING_FIELDS", "SPEC_VERSION",
     "AnyDatasetSpec", "CheckpointWeights", "ClusteredMethod", "CocoDatasetSpec",
     "CompositionalMethod", "DatasetSpec", "JobSpec", "Method", "ModelSpec", "NetDissectMethod",
-    "PreprocessSpec", "ResourceSpec", "load_spec", "parse_spec",
+    "PreprocessSpec", "ResourceSpec", "TopImagesSpec", "load_spec", "parse_spec",
 ]

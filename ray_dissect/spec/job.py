@@ -16,10 +16,11 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ray_dissect.errors import SpecError
-from ray_dissect.spec.base import Frozen, digest, hashed_data
+from ray_dissect.spec.base import ADDED_LATER, Frozen, digest, hashed_data
 from ray_dissect.spec.dataset import AnyDatasetSpec
 from ray_dissect.spec.method import METHOD_KINDS, Method, NetDissectMethod
 from ray_dissect.spec.model import ModelSpec
+from ray_dissect.spec.outputs import TopImagesSpec
 
 SPEC_VERSION: Literal[1] = 1
 SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
@@ -67,6 +68,7 @@ class JobSpec(Frozen):
     dataset: AnyDatasetSpec
     method: Method = NetDissectMethod()
     resources: ResourceSpec = ResourceSpec()
+    top_images: Annotated[TopImagesSpec, ADDED_LATER] = TopImagesSpec()
 
     @field_validator("layers")
     @classmethod

@@ -313,13 +313,16 @@ def _eligible_lists(eligible: np.ndarray | Sequence[Sequence[int]]) -> list[np.n
     return lists
 
 
-def random_samples(eligible: np.ndarray | Sequence[Sequence[int]], k: int, seed: int
+def random_samples(eligible: np.ndarray | Sequence[Sequence[int]], k: int, seed: int,
+                   units: Sequence[int] | None = None, stream: Sequence[int] = ()
                    ) -> np.ndarray:
     """A few seeded random eligible (e.g. in-range) images per unit, against cherry-picking.
 
     Unit u draws without replacement from its sorted eligible indices with
-    ``np.random.default_rng([seed, u])``, so the draw depends only on (seed, u, the eligible
-    set): not on sharding, on the other units, or on the order indices were listed in. The
+    ``np.random.default_rng([seed, *stream, units[u]])`` (``units`` defaults to 0, 1, ...; pass
+    global unit numbers when units come in blocks, and e.g. the range index as ``stream``), so
+    the draw depends only on (seed, stream, unit, the eligible set): not on sharding, on the
+    other units, or on the order indices were listed in. The
     seed is part of the output: store it beside the indices, which are reproducible only
     given (seed, eligible set).
 
@@ -337,9 +340,10 @@ def random_samples(eligible: np.ndarray | Sequence[Sequence[int]], k: int, seed:
         raise SpecError("bad random sample request", given=(k, seed),
                         expected="k >= 1 and seed >= 0", hint="e.g. k=5, seed=0")
     lists = _eligible_lists(eligible)
+    ids = list(range(len(lists))) if units is None else [int(u) for u in units]
     out = np.full((len(lists), int(k)), -1, dtype=np.int64)
     for unit, pool in enumerate(lists):
-        rng = np.random.default_rng([int(seed), unit])
+        rng = np.random.default_rng([int(seed), *map(int, stream), ids[unit]])
         take = rng.choice(pool, size=min(int(k), pool.size), replace=False)
         out[unit, : take.size] = np.sort(take)
     return out

@@ -60,6 +60,16 @@ def test_layers_lists_shapes() -> None:
                for line in result.stdout.splitlines())
 
 
+def test_layers_marks_what_patterns_select(tmp_path: Path) -> None:
+    """`layers JOB.yaml` marks the modules its patterns select and counts them."""
+    job = _job(tmp_path, tmp_path, layers=["layer4.*", "type:AdaptiveAvgPool2d"])
+    result = runner.invoke(app, ["layers", str(job)])
+    assert result.exit_code == 0, result.output
+    marked = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("* ")]
+    assert marked == ["layer4.0", "layer4.1", "avgpool"]
+    assert "3 layers selected by layer4.*, type:AdaptiveAvgPool2d" in result.stdout
+
+
 def test_schema_command_writes_files(tmp_path: Path) -> None:
     """`schema --out DIR` writes one file per record type and the job spec."""
     result = runner.invoke(app, ["schema", "--out", str(tmp_path)])

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from ray_dissect.errors import LayerNotFoundError, ModelError, UserCodeError
-from ray_dissect.models.build import build_model, check_layers, layer_shapes
+from ray_dissect.models.build import (
+    build_model,
+    check_layers,
+    expand_layers,
+    layer_shapes,
+    probe_layers,
+)
 from ray_dissect.spec import CheckpointWeights, ModelSpec
 
 PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
@@ -59,3 +65,32 @@ def test_layers_and_shapes() -> None:
     assert shapes["_bn1"] == (1280, 7, 7)
     with pytest.raises(LayerNotFoundError, match="ray-dissect layers"):
         check_layers(model, ["_bn1", "_conv_tail"])
+
+
+def _resnet18():
+    return build_model(ModelSpec(name="resnet18"))
+
+
+def test_layer_patterns_expand_to_module_names_in_order() -> None:
+    """Names stay, '*' stays within a dotted part, '**' crosses parts, 'type:' picks classes,
+    and a module selected twice is kept once."""
+    net = _resnet18()
+    assert expand_layers(net, ["layer4.*"]) == ("layer4.0", "layer4.1")
+    deep = expand_layers(net, ["layer4.1.**"])
+    assert "layer4.1.conv1" in deep and "layer4.1.downsample" not in deep
+    relus = tuple(n for n, m in net.named_modules() if type(m).__name__ == "ReLU")
+    assert expand_layers(net, ["type:ReLU"]) == relus and relus[0] == "relu"
+    assert expand_layers(net, ["avgpool", "layer4.?", "avgpool"]) == (
+        "avgpool", "layer4.0", "layer4.1")
+
+
+def test_a_pattern_that_selects_nothing_is_refused() -> None:
+    """An empty selection names the pattern and what patterns look like."""
+    with pytest.raises(LayerNotFoundError, match=r"'type:Relu' selects no module.*glob"):
+        expand_layers(_resnet18(), ["type:Relu"])
+
+
+def test_probe_counts_calls_of_shared_modules() -> None:
+    """ResNet's block ReLU runs twice per forward; the block itself once."""
+    calls = {n: c for n, _, c in probe_layers(_resnet18(), 32, ["layer1.0.relu", "layer1.0"])}
+    assert calls == {"layer1.0.relu": 2, "layer1.0": 1}

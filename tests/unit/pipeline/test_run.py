@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fixtures.hand import HAND_PLAIN
 
+from ray_dissect.errors import SpecError
 from ray_dissect.job.layout import JobDir, done_marker
 from ray_dissect.pipeline.run import run_stages
 from ray_dissect.pipeline.stages import STAGE_NAMES
@@ -55,7 +56,7 @@ def test_rerun_reuses_everything_and_resume_redoes_one_block(four_images: Path,
     done_marker(JobDir(out).record_part("pool", (0, 1))).unlink()
     run_stages(spec, out)
     assert _computed(out) == {"concepts": 0, "activations": 0, "thresholds": 0, "scoring": 1,
-                              "masking": 0}
+                              "masking": 0, "top_images": 0}
     assert (out / "records" / "pool.jsonl").read_bytes() == first
 
 
@@ -66,3 +67,21 @@ def test_compositional_job_runs_in_process(four_images: Path, tmp_path: Path) ->
     (rec,) = read_unit_records(tmp_path / "out" / "records" / "pool.jsonl")
     (exp,) = rec.explanations
     assert exp.text is not None and exp.iou >= float(HAND_PLAIN["red"]) - 1e-12
+
+
+def test_layer_patterns_are_expanded_before_any_work(four_images: Path, tmp_path: Path) -> None:
+    """A 'type:' pattern runs as the module names it selects, which spec.json stores."""
+    spec = _spec(four_images).model_copy(update={"layers": ("type:AvgPool2d",)})
+    run_stages(spec, tmp_path / "out")
+    stored = JobSpec.model_validate_json((tmp_path / "out" / "spec.json").read_text())
+    assert stored.layers == ("pool",)
+    assert (tmp_path / "out" / "records" / "pool.jsonl").exists()
+
+
+def test_a_shared_module_is_refused_before_any_work(four_images: Path, tmp_path: Path) -> None:
+    """A module called twice per forward is refused with a one-line error, nothing written."""
+    spec = parse_spec({"model": {"name": "resnet18", "preprocess": {"size": 32}},
+                       "layers": ["layer1.0.relu"], "dataset": {"root": str(four_images)}})
+    with pytest.raises(SpecError, match="runs more than once") as err:
+        run_stages(spec, tmp_path / "out")
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()

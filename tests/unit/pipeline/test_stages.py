@@ -13,7 +13,8 @@ BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"], "dataset": {"root":
 
 def test_table_order_is_the_data_flow() -> None:
     """Stages run in the order their inputs need, each named once."""
-    assert STAGE_NAMES == ("concepts", "activations", "thresholds", "scoring", "masking")
+    assert STAGE_NAMES == ("concepts", "activations", "thresholds", "scoring", "masking",
+                           "top_images")
     assert len(set(STAGE_NAMES)) == len(STAGES)
 
 

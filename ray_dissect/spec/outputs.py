@@ -1,0 +1,24 @@
+"""Sub-specs of what a job shows beyond its labels: the top images of units and ranges."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from ray_dissect.spec.base import Frozen
+
+
+class TopImagesSpec(Frozen):
+    """The images each record names (the ``top_images`` stage; changing this redoes only it).
+
+    Per unit, the ``k`` images with the largest spatial maximum of its map; per explained
+    activation range, the ``k`` images with the most pixels of the range's mask (the mask that
+    was scored), and ``samples`` images drawn at random among those with any such pixel (seeded
+    by ``seed``, unit and range), shown beside them against cherry-picking. Ties go to the
+    lower image index.
+    """
+
+    k: Annotated[int, Field(ge=1, le=100)] = 10
+    samples: Annotated[int, Field(ge=0, le=100)] = 3
+    seed: Annotated[int, Field(ge=0)] = 0
