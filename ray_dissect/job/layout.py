@@ -11,6 +11,7 @@
     parts/<layer>/<u0>-<u1>.jsonl(.done)  records of one scoring block, and its done marker
     parts/<layer>/<u0>-<u1>.masking.json(.done)  concept-masking scores of a block
     top_images/<layer>/<u0>-<u1>.npz(.done)      top images of a block of units
+    attribution.zarr         data/<method> (N, H, W) float32, targets, crop_boxes + done/
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 
 What each stage writes is declared in :data:`ray_dissect.pipeline.stages.STAGES`.
@@ -65,6 +66,10 @@ class JobDir:
     @property
     def activations_zarr(self) -> AnyPath:
         return self.root / "activations.zarr"
+
+    @property
+    def attribution_zarr(self) -> AnyPath:
+        return self.root / "attribution.zarr"
 
     def concept_shard(self, shard: int) -> AnyPath:
         return self.root / "concepts" / f"shard_{shard:06d}.npz"

@@ -21,7 +21,7 @@ from ray_dissect.records.schema import SampleError
 from ray_dissect.storage import arrays
 
 
-def _read_batch(env: WorkEnv, start: int, stop: int, bad: list[tuple[int, str]]
+def read_batch(env: WorkEnv, start: int, stop: int, bad: list[tuple[int, str]]
                 ) -> tuple[list[np.ndarray], list[int]]:
     """Images [start, stop) as (h, w, 3) uint8; an unreadable one becomes black and is noted."""
     size = env.spec.model.preprocess.size
@@ -48,7 +48,7 @@ def extraction_work(env: WorkEnv, shard: int) -> list[tuple[int, str]]:
     out: dict[str, list[np.ndarray]] = {layer: [] for layer in env.spec.layers}
     bad: list[tuple[int, str]] = []
     for b0 in range(start, stop, res.batch_size):
-        images, bad_rows = _read_batch(env, b0, min(b0 + res.batch_size, stop), bad)
+        images, bad_rows = read_batch(env, b0, min(b0 + res.batch_size, stop), bad)
         for layer, acts in env.extractor(images).items():
             acts[bad_rows] = 0.0
             out[layer].append(acts)

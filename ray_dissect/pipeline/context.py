@@ -98,11 +98,26 @@ class WorkEnv:
         return open_dataset(self.spec.dataset)
 
     @cached_property
+    def model(self) -> Any:
+        """A model replica without hooks (for gradient methods), on ``device``, eval mode."""
+        from ray_dissect.models.build import build_model
+
+        torch_threads(self.spec.resources.threads_per_actor)
+        return build_model(self.spec.model).to(self.device)
+
+    @cached_property
     def extractor(self) -> Extractor:
         from ray_dissect.models.extract import Extractor
 
         res = self.spec.resources
         return Extractor(self.spec.model, self.spec.layers, res.threads_per_actor, self.device)
+
+
+def torch_threads(threads: int) -> None:
+    """Fix torch's intra-op threads (results must not depend on the machine's core count)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @lru_cache(maxsize=4)

@@ -3,6 +3,8 @@ directory (refusing one that holds another job, or clearing the stale stages wit
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray_dissect import __version__, storage
 from ray_dissect.datasets.base import ConceptDataset
 from ray_dissect.datasets.registry import open_dataset
@@ -26,6 +28,22 @@ from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
 
 
+def _check_analyses(model: Any, spec: JobSpec) -> None:
+    """The modules the analyses name exist (and CAM has a linear head)."""
+    attribution = spec.analyses.attribution
+    if attribution is None:
+        return
+    names = {name for name, _ in model.named_modules() if name}
+    for field, name in (("layer", attribution.layer), ("head", attribution.head)):
+        if name is not None and name not in names:
+            raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} is not a "
+                            "module of the model", hint="see `ray-dissect layers JOB.yaml`")
+    if "cam" in attribution.methods and attribution.head is None:
+        from ray_dissect.pipeline.attribution import default_head
+
+        default_head(model)
+
+
 def preflight(spec: JobSpec
               ) -> tuple[JobSpec, ConceptDataset, dict[str, tuple[int, ...]]]:
     """Check everything checkable before any work: dataset, model, layers and their shapes.
@@ -40,6 +58,7 @@ def preflight(spec: JobSpec
     if layers != spec.layers:
         spec = spec.model_copy(update={"layers": layers})
     check_layers(model, spec.layers)
+    _check_analyses(model, spec)
     probed = probe_layers(model, spec.model.preprocess.size, spec.layers)
     shared = [name for name, _, calls in probed if calls > 1]
     if shared:

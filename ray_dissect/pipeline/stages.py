@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ray_dissect.job.manifest import Manifest, new_manifest
 from ray_dissect.pipeline import (
     activations,
+    attribution,
     concepts,
     masking,
     scoring,
@@ -40,11 +41,11 @@ class Stage:
         outputs: what the stage writes, relative to the job directory (``--force`` removes
             these when the stage's inputs changed).
         covers: the spec fields the stage's output depends on beyond earlier stages' (its hash
-            covers these and every earlier stage's), or ``None`` for the whole spec except
-            what later stages own.
-        owns: top-level spec sections that only this stage and later ones depend on (left
-            out of the hash of earlier whole-spec stages, so changing them redoes only this
-            stage on).
+            covers these and those of every earlier stage that owns nothing), or ``None`` for
+            the whole spec except the sections other stages own.
+        owns: top-level spec sections only this stage depends on. Such a stage is a leaf:
+            no other stage's hash covers its section or its ``covers``, so changing the
+            section redoes this stage alone.
         plan: driver side, before the work: which work units are still to do (``None`` when
             this job's method does not use the stage).
         collect: driver side, as each call returns: store its result; returns the number of
@@ -91,12 +92,20 @@ def _top_image_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
             "bounds": getattr(method, "bounds", None)}
 
 
+def _attribution_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    section = spec.analyses.attribution
+    return {"attribution": section.model_dump(mode="json") if section else None}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("concepts", "tasks", concepts.concept_work, ("concepts.zarr", "concepts"),
           _concept_inputs, concepts.plan, concepts.collect, concepts.finish),
     Stage("activations", "actors", activations.extraction_work,
           ("activations.zarr", "activations"), _activation_inputs, activations.plan,
           activations.collect, activations.finish),
+    Stage("attribution", "actors", attribution.attribution_work, ("attribution.zarr",),
+          _attribution_inputs, attribution.plan, attribution.collect, attribution.finish,
+          owns=("analyses",)),
     Stage("thresholds", "tasks", thresholds.block_work, ("thresholds",), _threshold_inputs,
           thresholds.plan, thresholds.collect, thresholds.finish),
     Stage("scoring", "tasks", scoring.block_work, ("parts", "records"), None, scoring.plan,
@@ -117,34 +126,40 @@ def stage(name: str) -> Stage:
     raise KeyError(f"no stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
 
 
-def _whole_spec(data: dict[str, Any], later: list[Stage]) -> dict[str, Any]:
-    owned = {section for s in later for section in s.owns}
+def _whole_spec(data: dict[str, Any], owner: Stage) -> dict[str, Any]:
+    owned = {section for s in STAGES if s is not owner for section in s.owns}
     return {k: v for k, v in data.items() if k not in owned}
 
 
 def stage_hashes(spec: JobSpec) -> dict[str, str]:
-    """Hash, per stage in table order, of everything that stage's output depends on: its own
-    ``covers`` and every earlier stage's, or (``covers=None``) the hashed spec without the
-    sections later stages own (which is the spec hash when no later section is used)."""
+    """Hash, per stage in table order, of everything that stage's output depends on.
+
+    A stage with ``covers`` hashes its own fields and those of every earlier stage that owns
+    nothing (stages that own a section are leaves); a stage with ``covers=None`` hashes the
+    whole spec without the sections other stages own (the spec hash when none is used). So a
+    stage's hash changes exactly when something its output depends on changes.
+    """
     data = spec.hash_data()
     inputs: dict[str, Any] = {}
     out: dict[str, str] = {}
-    for i, s in enumerate(STAGES):
+    for s in STAGES:
         if s.covers is None:
-            out[s.name] = digest(_whole_spec(data, list(STAGES[i + 1:])))
-        else:
-            inputs |= s.covers(data, spec)
-            out[s.name] = digest(inputs)
+            out[s.name] = digest(_whole_spec(data, s))
+            continue
+        mine = inputs | s.covers(data, spec)
+        out[s.name] = digest(mine)
+        if not s.owns:
+            inputs = mine
     return out
 
 
 def stale_stages(old: Manifest, spec: JobSpec) -> list[str]:
-    """The stages whose inputs changed between ``old`` and ``spec`` (and every later one)."""
+    """The stages whose inputs changed between ``old`` and ``spec`` (hash differs or the
+    stage is new), in table order; since a hash covers everything its stage depends on, a
+    stage downstream of a changed one is stale exactly when it depends on the change."""
     new = stage_hashes(spec)
-    for i, s in enumerate(STAGES):
-        if old.stages.get(s.name) is None or old.stages[s.name].hash != new[s.name]:
-            return list(STAGE_NAMES[i:])
-    return []
+    return [s.name for s in STAGES
+            if old.stages.get(s.name) is None or old.stages[s.name].hash != new[s.name]]
 
 
 def job_manifest(spec: JobSpec, version: str) -> Manifest:

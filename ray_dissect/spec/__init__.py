@@ -6,6 +6,7 @@ here, so `from ray_dissect.spec import JobSpec` is the way in.
 May import: `ray_dissect.errors` only (no torch at import time).
 """
 
+from ray_dissect.spec.analyses import AnalysesSpec, AttributionSpec
 from ray_dissect.spec.dataset import AnyDatasetSpec, CocoDatasetSpec, DatasetSpec
 from ray_dissect.spec.job import (
     SCHEDULING_FIELDS,
@@ -32,8 +33,26 @@ from ray_dissect.spec.model import (
 from ray_dissect.spec.outputs import TopImagesSpec
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "METHOD_KINDS", "SCHEDULING_FIELDS", "SPEC_VERSION",
-    "AnyDatasetSpec", "CheckpointWeights", "ClusteredMethod", "CocoDatasetSpec",
-    "CompositionalMethod", "DatasetSpec", "JobSpec", "Method", "ModelSpec", "NetDissectMethod",
-    "PreprocessSpec", "ResourceSpec", "TopImagesSpec", "load_spec", "parse_spec",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "METHOD_KINDS",
+    "SCHEDULING_FIELDS",
+    "SPEC_VERSION",
+    "AnalysesSpec",
+    "AnyDatasetSpec",
+    "AttributionSpec",
+    "CheckpointWeights",
+    "ClusteredMethod",
+    "CocoDatasetSpec",
+    "CompositionalMethod",
+    "DatasetSpec",
+    "JobSpec",
+    "Method",
+    "ModelSpec",
+    "NetDissectMethod",
+    "PreprocessSpec",
+    "ResourceSpec",
+    "TopImagesSpec",
+    "load_spec",
+    "parse_spec",
 ]

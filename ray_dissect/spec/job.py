@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ray_dissect.errors import SpecError
+from ray_dissect.spec.analyses import AnalysesSpec
 from ray_dissect.spec.base import ADDED_LATER, Frozen, digest, hashed_data
 from ray_dissect.spec.dataset import AnyDatasetSpec
 from ray_dissect.spec.method import METHOD_KINDS, Method, NetDissectMethod
@@ -69,6 +70,7 @@ class JobSpec(Frozen):
     method: Method = NetDissectMethod()
     resources: ResourceSpec = ResourceSpec()
     top_images: Annotated[TopImagesSpec, ADDED_LATER] = TopImagesSpec()
+    analyses: Annotated[AnalysesSpec, ADDED_LATER] = AnalysesSpec()
 
     @field_validator("layers")
     @classmethod

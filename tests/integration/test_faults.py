@@ -32,8 +32,18 @@ def _spec(root: Path, factory: str = "slow_mixed_units", layer: str = "inner.poo
 
 
 def _records(out: Path, layer: str) -> list:
-    return [r.model_dump(exclude={"provenance"})
+    """Records without provenance, and top images named by path only (row indices shift
+    when bad rows are inserted into the index)."""
+    return [_by_path(r.model_dump(exclude={"provenance"}))
             for r in read_unit_records(out / "records" / f"{layer}.jsonl")]
+
+
+def _by_path(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _by_path(v) for k, v in value.items() if k != "index"}
+    if isinstance(value, list):
+        return [_by_path(v) for v in value]
+    return value
 
 
 def _run_in_thread(spec: object, out: Path) -> tuple[threading.Thread, list]:

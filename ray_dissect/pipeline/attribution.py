@@ -1,0 +1,143 @@
+"""Stage ``attribution``: gradient and CAM maps of every image (model actors, an image shard
+each; only when the spec has ``analyses.attribution``).
+
+Work unit: shard s -> ``attribution.zarr`` arrays ``<method>`` (n, H, W) float32 raw maps at
+the network's input resolution (:mod:`ray_dissect.visualize.attribution`), ``targets`` (n,)
+int64 (the class each map explains; -1 for ``regression``) and, with ``gradcam``,
+``crop_boxes`` (n, 4) int64 Grad-CAM crop (top, left, bottom, right; -1 when empty). An
+unreadable image gets zero maps (it is already recorded by the activations stage).
+Normalisation is for display only (the report's overlays).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ray_dissect.errors import SpecError
+from ray_dissect.job.layout import CHUNK_IMAGES, shard_range
+from ray_dissect.models.extract import preprocess
+from ray_dissect.pipeline.activations import read_batch
+from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.spec import AttributionSpec
+from ray_dissect.storage import arrays
+
+
+def _spec(env_or_ctx: WorkEnv | JobContext) -> AttributionSpec:
+    spec = env_or_ctx.spec.analyses.attribution
+    if spec is None:
+        raise RuntimeError("the attribution stage runs only with analyses.attribution")
+    return spec
+
+
+def default_head(model: Any) -> str:
+    """The name of the model's last ``nn.Linear`` (the CAM head when none is named)."""
+    from torch import nn
+
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise SpecError("cam needs a linear head after the global average pool",
+                        given="no nn.Linear in the model",
+                        hint="drop 'cam' from analyses.attribution.methods")
+    return linear[-1]
+
+
+def _targets(env: WorkEnv, spec: AttributionSpec, x: Any) -> tuple[Any, np.ndarray]:
+    """What the maps explain: the runner's target and the (n,) int64 classes to record."""
+    import torch
+
+    if spec.target == "regression":
+        return "regression", np.full(len(x), -1, dtype=np.int64)
+    if spec.target == "predicted":
+        with torch.no_grad():
+            classes = env.model(x).argmax(1).cpu().numpy().astype(np.int64)
+    else:
+        classes = np.full(len(x), int(spec.target), dtype=np.int64)
+    return classes.tolist(), classes
+
+
+def _boxes(gradcam: np.ndarray, threshold: float) -> np.ndarray:
+    from ray_dissect.visualize.attribution import crop
+
+    out = np.full((len(gradcam), 4), -1, dtype=np.int64)
+    for i, heat in enumerate(gradcam):
+        box = crop(heat, np.zeros(heat.shape, np.uint8), threshold).box
+        if box is not None:
+            out[i] = box
+    return out
+
+
+def _batch_maps(env: WorkEnv, spec: AttributionSpec, images: list[np.ndarray]
+                ) -> dict[str, np.ndarray]:
+    import torch
+
+    from ray_dissect.visualize.attribution import AttributionRunner
+
+    head = spec.head or (default_head(env.model) if "cam" in spec.methods else None)
+    runner = AttributionRunner(env.model, spec.layer, head, layer_input=spec.layer_input)
+    x = torch.from_numpy(preprocess(images, env.spec.model.preprocess)).to(env.device)
+    target, classes = _targets(env, spec, x)
+    maps = runner.attribute(x, spec.methods, target)
+    out = {m: t.detach().float().cpu().numpy() for m, t in maps.items()}
+    out["targets"] = classes
+    if "gradcam" in out:
+        out["crop_boxes"] = _boxes(out["gradcam"], spec.crop_threshold)
+    return out
+
+
+def attribution_work(env: WorkEnv, shard: int, n_images: int) -> int:
+    """Compute and write every map of shard ``shard`` (of the first ``n_images`` images)."""
+    spec, res = _spec(env), env.spec.resources
+    start, stop = shard_range(shard, res.shard_images, n_images)
+    parts: dict[str, list[np.ndarray]] = {}
+    for b0 in range(start, stop, res.batch_size):
+        bad: list[tuple[int, str]] = []
+        images, bad_rows = read_batch(env, b0, min(b0 + res.batch_size, stop), bad)
+        for name, values in _batch_maps(env, spec, images).items():
+            if name not in ("targets", "crop_boxes"):
+                values[bad_rows] = 0.0
+            parts.setdefault(name, []).append(values)
+    for name, chunks in parts.items():
+        arrays.write_shard(env.job.attribution_zarr, name, shard, res.shard_images,
+                           np.concatenate(chunks))
+    return shard
+
+
+def _arrays(ctx: JobContext, spec: AttributionSpec, n: int) -> dict[str, tuple[tuple[int, ...],
+                                                                               str]]:
+    size = ctx.spec.model.preprocess.size
+    out: dict[str, tuple[tuple[int, ...], str]] = {
+        m: ((n, size, size), "float32") for m in spec.methods}
+    out["targets"] = ((n,), "int64")
+    if "gradcam" in spec.methods:
+        out["crop_boxes"] = ((n, 4), "int64")
+    return out
+
+
+def plan(ctx: JobContext) -> Plan | None:
+    """Create the arrays; a shard is to do unless every array has it. None without the spec."""
+    spec = ctx.spec.analyses.attribution
+    if spec is None:
+        return None
+    res = ctx.spec.resources
+    n = min(len(ctx.dataset), spec.limit or len(ctx.dataset))
+    n_shards = math.ceil(n / res.shard_images)
+    done = np.ones(n_shards, dtype=bool)
+    for name, (shape, dtype) in _arrays(ctx, spec, n).items():
+        arrays.create_image_array(ctx.job.attribution_zarr, name, shape, dtype, res.shard_images,
+                                  math.gcd(res.shard_images, CHUNK_IMAGES))
+        done &= arrays.done_shards(ctx.job.attribution_zarr, name)
+    todo = [s for s in range(n_shards) if not done[s]]
+    return Plan(n_shards, n_shards - len(todo), [(s, n) for s in todo])
+
+
+def collect(ctx: JobContext, call: tuple[int, int], result: int) -> int:
+    """A shard is complete once its actor returns (it wrote every array)."""
+    return 1
+
+
+def finish(ctx: JobContext) -> int:
+    """Nothing to load: the report reads the maps from ``attribution.zarr``."""
+    return 0
