@@ -3,7 +3,9 @@
 :func:`submit` validates the spec on this machine, then ships it with a small ``working_dir``:
 the validated spec as ``spec.json`` and, when ``model.factory`` is a local ``file.py:fn``, a
 copy of that file as an importable module (``rd_factory_<stem>:fn``; the working directory is
-on ``sys.path`` of the driver and of every worker the job starts, on every node). The cluster
+on ``sys.path`` of the driver and of every worker the job starts, on every node), with the
+copy's sha256 as ``model.factory_sha256``, so the shipped spec has the local spec's hash (the
+hash covers a factory file by content, :mod:`ray_dissect.spec.fingerprint`). The cluster
 runs ``python -m ray_dissect run spec.json --out OUT --address auto``. Dataset and checkpoint
 paths are not copied: they, and ``OUT``, must be absolute paths that every node sees (a shared
 filesystem) or fsspec URIs (``s3://bucket/run``, see :mod:`ray_dissect.storage`), as the
@@ -16,6 +18,10 @@ The submission id is derived from the job (:func:`submission_id`), so submitting
 again returns the existing run instead of starting a second one. Ray refuses to reuse an id,
 so re-running a job whose run FAILED or was STOPPED takes ``retry=True``: it submits attempt
 ``<id>-2``, ``<id>-3``, ..., which resumes from the work the failed run marked done.
+The id's spec hash covers the factory file and checkpoint by content; a checkpoint that only
+the cluster sees cannot be read here, so the id names it by its path (a warning says so):
+replacing such a checkpoint in place and submitting again returns the earlier run, so give
+a new ``out`` (the run on the cluster hashes the checkpoint's content either way).
 
 Token authentication: when ``RAY_AUTH_TOKEN`` (or ``RAY_AUTH_TOKEN_PATH``, a file) is set and
 ``RAY_AUTH_MODE`` is not ``disabled``, that token is sent as ``Authorization: Bearer``; with
@@ -44,6 +50,7 @@ import yaml
 
 from ray_dissect.errors import ModelError, RayDissectError, SpecError, StageError
 from ray_dissect.spec import JobSpec, load_spec
+from ray_dissect.spec.fingerprint import file_sha256
 from ray_dissect.storage import is_uri
 
 log = logging.getLogger(__name__)
@@ -110,7 +117,8 @@ def _check_cluster_paths(spec_path: Path) -> None:
 
 
 def stage_job(spec: JobSpec, root: Path) -> JobSpec:
-    """Write the job's working directory into ``root``; return the spec the cluster runs."""
+    """Write the job's working directory into ``root``; return the spec the cluster runs
+    (its spec hash is ``spec``'s)."""
     data = spec.model_dump(mode="json")
     factory = spec.model.factory
     if factory is not None and factory.rpartition(":")[0].endswith(".py"):
@@ -122,6 +130,7 @@ def stage_job(spec: JobSpec, root: Path) -> JobSpec:
         module = FACTORY_PREFIX + re.sub(r"\W", "_", source.stem)
         shutil.copyfile(source, root / f"{module}.py")
         data["model"]["factory"] = f"{module}:{func}"
+        data["model"]["factory_sha256"] = file_sha256(root / f"{module}.py")
     shipped = JobSpec.model_validate(data)
     (root / SPEC_FILE).write_text(shipped.model_dump_json(indent=2) + "\n")
     return shipped

@@ -1,8 +1,10 @@
 """The job spec: one frozen pydantic `JobSpec`, validated once at the boundary (CLI, API).
 
-Holds: `base` (shared pydantic base, constants), `model`, `dataset`, `method` (the sub-specs)
-and `job` (`ResourceSpec`, `JobSpec`, `parse_spec`, `load_spec`). The names are re-exported
-here, so `from ray_dissect.spec import JobSpec` is the way in.
+Holds: `base` (shared pydantic base, constants), `model`, `dataset`, `method` (the sub-specs),
+`job` (`ResourceSpec`, `JobSpec`, `parse_spec`, `load_spec`) and `fingerprint` (the content
+digests of factory files and checkpoints that the spec hash covers, checkpoints' cached
+beside them). The names are re-exported here, so `from ray_dissect.spec import JobSpec` is
+the way in.
 May import: `ray_dissect.errors` only (no torch at import time).
 """
 

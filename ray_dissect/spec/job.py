@@ -86,14 +86,18 @@ class JobSpec(Frozen):
         units per task) are left out: they do not change any number, so a job may be resumed
         with more or fewer workers. Batch and shard sizes, threads and GPUs stay in. Fields
         added after the first release count only when they differ from their defaults
-        (:mod:`ray_dissect.spec.base`).
+        (:mod:`ray_dissect.spec.base`). A factory file and a checkpoint count by content, not
+        by path (:mod:`ray_dissect.spec.fingerprint`): computing the hash reads them (a
+        checkpoint's digest is cached beside it).
         """
         return digest(self.hash_data())
 
     def hash_data(self) -> dict[str, Any]:
         """What the spec hash covers: the JSON dump without scheduling fields and without
-        later-added fields at their defaults (stage hashes take their parts from this)."""
+        later-added fields at their defaults, the model's files by their content fingerprints
+        (stage hashes take their parts from this)."""
         data = hashed_data(self)
+        data["model"] = self.model.content_data(data["model"])
         for key in SCHEDULING_FIELDS:
             data["resources"].pop(key, None)
         return data

@@ -7,7 +7,12 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from ray_dissect.spec.base import Frozen
+from ray_dissect.spec.base import ADDED_LATER, Frozen
+from ray_dissect.spec.fingerprint import (
+    checkpoint_fingerprint,
+    factory_fingerprint,
+    is_file_factory,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,6 +47,11 @@ class ModelSpec(Frozen):
     this runs user code) must be given. ``weights`` applies to both: ``none`` keeps the
     initialisation, a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``) downloads them
     (``name`` only), ``{checkpoint: PATH}`` loads a local state dict.
+
+    The spec hash covers a factory file and a checkpoint by content (see
+    :mod:`ray_dissect.spec.fingerprint`). ``factory_sha256`` is set by ``submit`` when it ships
+    a factory file as a module: the sha256 of the shipped copy, so the shipped spec hashes as
+    the original one; it is refused beside a file factory (whose file is hashed directly).
     """
 
     name: str | None = None
@@ -49,6 +59,7 @@ class ModelSpec(Frozen):
     weights: str | CheckpointWeights = "none"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     preprocess: PreprocessSpec = PreprocessSpec()
+    factory_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$"), ADDED_LATER] = None
 
     @field_validator("name")
     @classmethod
@@ -71,4 +82,19 @@ class ModelSpec(Frozen):
             raise ValueError("a factory model takes weights 'none' or {checkpoint: PATH}")
         if self.factory is not None and ":" not in self.factory:
             raise ValueError("factory must look like 'path/file.py:function' or 'pkg.mod:function'")
+        if self.factory_sha256 is not None and (self.factory is None
+                                                or is_file_factory(self.factory)):
+            raise ValueError("factory_sha256 goes only with a module factory (set by submit "
+                             "for a shipped factory file); a factory file is hashed directly")
         return self
+
+    def content_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` (this spec's hashed dump) with the factory file and the checkpoint
+        replaced by their content fingerprints, and ``factory_sha256`` folded into the
+        factory's (see :mod:`ray_dissect.spec.fingerprint`)."""
+        data.pop("factory_sha256", None)
+        if self.factory is not None:
+            data["factory"] = factory_fingerprint(self.factory, self.factory_sha256)
+        if isinstance(self.weights, CheckpointWeights):
+            data["weights"] = {"checkpoint": checkpoint_fingerprint(self.weights.checkpoint)}
+        return data

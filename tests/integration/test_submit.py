@@ -10,6 +10,7 @@ marker, so neither the session's cluster nor any other Ray on the machine is tou
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -222,12 +223,16 @@ def test_submitted_job_matches_local_run_and_is_not_run_twice(
     assert (out / "records" / "pool.jsonl").stat().st_mtime_ns == written
     assert not sub.stop(job_id, token_env.address)  # already finished
 
-    # The cluster ran the shipped spec: the factory file became a module, nothing else moved.
+    # The cluster ran the shipped spec: the factory file became a module (its sha256
+    # recorded), nothing else moved, and the spec hash is the local one.
     shipped = JobSpec.model_validate_json((out / "spec.json").read_text())
     assert shipped.model.factory == "rd_factory_planted:red_channel"
     expected = spec.model_dump(mode="json")
     expected["model"]["factory"] = shipped.model.factory
+    expected["model"]["factory_sha256"] = hashlib.sha256(Path(PLANTED).read_bytes()).hexdigest()
     assert shipped.model_dump(mode="json") == expected
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["spec_hash"] == shipped.spec_hash() == spec.spec_hash()
 
     # The same job run locally on the session cluster (no accelerator_node there; actor
     # placement is a scheduling field, outside the spec hash).
@@ -238,11 +243,8 @@ def test_submitted_job_matches_local_run_and_is_not_run_twice(
     run_job(local_spec, tmp_path / "local-out")
     remote, here = _records(out), _records(tmp_path / "local-out")
     assert len(remote) == 1 and remote[0]["label"]["name"] == "red"
-    # Records are equal field for field; only the spec hash in their provenance differs,
-    # as the shipped spec names the factory by its module.
-    for record in remote:
-        assert record["provenance"]["spec_hash"] == shipped.spec_hash()
-        record["provenance"]["spec_hash"] = local_spec.spec_hash()
+    # Records are equal field for field, the spec hash in their provenance included.
+    assert local_spec.spec_hash() == spec.spec_hash()
     assert remote == here
 
 

@@ -8,6 +8,7 @@ autoscaler's JSON Schema after ``prepare_config`` fills the AWS defaults, no cre
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from ray_dissect.errors import ModelError, SpecError
+from ray_dissect.pipeline.stages import stage_hashes
 from ray_dissect.runtime.submit import (
     SPEC_FILE,
     cluster_out,
@@ -148,6 +150,25 @@ def test_stage_job_ships_the_factory_as_a_module(tmp_path: Path) -> None:
     assert written == shipped and written.dataset.root == "/data/broden"
     assert entrypoint("/mnt/x y") == (
         "python -m ray_dissect run spec.json --out '/mnt/x y' --address auto")
+
+
+def test_shipped_spec_has_the_local_spec_hash(tmp_path: Path) -> None:
+    """The shipped spec (the factory file as a module, its copy's sha256 recorded) has the
+    local spec's hash and stage hashes; an edit of the local file afterwards does not."""
+    local = tmp_path / "local"
+    local.mkdir()
+    factory = local / "net.py"
+    factory.write_text(Path(PLANTED).read_text())
+    spec = parse_spec({"model": {"factory": f"{factory}:red_channel"}, "layers": ["pool"],
+                       "dataset": {"root": "/data/broden"}})
+    (tmp_path / "ship").mkdir()
+    shipped = stage_job(spec, tmp_path / "ship")
+    assert shipped.model.factory == "rd_factory_net:red_channel"
+    assert shipped.model.factory_sha256 == hashlib.sha256(factory.read_bytes()).hexdigest()
+    assert shipped.spec_hash() == spec.spec_hash()
+    assert stage_hashes(shipped) == stage_hashes(spec)
+    factory.write_text(factory.read_text() + "# edited\n")
+    assert shipped.spec_hash() != spec.spec_hash()
 
 
 def test_stage_job_leaves_package_factories_alone(tmp_path: Path) -> None:

@@ -1,0 +1,96 @@
+"""Rerunning into the same output directory after the model's files changed content: refused
+without --force (naming the changed stages), activations and later redone with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ray_dissect.errors import SpecError
+from ray_dissect.pipeline.run import run_stages
+from ray_dissect.pipeline.stages import STAGE_NAMES
+from ray_dissect.spec import JobSpec, parse_spec
+
+RAW = {"mean": [0, 0, 0], "std": [1, 1, 1]}
+NET = '''
+import torch
+from torch import nn
+
+
+def build():
+    """A 1x1 convolution weighting the red channel by {w}, then 2x2 average pooling."""
+    net = nn.Sequential()
+    net.add_module("conv", nn.Conv2d(3, 1, kernel_size=1))
+    net.add_module("pool", nn.AvgPool2d(2))
+    with torch.no_grad():
+        net.conv.weight.copy_(torch.tensor([{w}, 0.0, 0.0])[None, :, None, None])
+        net.conv.bias.zero_()
+    return net
+'''
+# The four images (tests/conftest.py) make two shards of two images.
+ALL = {name: 0 for name in STAGE_NAMES}
+REDONE = {**ALL, "activations": 2, "thresholds": 1, "scoring": 1}
+CHANGED = "changed stages: activations, thresholds, scoring, masking"
+
+
+def _spec(root: Path, factory: Path, checkpoint: Path | None = None) -> JobSpec:
+    model: dict[str, object] = {"factory": f"{factory}:build", "preprocess": {"size": 8, **RAW}}
+    if checkpoint is not None:
+        model["weights"] = {"checkpoint": str(checkpoint)}
+    return parse_spec({"model": model, "layers": ["pool"], "dataset": {"root": str(root)},
+                       "method": {"quantile": 0.1, "top_k": 8},
+                       "resources": {"batch_size": 2, "shard_images": 2, "units_per_task": 1}})
+
+
+def _computed(out: Path) -> dict[str, int]:
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    return {name: state["computed"] for name, state in stages.items()}
+
+
+def _save_weights(path: Path, red: float) -> None:
+    import torch
+
+    state = {"conv.weight": torch.tensor([red, 0.0, 0.0])[None, :, None, None],
+             "conv.bias": torch.zeros(1)}
+    torch.save(state, path)
+
+
+def _check_redo(spec: JobSpec, out: Path) -> None:
+    """``spec`` differs from the run in ``out`` by the model's content only."""
+    with pytest.raises(SpecError, match=CHANGED):
+        run_stages(spec, out)
+    run_stages(spec, out, force=True)
+    assert _computed(out) == REDONE
+    run_stages(spec, out)
+    assert _computed(out) == ALL
+
+
+def test_editing_the_factory_file_redoes_activations(four_images: Path, tmp_path: Path) -> None:
+    """The same factory path with edited weights is a changed job from activations on."""
+    factory, out = tmp_path / "net.py", tmp_path / "out"
+    factory.write_text(NET.format(w=1.0))
+    spec = _spec(four_images, factory)
+    run_stages(spec, out)
+    first = spec.spec_hash()
+    assert _computed(out) == {**REDONE, "concepts": 2}
+    factory.write_text(NET.format(w=0.5))
+    assert spec.spec_hash() != first
+    _check_redo(spec, out)
+
+
+def test_replacing_the_checkpoint_redoes_activations(four_images: Path, tmp_path: Path) -> None:
+    """The same checkpoint path with other weights is a changed job from activations on; a
+    copy of the same checkpoint elsewhere is the same job."""
+    factory, ckpt, out = tmp_path / "net.py", tmp_path / "model.pt", tmp_path / "out"
+    factory.write_text(NET.format(w=1.0))
+    _save_weights(ckpt, 1.0)
+    run_stages(_spec(four_images, factory, ckpt), out)
+    copy = tmp_path / "elsewhere" / "same.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(ckpt.read_bytes())
+    run_stages(_spec(four_images, factory, copy), out)
+    assert _computed(out) == ALL
+    _save_weights(ckpt, 0.5)
+    _check_redo(_spec(four_images, factory, ckpt), out)
