@@ -6,7 +6,15 @@ here, so `from ray_dissect.spec import JobSpec` is the way in.
 May import: `ray_dissect.errors` only (no torch at import time).
 """
 
-from ray_dissect.spec.dataset import AnyDatasetSpec, CocoDatasetSpec, DatasetSpec
+from ray_dissect.spec.dataset import (
+    DATASET_FORMATS,
+    IMAGE_EXTENSIONS,
+    AnyDatasetSpec,
+    CocoDatasetSpec,
+    DatasetSpec,
+    ImagesDatasetSpec,
+    PascalPartDatasetSpec,
+)
 from ray_dissect.spec.job import (
     SCHEDULING_FIELDS,
     SPEC_VERSION,
@@ -31,8 +39,9 @@ from ray_dissect.spec.model import (
 )
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "METHOD_KINDS", "SCHEDULING_FIELDS", "SPEC_VERSION",
-    "AnyDatasetSpec", "CheckpointWeights", "ClusteredMethod", "CocoDatasetSpec",
-    "CompositionalMethod", "DatasetSpec", "JobSpec", "Method", "ModelSpec", "NetDissectMethod",
-    "PreprocessSpec", "ResourceSpec", "load_spec", "parse_spec",
+    "DATASET_FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "METHOD_KINDS",
+    "SCHEDULING_FIELDS", "SPEC_VERSION", "AnyDatasetSpec", "CheckpointWeights",
+    "ClusteredMethod", "CocoDatasetSpec", "CompositionalMethod", "DatasetSpec",
+    "ImagesDatasetSpec", "JobSpec", "Method", "ModelSpec", "NetDissectMethod",
+    "PascalPartDatasetSpec", "PreprocessSpec", "ResourceSpec", "load_spec", "parse_spec",
 ]
