@@ -19,6 +19,7 @@ FORMATS: dict[str, str] = {
     "broden": "ray_dissect.datasets.broden:BrodenDataset",
     "coco": "ray_dissect.datasets.coco:CocoDataset",
     "images": "ray_dissect.datasets.images:ImageFolderDataset",
+    "pascal_part": "ray_dissect.datasets.pascal_part_reader:PascalPartDataset",
 }
 
 
