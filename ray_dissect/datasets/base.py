@@ -28,11 +28,12 @@ class BadSampleError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One row of ``index.csv`` after category filtering.
+    """One image of a dataset (for Broden, one row of ``index.csv`` after category filtering).
 
     Attributes:
-        image: path of the image under ``images/``.
-        image_size: (ih, iw) as listed.
+        image: path of the image in the dataset (for Broden, under ``images/``).
+        image_size: (ih, iw) as listed; (0, 0) where the format lists no sizes (``images``,
+            ``pascal_part``).
         pixel_layers: (category, PNG path under ``images/``) for each per-pixel layer.
         image_labels: (category, global label number) for each whole-image label.
     """

@@ -46,7 +46,10 @@ from typing import Any
 
 import numpy as np
 
+from ray_dissect import storage
+from ray_dissect.datasets.base import BadSampleError
 from ray_dissect.errors import SpecError
+from ray_dissect.storage import AnyPath
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +60,8 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 
 
-class BadAnnotation(Exception):
-    """A PASCAL-Part file that cannot be decoded; the message is a one-line reason."""
+class BadAnnotation(BadSampleError):
+    """A PASCAL-Part file that cannot be decoded (one-line reason); its sample is skipped."""
 
 
 def _numbered(base: str, count: int, group: str) -> dict[str, str]:
@@ -317,23 +320,28 @@ def parse_annotation(mat: Mapping[str, Any]) -> Annotation:
     return Annotation(imname, shape, (first, *rest))
 
 
-def read_annotation(path: str | Path) -> Annotation:
-    """Load and decode one PASCAL-Part ``.mat`` file.
+def read_annotation(path: str | Path | AnyPath) -> Annotation:
+    """Load and decode one PASCAL-Part ``.mat`` file (a local path or an fsspec URI).
 
     Raises:
-        BadAnnotation: not a readable .mat file, or any reason of :func:`parse_annotation`.
+        BadAnnotation: missing or not a readable .mat file, or any reason of
+            :func:`parse_annotation`; the message starts with the file's name.
     """
     from scipy.io import loadmat  # scipy.io is slow to import; only readers need it
     from scipy.io.matlab import MatReadError
 
-    unreadable = (OSError, ValueError, TypeError, EOFError, NotImplementedError, MatReadError,
-                  zlib.error)
+    where = storage.location(path)
+    unreadable = (OSError, ValueError, TypeError, EOFError, IndexError, NotImplementedError,
+                  MatReadError, zlib.error)  # IndexError: a header of 5-127 bytes
     try:
-        mat = loadmat(str(path))
+        mat = loadmat(storage.readable(where))
     except unreadable as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise BadAnnotation(f"{Path(path).name} is not a readable .mat file: {reason}") from None
-    return parse_annotation(mat)
+        raise BadAnnotation(f"{where.name} is not a readable .mat file: {reason}") from None
+    try:
+        return parse_annotation(mat)
+    except BadAnnotation as error:
+        raise BadAnnotation(f"{where.name}: {error}") from None
 
 
 def decode(annotation: Annotation) -> LabelMasks:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ray_dissect.datasets.base import ConceptDataset
-from ray_dissect.datasets.registry import open_dataset
+from ray_dissect.datasets.registry import open_concept_dataset
 from ray_dissect.job.layout import JobDir, unit_blocks
 from ray_dissect.records.schema import Provenance, SampleError, UnitRecord
 from ray_dissect.spec import JobSpec
@@ -95,7 +95,7 @@ class WorkEnv:
 
     @cached_property
     def dataset(self) -> ConceptDataset:
-        return open_dataset(self.spec.dataset)
+        return open_concept_dataset(self.spec.dataset)
 
     @cached_property
     def model(self) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray_dissect import __version__, storage
-from ray_dissect.datasets.base import ConceptDataset
+from ray_dissect.datasets.base import ConceptDataset, ImageDataset
 from ray_dissect.datasets.registry import open_dataset
 from ray_dissect.errors import SpecError, StoreError
 from ray_dissect.job.layout import JobDir
@@ -51,8 +51,13 @@ def preflight(spec: JobSpec
     Returns the spec with its layer patterns expanded to module names (what the job directory
     stores, so a resume sees the same layers), the dataset and, per layer, its output shape
     (units, h, w) (a (units,) output is taken as (units, 1, 1)).
+
+    Raises:
+        SpecError: the method needs concept labels the dataset does not have (see
+            :func:`require_concepts`), a layer is unknown or has no usable output.
+        DatasetError, ModelError: the dataset or the model cannot be opened.
     """
-    dataset = open_dataset(spec.dataset)
+    dataset = require_concepts(spec, open_dataset(spec.dataset))
     model = build_model(spec.model)
     layers = expand_layers(model, spec.layers)
     if layers != spec.layers:
@@ -76,6 +81,21 @@ def preflight(spec: JobSpec
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
     return spec, dataset, shapes
+
+
+def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ConceptDataset:
+    """``dataset`` if it has concept labels, which every method kind scores (netdissect,
+    compositional, clustered); checked right after opening it, before the model is built.
+
+    Raises:
+        SpecError: the dataset has none (``format: images``), naming format and method.
+    """
+    if isinstance(dataset, ConceptDataset):
+        return dataset
+    raise SpecError(f"dataset format {spec.dataset.format!r} has no concept labels; method "
+                    f"{spec.method.kind!r} needs them",
+                    hint="use a concept dataset (format broden, coco or pascal_part), e.g. "
+                         "`ray-dissect make-dataset DIR` for a generated one")
 
 
 def _refuse_or_clear(spec: JobSpec, job: JobDir, old: Manifest, force: bool) -> None:

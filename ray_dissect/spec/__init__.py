@@ -9,7 +9,15 @@ May import: `ray_dissect.errors` only (no torch at import time).
 """
 
 from ray_dissect.spec.analyses import AnalysesSpec, AttributionSpec
-from ray_dissect.spec.dataset import AnyDatasetSpec, CocoDatasetSpec, DatasetSpec
+from ray_dissect.spec.dataset import (
+    DATASET_FORMATS,
+    IMAGE_EXTENSIONS,
+    AnyDatasetSpec,
+    CocoDatasetSpec,
+    DatasetSpec,
+    ImagesDatasetSpec,
+    PascalPartDatasetSpec,
+)
 from ray_dissect.spec.job import (
     SCHEDULING_FIELDS,
     SPEC_VERSION,
@@ -35,26 +43,10 @@ from ray_dissect.spec.model import (
 from ray_dissect.spec.outputs import TopImagesSpec
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "METHOD_KINDS",
-    "SCHEDULING_FIELDS",
-    "SPEC_VERSION",
-    "AnalysesSpec",
-    "AnyDatasetSpec",
-    "AttributionSpec",
-    "CheckpointWeights",
-    "ClusteredMethod",
-    "CocoDatasetSpec",
-    "CompositionalMethod",
-    "DatasetSpec",
-    "JobSpec",
-    "Method",
-    "ModelSpec",
-    "NetDissectMethod",
-    "PreprocessSpec",
-    "ResourceSpec",
-    "TopImagesSpec",
-    "load_spec",
+    "DATASET_FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "METHOD_KINDS",
+    "SCHEDULING_FIELDS", "SPEC_VERSION", "AnalysesSpec", "AnyDatasetSpec", "AttributionSpec",
+    "CheckpointWeights", "ClusteredMethod", "CocoDatasetSpec", "CompositionalMethod",
+    "DatasetSpec", "ImagesDatasetSpec", "JobSpec", "Method", "ModelSpec", "NetDissectMethod",
+    "PascalPartDatasetSpec", "PreprocessSpec", "ResourceSpec", "TopImagesSpec", "load_spec",
     "parse_spec",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from ray_dissect.spec.base import Frozen
 
@@ -56,6 +56,66 @@ class CocoDatasetSpec(Frozen):
         return self
 
 
+IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif",
+                                     ".tiff", ".webp")
+"""The image suffixes of torchvision's ``ImageFolder``, the default of ``format: images``."""
+
+
+class ImagesDatasetSpec(Frozen):
+    """A folder of images without concept labels (``format: images``).
+
+    Fields:
+        root: the folder (a path or an fsspec URI), searched at any depth; hidden files and
+            folders (names starting with ``.``) are skipped. The images are the files whose
+            name ends in one of ``extensions``, in sorted path order.
+        limit: keep the first N images of that order.
+        extensions: file suffixes to read, case-insensitive, with or without the dot; stored
+            lower-case with the dot, sorted (so ``[JPG]`` and ``[.jpg]`` are one spec).
+            Default: torchvision ImageFolder's ``IMAGE_EXTENSIONS``.
+
+    The first-level subfolders holding images are the classes (sorted names, like
+    torchvision's ImageFolder: ``photos/geo/...`` and ``photos/lmk/...`` give classes
+    ``geo`` and ``lmk``); images directly in ``root`` have no class. These images have no
+    concept labels, so methods that score concepts refuse this format.
+    """
+
+    format: Literal["images"] = "images"
+    root: str
+    limit: Annotated[int, Field(gt=0)] | None = None
+    extensions: Annotated[tuple[str, ...], Field(min_length=1)] = IMAGE_EXTENSIONS
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = {"." + ext.strip().lstrip(".").lower() for ext in value}
+        if "." in out or any("/" in ext for ext in out):
+            raise ValueError("each extension is a file suffix such as '.jpg' (no '/', not empty)")
+        return tuple(sorted(out))
+
+
+class PascalPartDatasetSpec(Frozen):
+    """PASCAL-Part object and part annotations on VOC images (``format: pascal_part``).
+
+    Fields:
+        root: the folder of ``.mat`` annotation files (PASCAL-Part's ``Annotations_Part/``);
+            each ``<stem>.mat`` directly in it is one sample, in sorted stem order.
+        images: the VOC image folder (``VOCdevkit/VOC2010/JPEGImages/``); sample ``<stem>``'s
+            image is ``<stem>.jpg`` in it.
+        mask_size: masks are sampled to ``mask_size`` x ``mask_size`` (nearest at pixel
+            centres, as ``format: coco``; the model's preprocessing also resizes to a square).
+        limit: keep the first N samples.
+        categories: concept categories to paint, some of ``object`` (the 20 VOC classes) and
+            ``part`` (their grouped parts); default both. Label numbers do not depend on it.
+    """
+
+    format: Literal["pascal_part"] = "pascal_part"
+    root: str
+    images: str
+    mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
+    limit: Annotated[int, Field(gt=0)] | None = None
+    categories: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
+
+
 def _dataset_format(value: Any) -> str:
     """The dataset's ``format``; a dataset given without one is Broden."""
     if isinstance(value, dict):
@@ -63,7 +123,10 @@ def _dataset_format(value: Any) -> str:
     return str(getattr(value, "format", "broden"))
 
 
+DATASET_FORMATS = ("broden", "coco", "images", "pascal_part")
 AnyDatasetSpec = Annotated[
-    Annotated[DatasetSpec, Tag("broden")] | Annotated[CocoDatasetSpec, Tag("coco")],
+    Annotated[DatasetSpec, Tag("broden")] | Annotated[CocoDatasetSpec, Tag("coco")]
+    | Annotated[ImagesDatasetSpec, Tag("images")]
+    | Annotated[PascalPartDatasetSpec, Tag("pascal_part")],
     Discriminator(_dataset_format)]
 

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from ray_dissect.errors import SpecError
 from ray_dissect.spec.analyses import AnalysesSpec
 from ray_dissect.spec.base import ADDED_LATER, Frozen, digest, hashed_data
-from ray_dissect.spec.dataset import AnyDatasetSpec
+from ray_dissect.spec.dataset import DATASET_FORMATS, AnyDatasetSpec
 from ray_dissect.spec.method import METHOD_KINDS, Method, NetDissectMethod
 from ray_dissect.spec.model import ModelSpec
 from ray_dissect.spec.outputs import TopImagesSpec
@@ -27,7 +27,7 @@ SPEC_VERSION: Literal[1] = 1
 SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
                      "units_per_task")
 # Union tags that pydantic puts in an error's location (not field names).
-TAGS = {("method", k) for k in METHOD_KINDS} | {("dataset", "broden"), ("dataset", "coco")}
+TAGS = {("method", k) for k in METHOD_KINDS} | {("dataset", f) for f in DATASET_FORMATS}
 
 
 class ResourceSpec(Frozen):
@@ -107,7 +107,7 @@ def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
     """Resolve the spec's relative local paths against ``base``."""
     dataset = spec_dict.get("dataset")
     if isinstance(dataset, dict):
-        for key in ("root", "annotations", "stuff", "panoptic", "panoptic_masks"):
+        for key in ("root", "annotations", "stuff", "panoptic", "panoptic_masks", "images"):
             value = dataset.get(key)
             if isinstance(value, str) and "://" not in value:
                 dataset[key] = str((base / value).resolve())

@@ -11,6 +11,7 @@ object store:
 - reads are one request (:func:`read_bytes`), so a file another process replaces meanwhile
   is read whole, old or new (s3fs's ranged reads fail when the object changes under them);
 - object stores have no directories, so :func:`makedirs` does nothing there;
+- :func:`list_files` lists a tree at any depth (one recursive listing on object stores);
 - listings are not cached (``use_listings_cache=False``): every process of a job polls done
   markers that other processes write, and a cached listing would hide them.
 
@@ -135,6 +136,36 @@ def read_bytes(path: AnyPath) -> bytes:
 def read_text(path: AnyPath) -> str:
     """The whole content of a UTF-8 text file, read in one request."""
     return read_bytes(path).decode()
+
+
+def list_files(root: AnyPath) -> list[str]:
+    """Every file under ``root``, at any depth, as sorted ``/``-separated relative paths.
+
+    Hidden entries (a path component starting with ``.``) are left out. Locally, symlinked
+    directories are followed, each real directory once (so a link cycle ends). On an object
+    store this is one recursive listing (``fs.find``). A missing ``root`` lists nothing.
+    """
+    if is_local(root):
+        return sorted(_walk_local(root))
+    base = root.path.rstrip("/")
+    found = (str(p)[len(base):].lstrip("/") for p in root.fs.find(base, withdirs=False))
+    return sorted(p for p in found if p and not any(c.startswith(".") for c in p.split("/")))
+
+
+def _walk_local(root: Path) -> list[str]:
+    """Relative paths of the non-hidden files under ``root`` (unsorted)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = Path(folder).relative_to(root)
+        out += [(rel / f).as_posix() for f in files if not f.startswith(".")]
+    return out
 
 
 def save_npz(path: AnyPath, **arrays: np.ndarray) -> None:

@@ -104,3 +104,22 @@ def test_zarr_shards_on_s3_equal_local(tmp_path: Path, local_s3: LocalS3) -> Non
         assert np.array_equal(got[:4], data[:4]) and np.array_equal(got[8:], data[8:])
         assert not got[4:8].any()
     assert arrays.done_shards(str(places[1]), "x").tolist() == [True, False, True]
+
+
+def test_list_files_any_depth_sorted_hidden_skipped(tmp_path: Path, local_s3: LocalS3) -> None:
+    """list_files gives every non-hidden file at any depth, sorted, the same locally and on
+    S3; a local symlink cycle ends and a missing root lists nothing."""
+    tree = tmp_path / "tree"
+    for name in ("b/z.txt", "a.txt", "b/c/d.txt", ".hid/x.txt", "b/.y", "a b/q.txt"):
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text(name)
+    expected = ["a b/q.txt", "a.txt", "b/c/d.txt", "b/z.txt"]
+    assert storage.list_files(tree) == expected
+    os.symlink(tree / "b", tree / "b" / "c" / "loop")  # b/c/loop -> b: a cycle
+    assert storage.list_files(tree) == expected
+    uri = local_s3.upload(tree / "b", f"{local_s3.bucket('listing')}/t/b")
+    local_s3.upload(tree / "a b", f"{local_s3.bucket('listing')}/t/a b")
+    local_s3.fs.pipe_file("listing/t/a.txt", b"x")
+    local_s3.fs.pipe_file("listing/t/.hid/x.txt", b"x")
+    assert storage.list_files(storage.location(uri.rsplit("/", 1)[0])) == expected
+    assert storage.list_files(tmp_path / "missing") == []
