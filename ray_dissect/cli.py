@@ -63,8 +63,10 @@ def _print_summary(summary: Any, target: str) -> None:
 
     out = location(target)
 
+    scored = ("no dissection (method none)" if summary.iou_threshold is None
+              else f"IoU >= {summary.iou_threshold}")
     table = Table(title=f"{summary.provenance.job}: {summary.valid_images}/{summary.images} "
-                        f"images used, IoU >= {summary.iou_threshold}")
+                        f"images used, {scored}")
     for col in ("layer", "units", "interpretable", "concepts", "most frequent concepts"):
         table.add_column(col)
     for layer in summary.layers:

@@ -80,15 +80,16 @@ def collect(ctx: JobContext, call: tuple[int], bad: list[tuple[int, str]]) -> in
 
 
 def finish(ctx: JobContext) -> int:
-    """Record unreadable images and leave them out of the index's valid images."""
+    """Record unreadable images and leave them out of the valid images (and the index's)."""
     n_shards = math.ceil(len(ctx.dataset) / ctx.spec.resources.shard_images)
     errors = [SampleError(index=i, image=ctx.dataset.samples[i].image, stage="activations",
                           reason=reason)
               for s in range(n_shards)
               for i, reason in json.loads(storage.read_text(ctx.job.bad_images(s)))]
     ctx.errors.extend(errors)
-    index = ctx.concept_index
-    valid = index.valid.copy()
+    valid = ctx.index.valid.copy() if ctx.index is not None else np.ones(len(ctx.dataset), bool)
     valid[[e.index for e in ctx.errors]] = False
-    ctx.index = replace(index, valid=valid)
+    ctx.valid = valid
+    if ctx.index is not None:
+        ctx.index = replace(ctx.index, valid=valid)
     return len(errors)

@@ -22,8 +22,8 @@ from ray_dissect.storage import arrays
 def concept_work(env: WorkEnv, shard: int) -> int:
     """Build the concept index of one shard: write its set ids (Zarr) and set table (npz)."""
     shard_images = env.spec.resources.shard_images
-    start, stop = shard_range(shard, shard_images, len(env.dataset))
-    part = build_shard(env.dataset, start, stop)
+    start, stop = shard_range(shard, shard_images, len(env.concept_dataset))
+    part = build_shard(env.concept_dataset, start, stop)
     storage.save_npz(env.job.concept_shard(shard), set_indptr=part.set_indptr,
                      set_labels=part.set_labels, image_indptr=part.image_indptr,
                      image_sets=part.image_sets, image_counts=part.image_counts,
@@ -40,11 +40,15 @@ def load_concept_shard(job: JobDir, shard: int) -> ShardIndex:
                       z["image_indptr"], z["image_sets"], z["image_counts"], z["valid"], errors)
 
 
-def plan(ctx: JobContext) -> Plan:
-    """Create the set-id array; every shard without both its marker and its table is to do."""
+def plan(ctx: JobContext) -> Plan | None:
+    """Create the set-id array; every shard without both its marker and its table is to do.
+    None for method ``none`` (no concepts)."""
+    if not ctx.spec.dissects:
+        return None
     shard_images, n = ctx.spec.resources.shard_images, len(ctx.dataset)
     n_shards = math.ceil(n / shard_images)
-    arrays.create_image_array(ctx.job.concepts_zarr, "set_ids", (n, *ctx.dataset.mask_shape),
+    arrays.create_image_array(ctx.job.concepts_zarr, "set_ids",
+                              (n, *ctx.concept_dataset.mask_shape),
                               "uint32", shard_images, math.gcd(shard_images, CHUNK_IMAGES))
     done = arrays.done_shards(ctx.job.concepts_zarr, "set_ids")
     todo = [s for s in range(n_shards) if not (done[s] and ctx.job.concept_shard(s).exists())]
@@ -61,7 +65,8 @@ def finish(ctx: JobContext) -> int:
     shard_images = ctx.spec.resources.shard_images
     n_shards = math.ceil(len(ctx.dataset) / shard_images)
     shards = [load_concept_shard(ctx.job, s) for s in range(n_shards)]
-    ctx.index = merge_shards(ctx.dataset.vocab, ctx.dataset.mask_shape, shard_images, shards)
+    dataset = ctx.concept_dataset
+    ctx.index = merge_shards(dataset.vocab, dataset.mask_shape, shard_images, shards)
     save_index(ctx.index, ctx.job.concept_index)
     errors = [SampleError(index=s * shard_images + i,
                           image=ctx.dataset.samples[s * shard_images + i].image,

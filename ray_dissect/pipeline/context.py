@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ray_dissect.datasets.base import ConceptDataset
-from ray_dissect.datasets.registry import open_concept_dataset
+from ray_dissect.datasets.base import ConceptDataset, ImageDataset
+from ray_dissect.datasets.registry import open_concept_dataset, open_dataset
 from ray_dissect.job.layout import JobDir, unit_blocks
 from ray_dissect.records.schema import Provenance, SampleError, UnitRecord
 from ray_dissect.spec import JobSpec
@@ -50,6 +50,9 @@ class JobContext:
     """The driver's view of a running job, filled stage by stage.
 
     Attributes:
+        dataset: the images (a ConceptDataset unless the method is ``none``).
+        valid: (N,) bool images that count (set by the activations stage: readable images
+            whose labels, when there are any, were read).
         thresholds: per layer (thresholds (U,) float64, nonfinite (U,) int64,
             ranges (U, clusters, 2) float64).
         parts: per-stage scratch for results that arrive before a work unit is whole.
@@ -57,11 +60,12 @@ class JobContext:
 
     spec: JobSpec
     job: JobDir
-    dataset: ConceptDataset
+    dataset: ImageDataset
     shapes: dict[str, tuple[int, ...]]
     provenance: Provenance
     errors: list[SampleError] = field(default_factory=list)
     index: ConceptIndex | None = None
+    valid: np.ndarray | None = None
     thresholds: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     space: SearchSpace | None = None
     records: dict[str, list[UnitRecord]] = field(default_factory=dict)
@@ -72,6 +76,20 @@ class JobContext:
         per_task = self.spec.resources.units_per_task
         return [(layer, b) for layer in self.spec.layers
                 for b in unit_blocks(self.shapes[layer][0], per_task)]
+
+    @property
+    def concept_dataset(self) -> ConceptDataset:
+        """The dataset, for the stages that read concept labels."""
+        if not isinstance(self.dataset, ConceptDataset):
+            raise RuntimeError("a concept stage ran on a dataset without concept labels")
+        return self.dataset
+
+    @property
+    def valid_images(self) -> np.ndarray:
+        """(N,) bool images that count (set by the activations stage)."""
+        if self.valid is None:
+            raise RuntimeError("the activations stage has not run")
+        return self.valid
 
     @property
     def concept_index(self) -> ConceptIndex:
@@ -94,7 +112,13 @@ class WorkEnv:
         return cls(JobSpec.model_validate_json(spec_json), JobDir(location(root)), device)
 
     @cached_property
-    def dataset(self) -> ConceptDataset:
+    def dataset(self) -> ImageDataset:
+        """The images (any format)."""
+        return open_dataset(self.spec.dataset)
+
+    @cached_property
+    def concept_dataset(self) -> ConceptDataset:
+        """The dataset, for work units that read concept labels."""
         return open_concept_dataset(self.spec.dataset)
 
     @cached_property

@@ -47,8 +47,8 @@ def masking_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace, layer: s
 
             hi = np.inf if exp.hi is None else exp.hi
             out[f"{rec.unit}:{exp.range_index}"] = concept_masking_score(
-                env.extractor, layer, rec.unit, present, env.dataset.read_image, keep, before,
-                exp.lo, hi, exp.inclusive, (seed, rec.unit, exp.range_index),
+                env.extractor, layer, rec.unit, present, env.concept_dataset.read_image, keep,
+                before, exp.lo, hi, exp.inclusive, (seed, rec.unit, exp.range_index),
                 env.spec.resources.batch_size)
     return out
 

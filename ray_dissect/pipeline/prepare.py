@@ -45,7 +45,7 @@ def _check_analyses(model: Any, spec: JobSpec) -> None:
 
 
 def preflight(spec: JobSpec
-              ) -> tuple[JobSpec, ConceptDataset, dict[str, tuple[int, ...]]]:
+              ) -> tuple[JobSpec, ImageDataset, dict[str, tuple[int, ...]]]:
     """Check everything checkable before any work: dataset, model, layers and their shapes.
 
     Returns the spec with its layer patterns expanded to module names (what the job directory
@@ -83,14 +83,15 @@ def preflight(spec: JobSpec
     return spec, dataset, shapes
 
 
-def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ConceptDataset:
-    """``dataset`` if it has concept labels, which every method kind scores (netdissect,
-    compositional, clustered); checked right after opening it, before the model is built.
+def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
+    """``dataset``, if it has the concept labels the method scores (every kind but ``none``:
+    netdissect, compositional, clustered); checked right after opening it, before the model
+    is built.
 
     Raises:
         SpecError: the dataset has none (``format: images``), naming format and method.
     """
-    if isinstance(dataset, ConceptDataset):
+    if isinstance(dataset, ConceptDataset) or not spec.dissects:
         return dataset
     raise SpecError(f"dataset format {spec.dataset.format!r} has no concept labels; method "
                     f"{spec.method.kind!r} needs them",

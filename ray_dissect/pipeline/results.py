@@ -8,6 +8,7 @@ from ray_dissect.pipeline.context import JobContext
 from ray_dissect.records.build import summarize_layer
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.schema import JobSummary
+from ray_dissect.spec import NoMethod
 
 
 def write_results(ctx: JobContext, manifest: Manifest) -> JobSummary:
@@ -17,11 +18,12 @@ def write_results(ctx: JobContext, manifest: Manifest) -> JobSummary:
         write_jsonl(ctx.job.records(layer), records)
     write_jsonl(ctx.job.root / "errors.jsonl", ctx.errors)
     method = ctx.spec.method
+    iou = None if isinstance(method, NoMethod) else method.iou_threshold
     summary = JobSummary(
-        provenance=ctx.provenance, method=method.kind, iou_threshold=method.iou_threshold,
-        images=len(ctx.dataset), valid_images=int(ctx.concept_index.valid.sum()),
+        provenance=ctx.provenance, method=method.kind, iou_threshold=iou,
+        images=len(ctx.dataset), valid_images=int(ctx.valid_images.sum()),
         bad_samples=len({e.index for e in ctx.errors}),
-        layers=[summarize_layer(layer, ctx.records[layer], method.iou_threshold)
+        layers=[summarize_layer(layer, ctx.records[layer], iou)
                 for layer in ctx.spec.layers],
         stage_seconds={k: round(v.seconds, 3) for k, v in manifest.stages.items()})
     storage.write_text(ctx.job.root / "summary.json", summary.model_dump_json(indent=2) + "\n")

@@ -28,7 +28,8 @@ from ray_dissect.job.layout import JobDir, done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.records.build import unit_record
 from ray_dissect.records.io import read_unit_records, write_jsonl
-from ray_dissect.spec import CompositionalMethod, Method, NetDissectMethod
+from ray_dissect.spec import CompositionalMethod, Method, NetDissectMethod, NoMethod
+from ray_dissect.spec.method import DissectionMethod
 from ray_dissect.storage import arrays
 
 
@@ -73,14 +74,14 @@ def _pruner(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
     return Pruner(space, index.global_set_ids(ids, 0), heuristic)
 
 
-def inclusive_bounds(method: Method) -> bool:
+def inclusive_bounds(method: Method | NoMethod) -> bool:
     """Whether the method's k-means ranges include their bounds (clustered, ``inclusive``)."""
     return getattr(method, "bounds", "strict") == "inclusive"
 
 
 def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np.ndarray,
                  ranges: np.ndarray, index: ConceptIndex, space: SearchSpace | None,
-                 method: Method, block_images: int) -> BlockResult:
+                 method: DissectionMethod, block_images: int) -> BlockResult:
     """Score units [u0, u1): NetDissect tally of the quantile masks, then (compositional and
     clustered methods) a beam search per unit and activation range."""
     specs = range_specs(thresholds, ranges, inclusive_bounds(method))
@@ -103,12 +104,15 @@ def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None, lay
                ) -> BlockResult:
     """The work unit as the stage table runs it: :func:`scoring_work` with the spec's method."""
     return scoring_work(env.job, layer, units, thresholds, ranges, index, space,
-                        env.spec.method, env.spec.resources.shard_images)
+                        env.spec.dissection(), env.spec.resources.shard_images)
 
 
 
-def plan(ctx: JobContext) -> Plan:
-    """Every block without a done marker; the index and search space are shared."""
+def plan(ctx: JobContext) -> Plan | None:
+    """Every block without a done marker; the index and search space are shared. None for
+    method ``none``."""
+    if not ctx.spec.dissects:
+        return None
     index = ctx.concept_index
     if not isinstance(ctx.spec.method, NetDissectMethod):
         ctx.space = SearchSpace.from_index(index)
@@ -124,7 +128,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
             block: BlockResult) -> int:
     """Turn a block's result into validated records; write them, then the done marker."""
     layer, (b0, b1) = call[0], call[1]
-    method, index = ctx.spec.method, ctx.concept_index
+    method, index = ctx.spec.dissection(), ctx.concept_index
     t, nonfinite, _ranges = ctx.thresholds[layer]
     eps = 1e-10 if method.denominator == "category" else 0.0
     labels = label_units(block.tally.iou(eps), index, method.top_k)

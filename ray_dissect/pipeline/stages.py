@@ -80,7 +80,7 @@ def _activation_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 
 def _threshold_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
-    out: dict[str, Any] = {"quantile": data["method"]["quantile"]}
+    out: dict[str, Any] = {"quantile": data["method"].get("quantile")}
     if isinstance(spec.method, ClusteredMethod):
         out |= {"clusters": spec.method.clusters, "seed": spec.method.seed}
     return out

@@ -39,7 +39,7 @@ def threshold_work(job: JobDir, layer: str, units: tuple[int, int], quantile: fl
 def block_work(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The work unit as the stage table runs it: :func:`threshold_work` with the spec's method."""
-    method = env.spec.method
+    method = env.spec.dissection()
     if isinstance(method, ClusteredMethod):
         return threshold_work(env.job, layer, units, method.quantile, valid, method.clusters,
                               method.seed)
@@ -57,9 +57,12 @@ def threshold_blocks(shape: tuple[int, ...], n_images: int, per_task: int
     return unit_blocks(shape[0], max(1, min(per_task, THRESHOLD_TASK_BYTES // per_unit)))
 
 
-def plan(ctx: JobContext) -> Plan:
-    """Every block of every layer without a thresholds file; the valid mask is shared."""
-    valid = ctx.concept_index.valid
+def plan(ctx: JobContext) -> Plan | None:
+    """Every block of every layer without a thresholds file; the valid mask is shared. None
+    for method ``none``."""
+    if not ctx.spec.dissects:
+        return None
+    valid = ctx.valid_images
     todo = [layer for layer in ctx.spec.layers if not ctx.job.thresholds(layer).exists()]
     per_task = ctx.spec.resources.units_per_task
     calls = [(layer, block) for layer in todo

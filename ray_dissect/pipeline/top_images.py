@@ -29,7 +29,7 @@ from ray_dissect.records.schema import (
     TopImage,
     UnitRecord,
 )
-from ray_dissect.spec import JobSpec, NetDissectMethod
+from ray_dissect.spec import CompositionalMethod, JobSpec
 from ray_dissect.storage import arrays
 from ray_dissect.units.topk import TopK, random_samples
 
@@ -40,6 +40,7 @@ class TopImagesBlock:
 
     Attributes:
         unit_index: (U, k) int64, unit_value: (U, k) float32 (largest map maxima).
+        nonfinite: (U,) int64 NaN/inf activations of each unit over the valid images.
         ranges: (E,) int64 indices of the explained ranges among the block's range specs.
         range_index: (U, E, k) int64, range_pixels: (U, E, k) int64 (most mask pixels).
         samples: (U, E, s) int64 random images with any mask pixel, ascending.
@@ -47,6 +48,7 @@ class TopImagesBlock:
 
     unit_index: np.ndarray
     unit_value: np.ndarray
+    nonfinite: np.ndarray
     ranges: np.ndarray
     range_index: np.ndarray
     range_pixels: np.ndarray
@@ -57,7 +59,7 @@ def _specs(spec: JobSpec, thresholds: np.ndarray, ranges: np.ndarray
            ) -> tuple[list[RangeSpec], list[int]]:
     """The block's range specs and which of them have explanations (none for netdissect)."""
     specs = range_specs(thresholds, ranges, inclusive_bounds(spec.method))
-    if isinstance(spec.method, NetDissectMethod):
+    if not isinstance(spec.method, CompositionalMethod):  # netdissect, none: no explanations
         return specs, []
     return specs, list(range(1, len(specs))) if len(specs) > 1 else [0]
 
@@ -88,10 +90,12 @@ def block_work(env: WorkEnv, valid: np.ndarray, mask_shape: tuple[int, int], lay
     by_max = TopK(k, size)
     by_pixels = TopK(k, (size, len(explained)), dtype=np.int64) if explained else None
     eligible = np.zeros((n, size, len(explained)), dtype=bool)
+    nonfinite = np.zeros(size, dtype=np.int64)
     for start in range(0, n, spec.resources.shard_images):
         stop = min(start + spec.resources.shard_images, n)
         block, ok = acts[start:stop, units[0]:units[1]], valid[start:stop]
         by_max.add_maps(start, block, ok)
+        nonfinite += (~np.isfinite(block[ok])).sum(axis=(0, 2, 3))
         if by_pixels is not None:
             counts = np.stack([mask_pixels(block, specs[r].lo, specs[r].hi, mask_shape, ok,
                                            specs[r].inclusive) for r in explained], axis=-1)
@@ -100,8 +104,16 @@ def block_work(env: WorkEnv, valid: np.ndarray, mask_shape: tuple[int, int], lay
     unit_index, unit_value = by_max.result()
     empty = np.full((size, 0, k), -1, dtype=np.int64)
     range_index, range_pixels = by_pixels.result() if by_pixels is not None else (empty, empty)
-    return TopImagesBlock(unit_index, unit_value, np.asarray(explained, dtype=np.int64),
+    return TopImagesBlock(unit_index, unit_value, nonfinite, np.asarray(explained, dtype=np.int64),
                           range_index, range_pixels, _samples(eligible, spec, units, explained))
+
+
+def _thresholds(ctx: JobContext, layer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A layer's thresholds, non-finite counts and ranges; NaN (none) for method ``none``."""
+    if layer in ctx.thresholds:
+        return ctx.thresholds[layer]
+    units = ctx.shapes[layer][0]
+    return np.full(units, np.nan), np.zeros(units, np.int64), np.full((units, 0, 2), np.nan)
 
 
 def plan(ctx: JobContext) -> Plan:
@@ -109,10 +121,11 @@ def plan(ctx: JobContext) -> Plan:
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
             if not done_marker(ctx.job.top_images_part(layer, b)).exists()]
-    calls = [(layer, b, ctx.thresholds[layer][0][b[0]:b[1]], ctx.thresholds[layer][2][b[0]:b[1]])
-             for layer, b in todo]
+    calls = [(layer, b, _thresholds(ctx, layer)[0][b[0]:b[1]],
+              _thresholds(ctx, layer)[2][b[0]:b[1]]) for layer, b in todo]
+    shape = ctx.concept_dataset.mask_shape if ctx.spec.dissects else (1, 1)
     return Plan(len(blocks), len(blocks) - len(todo), calls,
-                shared=(ctx.concept_index.valid, ctx.dataset.mask_shape))
+                shared=(ctx.valid_images, shape))
 
 
 def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.ndarray],
@@ -140,7 +153,7 @@ def _explanation(ctx: JobContext, exp: Explanation, e: int, z: dict[str, np.ndar
 
 def _with_top_images(ctx: JobContext, rec: UnitRecord, z: dict[str, np.ndarray], b0: int
                      ) -> UnitRecord:
-    u, (t, _nonfinite, ranges) = rec.unit - b0, ctx.thresholds[rec.layer]
+    u, (t, _nonfinite, ranges) = rec.unit - b0, _thresholds(ctx, rec.layer)
     specs, explained = _specs(ctx.spec, t[rec.unit:rec.unit + 1], ranges[rec.unit:rec.unit + 1])
     position = {int(r): e for e, r in enumerate(z["ranges"])}
     searched = searched_ranges(specs, 0) if explained else []
@@ -152,10 +165,21 @@ def _with_top_images(ctx: JobContext, rec: UnitRecord, z: dict[str, np.ndarray],
                                   "schema_version": SCHEMA_VERSION})
 
 
+def _bare_records(ctx: JobContext, layer: str, b0: int, z: dict[str, np.ndarray]
+                  ) -> list[UnitRecord]:
+    """Records of a job that scores no concepts (method ``none``): no labels or threshold."""
+    return [UnitRecord(layer=layer, unit=b0 + u, threshold=None, label=None, interpretable=False,
+                       per_category={}, top=[], mask_pixels=0, nonfinite=int(n),
+                       provenance=ctx.provenance) for u, n in enumerate(z["nonfinite"])]
+
+
 def finish(ctx: JobContext) -> int:
-    """Give every record its top images (and bring records read back to this schema)."""
+    """Give every record its top images (and bring records read back to this schema); a job
+    without dissection gets its records here."""
     for layer, (b0, b1) in ctx.unit_blocks():
         z = storage.load_npz(ctx.job.top_images_part(layer, (b0, b1)))
+        if not ctx.spec.dissects:
+            ctx.records.setdefault(layer, []).extend(_bare_records(ctx, layer, b0, z))
         records = ctx.records[layer]
         records[b0:b1] = [_with_top_images(ctx, r, z, b0) for r in records[b0:b1]]
     return 0

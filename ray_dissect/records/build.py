@@ -79,12 +79,13 @@ def unit_record(layer: str, unit: int, labels: UnitLabels, threshold: float, non
         provenance=provenance)
 
 
-def summarize_layer(layer: str, records: list[UnitRecord], iou_threshold: float) -> LayerSummary:
+def summarize_layer(layer: str, records: list[UnitRecord], iou_threshold: float | None
+                    ) -> LayerSummary:
     """Totals of one layer: interpretable units, concepts, categories, frequent formulas."""
     good = [r for r in records if r.interpretable and r.label is not None]
     counts = Counter((r.label.name, r.label.category) for r in good if r.label)
     explained = [e for r in records for e in r.explanations
-                 if e.text is not None and e.iou >= iou_threshold]
+                 if e.text is not None and iou_threshold is not None and e.iou >= iou_threshold]
     formulas = Counter(e.text for e in explained)
     return LayerSummary(
         layer=layer, units=len(records), interpretable=len(good),

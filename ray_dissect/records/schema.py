@@ -199,7 +199,7 @@ class JobSummary(_Record):
     schema_version: ReadableVersion = SCHEMA_VERSION
     provenance: Provenance
     method: str
-    iou_threshold: float
+    iou_threshold: float | None = Field(description="null for method none")
     images: int
     valid_images: int
     bad_samples: int

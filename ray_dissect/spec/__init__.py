@@ -32,6 +32,7 @@ from ray_dissect.spec.method import (
     CompositionalMethod,
     Method,
     NetDissectMethod,
+    NoMethod,
 )
 from ray_dissect.spec.model import (
     IMAGENET_MEAN,
@@ -47,6 +48,7 @@ __all__ = [
     "SCHEDULING_FIELDS", "SPEC_VERSION", "AnalysesSpec", "AnyDatasetSpec", "AttributionSpec",
     "CheckpointWeights", "ClusteredMethod", "CocoDatasetSpec", "CompositionalMethod",
     "DatasetSpec", "ImagesDatasetSpec", "JobSpec", "Method", "ModelSpec", "NetDissectMethod",
+    "NoMethod",
     "PascalPartDatasetSpec", "PreprocessSpec", "ResourceSpec", "TopImagesSpec", "load_spec",
     "parse_spec",
 ]

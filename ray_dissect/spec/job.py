@@ -19,7 +19,13 @@ from ray_dissect.errors import SpecError
 from ray_dissect.spec.analyses import AnalysesSpec
 from ray_dissect.spec.base import ADDED_LATER, Frozen, digest, hashed_data
 from ray_dissect.spec.dataset import DATASET_FORMATS, AnyDatasetSpec
-from ray_dissect.spec.method import METHOD_KINDS, Method, NetDissectMethod
+from ray_dissect.spec.method import (
+    METHOD_KINDS,
+    DissectionMethod,
+    Method,
+    NetDissectMethod,
+    NoMethod,
+)
 from ray_dissect.spec.model import ModelSpec
 from ray_dissect.spec.outputs import TopImagesSpec
 
@@ -78,6 +84,18 @@ class JobSpec(Frozen):
         if len(set(value)) != len(value):
             raise ValueError("layers must be unique")
         return value
+
+    @property
+    def dissects(self) -> bool:
+        """Whether the job scores concepts (any method kind but ``none``)."""
+        return not isinstance(self.method, NoMethod)
+
+    def dissection(self) -> DissectionMethod:
+        """The method, for the stages that score concepts (never called for ``none``)."""
+        if isinstance(self.method, NoMethod):
+            raise SpecError("method 'none' scores no concepts",
+                            hint="a concept stage ran for a job without dissection (a bug)")
+        return self.method
 
     def spec_hash(self) -> str:
         """A stable hash of what determines the results (first 16 hex digits of a sha256).

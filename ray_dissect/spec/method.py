@@ -1,4 +1,4 @@
-"""The method sub-specs (`kind`: netdissect, compositional, clustered) and their union."""
+"""The method sub-specs (`kind`: netdissect, compositional, clustered, none) and their union."""
 
 from __future__ import annotations
 
@@ -69,6 +69,16 @@ class ClusteredMethod(CompositionalMethod):
     bounds: Literal["inclusive", "strict"] = "inclusive"
 
 
+class NoMethod(Frozen):
+    """No dissection: for datasets without concept labels (``format: images``) or jobs that
+    only want activations, top images and analyses. Records then carry no labels."""
+
+    kind: Literal["none"] = "none"
+
+
+DissectionMethod = NetDissectMethod | CompositionalMethod | ClusteredMethod
+
+
 def _method_kind(value: Any) -> str:
     """The method's ``kind``; a method given without one is NetDissect."""
     if isinstance(value, dict):
@@ -76,9 +86,10 @@ def _method_kind(value: Any) -> str:
     return str(getattr(value, "kind", "netdissect"))
 
 
-METHOD_KINDS = ("netdissect", "compositional", "clustered")
+METHOD_KINDS = ("netdissect", "compositional", "clustered", "none")
 Method = Annotated[
     Annotated[NetDissectMethod, Tag("netdissect")]
     | Annotated[CompositionalMethod, Tag("compositional")]
-    | Annotated[ClusteredMethod, Tag("clustered")],
+    | Annotated[ClusteredMethod, Tag("clustered")]
+    | Annotated[NoMethod, Tag("none")],
     Discriminator(_method_kind)]

@@ -1,0 +1,42 @@
+"""A folder of images with class subfolders and bad files, method none, through Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures.photos import BAD, photo_folder
+
+from ray_dissect.pipeline.run import run_stages
+from ray_dissect.runtime.driver import run_job
+from ray_dissect.spec import parse_spec
+from ray_dissect.storage import arrays
+
+PLANTED = str(Path(__file__).parents[1] / "fixtures" / "planted.py")
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def test_images_job_through_ray_equals_in_process(tmp_path: Path) -> None:
+    """On the cluster (actors and tasks) the job records the bad files and writes the same
+    records and attribution maps as the in-process run."""
+    root = photo_folder(tmp_path / "photos")
+    spec = parse_spec({
+        "model": {"factory": f"{PLANTED}:tiny_classifier",
+                  "preprocess": {"size": 16, "mean": [0, 0, 0], "std": [1, 1, 1]}},
+        "layers": ["features"], "dataset": {"format": "images", "root": str(root)},
+        "method": {"kind": "none"}, "top_images": {"k": 3},
+        "analyses": {"attribution": {"methods": ["saliency", "gradcam"], "layer": "features"}},
+        "resources": {"actors": 2, "batch_size": 4, "shard_images": 4, "units_per_task": 3}})
+    run_job(spec, tmp_path / "ray")
+    run_stages(spec, tmp_path / "local")
+    errors = [json.loads(x) for x in (tmp_path / "ray" / "errors.jsonl").read_text().split("\n")
+              if x]
+    assert sorted(e["image"] for e in errors) == list(BAD)
+    for name in ("records/features.jsonl", "errors.jsonl"):
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text()
+    for method in ("saliency", "gradcam"):
+        np.testing.assert_array_equal(
+            arrays.open_array(tmp_path / "ray" / "attribution.zarr", method)[:],
+            arrays.open_array(tmp_path / "local" / "attribution.zarr", method)[:])
