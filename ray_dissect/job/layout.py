@@ -11,6 +11,7 @@
     parts/<layer>/<u0>-<u1>.jsonl(.done)  records of one scoring block, and its done marker
     parts/<layer>/<u0>-<u1>.masking.json(.done)  concept-masking scores of a block
     top_images/<layer>/<u0>-<u1>.npz(.done)      top images of a block of units
+    studies/<study>.jsonl    a study's rows; studies/<study>/<layer>/<u0>-<u1>.jsonl(.done)
     attribution.zarr         data/<method> (N, H, W) float32, targets, crop_boxes + done/
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 
@@ -26,7 +27,7 @@ from ray_dissect import storage
 from ray_dissect.storage import AnyPath
 
 CHUNK_IMAGES = 32
-SUBDIRS = ("concepts", "activations", "thresholds", "records", "parts", "top_images")
+SUBDIRS = ("concepts", "activations", "thresholds", "records", "parts", "top_images", "studies")
 
 
 def layer_key(layer: str) -> str:
@@ -99,6 +100,15 @@ class JobDir:
         """A block's top images (done marker beside it)."""
         return (self.root / "top_images" / layer_key(layer)
                 / f"{units[0]:07d}-{units[1]:07d}.npz")
+
+    def study(self, name: str) -> AnyPath:
+        """A study's records, ``studies/<name>.jsonl``."""
+        return self.root / "studies" / f"{name}.jsonl"
+
+    def study_part(self, name: str, layer: str, units: tuple[int, int]) -> AnyPath:
+        """A study's rows for a block of units (done marker beside it)."""
+        return (self.root / "studies" / name / layer_key(layer)
+                / f"{units[0]:07d}-{units[1]:07d}.jsonl")
 
     def make(self) -> None:
         """Create the directory and its sub-directories (no-ops on object stores)."""

@@ -20,6 +20,7 @@ from ray_dissect.pipeline import (
     concepts,
     masking,
     scoring,
+    threshold_sweep,
     thresholds,
     top_images,
 )
@@ -97,6 +98,12 @@ def _attribution_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     return {"attribution": section.model_dump(mode="json") if section else None}
 
 
+def _sweep_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    sweep = spec.studies.threshold_sweep
+    return {"threshold_sweep": sweep.model_dump(mode="json") if sweep else None,
+            "method": data["method"]}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("concepts", "tasks", concepts.concept_work, ("concepts.zarr", "concepts"),
           _concept_inputs, concepts.plan, concepts.collect, concepts.finish),
@@ -114,6 +121,10 @@ STAGES: tuple[Stage, ...] = (
           masking.finish),
     Stage("top_images", "tasks", top_images.block_work, ("top_images",), _top_image_inputs,
           top_images.plan, top_images.collect, top_images.finish, owns=("top_images",)),
+    Stage("threshold_sweep", "tasks", threshold_sweep.block_work,
+          ("studies/threshold_sweep", "studies/threshold_sweep.jsonl"), _sweep_inputs,
+          threshold_sweep.plan, threshold_sweep.collect, threshold_sweep.finish,
+          owns=("studies",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

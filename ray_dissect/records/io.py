@@ -5,18 +5,28 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from ray_dissect import storage
 from ray_dissect.records.schema import RECORD_TYPES, UnitRecord
+from ray_dissect.records.studies import STUDY_RECORD_TYPES
 from ray_dissect.storage import AnyPath
+
+R = TypeVar("R", bound=BaseModel)
 
 
 def write_jsonl(path: AnyPath, records: Iterable[BaseModel]) -> None:
     """Write records as JSON Lines atomically (see :func:`ray_dissect.storage.write_text`)."""
     storage.write_text(path, "".join(record.model_dump_json() + "\n" for record in records))
+
+
+def read_jsonl(path: AnyPath, kind: type[R]) -> Iterator[R]:
+    """Read and validate a JSON Lines file of ``kind`` records."""
+    for line in storage.read_text(path).splitlines():
+        if line.strip():
+            yield kind.model_validate_json(line)
 
 
 def read_unit_records(path: AnyPath) -> Iterator[UnitRecord]:
@@ -32,6 +42,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
     out = {"job_spec": JobSpec.model_json_schema()}
     out.update({name: cls.model_json_schema() for name, cls in RECORD_TYPES.items()})
+    out.update({name: cls.model_json_schema() for name, cls in STUDY_RECORD_TYPES.items()})
     return out
 
 

@@ -28,6 +28,7 @@ from ray_dissect.spec.method import (
 )
 from ray_dissect.spec.model import ModelSpec
 from ray_dissect.spec.outputs import TopImagesSpec
+from ray_dissect.spec.studies import StudiesSpec
 
 SPEC_VERSION: Literal[1] = 1
 SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
@@ -77,6 +78,7 @@ class JobSpec(Frozen):
     resources: ResourceSpec = ResourceSpec()
     top_images: Annotated[TopImagesSpec, ADDED_LATER] = TopImagesSpec()
     analyses: Annotated[AnalysesSpec, ADDED_LATER] = AnalysesSpec()
+    studies: Annotated[StudiesSpec, ADDED_LATER] = StudiesSpec()
 
     @field_validator("layers")
     @classmethod

@@ -28,19 +28,20 @@ def test_stage_hashes_change_only_downstream() -> None:
     """beam changes scoring (and masking) only; quantile changes thresholds on; top-image
     counts change only their stage; actors change nothing."""
     a, b = stage_hashes(_spec()), stage_hashes(_spec(beam=3))
-    assert [a[s] == b[s] for s in a] == [True, True, True, True, False, False, True]
+    assert [a[s] == b[s] for s in a] == [True, True, True, True, False, False, True, False]
     c = stage_hashes(_spec(quantile=0.01))
-    assert [a[s] == c[s] for s in a] == [True, True, True, False, False, False, False]
+    assert [a[s] == c[s] for s in a] == [True, True, True, False, False, False, False, False]
     e = stage_hashes(parse_spec({**BASE, "method": {"kind": "compositional"},
                                  "top_images": {"k": 4}}))
-    assert [a[s] == e[s] for s in a] == [True, True, True, True, True, True, False]
+    assert [a[s] == e[s] for s in a] == [True, True, True, True, True, True, False, True]
     f = stage_hashes(parse_spec({**BASE, "method": {"kind": "compositional"},
                                  "analyses": {"attribution": {"methods": ["saliency"]}}}))
-    assert [a[s] == f[s] for s in a] == [True, True, False, True, True, True, True]
+    assert [a[s] == f[s] for s in a] == [True, True, False, True, True, True, True, True]
     d = stage_hashes(parse_spec({**BASE, "method": {"kind": "compositional"},
                                  "resources": {"actors": 9}}))
     assert d == a
-    assert stale_stages(job_manifest(_spec(), "0"), _spec(beam=3)) == ["scoring", "masking"]
+    assert stale_stages(job_manifest(_spec(), "0"), _spec(beam=3)) == [
+        "scoring", "masking", "threshold_sweep"]
 
 
 def test_layer_names_cannot_escape_the_job_directory(tmp_path: Path) -> None:

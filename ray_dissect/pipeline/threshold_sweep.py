@@ -1,0 +1,186 @@
+"""Stage ``threshold_sweep`` (study): labels, and formulas for compositional jobs, at several
+activation quantiles (CPU tasks over unit blocks; only with ``studies.threshold_sweep``).
+
+Work unit: block [u0, u1) of a layer -> per quantile q the exact per-unit threshold T_q
+(exact zeros of non-negative units left out, as CCE's compare_thresholds), the unit masks of
+the high tail (T_q, inf) for q <= 0.5 or the low tail below T_q for q > 0.5, their NetDissect
+labels and (compositional) beam-searched formulas. Driver: rows per block under
+``studies/threshold_sweep/``, then ``studies/threshold_sweep.jsonl`` with per-quantile
+category shares.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from ray_dissect import storage
+from ray_dissect.concepts.index import ConceptIndex
+from ray_dissect.explain.netdissect import label_units, tally
+from ray_dissect.explain.ranges import RangeSpec, explain_range
+from ray_dissect.explain.search import SearchParams, SearchSpace
+from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.scoring import mask_work
+from ray_dissect.pipeline.thresholds import threshold_blocks
+from ray_dissect.records.build import concept_score
+from ray_dissect.records.io import write_jsonl
+from ray_dissect.records.studies import ThresholdSweepRow
+from ray_dissect.spec import CompositionalMethod, ThresholdSweepSpec
+from ray_dissect.storage import arrays
+
+NAME = "threshold_sweep"
+
+
+def tail_range(values: np.ndarray, q: float) -> tuple[float, float]:
+    """(lo, hi) of one unit's tail at quantile ``q`` over its finite values (n,) float64.
+
+    Exact zeros are left out when no value is negative. ``q <= 0.5``: (T, inf) with T the
+    1 - q quantile; ``q > 0.5``: (0, T) (or (-inf, T) for a unit with negative values).
+    """
+    values = values[np.isfinite(values)]
+    nonneg = values.size > 0 and values.min() >= 0
+    if nonneg:
+        values = values[values != 0]
+    if values.size == 0:
+        return np.inf, -np.inf
+    t = float(np.quantile(values, 1.0 - q))
+    if q <= 0.5:
+        return t, np.inf
+    return (0.0 if nonneg else -np.inf), t
+
+
+@dataclass(frozen=True)
+class SweepBlock:
+    """Per quantile (Q) and unit (k): range bounds, mask pixels, best label, formula."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    pixels: np.ndarray
+    label: np.ndarray
+    iou: np.ndarray
+    formulas: list[list[tuple[str, float] | None]]
+
+
+def _sweep(env: WorkEnv) -> ThresholdSweepSpec:
+    sweep = env.spec.studies.threshold_sweep
+    if sweep is None:
+        raise RuntimeError("the threshold sweep runs only with studies.threshold_sweep")
+    return sweep
+
+
+def _ranges(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
+            ) -> list[RangeSpec]:
+    acts = arrays.open_array(env.job.activations_zarr, layer_key(layer))[:, units[0]:units[1]]
+    acts = acts[valid]
+    out = []
+    for q in _sweep(env).quantiles:
+        bounds = [tail_range(acts[:, u].astype(np.float64).reshape(-1), q)
+                  for u in range(units[1] - units[0])]
+        out.append(RangeSpec(np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds]),
+                             inclusive=False))
+    return out
+
+
+def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None,
+               valid: np.ndarray, layer: str, units: tuple[int, int]) -> SweepBlock:
+    """Label (and explain) units [u0, u1) at every quantile of the sweep."""
+    method = env.spec.dissection()
+    ranges = _ranges(env, valid, layer, units)
+    masks = mask_work(env.job, layer, units, ranges, index, env.spec.resources.shard_images)
+    eps = 1e-10 if method.denominator == "category" else 0.0
+    labels = [label_units(tally(m, index, method.denominator).iou(eps), index, 1)
+              for m in masks]
+    formulas: list[list[tuple[str, float] | None]] = [[None] * len(m) for m in masks]
+    if isinstance(method, CompositionalMethod) and space is not None:
+        params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
+                              method.dedup)
+        from ray_dissect.explain.formula import to_string
+
+        for qi, per_q in enumerate(masks):
+            for u, mask in enumerate(per_q):
+                found = explain_range(mask, ranges[qi], u, space, params, None).result.beam
+                if found:
+                    formulas[qi][u] = (to_string(found[0].formula, index.vocab.names),
+                                       found[0].iou)
+    return SweepBlock(np.stack([r.lo for r in ranges]), np.stack([r.hi for r in ranges]),
+                      np.array([[m.area for m in per_q] for per_q in masks], dtype=np.int64),
+                      np.array([[lab.best[0] for lab in q] for q in labels], dtype=np.int64),
+                      np.array([[lab.best[1] for lab in q] for q in labels]), formulas)
+
+
+def plan(ctx: JobContext) -> Plan | None:
+    """Blocks (sized like the threshold stage's) without a done marker; None without the
+    study. The index, search space and valid images are shared."""
+    if ctx.spec.studies.threshold_sweep is None:
+        return None
+    n = len(ctx.valid_images)
+    blocks = [(layer, b) for layer in ctx.spec.layers for b in threshold_blocks(
+        ctx.shapes[layer], n, ctx.spec.resources.units_per_task)]
+    ctx.parts[NAME] = blocks
+    todo = [(layer, b) for layer, b in blocks
+            if not done_marker(ctx.job.study_part(NAME, layer, b)).exists()]
+    return Plan(len(blocks), len(blocks) - len(todo), todo,
+                shared=(ctx.concept_index, ctx.space, ctx.valid_images))
+
+
+def _rows(ctx: JobContext, layer: str, b0: int, block: SweepBlock) -> list[ThresholdSweepRow]:
+    sweep, vocab = ctx.spec.studies.threshold_sweep, ctx.concept_index.vocab
+    assert sweep is not None
+    rows = []
+    for qi, q in enumerate(sweep.quantiles):
+        for u in range(block.label.shape[1]):
+            number, formula = int(block.label[qi, u]), block.formulas[qi][u]
+            high = q <= 0.5
+            t = block.lo[qi, u] if high else block.hi[qi, u]
+            rows.append(ThresholdSweepRow(
+                quantile=q, tail="high" if high else "low", layer=layer, unit=b0 + u,
+                threshold=float(t) if np.isfinite(t) else None,
+                mask_pixels=int(block.pixels[qi, u]),
+                label=concept_score(vocab, number, float(block.iou[qi, u])) if number else None,
+                formula=formula[0] if formula else None,
+                formula_iou=formula[1] if formula else None))
+    return rows
+
+
+def collect(ctx: JobContext, call: tuple[str, tuple[int, int]], block: SweepBlock) -> int:
+    """Write a block's rows, then its done marker."""
+    layer, (b0, b1) = call
+    part = ctx.job.study_part(NAME, layer, (b0, b1))
+    storage.makedirs(part.parent)
+    write_jsonl(part, _rows(ctx, layer, b0, block))
+    storage.touch(done_marker(part))
+    return 1
+
+
+def _shares(rows: list[ThresholdSweepRow], iou_threshold: float) -> list[ThresholdSweepRow]:
+    """Per (layer, quantile): each category's share among the interpretable labels."""
+    out = []
+    for (layer, q, tail), group in _grouped(rows).items():
+        cats = Counter(r.label.category for r in group
+                       if r.label is not None and r.label.iou >= iou_threshold)
+        total = sum(cats.values())
+        out.append(ThresholdSweepRow(quantile=q, tail=tail, layer=layer, category_shares={
+            c: n / total for c, n in sorted(cats.items())} if total else {}))
+    return out
+
+
+def _grouped(rows: list[ThresholdSweepRow]
+             ) -> dict[tuple[str, float, str], list[ThresholdSweepRow]]:
+    groups: dict[tuple[str, float, str], list[ThresholdSweepRow]] = {}
+    for r in rows:
+        groups.setdefault((r.layer, r.quantile, r.tail), []).append(r)
+    return groups
+
+
+def finish(ctx: JobContext) -> int:
+    """Join the blocks' rows (quantile, layer, unit order) and add the category shares."""
+    from ray_dissect.records.io import read_jsonl
+
+    rows = [r for layer, b in ctx.parts[NAME]
+            for r in read_jsonl(ctx.job.study_part(NAME, layer, b), ThresholdSweepRow)]
+    rows.sort(key=lambda r: (r.quantile, ctx.spec.layers.index(r.layer), r.unit or 0))
+    write_jsonl(ctx.job.study(NAME), rows + _shares(rows, ctx.spec.dissection().iou_threshold))
+    return 0

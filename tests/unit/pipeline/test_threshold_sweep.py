@@ -1,0 +1,102 @@
+"""The threshold sweep: each high-tail quantile's labels equal a separate NetDissect run at
+that quantile; the low tail's masks are the pixels below T_q, counted independently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ray_dissect.datasets.synthetic.generate import generate_dataset
+from ray_dissect.pipeline.run import run_stages
+from ray_dissect.pipeline.threshold_sweep import tail_range
+from ray_dissect.records.io import read_unit_records
+from ray_dissect.spec import parse_spec
+from ray_dissect.storage import arrays
+
+PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
+RAW = {"mean": [0, 0, 0], "std": [1, 1, 1]}
+QUANTILES = [0.01, 0.05, 0.2, 0.9]
+
+
+def _spec(data: Path, **extra: object):
+    return parse_spec({
+        "model": {"factory": f"{PLANTED}:shifted_color_detectors",
+                  "preprocess": {"size": 32, **RAW}},
+        "layers": ["pool"], "dataset": {"root": str(data)},
+        "resources": {"batch_size": 8, "shard_images": 16, "units_per_task": 2}, **extra})
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict]]:
+    base = tmp_path_factory.mktemp("sweep")
+    data = generate_dataset(base / "ds", 40, seed=4, image_size=32, mask_size=16)
+    run_stages(_spec(data, studies={"threshold_sweep": {"quantiles": QUANTILES}}),
+               base / "out")
+    rows = [json.loads(x) for x in (base / "out" / "studies" / "threshold_sweep.jsonl")
+            .read_text().splitlines()]
+    return data, base, rows
+
+
+@pytest.mark.parametrize("q", [0.01, 0.05, 0.2])
+def test_high_tail_labels_equal_a_netdissect_run_at_that_quantile(sweep, q: float) -> None:
+    """Units with no exact zeros: the sweep's label and IoU at q are those of `quantile: q`."""
+    data, base, rows = sweep
+    run_stages(_spec(data, method={"quantile": q}), base / f"nd{q}")
+    want = {r.unit: r for r in read_unit_records(base / f"nd{q}" / "records" / "pool.jsonl")}
+    got = [r for r in rows if r["quantile"] == q and r["unit"] is not None]
+    assert len(got) == 3
+    for row in got:
+        ref = want[row["unit"]]
+        assert row["tail"] == "high" and row["threshold"] == pytest.approx(ref.threshold)
+        assert row["label"]["name"] == ref.label.name
+        assert row["label"]["iou"] == pytest.approx(ref.label.iou, abs=1e-12)
+        assert row["mask_pixels"] == ref.mask_pixels
+
+
+def test_low_tail_masks_are_the_pixels_below_the_quantile(sweep) -> None:
+    """At q = 0.9 the mask is 0 < upsampled value < T, T the 0.1 quantile of the values."""
+    _, base, rows = sweep
+    acts = arrays.open_array(base / "out" / "activations.zarr", "pool")[:]
+    for row in (r for r in rows if r["quantile"] == 0.9 and r["unit"] is not None):
+        values = acts[:, row["unit"]].astype(np.float64).ravel()
+        t = np.quantile(values, 0.1)
+        up = F.interpolate(torch.from_numpy(acts[:, row["unit"]:row["unit"] + 1]), size=(16, 16),
+                           mode="bilinear", align_corners=False).numpy()
+        assert row["tail"] == "low" and row["threshold"] == pytest.approx(t)
+        assert row["mask_pixels"] == int(((up > 0) & (up < t)).sum())
+
+
+def test_category_shares_count_the_interpretable_labels(sweep) -> None:
+    """Each (layer, quantile) row's shares are the categories of its labels with IoU >= 0.04."""
+    _, _, rows = sweep
+    for q in QUANTILES:
+        labels = [r["label"] for r in rows
+                  if r["quantile"] == q and r["unit"] is not None and r["label"]]
+        good = [lab["category"] for lab in labels if lab["iou"] >= 0.04]
+        (share,) = [r for r in rows if r["quantile"] == q and r["unit"] is None]
+        assert share["category_shares"] == {c: good.count(c) / len(good) for c in set(good)}
+
+
+def test_tails_drop_the_exact_zeros_of_nonnegative_units() -> None:
+    """Post-ReLU zeros are not quantiles of the unit; negative units keep theirs."""
+    relu = np.array([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    assert tail_range(relu, 0.2) == (pytest.approx(np.quantile([1, 2, 3, 4, 5], 0.8)), np.inf)
+    assert tail_range(relu, 0.8) == (0.0, pytest.approx(np.quantile([1, 2, 3, 4, 5], 0.2)))
+    signed = np.array([-2.0, 0.0, 0.0, 4.0])
+    assert tail_range(signed, 0.75) == (-np.inf, pytest.approx(np.quantile(signed, 0.25)))
+
+
+def test_compositional_jobs_get_formulas_per_quantile(sweep, tmp_path: Path) -> None:
+    """With a compositional method each unit row at each quantile carries a formula."""
+    data, _, _ = sweep
+    run_stages(_spec(data, method={"kind": "compositional", "length": 2, "beam": 2},
+                     studies={"threshold_sweep": {"quantiles": [0.05, 0.9]}}), tmp_path / "c")
+    rows = [json.loads(x) for x in (tmp_path / "c" / "studies" / "threshold_sweep.jsonl")
+            .read_text().splitlines()]
+    unit_rows = [r for r in rows if r["unit"] is not None]
+    assert len(unit_rows) == 6 and all(r["formula"] and r["formula_iou"] > 0 for r in unit_rows)
