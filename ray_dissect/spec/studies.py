@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from ray_dissect.spec.base import Frozen
+from ray_dissect.spec.base import UNIQUE, Frozen
 
 CCE_QUANTILES = (0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 0.8, 0.9, 0.95, 0.99, 0.995)
 
@@ -26,15 +26,8 @@ class ThresholdSweepSpec(Frozen):
     """
 
     quantiles: Annotated[tuple[Annotated[float, Field(gt=0, lt=1)], ...],
-                         Field(min_length=1)] = CCE_QUANTILES
+                         Field(min_length=1), UNIQUE] = CCE_QUANTILES
     rule: Literal["dataset", "per_image"] = "dataset"
-
-    @field_validator("quantiles")
-    @classmethod
-    def _unique(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("quantiles must be unique")
-        return value
 
 
 class StudiesSpec(Frozen):
