@@ -80,7 +80,20 @@ def preflight(spec: JobSpec
                             hint="pick a convolutional module; see `ray-dissect layers`")
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
-    return spec, dataset, shapes
+    return spec, dataset, shapes | _analysis_shapes(model, spec)
+
+
+def _analysis_shapes(model: Any, spec: JobSpec) -> dict[str, tuple[int, ...]]:
+    """Output shapes of the layers whose maps the analyses store (attribution feature maps)."""
+    attribution = spec.analyses.attribution
+    if attribution is None or "feature_maps" not in attribution.methods:
+        return {}
+    assert attribution.layer is not None  # the spec requires it for feature_maps
+    (name, shape, _), = probe_layers(model, spec.model.preprocess.size, [attribution.layer])
+    if len(shape) != 3:
+        raise SpecError(f"job spec field 'analyses.attribution.layer': {name!r} does not output "
+                        "(channels, h, w) maps", given=shape, hint="pick a convolutional module")
+    return {name: shape}
 
 
 def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
