@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from ray_dissect.spec.base import Frozen
+from ray_dissect.spec.base import ADDED_LATER, Frozen
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,6 +42,8 @@ class ModelSpec(Frozen):
     this runs user code) must be given. ``weights`` applies to both: ``none`` keeps the
     initialisation, a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``) downloads them
     (``name`` only), ``{checkpoint: PATH}`` loads a local state dict.
+    ``classifier`` names the linear head whose (classes x units) weights the report shows
+    (only the report reads it).
     """
 
     name: str | None = None
@@ -49,6 +51,9 @@ class ModelSpec(Frozen):
     weights: str | CheckpointWeights = "none"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     preprocess: PreprocessSpec = PreprocessSpec()
+    classifier: Annotated[str | None, ADDED_LATER, Field(
+        description="module name of the model's linear head (e.g. '_fc', 'fc'); the report's "
+                    "classes page ranks the last dissected layer's units by its weights")] = None
 
     @field_validator("name")
     @classmethod
