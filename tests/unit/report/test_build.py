@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from fixtures.planted import HEAD_WEIGHTS
 from fixtures.report_job import with_top_images
+from fixtures.s3 import LocalS3
 
 from ray_dissect.report.build import ReportOptions, ReportResult, build_report
 from ray_dissect.report.results import JobResults
@@ -187,3 +188,16 @@ def test_ndl_style_strips(clustered: JobResults, tmp_path: Path) -> None:
     strip = Image.open(Path(result.out) / "units" / LAYER / "0_top.jpg")
     assert strip.size == (2267, 224)
     assert not (Path(result.out) / "units" / LAYER / "0_top_raw.jpg").exists()
+
+
+def test_report_of_an_object_store_job(local_s3: LocalS3, clustered_job: Path,
+                                       clustered_site: ReportResult) -> None:
+    """A job directory in a bucket gets its report written into the bucket, the same bytes
+    as the local build."""
+    uri = local_s3.upload(clustered_job, local_s3.bucket("report") + "/job")
+    result = build_report(with_top_images(uri))
+    assert str(result.index) == f"{uri}/report/index.html"
+    local = Path(clustered_site.out)
+    for rel in ("index.html", f"layers/{LAYER}.html", f"units/{LAYER}/8.html",
+                f"img/{LAYER}/8.jpg", f"data/{LAYER}.js", "about.html"):
+        assert local_s3.fs.cat_file(f"{uri}/report/{rel}") == (local / rel).read_bytes(), rel
