@@ -1,4 +1,4 @@
-"""The report's driver: render the tiles block by block, then write every page.
+"""The report's driver: render the blocks of units, then write the layer and site pages.
 
 ``DIR/report/`` (or ``out``) holds::
 
@@ -8,12 +8,13 @@
     img/<layer>/<unit>.jpg        one sprite per unit (its card's tiles)
     data/<layer>.js               window.RD.add("<layer>", {...}): the grid's data
     assets/report.css report.js   hand-written, no framework
-    _render/<layer>/<u0>-<u1>.json(.done)   per block of units: what the pages need
+    _render/<layer>/<u0>-<u1>.json(.done)   per block of units: what the layer pages need
 
-Tiles are rendered by :func:`ray_dissect.report.render.render_block`, one call per block of
-``block_units`` units; ``renderer`` decides where those calls run (in this process by default;
-a Ray map in the runtime). The driver writes the pages. Everything is deterministic: building
-twice gives byte-identical files, and a rebuild renders only blocks whose inputs changed.
+Blocks of ``block_units`` units are rendered by the work unit
+:func:`ray_dissect.report.render.render_block` (tiles, sprites, unit pages); ``renderer``
+decides where those calls run (in this process by default; a Ray map in the runtime). The
+driver then writes the pages that span units. Everything is deterministic: building twice
+gives byte-identical files, and a rebuild renders only the blocks whose inputs changed.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ray_dissect import storage
-from ray_dissect.errors import RayDissectError, SpecError
 from ray_dissect.job.layout import layer_key, unit_blocks
 from ray_dissect.report import pages as pg
 from ray_dissect.report import plots
@@ -38,59 +38,22 @@ from ray_dissect.report.catalog import (
     concept_entries,
     head_weights,
     layer_rows,
-    provenance,
     size_estimate,
     unique_by_category,
+    unit_classes,
 )
-from ray_dissect.report.render import BLOCK_UNITS, BlockTiles, Pages, UnitTiles, render_block
-from ray_dissect.report.tiles import STYLES, TileStyle
+from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
+from ray_dissect.report.render import Classes, render_block
+from ray_dissect.report.tiles import TileStyle
 from ray_dissect.storage import AnyPath
 
 if TYPE_CHECKING:
     from ray_dissect.report.results import JobResults
 
+__all__ = ["RenderCall", "ReportOptions", "ReportResult", "build_report", "render_calls"]
 log = logging.getLogger(__name__)
-BlockCall = tuple[str, tuple[int, int]]
-Renderer = Callable[[Sequence[BlockCall]], Iterable[BlockTiles]]
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """What the report shows and how big it gets.
-
-    Attributes:
-        style: ``default`` (112-px tiles, contour, three views) or ``ndl`` (NetDissect-Lite's
-            strip: 224 px, 3-px gaps, no contour).
-        tile: full-size tile side in px (overrides the style's).
-        unit_pages: ``all`` units get a page, or only ``interpretable`` ones (label or a
-            range at the IoU threshold).
-        block_units: units per render call.
-    """
-
-    style: Literal["default", "ndl"] = "default"
-    tile: int | None = None
-    unit_pages: Pages = "all"
-    block_units: int = BLOCK_UNITS
-
-    def tile_style(self, image_side: int | None = None) -> TileStyle:
-        """The tile style these options select; the default style's tiles are no larger than
-        the dataset's images (``image_side``)."""
-        if self.style not in STYLES:
-            raise SpecError("unknown report style", given=self.style,
-                            expected=f"one of {sorted(STYLES)}", hint="use --style default")
-        base = STYLES[self.style]
-        if self.tile is None:
-            if self.style == "default" and image_side and image_side < base.size:
-                return TileStyle(**{**base.__dict__, "size": image_side})
-            return base
-        if not 8 <= self.tile <= 1024:
-            raise SpecError("bad tile size", given=self.tile, expected="8 to 1024 px",
-                            hint="e.g. --tile 112")
-        return TileStyle(**{**base.__dict__, "size": self.tile})
-
-    def describe(self) -> dict[str, str]:
-        """The options as footer text."""
-        return {"style": self.style, "unit pages": self.unit_pages}
+RenderCall = tuple[str, tuple[int, int], Classes]
+Renderer = Callable[[Sequence[RenderCall]], Iterable[BlockTiles]]
 
 
 @dataclass(frozen=True)
@@ -99,7 +62,7 @@ class ReportResult:
 
     Attributes:
         out: the report directory; ``index`` its ``index.html``.
-        pages: HTML pages written.
+        pages: HTML pages the driver wrote (unit pages are the render blocks').
         blocks: render blocks (done or redone).
         estimate: the size estimated before building, bytes.
         seconds: wall time.
@@ -113,10 +76,17 @@ class ReportResult:
     seconds: float
 
 
-def render_calls(results: JobResults, options: ReportOptions) -> list[BlockCall]:
-    """(layer, (u0, u1)) of every render block of the layers that have records."""
-    return [(layer, block) for layer in results.layers
-            for block in unit_blocks(len(results.records(layer)), options.block_units)]
+def render_calls(results: JobResults, options: ReportOptions, weights: np.ndarray | None
+                 ) -> list[RenderCall]:
+    """(layer, (u0, u1), classes of its units) of every render block of the layers with
+    records; classes only for the last layer, when the head's weights are known."""
+    calls = []
+    for layer in results.layers:
+        last = layer == results.layers[-1] and weights is not None
+        for u0, u1 in unit_blocks(len(results.records(layer)), options.block_units):
+            classes = {u: unit_classes(weights, u) for u in range(u0, u1)} if last else {}
+            calls.append((layer, (u0, u1), classes))
+    return calls
 
 
 def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
@@ -128,37 +98,33 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
         results: the opened job (:func:`ray_dissect.open_job`).
         out: the report directory, a path or URI (default ``DIR/report``).
         options: see :class:`ReportOptions`.
-        renderer: runs render calls and yields their :class:`BlockTiles` (default: in this
-            process, in order).
+        renderer: runs render calls and yields their :class:`BlockTiles` (default: this
+            process, in order); a call is ``render_block(DIR, layer, units, out, options,
+            classes)``.
     """
     start, options = time.perf_counter(), options or ReportOptions()
     root = storage.location(out) if out is not None else results.root / "report"
-    style = options.tile_style(_image_side(results))
+    style = options.tile_style(results.image_side())
     estimate = size_estimate(results, _rows(results), 10, style.size, style.thumb)
     log.info("report: about %.1f MB expected in %s", estimate / 1e6, root)
-    calls = render_calls(results, options)
+    weights, message = head_weights(results)
+    calls = render_calls(results, options, weights)
+    for layer in results.layers:
+        if results.records(layer) and results.feature_shape(layer) is None:
+            log.warning("no activations for layer %r: its report shows no tiles", layer)
 
-    def in_process(todo: Sequence[BlockCall]) -> Iterable[BlockTiles]:
-        for layer, units in todo:
-            yield render_block(results, layer, units, root, style, options.unit_pages)
+    def in_process(todo: Sequence[RenderCall]) -> Iterable[BlockTiles]:
+        for layer, units, classes in todo:
+            yield render_block(results, layer, units, root, options, classes)
 
     tiles: dict[str, dict[int, UnitTiles]] = {layer: {} for layer in results.layers}
     for block in (renderer or in_process)(calls):
         tiles[block.layer].update({t.unit: t for t in block.tiles})
-    site = pg.Site(root, _common(results, options, style))
-    _write_pages(site, results, tiles, style, estimate)
+    site = pg.Site(root, pg.common_context(results, options, style))
+    _write_pages(site, results, tiles, style, estimate, (weights, message))
     seconds = time.perf_counter() - start
     log.info("report: %d pages, %d render blocks in %.1f s", site.pages, len(calls), seconds)
     return ReportResult(root, root / "index.html", site.pages, len(calls), estimate, seconds)
-
-
-def _image_side(results: JobResults) -> int | None:
-    """The larger side of the dataset's first image (as its index lists it)."""
-    try:
-        samples = results.dataset.samples
-    except RayDissectError:
-        return None
-    return max(samples[0].image_size) if samples else None
 
 
 def _rows(results: JobResults) -> int:
@@ -168,47 +134,24 @@ def _rows(results: JobResults) -> int:
     return 1 + 2 * max((len(r.explanations) for r in recs[:16]), default=0)
 
 
-def _common(results: JobResults, options: ReportOptions, style: TileStyle
-            ) -> dict[str, object]:
-    described = {**options.describe(), "tile": f"{style.size} px"}
-    return {"job_name": results.spec.name, "missing": results.missing_layers(),
-            "provenance": provenance(results, described), "page_kind": "page"}
-
-
 def _write_pages(site: pg.Site, results: JobResults, tiles: dict[str, dict[int, UnitTiles]],
-                 style: TileStyle, estimate: int) -> None:
+                 style: TileStyle, estimate: int, head: tuple[np.ndarray | None, str]
+                 ) -> None:
     for name in ("report.css", "report.js"):
         site.asset(name)
-    weights, message = head_weights(results)
     cards = {}
     for layer in results.layers:
         cards[layer] = pg.layer_cards(results, layer, tiles[layer])
-        _layer_pages(site, results, layer, cards[layer], tiles[layer], weights, style)
+        key, t = layer_key(layer), results.spec.method.iou_threshold
+        site.write(f"data/{key}.js", pg.layer_data_js(layer, cards[layer], t))
+        site.page(f"layers/{key}.html", "layer.html",
+                  **pg.layer_context(results, layer, cards[layer]))
     _index_page(site, results)
     page_of = {(layer, c.unit): c.href is not None for layer in cards for c in cards[layer]}
     site.page("concepts.html", "concepts.html", entries=concept_entries(results, page_of),
               threshold=results.spec.method.iou_threshold)
-    _classes_page(site, results, cards[results.layers[-1]], weights, message)
+    _classes_page(site, results, cards[results.layers[-1]], *head)
     _about_page(site, results, style, estimate)
-
-
-def _layer_pages(site: pg.Site, results: JobResults, layer: str, cards: list[pg.Card],
-                 tiles: dict[int, UnitTiles], weights: np.ndarray | None, style: TileStyle
-                 ) -> None:
-    key = layer_key(layer)
-    t = results.spec.method.iou_threshold
-    site.write(f"data/{key}.js", pg.layer_data_js(layer, cards, t))
-    site.page(f"layers/{key}.html", "layer.html",
-              **pg.layer_context(results, layer, cards))
-    records = results.records(layer)
-    for i, rec in enumerate(records):
-        if cards[i].href is None:
-            continue
-        prev = f"{rec.unit - 1}.html" if i > 0 and cards[i - 1].href else None
-        nxt = f"{rec.unit + 1}.html" if i + 1 < len(records) and cards[i + 1].href else None
-        ctx = pg.unit_context(results, rec, tiles.get(rec.unit), (prev, nxt), weights)
-        site.page(f"units/{key}/{rec.unit}.html", "unit.html", page_kind="unit",
-                  views=list(style.views), tile=style.size, gap=style.gap, **ctx)
 
 
 def _index_page(site: pg.Site, results: JobResults) -> None:

@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
+from markupsafe import Markup
 
 from ray_dissect import storage
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import plots
-from ray_dissect.report.catalog import unit_classes
-from ray_dissect.report.render import UnitTiles
+from ray_dissect.report.catalog import provenance
+from ray_dissect.report.meta import ReportOptions, UnitTiles
 from ray_dissect.report.results import METRIC_NAMES, JobResults
+from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.views import (
     Card,
     best_explanation,
@@ -43,8 +45,10 @@ SORT_KEYS = (("unit", "unit"), ("iou", "label IoU"), ("label", "label (category,
              ("cm", "concept masking"))
 
 
+@lru_cache(maxsize=1)
 def environment() -> Any:
-    """The Jinja environment over the package's templates (autoescaped)."""
+    """The Jinja environment over the package's templates (autoescaped; built and its
+    templates compiled once per process)."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("ray_dissect.report", "templates"),
@@ -59,7 +63,10 @@ class Site:
     """Writes the report's files under ``out`` (one writer per file, whole-file writes)."""
 
     def __init__(self, out: AnyPath, common: dict[str, Any]) -> None:
-        self.out, self.common, self.env = out, common, environment()
+        self.out, self.env = out, environment()
+        footer = Markup('<dl class="prov">') + Markup("").join(
+            Markup("<dt>{}</dt><dd>{}</dd>").format(k, v) for k, v in common["provenance"])
+        self.common = {**common, "footer": footer + Markup("</dl>")}
         self.pages = 0
 
     def write(self, rel: str, text: str) -> AnyPath:
@@ -139,15 +146,22 @@ def _metrics(e: Any) -> list[tuple[str, str]]:
     return [(k.replace("_", " "), f"{m[k]:.4f}") for k in METRIC_NAMES if m.get(k) is not None]
 
 
+def common_context(results: JobResults, options: ReportOptions, style: TileStyle
+                   ) -> dict[str, Any]:
+    """What every page's frame shows: job name, missing layers, the provenance footer."""
+    return {"job_name": results.spec.name, "missing": results.missing_layers(),
+            "provenance": provenance(results, options.describe(style)), "page_kind": "page"}
+
+
 def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
-                 neighbours: tuple[str | None, str | None], weights: np.ndarray | None
+                 neighbours: tuple[str | None, str | None], classes: list[tuple[int, float]]
                  ) -> dict[str, Any]:
-    """Variables of ``unit.html`` (``neighbours``: prev and next unit pages, relative)."""
+    """Variables of ``unit.html`` (``neighbours``: prev and next unit pages, relative;
+    ``classes``: the classes the unit feeds most, (class, weight))."""
     rows = tiles.rows if tiles else []
     h = tiles.histogram if tiles else None
     hist = plots.activation_histogram(h.edges if h else [], h.counts if h else [],
                                       h.zeros if h else 0, _marks(rec), rec.unit)
-    last = rec.layer == results.layers[-1]
     return {
         "layer": rec.layer, "layer_href": f"../../layers/{url_key(rec.layer)}.html",
         "rec": rec, "label": fix(rec.label.name) if rec.label else "",
@@ -161,7 +175,7 @@ def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
                           "rows": [r for r in rows if r.range_index == e.range_index]}
                          for e in rec.explanations],
         "prev": neighbours[0], "next": neighbours[1],
-        "classes": unit_classes(weights, rec.unit) if last else [],
+        "classes": classes,
         "raw": rec.model_dump_json(indent=2),
     }
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ray_dissect import storage
-from ray_dissect.errors import SpecError, StoreError
+from ray_dissect.errors import RayDissectError, SpecError, StoreError
 from ray_dissect.job.layout import JobDir, layer_key
 from ray_dissect.records.build import summarize_layer
 from ray_dissect.records.io import read_unit_records
@@ -39,8 +42,10 @@ if TYPE_CHECKING:
     import pandas
 
     from ray_dissect.datasets.base import ConceptDataset
-    from ray_dissect.report.build import ReportOptions, ReportResult
+    from ray_dissect.report.build import ReportResult
+    from ray_dissect.report.meta import ReportOptions
 
+CACHED_IMAGES = 256
 METRIC_NAMES = ("activation_coverage", "detection_accuracy", "samples_coverage",
                 "explanation_coverage", "concept_masking")
 
@@ -62,6 +67,7 @@ class JobResults:
             raise SpecError(f"{str(root)!r} is not a job directory (no spec.json)",
                             hint="give the --out directory of a `ray-dissect run`")
         self._records: dict[str, list[UnitRecord]] = {}
+        self._images: OrderedDict[tuple[str, int], Any] = OrderedDict()
 
     @cached_property
     def spec(self) -> JobSpec:
@@ -136,6 +142,39 @@ class JobResults:
         from ray_dissect.datasets.registry import open_dataset
 
         return open_dataset(self.spec.dataset)
+
+    def image_side(self) -> int | None:
+        """The larger side of the dataset's first image as its index lists it (None when the
+        dataset cannot be opened)."""
+        try:
+            samples = self.dataset.samples
+        except RayDissectError:
+            return None
+        return max(samples[0].image_size) if samples else None
+
+    def image(self, index: int) -> np.ndarray:
+        """Dataset image ``index``, (H, W, 3) uint8 (the last ``CACHED_IMAGES`` are kept:
+        a report shows the same top images for many units).
+
+        Raises:
+            BadSampleError: the image cannot be read.
+        """
+        return self._cached("image", index, self.dataset.read_image)
+
+    def labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Dataset labels of image ``index``: pixel (L, sh, sw) and whole (n,) int32 (cached
+        as :meth:`image`)."""
+        return self._cached("labels", index, self.dataset.read_labels)
+
+    def _cached(self, kind: str, index: int, read: Any) -> Any:
+        key = (kind, index)
+        if key in self._images:
+            self._images.move_to_end(key)
+            return self._images[key]
+        value = self._images[key] = read(index)
+        if len(self._images) > 2 * CACHED_IMAGES:
+            self._images.popitem(last=False)
+        return value
 
     def manifest(self) -> dict[str, Any]:
         """``manifest.json`` as plain JSON (stage hashes, progress, runs), {} if absent."""

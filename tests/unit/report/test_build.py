@@ -201,3 +201,14 @@ def test_report_of_an_object_store_job(local_s3: LocalS3, clustered_job: Path,
     for rel in ("index.html", f"layers/{LAYER}.html", f"units/{LAYER}/8.html",
                 f"img/{LAYER}/8.jpg", f"data/{LAYER}.js", "about.html"):
         assert local_s3.fs.cat_file(f"{uri}/report/{rel}") == (local / rel).read_bytes(), rel
+
+
+def test_records_without_activations(clustered_job: Path, tmp_path: Path) -> None:
+    """A job whose activations were removed still gets its pages, without tiles."""
+    job = tmp_path / "job"
+    shutil.copytree(clustered_job, job, ignore=shutil.ignore_patterns("report",
+                                                                      "activations.zarr"))
+    result = build_report(JobResults(job), tmp_path / "s")
+    layer = (Path(result.out) / "layers" / f"{LAYER}.html").read_text()
+    assert len(_parse(Path(result.out) / "layers" / f"{LAYER}.html").cards) == 12
+    assert "Feature map unknown" in layer and not list(Path(result.out).rglob("*.jpg"))

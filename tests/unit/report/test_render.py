@@ -12,12 +12,9 @@ from PIL import Image
 from ray_dissect.concepts.masks import unit_masks
 from ray_dissect.job.layout import done_marker
 from ray_dissect.report import tiles as tl
-from ray_dissect.report.render import (
-    HIST_BINS,
-    meta_path,
-    render_block,
-    row_plans,
-)
+from ray_dissect.report.draw import HIST_BINS, row_plans
+from ray_dissect.report.meta import ReportOptions
+from ray_dissect.report.render import meta_path, render_block
 from ray_dissect.report.results import JobResults
 
 LAYER = "body.out"
@@ -92,20 +89,25 @@ def test_rerun_is_skipped_and_a_redo_is_byte_identical(clustered: JobResults,
 
 
 def test_changed_inputs_redo_the_block(clustered: JobResults, tmp_path: Path) -> None:
-    """Another tile style changes the block's digest, so the block is redone."""
+    """Another tile style, or other classes, change the block's digest: it is redone."""
     out = tmp_path / "r"
     a = render_block(clustered, LAYER, (0, 1), out)
-    b = render_block(clustered, LAYER, (0, 1), out, tl.NDL_STYLE)
+    b = render_block(clustered, LAYER, (0, 1), out, ReportOptions(style="ndl"))
     assert a.digest != b.digest and b.tiles[0].rows[0].height == 224
+    c = render_block(clustered, LAYER, (0, 1), out, ReportOptions(style="ndl"), {0: [(2, 1.5)]})
+    assert c.digest != b.digest
+    assert "class 2" in (out / "units" / LAYER / "0.html").read_text()
 
 
 def test_interpretable_pages_only(clustered: JobResults, tmp_path: Path) -> None:
     """With unit_pages=interpretable a unit below the threshold gets a sprite, no strips."""
-    block = render_block(clustered, LAYER, (0, 12), tmp_path / "r", pages="interpretable")
+    out = tmp_path / "r"
+    block = render_block(clustered, LAYER, (0, 12), out, ReportOptions(unit_pages="interpretable"))
     for unit in block.tiles:
         rec = clustered.records(LAYER)[unit.unit]
         passes = rec.interpretable or any(e.iou >= 0.04 for e in rec.explanations)
         assert unit.page == passes and bool(unit.rows) == passes and unit.sprite
+        assert (out / "units" / LAYER / f"{unit.unit}.html").exists() == passes
 
 
 def test_records_without_top_images_give_no_tiles(clustered_job: Path, tmp_path: Path) -> None:
