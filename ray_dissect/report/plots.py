@@ -83,6 +83,20 @@ def _text(x: float, y: float, text: str, extra: str = "") -> str:
     return f'<text x="{_num(x)}" y="{_num(y)}"{extra}>{escape(text)}</text>'
 
 
+def fix(name: str) -> str:
+    """NetDissect-Lite's display form of a concept name: ``-s``/``-c`` suffix dropped,
+    ``_`` as space."""
+    if name.endswith(("-s", "-c")):
+        name = name[:-2]
+    return name.replace("_", " ")
+
+
+def _fit(text: str, width: float, char: float = 5.6) -> str:
+    """``text`` cut with an ellipsis to about ``width`` px of 10-px bold text."""
+    room = max(1, int(width / char))
+    return text if len(text) <= room else text[: max(1, room - 1)] + "…"
+
+
 def concept_groups(records: Sequence[UnitRecord]) -> list[tuple[str, list[tuple[str, int, float]]]]:
     """Interpretable units per label concept, grouped by category.
 
@@ -124,10 +138,12 @@ def concept_bars(records: Sequence[UnitRecord], iou_threshold: float) -> Plot:
     body, x = [], left
     for cat, items in groups:
         span = len(items) * (bar_w + gap)
-        body.append(_rect(x, 20, span - gap, area, category_color(cat), ' fill-opacity="0.12"'))
+        name = _fit(f"{cat}s", span)
+        band = _rect(x, 20, span - gap, area, category_color(cat), ' fill-opacity="0.12"')
+        body.append(band[:-2] + f"><title>{len(items)} {escape(cat)}s</title></rect>")
         body.append(f'<text x="{_num(x + 1)}" y="0" class="group"><tspan x="{_num(x + 1)}" '
                     f'dy="9">{len(items)}</tspan><tspan x="{_num(x + 1)}" dy="9">'
-                    f'{escape(cat)}s</tspan></text>')
+                    f'{escape(name)}</tspan></text>')
         x += span
     for tick in sorted({1, (top + 1) // 2, top}):
         y = 20 + area - area * tick / top
@@ -137,8 +153,8 @@ def concept_bars(records: Sequence[UnitRecord], iou_threshold: float) -> Plot:
         body.append(_rect(bx, 20 + area - h, bar_w, h, category_color(cat),
                           f' class="bar" data-concept="{escape(name)}" data-units="{n}"'))
         lx, ly = bx + bar_w / 2, 20 + area + 6
-        body.append(_text(lx, ly, name, f' transform="rotate(-45 {_num(lx)} {_num(ly)})" '
-                                        'text-anchor="end" class="label"'))
+        body.append(_text(lx, ly, fix(name), f' transform="rotate(-45 {_num(lx)} {_num(ly)})" '
+                                             'text-anchor="end" class="label"'))
     desc = f"{len(bars)} concepts in {len(groups)} categories; tallest bar {top} units."
     svg = _svg(width, 20 + area + label_h, title, desc, body)
     return Plot(svg, columns, [(c, nm, n, f"{iou:.4f}") for c, nm, n, iou in bars])

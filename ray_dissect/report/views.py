@@ -18,20 +18,12 @@ from markupsafe import Markup, escape
 from ray_dissect.job.layout import layer_key
 from ray_dissect.records.schema import Explanation, UnitRecord
 from ray_dissect.report.meta import UnitTiles
-from ray_dissect.report.plots import category_color, category_rank, formula_shape
+from ray_dissect.report.plots import category_color, category_rank, fix, formula_shape
 from ray_dissect.report.results import METRIC_NAMES
 
 METRIC_SHORT = {"activation_coverage": "act", "detection_accuracy": "det",
                 "samples_coverage": "samp", "explanation_coverage": "expl",
                 "concept_masking": "cm"}
-
-
-def fix(name: str) -> str:
-    """NetDissect-Lite's display form of a concept name: ``-s``/``-c`` suffix dropped,
-    ``_`` as space."""
-    if name.endswith(("-s", "-c")):
-        name = name[:-2]
-    return name.replace("_", " ")
 
 
 def url_key(layer: str) -> str:
