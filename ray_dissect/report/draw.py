@@ -265,10 +265,9 @@ class _Painter:
                               for i, _ in plan.images]) if plan.concept is not None else None)
         views = tl.compose_row([self.source(i, self.style.size) for i, _ in plan.images],
                                masks, concepts, self.style.views, self.style)
-        small = [self.source(i, self.style.thumb) for i, _ in plan.images]
-        thumbs = tl.compose_row(small[: self.style.sprite_tiles],
-                                masks[: self.style.sprite_tiles], None, ["mask"],
-                                self.style)["mask"]
+        k = self.style.sprite_tiles
+        small = [self.source(i, self.style.thumb) for i, _ in plan.images[:k]]
+        thumbs = tl.compose_row(small, masks[:k], None, ["mask"], self.style)["mask"]
         peaks = stack.reshape(len(stack), -1).max(axis=1)
         infos = [TileInfo(index=index, image=name,
                           value=float(peak) if np.isfinite(peak) else None,
