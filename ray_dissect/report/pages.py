@@ -25,7 +25,6 @@ from ray_dissect.report.results import METRIC_NAMES, JobResults
 from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.views import (
     Card,
-    best_explanation,
     card,
     chip,
     fix,
@@ -215,14 +214,3 @@ def sprite_links(cards: Sequence[Card]) -> dict[int, tuple[str, int, int] | None
         out[c.unit] = ((c.sprite.removeprefix("../"), c.sprite_width, c.sprite_height)
                        if c.sprite else None)
     return out
-
-
-def best_text(rec: UnitRecord | None) -> str:
-    """The best explanation's formula of a record ("" without one)."""
-    best = best_explanation(rec) if rec else None
-    return best.text or "" if best else ""
-
-
-def raw_json(data: Any) -> str:
-    """Pretty JSON (the template escapes it)."""
-    return json.dumps(data, indent=2, sort_keys=True)

@@ -9,7 +9,6 @@ the input, so two renders are byte-identical. Colours are Okabe-Ito, one per cat
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -357,8 +356,3 @@ def layer_stacks(layers: Sequence[LayerSummary], unique: dict[str, dict[str, int
 
 def _short(layer: str) -> str:
     return layer if len(layer) <= 10 else "…" + layer[-9:]
-
-
-def finite_or_none(x: float | None) -> float | None:
-    """``x`` when it is a finite float, else None."""
-    return x if x is not None and math.isfinite(x) else None
