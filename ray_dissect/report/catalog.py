@@ -114,6 +114,8 @@ def concept_entries(results: JobResults, pages: dict[tuple[str, int], bool]
         entries sorted by concept name, then IoU descending, then layer and unit.
     """
     t = results.spec.method.iou_threshold
+    category = {c.name: c.category for layer in results.layers for r in results.records(layer)
+                for c in [*r.per_category.values(), *r.top]}
     out = []
     for layer in results.layers:
         for r in results.records(layer):
@@ -126,7 +128,7 @@ def concept_entries(results: JobResults, pages: dict[tuple[str, int], bool]
                 if e.text is None or e.iou < t:
                     continue
                 for name in dict.fromkeys(leaf_names(e.formula)):
-                    out.append(ConceptEntry(fix(name), "", layer, r.unit,
+                    out.append(ConceptEntry(fix(name), category.get(name, ""), layer, r.unit,
                                             f"range {e.range_index}", e.iou, href))
     return sorted(out, key=lambda c: (c.name, -c.iou, c.layer, c.unit, c.role))
 
