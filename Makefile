@@ -11,7 +11,7 @@ DEMO_IMAGES := 2000
 # vendored); tests/unit/test_coco.py checks the reader against pycocotools on it.
 LABELME := .scratch/labelme-examples
 
-.PHONY: install demo test lint bench schema fixtures
+.PHONY: install demo test lint bench schema fixtures browser
 
 install: $(VENV)/.installed
 
@@ -32,7 +32,14 @@ fixtures:
 	  && dpkg-deb -x labelme-examples_*.deb . && touch .done; } \
 	  || echo "labelme-examples not fetched (needs apt-get); the test that uses it is skipped"
 
-test: install fixtures
+# Debian's chromium drives the report's browser tests (tests/unit/report/test_browser.py);
+# they skip without it, and CI (.ci/run) requires it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null; } || echo "chromium not installed (needs apt-get); the browser tests are skipped"
+
+test: install fixtures browser
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -40,6 +47,7 @@ test: install fixtures
 
 bench: install
 	$(BIN)/python benchmarks/bench_extraction.py
+	$(BIN)/python benchmarks/bench_report.py
 
 schema: install
 	$(BIN)/ray-dissect schema --out schemas

@@ -55,6 +55,21 @@ class _RichProgress:
         self._bar.advance(self._tasks[stage], n)
 
 
+def _formula_columns(summary: Any, target: str) -> dict[str, tuple[str, str]]:
+    """Per layer (most frequent formulas, best formula by IoU) of a compositional job."""
+    from ray_dissect.report.results import open_job
+
+    results = open_job(target)
+    out = {}
+    for layer in summary.layers:
+        frequent = ", ".join(f"{f.text} ({f.ranges})" for f in layer.top_formulas[:4])
+        best = results.best_explanations(layer.layer, 1)
+        best_text = (f"{best[0][1].text} (unit {best[0][0]}, IoU {best[0][1].iou:.3f})"
+                     if best else "-")
+        out[layer.layer] = (frequent or "-", best_text)
+    return out
+
+
 def _print_summary(summary: Any, target: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -62,21 +77,42 @@ def _print_summary(summary: Any, target: str) -> None:
     from ray_dissect.storage import location
 
     out = location(target)
-
+    formulas = _formula_columns(summary, target) if summary.method not in (
+        "netdissect", "none") else {}
     scored = ("no dissection (method none)" if summary.iou_threshold is None
               else f"IoU >= {summary.iou_threshold}")
     table = Table(title=f"{summary.provenance.job}: {summary.valid_images}/{summary.images} "
                         f"images used, {scored}")
-    for col in ("layer", "units", "interpretable", "concepts", "most frequent concepts"):
+    columns = ["layer", "units", "interpretable", "concepts", "most frequent concepts"]
+    if formulas:
+        columns += ["explained ranges", "most frequent formulas", "best formula by IoU"]
+    for col in columns:
         table.add_column(col)
     for layer in summary.layers:
         top = ", ".join(f"{c.name} ({c.units})" for c in layer.top_concepts[:6])
-        table.add_row(layer.layer, str(layer.units), str(layer.interpretable),
-                      str(layer.unique_concepts), top or "-")
+        row = [layer.layer, str(layer.units), str(layer.interpretable),
+               str(layer.unique_concepts), top or "-"]
+        if formulas:
+            row += [str(layer.explained_ranges), *formulas[layer.layer]]
+        table.add_row(*row)
     console = Console()
     console.print(table)
     console.print(f"records: {out / 'records'}  summary: {out / 'summary.json'}  "
                   f"bad samples: {summary.bad_samples} ({out / 'errors.jsonl'})")
+
+
+def _report(target: str, out: str | None = None, style: str = "default",
+            tile: int | None = None, unit_pages: str = "all") -> None:
+    """Build the static report of a job directory and say where it is."""
+    from ray_dissect.report.meta import ReportOptions
+    from ray_dissect.report.results import open_job
+
+    options = ReportOptions(style=style, tile=tile, unit_pages=unit_pages)  # type: ignore[arg-type]
+    result = open_job(target).report(out, options)
+    typer.echo(f"report: {result.index} ({result.pages} pages, {result.seconds:.1f} s)")
+
+
+NO_REPORT = typer.Option("--no-report", help="do not build the HTML report (DIR/report/)")
 
 
 @app.command()
@@ -87,8 +123,9 @@ def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
         force: Annotated[bool, typer.Option(
             help="reuse --out even if it holds another spec: redo only the stages it changes")]
         = False,
+        no_report: Annotated[bool, NO_REPORT] = False,
         verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
-    """Run a dissection job end to end and print what the units detect."""
+    """Run a dissection job end to end, print what the units detect, build the report."""
     _setup_logging(verbose)
     try:
         from ray_dissect.runtime.driver import run_job
@@ -97,9 +134,11 @@ def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
         spec = load_spec(job)
         with _RichProgress() as progress:
             summary = run_job(spec, out, address=address, progress=progress, force=force)
+        _print_summary(summary, out)
+        if not no_report:
+            _report(out)
     except RayDissectError as err:
         _fail(err)
-    _print_summary(summary, out)
 
 
 @app.command()
@@ -107,6 +146,7 @@ def resume(out: Annotated[str, typer.Argument(
                help="job directory of an earlier run (path or fsspec URI)")],
            address: Annotated[str | None, typer.Option(help="Ray address; default: local")]
            = None,
+           no_report: Annotated[bool, NO_REPORT] = False,
            verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
     """Continue an interrupted job from its directory (same spec, finished work kept)."""
     _setup_logging(verbose)
@@ -123,9 +163,31 @@ def resume(out: Annotated[str, typer.Argument(
         spec = JobSpec.model_validate_json(read_text(spec_file))
         with _RichProgress() as progress:
             summary = run_job(spec, out, address=address, progress=progress)
+        _print_summary(summary, out)
+        if not no_report:
+            _report(out)
     except RayDissectError as err:
         _fail(err)
-    _print_summary(summary, out)
+
+
+@app.command()
+def report(target: Annotated[str, typer.Argument(
+               help="job directory (path or fsspec URI), finished or partial")],
+           out: Annotated[str | None, typer.Option(
+               "--out", help="report directory; default DIR/report")] = None,
+           style: Annotated[str, typer.Option(
+               help="tiles: 'default' (contour, 3 views) or 'ndl' (NetDissect-Lite's strip)")]
+           = "default",
+           tile: Annotated[int | None, typer.Option(help="full-size tile side, px")] = None,
+           unit_pages: Annotated[str, typer.Option(
+               help="'all' units get a page, or only 'interpretable' ones")] = "all",
+           verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
+    """Build the static HTML report of a job directory (opens from file://, no network)."""
+    _setup_logging(verbose)
+    try:
+        _report(target, out, style, tile, unit_pages)
+    except RayDissectError as err:
+        _fail(err)
 
 
 JOBS_API_HELP = "Ray Jobs API address, http://HEAD:8265 (or env RAY_API_SERVER_ADDRESS)"

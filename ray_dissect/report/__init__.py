@@ -1,3 +1,11 @@
 """The static HTML report built from a job's records, summary, spec and activations.
-May import: `records`, `job`, `storage`, `errors` and the analysis packages whose results it shows.
+
+``results`` (``ray_dissect.open_job(DIR)``: summary, records, DataFrames, activations) ->
+``render`` (the work unit, one block of units: ``draw`` its tiles, sprites and histograms over
+the pure-numpy ``tiles``, then its unit pages) -> ``build`` (the driver: layer, index,
+concepts, classes and about pages from ``pages``, ``views``, ``catalog`` and the inline-SVG
+``plots``; Jinja templates in ``templates/``). ``meta`` holds the options and what a render
+block records. The site opens from ``file://``: no network, no modules, no fonts.
+May import: `records`, `job`, `storage`, `errors` and the analysis packages whose results it
+shows (`datasets`, `models`, `concepts`, `units`, `explain`).
 """

@@ -52,6 +52,8 @@ class ModelSpec(Frozen):
     :mod:`ray_dissect.spec.fingerprint`). ``factory_sha256`` is set by ``submit`` when it ships
     a factory file as a module: the sha256 of the shipped copy, so the shipped spec hashes as
     the original one; it is refused beside a file factory (whose file is hashed directly).
+    ``classifier`` names the linear head whose (classes x units) weights the report shows
+    (only the report reads it).
     """
 
     name: str | None = None
@@ -60,6 +62,9 @@ class ModelSpec(Frozen):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     preprocess: PreprocessSpec = PreprocessSpec()
     factory_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$"), ADDED_LATER] = None
+    classifier: Annotated[str | None, ADDED_LATER, Field(
+        description="module name of the model's linear head (e.g. '_fc', 'fc'); the report's "
+                    "classes page ranks the last dissected layer's units by its weights")] = None
 
     @field_validator("name")
     @classmethod
@@ -91,8 +96,10 @@ class ModelSpec(Frozen):
     def content_data(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` (this spec's hashed dump) with the factory file and the checkpoint
         replaced by their content fingerprints, and ``factory_sha256`` folded into the
-        factory's (see :mod:`ray_dissect.spec.fingerprint`)."""
+        factory's (see :mod:`ray_dissect.spec.fingerprint`). ``classifier`` is left out: only
+        the report reads it, so naming the head redoes no stage."""
         data.pop("factory_sha256", None)
+        data.pop("classifier", None)
         if self.factory is not None:
             data["factory"] = factory_fingerprint(self.factory, self.factory_sha256)
         if isinstance(self.weights, CheckpointWeights):

@@ -118,3 +118,44 @@ def test_status_and_resume_take_uris(local_s3: LocalS3) -> None:
     assert refused.exit_code == 2 and f"'{uri}' is not a job directory" in refused.stderr
     bad = runner.invoke(app, ["status", "nosuchfs://x/y"])
     assert bad.exit_code == 5 and "install the fsspec implementation" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def clustered_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small clustered job, run in-process."""
+    from fixtures.report_job import dataset, run_job
+
+    root = tmp_path_factory.mktemp("cli")
+    return run_job(dataset(root / "ds", 16), root / "job", "color_levels", ["out"],
+                   kind="clustered", clusters=3, length=2, beam=3)
+
+
+def test_report_command_builds_the_site(clustered_dir: Path, tmp_path: Path) -> None:
+    """`report DIR --out PATH` writes the site; bad options exit 2 with one line."""
+    result = runner.invoke(app, ["report", str(clustered_dir), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "index.html").is_file() and "report:" in result.stdout
+    assert (tmp_path / "r" / "layers" / "out.html").is_file()
+    assert (tmp_path / "r" / "units" / "out" / "0.html").is_file()
+    bad = runner.invoke(app, ["report", str(clustered_dir), "--unit-pages", "some"])
+    assert bad.exit_code == 2 and "--unit-pages" in bad.stderr
+    style = runner.invoke(app, ["report", str(clustered_dir), "--style", "fancy"])
+    assert style.exit_code == 2 and "unknown report style" in style.stderr
+    assert "--no-report" in runner.invoke(app, ["run", "--help"]).stdout
+    assert "--no-report" in runner.invoke(app, ["resume", "--help"]).stdout
+
+
+def test_summary_shows_formulas(clustered_dir: Path, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a clustered job, `run` prints the most frequent formulas and the best by IoU."""
+    from ray_dissect.cli import _print_summary
+    from ray_dissect.report.results import open_job
+
+    monkeypatch.setenv("COLUMNS", "400")
+    job = open_job(clustered_dir)
+    _print_summary(job.summary, str(clustered_dir))
+    out = capsys.readouterr().out
+    (unit, best), = job.best_explanations("out", 1)
+    assert f"{best.text} (unit {unit}, IoU {best.iou:.3f})" in out
+    top = job.summary.layers[0].top_formulas[0]
+    assert f"{top.text} ({top.ranges})" in out and "best formula by IoU" in out

@@ -1,0 +1,184 @@
+"""The report's driver: render the blocks of units, then write the layer and site pages.
+
+``DIR/report/`` (or ``out``) holds::
+
+    index.html  concepts.html  classes.html  about.html
+    layers/<layer>.html           plots, header, the unit grid (first page prerendered)
+    units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips)
+    img/<layer>/<unit>.jpg        one sprite per unit (its card's tiles)
+    data/<layer>.js               window.RD.add("<layer>", {...}): the grid's data
+    assets/report.css report.js   hand-written, no framework
+    _render/<layer>/<u0>-<u1>.json(.done)   per block of units: what the layer pages need
+
+Blocks of ``block_units`` units are rendered by the work unit
+:func:`ray_dissect.report.render.render_block` (tiles, sprites, unit pages); ``renderer``
+decides where those calls run (in this process by default; a Ray map in the runtime). The
+driver then writes the pages that span units. Everything is deterministic: building twice
+gives byte-identical files, and a rebuild renders only the blocks whose inputs changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ray_dissect import storage
+from ray_dissect.job.layout import layer_key, unit_blocks
+from ray_dissect.report import pages as pg
+from ray_dissect.report import plots
+from ray_dissect.report.catalog import (
+    class_table,
+    concept_entries,
+    head_weights,
+    layer_rows,
+    size_estimate,
+    unique_by_category,
+    unit_classes,
+)
+from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
+from ray_dissect.report.render import Classes, render_block
+from ray_dissect.report.tiles import TileStyle
+from ray_dissect.storage import AnyPath
+
+if TYPE_CHECKING:
+    from ray_dissect.report.results import JobResults
+
+__all__ = ["RenderCall", "ReportOptions", "ReportResult", "build_report", "render_calls"]
+log = logging.getLogger(__name__)
+RenderCall = tuple[str, tuple[int, int], Classes]
+Renderer = Callable[[Sequence[RenderCall]], Iterable[BlockTiles]]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What :func:`build_report` wrote.
+
+    Attributes:
+        out: the report directory; ``index`` its ``index.html``.
+        pages: HTML pages the driver wrote (unit pages are the render blocks').
+        blocks: render blocks (done or redone).
+        estimate: the size estimated before building, bytes.
+        seconds: wall time.
+    """
+
+    out: AnyPath
+    index: AnyPath
+    pages: int
+    blocks: int
+    estimate: int
+    seconds: float
+
+
+def render_calls(results: JobResults, options: ReportOptions, weights: np.ndarray | None
+                 ) -> list[RenderCall]:
+    """(layer, (u0, u1), classes of its units) of every render block of the layers with
+    records; classes only for the last layer, when the head's weights are known."""
+    calls = []
+    for layer in results.layers:
+        last = layer == results.layers[-1] and weights is not None
+        for u0, u1 in unit_blocks(len(results.records(layer)), options.block_units):
+            classes = {u: unit_classes(weights, u) for u in range(u0, u1)} if last else {}
+            calls.append((layer, (u0, u1), classes))
+    return calls
+
+
+def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
+                 options: ReportOptions | None = None, renderer: Renderer | None = None
+                 ) -> ReportResult:
+    """Build the static site of a (finished or partial) job directory.
+
+    Args:
+        results: the opened job (:func:`ray_dissect.open_job`).
+        out: the report directory, a path or URI (default ``DIR/report``).
+        options: see :class:`ReportOptions`.
+        renderer: runs render calls and yields their :class:`BlockTiles` (default: this
+            process, in order); a call is ``render_block(DIR, layer, units, out, options,
+            classes)``.
+    """
+    start, options = time.perf_counter(), options or ReportOptions()
+    root = storage.location(out) if out is not None else results.root / "report"
+    style = options.tile_style(results.image_side())
+    estimate = size_estimate(results, _rows(results), 10, style.size, style.thumb)
+    log.info("report: about %.1f MB expected in %s", estimate / 1e6, root)
+    weights, message = head_weights(results)
+    calls = render_calls(results, options, weights)
+    for layer in results.layers:
+        if results.records(layer) and results.feature_shape(layer) is None:
+            log.warning("no activations for layer %r: its report shows no tiles", layer)
+
+    def in_process(todo: Sequence[RenderCall]) -> Iterable[BlockTiles]:
+        for layer, units, classes in todo:
+            yield render_block(results, layer, units, root, options, classes)
+
+    tiles: dict[str, dict[int, UnitTiles]] = {layer: {} for layer in results.layers}
+    for block in (renderer or in_process)(calls):
+        tiles[block.layer].update({t.unit: t for t in block.tiles})
+    site = pg.Site(root, pg.common_context(results, options, style))
+    _write_pages(site, results, tiles, style, estimate, (weights, message))
+    seconds = time.perf_counter() - start
+    log.info("report: %d pages, %d render blocks in %.1f s", site.pages, len(calls), seconds)
+    return ReportResult(root, root / "index.html", site.pages, len(calls), estimate, seconds)
+
+
+def _rows(results: JobResults) -> int:
+    """Tile rows per unit expected (top, plus two per range)."""
+    recs = next((results.records(layer) for layer in results.layers
+                 if results.records(layer)), [])
+    return 1 + 2 * max((len(r.explanations) for r in recs[:16]), default=0)
+
+
+def _write_pages(site: pg.Site, results: JobResults, tiles: dict[str, dict[int, UnitTiles]],
+                 style: TileStyle, estimate: int, head: tuple[np.ndarray | None, str]
+                 ) -> None:
+    for name in ("report.css", "report.js"):
+        site.asset(name)
+    cards = {}
+    for layer in results.layers:
+        cards[layer] = pg.layer_cards(results, layer, tiles[layer])
+        key, t = layer_key(layer), results.iou_threshold
+        site.write(f"data/{key}.js", pg.layer_data_js(layer, cards[layer], t))
+        site.page(f"layers/{key}.html", "layer.html",
+                  **pg.layer_context(results, layer, cards[layer]))
+    _index_page(site, results)
+    page_of = {(layer, c.unit): c.href is not None for layer in cards for c in cards[layer]}
+    site.page("concepts.html", "concepts.html", entries=concept_entries(results, page_of),
+              threshold=results.iou_threshold)
+    _classes_page(site, results, cards[results.layers[-1]], *head)
+    _about_page(site, results, style, estimate)
+
+
+def _index_page(site: pg.Site, results: JobResults) -> None:
+    summaries = [results.layer_summary(layer) for layer in results.layers]
+    unique = {layer: unique_by_category(results.records(layer)) for layer in results.layers}
+    site.page("index.html", "index.html", layer_rows=layer_rows(results),
+              method=results.spec.method.kind, threshold=results.iou_threshold,
+              quantile=results.quantile_text,
+              stacks=plots.layer_stacks(summaries, unique), formulas=pg.formulas_table(results),
+              identical=pg.identical_layers(results))
+
+
+def _classes_page(site: pg.Site, results: JobResults, cards: list[pg.Card],
+                  weights: np.ndarray | None, message: str) -> None:
+    layer = results.layers[-1]
+    table = class_table(weights, results.records(layer)) if weights is not None else []
+    links = {c.unit: c.href.removeprefix("../") if c.href else None for c in cards}
+    site.page("classes.html", "classes.html", message=message, table=table, n=10, layer=layer,
+              classifier=results.spec.model.classifier, pages=links,
+              sprites=pg.sprite_links(cards))
+
+
+def _about_page(site: pg.Site, results: JobResults, style: TileStyle, estimate: int) -> None:
+    s = results.summary
+    site.page("about.html", "about.html", style=style,
+              denominator=results.denominator, estimate=f"{estimate / 1e6:.1f} MB",
+              errors=len(results.errors()),
+              stage_seconds=sorted((s.stage_seconds if s else {}).items()),
+              spec_json=json.dumps(results.spec.model_dump(mode="json"), indent=2,
+                                   sort_keys=True))

@@ -1,0 +1,103 @@
+"""The report's work unit: one block of units -> tiles, sprites and unit pages (report.md §3.9 R2).
+
+:func:`render_block` (job directory, layer, units [u0, u1)) draws the block's tiles
+(:mod:`ray_dissect.report.draw`: one pass over its activations, the source images and label
+maps of the images its records select), writes each unit's page
+(``units/<layer>/<unit>.html``), then ``_render/<layer>/<u0>-<u1>.json`` (what the layer
+pages need: sprites, rows, histograms) and last its done marker ``.done`` holding a digest of
+every input (the block's records and top images, the options, the footer, the classes). A
+block whose marker holds the same digest is not redone; everything is written with fixed
+settings, so a rerun writes the same bytes.
+
+It is a pure function of the job directory and its arguments (no Ray, no driver state), so the
+driver runs it in-process or as one task per block, e.g.
+``render_block("s3://runs/demo", "_bn1", (0, 64), "s3://runs/demo/report", options, classes)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+from ray_dissect import __version__, storage
+from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.records.schema import UnitRecord
+from ray_dissect.report.draw import RowPlan, draw_block, row_plans, wants_page
+from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
+from ray_dissect.report.pages import Site, common_context, unit_context
+from ray_dissect.report.results import JobResults, open_job
+from ray_dissect.report.tiles import TileStyle
+from ray_dissect.storage import AnyPath
+
+Classes = dict[int, list[tuple[int, float]]]
+
+
+def meta_path(out: AnyPath, layer: str, units: tuple[int, int]) -> AnyPath:
+    """Where a block's :class:`BlockTiles` JSON is kept (its done marker beside it)."""
+    return out / "_render" / layer_key(layer) / f"{units[0]:07d}-{units[1]:07d}.json"
+
+
+def block_digest(records: list[UnitRecord], plans: list[list[RowPlan]], pages: list[bool],
+                 style: TileStyle, context: dict[str, Any]) -> str:
+    """A digest of everything a block's output depends on (its done marker holds it)."""
+    data = {"records": [r.model_dump(mode="json") for r in records],
+            "rows": [[asdict(p) for p in u] for u in plans], "pages": pages,
+            "style": asdict(style), "context": context, "version": __version__}
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, int],
+                 out: str | AnyPath | None = None, options: ReportOptions | None = None,
+                 classes: Classes | None = None) -> BlockTiles:
+    """Render units [u0, u1) of ``layer`` (see the module docstring); resumable.
+
+    Args:
+        job: the job directory (path or URI) or its opened :class:`JobResults`.
+        out: the report directory (default ``DIR/report``).
+        options: the report's options.
+        classes: per unit of the block, the classes it feeds most as (class, weight)
+            (last layer, when the spec names a classifier).
+    """
+    results = job if isinstance(job, JobResults) else open_job(job)
+    root = storage.location(out) if out is not None else results.root / "report"
+    options = options or ReportOptions()
+    style = options.tile_style(results.image_side())
+    layer_records = results.records(layer)
+    records = layer_records[units[0]:units[1]]
+    t = results.iou_threshold
+    page_of = [wants_page(r, options.unit_pages, t) for r in layer_records]
+    plans = [row_plans(r) for r in records]
+    common = common_context(results, options, style)
+    context = {"common": {k: v for k, v in common.items() if k != "page_kind"},
+               "classes": sorted((classes or {}).items()), "layer": layer, "units": units,
+               "neighbours": [page_of[i] for i in (units[0] - 1, units[1])
+                              if 0 <= i < len(page_of)]}
+    digest = block_digest(records, plans, page_of[units[0]:units[1]], style, context)
+    meta = meta_path(root, layer, units)
+    if done_marker(meta).exists() and storage.read_text(done_marker(meta)) == digest:
+        return BlockTiles.model_validate_json(storage.read_text(meta))
+    drawn = draw_block(results, layer, units, plans, page_of[units[0]:units[1]], style, root)
+    site = Site(root, common)
+    for rec, tiles in zip(records, drawn, strict=True):
+        if tiles.page:
+            _unit_page(site, results, rec, tiles, page_of, (classes or {}).get(rec.unit, []),
+                       style)
+    block = BlockTiles(layer=layer, units=units, digest=digest, tiles=drawn)
+    storage.makedirs(meta.parent)
+    storage.write_text(meta, block.model_dump_json() + "\n")
+    storage.write_text(done_marker(meta), digest)
+    return block
+
+
+def _unit_page(site: Site, results: JobResults, rec: UnitRecord, tiles: UnitTiles,
+               page_of: list[bool], classes: list[tuple[int, float]], style: TileStyle) -> None:
+    """Write ``units/<layer>/<unit>.html``; prev/next link the neighbours that have pages."""
+    u = rec.unit
+    prev = f"{u - 1}.html" if u > 0 and page_of[u - 1] else None
+    nxt = f"{u + 1}.html" if u + 1 < len(page_of) and page_of[u + 1] else None
+    ctx = unit_context(results, rec, tiles, (prev, nxt), classes)
+    site.page(f"units/{layer_key(rec.layer)}/{u}.html", "unit.html", page_kind="unit",
+              views=list(style.views), tile=style.size, gap=style.gap, **ctx)

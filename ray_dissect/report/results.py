@@ -1,0 +1,274 @@
+"""A job's results as Python objects: ``ray_dissect.open_job(DIR)``.
+
+>>> job = open_job("runs/demo")                       # a path or an fsspec URI
+>>> job.summary.layers[0].interpretable               # JobSummary (None while unfinished)
+>>> recs = job.records("_bn1")                        # validated UnitRecords, unit order
+>>> df = job.to_pandas("_bn1")                        # one row per unit and range ([pandas])
+>>> acts = job.activations("_bn1")                    # Zarr array (N, units, h, w) float32
+>>> job.report()                                      # the static site in DIR/report/
+
+It reads only what the job wrote (``spec.json``, ``summary.json``, ``records/``,
+``errors.jsonl``, ``activations.zarr``, ``thresholds/``) and the dataset the spec names; a
+partial job (some layers without records, no summary yet) opens too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ray_dissect import storage
+from ray_dissect.datasets.base import ConceptDataset
+from ray_dissect.errors import RayDissectError, SpecError, StoreError
+from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.records.build import summarize_layer
+from ray_dissect.records.io import read_unit_records
+from ray_dissect.records.schema import (
+    Explanation,
+    JobSummary,
+    LayerSummary,
+    SampleError,
+    UnitRecord,
+)
+from ray_dissect.spec import JobSpec, NoMethod
+from ray_dissect.storage import AnyPath, arrays
+
+if TYPE_CHECKING:
+    import pandas
+
+    from ray_dissect.datasets.base import ImageDataset
+    from ray_dissect.report.build import ReportResult
+    from ray_dissect.report.meta import ReportOptions
+
+CACHED_IMAGES = 256
+METRIC_NAMES = ("activation_coverage", "detection_accuracy", "samples_coverage",
+                "explanation_coverage", "concept_masking")
+
+
+class JobResults:
+    """The results in one job directory (see the module docstring).
+
+    Args:
+        root: the job directory, a local path or an fsspec URI.
+
+    Raises:
+        SpecError: ``root`` holds no ``spec.json`` (not a job directory).
+    """
+
+    def __init__(self, root: str | Path | AnyPath) -> None:
+        self.root = storage.location(root)
+        self.job = JobDir(self.root)
+        if not (self.root / "spec.json").exists():
+            raise SpecError(f"{str(root)!r} is not a job directory (no spec.json)",
+                            hint="give the --out directory of a `ray-dissect run`")
+        self._records: dict[str, list[UnitRecord]] = {}
+        self._images: OrderedDict[tuple[str, int], Any] = OrderedDict()
+
+    @cached_property
+    def spec(self) -> JobSpec:
+        """The job's validated spec."""
+        return JobSpec.model_validate_json(storage.read_text(self.root / "spec.json"))
+
+    @cached_property
+    def summary(self) -> JobSummary | None:
+        """The job's summary, or None while the job has not finished."""
+        try:
+            return JobSummary.model_validate_json(storage.read_text(self.root / "summary.json"))
+        except FileNotFoundError:
+            return None
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layers the spec dissects, in spec order."""
+        return self.spec.layers
+
+    def has_records(self, layer: str) -> bool:
+        """Whether ``records/<layer>.jsonl`` has been written."""
+        return self.job.records(self._known(layer)).exists()
+
+    def missing_layers(self) -> list[str]:
+        """The spec's layers without records yet (a partial job)."""
+        return [layer for layer in self.layers if not self.has_records(layer)]
+
+    def records(self, layer: str) -> list[UnitRecord]:
+        """The layer's validated records in unit order (empty while not yet written)."""
+        if layer not in self._records:
+            path = self.job.records(self._known(layer))
+            self._records[layer] = list(read_unit_records(path)) if path.exists() else []
+        return self._records[layer]
+
+    def layer_summary(self, layer: str) -> LayerSummary:
+        """The summary's totals of a layer, or the same totals computed from its records."""
+        for s in self.summary.layers if self.summary else []:
+            if s.layer == layer:
+                return s
+        return summarize_layer(layer, self.records(layer), self.iou_threshold)
+
+    def errors(self) -> list[SampleError]:
+        """The samples the job could not use (``errors.jsonl``)."""
+        path = self.root / "errors.jsonl"
+        if not path.exists():
+            return []
+        text = storage.read_text(path)
+        return [SampleError.model_validate_json(line) for line in text.splitlines() if line]
+
+    def bad_images(self) -> frozenset[int]:
+        """Indices of images left out of every count."""
+        return frozenset(e.index for e in self.errors())
+
+    def activations(self, layer: str) -> Any:
+        """The layer's activations, a read-only Zarr array (N, units, h, w) float32."""
+        return arrays.open_array(self.job.activations_zarr, layer_key(self._known(layer)))
+
+    def feature_shape(self, layer: str) -> tuple[int, ...] | None:
+        """(units, h, w) of the layer's activations, None when they are not there."""
+        try:
+            return tuple(int(n) for n in self.activations(layer).shape[1:])
+        except StoreError:
+            return None
+
+    def thresholds(self, layer: str) -> dict[str, Any]:
+        """``thresholds/<layer>.npz``: thresholds (U,), nonfinite (U,), ranges (U, c, 2)."""
+        return storage.load_npz(self.job.thresholds(self._known(layer)))
+
+    @property
+    def iou_threshold(self) -> float:
+        """The method's iou_threshold (0 for method none: no unit is labelled anyway)."""
+        method = self.spec.method
+        return 0.0 if isinstance(method, NoMethod) else method.iou_threshold
+
+    @property
+    def quantile_text(self) -> str:
+        """The method's quantile as shown ('-' for method none)."""
+        method = self.spec.method
+        return "-" if isinstance(method, NoMethod) else f"{method.quantile:g}"
+
+    @property
+    def denominator(self) -> str:
+        """The IoU denominator ('-' for method none)."""
+        method = self.spec.method
+        return "-" if isinstance(method, NoMethod) else method.denominator
+
+    @cached_property
+    def dataset(self) -> ImageDataset:
+        """The dataset the spec names (opened on first use)."""
+        from ray_dissect.datasets.registry import open_dataset
+
+        return open_dataset(self.spec.dataset)
+
+    def image_side(self) -> int | None:
+        """The larger side of the dataset's first image as its index lists it (None when the
+        dataset cannot be opened)."""
+        try:
+            samples = self.dataset.samples
+        except RayDissectError:
+            return None
+        return max(samples[0].image_size) if samples else None
+
+    def image(self, index: int) -> np.ndarray:
+        """Dataset image ``index``, (H, W, 3) uint8 (the last ``CACHED_IMAGES`` are kept:
+        a report shows the same top images for many units).
+
+        Raises:
+            BadSampleError: the image cannot be read.
+        """
+        return self._cached("image", index, self.dataset.read_image)
+
+    def labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Dataset labels of image ``index``: pixel (L, sh, sw) and whole (n,) int32 (cached
+        as :meth:`image`)."""
+        dataset = self.dataset
+        if not isinstance(dataset, ConceptDataset):  # format images: no labels to outline
+            return np.zeros((0, 1, 1), np.int32), np.zeros(0, np.int32)
+        return self._cached("labels", index, dataset.read_labels)
+
+    def _cached(self, kind: str, index: int, read: Any) -> Any:
+        key = (kind, index)
+        if key in self._images:
+            self._images.move_to_end(key)
+            return self._images[key]
+        value = self._images[key] = read(index)
+        if len(self._images) > 2 * CACHED_IMAGES:
+            self._images.popitem(last=False)
+        return value
+
+    def manifest(self) -> dict[str, Any]:
+        """``manifest.json`` as plain JSON (stage hashes, progress, runs), {} if absent."""
+        try:
+            return dict(json.loads(storage.read_text(self.root / "manifest.json")))
+        except FileNotFoundError:
+            return {}
+
+    def best_explanations(self, layer: str, n: int = 1) -> list[tuple[int, Explanation]]:
+        """The ``n`` explanations with the highest IoU in a layer, as (unit, explanation)."""
+        found = [(r.unit, e) for r in self.records(layer) for e in r.explanations
+                 if e.text is not None]
+        return sorted(found, key=lambda ue: (-ue[1].iou, ue[0], ue[1].range_index))[:n]
+
+    def rows(self, layer: str) -> list[dict[str, Any]]:
+        """One flat dict per unit and range (a unit without explanations has one row with
+        ``range_index`` None): what :meth:`to_pandas` tabulates."""
+        return [row for rec in self.records(layer) for row in record_rows(rec)]
+
+    def to_pandas(self, layer: str) -> pandas.DataFrame:
+        """The layer as a DataFrame, one row per unit and range (needs ``[pandas]``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise SpecError("to_pandas needs pandas", expected="pandas installed",
+                            hint="pip install 'ray-dissect[pandas]'") from None
+        return pd.DataFrame(self.rows(layer), columns=ROW_COLUMNS)
+
+    def report(self, out: str | Path | AnyPath | None = None,
+               options: ReportOptions | None = None) -> ReportResult:
+        """Build the static HTML report (default ``DIR/report/``); see
+        :func:`ray_dissect.report.build.build_report`."""
+        from ray_dissect.report.build import build_report
+
+        return build_report(self, out, options)
+
+    def _known(self, layer: str) -> str:
+        if layer not in self.layers:
+            raise SpecError("unknown layer", given=layer, expected=f"one of {list(self.layers)}",
+                            hint="use a layer named in the job's spec")
+        return layer
+
+
+ROW_COLUMNS = ("layer", "unit", "threshold", "label", "category", "label_iou", "interpretable",
+               "mask_pixels", "nonfinite", "range_index", "lo", "hi", "inclusive",
+               "range_pixels", "formula", "iou", "visited", "best_unary", "best_unary_iou",
+               *METRIC_NAMES)
+
+
+def record_rows(rec: UnitRecord) -> list[dict[str, Any]]:
+    """The rows of one record (see :meth:`JobResults.rows`)."""
+    base = {"layer": rec.layer, "unit": rec.unit, "threshold": rec.threshold,
+            "label": rec.label.name if rec.label else None,
+            "category": rec.label.category if rec.label else None,
+            "label_iou": rec.label.iou if rec.label else 0.0,
+            "interpretable": rec.interpretable, "mask_pixels": rec.mask_pixels,
+            "nonfinite": rec.nonfinite}
+    if not rec.explanations:
+        return [{**dict.fromkeys(ROW_COLUMNS), **base}]
+    return [{**base, **_explanation_row(e)} for e in rec.explanations]
+
+
+def _explanation_row(e: Explanation) -> dict[str, Any]:
+    metrics = e.metrics.model_dump() if e.metrics else {}
+    return {"range_index": e.range_index, "lo": e.lo,
+            "hi": e.hi if e.hi is not None else math.inf, "inclusive": e.inclusive,
+            "range_pixels": e.mask_pixels, "formula": e.text, "iou": e.iou,
+            "visited": e.visited, "best_unary": e.best_unary.name if e.best_unary else None,
+            "best_unary_iou": e.best_unary.iou if e.best_unary else None,
+            **{m: metrics.get(m) for m in METRIC_NAMES}}
+
+
+def open_job(root: str | Path | AnyPath) -> JobResults:
+    """The results of the job directory ``root`` (a path or an fsspec URI)."""
+    return JobResults(root)

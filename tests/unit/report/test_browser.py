@@ -1,0 +1,140 @@
+"""The report in a real headless Chromium (Debian's), opened from file:// with the network
+blocked: cards, decoded images, sorting, filtering, the URL hash, keys, no errors.
+
+Skipped when no chromium binary is installed, unless RAY_DISSECT_REQUIRE_CHROMIUM is set
+(CI: `.ci/run`), where a missing browser fails. Screenshots are kept in
+``.scratch/report-screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures.cdp import CHROMIUM, Browser
+from PIL import Image
+
+from ray_dissect.report.build import ReportResult
+from ray_dissect.report.results import JobResults
+from ray_dissect.report.views import search_terms
+
+LAYER = "body.out"
+SHOTS = Path(__file__).parents[3] / ".scratch" / "report-screenshots"
+CARDS = "Array.from(document.querySelectorAll('#grid .card'))"
+
+# Scroll every image into view, wait for it to load (lazy loading), report naturalWidth.
+DECODE_ALL = """(async () => {
+  const out = [];
+  for (const img of Array.from(document.images)) {
+    img.scrollIntoView();
+    if (!img.complete) {
+      await new Promise(r => { img.addEventListener('load', r, {once: true});
+                               img.addEventListener('error', r, {once: true});
+                               setTimeout(r, 3000); });
+    }
+    out.push([img.getAttribute('src'), img.naturalWidth]);
+  }
+  window.scrollTo(0, 0);
+  return out;
+})()"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module."""
+    if CHROMIUM is None:
+        if os.environ.get("RAY_DISSECT_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium missing: `make browser` (apt-get install chromium) failed")
+        pytest.skip("no chromium binary (`make browser` installs Debian's)")
+    with Browser(1280, 1000) as b:
+        yield b
+
+
+def _url(site: ReportResult, rel: str) -> str:
+    """The file:// URL of a report page (``#hash`` kept as a fragment)."""
+    path, _, fragment = rel.partition("#")
+    return (Path(site.out) / path).resolve().as_uri() + (f"#{fragment}" if fragment else "")
+
+
+def _clean(b: Browser) -> None:
+    """Nothing but file: and data: was requested, and nothing went wrong in the page."""
+    assert [u for u in b.requests if not u.startswith(("file:", "data:"))] == []
+    assert [c for c in b.console if c["type"] in ("error", "assert")] == [] and b.errors == []
+
+
+def _not_blank(path: Path, size: tuple[int, int] | None = None) -> None:
+    """The screenshot has the window's size (when given) and is not one flat colour."""
+    img = Image.open(path)
+    assert size is None or img.size == size, (path, img.size)
+    assert np.asarray(img.convert("L"), dtype=np.float64).std() > 20, path
+
+
+def test_index_and_layer_page(browser: Browser, clustered: JobResults,
+                              clustered_site: ReportResult) -> None:
+    """The index links the layer; the layer page shows one card per unit with every image
+    decoded, and a non-blank screenshot."""
+    browser.goto(_url(clustered_site, "index.html"))
+    assert browser.evaluate("document.querySelector('table.data').tBodies[0].rows.length") == 1
+    _not_blank(browser.screenshot(SHOTS / "index.png"), (1280, 1000))
+    browser.goto(_url(clustered_site, f"layers/{LAYER}.html"))
+    units = browser.evaluate(f"{CARDS}.map(c => +c.dataset.unit)")
+    assert units == [r.unit for r in clustered.records(LAYER)]
+    decoded = browser.evaluate(DECODE_ALL)
+    assert decoded and all(width > 0 for _, width in decoded), decoded
+    _not_blank(browser.screenshot(SHOTS / "layer.png", full_page=True))
+    _clean(browser)
+
+
+def test_sort_filter_and_hash(browser: Browser, clustered: JobResults,
+                              clustered_site: ReportResult) -> None:
+    """Sorting by IoU puts the best unit first and writes the hash; a search shows the units
+    Python finds; the slider recounts the header; reloading the hash restores the view."""
+    records = clustered.records(LAYER)
+    browser.goto(_url(clustered_site, f"layers/{LAYER}.html"))
+    browser.evaluate("(() => { const s = document.getElementById('sort'); s.value = 'iou';"
+                     " s.dispatchEvent(new Event('change')); "
+                     "document.getElementById('dir').click(); })()")
+    order = browser.evaluate(f"{CARDS}.map(c => +c.dataset.unit)")
+    best = max(records, key=lambda r: (r.label.iou if r.label else 0, -r.unit))
+    assert order[0] == best.unit and order != sorted(order)
+    assert browser.evaluate("location.hash") == "#sort=iou:desc"
+    browser.evaluate("(() => { const q = document.getElementById('q'); q.value = 'red';"
+                     " q.dispatchEvent(new Event('input')); })()")
+    want = [r.unit for r in sorted(records, key=lambda r: (-(r.label.iou if r.label else 0),
+                                                           r.unit))
+            if any("red" in t for t in search_terms(r))]
+    shown = browser.evaluate(f"{CARDS}.map(c => +c.dataset.unit)")
+    assert shown == want and 0 < len(want) < len(records)
+    browser.evaluate("(() => { const m = document.getElementById('min'); m.value = '0.09';"
+                     " m.dispatchEvent(new Event('input')); })()")
+    k = sum(1 for r in records if r.label and r.label.iou >= 0.09)
+    assert browser.evaluate("+document.getElementById('header').dataset.k") == k
+    url = browser.evaluate("location.href")
+    browser.goto(_url(clustered_site, "index.html"))
+    browser.goto(url)
+    assert browser.evaluate(f"{CARDS}.map(c => +c.dataset.unit)") == want
+    assert browser.evaluate("document.getElementById('q').value") == "red"
+    assert browser.evaluate("document.getElementById('sort').value") == "iou"
+    browser.goto(_url(clustered_site, f"layers/{LAYER}.html#q=3,5-6"))
+    assert browser.evaluate(f"{CARDS}.map(c => +c.dataset.unit)") == [3, 5, 6]
+    _clean(browser)
+
+
+def test_unit_page(browser: Browser, clustered_site: ReportResult) -> None:
+    """A unit page decodes its strips, switches views, and `j` opens the next unit."""
+    browser.goto(_url(clustered_site, f"units/{LAYER}/8.html"))
+    decoded = browser.evaluate(DECODE_ALL)
+    assert len(decoded) == 7 and all(width > 0 for _, width in decoded), decoded
+    _not_blank(browser.screenshot(SHOTS / "unit.png", full_page=True))
+    browser.evaluate("document.querySelector('button[data-view=raw]').click()")
+    assert browser.evaluate("document.querySelector('.strip img').getAttribute('src')") == \
+        "8_top_raw.jpg"
+    mark = len(browser.events)
+    browser.page("Input.dispatchKeyEvent", type="keyDown", key="j", text="j")
+    browser.page("Input.dispatchKeyEvent", type="keyUp", key="j")
+    browser.wait_event("Page.loadEventFired", since=mark)
+    assert browser.evaluate("location.pathname").endswith(f"units/{LAYER}/9.html")
+    _clean(browser)
