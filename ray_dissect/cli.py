@@ -102,13 +102,14 @@ def _print_summary(summary: Any, target: str) -> None:
 
 
 def _report(target: str, out: str | None = None, style: str = "default",
-            tile: int | None = None, unit_pages: str = "all") -> None:
-    """Build the static report of a job directory and say where it is."""
+            tile: int | None = None, unit_pages: str = "all", address: str | None = None
+            ) -> None:
+    """Build the static report of a job directory (tiles on Ray) and say where it is."""
     from ray_dissect.report.meta import ReportOptions
-    from ray_dissect.report.results import open_job
+    from ray_dissect.runtime.report import build_report_on_ray
 
     options = ReportOptions(style=style, tile=tile, unit_pages=unit_pages)  # type: ignore[arg-type]
-    result = open_job(target).report(out, options)
+    result = build_report_on_ray(target, out, options, address)
     typer.echo(f"report: {result.index} ({result.pages} pages, {result.seconds:.1f} s)")
 
 
@@ -136,7 +137,7 @@ def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
             summary = run_job(spec, out, address=address, progress=progress, force=force)
         _print_summary(summary, out)
         if not no_report:
-            _report(out)
+            _report(out, address=address)
     except RayDissectError as err:
         _fail(err)
 
@@ -165,7 +166,7 @@ def resume(out: Annotated[str, typer.Argument(
             summary = run_job(spec, out, address=address, progress=progress)
         _print_summary(summary, out)
         if not no_report:
-            _report(out)
+            _report(out, address=address)
     except RayDissectError as err:
         _fail(err)
 
@@ -181,11 +182,14 @@ def report(target: Annotated[str, typer.Argument(
            tile: Annotated[int | None, typer.Option(help="full-size tile side, px")] = None,
            unit_pages: Annotated[str, typer.Option(
                help="'all' units get a page, or only 'interpretable' ones")] = "all",
+           address: Annotated[str | None, typer.Option(
+               help="Ray address for the tile tasks; default: a local cluster")] = None,
            verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
-    """Build the static HTML report of a job directory (opens from file://, no network)."""
+    """Build the static HTML report of a job directory (opens from file://, no network);
+    tiles are rendered by Ray tasks per block of units, the pages by this process."""
     _setup_logging(verbose)
     try:
-        _report(target, out, style, tile, unit_pages)
+        _report(target, out, style, tile, unit_pages, address)
     except RayDissectError as err:
         _fail(err)
 

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["RenderCall", "ReportOptions", "ReportResult", "build_report", "render_calls"]
 log = logging.getLogger(__name__)
 RenderCall = tuple[str, tuple[int, int], Classes]
-Renderer = Callable[[Sequence[RenderCall]], Iterable[BlockTiles]]
+Renderer = Callable[[Sequence[RenderCall], AnyPath, ReportOptions], Iterable[BlockTiles]]
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,10 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
         results: the opened job (:func:`ray_dissect.open_job`).
         out: the report directory, a path or URI (default ``DIR/report``).
         options: see :class:`ReportOptions`.
-        renderer: runs render calls and yields their :class:`BlockTiles` (default: this
-            process, in order); a call is ``render_block(DIR, layer, units, out, options,
-            classes)``.
+        renderer: ``renderer(calls, report_dir, options)`` runs render calls and yields their
+            :class:`BlockTiles` in any order (default: this process, in order; the CLI uses
+            Ray tasks, :mod:`ray_dissect.runtime.report`); a call is
+            ``render_block(results, layer, units, report_dir, options, classes)``.
     """
     start, options = time.perf_counter(), options or ReportOptions()
     root = storage.location(out) if out is not None else results.root / "report"
@@ -113,12 +114,13 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
         if results.records(layer) and results.feature_shape(layer) is None:
             log.warning("no activations for layer %r: its report shows no tiles", layer)
 
-    def in_process(todo: Sequence[RenderCall]) -> Iterable[BlockTiles]:
+    def in_process(todo: Sequence[RenderCall], where: AnyPath, opts: ReportOptions
+                   ) -> Iterable[BlockTiles]:
         for layer, units, classes in todo:
-            yield render_block(results, layer, units, root, options, classes)
+            yield render_block(results, layer, units, where, opts, classes)
 
     tiles: dict[str, dict[int, UnitTiles]] = {layer: {} for layer in results.layers}
-    for block in (renderer or in_process)(calls):
+    for block in (renderer or in_process)(calls, root, options):
         tiles[block.layer].update({t.unit: t for t in block.tiles})
     site = pg.Site(root, pg.common_context(results, options, style))
     _write_pages(site, results, tiles, style, estimate, (weights, message))
