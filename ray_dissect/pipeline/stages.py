@@ -19,6 +19,7 @@ from ray_dissect.pipeline import (
     attribution,
     concepts,
     masking,
+    ranges_importance,
     scoring,
     threshold_sweep,
     thresholds,
@@ -104,6 +105,16 @@ def _sweep_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
             "method": data["method"]}
 
 
+def _section(spec: JobSpec, name: str) -> dict[str, Any] | None:
+    section = getattr(spec.studies, name)
+    return section.model_dump(mode="json") if section is not None else None
+
+
+def _importance_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    return {"ranges_importance": _section(spec, "ranges_importance"),
+            "bounds": getattr(spec.method, "bounds", None)}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("concepts", "tasks", concepts.concept_work, ("concepts.zarr", "concepts"),
           _concept_inputs, concepts.plan, concepts.collect, concepts.finish),
@@ -124,6 +135,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("threshold_sweep", "tasks", threshold_sweep.block_work,
           ("studies/threshold_sweep", "studies/threshold_sweep.jsonl"), _sweep_inputs,
           threshold_sweep.plan, threshold_sweep.collect, threshold_sweep.finish,
+          owns=("studies",)),
+    Stage("ranges_importance", "actors", ranges_importance.importance_work,
+          ("studies/ranges_importance", "studies/ranges_importance.jsonl"), _importance_inputs,
+          ranges_importance.plan, ranges_importance.collect, ranges_importance.finish,
           owns=("studies",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -58,3 +58,13 @@ def test_a_model_without_logits_is_refused_in_one_line() -> None:
     with pytest.raises(ModelError, match=r"not \(batch, classes\) logits; got \(1, 4, 6, 6\)"):
         check_logits(_net()[:2], 8)
     check_logits(_net(), 8)
+
+
+@pytest.mark.parametrize(("inclusive", "kept"), [(True, [0.5, 2.5]), (False, [0.5, 0.1, 0.2,
+                                                                               2.5])])
+def test_bounds_rule_decides_the_endpoints(inclusive: bool, kept: list[float]) -> None:
+    """Bounds taken from float32 values include exactly those values when inclusive."""
+    out = torch.tensor([0.5, 0.1, 0.15, 0.2, 2.5], dtype=torch.float32).view(1, 1, 1, 5)
+    lo, hi = np.array([float(np.float32(0.1))]), np.array([float(np.float32(0.2))])
+    edited = range_zeroer(lo, hi, inclusive)(out).flatten()
+    assert edited[edited != 0].tolist() == pytest.approx(kept)
