@@ -24,6 +24,7 @@ from ray_dissect.pipeline import (
     threshold_sweep,
     thresholds,
     top_images,
+    unit_ablation,
 )
 from ray_dissect.pipeline.context import JobContext, Plan
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
@@ -115,6 +116,10 @@ def _importance_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
             "bounds": getattr(spec.method, "bounds", None)}
 
 
+def _ablation_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    return {"unit_ablation": _section(spec, "unit_ablation"), "method": data["method"]}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("concepts", "tasks", concepts.concept_work, ("concepts.zarr", "concepts"),
           _concept_inputs, concepts.plan, concepts.collect, concepts.finish),
@@ -140,6 +145,9 @@ STAGES: tuple[Stage, ...] = (
           ("studies/ranges_importance", "studies/ranges_importance.jsonl"), _importance_inputs,
           ranges_importance.plan, ranges_importance.collect, ranges_importance.finish,
           owns=("studies",)),
+    Stage("unit_ablation", "actors", unit_ablation.ablation_work,
+          ("studies/unit_ablation", "studies/unit_ablation.jsonl"), _ablation_inputs,
+          unit_ablation.plan, unit_ablation.collect, unit_ablation.finish, owns=("studies",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
