@@ -17,6 +17,7 @@ from ray_dissect.job.manifest import Manifest, new_manifest
 from ray_dissect.pipeline import (
     activations,
     attribution,
+    concept_blackout,
     concepts,
     masking,
     ranges_importance,
@@ -120,6 +121,15 @@ def _ablation_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     return {"unit_ablation": _section(spec, "unit_ablation"), "method": data["method"]}
 
 
+def _blackout_iou_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    return {"concept_blackout": spec.studies.concept_blackout is not None,
+            "method": data["method"]}
+
+
+def _blackout_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    return {"concept_blackout": _section(spec, "concept_blackout"), "method": data["method"]}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("concepts", "tasks", concepts.concept_work, ("concepts.zarr", "concepts"),
           _concept_inputs, concepts.plan, concepts.collect, concepts.finish),
@@ -148,6 +158,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("unit_ablation", "actors", unit_ablation.ablation_work,
           ("studies/unit_ablation", "studies/unit_ablation.jsonl"), _ablation_inputs,
           unit_ablation.plan, unit_ablation.collect, unit_ablation.finish, owns=("studies",)),
+    Stage("concept_blackout_iou", "tasks", concept_blackout.iou_work,
+          ("studies/concept_blackout_iou",), _blackout_iou_inputs, concept_blackout.iou_plan,
+          concept_blackout.iou_collect, concept_blackout.iou_finish, owns=("studies",)),
+    Stage("concept_blackout", "actors", concept_blackout.blackout_work,
+          ("studies/concept_blackout", "studies/concept_blackout.jsonl"), _blackout_inputs,
+          concept_blackout.plan, concept_blackout.collect, concept_blackout.finish,
+          owns=("studies",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

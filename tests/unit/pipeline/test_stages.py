@@ -15,7 +15,7 @@ def test_table_order_is_the_data_flow() -> None:
     """Stages run in the order their inputs need, each named once."""
     assert STAGE_NAMES == ("concepts", "activations", "attribution", "thresholds", "scoring",
                            "masking", "top_images", "threshold_sweep", "ranges_importance",
-                           "unit_ablation")
+                           "unit_ablation", "concept_blackout_iou", "concept_blackout")
     assert len(set(STAGE_NAMES)) == len(STAGES)
 
 
@@ -32,7 +32,8 @@ def test_model_stages_run_on_actors_and_the_rest_on_tasks() -> None:
     """Extraction, concept masking and the studies that forward images need the model; the
     others are CPU work."""
     assert {s.name for s in STAGES if s.runs_on == "actors"} == {
-        "activations", "attribution", "masking", "ranges_importance", "unit_ablation"}
+        "activations", "attribution", "masking", "ranges_importance", "unit_ablation",
+        "concept_blackout"}
 
 
 def test_hashes_are_cumulative_along_the_table() -> None:
