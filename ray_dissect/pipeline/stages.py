@@ -117,17 +117,25 @@ def _importance_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
             "bounds": getattr(spec.method, "bounds", None)}
 
 
+def _label_inputs(data: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """The method fields the NetDissect labels and IoUs depend on beyond the thresholds (the
+    search's fields do not change them)."""
+    return {name: data["method"].get(name) for name in fields}
+
+
 def _ablation_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
-    return {"unit_ablation": _section(spec, "unit_ablation"), "method": data["method"]}
+    return {"unit_ablation": _section(spec, "unit_ablation"),
+            "labels": _label_inputs(data, "denominator", "iou_threshold")}
 
 
 def _blackout_iou_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     return {"concept_blackout": spec.studies.concept_blackout is not None,
-            "method": data["method"]}
+            "labels": _label_inputs(data, "denominator")}
 
 
 def _blackout_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
-    return {"concept_blackout": _section(spec, "concept_blackout"), "method": data["method"]}
+    return {"concept_blackout": _section(spec, "concept_blackout"),
+            "labels": _label_inputs(data, "denominator")}
 
 
 STAGES: tuple[Stage, ...] = (

@@ -50,3 +50,27 @@ def test_unknown_stage_names_the_known_ones() -> None:
     """A typo in a stage name lists the table."""
     with pytest.raises(KeyError, match="concepts, activations"):
         stage("scorin")
+
+
+def test_each_study_section_redoes_only_its_stages() -> None:
+    """A study's section changes its own stages alone; label fields reach the label studies;
+    the blackout's image limit leaves its IoU stage alone."""
+    clustered = {**BASE, "method": {"kind": "clustered"}}
+    studies = {"ranges_importance": {}, "unit_ablation": {}, "concept_blackout": {}}
+    a = stage_hashes(parse_spec({**clustered, "studies": studies}))
+
+    def changed(spec: dict) -> set[str]:
+        b = stage_hashes(parse_spec(spec))
+        return {s for s in a if a[s] != b[s]}
+
+    assert changed({**clustered, "studies": {**studies, "unit_ablation": {
+        "single_units": True}}}) == {"unit_ablation"}
+    assert changed({**clustered, "studies": {**studies, "ranges_importance": {
+        "per_unit": False}}}) == {"ranges_importance"}
+    assert changed({**clustered, "studies": {**studies, "concept_blackout": {
+        "limit": 5}}}) == {"concept_blackout"}
+    iou = {**clustered, "method": {"kind": "clustered", "iou_threshold": 0.1}}
+    assert changed({**iou, "studies": studies}) == {"scoring", "masking", "threshold_sweep",
+                                                    "unit_ablation"}
+    strict = {**clustered, "method": {"kind": "clustered", "bounds": "strict"}}
+    assert "ranges_importance" in changed({**strict, "studies": studies})
