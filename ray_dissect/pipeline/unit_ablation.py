@@ -79,12 +79,13 @@ def groups_of(ctx: JobContext) -> list[Group]:
 
 
 def ablation_work(env: WorkEnv, valid: np.ndarray, groups: list[Group], presence: np.ndarray,
-                  shard: int) -> dict[str, np.ndarray]:
+                  columns: dict[int, int], shard: int) -> dict[str, np.ndarray]:
     """Sums of one shard: ``sums`` (G, 3, 3) float64, per group the rows
     :data:`ray_dissect.studies.effects.SUBSETS` by (images, flips, sum of probability drops).
 
     Args:
-        presence: (N, G) bool, image contains group g's label (all False without one).
+        presence: (N, L) bool, image contains label ``l`` of the groups' labels.
+        columns: label number -> its column in ``presence``.
     """
     sums = np.zeros((len(groups), 3, 3))
     for images in valid_batches(env, valid, shard, len(valid)):
@@ -93,21 +94,24 @@ def ablation_work(env: WorkEnv, valid: np.ndarray, groups: list[Group], presence
         for g, group in enumerate(groups):
             probs, classes = decisions(env.model, x, group.layer,
                                        unit_zeroer(group.units, group.layer_units))
-            present = presence[images, g] if group.label else None
+            present = presence[images, columns[group.label]] if group.label else None
             sums[g] += effect_sums(base_probs, base, probs, classes, present)
     return {"sums": sums}
 
 
 def plan(ctx: JobContext) -> Plan | None:
     """Shards without a done marker; the valid images, the groups and each image's presence
-    of each group's concept (N, G) bool are shared. None without the study."""
+    of each of the groups' labels ((N, L) bool, a column per distinct label) are shared.
+    None without the study."""
     if ctx.spec.studies.unit_ablation is None:
         return None
     groups = groups_of(ctx)
     ctx.parts["unit_ablation_groups"] = groups
-    presence = concept_presence(ctx.concept_index, np.array([g.label for g in groups],
-                                                            dtype=np.int64))
-    return shard_plan(ctx, NAME, len(ctx.valid_images), (ctx.valid_images, groups, presence))
+    labels = sorted({g.label for g in groups if g.label})
+    presence = concept_presence(ctx.concept_index, np.array(labels, dtype=np.int64))
+    columns = {label: j for j, label in enumerate(labels)}
+    return shard_plan(ctx, NAME, len(ctx.valid_images),
+                      (ctx.valid_images, groups, presence, columns))
 
 
 def collect(ctx: JobContext, call: tuple[int], sums: dict[str, np.ndarray]) -> int:
