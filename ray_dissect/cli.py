@@ -338,6 +338,34 @@ def layers(job: Annotated[Path | None, typer.Argument(help="job spec YAML")] = N
 
 
 @app.command()
+def compare(trained: Annotated[str, typer.Argument(help="job directory of the trained model")],
+            baseline: Annotated[str, typer.Argument(
+                help="job directory of the baseline model (e.g. random-init)")],
+            out: Annotated[str | None, typer.Option(
+                "--out", help="JSON file; default TRAINED/studies/compare.json")] = None
+            ) -> None:
+    """Share of unspecialized and weakly specialized units per range (CCE's
+    analyze_activations): formulas of the trained job against the baseline's defaults."""
+    _setup_logging(False)
+    try:
+        from ray_dissect import storage
+        from ray_dissect.studies.compare import compare_jobs
+
+        report = compare_jobs(trained, baseline)
+        target = storage.location(out) if out else (
+            storage.location(trained) / "studies" / "compare.json")
+        storage.makedirs(target.parent)
+        storage.write_text(target, report.model_dump_json(indent=2) + "\n")
+    except RayDissectError as err:
+        _fail(err)
+    for layer in report.layers:
+        shares = ", ".join(f"range {r.range_index}: {r.unspecialized_share:.2f} / "
+                           f"{r.weakly_specialized_share:.2f}" for r in layer.ranges)
+        typer.echo(f"{layer.layer}: unspecialized / weakly specialized per range: {shares}")
+    typer.echo(f"wrote {target}")
+
+
+@app.command()
 def schema(out: Annotated[Path, typer.Option("--out", help="directory")] = Path("schemas")
            ) -> None:
     """Write the JSON Schemas of the job spec and of the records."""

@@ -12,6 +12,7 @@
     parts/<layer>/<u0>-<u1>.masking.json(.done)  concept-masking scores of a block
     top_images/<layer>/<u0>-<u1>.npz(.done)      top images of a block of units
     studies/<study>.jsonl    a study's rows; studies/<study>/<layer>/<u0>-<u1>.jsonl(.done)
+                             (unit blocks) or studies/<study>/shard_<s>.npz(.done) (images)
     attribution.zarr         data/<method> (N, H, W) float32, targets, crop_boxes + done/
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 
@@ -109,6 +110,11 @@ class JobDir:
         """A study's rows for a block of units (done marker beside it)."""
         return (self.root / "studies" / name / layer_key(layer)
                 / f"{units[0]:07d}-{units[1]:07d}.jsonl")
+
+    def study_shard(self, name: str, shard: int) -> AnyPath:
+        """A study's partial sums over an image shard, ``studies/<name>/shard_<s>.npz``
+        (done marker beside it)."""
+        return self.root / "studies" / name / f"shard_{shard:06d}.npz"
 
     def make(self) -> None:
         """Create the directory and its sub-directories (no-ops on object stores)."""

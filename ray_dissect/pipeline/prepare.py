@@ -24,7 +24,7 @@ from ray_dissect.pipeline.stages import (
     stage_hashes,
     stale_stages,
 )
-from ray_dissect.spec import JobSpec
+from ray_dissect.spec import ClusteredMethod, JobSpec
 from ray_dissect.storage import AnyPath
 
 
@@ -44,6 +44,50 @@ def _check_analyses(model: Any, spec: JobSpec) -> None:
         default_head(model)
 
 
+CONCEPT_STUDIES = ("threshold_sweep", "unit_ablation", "concept_blackout")
+LOGIT_STUDIES = ("ranges_importance", "unit_ablation")
+
+
+def _study_error(name: str, what: str, hint: str) -> SpecError:
+    return SpecError(f"job spec field 'studies.{name}': {what}", hint=hint)
+
+
+def check_studies(spec: JobSpec, dataset: ImageDataset) -> None:
+    """The studies' needs, before any work: ``ranges_importance`` needs a clustered method with
+    ``clusters >= 2``; the concept studies need a concept dataset and a method that scores
+    concepts.
+
+    Raises:
+        SpecError: naming the study, what it needs and what the spec gives.
+    """
+    studies, method = spec.studies, spec.method
+    if studies.ranges_importance is not None and (
+            not isinstance(method, ClusteredMethod) or method.clusters < 2):
+        given = f"{method.kind}" + (f" with clusters {method.clusters}"
+                                    if isinstance(method, ClusteredMethod) else "")
+        raise _study_error("ranges_importance", f"needs method kind 'clustered' with clusters "
+                           f">= 2 (got {given})", "set method: {kind: clustered} or drop the "
+                           "study")
+    for name in CONCEPT_STUDIES:
+        if getattr(studies, name) is None:
+            continue
+        if not isinstance(dataset, ConceptDataset):
+            raise _study_error(name, f"needs a concept dataset (got format "
+                               f"{spec.dataset.format!r})", "use a broden, coco or pascal_part "
+                               "dataset, or drop the study")
+        if not spec.dissects:
+            raise _study_error(name, "needs a method that scores concepts (got 'none')",
+                               "use method netdissect, compositional or clustered")
+
+
+def _check_logits(model: Any, spec: JobSpec) -> None:
+    """With a study that reads the model's decisions, its output must be (batch, classes)."""
+    if any(getattr(spec.studies, name) is not None for name in LOGIT_STUDIES):
+        from ray_dissect.studies.hooks import check_logits
+
+        check_logits(model, spec.model.preprocess.size)
+
+
 def preflight(spec: JobSpec
               ) -> tuple[JobSpec, ImageDataset, dict[str, tuple[int, ...]]]:
     """Check everything checkable before any work: dataset, model, layers and their shapes.
@@ -54,16 +98,20 @@ def preflight(spec: JobSpec
 
     Raises:
         SpecError: the method needs concept labels the dataset does not have (see
-            :func:`require_concepts`), a layer is unknown or has no usable output.
-        DatasetError, ModelError: the dataset or the model cannot be opened.
+            :func:`require_concepts`), a study's needs are not met (:func:`check_studies`),
+            a layer is unknown or has no usable output.
+        DatasetError, ModelError: the dataset or the model cannot be opened, or a study
+            that reads the model's decisions finds no (batch, classes) logits.
     """
     dataset = require_concepts(spec, open_dataset(spec.dataset))
+    check_studies(spec, dataset)
     model = build_model(spec.model)
     layers = expand_layers(model, spec.layers)
     if layers != spec.layers:
         spec = spec.model_copy(update={"layers": layers})
     check_layers(model, spec.layers)
     _check_analyses(model, spec)
+    _check_logits(model, spec)
     probed = probe_layers(model, spec.model.preprocess.size, spec.layers)
     shared = [name for name, _, calls in probed if calls > 1]
     if shared:

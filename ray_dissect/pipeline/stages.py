@@ -17,12 +17,15 @@ from ray_dissect.job.manifest import Manifest, new_manifest
 from ray_dissect.pipeline import (
     activations,
     attribution,
+    concept_blackout,
     concepts,
     masking,
+    ranges_importance,
     scoring,
     threshold_sweep,
     thresholds,
     top_images,
+    unit_ablation,
 )
 from ray_dissect.pipeline.context import JobContext, Plan
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
@@ -104,6 +107,37 @@ def _sweep_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
             "method": data["method"]}
 
 
+def _section(spec: JobSpec, name: str) -> dict[str, Any] | None:
+    section = getattr(spec.studies, name)
+    return section.model_dump(mode="json") if section is not None else None
+
+
+def _importance_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    return {"ranges_importance": _section(spec, "ranges_importance"),
+            "bounds": getattr(spec.method, "bounds", None)}
+
+
+def _label_inputs(data: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """The method fields the NetDissect labels and IoUs depend on beyond the thresholds (the
+    search's fields do not change them)."""
+    return {name: data["method"].get(name) for name in fields}
+
+
+def _ablation_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    return {"unit_ablation": _section(spec, "unit_ablation"),
+            "labels": _label_inputs(data, "denominator", "iou_threshold")}
+
+
+def _blackout_iou_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    return {"concept_blackout": spec.studies.concept_blackout is not None,
+            "labels": _label_inputs(data, "denominator")}
+
+
+def _blackout_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    return {"concept_blackout": _section(spec, "concept_blackout"),
+            "labels": _label_inputs(data, "denominator")}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("concepts", "tasks", concepts.concept_work, ("concepts.zarr", "concepts"),
           _concept_inputs, concepts.plan, concepts.collect, concepts.finish),
@@ -124,6 +158,20 @@ STAGES: tuple[Stage, ...] = (
     Stage("threshold_sweep", "tasks", threshold_sweep.block_work,
           ("studies/threshold_sweep", "studies/threshold_sweep.jsonl"), _sweep_inputs,
           threshold_sweep.plan, threshold_sweep.collect, threshold_sweep.finish,
+          owns=("studies",)),
+    Stage("ranges_importance", "actors", ranges_importance.importance_work,
+          ("studies/ranges_importance", "studies/ranges_importance.jsonl"), _importance_inputs,
+          ranges_importance.plan, ranges_importance.collect, ranges_importance.finish,
+          owns=("studies",)),
+    Stage("unit_ablation", "actors", unit_ablation.ablation_work,
+          ("studies/unit_ablation", "studies/unit_ablation.jsonl"), _ablation_inputs,
+          unit_ablation.plan, unit_ablation.collect, unit_ablation.finish, owns=("studies",)),
+    Stage("concept_blackout_iou", "tasks", concept_blackout.iou_work,
+          ("studies/concept_blackout_iou",), _blackout_iou_inputs, concept_blackout.iou_plan,
+          concept_blackout.iou_collect, concept_blackout.iou_finish, owns=("studies",)),
+    Stage("concept_blackout", "actors", concept_blackout.blackout_work,
+          ("studies/concept_blackout", "studies/concept_blackout.jsonl"), _blackout_inputs,
+          concept_blackout.plan, concept_blackout.collect, concept_blackout.finish,
           owns=("studies",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -39,13 +39,14 @@ def render_status(root: AnyPath) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
         lines.append(f"latest run: {_alive(run)} (started {when}, pid {run.pid}, "
                      f"{len(manifest.runs)} run(s))" + (f": {run.error}" if run.error else ""))
-    lines.append(f"{'stage':<12} {'state':<8} {'done/total':>12} {'this run':>9} "
+    w = max(len(name) for name in STAGE_NAMES)
+    lines.append(f"{'stage':<{w}} {'state':<8} {'done/total':>12} {'this run':>9} "
                  f"{'seconds':>9} {'bad':>5}")
     for name in STAGE_NAMES:
         st = manifest.stages.get(name)
         if st is None:  # a stage added after this directory was written
-            lines.append(f"{name:<12} {'-':<8} {'-':>12} {'-':>9} {'-':>9} {'-':>5}")
+            lines.append(f"{name:<{w}} {'-':<8} {'-':>12} {'-':>9} {'-':>9} {'-':>5}")
             continue
-        lines.append(f"{name:<12} {st.state:<8} {f'{st.done}/{st.total}':>12} "
+        lines.append(f"{name:<{w}} {st.state:<8} {f'{st.done}/{st.total}':>12} "
                      f"{st.computed:>9} {st.seconds:>9.1f} {st.errors:>5}")
     return "\n".join(lines)

@@ -42,7 +42,13 @@ from ray_dissect.spec.model import (
     PreprocessSpec,
 )
 from ray_dissect.spec.outputs import TopImagesSpec
-from ray_dissect.spec.studies import StudiesSpec, ThresholdSweepSpec
+from ray_dissect.spec.studies import (
+    ConceptBlackoutSpec,
+    RangesImportanceSpec,
+    StudiesSpec,
+    ThresholdSweepSpec,
+    UnitAblationSpec,
+)
 
 __all__ = [
     "DATASET_FORMATS",
@@ -59,6 +65,7 @@ __all__ = [
     "ClusteredMethod",
     "CocoDatasetSpec",
     "CompositionalMethod",
+    "ConceptBlackoutSpec",
     "DatasetSpec",
     "ImagesDatasetSpec",
     "JobSpec",
@@ -68,10 +75,12 @@ __all__ = [
     "NoMethod",
     "PascalPartDatasetSpec",
     "PreprocessSpec",
+    "RangesImportanceSpec",
     "ResourceSpec",
     "StudiesSpec",
     "ThresholdSweepSpec",
     "TopImagesSpec",
+    "UnitAblationSpec",
     "load_spec",
     "parse_spec",
 ]

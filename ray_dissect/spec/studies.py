@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ray_dissect.spec.base import UNIQUE, Frozen
+from ray_dissect.spec.base import ADDED_LATER, UNIQUE, Frozen
 
 CCE_QUANTILES = (0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 0.8, 0.9, 0.95, 0.99, 0.995)
 
@@ -30,7 +30,46 @@ class ThresholdSweepSpec(Frozen):
     rule: Literal["dataset", "per_image"] = "dataset"
 
 
+class RangesImportanceSpec(Frozen):
+    """How much the model's decisions rest on each activation range (clustered jobs only).
+
+    For each range index k (ranges sorted by lower bound, k = 0 the lowest) a forward hook on
+    the layer zeroes every unit's activations inside its k-th range (the method's ``bounds``
+    rule) and returns the modified tensor; the share of images whose argmax class changes is
+    recorded, for all units at once and, with ``per_unit``, for each unit alone.
+    """
+
+    per_unit: bool = True
+
+
+class UnitAblationSpec(Frozen):
+    """Zero the units that share a label and measure the model's decisions.
+
+    Each group of interpretable units with the same NetDissect label (per layer) is zeroed at
+    once; with ``single_units`` every unit is also zeroed alone. Recorded: the drop in the
+    probability of the class predicted without ablation and the share of argmax flips, over
+    all images, over the images that contain the label's concept and over the others.
+    """
+
+    single_units: bool = False
+
+
+class ConceptBlackoutSpec(Frozen):
+    """inner-detectors' ``verify``: black out each annotated concept of each image.
+
+    For every image (the first ``limit`` with one) and every concept annotated in its pixel
+    layers, the copy with that concept's pixels set to 0 before normalisation; per (unit,
+    concept) the relative change of the unit's mean activation, and per concept its Pearson
+    correlation with the units' IoUs.
+    """
+
+    limit: Annotated[int | None, Field(gt=0)] = None
+
+
 class StudiesSpec(Frozen):
     """The studies to run (each optional)."""
 
     threshold_sweep: ThresholdSweepSpec | None = None
+    ranges_importance: Annotated[RangesImportanceSpec | None, ADDED_LATER] = None
+    unit_ablation: Annotated[UnitAblationSpec | None, ADDED_LATER] = None
+    concept_blackout: Annotated[ConceptBlackoutSpec | None, ADDED_LATER] = None

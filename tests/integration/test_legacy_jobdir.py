@@ -80,4 +80,5 @@ def test_legacy_job_directory_resumes_to_the_old_records(ray_cluster: None,
     computed = {name: state["computed"] for name, state in stages.items()}
     assert computed == {"concepts": 1, "activations": 0, "thresholds": 1, "scoring": 1,
                         "masking": 0, "top_images": 4,  # stages the old layout did not have
-                        "attribution": 0, "threshold_sweep": 0}
+                        "attribution": 0, "threshold_sweep": 0, "ranges_importance": 0,
+                        "unit_ablation": 0, "concept_blackout_iou": 0, "concept_blackout": 0}

@@ -25,18 +25,22 @@ def _spec(**method: object):
 
 
 def test_stage_hashes_change_only_downstream() -> None:
-    """beam changes scoring (and masking) only; quantile changes thresholds on; top-image
-    counts change only their stage; actors change nothing."""
+    """beam changes scoring (and masking) only, not the studies of labels; quantile changes
+    thresholds on; top-image counts change only their stage; actors change nothing."""
     a, b = stage_hashes(_spec()), stage_hashes(_spec(beam=3))
-    assert [a[s] == b[s] for s in a] == [True, True, True, True, False, False, True, False]
+    assert [a[s] == b[s] for s in a] == [True, True, True, True, False, False, True, False,
+                                         True, True, True, True]
     c = stage_hashes(_spec(quantile=0.01))
-    assert [a[s] == c[s] for s in a] == [True, True, True, False, False, False, False, False]
+    assert [a[s] == c[s] for s in a] == [True, True, True, False, False, False, False, False,
+                                         False, False, False, False]
     e = stage_hashes(parse_spec({**BASE, "method": {"kind": "compositional"},
                                  "top_images": {"k": 4}}))
-    assert [a[s] == e[s] for s in a] == [True, True, True, True, True, True, False, True]
+    assert [a[s] == e[s] for s in a] == [True, True, True, True, True, True, False, True,
+                                         True, True, True, True]
     f = stage_hashes(parse_spec({**BASE, "method": {"kind": "compositional"},
                                  "analyses": {"attribution": {"methods": ["saliency"]}}}))
-    assert [a[s] == f[s] for s in a] == [True, True, False, True, True, True, True, True]
+    assert [a[s] == f[s] for s in a] == [True, True, False, True, True, True, True, True,
+                                         True, True, True, True]
     d = stage_hashes(parse_spec({**BASE, "method": {"kind": "compositional"},
                                  "resources": {"actors": 9}}))
     assert d == a

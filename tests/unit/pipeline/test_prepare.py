@@ -1,6 +1,7 @@
 """Checks before and between runs: a dataset without concepts is refused for concept methods;
 rerunning after the model's files changed content is refused without --force (naming the
-changed stages), and activations and later are redone with it."""
+changed stages), and activations and later are redone with it; studies refuse the methods,
+datasets and models they cannot use before any work."""
 
 from __future__ import annotations
 
@@ -117,5 +118,58 @@ def test_images_dataset_is_refused_before_any_work(tmp_path: Path, kind: str) ->
         preflight(spec)
     assert "\n" not in str(info.value)
     with pytest.raises(SpecError, match=f"^{expected}"):
+        run_stages(spec, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
+
+
+@pytest.mark.parametrize(("method", "studies", "needle"), [
+    ({"kind": "netdissect"}, {"ranges_importance": {}},
+     r"'studies.ranges_importance': needs method kind 'clustered' with clusters >= 2 \(got "
+     r"netdissect\)"),
+    ({"kind": "clustered", "clusters": 1}, {"ranges_importance": {}},
+     r"needs method kind 'clustered' with clusters >= 2 \(got clustered with clusters 1\)"),
+    ({"kind": "none"}, {"concept_blackout": {}},
+     "'studies.concept_blackout': needs a method that scores concepts"),
+    ({"kind": "none"}, {"unit_ablation": {}},
+     "'studies.unit_ablation': needs a method that scores concepts"),
+])
+def test_studies_refuse_the_wrong_method_before_any_work(
+        four_images: Path, tmp_path: Path, method: dict, studies: dict, needle: str) -> None:
+    """One line naming the study and what it needs; no model built, no directory made."""
+    spec = parse_spec({"model": {"factory": f"{tmp_path}/absent.py:make"}, "layers": ["x"],
+                       "dataset": {"root": str(four_images)}, "method": method,
+                       "studies": studies})
+    with pytest.raises(SpecError, match=needle) as info:
+        run_stages(spec, tmp_path / "out")
+    assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
+
+
+def test_concept_studies_refuse_an_images_dataset(tmp_path: Path) -> None:
+    """Method none runs on photos, but a blackout needs concept masks."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (4, 4)).save(photos / "a.png")
+    spec = parse_spec({"model": {"factory": f"{tmp_path}/absent.py:make"}, "layers": ["x"],
+                       "dataset": {"format": "images", "root": str(photos)},
+                       "method": {"kind": "none"}, "studies": {"concept_blackout": {}}})
+    with pytest.raises(SpecError, match="'studies.concept_blackout': needs a concept dataset "
+                                        r"\(got format 'images'\)"):
+        preflight(spec)
+
+
+@pytest.mark.parametrize("study", ["ranges_importance", "unit_ablation"])
+def test_decision_studies_need_logits(four_images: Path, tmp_path: Path, study: str) -> None:
+    """A model whose output is a feature map is refused in preflight, in one line."""
+    from ray_dissect.errors import ModelError
+
+    spec = parse_spec({"model": {"factory": f"{PLANTED}:red_channel",
+                                 "preprocess": {"size": 8, **RAW}},
+                       "layers": ["pool"], "dataset": {"root": str(four_images)},
+                       "method": {"kind": "clustered", "clusters": 3},
+                       "studies": {study: {}}})
+    with pytest.raises(ModelError, match=r"not \(batch, classes\) logits; got \(1, 1, 4, 4\)"):
         run_stages(spec, tmp_path / "out")
     assert not (tmp_path / "out").exists()

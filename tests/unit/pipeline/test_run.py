@@ -55,9 +55,7 @@ def test_rerun_reuses_everything_and_resume_redoes_one_block(four_images: Path,
     assert set(_computed(out).values()) == {0}
     done_marker(JobDir(out).record_part("pool", (0, 1))).unlink()
     run_stages(spec, out)
-    assert _computed(out) == {"concepts": 0, "activations": 0, "thresholds": 0, "scoring": 1,
-                              "masking": 0, "top_images": 0, "attribution": 0,
-                              "threshold_sweep": 0}
+    assert _computed(out) == {**{name: 0 for name in STAGE_NAMES}, "scoring": 1}
     assert (out / "records" / "pool.jsonl").read_bytes() == first
 
 

@@ -14,7 +14,8 @@ BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"], "dataset": {"root":
 def test_table_order_is_the_data_flow() -> None:
     """Stages run in the order their inputs need, each named once."""
     assert STAGE_NAMES == ("concepts", "activations", "attribution", "thresholds", "scoring",
-                           "masking", "top_images", "threshold_sweep")
+                           "masking", "top_images", "threshold_sweep", "ranges_importance",
+                           "unit_ablation", "concept_blackout_iou", "concept_blackout")
     assert len(set(STAGE_NAMES)) == len(STAGES)
 
 
@@ -28,9 +29,11 @@ def test_outputs_are_inside_the_job_directory() -> None:
 
 
 def test_model_stages_run_on_actors_and_the_rest_on_tasks() -> None:
-    """Extraction and concept masking need the model; the others are CPU work."""
+    """Extraction, concept masking and the studies that forward images need the model; the
+    others are CPU work."""
     assert {s.name for s in STAGES if s.runs_on == "actors"} == {
-        "activations", "attribution", "masking"}
+        "activations", "attribution", "masking", "ranges_importance", "unit_ablation",
+        "concept_blackout"}
 
 
 def test_hashes_are_cumulative_along_the_table() -> None:
@@ -47,3 +50,27 @@ def test_unknown_stage_names_the_known_ones() -> None:
     """A typo in a stage name lists the table."""
     with pytest.raises(KeyError, match="concepts, activations"):
         stage("scorin")
+
+
+def test_each_study_section_redoes_only_its_stages() -> None:
+    """A study's section changes its own stages alone; label fields reach the label studies;
+    the blackout's image limit leaves its IoU stage alone."""
+    clustered = {**BASE, "method": {"kind": "clustered"}}
+    studies = {"ranges_importance": {}, "unit_ablation": {}, "concept_blackout": {}}
+    a = stage_hashes(parse_spec({**clustered, "studies": studies}))
+
+    def changed(spec: dict) -> set[str]:
+        b = stage_hashes(parse_spec(spec))
+        return {s for s in a if a[s] != b[s]}
+
+    assert changed({**clustered, "studies": {**studies, "unit_ablation": {
+        "single_units": True}}}) == {"unit_ablation"}
+    assert changed({**clustered, "studies": {**studies, "ranges_importance": {
+        "per_unit": False}}}) == {"ranges_importance"}
+    assert changed({**clustered, "studies": {**studies, "concept_blackout": {
+        "limit": 5}}}) == {"concept_blackout"}
+    iou = {**clustered, "method": {"kind": "clustered", "iou_threshold": 0.1}}
+    assert changed({**iou, "studies": studies}) == {"scoring", "masking", "threshold_sweep",
+                                                    "unit_ablation"}
+    strict = {**clustered, "method": {"kind": "clustered", "bounds": "strict"}}
+    assert "ranges_importance" in changed({**strict, "studies": studies})
