@@ -16,14 +16,14 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ray_dissect.errors import SpecError
-from ray_dissect.spec.base import Frozen, digest, hashed_data
+from ray_dissect.spec.base import ADDED_LATER, Frozen, digest, hashed_data
 from ray_dissect.spec.dataset import AnyDatasetSpec
 from ray_dissect.spec.method import METHOD_KINDS, Method, NetDissectMethod
 from ray_dissect.spec.model import ModelSpec
 
 SPEC_VERSION: Literal[1] = 1
 SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
-                     "units_per_task")
+                     "units_per_task", "decode_threads", "queue_batches")
 # Union tags that pydantic puts in an error's location (not field names).
 TAGS = {("method", k) for k in METHOD_KINDS} | {("dataset", "broden"), ("dataset", "coco")}
 
@@ -35,6 +35,13 @@ class ResourceSpec(Frozen):
     by one actor); it must be a multiple of ``batch_size``. ``gpus_per_actor: auto`` takes one
     GPU per actor when the cluster has GPUs, else none. ``threads_per_actor`` fixes torch's
     intra-op threads so results do not depend on how many actors run.
+
+    Extraction in each actor is a pipeline (:mod:`ray_dissect.pipeline.extraction`):
+    ``decode_threads`` threads decode and normalise images (``auto``: ``cpus_per_actor -
+    threads_per_actor``, at least 1) into a ring of ``queue_batches`` batch buffers while one
+    thread runs the model and another writes Zarr; both are scheduling fields (the output is
+    the same whatever their values). ``gpu_decode`` (default off, results-changing, so hashed
+    when set) decodes JPEGs with nvJPEG on the actor's GPU; it is a no-op on CPU actors.
     """
 
     actors: Annotated[int, Field(gt=0, le=1024)] = 2
@@ -46,6 +53,9 @@ class ResourceSpec(Frozen):
     shard_images: Annotated[int, Field(gt=0)] = 256
     cpus_per_task: Annotated[float, Field(gt=0)] = 1.0
     units_per_task: Annotated[int, Field(gt=0)] = 128
+    decode_threads: Literal["auto"] | Annotated[int, Field(gt=0, le=256)] = "auto"
+    queue_batches: Annotated[int, Field(gt=0, le=64)] = 4
+    gpu_decode: Annotated[bool, ADDED_LATER] = False
 
     @model_validator(mode="after")
     def _shards_hold_whole_batches(self) -> ResourceSpec:
@@ -79,10 +89,10 @@ class JobSpec(Frozen):
         """A stable hash of what determines the results (first 16 hex digits of a sha256).
 
         Pure scheduling fields (``SCHEDULING_FIELDS``: how many actors, CPUs per actor or task,
-        units per task) are left out: they do not change any number, so a job may be resumed
-        with more or fewer workers. Batch and shard sizes, threads and GPUs stay in. Fields
-        added after the first release count only when they differ from their defaults
-        (:mod:`ray_dissect.spec.base`).
+        units per task, decode threads, queued batches) are left out: they do not change any
+        number, so a job may be resumed with more or fewer workers. Batch and shard sizes,
+        threads and GPUs stay in. Fields added after the first release count only when they
+        differ from their defaults (:mod:`ray_dissect.spec.base`).
         """
         return digest(self.hash_data())
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from ray_dissect.spec.base import Frozen
+from ray_dissect.spec.base import ADDED_LATER, Frozen
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,6 +42,11 @@ class ModelSpec(Frozen):
     this runs user code) must be given. ``weights`` applies to both: ``none`` keeps the
     initialisation, a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``) downloads them
     (``name`` only), ``{checkpoint: PATH}`` loads a local state dict.
+
+    Numerics (all off by default; each changes the activations, so each is hashed when set):
+    ``tf32`` lets cuDNN and cuBLAS use TF32 on CUDA (off: strict fp32; a no-op on CPU),
+    ``bf16`` runs the forward under ``torch.autocast`` in bfloat16 (activations are stored as
+    float32 either way), ``channels_last`` puts the model and its input in NHWC memory format.
     """
 
     name: str | None = None
@@ -49,6 +54,9 @@ class ModelSpec(Frozen):
     weights: str | CheckpointWeights = "none"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     preprocess: PreprocessSpec = PreprocessSpec()
+    tf32: Annotated[bool, ADDED_LATER] = False
+    bf16: Annotated[bool, ADDED_LATER] = False
+    channels_last: Annotated[bool, ADDED_LATER] = False
 
     @field_validator("name")
     @classmethod
