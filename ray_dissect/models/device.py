@@ -10,14 +10,22 @@ CUDA is not available) every step is a plain synchronous copy and the events are
 :class:`StepClock` times steps the same way on both: ``perf_counter`` on CPU, CUDA events on
 the stream that runs the step on GPU (read only once the shard's work is complete, so timing
 never synchronises the device early).
+
+:func:`decode_on_device` decodes a batch of JPEGs on the device (nvJPEG on CUDA; the
+``resources.gpu_decode`` option).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
+
+from ray_dissect.spec import PreprocessSpec
 
 
 class StepClock:
@@ -122,3 +130,84 @@ class Device:
         """Block this thread until ``event`` (from :meth:`upload` or :meth:`fence`) is done."""
         if event is not None:
             event.synchronize()
+
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def decode_on_device(items: list[bytes | np.ndarray], spec: PreprocessSpec, device: str,
+                     fallback: Callable[[int], np.ndarray]) -> Any:
+    """Decode, resize and normalise a batch on ``device`` (nvJPEG on CUDA).
+
+    Encoded JPEGs are decoded together (``torchvision.io.decode_jpeg`` on a list), resized
+    with bilinear antialiased interpolation when needed and normalised as
+    :func:`~ray_dissect.models.extract.normalise` does; the pixels differ slightly from
+    PIL's (no GPU decoder reproduces them), which is why ``gpu_decode`` is a hashed option.
+
+    Args:
+        items: per image, its encoded JPEG bytes, or an already normalised (3, size, size)
+            float32 array (a non-JPEG file decoded on the CPU).
+        spec: size, mean and std.
+        device: where to decode.
+        fallback: ``fallback(i)`` gives the normalised (3, size, size) float32 array of
+            item i when the device cannot decode it (e.g. a truncated file).
+    Returns:
+        (n, 3, size, size) float32 tensor on ``device``.
+    """
+    import torch
+
+    size = spec.size
+    out = torch.empty((len(items), 3, size, size), dtype=torch.float32, device=device)
+    jpegs = {i: item for i, item in enumerate(items) if isinstance(item, bytes)}
+    for i, image in zip(jpegs, _decode_jpegs(list(jpegs.values()), device), strict=True):
+        out[i] = (torch.from_numpy(fallback(i)).to(device) if image is None
+                  else _normalised(image, spec))
+    for i, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            out[i] = torch.from_numpy(item).to(device)
+    return out
+
+
+def _decode_jpegs(blobs: list[bytes], device: str) -> list[Any]:
+    """(3, h, w) uint8 tensors on ``device``, ``None`` where a blob does not decode.
+
+    torchvision's decoders are deprecated since 0.29 in favour of TorchCodec (>= 0.16,
+    ``torchcodec.decoders.decode_jpeg``), not a dependency yet: the warning is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _decode_with_torchvision(blobs, device)
+
+
+def _decode_with_torchvision(blobs: list[bytes], device: str) -> list[Any]:
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def one(blob: bytes) -> Any:
+        try:
+            data = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except (RuntimeError, ValueError):
+            return None
+
+    if not blobs:
+        return []
+    try:
+        tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+        return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
+    except (RuntimeError, ValueError):  # one bad file fails the batch: find it
+        return [one(blob) for blob in blobs]
+
+
+def _normalised(image: Any, spec: PreprocessSpec) -> Any:
+    """(3, h, w) uint8 -> (3, size, size) float32, ``(x / 255 - mean) / std``."""
+    import torch
+    import torch.nn.functional as F
+
+    x = image.to(torch.float32)
+    if tuple(x.shape[1:]) != (spec.size, spec.size):
+        x = F.interpolate(x[None], size=(spec.size, spec.size), mode="bilinear",
+                          align_corners=False, antialias=True)[0]
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device)[:, None, None]
+    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device)[:, None, None]
+    return (x / 255.0 - mean) / std

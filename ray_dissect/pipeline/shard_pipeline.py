@@ -38,7 +38,7 @@ import numpy as np
 
 from ray_dissect.datasets.base import BadSampleError
 from ray_dissect.job.layout import layer_key, shard_range
-from ray_dissect.models.device import Device, StepClock
+from ray_dissect.models.device import JPEG_MAGIC, Device, StepClock, decode_on_device
 from ray_dissect.models.extract import normalise
 from ray_dissect.spec import ResourceSpec
 from ray_dissect.storage import arrays
@@ -100,6 +100,16 @@ class _Shard:
 
 
 @dataclass
+class _Decoded:
+    """A decoded batch: its unreadable images, the decode seconds and, when decoding on the
+    device, per image its encoded JPEG or its normalised (3, size, size) float32 array."""
+
+    bad: list[tuple[int, str]]
+    seconds: float
+    items: list[bytes | np.ndarray] | None = None
+
+
+@dataclass
 class _Batch:
     """Images [start, stop) of a shard, decoding into ``slot``."""
 
@@ -107,22 +117,30 @@ class _Batch:
     start: int
     stop: int
     slot: _Slot
-    decoded: Future[tuple[list[tuple[int, str]], float]]
+    decoded: Future[_Decoded]
 
 
 class ShardPipeline:
     """The three-stage extraction pipeline of one model replica (see the module doc).
 
+    With ``resources.gpu_decode`` on a CUDA device, the decode threads only read the files
+    and the device thread decodes each batch's JPEGs with nvJPEG
+    (:func:`~ray_dissect.models.device.decode_on_device`; other files and the ones nvJPEG
+    refuses are decoded with PIL as usual); on CPU the option does nothing.
+
     Args:
         env: the actor's environment (spec, job directory, dataset, extractor, device).
+        decode_on_device: force device decoding on or off (``None``: ``gpu_decode`` on CUDA;
+            tests turn it on on the CPU, where torchvision decodes instead of nvJPEG).
     """
 
-    def __init__(self, env: WorkEnv) -> None:
+    def __init__(self, env: WorkEnv, decode_on_device: bool | None = None) -> None:
         res = env.spec.resources
         self.spec, self.job = env.spec, env.job
         self.dataset, self.extractor = env.dataset, env.extractor
         self.device = Device(env.device)
-        size = env.spec.model.preprocess.size
+        self._on_device = self._device_decoding(decode_on_device)
+        size = 0 if self._on_device else env.spec.model.preprocess.size
         self._free: queue.Queue[_Slot] = queue.Queue()
         for _ in range(res.queue_batches):
             self._free.put(_Slot(self.device.host_empty((res.batch_size, 3, size, size))))
@@ -170,21 +188,52 @@ class ShardPipeline:
             thread.join(timeout=60)
         self._pool.shutdown(wait=True)
 
-    def _decode(self, slot: _Slot, b0: int, b1: int) -> tuple[list[tuple[int, str]], float]:
-        """Decode images [b0, b1) into the slot's rows; return the bad ones and the seconds."""
+    def _device_decoding(self, wanted: bool | None) -> bool:
+        if wanted is None:
+            wanted = self.spec.resources.gpu_decode and self.device.cuda
+        if wanted and not hasattr(self.dataset, "read_image_bytes"):
+            log.warning("dataset %s cannot hand out encoded images; decoding on the CPU",
+                        type(self.dataset).__name__)
+            return False
+        return wanted
+
+    def _decode(self, slot: _Slot, b0: int, b1: int) -> _Decoded:
+        """Decode images [b0, b1) into the slot's rows (or, decoding on the device, read
+        their files)."""
         t0 = time.perf_counter()
         self.device.wait(slot.ready)
-        rows = slot.tensor.numpy()
-        spec = self.spec.model.preprocess
         bad: list[tuple[int, str]] = []
+        if self._on_device:
+            items = [self._encoded(index, bad) for index in range(b0, b1)]
+            return _Decoded(bad, time.perf_counter() - t0, items)
+        rows = slot.tensor.numpy()
         for index in range(b0, b1):
-            try:
-                image = self.dataset.read_image(index)
-            except BadSampleError as err:
-                image = np.zeros((spec.size, spec.size, 3), dtype=np.uint8)
-                bad.append((index, str(err)))
-            normalise(image, spec, rows[index - b0])
-        return bad, time.perf_counter() - t0
+            normalise(self._image(index, bad), self.spec.model.preprocess, rows[index - b0])
+        return _Decoded(bad, time.perf_counter() - t0)
+
+    def _image(self, index: int, bad: list[tuple[int, str]]) -> np.ndarray:
+        """Image ``index`` (h, w, 3) uint8; an unreadable one is black and noted in ``bad``."""
+        try:
+            return self.dataset.read_image(index)
+        except BadSampleError as err:
+            size = self.spec.model.preprocess.size
+            bad.append((index, str(err)))
+            return np.zeros((size, size, 3), dtype=np.uint8)
+
+    def _normalised(self, index: int, bad: list[tuple[int, str]]) -> np.ndarray:
+        """Image ``index`` decoded on the CPU, as (3, size, size) float32."""
+        spec = self.spec.model.preprocess
+        out = np.empty((3, spec.size, spec.size), dtype=np.float32)
+        normalise(self._image(index, bad), spec, out)
+        return out
+
+    def _encoded(self, index: int, bad: list[tuple[int, str]]) -> bytes | np.ndarray:
+        """A JPEG's bytes, for the device to decode; anything else decoded here."""
+        try:
+            data = self.dataset.read_image_bytes(index)  # type: ignore[attr-defined]
+        except BadSampleError:
+            data = b""
+        return data if data.startswith(JPEG_MAGIC) else self._normalised(index, bad)
 
     def _device_loop(self) -> None:
         import torch
@@ -207,12 +256,20 @@ class ShardPipeline:
         """Run one decoded batch and queue its copies; hand the shard on after its last."""
         job = batch.shard
         t0 = time.perf_counter()
-        bad, seconds = batch.decoded.result()
+        decoded = batch.decoded.result()
         job.seconds["wait"] += time.perf_counter() - t0
-        job.seconds["decode"] += seconds
-        job.bad.extend(bad)
-        with job.clock("copy"):
-            x, batch.slot.ready = self.device.upload(batch.slot.tensor[:batch.stop - batch.start])
+        job.seconds["decode"] += decoded.seconds
+        bad = list(decoded.bad)
+        if decoded.items is None:
+            with job.clock("copy"):
+                x, batch.slot.ready = self.device.upload(
+                    batch.slot.tensor[:batch.stop - batch.start])
+        else:
+            with job.clock("decode"):
+                x = decode_on_device(decoded.items, self.spec.model.preprocess,
+                                     self.device.name,
+                                     lambda i: self._normalised(batch.start + i, bad))
+        job.bad.extend(sorted(bad))
         with job.clock("forward"):
             outs = self.extractor.forward(x)
         if job.buffers is None:
@@ -259,7 +316,9 @@ class ShardPipeline:
         finally:
             self._buffers.put(buffers)
         job.seconds["write"] = time.perf_counter() - t0
-        job.future.set_result(ShardResult(job.bad, {**job.seconds, **job.clock.totals()}))
+        for step, seconds in job.clock.totals().items():
+            job.seconds[step] += seconds
+        job.future.set_result(ShardResult(job.bad, job.seconds))
 
     def _fail(self, job: _Shard, err: BaseException) -> None:
         """Fail ``job`` (and, by breaking the pipeline, every later shard) with ``err``."""

@@ -13,6 +13,7 @@ import pytest
 from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.errors import ModelError
 from ray_dissect.job.layout import JobDir
+from ray_dissect.models.device import decode_on_device
 from ray_dissect.pipeline import activations, shard_pipeline
 from ray_dissect.pipeline.context import JobContext, WorkEnv
 from ray_dissect.pipeline.prepare import preflight, prepare_job_dir
@@ -185,3 +186,45 @@ def test_next_shard_runs_while_the_previous_is_written(dataset: Path, tmp_path: 
     monkeypatch.setattr(shard_pipeline.arrays, "write_shard", write)
     results = _extract(spec, tmp_path / "out", activations.extraction_work, 2, env)
     assert len(results) == 3 and forwards[0] == 6
+
+
+def _run_pipeline(spec: JobSpec, out: Path, **options: Any) -> list[ShardResult]:
+    """Every shard through a pipeline built with ``options``, two in flight."""
+    env = WorkEnv(spec, JobDir(location(out)))
+    pipe = shard_pipeline.ShardPipeline(env, **options)
+    try:
+        return _extract(spec, out, lambda _env, shard: pipe.run(shard), 2, env)
+    finally:
+        pipe.close()
+
+
+def test_gpu_decode_is_a_no_op_on_cpu(dataset: Path, tmp_path: Path, serial: tuple) -> None:
+    """With gpu_decode on a CPU replica images are decoded as always: the serial bytes."""
+    spec = _spec(dataset, 2)
+    gpu = parse_spec({**spec.model_dump(mode="json"),
+                      "resources": {**spec.resources.model_dump(mode="json"),
+                                    "gpu_decode": True}})
+    _run_pipeline(gpu, tmp_path / "out")
+    assert _store_bytes(tmp_path / "out") == serial[0]
+
+
+def test_device_decoding_reports_bad_images_as_the_cpu_path(
+        dataset: Path, tmp_path: Path, serial: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding on the device (torchvision here), every batch: the same bad images, reasons
+    and zero rows, and activations close to the PIL path's."""
+    _, ref_results, ref_out = serial
+    calls = []
+
+    def counted(items: list, *args: Any) -> Any:
+        calls.append(sum(isinstance(item, bytes) for item in items))
+        return decode_on_device(items, *args)
+
+    monkeypatch.setattr(shard_pipeline, "decode_on_device", counted)
+    results = _run_pipeline(_spec(dataset, 2), tmp_path / "out", decode_on_device=True)
+    assert len(calls) == 6 and sum(calls) == N_IMAGES - 1  # the empty file never gets there
+    assert [r.bad for r in results] == [r.bad for r in ref_results]
+    for layer in LAYERS:
+        got = np.asarray(arrays.open_array(tmp_path / "out" / "activations.zarr", layer)[:])
+        ref = np.asarray(arrays.open_array(ref_out / "activations.zarr", layer)[:])
+        assert np.all(got[list(BAD)] == 0.0)
+        np.testing.assert_allclose(got, ref, atol=0.05 * np.abs(ref).max())
