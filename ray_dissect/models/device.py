@@ -76,6 +76,14 @@ class Device:
         self.cuda = torch.device(name).type == "cuda" and torch.cuda.is_available()
         self._side = torch.cuda.Stream(device=name) if self.cuda else None
 
+    def bind(self) -> None:
+        """Make this device the calling thread's current CUDA device (streams and events are
+        per device; a bare ``"cuda"`` is the current one already)."""
+        import torch
+
+        if self.cuda and torch.device(self.name).index is not None:
+            torch.cuda.set_device(torch.device(self.name))
+
     def host_empty(self, shape: tuple[int, ...]) -> Any:
         """A float32 host tensor of ``shape`` (pinned on CUDA, allocated once and reused)."""
         import torch

@@ -239,6 +239,7 @@ class ShardPipeline:
         import torch
 
         torch.set_num_threads(self.extractor.threads)  # the serial path's thread count
+        self.device.bind()
         while (batch := self._to_device.get()) is not None:
             try:
                 if self._error is not None:
