@@ -118,6 +118,21 @@ def read_image_rgb(path: AnyPath, name: str) -> np.ndarray:
         raise BadSampleError(f"unreadable image {name}: {err}") from None
 
 
+def read_file_bytes(path: AnyPath, name: str) -> bytes:
+    """The encoded bytes of an image file (to decode elsewhere, e.g. on a GPU).
+
+    Raises:
+        BadSampleError: missing, empty or unreadable file (named ``name``).
+    """
+    try:
+        data = storage.read_bytes(path)
+    except OSError as err:
+        raise BadSampleError(f"unreadable image {name}: {err}") from None
+    if not data:
+        raise BadSampleError(f"unreadable image {name}: empty file")
+    return data
+
+
 T = TypeVar("T")
 
 

@@ -26,7 +26,13 @@ import numpy as np
 from PIL import Image
 
 from ray_dissect import storage
-from ray_dissect.datasets.base import BadSampleError, Sample, Vocabulary, read_image_rgb
+from ray_dissect.datasets.base import (
+    BadSampleError,
+    Sample,
+    Vocabulary,
+    read_file_bytes,
+    read_image_rgb,
+)
 from ray_dissect.errors import DatasetError
 from ray_dissect.spec import DatasetSpec
 from ray_dissect.storage import AnyPath
@@ -150,6 +156,11 @@ class BrodenDataset:
         """Decode image ``index`` as (ih, iw, 3) uint8 RGB; raise :class:`BadSampleError`."""
         name = self.samples[index].image
         return read_image_rgb(self.root / "images" / name, name)
+
+    def read_image_bytes(self, index: int) -> bytes:
+        """The encoded file of image ``index``; raise :class:`BadSampleError`."""
+        name = self.samples[index].image
+        return read_file_bytes(self.root / "images" / name, name)
 
     def _read_layer(self, name: str) -> np.ndarray:
         path = self.root / "images" / name

@@ -63,6 +63,7 @@ from ray_dissect.datasets.base import (
     Sample,
     Vocabulary,
     load_annotations,
+    read_file_bytes,
     read_image_rgb,
 )
 from ray_dissect.datasets.coco_panoptic import (
@@ -279,6 +280,11 @@ class CocoDataset:
         """Decode image ``index`` as (h, w, 3) uint8 RGB; raise :class:`BadSampleError`."""
         name = self.samples[index].image
         return read_image_rgb(self.root / name, name)
+
+    def read_image_bytes(self, index: int) -> bytes:
+        """The encoded file of image ``index``; raise :class:`BadSampleError`."""
+        name = self.samples[index].image
+        return read_file_bytes(self.root / name, name)
 
     def label_masks(self, index: int) -> dict[int, np.ndarray]:
         """Label number -> (S, S) bool mask of every kept label present in image ``index``.

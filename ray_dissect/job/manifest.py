@@ -24,7 +24,12 @@ from ray_dissect.storage import AnyPath
 
 
 class StageState(BaseModel):
-    """Progress of one stage."""
+    """Progress of one stage.
+
+    ``breakdown`` (stages that time their work units, e.g. extraction): seconds per step
+    (decode, forward, copy, write, wait) summed over the work units computed in this
+    directory; absent in manifests of earlier versions and for other stages.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -35,6 +40,7 @@ class StageState(BaseModel):
     seconds: float = 0.0
     errors: int = 0
     state: Literal["pending", "running", "done"] = "pending"
+    breakdown: dict[str, float] | None = None
 
 
 class RunInfo(BaseModel):

@@ -33,7 +33,8 @@ class Tracker:
     """Forwards progress to the display and keeps the manifest up to date on disk.
 
     ``start(stage, total, done)`` opens a stage with ``done`` units already finished by
-    earlier runs; ``unit_done`` counts units computed by this run.
+    earlier runs; ``unit_done`` counts units computed by this run and adds their time
+    breakdown (seconds per step) to the stage's.
     """
 
     def __init__(self, root: AnyPath, manifest: Manifest, progress: Progress) -> None:
@@ -48,10 +49,13 @@ class Tracker:
         self.progress.advance(stage, done)
         write_manifest(self.root, self.manifest)
 
-    def unit_done(self, stage: str, n: int = 1) -> None:
-        if n == 0:
+    def unit_done(self, stage: str, n: int = 1,
+                  breakdown: dict[str, float] | None = None) -> None:
+        if n == 0 and not breakdown:
             return
         state = self.manifest.stages[stage]
+        if breakdown:
+            state.breakdown = _summed(state.breakdown or {}, breakdown)
         state.done += n
         state.computed += n
         state.seconds = time.perf_counter() - self._t0[stage]
@@ -69,3 +73,8 @@ class Tracker:
         state.seconds = time.perf_counter() - self._t0[stage]
         write_manifest(self.root, self.manifest)
         return state.seconds
+
+
+def _summed(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
+    """Per key, ``total`` plus ``more`` (keys in first-seen order)."""
+    return {k: total.get(k, 0.0) + more.get(k, 0.0) for k in dict.fromkeys([*total, *more])}

@@ -21,6 +21,22 @@ from ray_dissect.spec import ModelSpec, PreprocessSpec
 log = logging.getLogger(__name__)
 
 
+def normalise(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> None:
+    """Resize (PIL bilinear, only when needed) and normalise one image into ``out``.
+
+    Args:
+        image: (h, w, 3) uint8 RGB.
+        spec: size, mean and std.
+        out: (3, size, size) float32, receives ``(x / 255 - mean) / std``.
+    """
+    size = spec.size
+    mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    out[...] = (image.transpose(2, 0, 1).astype(np.float32) / 255.0 - mean) / std
+
+
 def preprocess(images: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
     """Resize (PIL bilinear, only when needed) and normalise a batch of images.
 
@@ -29,14 +45,9 @@ def preprocess(images: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray
     Returns:
         (n, 3, size, size) float32, ``(x / 255 - mean) / std``.
     """
-    size = spec.size
-    out = np.empty((len(images), 3, size, size), dtype=np.float32)
-    mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    out = np.empty((len(images), 3, spec.size, spec.size), dtype=np.float32)
     for i, img in enumerate(images):
-        if img.shape[:2] != (size, size):
-            img = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
-        out[i] = (img.transpose(2, 0, 1).astype(np.float32) / 255.0 - mean) / std
+        normalise(img, spec, out[i])
     return out
 
 
@@ -65,8 +76,23 @@ class _Recorder:
         return result
 
 
+def _set_tf32(torch: Any, on: bool) -> None:
+    """TF32 in cuDNN convolutions and cuBLAS matmuls on (``tf32``) or off (strict fp32)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = (
+            "tf32" if on else "ieee")
+    else:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = on
+
+
 class Extractor:
     """One model replica that turns preprocessed batches into layer activations.
+
+    On CUDA, cuDNN is made deterministic (``benchmark`` off, ``deterministic`` on) and TF32
+    follows ``model_spec.tf32`` (off by default: strict fp32); on CPU ``tf32`` does nothing.
+    ``model_spec.bf16`` runs the forward under bfloat16 autocast and
+    ``model_spec.channels_last`` puts the model and its input in NHWC, on both.
 
     Args:
         model_spec: which model; built here, once.
@@ -80,25 +106,53 @@ class Extractor:
         import torch
 
         torch.set_num_threads(threads)
-        self.device = device
+        self.threads, self.device = threads, device
+        self.kind = torch.device(device).type
+        if self.kind == "cuda":
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+            _set_tf32(torch, model_spec.tf32)
         self.model = build_model(model_spec).to(device)
+        self.channels_last, self.bf16 = model_spec.channels_last, model_spec.bf16
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         check_layers(self.model, layers)
         self.layers = tuple(layers)
         self.preprocess_spec = model_spec.preprocess
         self._recorder = _Recorder(self.model, self.layers)
+
+    def forward(self, batch: Any) -> dict[str, Any]:
+        """Run one preprocessed batch already on the device.
+
+        Args:
+            batch: (n, 3, size, size) float32 tensor on ``device``.
+        Returns:
+            {layer: (n, units, h, w) float32 contiguous (NCHW) tensor on ``device``}; a
+            (n, units) output becomes (n, units, 1, 1).
+        """
+        import torch
+
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.kind, torch.bfloat16,
+                                                     enabled=self.bf16):
+            self.model(batch)
+            return {name: _as_nchw(name, tensor)
+                    for name, tensor in self._recorder.take().items()}
 
     def __call__(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch of (h, w, 3) uint8 images; return {layer: (n, units, h, w) float32}."""
         import torch
 
         batch = torch.from_numpy(preprocess(images, self.preprocess_spec)).to(self.device)
-        with torch.inference_mode():
-            self.model(batch)
-        out = {}
-        for name, tensor in self._recorder.take().items():
-            if not isinstance(tensor, torch.Tensor) or tensor.ndim not in (2, 4):
-                raise ModelError(f"layer {name!r} output is not a (n, c) or (n, c, h, w) tensor",
-                                 hint="choose a convolutional layer")
-            arr = tensor.detach().float().cpu().numpy()
-            out[name] = arr[:, :, None, None] if arr.ndim == 2 else arr
-        return out
+        return {name: t.cpu().numpy() for name, t in self.forward(batch).items()}
+
+
+def _as_nchw(name: str, tensor: Any) -> Any:
+    """A layer's output as a (n, units, h, w) float32 contiguous tensor."""
+    import torch
+
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim not in (2, 4):
+        raise ModelError(f"layer {name!r} output is not a (n, c) or (n, c, h, w) tensor",
+                         hint="choose a convolutional layer")
+    tensor = tensor.detach().float()
+    return (tensor[:, :, None, None] if tensor.ndim == 2 else tensor).contiguous()

@@ -2,13 +2,20 @@
 
 Work unit: shard s -> ``activations.zarr`` layers/<layer> (n, units, h, w) float32, written
 whole by the one actor that ran it, and ``activations/bad_s.json`` (the unreadable images,
-written by the driver once the shard is in). Driver: mark unreadable images invalid.
+written by the driver once the shard is in). Driver: mark unreadable images invalid, and sum
+each shard's time breakdown (decode, forward, copy, write, wait) into the manifest.
+
+:func:`extraction_work` runs the shard through the replica's threaded pipeline
+(:mod:`ray_dissect.pipeline.shard_pipeline`, two shards in flight per actor);
+:func:`serial_extraction_work` is the plain one-thread loop it must match bit for bit (the
+tests' and benchmarks' reference).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +24,7 @@ from ray_dissect import storage
 from ray_dissect.datasets.base import BadSampleError
 from ray_dissect.job.layout import CHUNK_IMAGES, layer_key, shard_range
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.shard_pipeline import STEPS, ShardResult
 from ray_dissect.records.schema import SampleError
 from ray_dissect.storage import arrays
 
@@ -36,26 +44,42 @@ def read_batch(env: WorkEnv, start: int, stop: int, bad: list[tuple[int, str]]
     return images, bad_rows
 
 
-def extraction_work(env: WorkEnv, shard: int) -> list[tuple[int, str]]:
+def extraction_work(env: WorkEnv, shard: int) -> ShardResult:
     """Extract one shard of images for every layer and write each layer's Zarr shard whole.
 
     An unreadable image is replaced by a black one so batches keep their composition (results
     do not depend on which actor ran the shard); its activations are written as zeros and the
-    image is reported. Returns (global image index, reason) for each unreadable image.
+    image is reported. Thread-safe: the replica's pipeline overlaps concurrent calls.
+
+    Returns:
+        (global image index, reason) for each unreadable image, and the shard's time
+        breakdown in seconds (:data:`~ray_dissect.pipeline.shard_pipeline.STEPS`).
     """
+    return env.shard_pipeline().run(shard)
+
+
+def serial_extraction_work(env: WorkEnv, shard: int) -> ShardResult:
+    """:func:`extraction_work` in one thread, one step after the other (the reference)."""
     res = env.spec.resources
     start, stop = shard_range(shard, res.shard_images, len(env.dataset))
     out: dict[str, list[np.ndarray]] = {layer: [] for layer in env.spec.layers}
     bad: list[tuple[int, str]] = []
+    seconds = dict.fromkeys(STEPS, 0.0)
     for b0 in range(start, stop, res.batch_size):
+        t0 = time.perf_counter()
         images, bad_rows = read_batch(env, b0, min(b0 + res.batch_size, stop), bad)
+        t1 = time.perf_counter()
         for layer, acts in env.extractor(images).items():
             acts[bad_rows] = 0.0
             out[layer].append(acts)
+        seconds["decode"] += t1 - t0
+        seconds["forward"] += time.perf_counter() - t1
+    t0 = time.perf_counter()
     for layer, parts in out.items():
         arrays.write_shard(env.job.activations_zarr, layer_key(layer), shard, res.shard_images,
                            np.concatenate(parts))
-    return bad
+    seconds["write"] = time.perf_counter() - t0
+    return ShardResult(bad, seconds)
 
 
 def plan(ctx: JobContext) -> Plan:
@@ -73,10 +97,15 @@ def plan(ctx: JobContext) -> Plan:
     return Plan(n_shards, n_shards - len(todo), [(s,) for s in todo])
 
 
-def collect(ctx: JobContext, call: tuple[int], bad: list[tuple[int, str]]) -> int:
+def collect(ctx: JobContext, call: tuple[int], result: ShardResult) -> int:
     """Write the shard's unreadable images (the shard's last output)."""
-    storage.write_text(ctx.job.bad_images(call[0]), json.dumps(bad))
+    storage.write_text(ctx.job.bad_images(call[0]), json.dumps(result.bad))
     return 1
+
+
+def timings(result: ShardResult) -> dict[str, float]:
+    """The shard's time breakdown (summed per stage into the manifest)."""
+    return result.breakdown
 
 
 def finish(ctx: JobContext) -> int:

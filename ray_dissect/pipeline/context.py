@@ -9,6 +9,7 @@ or in a test.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ray_dissect.concepts.index import ConceptIndex
     from ray_dissect.explain.search import SearchSpace
     from ray_dissect.models.extract import Extractor
+    from ray_dissect.pipeline.shard_pipeline import ShardPipeline
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,13 @@ class JobContext:
 
 class WorkEnv:
     """What a work unit runs with on a worker: the spec, the job directory, the dataset (opened
-    on first use) and, on model actors, the extractor (built on first use on ``device``)."""
+    on first use) and, on model actors, the extractor (built on first use on ``device``) and
+    the extraction pipeline around it (:meth:`shard_pipeline`, safe to call from threads)."""
 
     def __init__(self, spec: JobSpec, job: JobDir, device: str = "cpu") -> None:
         self.spec, self.job, self.device = spec, job, device
+        self._lock = threading.Lock()
+        self._pipeline: ShardPipeline | None = None
 
     @classmethod
     def from_json(cls, spec_json: str, root: str, device: str = "cpu") -> WorkEnv:
@@ -135,6 +140,23 @@ class WorkEnv:
 
         res = self.spec.resources
         return Extractor(self.spec.model, self.spec.layers, res.threads_per_actor, self.device)
+
+    def shard_pipeline(self) -> ShardPipeline:
+        """This replica's extraction pipeline, started on first use (once, under a lock, as
+        two calls may arrive together on a threaded actor)."""
+        from ray_dissect.pipeline.shard_pipeline import ShardPipeline
+
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = ShardPipeline(self)
+            return self._pipeline
+
+    def close(self) -> None:
+        """Stop the extraction pipeline's threads, if it was started (the extractor stays)."""
+        with self._lock:
+            pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()
 
 
 def torch_threads(threads: int) -> None:

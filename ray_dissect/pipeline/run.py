@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,36 @@ Executor = Callable[[Stage, Plan, JobContext, OnDone], None]
 
 
 def execute_locally(stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) -> None:
-    """Run every call of ``plan`` in this process, in order (one model replica, on CPU)."""
+    """Run every call of ``plan`` in this process (one model replica, on CPU).
+
+    Calls go in order; a stage with ``calls_per_actor`` above 1 keeps that many in flight
+    in threads, as an actor would, and ``on_done`` runs here, in completion order. The
+    extraction pipeline's threads are stopped when the stage's calls are done.
+    """
     env = ctx.parts.setdefault("local_env", WorkEnv(ctx.spec, ctx.job))
-    for i, call in enumerate(plan.calls):
-        on_done(i, stage.work(env, *plan.shared, *call))
+    try:
+        run_in_flight(lambda call: stage.work(env, *plan.shared, *call), plan.calls,
+                      stage.calls_per_actor, on_done)
+    finally:
+        env.close()
+
+
+def run_in_flight(work: Callable[[tuple[Any, ...]], Any], calls: list[tuple[Any, ...]],
+                  inflight: int, on_done: OnDone) -> None:
+    """``on_done(i, work(calls[i]))`` for every call, at most ``inflight`` running at once
+    (in threads when above 1); the first error is raised once running calls are done."""
+    if inflight <= 1:
+        for i, call in enumerate(calls):
+            on_done(i, work(call))
+        return
+    with ThreadPoolExecutor(inflight, thread_name_prefix="call") as pool:
+        todo = iter(enumerate(calls))
+        running = {pool.submit(work, call): i for i, call in islice(todo, inflight)}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_done(running.pop(future), future.result())
+                running |= {pool.submit(work, call): i for i, call in islice(todo, 1)}
 
 
 def _run_stage(stage: Stage, ctx: JobContext, tracker: Tracker, execute: Executor) -> None:
@@ -43,7 +71,8 @@ def _run_stage(stage: Stage, ctx: JobContext, tracker: Tracker, execute: Executo
     tracker.start(stage.name, plan.total, plan.done)
     if plan.calls:
         def on_done(i: int, result: Any) -> None:
-            tracker.unit_done(stage.name, stage.collect(ctx, plan.calls[i], result))
+            timings = stage.timings(result) if stage.timings else None
+            tracker.unit_done(stage.name, stage.collect(ctx, plan.calls[i], result), timings)
 
         execute(stage, plan, ctx, on_done)
     tracker.finish(stage.name, stage.finish(ctx))

@@ -56,6 +56,11 @@ class Stage:
             work units it finished.
         finish: driver side, after the work: load the stage's outputs into the context;
             returns the number of bad samples the stage found.
+        calls_per_actor: calls kept in flight per model actor (``runs_on="actors"``); above
+            1 the work function must be thread-safe (the actor runs them in threads).
+        timings: seconds per step of a call's work (e.g. decode, forward, write), taken from
+            its result; the driver sums them per stage into the manifest (``status`` shows
+            them). ``None``: the stage reports none.
     """
 
     name: str
@@ -67,6 +72,8 @@ class Stage:
     collect: Callable[[JobContext, Any, Any], int]
     finish: Callable[[JobContext], int]
     owns: tuple[str, ...] = ()
+    calls_per_actor: int = 1
+    timings: Callable[[Any], dict[str, float]] | None = None
 
 
 def _resources(data: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +86,9 @@ def _concept_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 def _activation_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     res = _resources(data)
+    later = {"gpu_decode": res["gpu_decode"]} if "gpu_decode" in res else {}  # set: hashed
     return {"model": data["model"], "layers": data["layers"], "batch": res["batch_size"],
-            "threads": res["threads_per_actor"], "gpus": res["gpus_per_actor"]}
+            "threads": res["threads_per_actor"], "gpus": res["gpus_per_actor"], **later}
 
 
 def _threshold_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
@@ -143,7 +151,8 @@ STAGES: tuple[Stage, ...] = (
           _concept_inputs, concepts.plan, concepts.collect, concepts.finish),
     Stage("activations", "actors", activations.extraction_work,
           ("activations.zarr", "activations"), _activation_inputs, activations.plan,
-          activations.collect, activations.finish),
+          activations.collect, activations.finish, calls_per_actor=2,
+          timings=activations.timings),
     Stage("attribution", "actors", attribution.attribution_work, ("attribution.zarr",),
           _attribution_inputs, attribution.plan, attribution.collect, attribution.finish,
           owns=("analyses",)),

@@ -1,4 +1,6 @@
-"""``ray-dissect status DIR``: per-stage progress of a job directory, from its manifest."""
+"""``ray-dissect status DIR``: per-stage progress of a job directory, from its manifest, and
+the time breakdown of the stages that record one (extraction: decode, forward, copy, write,
+wait seconds summed over its shards)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import socket
 import time
 
 from ray_dissect.errors import StoreError
-from ray_dissect.job.manifest import RunInfo, read_manifest
+from ray_dissect.job.manifest import Manifest, RunInfo, read_manifest
 from ray_dissect.pipeline.stages import STAGE_NAMES
 from ray_dissect.storage import AnyPath
 
@@ -49,4 +51,14 @@ def render_status(root: AnyPath) -> str:
             continue
         lines.append(f"{name:<{w}} {st.state:<8} {f'{st.done}/{st.total}':>12} "
                      f"{st.computed:>9} {st.seconds:>9.1f} {st.errors:>5}")
-    return "\n".join(lines)
+    return "\n".join(lines + _breakdowns(manifest))
+
+
+def _breakdowns(manifest: Manifest) -> list[str]:
+    """One line per stage with a time breakdown: seconds per step, summed over work units."""
+    rows = [f"{name:<12} " + "  ".join(f"{step} {seconds:.1f}" for step, seconds in
+                                       st.breakdown.items())
+            for name, st in manifest.stages.items() if st.breakdown]
+    if not rows:
+        return []
+    return ["time breakdown (seconds summed over work units; decode over its threads):", *rows]

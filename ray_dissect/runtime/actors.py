@@ -40,47 +40,37 @@ class ModelActor:
 
 
 def run_on_actors(spec: JobSpec, job: JobDir, gpus: float, name: str,
-                  calls: list[tuple[Any, ...]], on_done: Callable[[int, Any], None]) -> None:
+                  calls: list[tuple[Any, ...]], on_done: Callable[[int, Any], None],
+                  per_actor: int = 1) -> None:
     """Run work units of stage ``name`` (``ModelActor.run(name, *call)``) for every call on
     ``spec.resources.actors`` model actors.
 
-    Calls are handed out one at a time to whichever actor is free, so a slow actor does not
-    hold the others. An actor that dies is replaced and its call redone (at most
-    ``MAX_ATTEMPTS`` times per call); ``on_done(i, result)`` runs on the driver as each call
-    completes.
+    Calls are handed out to whichever actor has room, ``per_actor`` in flight on each (the
+    actor then runs them in that many threads, so it can start the next while finishing the
+    last), so a slow actor does not hold the others. When an actor dies, every call it held
+    is redone (at most ``MAX_ATTEMPTS`` times per call) and the actor replaced once;
+    ``on_done(i, result)`` runs on the driver as each call completes.
     """
     import ray
 
     res = spec.resources
     remote_cls = ray.remote(ModelActor).options(
         num_cpus=res.cpus_per_actor, num_gpus=gpus, resources=dict(res.actor_resources),
-        max_restarts=0)
+        max_restarts=0, max_concurrency=per_actor)
     args = (spec.model_dump_json(), str(job.root), "cuda" if gpus > 0 else "cpu")
-    queue = deque(range(len(calls)))
-    attempts = [0] * len(calls)
-    inflight: dict[Any, tuple[Any, int]] = {}
-
-    def submit(actor: Any) -> None:
-        if queue:
-            i = queue.popleft()
-            attempts[i] += 1
-            inflight[actor.run.remote(name, *calls[i])] = (actor, i)
-
+    pool = _Pool(name, calls, per_actor)
     actors: list[Any] = [remote_cls.remote(*args) for _ in range(min(res.actors, len(calls)))]
     try:
         for actor in actors:
-            submit(actor)
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            actor, i = inflight.pop(ready[0])
+            pool.fill(actor)
+        while pool.inflight:
+            ready, _ = ray.wait(list(pool.inflight), num_returns=1)
+            actor, i = pool.inflight.pop(ready[0])
             try:
                 result = ray.get(ready[0])
             except ray.exceptions.RayActorError as err:
-                if attempts[i] >= MAX_ATTEMPTS:
-                    raise StageError(f"{name} work unit {i} failed {MAX_ATTEMPTS} times",
-                                     hint="see the Ray logs; rerun to resume") from err
+                pool.requeue(actor, i, err)
                 log.warning("model actor died during %s %d; replacing it", name, i)
-                queue.appendleft(i)
                 actors.remove(actor)
                 actor = remote_cls.remote(*args)
                 actors.append(actor)
@@ -88,7 +78,38 @@ def run_on_actors(spec: JobSpec, job: JobDir, gpus: float, name: str,
                 raise_cause(err, f"{name} work unit {i}")
             else:
                 on_done(i, result)
-            submit(actor)
+            pool.fill(actor)
     finally:
         for actor in actors:
             ray.kill(actor)
+
+
+class _Pool:
+    """The driver's book of calls: queued, in flight per actor, attempts per call."""
+
+    def __init__(self, name: str, calls: list[tuple[Any, ...]], per_actor: int) -> None:
+        self.name, self.calls, self.per_actor = name, calls, per_actor
+        self.queue = deque(range(len(calls)))
+        self.attempts = [0] * len(calls)
+        self.inflight: dict[Any, tuple[Any, int]] = {}
+
+    def fill(self, actor: Any) -> None:
+        """Hand ``actor`` queued calls until it has ``per_actor`` in flight."""
+        held = sum(1 for a, _ in self.inflight.values() if a is actor)
+        for _ in range(self.per_actor - held):
+            if not self.queue:
+                return
+            i = self.queue.popleft()
+            self.attempts[i] += 1
+            self.inflight[actor.run.remote(self.name, *self.calls[i])] = (actor, i)
+
+    def requeue(self, actor: Any, i: int, err: Exception) -> None:
+        """Put call ``i`` and every other call the dead ``actor`` held back at the front of
+        the queue, in their order; raise StageError once a call has had its attempts."""
+        held = [ref for ref, (a, _) in self.inflight.items() if a is actor]
+        lost = [i] + [self.inflight.pop(ref)[1] for ref in held]
+        for j in sorted(lost, reverse=True):
+            if self.attempts[j] >= MAX_ATTEMPTS:
+                raise StageError(f"{self.name} work unit {j} failed {MAX_ATTEMPTS} times",
+                                 hint="see the Ray logs; rerun to resume") from err
+            self.queue.appendleft(j)

@@ -31,7 +31,8 @@ def execute_on_ray(stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) -
     spec, res = ctx.spec, ctx.spec.resources
     if stage.runs_on == "actors":
         run_on_actors(spec, ctx.job, gpus_per_actor(res.gpus_per_actor), stage.name,
-                      [(*shared, *call) for call in plan.calls], on_done)
+                      [(*shared, *call) for call in plan.calls], on_done,
+                      per_actor=stage.calls_per_actor)
         return
     head: tuple[Any, ...] = (stage.name, spec.model_dump_json(), str(ctx.job.root), *shared)
     run_tasks(stage_task, [(*head, *call) for call in plan.calls], res.cpus_per_task,

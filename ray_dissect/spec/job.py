@@ -32,7 +32,7 @@ from ray_dissect.spec.studies import StudiesSpec
 
 SPEC_VERSION: Literal[1] = 1
 SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
-                     "units_per_task")
+                     "units_per_task", "decode_threads", "queue_batches")
 # Union tags that pydantic puts in an error's location (not field names).
 TAGS = {("method", k) for k in METHOD_KINDS} | {("dataset", f) for f in DATASET_FORMATS}
 
@@ -44,6 +44,13 @@ class ResourceSpec(Frozen):
     by one actor); it must be a multiple of ``batch_size``. ``gpus_per_actor: auto`` takes one
     GPU per actor when the cluster has GPUs, else none. ``threads_per_actor`` fixes torch's
     intra-op threads so results do not depend on how many actors run.
+
+    Extraction in each actor is a pipeline (:mod:`ray_dissect.pipeline.extraction`):
+    ``decode_threads`` threads decode and normalise images (``auto``: ``cpus_per_actor -
+    threads_per_actor``, at least 1) into a ring of ``queue_batches`` batch buffers while one
+    thread runs the model and another writes Zarr; both are scheduling fields (the output is
+    the same whatever their values). ``gpu_decode`` (default off, results-changing, so hashed
+    when set) decodes JPEGs with nvJPEG on the actor's GPU; it is a no-op on CPU actors.
     """
 
     actors: Annotated[int, Field(gt=0, le=1024)] = 2
@@ -55,6 +62,9 @@ class ResourceSpec(Frozen):
     shard_images: Annotated[int, Field(gt=0)] = 256
     cpus_per_task: Annotated[float, Field(gt=0)] = 1.0
     units_per_task: Annotated[int, Field(gt=0)] = 128
+    decode_threads: Literal["auto"] | Annotated[int, Field(gt=0, le=256)] = "auto"
+    queue_batches: Annotated[int, Field(gt=0, le=64)] = 4
+    gpu_decode: Annotated[bool, ADDED_LATER] = False
 
     @model_validator(mode="after")
     def _shards_hold_whole_batches(self) -> ResourceSpec:

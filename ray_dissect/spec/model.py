@@ -54,6 +54,10 @@ class ModelSpec(Frozen):
     the original one; it is refused beside a file factory (whose file is hashed directly).
     ``classifier`` names the linear head whose (classes x units) weights the report shows
     (only the report reads it).
+    Numerics (all off by default; each changes the activations, so each is hashed when set):
+    ``tf32`` lets cuDNN and cuBLAS use TF32 on CUDA (off: strict fp32; a no-op on CPU),
+    ``bf16`` runs the forward under ``torch.autocast`` in bfloat16 (activations are stored as
+    float32 either way), ``channels_last`` puts the model and its input in NHWC memory format.
     """
 
     name: str | None = None
@@ -65,6 +69,9 @@ class ModelSpec(Frozen):
     classifier: Annotated[str | None, ADDED_LATER, Field(
         description="module name of the model's linear head (e.g. '_fc', 'fc'); the report's "
                     "classes page ranks the last dissected layer's units by its weights")] = None
+    tf32: Annotated[bool, ADDED_LATER] = False
+    bf16: Annotated[bool, ADDED_LATER] = False
+    channels_last: Annotated[bool, ADDED_LATER] = False
 
     @field_validator("name")
     @classmethod

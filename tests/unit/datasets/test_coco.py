@@ -269,6 +269,14 @@ class TestImages:
         with pytest.raises(BadSampleError, match=r"unreadable image b\.png"):
             ds.read_image(1)
 
+    def test_encoded_bytes_are_the_file(self, coco: CocoFixture) -> None:
+        """read_image_bytes hands out the file as stored; a missing one is a bad sample."""
+        ds = CocoDataset(_spec(coco))
+        assert ds.read_image_bytes(0) == (coco.images / "a.png").read_bytes()
+        (coco.images / "b.png").unlink()
+        with pytest.raises(BadSampleError, match=r"unreadable image b\.png"):
+            ds.read_image_bytes(1)
+
 
 @pytest.mark.parametrize("stuff", [False, True])
 def test_concept_index_label_area_equals_dense_counts(coco: CocoFixture, stuff: bool) -> None:

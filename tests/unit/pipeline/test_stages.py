@@ -74,3 +74,31 @@ def test_each_study_section_redoes_only_its_stages() -> None:
                                                     "unit_ablation"}
     strict = {**clustered, "method": {"kind": "clustered", "bounds": "strict"}}
     assert "ranges_importance" in changed({**strict, "studies": studies})
+
+
+@pytest.mark.parametrize("change", [{"model": {"name": "resnet18", "tf32": True}},
+                                    {"model": {"name": "resnet18", "bf16": True}},
+                                    {"model": {"name": "resnet18", "channels_last": True}},
+                                    {"resources": {"gpu_decode": True}}])
+def test_opt_in_numerics_redo_extraction_on(change: dict) -> None:
+    """Each results-changing extraction option, once set, changes the spec hash and the
+    hashes from activations on, never the concept index's."""
+    a, b = parse_spec(BASE), parse_spec({**BASE, **change})
+    ha, hb = stage_hashes(a), stage_hashes(b)
+    assert a.spec_hash() != b.spec_hash()
+    assert ha["concepts"] == hb["concepts"]
+    assert all(ha[s] != hb[s] for s in STAGE_NAMES[1:])
+
+
+def test_pipeline_sizes_are_scheduling_fields() -> None:
+    """Decode threads and queued batches change no hash (resumable with other values)."""
+    a = parse_spec(BASE)
+    b = parse_spec({**BASE, "resources": {"decode_threads": 7, "queue_batches": 9}})
+    assert a.spec_hash() == b.spec_hash() and stage_hashes(a) == stage_hashes(b)
+
+
+def test_extraction_keeps_two_calls_in_flight_per_actor() -> None:
+    """Only extraction, whose work unit is thread-safe, gets two calls per actor."""
+    assert {s.name: s.calls_per_actor for s in STAGES if s.runs_on == "actors"} == {
+        "activations": 2, "attribution": 1, "masking": 1, "ranges_importance": 1,
+        "unit_ablation": 1, "concept_blackout": 1}
