@@ -88,18 +88,20 @@ def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, 
             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The upsampled, thresholded masks of the (image, unit) pairs whose peak is in range.
 
-    Yields chunks of (image (p,) int64 block index, unit (p,) int64, inside (p, sh, sw) bool);
-    pairs whose peak cannot reach the range, and invalid images, are never upsampled.
+    ``lo`` and ``hi`` are (k,) per unit or (n, k) per image and unit. Yields chunks of
+    (image (p,) int64 block index, unit (p,) int64, inside (p, sh, sw) bool); pairs whose peak
+    cannot reach the range, and invalid images, are never upsampled.
     """
     n, k = acts.shape[:2]
+    lo, hi = np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k))
     peak = acts.reshape(n, k, -1).max(axis=2)
-    fires = ((peak >= lo[None, :]) if inclusive else (peak > lo[None, :])) & valid[:, None]
+    fires = ((peak >= lo) if inclusive else (peak > lo)) & valid[:, None]
     pairs_img, pairs_unit = np.nonzero(fires)
     for start in range(0, len(pairs_img), PAIRS_PER_CHUNK):
         img = pairs_img[start:start + PAIRS_PER_CHUNK]
         unit = pairs_unit[start:start + PAIRS_PER_CHUNK]
         up = upsample(acts[img, unit], shape)
-        lo_u, hi_u = lo[unit][:, None, None], hi[unit][:, None, None]
+        lo_u, hi_u = lo[img, unit][:, None, None], hi[img, unit][:, None, None]
         inside = ((up >= lo_u) & (up <= hi_u)) if inclusive else ((up > lo_u) & (up < hi_u))
         yield img, unit, inside
 
@@ -110,7 +112,8 @@ def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.nda
 
     Args:
         acts: (n, k, h, w) float32 activations of images ``first_image : first_image + n``.
-        lo, hi: (k,) float64 open range bounds per unit (hi = +inf for a quantile threshold).
+        lo, hi: (k,) float64 open range bounds per unit (hi = +inf for a quantile threshold),
+            or (n, k) per image and unit.
         set_ids: (n, sh, sw) int64 global label-set id per pixel.
         first_image: global index of the block's first image.
         valid: (n,) bool; invalid images contribute nothing.

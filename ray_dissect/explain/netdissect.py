@@ -90,6 +90,33 @@ def tally(masks: Sequence[UnitMask], index: ConceptIndex,
     return Tally(inter, area, label_area, np.asarray(activation, dtype=np.float64))
 
 
+def per_image_iou(masks: Sequence[UnitMask], index: ConceptIndex) -> np.ndarray:
+    """inner-detectors' score: the mean over images containing L of |B_x and L_x| / |B_x or L_x|
+    (0 when both are empty), over the index's valid images.
+
+    Returns:
+        (k, n_labels) float64; 0 for a label in no valid image.
+    """
+    n = index.n_images
+    per_image = sp.csr_matrix((index.image_counts.astype(np.float64),
+                               (np.repeat(np.arange(n), np.diff(index.image_indptr)),
+                                index.image_sets)), shape=(n, index.n_sets))
+    label_x = np.asarray((per_image @ index.membership).todense())  # (N, n_labels) |L_x|
+    contains = (label_x > 0) & index.valid[:, None]
+    images = np.maximum(contains.sum(axis=0), 1)
+    out = np.zeros((len(masks), label_x.shape[1]))
+    for u, mask in enumerate(masks):
+        hits = sp.csr_matrix((mask.counts.astype(np.float64), (mask.images, mask.sets)),
+                             shape=(n, index.n_sets))
+        inter = np.asarray((hits @ index.membership).todense())
+        area_x = np.bincount(mask.images, weights=mask.counts, minlength=n)[:, None]
+        union = area_x + label_x - inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, inter / union, 0.0)
+        out[u] = np.where(contains, iou, 0.0).sum(axis=0) / images
+    return out
+
+
 @dataclass(frozen=True)
 class UnitLabels:
     """The labelling of one unit: best label overall, best per category, top-k labels.

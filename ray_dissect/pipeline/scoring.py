@@ -37,7 +37,8 @@ def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[Rang
               index: ConceptIndex, block_images: int) -> list[list[UnitMask]]:
     """Unit-mask signatures of units [u0, u1) for every range, in one pass over the images.
 
-    Returns masks[r][u] for range r and unit u of the block.
+    A range's bounds are (k,) per unit or (N, k) per image and unit. Returns masks[r][u]
+    for range r and unit u of the block.
     """
     acts = arrays.open_array(job.activations_zarr, layer_key(layer))
     set_ids = arrays.open_array(job.concepts_zarr, "set_ids")
@@ -48,7 +49,9 @@ def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[Rang
         block = acts[start:stop, units[0]:units[1]]
         ids = index.global_set_ids(set_ids[start:stop], start)
         for r, rng in enumerate(ranges):
-            masks = unit_masks(block, rng.lo, rng.hi, ids, start, index.valid[start:stop],
+            lo, hi = ((rng.lo[start:stop], rng.hi[start:stop]) if rng.lo.ndim == 2
+                      else (rng.lo, rng.hi))
+            masks = unit_masks(block, lo, hi, ids, start, index.valid[start:stop],
                                rng.inclusive)
             for u, mask in enumerate(masks):
                 parts[r][u].append(mask)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
-from ray_dissect.explain.netdissect import label_units, tally
+from ray_dissect.explain.netdissect import label_units, per_image_iou, tally
 from ray_dissect.explain.ranges import RangeSpec, explain_range
 from ray_dissect.explain.search import SearchParams, SearchSpace
 from ray_dissect.job.layout import done_marker, layer_key
@@ -71,9 +71,22 @@ def _sweep(env: WorkEnv) -> ThresholdSweepSpec:
     return sweep
 
 
+def per_image_ranges(acts: np.ndarray, q: float) -> RangeSpec:
+    """inner-detectors' rule: (t, inf) with t the 1 - q quantile of each image's own map.
+
+    Args:
+        acts: (N, k, h, w) float32. Returns bounds of shape (N, k).
+    """
+    n, k = acts.shape[:2]
+    t = np.quantile(acts.reshape(n, k, -1).astype(np.float64), 1.0 - q, axis=2)
+    return RangeSpec(t, np.full_like(t, np.inf), inclusive=False)
+
+
 def _ranges(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
             ) -> list[RangeSpec]:
     acts = arrays.open_array(env.job.activations_zarr, layer_key(layer))[:, units[0]:units[1]]
+    if _sweep(env).rule == "per_image":
+        return [per_image_ranges(acts, q) for q in _sweep(env).quantiles]
     acts = acts[valid]
     out = []
     for q in _sweep(env).quantiles:
@@ -91,8 +104,13 @@ def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None,
     ranges = _ranges(env, valid, layer, units)
     masks = mask_work(env.job, layer, units, ranges, index, env.spec.resources.shard_images)
     eps = 1e-10 if method.denominator == "category" else 0.0
-    labels = [label_units(tally(m, index, method.denominator).iou(eps), index, 1)
+    per_image = _sweep(env).rule == "per_image"
+    labels = [label_units(per_image_iou(m, index) if per_image
+                          else tally(m, index, method.denominator).iou(eps), index, 1)
               for m in masks]
+    if per_image:  # per-image thresholds: no one T_q per unit
+        ranges = [RangeSpec(np.full(len(m), np.nan), np.full(len(m), np.nan), False)
+                  for m in masks]
     formulas: list[list[tuple[str, float] | None]] = [[None] * len(m) for m in masks]
     if isinstance(method, CompositionalMethod) and space is not None:
         params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
@@ -133,7 +151,7 @@ def _rows(ctx: JobContext, layer: str, b0: int, block: SweepBlock) -> list[Thres
     for qi, q in enumerate(sweep.quantiles):
         for u in range(block.label.shape[1]):
             number, formula = int(block.label[qi, u]), block.formulas[qi][u]
-            high = q <= 0.5
+            high = q <= 0.5 or sweep.rule == "per_image"
             t = block.lo[qi, u] if high else block.hi[qi, u]
             rows.append(ThresholdSweepRow(
                 quantile=q, tail="high" if high else "low", layer=layer, unit=b0 + u,

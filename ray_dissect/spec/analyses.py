@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from ray_dissect.spec.base import Frozen
+from ray_dissect.spec.base import UNIQUE, Frozen
 
 GradientMethod = Literal["saliency", "guided_backprop", "cam", "gradcam", "guided_gradcam"]
 LAYER_METHODS = frozenset({"cam", "gradcam", "guided_gradcam"})
@@ -26,7 +26,7 @@ class AttributionSpec(Frozen):
     ``limit``: only the first N images.
     """
 
-    methods: Annotated[tuple[GradientMethod, ...], Field(min_length=1)] = ("saliency",
+    methods: Annotated[tuple[GradientMethod, ...], Field(min_length=1), UNIQUE] = ("saliency",
                                                                             "gradcam")
     layer: str | None = None
     head: str | None = None
@@ -34,13 +34,6 @@ class AttributionSpec(Frozen):
     target: Literal["predicted", "regression"] | Annotated[int, Field(ge=0)] = "predicted"
     crop_threshold: Annotated[float, Field(gt=0, le=1)] = 0.3
     limit: Annotated[int, Field(gt=0)] | None = None
-
-    @field_validator("methods")
-    @classmethod
-    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("methods must be unique")
-        return value
 
     @model_validator(mode="after")
     def _layer_for_layer_methods(self) -> AttributionSpec:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+T = TypeVar("T", bound=tuple[Hashable, ...])
 
 
 class Frozen(BaseModel):
@@ -53,3 +56,24 @@ def digest(data: Any) -> str:
     """First 16 hex digits of the sha256 of ``data`` as canonical JSON."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _no_repeats(value: T) -> T:
+    repeated = sorted({str(v) for v in value if value.count(v) > 1})
+    if repeated:
+        raise ValueError(f"values must be unique; repeated: {', '.join(repeated)}")
+    return value
+
+
+UNIQUE = AfterValidator(_no_repeats)
+"""Annotated marker for tuple fields whose values must not repeat."""
+
+
+def tag_of(field: str, default: str) -> Callable[[Any], str]:
+    """A union discriminator: the value's ``field`` (dict key or attribute), else ``default``."""
+    def tag(value: Any) -> str:
+        if isinstance(value, dict):
+            return str(value.get(field, default))
+        return str(getattr(value, field, default))
+
+    return tag

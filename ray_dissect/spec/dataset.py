@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from ray_dissect.spec.base import Frozen
+from ray_dissect.spec.base import Frozen, tag_of
 
 
 class DatasetSpec(Frozen):
@@ -116,17 +116,10 @@ class PascalPartDatasetSpec(Frozen):
     categories: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
 
 
-def _dataset_format(value: Any) -> str:
-    """The dataset's ``format``; a dataset given without one is Broden."""
-    if isinstance(value, dict):
-        return str(value.get("format", "broden"))
-    return str(getattr(value, "format", "broden"))
-
-
 DATASET_FORMATS = ("broden", "coco", "images", "pascal_part")
 AnyDatasetSpec = Annotated[
     Annotated[DatasetSpec, Tag("broden")] | Annotated[CocoDatasetSpec, Tag("coco")]
     | Annotated[ImagesDatasetSpec, Tag("images")]
     | Annotated[PascalPartDatasetSpec, Tag("pascal_part")],
-    Discriminator(_dataset_format)]
+    Discriminator(tag_of("format", "broden"))]
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ray_dissect.errors import SpecError
 from ray_dissect.spec.analyses import AnalysesSpec
-from ray_dissect.spec.base import ADDED_LATER, Frozen, digest, hashed_data
+from ray_dissect.spec.base import ADDED_LATER, UNIQUE, Frozen, digest, hashed_data
 from ray_dissect.spec.dataset import DATASET_FORMATS, AnyDatasetSpec
 from ray_dissect.spec.method import (
     METHOD_KINDS,
@@ -72,20 +72,13 @@ class JobSpec(Frozen):
     spec_version: Literal[1] = SPEC_VERSION
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "dissect"
     model: ModelSpec
-    layers: Annotated[tuple[str, ...], Field(min_length=1)]
+    layers: Annotated[tuple[str, ...], Field(min_length=1), UNIQUE]
     dataset: AnyDatasetSpec
     method: Method = NetDissectMethod()
     resources: ResourceSpec = ResourceSpec()
     top_images: Annotated[TopImagesSpec, ADDED_LATER] = TopImagesSpec()
     analyses: Annotated[AnalysesSpec, ADDED_LATER] = AnalysesSpec()
     studies: Annotated[StudiesSpec, ADDED_LATER] = StudiesSpec()
-
-    @field_validator("layers")
-    @classmethod
-    def _unique_layers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("layers must be unique")
-        return value
 
     @property
     def dissects(self) -> bool:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, Tag
 
-from ray_dissect.spec.base import Frozen
+from ray_dissect.spec.base import Frozen, tag_of
 
 
 class _MethodBase(Frozen):
@@ -79,17 +79,10 @@ class NoMethod(Frozen):
 DissectionMethod = NetDissectMethod | CompositionalMethod | ClusteredMethod
 
 
-def _method_kind(value: Any) -> str:
-    """The method's ``kind``; a method given without one is NetDissect."""
-    if isinstance(value, dict):
-        return str(value.get("kind", "netdissect"))
-    return str(getattr(value, "kind", "netdissect"))
-
-
 METHOD_KINDS = ("netdissect", "compositional", "clustered", "none")
 Method = Annotated[
     Annotated[NetDissectMethod, Tag("netdissect")]
     | Annotated[CompositionalMethod, Tag("compositional")]
     | Annotated[ClusteredMethod, Tag("clustered")]
     | Annotated[NoMethod, Tag("none")],
-    Discriminator(_method_kind)]
+    Discriminator(tag_of("kind", "netdissect"))]

@@ -11,11 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ray_dissect.datasets.broden import BrodenDataset
 from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.pipeline.run import run_stages
 from ray_dissect.pipeline.threshold_sweep import tail_range
 from ray_dissect.records.io import read_unit_records
-from ray_dissect.spec import parse_spec
+from ray_dissect.spec import DatasetSpec, parse_spec
 from ray_dissect.storage import arrays
 
 PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
@@ -100,3 +101,29 @@ def test_compositional_jobs_get_formulas_per_quantile(sweep, tmp_path: Path) -> 
             .read_text().splitlines()]
     unit_rows = [r for r in rows if r["unit"] is not None]
     assert len(unit_rows) == 6 and all(r["formula"] and r["formula_iou"] > 0 for r in unit_rows)
+
+
+def test_per_image_rule_is_the_mean_of_per_image_ious(sweep, tmp_path: Path) -> None:
+    """rule per_image: threshold = each image's own median (q = 0.5), score = mean over the
+    images with the concept of the per-image IoU, recomputed densely from the label PNGs."""
+    data, _, _ = sweep
+    run_stages(_spec(data, studies={"threshold_sweep": {"quantiles": [0.5],
+                                                        "rule": "per_image"}}), tmp_path / "p")
+    rows = [json.loads(x) for x in (tmp_path / "p" / "studies" / "threshold_sweep.jsonl")
+            .read_text().splitlines()]
+    acts = arrays.open_array(tmp_path / "p" / "activations.zarr", "pool")[:]
+    ds = BrodenDataset(DatasetSpec(root=str(data)))
+    labels = [ds.read_labels(i) for i in range(len(ds))]
+    for row in (r for r in rows if r["unit"] is not None):
+        maps = acts[:, row["unit"]]
+        t = np.quantile(maps.reshape(len(maps), -1).astype(np.float64), 0.5, axis=1)
+        up = F.interpolate(torch.from_numpy(maps[:, None]), size=(16, 16), mode="bilinear",
+                           align_corners=False)[:, 0].numpy() > t[:, None, None]
+        number, ious = row["label"]["number"], []
+        for x, (pixel, whole) in enumerate(labels):
+            concept = (pixel == number).any(axis=0) | bool((whole == number).any())
+            if concept.any():
+                union = (up[x] | concept).sum()
+                ious.append((up[x] & concept).sum() / union)
+        assert row["threshold"] is None and row["tail"] == "high"
+        assert row["label"]["iou"] == pytest.approx(np.mean(ious), abs=1e-12)

@@ -38,3 +38,22 @@ def test_spec_hash_is_the_digest_of_its_hash_data() -> None:
     data = spec.hash_data()
     assert "actors" not in data["resources"] and spec.spec_hash() == digest(data)
     assert len(spec.spec_hash()) == 16
+
+
+def test_repeated_values_are_refused_naming_the_field() -> None:
+    """layers, attribution methods and sweep quantiles must not repeat, with one line naming
+    the field and the repeated value."""
+    import pytest
+
+    from ray_dissect.errors import SpecError
+
+    base = {"model": {"name": "resnet18"}, "dataset": {"root": "/d"}}
+    cases = [({"layers": ["layer4", "layer4"]}, "layers"),
+             ({"layers": ["fc"], "studies": {"threshold_sweep": {"quantiles": [0.1, 0.1]}}},
+              "studies.threshold_sweep.quantiles"),
+             ({"layers": ["fc"], "analyses": {"attribution": {
+                 "methods": ["saliency", "saliency"]}}}, "analyses.attribution.methods")]
+    for extra, field in cases:
+        with pytest.raises(SpecError, match=rf"field '{field}'.*repeated") as err:
+            parse_spec({**base, **extra})
+        assert "\n" not in str(err.value)
