@@ -314,7 +314,11 @@ def paint(values: np.ndarray, grid: OcclusionGrid, *, overwrite: bool = False) -
         last_y, last_x = _last(cover_y), _last(cover_x)
         out = v[:, last_y][:, :, last_x] * ((last_y >= 0)[:, None] & (last_x >= 0)[None])
         return out.astype(np.float32)
-    sums = cover_y @ (v @ cover_x.T)
+    units, n_y, n_x = v.shape
+    width = grid.width  # two gemms (a stacked matmul is ~10x slower)
+    cols = (v.reshape(units * n_y, n_x) @ cover_x.T).reshape(units, n_y, width)
+    sums = (cover_y @ cols.transpose(1, 0, 2).reshape(n_y, units * width)).reshape(
+        grid.height, units, width).transpose(1, 0, 2)
     counts = np.outer(cover_y.sum(1), cover_x.sum(1))
     return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0).astype(np.float32)
 

@@ -266,3 +266,13 @@ def test_kept_units_are_the_rows_of_the_whole_layer() -> None:
                             units=[3, 1])
     for name in ("values", "maps", "peaks", "centres", "activation"):
         np.testing.assert_array_equal(getattr(kept, name), getattr(full, name)[[3, 1]], name)
+
+
+def test_paint_of_many_units_equals_one_at_a_time() -> None:
+    """Painting a stack of units equals painting each alone (and an empty stack is empty)."""
+    grid = OcclusionGrid(20, 17, size=5, stride=4, cover_remainder=True)
+    values = np.random.default_rng(3).normal(size=(6, *grid.shape))
+    stacked = paint(values, grid)
+    for u in range(6):
+        np.testing.assert_allclose(stacked[u], paint(values[u:u + 1], grid)[0], rtol=1e-6)
+    assert paint(values[:0], grid).shape == (0, 20, 17)
