@@ -80,7 +80,7 @@ def _shards(env: WorkEnv, valid: np.ndarray, shard: int, n: int) -> Any:
             b1 = min(b0 + res.batch_size, stop)
             images, _ = read_batch(env, b0, b1, [])
             x = torch.from_numpy(preprocess(images, env.spec.model.preprocess)).to(env.device)
-            yield b0, b1, cut(x), torch.from_numpy(np.asarray(valid[b0:b1], dtype=bool))
+            yield b0, b1, cut(x), torch.from_numpy(np.array(valid[b0:b1], dtype=bool))
 
 
 def pca_work(env: WorkEnv, valid: np.ndarray, shard: int, n: int) -> int:

@@ -57,7 +57,8 @@ def test_rerun_reuses_everything_and_resume_redoes_one_block(four_images: Path,
     run_stages(spec, out)
     assert _computed(out) == {"concepts": 0, "activations": 0, "thresholds": 0, "scoring": 1,
                               "masking": 0, "top_images": 0, "attribution": 0,
-                              "threshold_sweep": 0}
+                              "threshold_sweep": 0, "prism_pca": 0, "prism": 0,
+                              "receptive_fields": 0}
     assert (out / "records" / "pool.jsonl").read_bytes() == first
 
 
