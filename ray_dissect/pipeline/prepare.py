@@ -8,7 +8,7 @@ from typing import Any
 from ray_dissect import __version__, storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
 from ray_dissect.datasets.registry import open_dataset
-from ray_dissect.errors import SpecError, StoreError
+from ray_dissect.errors import ModelError, SpecError, StoreError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.job.manifest import (
     Manifest,
@@ -86,7 +86,10 @@ def _check_prism(model: Any, spec: JobSpec, images: int) -> dict[str, tuple[int,
             raise SpecError(f"{_field('prism')}: {layer!r} is not a module of the model",
                             hint="see `ray-dissect layers JOB.yaml`")
     layers = [prism.layer, *prism.ge_layers]
-    order = call_order(model, layers, spec.model.preprocess.size)
+    try:
+        order = call_order(model, layers, spec.model.preprocess.size)
+    except ModelError as err:
+        raise SpecError(f"{_field('prism')}: {err.what}", hint=err.hint) from None
     if order[-1] != prism.layer:
         raise SpecError(f"{_field('prism.ge_layers')}: {order[-1]!r} runs after the PCA layer "
                         f"{prism.layer!r}", hint="GE layers lie between the input and `layer`")

@@ -154,3 +154,21 @@ def test_bad_prism_sections_are_refused_before_any_work(tmp_path: Path, change: 
     with pytest.raises(SpecError, match=rf"'analyses\.{field}'"):
         run_stages(parse_spec(spec), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_without_ge_the_maps_stay_at_the_pca_resolution(tmp_path: Path) -> None:
+    """gradual_extrapolation: false stores rgb at h x w, the joint normalisation of the stored
+    scores, and no GE arrays, split panels or clusters."""
+    from ray_dissect.visualize.prism import normalize_to_rgb
+
+    root = _folder(tmp_path / "images")
+    spec = _spec(root).model_dump(mode="json")
+    spec["analyses"]["prism"] = {"layer": "features.5", "gradual_extrapolation": False,
+                                 "limit": N}
+    run_stages(parse_spec(spec), tmp_path / "out")
+    stored = _stored(tmp_path / "out")
+    assert sorted(stored) == ["codes", "components", "presence", "rgb", "variance"]
+    valid = np.arange(N) != BAD
+    want = normalize_to_rgb(torch.from_numpy(stored["components"][valid])).numpy()
+    assert stored["rgb"].shape == (N, 3, 8, 8)
+    np.testing.assert_array_equal(stored["rgb"][valid], want)

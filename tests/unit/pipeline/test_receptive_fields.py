@@ -195,3 +195,22 @@ def test_bad_receptive_fields_are_refused_before_any_work(tmp_path: Path, rf: di
     with pytest.raises(SpecError, match=rf"'analyses\.{field}'"):
         run_stages(parse_spec(spec), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_compat_runs_the_seeds_chain(tmp_path: Path) -> None:
+    """compat: true stores the seed's consolidation (signed max, overwrite painting, contour
+    chain, min-max) of the same black-window occlusions, computed here directly."""
+    from fixtures.planted import box_sum
+
+    root = _tent_folder(tmp_path / "tents")
+    run_stages(_box_spec(root, compat=True), tmp_path / "out")
+    field = arrays.open_array(tmp_path / "out" / "receptive_fields.zarr", "out")[:]
+    maps = []
+    for i, q in enumerate(PEAKS):
+        x = torch.from_numpy(np.stack([_tent(q)] * 3).astype(np.float32) / 255)
+        maps.append(discrepancy_maps(box_sum(), x, grid=OcclusionGrid(SIDE, SIDE, OCC, STRIDE),
+                                     image_index=i, fill=NoiseFill.constant(0.0),
+                                     compat=True).maps[0])
+    want = consolidate(np.stack(maps)[None], compat=True)[0]
+    assert want.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(field[0], want, atol=1e-5)
