@@ -3,8 +3,11 @@ each; only when the spec has ``analyses.attribution``).
 
 Work unit: shard s -> ``attribution.zarr`` arrays ``<method>`` (n, H, W) float32 raw maps at
 the network's input resolution (:mod:`ray_dissect.visualize.attribution`), ``targets`` (n,)
-int64 (the class each map explains; -1 for ``regression``) and, with ``gradcam``,
-``crop_boxes`` (n, 4) int64 Grad-CAM crop (top, left, bottom, right; -1 when empty). An
+int64 (the class each map explains; -1 for ``regression``), with ``gradcam`` ``crop_boxes``
+(n, 4) int64 Grad-CAM crop (top, left, bottom, right; -1 when empty), with ``feature_maps``
+``feature_maps`` (n, C, h, w) uint8 grey maps of the layer; with ``weights`` the work unit of
+shard 0 writes ``attribution/weights.npz`` (first convolution's filters, (O, kh, kw, I)
+uint8; it depends on no image). An
 unreadable image gets zero maps (it is already recorded by the activations stage).
 Normalisation is for display only (the report's overlays).
 """
@@ -16,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from ray_dissect import storage
 from ray_dissect.errors import SpecError
 from ray_dissect.job.layout import CHUNK_IMAGES, shard_range
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.activations import read_batch
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.spec import AttributionSpec
+from ray_dissect.spec.analyses import GRADIENT_METHODS
 from ray_dissect.storage import arrays
 
 
@@ -73,15 +78,18 @@ def _batch_maps(env: WorkEnv, spec: AttributionSpec, images: list[np.ndarray]
                 ) -> dict[str, np.ndarray]:
     import torch
 
-    from ray_dissect.visualize.attribution import AttributionRunner
+    from ray_dissect.visualize.attribution import AttributionRunner, feature_maps
 
     head = spec.head or (default_head(env.model) if "cam" in spec.methods else None)
     runner = AttributionRunner(env.model, spec.layer, head, layer_input=spec.layer_input)
     x = torch.from_numpy(preprocess(images, env.spec.model.preprocess)).to(env.device)
     target, classes = _targets(env, spec, x)
-    maps = runner.attribute(x, spec.methods, target)
+    gradients = [m for m in spec.methods if m in GRADIENT_METHODS]
+    maps = runner.attribute(x, gradients, target) if gradients else {}
     out = {m: t.detach().float().cpu().numpy() for m, t in maps.items()}
     out["targets"] = classes
+    if "feature_maps" in spec.methods and spec.layer is not None:
+        out["feature_maps"] = feature_maps(env.model, spec.layer, x)
     if "gradcam" in out:
         out["crop_boxes"] = _boxes(out["gradcam"], spec.crop_threshold)
     return out
@@ -97,8 +105,13 @@ def attribution_work(env: WorkEnv, shard: int, n_images: int) -> int:
         images, bad_rows = read_batch(env, b0, min(b0 + res.batch_size, stop), bad)
         for name, values in _batch_maps(env, spec, images).items():
             if name not in ("targets", "crop_boxes"):
-                values[bad_rows] = 0.0
+                values[bad_rows] = 0
             parts.setdefault(name, []).append(values)
+    if shard == 0 and "weights" in spec.methods:
+        from ray_dissect.visualize.attribution import weights
+
+        storage.makedirs(env.job.root / "attribution")
+        storage.save_npz(env.job.root / "attribution" / "weights.npz", weights=weights(env.model))
     for name, chunks in parts.items():
         arrays.write_shard(env.job.attribution_zarr, name, shard, res.shard_images,
                            np.concatenate(chunks))
@@ -109,7 +122,9 @@ def _arrays(ctx: JobContext, spec: AttributionSpec, n: int) -> dict[str, tuple[t
                                                                                str]]:
     size = ctx.spec.model.preprocess.size
     out: dict[str, tuple[tuple[int, ...], str]] = {
-        m: ((n, size, size), "float32") for m in spec.methods}
+        m: ((n, size, size), "float32") for m in spec.methods if m in GRADIENT_METHODS}
+    if "feature_maps" in spec.methods and spec.layer is not None:
+        out["feature_maps"] = ((n, *ctx.shapes[spec.layer]), "uint8")
     out["targets"] = ((n,), "int64")
     if "gradcam" in spec.methods:
         out["crop_boxes"] = ((n, 4), "int64")

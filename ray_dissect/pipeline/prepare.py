@@ -110,8 +110,8 @@ def preflight(spec: JobSpec
 
     Returns the spec with its layer patterns expanded to module names (what the job directory
     stores, so a resume sees the same layers), the dataset and, per layer, its output shape
-    (units, h, w) (a (units,) output is taken as (units, 1, 1)); PRISM's PCA and GE layers'
-    shapes are included.
+    (units, h, w) (a (units,) output is taken as (units, 1, 1)); the layers whose maps the
+    analyses store (attribution feature maps, PRISM's PCA and GE layers) are included.
 
     Raises:
         SpecError: the method needs concept labels the dataset does not have (see
@@ -142,8 +142,21 @@ def preflight(spec: JobSpec
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
     _check_receptive_fields(spec, shapes)
-    shapes = _check_prism(model, spec, len(dataset)) | shapes
-    return spec, dataset, shapes
+    analysed = _analysis_shapes(model, spec) | _check_prism(model, spec, len(dataset))
+    return spec, dataset, shapes | analysed
+
+
+def _analysis_shapes(model: Any, spec: JobSpec) -> dict[str, tuple[int, ...]]:
+    """Output shapes of the layers whose maps the analyses store (attribution feature maps)."""
+    attribution = spec.analyses.attribution
+    if attribution is None or "feature_maps" not in attribution.methods:
+        return {}
+    assert attribution.layer is not None  # the spec requires it for feature_maps
+    (name, shape, _), = probe_layers(model, spec.model.preprocess.size, [attribution.layer])
+    if len(shape) != 3:
+        raise SpecError(f"job spec field 'analyses.attribution.layer': {name!r} does not output "
+                        "(channels, h, w) maps", given=shape, hint="pick a convolutional module")
+    return {name: shape}
 
 
 def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:

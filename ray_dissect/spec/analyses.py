@@ -8,8 +8,10 @@ from pydantic import Field, model_validator
 
 from ray_dissect.spec.base import ADDED_LATER, UNIQUE, Frozen
 
-GradientMethod = Literal["saliency", "guided_backprop", "cam", "gradcam", "guided_gradcam"]
-LAYER_METHODS = frozenset({"cam", "gradcam", "guided_gradcam"})
+GradientMethod = Literal["saliency", "guided_backprop", "cam", "gradcam", "guided_gradcam",
+                         "feature_maps", "weights"]
+LAYER_METHODS = frozenset({"cam", "gradcam", "guided_gradcam", "feature_maps"})
+GRADIENT_METHODS = ("saliency", "guided_backprop", "cam", "gradcam", "guided_gradcam")
 
 
 class AttributionSpec(Frozen):
@@ -19,7 +21,9 @@ class AttributionSpec(Frozen):
     gradient of the target logit), ``gradcam`` (captum's LayerGradCam at ``layer``, ReLU'd,
     upsampled bilinearly), ``cam`` (the ``head``-weighted GAP input maps; conv -> GAP ->
     linear models only; ``head`` defaults to the model's last ``nn.Linear``) and
-    ``guided_gradcam`` (their product). ``target``: ``predicted`` (each image's argmax),
+    ``guided_gradcam`` (their product); ``feature_maps``, the layer's output maps as grey images
+    (each map min-max scaled to uint8), and ``weights``, the first convolution's filters as
+    images. ``target``: ``predicted`` (each image's argmax),
     a class index, or ``regression`` (the sum of all outputs). ``layer_input`` takes the
     layer's input instead of its output (e.g. EfficientNet's ``_avg_pooling``).
     ``crop_threshold``: Grad-CAM crop boxes where the min-max-normalised map reaches it.

@@ -20,7 +20,7 @@ from ray_dissect.spec import DatasetSpec, PreprocessSpec, parse_spec
 from ray_dissect.storage import arrays
 
 PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
-METHODS = ["saliency", "guided_backprop", "gradcam", "cam"]
+METHODS = ["saliency", "guided_backprop", "gradcam", "cam", "feature_maps", "weights"]
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,28 @@ def test_cam_is_the_head_weighted_feature_maps(job: tuple[Path, Path]) -> None:
         up = F.interpolate(cam[:, None], size=(32, 32), mode="bilinear", align_corners=False)
     np.testing.assert_allclose(arrays.open_array(store, "cam")[:], up[:, 0].numpy(),
                                rtol=1e-4, atol=1e-6)
+
+
+def _grey(values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    low, high = values.min(axis=axes, keepdims=True), values.max(axis=axes, keepdims=True)
+    return np.rint(255 * (values - low) / np.where(high > low, high - low, 1)).astype(np.uint8)
+
+
+def test_feature_maps_and_weights_are_the_scaled_maps_and_filters(job: tuple[Path, Path]
+                                                                  ) -> None:
+    """feature_maps: the layer's maps each min-max scaled to 0..255; weights: the first
+    convolution's filters, each scaled over all its values, as (O, kh, kw, I)."""
+    data, store = job
+    x, _, model = _reference(data)
+    with torch.no_grad():
+        maps = model.features(x).numpy().astype(np.float64)
+    got = arrays.open_array(store, "feature_maps")[:]
+    assert got.shape == (10, 8, 32, 32) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - _grey(maps, (2, 3))).max() <= 1
+    filters = model.features[0].weight.detach().numpy().astype(np.float64)  # (6, 3, 3, 3)
+    want = np.moveaxis(_grey(filters, (1, 2, 3)), 1, -1)
+    stored = np.load(store.parent / "attribution" / "weights.npz")["weights"]
+    assert stored.shape == (6, 3, 3, 3) and np.abs(stored.astype(int) - want).max() <= 1
 
 
 def test_crop_boxes_cover_the_thresholded_gradcam(job: tuple[Path, Path]) -> None:
