@@ -14,6 +14,10 @@
     studies/<study>.jsonl    a study's rows; studies/<study>/<layer>/<u0>-<u1>.jsonl(.done)
                              (unit blocks) or studies/<study>/shard_<s>.npz(.done) (images)
     attribution.zarr         data/<method> (N, H, W) float32, targets, crop_boxes + done/
+    receptive_fields/<layer>/<block>.npz(.done)  discrepancy of a block of distinct top images
+    receptive_fields.zarr    data/<layer> (units, H, W) float32 mean re-centred maps + done/
+    prism/pca_<shard>.npz(.done)  PCA sums of an image shard;  prism/pca.npz  the merged PCA
+    prism.zarr               data/components, rgb, codes, presence, variance, ... + done/
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 
 What each stage writes is declared in :data:`ray_dissect.pipeline.stages.STAGES`.
@@ -29,6 +33,8 @@ from ray_dissect.storage import AnyPath
 
 CHUNK_IMAGES = 32
 SUBDIRS = ("concepts", "activations", "thresholds", "records", "parts", "top_images", "studies")
+ANALYSIS_SUBDIRS = ("receptive_fields", "prism")
+"""Created by their stages only when a job runs them (every job gets :data:`SUBDIRS`)."""
 
 
 def layer_key(layer: str) -> str:
@@ -72,6 +78,27 @@ class JobDir:
     @property
     def attribution_zarr(self) -> AnyPath:
         return self.root / "attribution.zarr"
+
+    @property
+    def receptive_fields_zarr(self) -> AnyPath:
+        return self.root / "receptive_fields.zarr"
+
+    def receptive_fields_part(self, layer: str, block: int) -> AnyPath:
+        """A work unit's discrepancy maps (done marker beside it)."""
+        return self.root / "receptive_fields" / layer_key(layer) / f"{block:06d}.npz"
+
+    @property
+    def prism_zarr(self) -> AnyPath:
+        return self.root / "prism.zarr"
+
+    def prism_pca_part(self, shard: int) -> AnyPath:
+        """An image shard's PCA sums (done marker beside it)."""
+        return self.root / "prism" / f"pca_{shard:06d}.npz"
+
+    @property
+    def prism_pca(self) -> AnyPath:
+        """The merged PCA: mean, axes, variance ratios, GE layers in application order."""
+        return self.root / "prism" / "pca.npz"
 
     def concept_shard(self, shard: int) -> AnyPath:
         return self.root / "concepts" / f"shard_{shard:06d}.npz"

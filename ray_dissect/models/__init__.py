@@ -1,4 +1,5 @@
 """The network under study: building it (`build`: torchvision, factories, checkpoints, layer
-listing), the demo zoo (`zoo`), and the hooked activation extractor with its preprocessing
-(`extract`). May import: `spec`, `errors`.
+listing), the demo zoo (`zoo`), the hooked activation extractor with its preprocessing
+(`extract`), and forward passes cut after chosen modules (`truncate`). May import: `spec`,
+`errors`.
 """

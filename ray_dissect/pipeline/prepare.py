@@ -8,7 +8,7 @@ from typing import Any
 from ray_dissect import __version__, storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
 from ray_dissect.datasets.registry import open_dataset
-from ray_dissect.errors import SpecError, StoreError
+from ray_dissect.errors import ModelError, SpecError, StoreError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.job.manifest import (
     Manifest,
@@ -88,13 +88,74 @@ def _check_logits(model: Any, spec: JobSpec) -> None:
         check_logits(model, spec.model.preprocess.size)
 
 
+def _field(name: str) -> str:
+    return f"job spec field 'analyses.{name}'"
+
+
+def _check_receptive_fields(spec: JobSpec, shapes: dict[str, tuple[int, ...]]) -> None:
+    """RF layers are among the job's layers (their top images come from the top_images
+    stage), with the listed units, ``top_k`` top images and room for the occluder."""
+    rf = spec.analyses.receptive_fields
+    if rf is None:
+        return
+    for layer in rf.layers:
+        if layer not in spec.layers:
+            raise SpecError(f"{_field('receptive_fields.layers')}: {layer!r} is not among the "
+                            "job's layers", expected=f"one of {list(spec.layers)}",
+                            hint="add it to `layers` (its top images come from them)")
+        units = shapes[layer][0]
+        if rf.units != "all" and max(rf.units) >= units:
+            raise SpecError(f"{_field('receptive_fields.units')}: unit {max(rf.units)} of "
+                            f"layer {layer!r}", expected=f"indices below its {units} units")
+    if rf.top_k > spec.top_images.k:
+        raise SpecError(f"{_field('receptive_fields.top_k')}: {rf.top_k} top images",
+                        expected=f"at most top_images.k ({spec.top_images.k})",
+                        hint="raise top_images.k or lower top_k")
+    if rf.occluder > spec.model.preprocess.size:
+        raise SpecError(f"{_field('receptive_fields.occluder')}: {rf.occluder} px",
+                        expected=f"at most the input size {spec.model.preprocess.size}")
+
+
+def _check_prism(model: Any, spec: JobSpec, images: int) -> dict[str, tuple[int, ...]]:
+    """PRISM's layers exist, run once, the GE layers before the PCA layer, which has >= 3
+    channels; returns their output shapes (C, h, w)."""
+    from ray_dissect.models.truncate import call_order
+
+    prism = spec.analyses.prism
+    if prism is None:
+        return {}
+    names = {name for name, _ in model.named_modules() if name}
+    for layer in (prism.layer, *prism.ge_layers):
+        if layer not in names:
+            raise SpecError(f"{_field('prism')}: {layer!r} is not a module of the model",
+                            hint="see `ray-dissect layers JOB.yaml`")
+    layers = [prism.layer, *prism.ge_layers]
+    try:
+        order = call_order(model, layers, spec.model.preprocess.size)
+    except ModelError as err:
+        raise SpecError(f"{_field('prism')}: {err.what}", hint=err.hint) from None
+    if order[-1] != prism.layer:
+        raise SpecError(f"{_field('prism.ge_layers')}: {order[-1]!r} runs after the PCA layer "
+                        f"{prism.layer!r}", hint="GE layers lie between the input and `layer`")
+    shapes = {name: shape for name, shape, _ in
+              probe_layers(model, spec.model.preprocess.size, layers)}
+    if len(shapes[prism.layer]) != 3 or shapes[prism.layer][0] < 3:
+        raise SpecError(f"{_field('prism.layer')}: {prism.layer!r} outputs "
+                        f"{shapes[prism.layer]}", expected="(C, h, w) maps with C >= 3")
+    if prism.clusters is not None and prism.clusters > min(images, prism.limit):
+        raise SpecError(f"{_field('prism.clusters')}: {prism.clusters} clusters",
+                        expected=f"at most the {min(images, prism.limit)} images PRISM covers")
+    return shapes
+
+
 def preflight(spec: JobSpec
               ) -> tuple[JobSpec, ImageDataset, dict[str, tuple[int, ...]]]:
     """Check everything checkable before any work: dataset, model, layers and their shapes.
 
     Returns the spec with its layer patterns expanded to module names (what the job directory
     stores, so a resume sees the same layers), the dataset and, per layer, its output shape
-    (units, h, w) (a (units,) output is taken as (units, 1, 1)).
+    (units, h, w) (a (units,) output is taken as (units, 1, 1)); the layers whose maps the
+    analyses store (attribution feature maps, PRISM's PCA and GE layers) are included.
 
     Raises:
         SpecError: the method needs concept labels the dataset does not have (see
@@ -128,7 +189,9 @@ def preflight(spec: JobSpec
                             hint="pick a convolutional module; see `ray-dissect layers`")
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
-    return spec, dataset, shapes | _analysis_shapes(model, spec)
+    _check_receptive_fields(spec, shapes)
+    analysed = _analysis_shapes(model, spec) | _check_prism(model, spec, len(dataset))
+    return spec, dataset, shapes | analysed
 
 
 def _analysis_shapes(model: Any, spec: JobSpec) -> dict[str, tuple[int, ...]]:

@@ -20,7 +20,9 @@ from ray_dissect.pipeline import (
     concept_blackout,
     concepts,
     masking,
+    prism,
     ranges_importance,
+    receptive_fields,
     scoring,
     threshold_sweep,
     thresholds,
@@ -109,6 +111,24 @@ def _attribution_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     return {"attribution": section.model_dump(mode="json") if section else None}
 
 
+def _receptive_field_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    section = spec.analyses.receptive_fields
+    return {"receptive_fields": section.model_dump(mode="json") if section else None}
+
+
+def _prism_pca_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    section = spec.analyses.prism
+    if section is None:
+        return {"prism_pca": None}
+    return {"prism_pca": {"layer": section.layer, "ge_layers": prism.ge_layers(section),
+                          "limit": section.limit}}
+
+
+def _prism_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    section = spec.analyses.prism
+    return {"prism": section.model_dump(mode="json") if section else None}
+
+
 def _sweep_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     sweep = spec.studies.threshold_sweep
     return {"threshold_sweep": sweep.model_dump(mode="json") if sweep else None,
@@ -156,6 +176,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("attribution", "actors", attribution.attribution_work, ("attribution.zarr",),
           _attribution_inputs, attribution.plan, attribution.collect, attribution.finish,
           owns=("analyses",)),
+    Stage("prism_pca", "actors", prism.pca_work, ("prism",), _prism_pca_inputs, prism.pca_plan,
+          prism.pca_collect, prism.pca_finish, owns=("analyses",)),
+    Stage("prism", "actors", prism.maps_work, ("prism.zarr",), _prism_inputs, prism.plan,
+          prism.collect, prism.finish, owns=("analyses",)),
     Stage("thresholds", "tasks", thresholds.block_work, ("thresholds",), _threshold_inputs,
           thresholds.plan, thresholds.collect, thresholds.finish),
     Stage("scoring", "tasks", scoring.block_work, ("parts", "records"), None, scoring.plan,
@@ -164,6 +188,10 @@ STAGES: tuple[Stage, ...] = (
           masking.finish),
     Stage("top_images", "tasks", top_images.block_work, ("top_images",), _top_image_inputs,
           top_images.plan, top_images.collect, top_images.finish, owns=("top_images",)),
+    Stage("receptive_fields", "actors", receptive_fields.rf_work,
+          ("receptive_fields.zarr", "receptive_fields"), _receptive_field_inputs,
+          receptive_fields.plan, receptive_fields.collect, receptive_fields.finish,
+          owns=("analyses",)),
     Stage("threshold_sweep", "tasks", threshold_sweep.block_work,
           ("studies/threshold_sweep", "studies/threshold_sweep.jsonl"), _sweep_inputs,
           threshold_sweep.plan, threshold_sweep.collect, threshold_sweep.finish,

@@ -126,6 +126,19 @@ class Explanation(_Record):
     samples: Samples | None = Field(None, description="random images of this range")
 
 
+class ReceptiveField(_Record):
+    """A unit's empirical receptive field (``analyses.receptive_fields``), from its map in
+    ``receptive_fields.zarr``: the mean of its top images' re-centred discrepancy maps."""
+
+    size: Annotated[float, Field(ge=0, description=(
+        "side of the square with the area of the region >= half the map's maximum, in input "
+        "pixels; 0 when the map is empty"))]
+    offset: tuple[float, float] | None = Field(description=(
+        "(dy, dx) of that region's centroid from (H // 2, W // 2), in input pixels; null when "
+        "the map is empty"))
+    images: Annotated[int, Field(ge=0, description="top images averaged")]
+
+
 class Provenance(_Record):
     """Where a record comes from."""
 
@@ -151,6 +164,8 @@ class UnitRecord(_Record):
         default_factory=list, description="compositional/clustered methods: one per range")
     top_images: list[TopImage] = Field(
         default_factory=list, description="the images with the largest maximum of the map")
+    receptive_field: ReceptiveField | None = Field(
+        None, description="units of analyses.receptive_fields only")
     provenance: Provenance
 
 

@@ -8,7 +8,12 @@ the way in.
 May import: `ray_dissect.errors` only (no torch at import time).
 """
 
-from ray_dissect.spec.analyses import AnalysesSpec, AttributionSpec
+from ray_dissect.spec.analyses import (
+    AnalysesSpec,
+    AttributionSpec,
+    PrismSpec,
+    ReceptiveFieldsSpec,
+)
 from ray_dissect.spec.dataset import (
     DATASET_FORMATS,
     IMAGE_EXTENSIONS,
@@ -75,7 +80,9 @@ __all__ = [
     "NoMethod",
     "PascalPartDatasetSpec",
     "PreprocessSpec",
+    "PrismSpec",
     "RangesImportanceSpec",
+    "ReceptiveFieldsSpec",
     "ResourceSpec",
     "StudiesSpec",
     "ThresholdSweepSpec",

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from ray_dissect.spec.base import UNIQUE, Frozen
+from ray_dissect.spec.base import ADDED_LATER, UNIQUE, Frozen
 
 GradientMethod = Literal["saliency", "guided_backprop", "cam", "gradcam", "guided_gradcam",
                          "feature_maps", "weights"]
@@ -47,7 +47,79 @@ class AttributionSpec(Frozen):
         return self
 
 
+class ReceptiveFieldsSpec(Frozen):
+    """Empirical receptive fields by occlusion (the ``receptive_fields`` stage, model actors).
+
+    For each unit of ``layers`` (names among the job's ``layers``) and ``units`` (``all`` or a
+    list of unit indices), its first ``top_k`` top images (the ``top_images`` stage; ``top_k``
+    must not exceed ``top_images.k``) are occluded in network-input space (after resizing,
+    before normalisation) by an ``occluder`` x ``occluder`` window at origins ``stride`` apart
+    (Zhou et al.: 11 and 3; the right/bottom remainder is occluded only with
+    ``cover_remainder``). ``fill``: ``noise`` (per pixel and channel N(120, 60) / 255 clipped
+    to [0, 1], seeded by ``seed`` and the image index) or a constant in [0, 1] (0 = black).
+    Each unit's discrepancy at its clean peak is painted over the input (the mean of the
+    windows covering a pixel), re-centred on the peak's input-space centre and averaged over
+    its top images (Zhou); ``compat`` uses the seed's signed maximum, overwrite painting and
+    contour / stretched-box / sum / min-max chain instead. ``batch_size`` occluded copies per
+    forward (default ``resources.batch_size``); ``images_per_task`` distinct images per work
+    unit (each image is occluded once per layer, for every unit that has it).
+    """
+
+    layers: Annotated[tuple[str, ...], Field(min_length=1), UNIQUE]
+    units: Annotated[tuple[Annotated[int, Field(ge=0)], ...], Field(min_length=1),
+                     UNIQUE] | Literal["all"] = "all"
+    top_k: Annotated[int, Field(ge=1, le=100)] = 10
+    occluder: Annotated[int, Field(ge=1)] = 11
+    stride: Annotated[int, Field(ge=1)] = 3
+    fill: Annotated[float, Field(ge=0, le=1)] | Literal["noise"] = "noise"
+    seed: Annotated[int, Field(ge=0)] = 0
+    cover_remainder: bool = False
+    compat: bool = False
+    batch_size: Annotated[int, Field(gt=0, le=4096)] | None = None
+    images_per_task: Annotated[int, Field(gt=0)] = 4
+
+
+QuantizeMode = Literal["none", "inclusive", "exclusive"]
+
+
+class PrismSpec(Frozen):
+    """PRISM colour maps of the first ``limit`` images (stages ``prism_pca`` and ``prism``).
+
+    The first three principal components of ``layer``'s features (every position of every
+    image one sample; an exact joint PCA, each component's largest loading positive), scored
+    per position, normalised to RGB over the whole image set; with ``gradual_extrapolation``
+    upsampled through ``ge_layers`` (modules that run before ``layer``, in any order: they are
+    applied from ``layer`` back toward the input, multiplying by each one's channel mean), so
+    the maps reach the resolution of the earliest of them. ``quantize``: ``none``, or 27
+    colours keeping only those common to every image (``inclusive``) or the others
+    (``exclusive``), before GE as TorchPRISM. ``split_rgb`` adds per-channel panels;
+    ``clusters`` groups the images by k-means of their colour presence (seeded by ``seed``).
+    The driver holds the whole set's maps (images x 3 x H x W float32, more with
+    ``split_rgb``), hence ``limit`` (64 by default).
+    """
+
+    layer: str
+    ge_layers: Annotated[tuple[str, ...], UNIQUE] = ()
+    gradual_extrapolation: bool = True
+    quantize: QuantizeMode = "none"
+    split_rgb: bool = False
+    clusters: Annotated[int, Field(ge=1)] | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    limit: Annotated[int, Field(gt=0)] = 64
+
+    @model_validator(mode="after")
+    def _ge_needs_layers(self) -> PrismSpec:
+        if self.layer in self.ge_layers:
+            raise ValueError(f"ge_layers must not hold the PCA layer {self.layer!r}")
+        if self.gradual_extrapolation and not self.ge_layers:
+            raise ValueError("gradual_extrapolation needs ge_layers (e.g. the pooling layers "
+                             "before 'layer'); or set gradual_extrapolation: false")
+        return self
+
+
 class AnalysesSpec(Frozen):
     """The visual analyses to run (each optional)."""
 
     attribution: AttributionSpec | None = None
+    receptive_fields: Annotated[ReceptiveFieldsSpec | None, ADDED_LATER] = None
+    prism: Annotated[PrismSpec | None, ADDED_LATER] = None

@@ -9,6 +9,7 @@ Each stage receives only its own sub-spec.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -146,9 +147,19 @@ def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
     return spec_dict
 
 
+_MEMBER_TAG = re.compile(r"^(int|float|str|bool|(literal|tuple|list|dict|function-\w+|"
+                         r"nullable|union)\[.*|constrained-\w+)$")
+
+
+def _member_tag(part: str | int) -> bool:
+    """Whether a location part names a union member's type (``constrained-float``,
+    ``literal['all']``), not a field: pydantic puts these after the field of a union."""
+    return isinstance(part, str) and _MEMBER_TAG.match(part) is not None
+
+
 def _one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    loc = [str(p) for p in first["loc"]]
+    loc = [str(p) for p in first["loc"] if not _member_tag(p)]
     if len(loc) > 1 and (loc[0], loc[1]) in TAGS:
         del loc[1]  # a union's tag, not a field
     field = ".".join(loc) or "(top level)"

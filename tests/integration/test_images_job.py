@@ -20,14 +20,18 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 def test_images_job_through_ray_equals_in_process(tmp_path: Path) -> None:
     """On the cluster (actors and tasks) the job records the bad files and writes the same
-    records and attribution maps as the in-process run."""
+    records, attribution maps, receptive fields and PRISM arrays as the in-process run."""
     root = photo_folder(tmp_path / "photos")
     spec = parse_spec({
         "model": {"factory": f"{PLANTED}:tiny_classifier",
                   "preprocess": {"size": 16, "mean": [0, 0, 0], "std": [1, 1, 1]}},
         "layers": ["features"], "dataset": {"format": "images", "root": str(root)},
         "method": {"kind": "none"}, "top_images": {"k": 3},
-        "analyses": {"attribution": {"methods": ["saliency", "gradcam"], "layer": "features"}},
+        "analyses": {"attribution": {"methods": ["saliency", "gradcam"], "layer": "features"},
+                     "receptive_fields": {"layers": ["features"], "units": [0, 3], "top_k": 2,
+                                          "occluder": 5, "stride": 3, "images_per_task": 1},
+                     "prism": {"layer": "features.2", "ge_layers": ["features.1"],
+                               "quantize": "exclusive", "clusters": 2}},
         "resources": {"actors": 2, "batch_size": 4, "shard_images": 4, "units_per_task": 3}})
     run_job(spec, tmp_path / "ray")
     run_stages(spec, tmp_path / "local")
@@ -40,3 +44,11 @@ def test_images_job_through_ray_equals_in_process(tmp_path: Path) -> None:
         np.testing.assert_array_equal(
             arrays.open_array(tmp_path / "ray" / "attribution.zarr", method)[:],
             arrays.open_array(tmp_path / "local" / "attribution.zarr", method)[:])
+    for store, names in (("receptive_fields.zarr", ["features"]),
+                         ("prism.zarr", ["components", "rgb", "codes", "presence", "variance",
+                                         "clusters", "ge_features.1"])):
+        for name in names:
+            ray_array = arrays.open_array(tmp_path / "ray" / store, name)[:]
+            assert ray_array.any(), (store, name)
+            np.testing.assert_array_equal(
+                ray_array, arrays.open_array(tmp_path / "local" / store, name)[:])

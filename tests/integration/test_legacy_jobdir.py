@@ -34,7 +34,8 @@ def legacy_job(tmp_path: Path) -> Path:
     return job
 
 
-ADDED_SINCE = {"schema_version", "top_images", "samples"}  # record fields of schema v3
+ADDED_SINCE = {"schema_version", "top_images", "samples",  # record fields of schema v3
+               "receptive_field"}
 
 
 def _old_fields(value: object) -> object:
@@ -81,4 +82,5 @@ def test_legacy_job_directory_resumes_to_the_old_records(ray_cluster: None,
     assert computed == {"concepts": 1, "activations": 0, "thresholds": 1, "scoring": 1,
                         "masking": 0, "top_images": 4,  # stages the old layout did not have
                         "attribution": 0, "threshold_sweep": 0, "ranges_importance": 0,
-                        "unit_ablation": 0, "concept_blackout_iou": 0, "concept_blackout": 0}
+                        "unit_ablation": 0, "concept_blackout_iou": 0, "concept_blackout": 0,
+                        "prism_pca": 0, "prism": 0, "receptive_fields": 0}

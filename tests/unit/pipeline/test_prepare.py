@@ -36,8 +36,8 @@ def build():
 # The four images (tests/conftest.py) make two shards of two images.
 ALL = {name: 0 for name in STAGE_NAMES}
 REDONE = {**ALL, "activations": 2, "thresholds": 1, "scoring": 1, "top_images": 1}
-CHANGED = ("changed stages: activations, attribution, thresholds, scoring, masking, top_images, "
-           "threshold_sweep")
+CHANGED = ("changed stages: activations, attribution, prism_pca, prism, thresholds, scoring, "
+           "masking, top_images, receptive_fields, threshold_sweep")
 
 
 def _spec(root: Path, factory: Path, checkpoint: Path | None = None) -> JobSpec:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ray_dissect.job.layout import SUBDIRS
+from ray_dissect.job.layout import ANALYSIS_SUBDIRS, SUBDIRS
 from ray_dissect.pipeline.stages import STAGE_NAMES, STAGES, stage, stage_hashes
 from ray_dissect.spec import parse_spec
 
@@ -13,9 +13,10 @@ BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"], "dataset": {"root":
 
 def test_table_order_is_the_data_flow() -> None:
     """Stages run in the order their inputs need, each named once."""
-    assert STAGE_NAMES == ("concepts", "activations", "attribution", "thresholds", "scoring",
-                           "masking", "top_images", "threshold_sweep", "ranges_importance",
-                           "unit_ablation", "concept_blackout_iou", "concept_blackout")
+    assert STAGE_NAMES == ("concepts", "activations", "attribution", "prism_pca", "prism",
+                           "thresholds", "scoring", "masking", "top_images", "receptive_fields",
+                           "threshold_sweep", "ranges_importance", "unit_ablation",
+                           "concept_blackout_iou", "concept_blackout")
     assert len(set(STAGE_NAMES)) == len(STAGES)
 
 
@@ -25,15 +26,15 @@ def test_outputs_are_inside_the_job_directory() -> None:
         for output in s.outputs:
             top = output.split("/")[0]
             assert ".." not in output.split("/") and not output.startswith("/")
-            assert top in SUBDIRS or top.endswith(".zarr"), (s.name, output)
+            assert top in SUBDIRS + ANALYSIS_SUBDIRS or top.endswith(".zarr"), (s.name, output)
 
 
 def test_model_stages_run_on_actors_and_the_rest_on_tasks() -> None:
     """Extraction, concept masking and the studies that forward images need the model; the
     others are CPU work."""
     assert {s.name for s in STAGES if s.runs_on == "actors"} == {
-        "activations", "attribution", "masking", "ranges_importance", "unit_ablation",
-        "concept_blackout"}
+        "activations", "attribution", "masking", "prism_pca", "prism", "receptive_fields",
+        "ranges_importance", "unit_ablation", "concept_blackout"}
 
 
 def test_hashes_are_cumulative_along_the_table() -> None:
@@ -101,4 +102,20 @@ def test_extraction_keeps_two_calls_in_flight_per_actor() -> None:
     """Only extraction, whose work unit is thread-safe, gets two calls per actor."""
     assert {s.name: s.calls_per_actor for s in STAGES if s.runs_on == "actors"} == {
         "activations": 2, "attribution": 1, "masking": 1, "ranges_importance": 1,
-        "unit_ablation": 1, "concept_blackout": 1}
+        "unit_ablation": 1, "concept_blackout": 1, "prism_pca": 1, "prism": 1,
+        "receptive_fields": 1}
+
+
+def test_analysis_sections_redo_only_their_stages() -> None:
+    """Adding or changing receptive fields or PRISM changes only their stages' hashes; a PRISM
+    field the PCA does not use (clusters) leaves prism_pca as it was."""
+    rf = {"receptive_fields": {"layers": ["layer4"]}}
+    pr = {"prism": {"layer": "layer4", "ge_layers": ["layer1"]}}
+    a = stage_hashes(parse_spec(BASE))
+    b = stage_hashes(parse_spec({**BASE, "analyses": rf}))
+    c = stage_hashes(parse_spec({**BASE, "analyses": {**rf, **pr}}))
+    d = stage_hashes(parse_spec({**BASE, "analyses": {
+        **rf, "prism": {**pr["prism"], "clusters": 3}}}))
+    assert {s for s in STAGE_NAMES if a[s] != b[s]} == {"receptive_fields"}
+    assert {s for s in STAGE_NAMES if b[s] != c[s]} == {"prism_pca", "prism"}
+    assert {s for s in STAGE_NAMES if c[s] != d[s]} == {"prism"}

@@ -17,12 +17,10 @@ from ray_dissect.visualize.receptive_fields import (
     NoiseFill,
     OcclusionGrid,
     RFAccumulator,
-    consolidate,
     discrepancy_maps,
     occluded_batches,
     paint,
     rf_size,
-    seed_chain,
     window_noise,
 )
 
@@ -247,49 +245,6 @@ def test_single_dot_field_is_set_by_the_occluder() -> None:
     assert abs(size.offset[0]) <= 1 and abs(size.offset[1]) <= 1
 
 
-def test_zhou_consolidation_recentres_and_averages() -> None:
-    """Two delta maps re-centred on their given centres average at (H // 2, W // 2); shard merge
-    through a state_dict round trip equals one pass."""
-    maps = np.zeros((1, 2, 16, 16), dtype=np.float32)
-    maps[0, 0, 3, 5] = 2.0
-    maps[0, 1, 10, 1] = 4.0
-    centres = np.array([[[3.0, 5.0], [10.0, 1.0]]])
-    rf = consolidate(maps, centres)
-    assert rf.shape == (1, 16, 16) and rf[0, 8, 8] == 3.0 and rf.sum() == 3.0
-    a, b = RFAccumulator(1, 16, 16), RFAccumulator(1, 16, 16)
-    a.add(maps[:, 0], centres[:, 0])
-    b.add(maps[:, 1], centres[:, 1], units=[0])
-    merged = RFAccumulator.from_state(a.state_dict())
-    merged.merge(RFAccumulator.from_state(b.state_dict()))
-    np.testing.assert_array_equal(merged.result(), rf)
-    np.testing.assert_array_equal(consolidate(maps)[0], rf[0])  # peaks are the deltas
-
-
-def test_seed_chain_on_hand_example() -> None:
-    """The seed's chain keeps the peak's blob strictly inside its contour and centres its box."""
-    d = np.zeros((32, 32))
-    d[4:11, 6:13] = 5.0  # grey 75, holds the peak (first argmax at (4, 6))
-    d[20:25, 20:25] = 3.0  # grey 45, another blob: dropped
-    d[27, 27] = 1.0  # grey 15 < 25: below threshold
-    out = seed_chain(d)
-    expected = np.zeros((32, 32))
-    expected[14:18, 14:18] = 75.0  # inside 5 x 5 -> box rows 5..9, L = 4, corner int(16 - 2)
-    np.testing.assert_allclose(out, expected, atol=1e-4)
-    rf = consolidate(d[None, None], compat=True)[0]
-    np.testing.assert_allclose(rf, expected / 75.0, atol=1e-6)
-
-
-def test_rf_size_on_hand_example() -> None:
-    """Area at >= half maximum, side sqrt(area), centroid offset from (H // 2, W // 2)."""
-    rf = np.full((20, 20), 0.49)
-    rf[2:6, 10:16] = 1.0
-    rf[15, 0] = 0.5
-    size = rf_size(rf)
-    assert size.area == 25 and size.side == 5.0
-    assert size.offset == pytest.approx((99 / 25 - 10, 300 / 25 - 10))
-    assert rf_size(np.zeros((4, 4))).side == 0.0
-
-
 def test_field_map_and_normalised_fill() -> None:
     """The proportional field map puts feature centres on input pixel centres; a normalised fill
     is the same fill in normalised units."""
@@ -299,3 +254,25 @@ def test_field_map_and_normalised_fill() -> None:
     assert fill.mean[0] == pytest.approx((120 / 255 - 0.5) / 0.2)
     assert fill.std[2] == pytest.approx(60 / 255 / 0.5)
     assert fill.high[1] == pytest.approx((1 - 0.4) / 0.25)
+
+
+def test_kept_units_are_the_rows_of_the_whole_layer() -> None:
+    """units=[3, 1] returns exactly rows 3 and 1 (in that order) of the all-units result."""
+    model = _SmallNet().eval()
+    image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    grid = OcclusionGrid(16, 16, size=5, stride=3)
+    full = discrepancy_maps(model, image, grid=grid, batch_size=8, seed=1, image_index=7)
+    kept = discrepancy_maps(model, image, grid=grid, batch_size=8, seed=1, image_index=7,
+                            units=[3, 1])
+    for name in ("values", "maps", "peaks", "centres", "activation"):
+        np.testing.assert_array_equal(getattr(kept, name), getattr(full, name)[[3, 1]], name)
+
+
+def test_paint_of_many_units_equals_one_at_a_time() -> None:
+    """Painting a stack of units equals painting each alone (and an empty stack is empty)."""
+    grid = OcclusionGrid(20, 17, size=5, stride=4, cover_remainder=True)
+    values = np.random.default_rng(3).normal(size=(6, *grid.shape))
+    stacked = paint(values, grid)
+    for u in range(6):
+        np.testing.assert_allclose(stacked[u], paint(values[u:u + 1], grid)[0], rtol=1e-6)
+    assert paint(values[:0], grid).shape == (0, 20, 17)

@@ -1,0 +1,206 @@
+"""Stage ``receptive_fields``: empirical receptive fields by occlusion (model actors, a block of
+distinct top images per work unit; only with ``analyses.receptive_fields``).
+
+Scheduled by image, not by unit: one occluded forward pass measures every unit of the layer,
+so for each layer the union of its chosen units' first ``top_k`` top images (the
+``top_images`` stage's records) is cut into blocks of ``images_per_task`` images, and each
+image is occluded once, for every unit that has it among its top images. Cost per image:
+``n_windows = (1 + (H - o) // s) ** 2`` forwards (5,184 at 224 / 11 / 3) of the model cut after
+the layer (:class:`ray_dissect.models.truncate.Truncated`, a hook that stops the forward
+pass), plus one clean forward; the occluded copies are built on the actor's device.
+
+Work unit: ``(layer, block, images, units per image)`` ->
+``receptive_fields/<layer>/<block>.npz`` holding, per (image, unit) pair in image then unit
+order, ``image`` (P,) int64, ``unit`` (P,) int64, ``values`` (P, n_y, n_x) float32 (the
+change of the unit at its clean peak per window, :func:`discrepancy_maps`), ``centres``
+(P, 2) float64 (the peak's input-space centre) and ``activation`` (P,) float32 (the clean
+peak); then its done marker. A pair costs n_windows float32 (20 KB at 224 / 11 / 3), not a
+painted H x W map: the driver paints.
+
+Driver (``finish``): per layer, every pair's map painted (the mean of the windows covering a
+pixel; compat: overwrite), re-centred on its centre (compat: the seed's chain) and averaged per
+unit (:class:`RFAccumulator`) in image order, so the result does not depend on the blocks;
+written whole to ``receptive_fields.zarr`` ``data/<layer>`` (units, H, W) float32 (zeros for
+units not chosen or without top images) with its done marker; the records of the chosen units
+gain ``receptive_field`` (:func:`rf_size`: half-maximum square side, centroid offset). Driver
+memory while merging a layer: units x H x W float64 (100 MB for 256 units at 224).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ray_dissect import storage
+from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.models.extract import preprocess
+from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.records.schema import ReceptiveField, UnitRecord
+from ray_dissect.spec import JobSpec, ReceptiveFieldsSpec
+from ray_dissect.storage import arrays
+
+PAINT_CHUNK = 64
+"""Pairs painted at once by the driver (PAINT_CHUNK x H x W float64 of scratch)."""
+
+Block = tuple[list[int], list[list[int]]]
+
+
+def _spec(spec: JobSpec) -> ReceptiveFieldsSpec:
+    section = spec.analyses.receptive_fields
+    if section is None:
+        raise RuntimeError("the receptive_fields stage runs only with analyses.receptive_fields")
+    return section
+
+
+def occlusion_grid(spec: JobSpec) -> Any:
+    """The occluder windows over the network input (``size`` x ``size``)."""
+    from ray_dissect.visualize.receptive_fields import OcclusionGrid
+
+    rf, size = _spec(spec), spec.model.preprocess.size
+    return OcclusionGrid(size, size, rf.occluder, rf.stride, rf.cover_remainder)
+
+
+def occlusion_fill(spec: JobSpec) -> Any:
+    """The fill in normalised network-input units (it is defined on [0, 1] pixels)."""
+    from ray_dissect.visualize.receptive_fields import NoiseFill
+
+    rf, pre = _spec(spec), spec.model.preprocess
+    fill = NoiseFill() if rf.fill == "noise" else NoiseFill.constant(float(rf.fill))
+    return fill.normalized(pre.mean, pre.std)
+
+
+def rf_work(env: WorkEnv, layer: str, block: int, images: list[int],
+            units: list[list[int]]) -> int:
+    """Occlude each image of a block once and keep its units' discrepancy; write the part.
+
+    Args:
+        layer: the probed layer; block: the block's number among the layer's blocks.
+        images: global image indices, ascending; units: per image, the (ascending) units that
+            have it among their first ``top_k`` top images.
+
+    Returns:
+        The number of images occluded.
+    """
+    import torch
+
+    from ray_dissect.models.truncate import Truncated
+    from ray_dissect.visualize.receptive_fields import discrepancy_maps
+
+    spec, rf = env.spec, _spec(env.spec)
+    grid, fill = occlusion_grid(spec), occlusion_fill(spec)
+    batch = rf.batch_size or spec.resources.batch_size
+    found: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "unit", "values", "centres",
+                                                          "activation")}
+    with Truncated(env.model, [layer]) as cut:
+        for index, keep in zip(images, units, strict=True):
+            pixels = preprocess([env.dataset.read_image(index)], spec.model.preprocess)
+            x = torch.from_numpy(pixels[0]).to(env.device)
+            d = discrepancy_maps(cut.at(layer), x, grid=grid, batch_size=batch, seed=rf.seed,
+                                 image_index=index, fill=fill, compat=rf.compat, units=keep)
+            found["image"].append(np.full(len(keep), index, dtype=np.int64))
+            found["unit"].append(np.asarray(keep, dtype=np.int64))
+            found["values"].append(d.values)
+            found["centres"].append(d.centres)
+            found["activation"].append(d.activation)
+    path = env.job.receptive_fields_part(layer, block)
+    storage.makedirs(path.parent)
+    storage.save_npz(path, **{k: np.concatenate(v) for k, v in found.items()})
+    storage.touch(done_marker(path))
+    return len(images)
+
+
+def unit_images(ctx: JobContext, layer: str) -> dict[int, list[int]]:
+    """Chosen unit -> its first ``top_k`` top images (from the records), in rank order."""
+    rf = _spec(ctx.spec)
+    records = {r.unit: r for r in ctx.records[layer]}
+    chosen = range(ctx.shapes[layer][0]) if rf.units == "all" else sorted(rf.units)
+    return {u: [t.index for t in records[u].top_images[:rf.top_k]] for u in chosen}
+
+
+def image_blocks(ctx: JobContext, layer: str) -> list[Block]:
+    """The layer's distinct top images, ascending, in blocks of ``images_per_task``, each
+    image with the ascending units that have it."""
+    by_image: dict[int, list[int]] = {}
+    for unit, images in unit_images(ctx, layer).items():
+        for image in images:
+            by_image.setdefault(image, []).append(unit)
+    order = sorted(by_image)
+    n = _spec(ctx.spec).images_per_task
+    return [(order[i:i + n], [by_image[j] for j in order[i:i + n]])
+            for i in range(0, len(order), n)]
+
+
+def plan(ctx: JobContext) -> Plan | None:
+    """Every block without a done marker, over the chosen layers; None without the spec."""
+    rf = ctx.spec.analyses.receptive_fields
+    if rf is None:
+        return None
+    total, calls = 0, []
+    for layer in rf.layers:
+        blocks = image_blocks(ctx, layer)
+        total += len(blocks)
+        calls += [(layer, b, images, units) for b, (images, units) in enumerate(blocks)
+                  if not done_marker(ctx.job.receptive_fields_part(layer, b)).exists()]
+    return Plan(total, total - len(calls), calls)
+
+
+def collect(ctx: JobContext, call: tuple[str, int, list[int], list[list[int]]],
+            result: int) -> int:
+    """The actor wrote the part and its marker; the layer's fields are to be merged again."""
+    ctx.parts.setdefault("receptive_fields", set()).add(call[0])
+    return 1
+
+
+def consolidate_layer(ctx: JobContext, layer: str) -> np.ndarray:
+    """(units, H, W) float32: every unit's mean re-centred map over the layer's parts."""
+    from ray_dissect.visualize.receptive_fields import RFAccumulator, paint
+
+    rf, grid = _spec(ctx.spec), occlusion_grid(ctx.spec)
+    acc = RFAccumulator(ctx.shapes[layer][0], grid.height, grid.width, compat=rf.compat)
+    for block in range(len(image_blocks(ctx, layer))):
+        part = storage.load_npz(ctx.job.receptive_fields_part(layer, block))
+        for start in range(0, len(part["unit"]), PAINT_CHUNK):
+            rows = slice(start, start + PAINT_CHUNK)
+            acc.add_units(part["unit"][rows], paint(part["values"][rows], grid,
+                                                    overwrite=rf.compat), part["centres"][rows])
+    return acc.result()
+
+
+def _write(ctx: JobContext, layer: str, fields: np.ndarray) -> None:
+    units = fields.shape[0]
+    arrays.create_image_array(ctx.job.receptive_fields_zarr, layer_key(layer), fields.shape,
+                              "float32", units, math.gcd(units, 16))
+    arrays.write_shard(ctx.job.receptive_fields_zarr, layer_key(layer), 0, units, fields)
+
+
+def _written(ctx: JobContext, layer: str) -> bool:
+    done = arrays.done_shards(ctx.job.receptive_fields_zarr, layer_key(layer))
+    return bool(done.size and done.all())
+
+
+def _with_field(rec: UnitRecord, field: np.ndarray, images: int) -> UnitRecord:
+    from ray_dissect.visualize.receptive_fields import rf_size
+
+    size = rf_size(field)
+    offset = None if size.area == 0 else size.offset
+    return rec.model_copy(update={"receptive_field": ReceptiveField(
+        size=size.side, offset=offset, images=images)})
+
+
+def finish(ctx: JobContext) -> int:
+    """Merge the layers whose parts changed (or whose map is missing), write them, and give
+    the chosen units' records their receptive field (read back from the store)."""
+    rf = _spec(ctx.spec)
+    changed = ctx.parts.get("receptive_fields", set())
+    for layer in rf.layers:
+        if layer in changed or not _written(ctx, layer):
+            _write(ctx, layer, consolidate_layer(ctx, layer))
+        fields = arrays.open_array(ctx.job.receptive_fields_zarr, layer_key(layer))[:]
+        records = ctx.records[layer]
+        position = {r.unit: i for i, r in enumerate(records)}
+        for unit, images in unit_images(ctx, layer).items():
+            i = position[unit]
+            records[i] = _with_field(records[i], fields[unit], len(images))
+    return 0
