@@ -113,6 +113,18 @@ def _report(target: str, out: str | None = None, style: str = "default",
     typer.echo(f"report: {result.index} ({result.pages} pages, {result.seconds:.1f} s)")
 
 
+def _run_and_report(spec: Any, out: str, address: str | None, force: bool, no_report: bool
+                    ) -> None:
+    """Run (or resume) the job with progress bars, print its summary, build its report."""
+    from ray_dissect.runtime.driver import run_job
+
+    with _RichProgress() as progress:
+        summary = run_job(spec, out, address=address, progress=progress, force=force)
+    _print_summary(summary, out)
+    if not no_report:
+        _report(out, address=address)
+
+
 NO_REPORT = typer.Option("--no-report", help="do not build the HTML report (DIR/report/)")
 
 
@@ -129,15 +141,9 @@ def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
     """Run a dissection job end to end, print what the units detect, build the report."""
     _setup_logging(verbose)
     try:
-        from ray_dissect.runtime.driver import run_job
         from ray_dissect.spec import load_spec
 
-        spec = load_spec(job)
-        with _RichProgress() as progress:
-            summary = run_job(spec, out, address=address, progress=progress, force=force)
-        _print_summary(summary, out)
-        if not no_report:
-            _report(out, address=address)
+        _run_and_report(load_spec(job), out, address, force, no_report)
     except RayDissectError as err:
         _fail(err)
 
@@ -153,7 +159,6 @@ def resume(out: Annotated[str, typer.Argument(
     _setup_logging(verbose)
     try:
         from ray_dissect.errors import SpecError
-        from ray_dissect.runtime.driver import run_job
         from ray_dissect.spec import JobSpec
         from ray_dissect.storage import location, read_text
 
@@ -162,11 +167,7 @@ def resume(out: Annotated[str, typer.Argument(
             raise SpecError(f"{str(out)!r} is not a job directory (no spec.json)",
                             hint="give the --out directory of a `ray-dissect run`")
         spec = JobSpec.model_validate_json(read_text(spec_file))
-        with _RichProgress() as progress:
-            summary = run_job(spec, out, address=address, progress=progress)
-        _print_summary(summary, out)
-        if not no_report:
-            _report(out, address=address)
+        _run_and_report(spec, out, address, False, no_report)
     except RayDissectError as err:
         _fail(err)
 
