@@ -121,8 +121,9 @@ def plan(ctx: JobContext) -> Plan:
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
             if not done_marker(ctx.job.top_images_part(layer, b)).exists()]
-    calls = [(layer, b, _thresholds(ctx, layer)[0][b[0]:b[1]],
-              _thresholds(ctx, layer)[2][b[0]:b[1]]) for layer, b in todo]
+    bounds = {layer: _thresholds(ctx, layer) for layer in ctx.spec.layers}
+    calls = [(layer, b, bounds[layer][0][b[0]:b[1]], bounds[layer][2][b[0]:b[1]])
+             for layer, b in todo]
     shape = ctx.concept_dataset.mask_shape if ctx.spec.dissects else (1, 1)
     return Plan(len(blocks), len(blocks) - len(todo), calls,
                 shared=(ctx.valid_images, shape))

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.photos import BAD, photo_folder
+from fixtures.photos import BAD, photo_folder, photo_job
 
 from ray_dissect.pipeline.run import run_stages
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import parse_spec
 from ray_dissect.storage import arrays
 
-PLANTED = str(Path(__file__).parents[1] / "fixtures" / "planted.py")
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
@@ -22,17 +21,13 @@ def test_images_job_through_ray_equals_in_process(tmp_path: Path) -> None:
     """On the cluster (actors and tasks) the job records the bad files and writes the same
     records, attribution maps, receptive fields and PRISM arrays as the in-process run."""
     root = photo_folder(tmp_path / "photos")
-    spec = parse_spec({
-        "model": {"factory": f"{PLANTED}:tiny_classifier",
-                  "preprocess": {"size": 16, "mean": [0, 0, 0], "std": [1, 1, 1]}},
-        "layers": ["features"], "dataset": {"format": "images", "root": str(root)},
-        "method": {"kind": "none"}, "top_images": {"k": 3},
-        "analyses": {"attribution": {"methods": ["saliency", "gradcam"], "layer": "features"},
+    spec = parse_spec(photo_job(
+        root, analyses={"attribution": {"methods": ["saliency", "gradcam"], "layer": "features"},
                      "receptive_fields": {"layers": ["features"], "units": [0, 3], "top_k": 2,
                                           "occluder": 5, "stride": 3, "images_per_task": 1},
                      "prism": {"layer": "features.2", "ge_layers": ["features.1"],
                                "quantize": "exclusive", "clusters": 2}},
-        "resources": {"actors": 2, "batch_size": 4, "shard_images": 4, "units_per_task": 3}})
+        resources={"actors": 2, "batch_size": 4, "shard_images": 4, "units_per_task": 3}))
     run_job(spec, tmp_path / "ray")
     run_stages(spec, tmp_path / "local")
     errors = [json.loads(x) for x in (tmp_path / "ray" / "errors.jsonl").read_text().split("\n")

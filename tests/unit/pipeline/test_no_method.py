@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.photos import BAD, photo_folder
+from fixtures.photos import BAD, photo_folder, photo_job
 
 from ray_dissect.errors import SpecError
 from ray_dissect.pipeline.run import run_stages
@@ -16,17 +16,10 @@ from ray_dissect.records.io import read_unit_records
 from ray_dissect.spec import JobSpec, parse_spec
 from ray_dissect.storage import arrays
 
-PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
-RAW = {"mean": [0, 0, 0], "std": [1, 1, 1]}
-
 
 def no_method_spec(root: Path) -> JobSpec:
-    return parse_spec({
-        "model": {"factory": f"{PLANTED}:tiny_classifier", "preprocess": {"size": 16, **RAW}},
-        "layers": ["features"], "dataset": {"format": "images", "root": str(root)},
-        "method": {"kind": "none"}, "top_images": {"k": 3},
-        "analyses": {"attribution": {"methods": ["saliency", "gradcam"], "layer": "features"}},
-        "resources": {"batch_size": 4, "shard_images": 4, "units_per_task": 3}})
+    return parse_spec(photo_job(root, analyses={
+        "attribution": {"methods": ["saliency", "gradcam"], "layer": "features"}}))
 
 
 def test_images_job_without_dissection(tmp_path: Path) -> None:

@@ -6,24 +6,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fixtures.photos import photo_folder
+from fixtures.photos import photo_folder, photo_job
 
 from ray_dissect.pipeline.run import run_stages
 from ray_dissect.report.results import open_job
 from ray_dissect.spec import parse_spec
 
-PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
-
 
 def test_report_of_an_images_job(tmp_path: Path) -> None:
     """Index and layer page render; one card per unit; every card's top images are tiles."""
     root = photo_folder(tmp_path / "photos")
-    spec = parse_spec({
-        "model": {"factory": f"{PLANTED}:tiny_classifier",
-                  "preprocess": {"size": 16, "mean": [0, 0, 0], "std": [1, 1, 1]}},
-        "layers": ["features"], "dataset": {"format": "images", "root": str(root)},
-        "method": {"kind": "none"}, "top_images": {"k": 3},
-        "resources": {"batch_size": 4, "shard_images": 4, "units_per_task": 4}})
+    spec = parse_spec(photo_job(root))
     run_stages(spec, tmp_path / "out")
     result = open_job(tmp_path / "out").report()
     assert Path(str(result.index)).exists()
