@@ -59,9 +59,7 @@ def job_spec(root: Path, args: argparse.Namespace, decode_threads: int = 1) -> J
 
 
 def build(env: WorkEnv) -> WorkEnv:
-    """Build the replica's model with the same random weights every time (``weights: none``
-    draws them from torch's global generator, which each build advances)."""
-    torch.manual_seed(0)
+    """Build the replica's model (the same random weights every time: ``model.init_seed``)."""
     env.extractor  # noqa: B018 (built on first use)
     return env
 

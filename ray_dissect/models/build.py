@@ -88,19 +88,30 @@ def load_checkpoint(model: Any, path: Path) -> None:
                          hint="check model.name/factory and model.kwargs") from err
 
 
+def _construct(spec: ModelSpec) -> Any:
+    """The model's module as its torchvision builder or factory returns it."""
+    if spec.name is not None:
+        return _torchvision_model(spec)
+    fn = _resolve_factory(str(spec.factory))
+    try:
+        return fn(**spec.kwargs)
+    except Exception as err:
+        raise UserCodeError(f"model factory {spec.factory!r} raised {err!r}",
+                            hint="fix the factory or model.kwargs") from err
+
+
 def build_model(spec: ModelSpec) -> Any:
-    """Build the model in eval mode on the CPU, with its weights."""
+    """Build the model in eval mode on the CPU, with its weights.
+
+    The construction runs under ``torch.manual_seed(spec.init_seed)`` inside
+    ``torch.random.fork_rng``: random initialisations are the same on every actor and in every
+    run, and the caller's generator state is left as it was.
+    """
     import torch
 
-    if spec.name is not None:
-        model = _torchvision_model(spec)
-    else:
-        fn = _resolve_factory(str(spec.factory))
-        try:
-            model = fn(**spec.kwargs)
-        except Exception as err:
-            raise UserCodeError(f"model factory {spec.factory!r} raised {err!r}",
-                                hint="fix the factory or model.kwargs") from err
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)
+        model = _construct(spec)
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"model factory {spec.factory!r} returned {type(model).__name__}",
                          expected="a torch.nn.Module")

@@ -56,6 +56,9 @@ class ModelSpec(Frozen):
     (only the report reads it).
     Numerics (all off by default; each changes the activations, so each is hashed when set):
     ``tf32`` lets cuDNN and cuBLAS use TF32 on CUDA (off: strict fp32; a no-op on CPU),
+    ``init_seed`` seeds torch's generator while the model is built, so every replica of a
+    model with ``weights: none`` (or a factory that draws random tensors) has the same weights
+    on every actor and in every run; set another value for another random baseline.
     ``bf16`` runs the forward under ``torch.autocast`` in bfloat16 (activations are stored as
     float32 either way), ``channels_last`` puts the model and its input in NHWC memory format.
     """
@@ -72,6 +75,7 @@ class ModelSpec(Frozen):
     tf32: Annotated[bool, ADDED_LATER] = False
     bf16: Annotated[bool, ADDED_LATER] = False
     channels_last: Annotated[bool, ADDED_LATER] = False
+    init_seed: Annotated[int, Field(ge=0, lt=2**63), ADDED_LATER] = 0
 
     @field_validator("name")
     @classmethod

@@ -94,3 +94,22 @@ def test_probe_counts_calls_of_shared_modules() -> None:
     """ResNet's block ReLU runs twice per forward; the block itself once."""
     calls = {n: c for n, _, c in probe_layers(_resnet18(), 32, ["layer1.0.relu", "layer1.0"])}
     assert calls == {"layer1.0.relu": 2, "layer1.0": 1}
+
+
+def test_random_init_is_the_same_on_every_build_and_leaves_the_callers_generator() -> None:
+    """Two builds of a ``weights: none`` model agree exactly, another ``init_seed`` differs,
+    and the caller's torch generator state is unchanged by building."""
+    import torch
+
+    from ray_dissect.models.build import build_model
+    from ray_dissect.spec import ModelSpec
+
+    spec = ModelSpec(name="resnet18")
+    state = torch.random.get_rng_state()
+    first, second = build_model(spec), build_model(spec)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    other = build_model(ModelSpec(name="resnet18", init_seed=1))
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    assert not torch.equal(first.conv1.weight, other.conv1.weight)
