@@ -3,8 +3,10 @@
 ``DIR/report/`` (or ``out``) holds::
 
     index.html  concepts.html  classes.html  about.html
+    attribution.html prism.html   when the stages ran (+ attribution/, prism/ PNGs)
     layers/<layer>.html           plots, header, the unit grid (first page prerendered)
-    units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips)
+    units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips,
+                                  <unit>_rf.png its receptive field when the stage ran)
     img/<layer>/<unit>.jpg        one sprite per unit (its card's tiles)
     data/<layer>.js               window.RD.add("<layer>", {...}): the grid's data
     assets/report.css report.js   hand-written, no framework

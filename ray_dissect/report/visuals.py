@@ -75,8 +75,9 @@ def rf_text(rec: UnitRecord) -> str:
     rf = rec.receptive_field
     if rf is None:
         return ""
+    dy, dx = (v + 0.0 for v in rf.offset) if rf.offset is not None else (0.0, 0.0)  # no -0.0
     offset = ("no centre (empty map)" if rf.offset is None
-              else f"centre offset (dy, dx) = ({rf.offset[0]:.1f}, {rf.offset[1]:.1f}) px")
+              else f"centre offset (dy, dx) = ({dy:.1f}, {dx:.1f}) px")
     return f"size {rf.size:.1f} px, {offset}, mean of {rf.images} top images"
 
 
