@@ -6,11 +6,13 @@ as the network saw it, each method's map as an overlay on it (pytorch-grad-cam's
 class, the Grad-CAM crop (mask and cropped image), the layer's feature maps as grey images, and
 once the first convolution's filters. ``prism.html`` shows each image's PRISM colours (after
 gradual extrapolation when it ran), the explained variance per component, and for quantised
-runs the colours present in each image and the images grouped by cluster.
+runs the colours present in each image and the images grouped by cluster; with ``split_rgb``
+each channel alone (Reds, Greens, Blues).
 
 Files, relative to the report root: ``attribution/<i>.png``, ``attribution/<i>_<method>.png``,
 ``attribution/<i>_crop_mask.png``, ``attribution/<i>_crop.png``, ``attribution/<i>_features.png``,
-``attribution/weights.png``; ``prism/<i>.png``, ``prism/<i>_rgb.png``, ``prism/<i>_colours.png``.
+``attribution/weights.png``; ``prism/<i>.png``, ``prism/<i>_rgb.png``, ``prism/<i>_colours.png``,
+``prism/<i>_split<c>.png``.
 All PNG (lossless), written with fixed settings (a rebuild writes the same bytes). Maps are
 normalised for display only; the stores keep the raw values.
 """
@@ -218,9 +220,11 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
     presence = arrays.open_array(store, "presence")[:] if quantised else None
     clusters = (arrays.open_array(store, "clusters")[:]
                 if spec.clusters is not None and complete(store, "clusters") else None)
+    split = (arrays.open_array(store, "split")[:] if spec.split_rgb and complete(store, "split")
+             else None)
     size, bad = results.spec.model.preprocess.size, results.bad_images()
     rows = [_prism_row(site, results, i, size, rgb[i], presence) | {"bad": i in bad}
-            for i in range(len(rgb))]
+            | {"split": _split(site, i, split)} for i in range(len(rgb))]
     groups = [] if clusters is None else [
         {"cluster": int(c), "rows": [rows[i] for i in np.flatnonzero(clusters == c)]}
         for c in sorted(set(clusters.tolist())) if c >= 0]
@@ -249,6 +253,16 @@ def _prism_row(site: Site, results: JobResults, i: int, size: int, rgb: np.ndarr
                                   f"{len(codes)} quantised colours present in image {i}",
                                   enlarge=False)
     return row
+
+
+def _split(site: Site, i: int, split: Any) -> list[dict[str, Any]]:
+    """The split-RGB panels of image ``i`` (red, green, blue channel alone), [] without."""
+    if split is None:
+        return []
+    return [_picture(site, f"prism/{i}_split{c}.png", vt.rgb_png(panel), panel.shape,
+                     f"PRISM {name} channel of image {i} alone")
+            for c, name in enumerate(("red", "green", "blue"))
+            for panel in [vt.to_uint8_rgb(np.asarray(split[i, c]))]]
 
 
 def _variance_svg(variance: np.ndarray, shown: int = 10) -> str:

@@ -163,7 +163,8 @@ def test_feature_maps_and_filters_grids(visual_site: ReportResult) -> None:
 
 def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
     """The variance table holds every stored ratio; each readable image's PRISM PNG is its
-    stored rgb; the colours listed are its stored presence; clusters group the images."""
+    stored rgb (and its split-RGB panels the stored ones); the colours listed are its stored
+    presence; clusters group the images."""
     job = open_job(_job(visual_site))
     store, bad = job.job.prism_zarr, job.bad_images()
     page = _read(visual_site, "prism.html")
@@ -180,6 +181,10 @@ def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
         figure = figure[:figure.index("</figure>")]
         assert [int(c) for c in re.findall(r"code (\d+) =", figure)] == \
             np.flatnonzero(presence[i]).tolist()
+    split = arrays.open_array(store, "split")[:]
+    for c in range(3):
+        want = np.rint(255 * np.clip(split[0, c], 0, 1)).transpose(1, 2, 0)
+        np.testing.assert_array_equal(_png(visual_site, f"prism/0_split{c}.png"), want)
     clusters = arrays.open_array(store, "clusters")[:]
     section = page[page.index('id="clusters"'):]
     for c in sorted(set(clusters.tolist()) - {-1}):
