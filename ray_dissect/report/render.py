@@ -77,7 +77,7 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
                "neighbours": [page_of[i] for i in (units[0] - 1, units[1])
                               if 0 <= i < len(page_of)]}
     fields = RFBlock(results, layer, units)
-    if (rf_digest := fields.digest()) is not None:  # jobs without the stage: digest as before
+    if (rf_digest := fields.digest()) is not None:  # a block without fields: no such key
         context["receptive_fields"] = rf_digest
     digest = block_digest(records, plans, page_of[units[0]:units[1]], style, context)
     meta = meta_path(root, layer, units)

@@ -40,7 +40,7 @@ ATTRIBUTION_SHOWN = 32
 SHOWN_MIN = 112
 """Pictures smaller than this are shown enlarged (pixelated)."""
 FEATURE_COLUMNS = 16
-WEIGHT_SIDE = 24
+WEIGHT_SIDE = 48
 METHOD_TITLES = {"saliency": "saliency", "guided_backprop": "guided backprop", "cam": "CAM",
                  "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM"}
 
@@ -60,12 +60,18 @@ def _put(site: Site, rel: str, data: bytes) -> str:
     return rel
 
 
+def _scale(shape: tuple[int, ...]) -> int:
+    """The integer factor that shows a picture at least :data:`SHOWN_MIN` px on its short
+    side."""
+    return max(1, -(-SHOWN_MIN // max(1, min(int(shape[0]), int(shape[1])))))
+
+
 def _picture(site: Site, rel: str, data: bytes, shape: tuple[int, ...], alt: str,
-             enlarge: bool = True) -> dict[str, Any]:
-    """Write a PNG; what the template needs to show it (src, display size: enlarged by an
-    integer factor to :data:`SHOWN_MIN` when ``enlarge``, alt)."""
+             scale: int | None = None) -> dict[str, Any]:
+    """Write a PNG; what the template needs to show it (src, display size: ``scale`` times
+    its size, default :func:`_scale`; alt)."""
     h, w = int(shape[0]), int(shape[1])
-    scale = max(1, -(-SHOWN_MIN // max(1, min(h, w)))) if enlarge else 1
+    scale = _scale(shape) if scale is None else scale
     return {"src": _put(site, rel, data), "width": w * scale, "height": h * scale, "alt": alt}
 
 
@@ -168,7 +174,8 @@ def _attribution_row(site: Site, results: JobResults, i: int, size: int,
     if feats is not None:
         grid = vt.grid(np.asarray(feats[i]), FEATURE_COLUMNS, 2, min_side=28)
         row["features"] = _picture(site, f"attribution/{i}_features.png", vt.grey_png(grid),
-                                   grid.shape, f"{feats.shape[1]} feature maps of image {i}")
+                                   grid.shape, f"{feats.shape[1]} feature maps of image {i}",
+                                   scale=1)
     return row
 
 
@@ -190,7 +197,7 @@ def _crop(site: Site, i: int, image: np.ndarray, gradcam: Any, boxes: Any, thres
         cut = image[box[0]:box[2], box[1]:box[3]]
         out["image"] = _picture(site, f"attribution/{i}_crop.png", vt.rgb_png(cut), cut.shape,
                                 f"image {i} cropped to rows {box[0]}-{box[2]}, "
-                                f"columns {box[1]}-{box[3]}")
+                                f"columns {box[1]}-{box[3]}", scale=_scale(image.shape))
         out["box"] = box
     return out
 
@@ -205,7 +212,7 @@ def _weights(site: Site, results: JobResults) -> dict[str, Any] | None:
     grid = vt.grid(tiles, 8, 2, min_side=WEIGHT_SIDE)
     data = vt.rgb_png(grid) if grid.ndim == 3 else vt.grey_png(grid)
     return _picture(site, "attribution/weights.png", data, grid.shape,
-                    f"{len(filters)} first-layer filters, each min-max scaled") | {
+                    f"{len(filters)} first-layer filters, each min-max scaled", scale=1) | {
         "n": len(filters), "shape": " x ".join(map(str, filters.shape[1:3])),
         "rgb": filters.shape[-1] == 3}
 
@@ -251,7 +258,7 @@ def _prism_row(site: Site, results: JobResults, i: int, size: int, rgb: np.ndarr
         row["codes"] = [(c, "rgb({},{},{})".format(*vt.code_rgb(c))) for c in codes]
         row["colours"] = _picture(site, f"prism/{i}_colours.png", vt.rgb_png(sw), sw.shape,
                                   f"{len(codes)} quantised colours present in image {i}",
-                                  enlarge=False)
+                                  scale=1)
     return row
 
 

@@ -146,7 +146,7 @@ def test_gradcam_crop_mask_and_image(visual_site: ReportResult) -> None:
 
 def test_feature_maps_and_filters_grids(visual_site: ReportResult) -> None:
     """Feature maps: the 8 stored grey maps side by side, each enlarged 2x (to >= 28 px)
-    with 2-px white gaps; filters: 6 RGB 3 x 3 filters enlarged 8x."""
+    with 2-px white gaps; filters: 6 RGB 3 x 3 filters enlarged 16x."""
     job = open_job(_job(visual_site))
     maps = arrays.open_array(job.job.attribution_zarr, "feature_maps")[0]  # (8, 16, 16)
     grid = _png(visual_site, "attribution/0_features.png")
@@ -156,9 +156,9 @@ def test_feature_maps_and_filters_grids(visual_site: ReportResult) -> None:
         np.testing.assert_array_equal(tile, np.kron(maps[c], np.ones((2, 2), np.uint8)))
     filters = np.load(_job(visual_site) / "attribution" / "weights.npz")["weights"]
     weights = _png(visual_site, "attribution/weights.png")
-    assert weights.shape == (24, 6 * 26 - 2, 3)
-    np.testing.assert_array_equal(weights[:24, :24], np.kron(filters[0], np.ones((8, 8, 1),
-                                                                                  np.uint8)))
+    assert weights.shape == (48, 6 * 50 - 2, 3)
+    np.testing.assert_array_equal(weights[:48, 50:98], np.kron(filters[1], np.ones((16, 16, 1),
+                                                                                    np.uint8)))
 
 
 def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
