@@ -27,6 +27,7 @@ from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
 from ray_dissect.report.results import JobResults
+from ray_dissect.report.views import url_key
 from ray_dissect.storage import AnyPath, arrays
 
 RF_THUMB = 64
@@ -160,7 +161,7 @@ def rf_layer_context(results: JobResults, layer: str, pages: dict[int, str | Non
                           f"(median {np.median(sizes):.1f} px)", [], "size (px)")
     rows = [(f"{a:.1f}", f"{b:.1f}", int(c)) for a, b, c in
             zip(edges, edges[1:], counts, strict=False)]
-    key = layer_key(layer)
+    key = url_key(layer)  # as written (layer_key), percent-encoded once more for a URL
     units = [{"unit": r.unit, "text": rf_text(r), "href": pages.get(r.unit),
               "size": f"{r.receptive_field.size:.1f}" if r.receptive_field else "",
               "thumb": f"../img/{key}/{r.unit}_rf.png"} for r in recs]
