@@ -3,8 +3,10 @@
 ``DIR/report/`` (or ``out``) holds::
 
     index.html  concepts.html  classes.html  about.html
+    attribution.html prism.html   when the stages ran (+ attribution/, prism/ PNGs)
     layers/<layer>.html           plots, header, the unit grid (first page prerendered)
-    units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips)
+    units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips,
+                                  <unit>_rf.png its receptive field when the stage ran)
     img/<layer>/<unit>.jpg        one sprite per unit (its card's tiles)
     data/<layer>.js               window.RD.add("<layer>", {...}): the grid's data
     assets/report.css report.js   hand-written, no framework
@@ -45,6 +47,8 @@ from ray_dissect.report.catalog import (
 from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
 from ray_dissect.report.render import Classes, render_block
 from ray_dissect.report.tiles import TileStyle
+from ray_dissect.report.visual_pages import write_visual_pages
+from ray_dissect.report.visuals import rf_layer_context
 from ray_dissect.storage import AnyPath
 
 if TYPE_CHECKING:
@@ -147,13 +151,15 @@ def _write_pages(site: pg.Site, results: JobResults, tiles: dict[str, dict[int, 
         key, t = layer_key(layer), results.iou_threshold
         site.write(f"data/{key}.js", pg.layer_data_js(layer, cards[layer], t))
         site.page(f"layers/{key}.html", "layer.html",
-                  **pg.layer_context(results, layer, cards[layer]))
+                  **pg.layer_context(results, layer, cards[layer]),
+                  rf=rf_layer_context(results, layer, {c.unit: c.href for c in cards[layer]}))
     _index_page(site, results)
     page_of = {(layer, c.unit): c.href is not None for layer in cards for c in cards[layer]}
     site.page("concepts.html", "concepts.html", entries=concept_entries(results, page_of),
               threshold=results.iou_threshold)
     _classes_page(site, results, cards[results.layers[-1]], *head)
     _about_page(site, results, style, estimate)
+    write_visual_pages(site, results)
 
 
 def _index_page(site: pg.Site, results: JobResults) -> None:

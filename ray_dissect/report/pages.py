@@ -34,6 +34,7 @@ from ray_dissect.report.views import (
     header_line,
     url_key,
 )
+from ray_dissect.report.visuals import visual_nav
 from ray_dissect.storage import AnyPath
 
 PAGE_CARDS = 100
@@ -149,7 +150,8 @@ def common_context(results: JobResults, options: ReportOptions, style: TileStyle
                    ) -> dict[str, Any]:
     """What every page's frame shows: job name, missing layers, the provenance footer."""
     return {"job_name": results.spec.name, "missing": results.missing_layers(),
-            "provenance": provenance(results, options.describe(style)), "page_kind": "page"}
+            "provenance": provenance(results, options.describe(style)), "page_kind": "page",
+            "visual_nav": visual_nav(results)}
 
 
 def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,

@@ -29,6 +29,7 @@ from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
 from ray_dissect.report.pages import Site, common_context, unit_context
 from ray_dissect.report.results import JobResults, open_job
 from ray_dissect.report.tiles import TileStyle
+from ray_dissect.report.visuals import RFBlock
 from ray_dissect.storage import AnyPath
 
 Classes = dict[int, list[tuple[int, float]]]
@@ -75,16 +76,20 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
                "classes": sorted((classes or {}).items()), "layer": layer, "units": units,
                "neighbours": [page_of[i] for i in (units[0] - 1, units[1])
                               if 0 <= i < len(page_of)]}
+    fields = RFBlock(results, layer, units)
+    if (rf_digest := fields.digest()) is not None:  # a block without fields: no such key
+        context["receptive_fields"] = rf_digest
     digest = block_digest(records, plans, page_of[units[0]:units[1]], style, context)
     meta = meta_path(root, layer, units)
     if done_marker(meta).exists() and storage.read_text(done_marker(meta)) == digest:
         return BlockTiles.model_validate_json(storage.read_text(meta))
     drawn = draw_block(results, layer, units, plans, page_of[units[0]:units[1]], style, root)
+    fields.write(root, {t.unit: t.page for t in drawn})
     site = Site(root, common)
     for rec, tiles in zip(records, drawn, strict=True):
         if tiles.page:
             _unit_page(site, results, rec, tiles, page_of, (classes or {}).get(rec.unit, []),
-                       style)
+                       style, fields.context(rec.unit))
     block = BlockTiles(layer=layer, units=units, digest=digest, tiles=drawn)
     storage.makedirs(meta.parent)
     storage.write_text(meta, block.model_dump_json() + "\n")
@@ -93,11 +98,13 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
 
 
 def _unit_page(site: Site, results: JobResults, rec: UnitRecord, tiles: UnitTiles,
-               page_of: list[bool], classes: list[tuple[int, float]], style: TileStyle) -> None:
-    """Write ``units/<layer>/<unit>.html``; prev/next link the neighbours that have pages."""
+               page_of: list[bool], classes: list[tuple[int, float]], style: TileStyle,
+               rf: dict[str, Any] | None = None) -> None:
+    """Write ``units/<layer>/<unit>.html``; prev/next link the neighbours that have pages;
+    ``rf``: its receptive field (:meth:`RFBlock.context`)."""
     u = rec.unit
     prev = f"{u - 1}.html" if u > 0 and page_of[u - 1] else None
     nxt = f"{u + 1}.html" if u + 1 < len(page_of) and page_of[u + 1] else None
     ctx = unit_context(results, rec, tiles, (prev, nxt), classes)
     site.page(f"units/{layer_key(rec.layer)}/{u}.html", "unit.html", page_kind="unit",
-              views=list(style.views), tile=style.size, gap=style.gap, **ctx)
+              views=list(style.views), tile=style.size, gap=style.gap, rf=rf, **ctx)

@@ -33,3 +33,22 @@ def test_report_command_renders_tiles_on_ray_as_in_process(tmp_path: Path) -> No
         if (tmp_path / "ray" / rel).is_file():
             assert (tmp_path / "ray" / rel).read_bytes() == (tmp_path / "local" / rel
                                                              ).read_bytes(), rel
+
+
+def test_visual_views_render_on_ray_as_in_process(tmp_path: Path) -> None:
+    """With the visualisation stages, the receptive-field images drawn by Ray tasks and the
+    attribution and PRISM pages equal an in-process build's, byte for byte."""
+    from fixtures.visual_job import visual_job
+
+    from ray_dissect.runtime.report import build_report_on_ray
+
+    job = visual_job(tmp_path / "visual")
+    build_report_on_ray(job, tmp_path / "ray")
+    build_report(open_job(job), tmp_path / "local")
+    files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*")
+                   if p.is_file() and "_render" not in p.parts)
+    assert any(p.name.endswith("_rf.png") for p in files)
+    assert {"attribution.html", "prism.html"} <= {str(p) for p in files}
+    for rel in files:
+        assert (tmp_path / "ray" / rel).read_bytes() == (tmp_path / "local" / rel
+                                                         ).read_bytes(), rel

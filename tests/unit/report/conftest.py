@@ -44,3 +44,12 @@ def clustered_site(tmp_path_factory: pytest.TempPathFactory, clustered: JobResul
                    ) -> ReportResult:
     """The clustered job's report, built once (read-only for the tests)."""
     return build_report(clustered, tmp_path_factory.mktemp("site") / "report")
+
+
+@pytest.fixture(scope="session")
+def visual_site(tmp_path_factory: pytest.TempPathFactory) -> ReportResult:
+    """The report of a method-none job that ran attribution, receptive fields and PRISM."""
+    from fixtures.visual_job import visual_job
+
+    job = visual_job(tmp_path_factory.mktemp("visual"))
+    return build_report(JobResults(job), job / "report")

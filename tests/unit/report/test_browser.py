@@ -138,3 +138,20 @@ def test_unit_page(browser: Browser, clustered_site: ReportResult) -> None:
     browser.wait_event("Page.loadEventFired", since=mark)
     assert browser.evaluate("location.pathname").endswith(f"units/{LAYER}/9.html")
     _clean(browser)
+
+
+@pytest.mark.parametrize("rel", ["attribution.html", "prism.html", "layers/features.html",
+                                 "units/features/0.html"])
+def test_visual_pages_load_offline(browser: Browser, visual_site: ReportResult, rel: str
+                                   ) -> None:
+    """The receptive-field, attribution and PRISM views load from file:// with nothing else
+    requested, no console error, and every image decoded."""
+    browser.goto(_url(visual_site, rel))
+    decoded = browser.evaluate(DECODE_ALL)
+    assert decoded and all(width > 0 for _, width in decoded), decoded
+    if rel.endswith(("attribution.html", "prism.html")):
+        assert browser.evaluate("document.querySelectorAll('nav a[href$=\"prism.html\"]')"
+                                ".length") == 1
+    _not_blank(browser.screenshot(SHOTS / rel.replace("/", "_").replace(".html", ".png"),
+                                  full_page=True))
+    _clean(browser)

@@ -59,10 +59,12 @@ def _local(target: str) -> str:
     return unquote(target.split("#")[0])
 
 
-def test_offline_rules_and_local_links(clustered_site: ReportResult) -> None:
+@pytest.mark.parametrize("site", ["clustered_site", "visual_site"])
+def test_offline_rules_and_local_links(site: str, request: pytest.FixtureRequest) -> None:
     """No external URL, fetch, XHR, module script or web font anywhere; every local link
-    exists; ids are unique per page; images carry width, height and lazy loading."""
-    root = Path(clustered_site.out)
+    exists; ids are unique per page; images carry width, height and lazy loading (also with
+    the visualisation stages' pages)."""
+    root = Path(request.getfixturevalue(site).out)
     for path in root.rglob("*"):
         if path.suffix in (".html", ".js", ".css"):
             text = path.read_text()

@@ -1,0 +1,241 @@
+"""The report's receptive-field, attribution and PRISM views on a small real job that ran the
+stages, checked against the stored arrays decoded independently here."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures.visual_job import METHODS
+from PIL import Image
+
+from ray_dissect.report.build import ReportResult, build_report
+from ray_dissect.report.render import render_block
+from ray_dissect.report.results import JobResults, open_job
+from ray_dissect.storage import arrays
+
+LAYER = "features"
+
+
+def _job(site: ReportResult) -> Path:
+    return Path(str(site.out)).parent
+
+
+def _read(site: ReportResult, rel: str) -> str:
+    return (Path(str(site.out)) / rel).read_text()
+
+
+def _png(site: ReportResult, rel: str) -> np.ndarray:
+    """A PNG's pixels as stored (palette indices for palette images)."""
+    return np.asarray(Image.open(Path(str(site.out)) / rel))
+
+
+def _scaled(values: np.ndarray) -> np.ndarray:
+    """rint(255 (x - min) / (max - min)), 0 for a constant map."""
+    v = np.asarray(values, dtype=np.float64)
+    span = v.max() - v.min()
+    return np.rint(255 * (v - v.min()) / span).astype(np.uint8) if span > 0 else \
+        np.zeros(v.shape, np.uint8)
+
+
+def _local_links(page: str) -> list[str]:
+    return [html.unescape(u) for u in re.findall(r'(?:href|src)="([^"#]+)', page)
+            if not u.startswith("data:")]
+
+
+@pytest.mark.parametrize("rel", ["index.html", "attribution.html", "prism.html",
+                                 f"layers/{LAYER}.html", f"units/{LAYER}/0.html"])
+def test_pages_exist_and_every_link_resolves(visual_site: ReportResult, rel: str) -> None:
+    """Every page links attribution.html and prism.html from its nav, and every local href
+    and src of the page exists."""
+    page = _read(visual_site, rel)
+    prefix = "../" * rel.count("/") or "./"
+    assert f'href="{prefix}attribution.html"' in page and f'href="{prefix}prism.html"' in page
+    base = (Path(str(visual_site.out)) / rel).parent
+    missing = [u for u in _local_links(page) if not (base / u).exists()]
+    assert missing == [] and not re.search(r"(?:https?:)?//", " ".join(_local_links(page)))
+
+
+def test_unit_page_rf_image_is_the_normalised_stored_map(visual_site: ReportResult) -> None:
+    """Each unit's RF heat PNG holds, as palette indices, its stored map min-max scaled, with
+    a heat palette; the page states the record's size and centre offset."""
+    job = open_job(_job(visual_site))
+    fields = arrays.open_array(job.job.receptive_fields_zarr, LAYER)[:]
+    recs = [r for r in job.records(LAYER) if r.receptive_field is not None]
+    assert len(recs) == 8
+    for rec in recs:
+        img = Image.open(Path(str(visual_site.out)) / f"units/{LAYER}/{rec.unit}_rf.png")
+        assert img.mode == "P" and img.size == (16, 16)
+        np.testing.assert_array_equal(np.asarray(img), _scaled(fields[rec.unit]))
+        palette = np.asarray(img.getpalette()[:768]).reshape(256, 3)
+        assert palette[0].tolist() == [0, 0, 0] and palette[255].tolist() == [255, 255, 255]
+        page = _read(visual_site, f"units/{LAYER}/{rec.unit}.html")
+        rf = rec.receptive_field
+        assert f'src="{rec.unit}_rf.png"' in page and f"size {rf.size:.1f} px" in page
+        if rf.offset is not None:
+            assert f"({rf.offset[0]:.1f}, {rf.offset[1]:.1f}) px" in page
+
+
+def test_layer_page_summarises_the_fields(visual_site: ReportResult) -> None:
+    """The layer page's size histogram counts every unit with a field once, and its grid
+    shows one thumbnail per such unit linking its unit page."""
+    job = open_job(_job(visual_site))
+    sizes = [r.receptive_field.size for r in job.records(LAYER) if r.receptive_field]
+    page = _read(visual_site, f"layers/{LAYER}.html")
+    section = page[page.index('<section id="rf"'):page.index("</section>",
+                                                             page.index('<section id="rf"'))]
+    table = section[section.index("<tbody>"):section.index("</tbody>")]
+    counts = [int(c) for c in re.findall(r"<td>[\d.]+</td><td>[\d.]+</td><td>(\d+)</td>",
+                                         table)]
+    assert sum(counts) == len(sizes) == 8
+    thumbs = re.findall(r'href="(\.\./units/features/\d+\.html)"><img class="pixelated" '
+                        r'src="(\.\./img/features/\d+_rf\.png)"', section)
+    assert len(thumbs) == 8 and all(Image.open(
+        Path(str(visual_site.out)) / "layers" / src).size == (64, 64) for _, src in thumbs)
+
+
+def _jet(v: np.ndarray) -> np.ndarray:
+    return np.clip(1.5 - np.abs(4.0 * v[..., None] - np.array([3.0, 2.0, 1.0])), 0, 1)
+
+
+def test_attribution_overlays_are_the_stored_maps_normalised(visual_site: ReportResult
+                                                             ) -> None:
+    """Every method's overlay PNG equals jet(min-max(stored map)) blended half and half
+    with the image and scaled by its maximum (show_cam_on_image), per readable image."""
+    job = open_job(_job(visual_site))
+    store, bad = job.job.attribution_zarr, job.bad_images()
+    good = [i for i in range(8) if i not in bad]
+    assert len(good) == 6
+    for i in good:
+        image = job.image(i).astype(np.float64)  # 16 px: what the network saw
+        for m in METHODS:
+            heat = _scaled(arrays.open_array(store, m)[i]) / 255.0
+            blend = 0.5 * _jet(heat) + 0.5 * image / 255.0
+            want = np.rint(255 * blend / blend.max())
+            got = _png(visual_site, f"attribution/{i}_{m}.png").astype(np.float64)
+            assert np.abs(got - want).max() <= 1, (i, m)
+    page = _read(visual_site, "attribution.html")
+    for i in good:
+        t = int(arrays.open_array(store, "targets")[i])
+        section = page[page.index(f'id="image-{i}"'):]
+        assert f"Target: <strong>class {t}</strong>" in section[:section.index("</section>")]
+    for i in bad:
+        assert not (Path(str(visual_site.out)) / f"attribution/{i}_gradcam.png").exists()
+
+
+def test_gradcam_crop_mask_and_image(visual_site: ReportResult) -> None:
+    """The crop image is the image cut to the stored box; the mask image keeps the image
+    where the normalised Grad-CAM is >= 0.3 and dims it to 0.2 elsewhere."""
+    job = open_job(_job(visual_site))
+    store = job.job.attribution_zarr
+    for i in (0, 4):
+        image = job.image(i)
+        top, left, bottom, right = arrays.open_array(store, "crop_boxes")[i].tolist()
+        np.testing.assert_array_equal(_png(visual_site, f"attribution/{i}_crop.png"),
+                                      image[top:bottom, left:right])
+        heat = arrays.open_array(store, "gradcam")[i].astype(np.float64)
+        inside = (heat - heat.min()) / (heat.max() - heat.min()) >= 0.3
+        want = np.where(inside[..., None], image, np.rint(0.2 * image.astype(np.float64)))
+        np.testing.assert_array_equal(_png(visual_site, f"attribution/{i}_crop_mask.png"),
+                                      want.astype(np.uint8))
+
+
+def test_feature_maps_and_filters_grids(visual_site: ReportResult) -> None:
+    """Feature maps: the 8 stored grey maps side by side, each enlarged 2x (to >= 28 px)
+    with 2-px white gaps; filters: 6 RGB 3 x 3 filters enlarged 16x."""
+    job = open_job(_job(visual_site))
+    maps = arrays.open_array(job.job.attribution_zarr, "feature_maps")[0]  # (8, 16, 16)
+    grid = _png(visual_site, "attribution/0_features.png")
+    assert grid.shape == (32, 8 * 34 - 2)
+    for c in range(8):
+        tile = grid[:, c * 34:c * 34 + 32]
+        np.testing.assert_array_equal(tile, np.kron(maps[c], np.ones((2, 2), np.uint8)))
+    filters = np.load(_job(visual_site) / "attribution" / "weights.npz")["weights"]
+    weights = _png(visual_site, "attribution/weights.png")
+    assert weights.shape == (48, 6 * 50 - 2, 3)
+    np.testing.assert_array_equal(weights[:48, 50:98], np.kron(filters[1], np.ones((16, 16, 1),
+                                                                                    np.uint8)))
+
+
+def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
+    """The variance table holds every stored ratio; each readable image's PRISM PNG is its
+    stored rgb (and its split-RGB panels the stored ones); the colours listed are its stored
+    presence; clusters group the images."""
+    job = open_job(_job(visual_site))
+    store, bad = job.job.prism_zarr, job.bad_images()
+    page = _read(visual_site, "prism.html")
+    variance = arrays.open_array(store, "variance")[:]
+    table = page[page.index('id="variance-table"'):]
+    table = table[:table.index("</table>")]
+    assert re.findall(r'<td class="num">([\d.]+)</td><td class="num">', table) == \
+        [f"{v:.6f}" for v in variance]
+    rgb, presence = arrays.open_array(store, "rgb")[:], arrays.open_array(store, "presence")[:]
+    for i in (i for i in range(8) if i not in bad):
+        want = np.rint(255 * np.clip(rgb[i], 0, 1)).transpose(1, 2, 0)
+        np.testing.assert_array_equal(_png(visual_site, f"prism/{i}_rgb.png"), want)
+        figure = page[page.index(f'id="image-{i}"'):]
+        figure = figure[:figure.index("</figure>")]
+        assert [int(c) for c in re.findall(r"code (\d+) =", figure)] == \
+            np.flatnonzero(presence[i]).tolist()
+    split = arrays.open_array(store, "split")[:]
+    for c in range(3):
+        want = np.rint(255 * np.clip(split[0, c], 0, 1)).transpose(1, 2, 0)
+        np.testing.assert_array_equal(_png(visual_site, f"prism/0_split{c}.png"), want)
+    clusters = arrays.open_array(store, "clusters")[:]
+    section = page[page.index('id="clusters"'):]
+    for c in sorted(set(clusters.tolist()) - {-1}):
+        block = section[section.index(f"Cluster {c} "):]
+        block = block[:block.index("</ul>")]
+        assert [int(i) for i in re.findall(r'href="#image-(\d+)"', block)] == \
+            np.flatnonzero(clusters == c).tolist()
+
+
+def test_jobs_without_the_stages_show_nothing_of_them(clustered_site: ReportResult) -> None:
+    """A job without analyses has no attribution or PRISM page, no nav link to them, no
+    receptive-field section and no RF image."""
+    out = Path(str(clustered_site.out))
+    assert not (out / "attribution.html").exists() and not (out / "prism.html").exists()
+    assert not (out / "attribution").exists() and not (out / "prism").exists()
+    assert list(out.rglob("*_rf.png")) == []
+    for page in out.rglob("*.html"):
+        text = page.read_text()
+        assert "attribution.html" not in text and "prism.html" not in text, page
+        assert 'id="rf"' not in text, page
+
+
+def test_builds_are_byte_identical_whichever_way_blocks_render(
+        visual_site: ReportResult, tmp_path: Path) -> None:
+    """A second build, whose blocks are rendered by a renderer opening the job afresh in
+    reverse order (as Ray tasks do), writes the same bytes for every file."""
+    job = _job(visual_site)
+
+    def fresh(calls, root, options):
+        for layer, units, classes in reversed(list(calls)):
+            yield render_block(str(job), layer, units, root, options, classes)
+
+    other = tmp_path / "report"
+    build_report(JobResults(job), other, renderer=fresh)
+    first = Path(str(visual_site.out))
+    names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
+    assert [n for n in names if (first / n).read_bytes() != (other / n).read_bytes()] == []
+    assert any(str(n).endswith("_rf.png") for n in names)
+
+
+def test_a_changed_rf_map_redraws_its_block(visual_site: ReportResult, tmp_path: Path) -> None:
+    """Rebuilding after the stored RF maps changed redraws the unit images (the block's
+    done-marker digest covers the maps)."""
+    job = tmp_path / "job"
+    shutil.copytree(_job(visual_site), job, ignore=shutil.ignore_patterns("report"))
+    build_report(JobResults(job), job / "report")
+    store = JobResults(job).job.receptive_fields_zarr
+    fields = arrays.open_array(store, LAYER)[:]
+    fields[3] = np.arange(256, dtype=np.float32).reshape(16, 16)
+    arrays.write_shard(store, LAYER, 0, len(fields), fields)
+    build_report(JobResults(job), job / "report")
+    got = np.asarray(Image.open(job / "report" / f"units/{LAYER}/3_rf.png"))
+    np.testing.assert_array_equal(got, _scaled(fields[3]))
