@@ -3,6 +3,7 @@
 ``DIR/report/`` (or ``out``) holds::
 
     index.html  concepts.html  classes.html  about.html
+    studies.html                  only when DIR/studies/ has a study's rows or compare.json
     layers/<layer>.html           plots, header, the unit grid (first page prerendered)
     units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips)
     img/<layer>/<unit>.jpg        one sprite per unit (its card's tiles)
@@ -33,6 +34,7 @@ from ray_dissect import storage
 from ray_dissect.job.layout import layer_key, unit_blocks
 from ray_dissect.report import pages as pg
 from ray_dissect.report import plots
+from ray_dissect.report import studies as st
 from ray_dissect.report.catalog import (
     class_table,
     concept_entries,
@@ -154,6 +156,8 @@ def _write_pages(site: pg.Site, results: JobResults, tiles: dict[str, dict[int, 
               threshold=results.iou_threshold)
     _classes_page(site, results, cards[results.layers[-1]], *head)
     _about_page(site, results, style, estimate)
+    if site.common["studies"]:
+        site.page("studies.html", "studies.html", **st.studies_context(results))
 
 
 def _index_page(site: pg.Site, results: JobResults) -> None:
