@@ -4,7 +4,8 @@
 ``render`` (the work unit, one block of units: ``draw`` its tiles, sprites and histograms over
 the pure-numpy ``tiles``, then its unit pages) -> ``build`` (the driver: layer, index,
 concepts, classes and about pages from ``pages``, ``views``, ``catalog`` and the inline-SVG
-``plots``; Jinja templates in ``templates/``). ``meta`` holds the options and what a render
+``plots``; the studies page from ``studies`` and ``study_plots``, when the job ran studies;
+Jinja templates in ``templates/``). ``meta`` holds the options and what a render
 block records. The site opens from ``file://``: no network, no modules, no fonts.
 May import: `records`, `job`, `storage`, `errors` and the analysis packages whose results it
 shows (`datasets`, `models`, `concepts`, `units`, `explain`).
