@@ -14,10 +14,12 @@ link) exists only when some study row or ``compare.json`` is there.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from ray_dissect import storage
 from ray_dissect.records.io import read_jsonl
@@ -38,6 +40,8 @@ STUDY_ROWS: dict[str, type[Any]] = {
     "threshold_sweep": ThresholdSweepRow, "ranges_importance": RangesImportanceRow,
     "unit_ablation": UnitAblationRow, "concept_blackout": ConceptBlackoutRow}
 MAX_CHANGES = 200
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 BLACKOUT_PLOTS = 12
 
 
@@ -112,7 +116,8 @@ def sweep_shares(rows: Sequence[ThresholdSweepRow]
 def label_changes(rows: Sequence[ThresholdSweepRow]) -> tuple[Table, int, int]:
     """The units whose label differs between quantiles: (table, changed units, units).
 
-    A row per changed unit (at most ``MAX_CHANGES``): its label and IoU at each quantile.
+    A row per changed unit (at most ``MAX_CHANGES``): its label and IoU at each quantile
+    (and its formula for compositional jobs).
     """
     quantiles = sorted({r.quantile for r in rows if r.unit is not None})
     per_unit: dict[int, dict[float, ThresholdSweepRow]] = defaultdict(dict)
@@ -133,9 +138,13 @@ def _label(row: ThresholdSweepRow | None) -> str | None:
 
 
 def _label_cell(row: ThresholdSweepRow | None) -> str:
+    """'label (IoU)', then '; formula (IoU)' for compositional jobs; '-' without a label."""
     if row is None or row.label is None:
         return "-"
-    return f"{fix(row.label.name)} ({row.label.iou:.3f})"
+    text = f"{fix(row.label.name)} ({row.label.iou:.3f})"
+    if row.formula is not None and row.formula_iou is not None:
+        text += f"; {row.formula} ({row.formula_iou:.3f})"
+    return text
 
 
 def range_flips(rows: Sequence[RangesImportanceRow]) -> list[sp.RangeFlips]:
@@ -242,10 +251,26 @@ def compare_view(layer: LayerComparison) -> dict[str, Any]:
             "default_left": layer.default_left}
 
 
+def _readable(what: str, read: Callable[[], T], problems: list[str]) -> T | None:
+    """``read()``, or None with a one-line problem noted (and logged) when the file does not
+    validate or cannot be read: one bad study file must not stop the report."""
+    try:
+        return read()
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        first = lines[0] + (f" (first: {lines[1].strip()})" if len(lines) > 1 else "")
+        problems.append(f"{what}: {first}")
+        log.warning("report: cannot read %s (%s); the studies page leaves it out", what, first)
+        return None
+
+
 def studies_context(results: JobResults) -> dict[str, Any]:
     """Variables of ``studies.html`` (layer sections have ids ``layer-<i>``, i the layer's
-    position in the spec)."""
-    per_study = {name: _by_layer(study_rows(results, name)) for name in STUDY_ROWS}
+    position in the spec; ``problems``: the study files that could not be read)."""
+    problems: list[str] = []
+    per_study = {name: _by_layer(_readable(f"studies/{name}.jsonl",
+                                           partial(study_rows, results, name), problems)
+                                 or []) for name in STUDY_ROWS}
     layers = []
     for i, layer in enumerate(results.layers):
         rows = {name: per_study[name].get(layer, []) for name in STUDY_ROWS}
@@ -255,7 +280,7 @@ def studies_context(results: JobResults) -> dict[str, Any]:
     configured = [(name, getattr(spec, name).model_dump_json())
                   for name in STUDY_ROWS if getattr(spec, name) is not None]
     ran = [name for name in STUDY_ROWS if results.job.study(name).exists()]
-    compare = read_compare(results)
-    return {"layers": layers, "configured": configured, "ran": ran,
+    compare = _readable("studies/compare.json", lambda: read_compare(results), problems)
+    return {"layers": layers, "configured": configured, "ran": ran, "problems": problems,
             "threshold": results.iou_threshold, "compare": compare,
             "compare_layers": [compare_view(c) for c in compare.layers] if compare else []}

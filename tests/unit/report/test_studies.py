@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections import Counter, defaultdict
 from html import unescape
 from html.parser import HTMLParser
@@ -17,7 +18,8 @@ import numpy as np
 from fixtures.study_job import LAYER, QUANTILES
 
 from ray_dissect.records.io import read_unit_records
-from ray_dissect.report.build import ReportResult
+from ray_dissect.report.build import ReportResult, build_report
+from ray_dissect.report.results import JobResults
 from ray_dissect.report.views import fix
 
 THRESHOLD = 0.04  # the studies job's iou_threshold
@@ -81,7 +83,8 @@ def _num(cell: str) -> float | None:
 def test_category_shares_and_label_changes(studies_dir: Path, studies_site: ReportResult
                                            ) -> None:
     """Per quantile, each category's share among the interpretable unit labels, and the
-    number of units whose label changes, equal those counted here from the unit rows."""
+    units whose label changes (with label and formula per quantile), equal those counted
+    here from the unit rows."""
     units = [r for r in _rows(studies_dir, "threshold_sweep") if r["unit"] is not None]
     want: dict[float, Counter[str]] = defaultdict(Counter)
     for r in units:
@@ -105,6 +108,13 @@ def test_category_shares_and_label_changes(studies_dir: Path, studies_site: Repo
     shown = re.search(r'data-changed="(\d+)" data-units="(\d+)"', section).groups()
     assert shown == (str(len(changed)), str(len(labels)))
     assert [int(row[0]) for row in _changes[1]] == changed
+    by_unit = {(r["unit"], r["quantile"]): r for r in units}
+    for row in _changes[1]:
+        for q, cell in zip(QUANTILES, row[1:], strict=True):
+            r = by_unit[(int(row[0]), q)]
+            formula = f"; {r['formula']} ({r['formula_iou']:.3f})" if r["formula"] else ""
+            label = r["label"] and f"{fix(r['label']['name'])} ({r['label']['iou']:.3f})"
+            assert cell == (label + formula if label else "-")
 
 
 def test_flip_fraction_per_range(studies_dir: Path, studies_site: ReportResult) -> None:
@@ -234,3 +244,20 @@ def test_studies_page_is_offline(studies_site: ReportResult) -> None:
         elif not link.startswith("data:"):
             assert (path.parent / unquote(link.split("#")[0])).exists(), link
     assert html.count("<svg") >= 5
+
+
+def test_unreadable_study_files_are_named_not_fatal(studies_dir: Path, tmp_path: Path) -> None:
+    """A study file with a bad row and a compare.json of another shape are named in a banner;
+    the other studies still show."""
+    job = tmp_path / "job"
+    shutil.copytree(studies_dir, job)
+    with (job / "studies" / "unit_ablation.jsonl").open("a") as f:
+        f.write('{"layer": "units.out", "kind": "label"}\n')
+    (job / "studies" / "compare.json").write_text('{"layers": 3}')
+    site = build_report(JobResults(job), tmp_path / "report")
+    html = (Path(site.out) / "studies.html").read_text()
+    banner = re.search(r'<p class="banner" role="status">(.*?)</p>', html, re.S).group(1)
+    assert "studies/unit_ablation.jsonl: " in banner and "studies/compare.json: " in banner
+    assert re.findall(r'data-study="(\w+)"', html) == ["threshold_sweep", "ranges_importance",
+                                                        "concept_blackout"]
+    assert 'id="compare"' not in html
