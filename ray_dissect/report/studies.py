@@ -14,6 +14,7 @@ link) exists only when some study row or ``compare.json`` is there.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -202,17 +203,52 @@ def blackout_points(rows: Sequence[ConceptBlackoutRow]
     return out
 
 
+def ranked_concepts(concept_rows: Sequence[ConceptBlackoutRow]) -> list[ConceptBlackoutRow]:
+    """Concept rows, most images first, then by name (the table's order)."""
+    return sorted(concept_rows, key=lambda r: (-r.images, r.concept.name))
+
+
+def plotted_concepts(ranked: Sequence[ConceptBlackoutRow]) -> list[ConceptBlackoutRow]:
+    """The first ``BLACKOUT_PLOTS`` ranked concepts with a unit of finite delta: those
+    that get a scatter."""
+    return [r for r in ranked if r.units][:BLACKOUT_PLOTS]
+
+
+def blackout_rows(results: JobResults) -> list[ConceptBlackoutRow]:
+    """The concept rows of ``studies/concept_blackout.jsonl`` and the unit rows of the
+    concepts that get a scatter, in two passes over the file's lines, so that the units x
+    concepts unit rows are never all validated or held at once (the others are only parsed
+    as JSON)."""
+    path = results.job.study("concept_blackout")
+    if not path.exists():
+        return []
+    lines = [line for line in storage.read_text(path).splitlines() if line.strip()]
+    concepts = [ConceptBlackoutRow.model_validate(d) for d in map(json.loads, lines)
+                if not isinstance(d, dict) or d.get("unit") is None]
+    shown = {(r.layer, r.concept.number) for layer_rows in _by_layer(concepts).values()
+             for r in plotted_concepts(ranked_concepts(layer_rows))}
+    units = [ConceptBlackoutRow.model_validate(d) for d in map(json.loads, lines)
+             if d.get("unit") is not None and _concept_key(d) in shown]
+    return concepts + units
+
+
+def _concept_key(row: dict[str, Any]) -> tuple[Any, Any]:
+    """(layer, concept number) of a parsed row ((layer, None) without a concept)."""
+    concept = row.get("concept")
+    return row.get("layer"), concept.get("number") if isinstance(concept, dict) else None
+
+
 def blackout_view(rows: Sequence[ConceptBlackoutRow]
                   ) -> tuple[Table, list[tuple[Plot, str]]]:
     """The table of every concept's Pearson r (most images first) and the scatters of the
-    first ``BLACKOUT_PLOTS`` concepts with a point, each with its caption."""
-    concepts = sorted((r for r in rows if r.unit is None),
-                      key=lambda r: (-r.images, r.concept.name))
+    first ``BLACKOUT_PLOTS`` concepts with a point, each with its caption (``rows``: the
+    layer's concept rows and at least the unit rows of those concepts)."""
+    concepts = ranked_concepts([r for r in rows if r.unit is None])
     points = blackout_points(rows)
     table = Table(("concept", "category", "images", "units", "Pearson r", "p"),
                   [(fix(r.concept.name), r.concept.category, r.images, r.units,
                     sp.fmt(r.pearson_r), sp.fmt(r.pearson_p)) for r in concepts])
-    shown = [r for r in concepts if points.get(r.concept.number)][:BLACKOUT_PLOTS]
+    shown = [r for r in plotted_concepts(concepts) if points.get(r.concept.number)]
     scatters = [(sp.blackout_scatter(fix(r.concept.name), points[r.concept.number],
                                      r.pearson_r),
                  f"{fix(r.concept.name)} ({r.concept.category}, {r.images} images): "
@@ -268,9 +304,10 @@ def studies_context(results: JobResults) -> dict[str, Any]:
     """Variables of ``studies.html`` (layer sections have ids ``layer-<i>``, i the layer's
     position in the spec; ``problems``: the study files that could not be read)."""
     problems: list[str] = []
-    per_study = {name: _by_layer(_readable(f"studies/{name}.jsonl",
-                                           partial(study_rows, results, name), problems)
-                                 or []) for name in STUDY_ROWS}
+    readers = {name: partial(study_rows, results, name) for name in STUDY_ROWS}
+    readers["concept_blackout"] = partial(blackout_rows, results)
+    per_study = {name: _by_layer(_readable(f"studies/{name}.jsonl", read, problems) or [])
+                 for name, read in readers.items()}
     layers = []
     for i, layer in enumerate(results.layers):
         rows = {name: per_study[name].get(layer, []) for name in STUDY_ROWS}

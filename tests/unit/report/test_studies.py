@@ -261,3 +261,11 @@ def test_unreadable_study_files_are_named_not_fatal(studies_dir: Path, tmp_path:
     assert re.findall(r'data-study="(\w+)"', html) == ["threshold_sweep", "ranges_importance",
                                                         "concept_blackout"]
     assert 'id="compare"' not in html
+
+
+def test_studies_page_is_byte_identical_on_rebuild(studies_dir: Path, studies_site: ReportResult,
+                                                   tmp_path: Path) -> None:
+    """Building the report again writes the same studies page byte for byte."""
+    again = build_report(JobResults(studies_dir), tmp_path / "report")
+    assert (Path(again.out) / "studies.html").read_bytes() == \
+        (Path(studies_site.out) / "studies.html").read_bytes()
