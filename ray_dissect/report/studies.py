@@ -41,6 +41,7 @@ STUDY_ROWS: dict[str, type[Any]] = {
     "threshold_sweep": ThresholdSweepRow, "ranges_importance": RangesImportanceRow,
     "unit_ablation": UnitAblationRow, "concept_blackout": ConceptBlackoutRow}
 MAX_CHANGES = 200
+MAX_GROUPS = 40
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 BLACKOUT_PLOTS = 12
@@ -93,6 +94,7 @@ class LayerStudies:
     ranges: Plot | None = None
     ablation: list[Plot] = field(default_factory=list)
     ablation_table: Table | None = None
+    groups: int = 0
     blackout: Table | None = None
     scatters: list[tuple[Plot, str]] = field(default_factory=list)
 
@@ -166,8 +168,10 @@ def _group_name(row: UnitAblationRow) -> str:
 
 
 def ablation_plots(rows: Sequence[UnitAblationRow]) -> list[Plot]:
-    """Probability drop and flip fraction of each label group, with vs without its concept."""
+    """Probability drop and flip fraction of each label group (the first ``MAX_GROUPS`` in
+    the file's order), with vs without its concept."""
     groups = [r for r in rows if r.kind == "label" and r.with_concept and r.without_concept]
+    groups = groups[:MAX_GROUPS]
     drop = [(_group_name(r), r.with_concept.probability_drop, r.without_concept.probability_drop)
             for r in groups if r.with_concept and r.without_concept]
     flips = [(_group_name(r), r.with_concept.flip_fraction, r.without_concept.flip_fraction)
@@ -268,6 +272,7 @@ def layer_studies(layer: str, anchor: str, rows: dict[str, list[Any]]) -> LayerS
         parts["ranges"] = sp.flip_bars(range_flips(rows["ranges_importance"]))
     if rows["unit_ablation"]:
         parts["ablation"] = ablation_plots(rows["unit_ablation"])
+        parts["groups"] = sum(1 for r in rows["unit_ablation"] if r.kind == "label")
         parts["ablation_table"] = ablation_table(rows["unit_ablation"])
     if rows["concept_blackout"]:
         parts["blackout"], parts["scatters"] = blackout_view(rows["concept_blackout"])

@@ -247,19 +247,21 @@ def test_studies_page_is_offline(studies_site: ReportResult) -> None:
 
 
 def test_unreadable_study_files_are_named_not_fatal(studies_dir: Path, tmp_path: Path) -> None:
-    """A study file with a bad row and a compare.json of another shape are named in a banner;
-    the other studies still show."""
+    """Study files with a bad row or a line that is not JSON, and a compare.json of another
+    shape, are named in a banner; the other studies still show."""
     job = tmp_path / "job"
     shutil.copytree(studies_dir, job)
     with (job / "studies" / "unit_ablation.jsonl").open("a") as f:
         f.write('{"layer": "units.out", "kind": "label"}\n')
+    with (job / "studies" / "concept_blackout.jsonl").open("a") as f:
+        f.write("not json\n")
     (job / "studies" / "compare.json").write_text('{"layers": 3}')
     site = build_report(JobResults(job), tmp_path / "report")
     html = (Path(site.out) / "studies.html").read_text()
     banner = re.search(r'<p class="banner" role="status">(.*?)</p>', html, re.S).group(1)
-    assert "studies/unit_ablation.jsonl: " in banner and "studies/compare.json: " in banner
-    assert re.findall(r'data-study="(\w+)"', html) == ["threshold_sweep", "ranges_importance",
-                                                        "concept_blackout"]
+    for name in ("unit_ablation.jsonl", "concept_blackout.jsonl", "compare.json"):
+        assert f"studies/{name}: " in banner
+    assert re.findall(r'data-study="(\w+)"', html) == ["threshold_sweep", "ranges_importance"]
     assert 'id="compare"' not in html
 
 
@@ -269,3 +271,27 @@ def test_studies_page_is_byte_identical_on_rebuild(studies_dir: Path, studies_si
     again = build_report(JobResults(studies_dir), tmp_path / "report")
     assert (Path(again.out) / "studies.html").read_bytes() == \
         (Path(studies_site.out) / "studies.html").read_bytes()
+
+
+def test_many_label_groups_plot_the_first_forty() -> None:
+    """With 50 label groups the plots draw the first 40 in file order and say so; the table
+    keeps all 50."""
+    from ray_dissect.records.studies import AblationEffect, Concept, UnitAblationRow
+    from ray_dissect.report.pages import environment
+    from ray_dissect.report.studies import MAX_GROUPS, layer_studies
+
+    effect = AblationEffect(images=4, flips=1, flip_fraction=0.25, probability_drop=0.1)
+    rows = [UnitAblationRow(layer="l", kind="label", units=[g],
+                            label=Concept(name=f"c{g}", number=g, category="object"),
+                            overall=effect, with_concept=effect, without_concept=effect)
+            for g in range(50)]
+    empty = {name: [] for name in ("threshold_sweep", "ranges_importance", "concept_blackout")}
+    section = layer_studies("l", "layer-0", {**empty, "unit_ablation": rows})
+    assert MAX_GROUPS == 40 and section.groups == 50
+    assert [r[0] for r in section.ablation[0].rows] == [f"c{g} [{g}]" for g in range(40)]
+    assert len(section.ablation_table.rows) == 50
+    html = environment().get_template("studies.html").render(
+        job_name="j", missing=[], footer="", prefix=".", page_kind="page", studies=True,
+        layers=[section], configured=[], ran=["unit_ablation"], problems=[], threshold=0.04,
+        compare=None, compare_layers=[])
+    assert html.count("(the first 40 of 50 groups;") == 2
