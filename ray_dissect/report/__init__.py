@@ -5,7 +5,8 @@
 the pure-numpy ``tiles``, then its unit pages) -> ``build`` (the driver: layer, index,
 concepts, classes and about pages from ``pages``, ``views``, ``catalog`` and the inline-SVG
 ``plots``; Jinja templates in ``templates/``); ``visuals`` / ``visual_pages`` / ``visual_tiles``
-show the visualisation stages (receptive fields per unit, the attribution and PRISM pages).
+show the visualisation stages (receptive fields per unit, the attribution and PRISM pages),
+``studies`` and ``study_plots`` the studies page, when the job ran studies.
 ``meta`` holds the options and what a render block records. The site opens from ``file://``:
 no network, no modules, no fonts.
 May import: `records`, `job`, `storage`, `errors` and the analysis packages whose results it

@@ -4,6 +4,7 @@
 
     index.html  concepts.html  classes.html  about.html
     attribution.html prism.html   when the stages ran (+ attribution/, prism/ PNGs)
+    studies.html                  only when DIR/studies/ has a study's rows or compare.json
     layers/<layer>.html           plots, header, the unit grid (first page prerendered)
     units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips,
                                   <unit>_rf.png its receptive field when the stage ran)
@@ -35,6 +36,7 @@ from ray_dissect import storage
 from ray_dissect.job.layout import layer_key, unit_blocks
 from ray_dissect.report import pages as pg
 from ray_dissect.report import plots
+from ray_dissect.report import studies as st
 from ray_dissect.report.catalog import (
     class_table,
     concept_entries,
@@ -160,6 +162,8 @@ def _write_pages(site: pg.Site, results: JobResults, tiles: dict[str, dict[int, 
     _classes_page(site, results, cards[results.layers[-1]], *head)
     _about_page(site, results, style, estimate)
     write_visual_pages(site, results)
+    if site.common["studies"]:
+        site.page("studies.html", "studies.html", **st.studies_context(results))
 
 
 def _index_page(site: pg.Site, results: JobResults) -> None:

@@ -22,6 +22,7 @@ from ray_dissect.report import plots
 from ray_dissect.report.catalog import provenance
 from ray_dissect.report.meta import ReportOptions, UnitTiles
 from ray_dissect.report.results import METRIC_NAMES, JobResults
+from ray_dissect.report.studies import has_studies
 from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.views import (
     Card,
@@ -148,10 +149,11 @@ def _metrics(e: Any) -> list[tuple[str, str]]:
 
 def common_context(results: JobResults, options: ReportOptions, style: TileStyle
                    ) -> dict[str, Any]:
-    """What every page's frame shows: job name, missing layers, the provenance footer."""
+    """What every page's frame shows: job name, missing layers, the provenance footer,
+    whether the nav links the studies page."""
     return {"job_name": results.spec.name, "missing": results.missing_layers(),
             "provenance": provenance(results, options.describe(style)), "page_kind": "page",
-            "visual_nav": visual_nav(results)}
+            "visual_nav": visual_nav(results), "studies": has_studies(results)}
 
 
 def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,

@@ -53,3 +53,17 @@ def visual_site(tmp_path_factory: pytest.TempPathFactory) -> ReportResult:
 
     job = visual_job(tmp_path_factory.mktemp("visual"))
     return build_report(JobResults(job), job / "report")
+
+
+@pytest.fixture(scope="session")
+def studies_dir(tmp_path_factory: pytest.TempPathFactory, report_data: Path) -> Path:
+    """A clustered job that ran the four studies, with compare.json against a baseline."""
+    from fixtures.study_job import studies_job
+
+    return studies_job(report_data, tmp_path_factory.mktemp("studies"))
+
+
+@pytest.fixture(scope="session")
+def studies_site(tmp_path_factory: pytest.TempPathFactory, studies_dir: Path) -> ReportResult:
+    """The studies job's report, built once (read-only for the tests)."""
+    return build_report(JobResults(studies_dir), tmp_path_factory.mktemp("site") / "report")

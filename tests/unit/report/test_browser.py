@@ -155,3 +155,23 @@ def test_visual_pages_load_offline(browser: Browser, visual_site: ReportResult, 
     _not_blank(browser.screenshot(SHOTS / rel.replace("/", "_").replace(".html", ".png"),
                                   full_page=True))
     _clean(browser)
+
+
+def test_studies_page(browser: Browser, studies_site: ReportResult) -> None:
+    """The index's nav opens the studies page offline: its four study sections and the
+    compare view show, every plot has a size, and nothing goes wrong."""
+    browser.goto(_url(studies_site, "index.html"))
+    mark = len(browser.events)
+    browser.evaluate("document.querySelector('nav a[href=\"./studies.html\"]').click()")
+    browser.wait_event("Page.loadEventFired", since=mark)
+    assert browser.evaluate("location.pathname").endswith("/studies.html")
+    studies = browser.evaluate("Array.from(document.querySelectorAll('section.study'))"
+                               ".map(s => s.dataset.study)")
+    assert studies == ["threshold_sweep", "ranges_importance", "unit_ablation",
+                       "concept_blackout"]
+    assert browser.evaluate("document.querySelectorAll('section.compare-layer').length") == 1
+    sizes = browser.evaluate("Array.from(document.querySelectorAll('svg.plot'))"
+                             ".map(s => s.getBoundingClientRect().width)")
+    assert len(sizes) >= 5 and all(w > 0 for w in sizes), sizes
+    _not_blank(browser.screenshot(SHOTS / "studies.png", full_page=True))
+    _clean(browser)
