@@ -85,6 +85,19 @@ def index_figures(out: Path) -> dict[str, float]:
             "index_array_bytes": sum(a.nbytes for a in arrays.values())}
 
 
+def search_space_bytes(out: Path, root: Path) -> int:
+    """Bytes of the arrays a search task builds from the job's index (``SearchSpace``)."""
+    from ray_dissect.concepts.index import load_index
+    from ray_dissect.explain.search import SearchSpace
+
+    vocab = BrodenDataset(DatasetSpec(root=str(root))).vocab
+    space = SearchSpace.from_index(load_index(out / "concepts" / "index.npz", vocab))
+    m = space.membership_t
+    return m.data.nbytes + m.indices.nbytes + m.indptr.nbytes + sum(
+        getattr(space, f).nbytes for f in ("set_counts", "label_area", "atoms",
+                                           "image_of_entry", "entry_sets", "entry_valid"))
+
+
 def run_size(n: int, workdir: Path, tag: str) -> dict[str, float]:
     """Run one size in this (fresh) process; the dataset must exist."""
     import ray
@@ -111,7 +124,7 @@ def run_size(n: int, workdir: Path, tag: str) -> dict[str, float]:
             "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "store_mb": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20,
             "table_bytes": BrodenDataset(DatasetSpec(root=str(root))).samples.nbytes}
-    row |= index_figures(out)
+    row |= index_figures(out) | {"search_space_bytes": search_space_bytes(out, root)}
     return row | {"workers": workers}  # type: ignore[dict-item]
 
 
@@ -153,7 +166,9 @@ def _print_row(n: int, r: dict) -> None:
           f"{r['entries'] / n:.1f} per image); concept index {r['index_array_bytes'] / 1e6:.1f} MB "
           f"as arrays ({r['index_array_bytes'] / n:.0f} B/image), {r['index_file_bytes'] / 1e6:.1f}"
           f" MB on disk; sample table {r['table_bytes'] / 1e6:.2f} MB "
-          f"({r['table_bytes'] / n:.0f} B/image)\n"
+          f"({r['table_bytes'] / n:.0f} B/image); a search task's SearchSpace "
+          f"{r['search_space_bytes'] / 1e6:.1f} MB, one set-space float64 vector "
+          f"{8 * r['label_sets'] / 1e6:.2f} MB\n"
           f"  total {r['total_s']:.1f} s = {r['ms_per_image']:.2f} ms/image; per stage "
           f"s = ms/image: {stages}\n  driver peak {r['driver_peak_mb']:.0f} MB "
           f"(base {r['driver_base_mb']:.0f}); workers peak {peaks} MB; "

@@ -65,6 +65,16 @@ def test_read_index_matches_old_parse(tmp_path: Path, categories: tuple[str, ...
     assert shapes == ({(112, 112)} if want else set())
 
 
+@pytest.mark.parametrize("ending", ["\r\n", "\n"])
+def test_line_endings_and_quoted_cells(tmp_path: Path, ending: str) -> None:
+    """CRLF files, a quoted cell with a comma and no final newline parse as before."""
+    rows = [*ROWS[:2], '"q/a,b.jpg",train,5,6,112,112,"x.png;3",,,,,']
+    text = ending.join([HEADER, *rows])
+    (tmp_path / "index.csv").write_bytes(text.encode("utf-8"))
+    table, _ = read_index(tmp_path / "index.csv", CATS)
+    assert tuple(table) == old_parse(text, CATS, None, None) and table[2].image == "q/a,b.jpg"
+
+
 def test_generated_dataset_samples_equal_old_parse(tmp_path: Path) -> None:
     """A generated dataset's samples equal the old parse, also after a pickle round trip."""
     root = generate_dataset(tmp_path / "ds", 30, seed=3, image_size=32, mask_size=8)
