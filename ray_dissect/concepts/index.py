@@ -18,11 +18,12 @@ shards share one global id).
 
 Size: label sets do not saturate as images grow, because every pixel's set carries its
 image's whole-image labels (scene, texture). Measured on generated data (64-px images, 32-px
-masks, ``benchmarks/bench_scale.py``): sets grow about as images^0.8 for both the 112-concept
-and the Broden-shaped 1,197-concept vocabulary, ~14 histogram entries per image; the arrays
-cost ~0.4 KB per image (Broden's 63k images: ~25 MB). Without the whole-image labels the pixel
-sets grow only about as images^0.5 (13,903 vs 36,910 sets at 8k Broden-shaped images), which
-is the way to a bounded set space if ever needed (whole-image labels as a per-image table).
+masks, ``benchmarks/bench_scale.py``): sets grow about as images^0.7 (Broden-shaped 1,197
+concepts, 2k-32k images) to images^0.9 (the 112-concept default, 1k-8k), ~14 histogram
+entries per image; the arrays cost ~0.35 KB per image (Broden's 63k images: ~22 MB).
+Without the whole-image labels the pixel sets grow only about as images^0.5 (13,903 vs 36,910
+sets at 8k Broden-shaped images), which is the way to a bounded set space if ever needed
+(whole-image labels as a per-image table).
 """
 
 from __future__ import annotations
