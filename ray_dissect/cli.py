@@ -381,13 +381,17 @@ def make_dataset(root: Annotated[Path, typer.Argument(help="new directory")],
                  images: Annotated[int, typer.Option(min=1)] = 2000,
                  seed: Annotated[int, typer.Option()] = 0,
                  image_size: Annotated[int, typer.Option(min=16)] = 224,
-                 mask_size: Annotated[int, typer.Option(min=4)] = 112) -> None:
+                 mask_size: Annotated[int, typer.Option(min=4)] = 112,
+                 vocabulary: Annotated[str, typer.Option(
+                     help="default (112 concepts) or broden (1,197 in Broden's categories)")
+                 ] = "default") -> None:
     """Generate a Broden-format concept dataset of procedurally drawn images."""
     _setup_logging(True)
     from ray_dissect.datasets.synthetic.generate import generate_dataset
 
     try:
-        generate_dataset(root, images, seed, image_size=image_size, mask_size=mask_size)
+        generate_dataset(root, images, seed, image_size=image_size, mask_size=mask_size,
+                         vocabulary=vocabulary)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -15,6 +15,15 @@ formula F, evaluating F once per set gives its mask in set space. Ids are local 
 images (so shards are built independently and deterministically) and made global by adding
 ``set_offsets[shard]`` and looking the result up in ``remap`` (identical sets of different
 shards share one global id).
+
+Size: label sets do not saturate as images grow, because every pixel's set carries its
+image's whole-image labels (scene, texture). Measured on generated data (64-px images, 32-px
+masks, ``benchmarks/bench_scale.py``): sets grow about as images^0.7 (Broden-shaped 1,197
+concepts, 2k-32k images) to images^0.9 (the 112-concept default, 1k-8k), ~14 histogram
+entries per image; the arrays cost ~0.35 KB per image (Broden's 63k images: ~22 MB).
+Without the whole-image labels the pixel sets grow only about as images^0.5 (13,903 vs 36,910
+sets at 8k Broden-shaped images), which is the way to a bounded set space if ever needed
+(whole-image labels as a per-image table).
 """
 
 from __future__ import annotations
@@ -214,25 +223,21 @@ def merge_shards(vocab: Vocabulary, mask_shape: tuple[int, int], shard_images: i
 
     Identical label sets of different shards get one global id (first occurrence order), so
     the index grows with the number of distinct label combinations, not with the dataset.
+    The merge is vectorised: every shard's sets become padded rows of one (total local sets,
+    W) int32 array grouped by :func:`unique_rows`, so no Python object per set is created.
     """
     sizes = [len(s.set_indptr) - 1 for s in shards]
     offsets = np.zeros(len(shards) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(sizes)
-    table: dict[bytes, int] = {}
-    rows: list[np.ndarray] = []
-    remap = np.empty(int(offsets[-1]), dtype=np.int64)
-    for shard, off in zip(shards, offsets, strict=False):
-        for k in range(len(shard.set_indptr) - 1):
-            row = shard.set_labels[shard.set_indptr[k]:shard.set_indptr[k + 1]]
-            key = row.tobytes()
-            if key not in table:
-                table[key] = len(rows)
-                rows.append(row)
-            remap[off + k] = table[key]
-    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    labels = np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, np.int32)
+    rows = _padded_set_rows(shards)
+    remap, first = _first_occurrence_ids(rows)
+    uniq = rows[first]
+    lengths = (uniq > 0).sum(axis=1)
+    indptr = np.zeros(len(uniq) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum(lengths)
+    labels = uniq[uniq > 0].astype(np.int32)  # rows are left-padded: row order is kept
     membership = sp.csr_matrix((np.ones(len(labels)), labels, indptr),
-                               shape=(len(rows), vocab.size))
+                               shape=(len(uniq), vocab.size))
     img_indptr = np.concatenate([[0], np.cumsum(np.concatenate(
         [np.diff(s.image_indptr) for s in shards]))]).astype(np.int64)
     img_sets = np.concatenate([remap[s.image_sets + off]
@@ -241,6 +246,41 @@ def merge_shards(vocab: Vocabulary, mask_shape: tuple[int, int], shard_images: i
                         img_sets.astype(np.int64),
                         np.concatenate([s.image_counts for s in shards]).astype(np.int64),
                         np.concatenate([s.valid for s in shards]))
+
+
+def _padded_set_rows(shards: list[ShardIndex]) -> np.ndarray:
+    """(total local sets, W) int32: each shard set's labels ascending, left-padded with 0.
+
+    Filled shard by shard, so the index arrays' temporaries are one shard's size.
+    """
+    width = max([int(np.diff(s.set_indptr).max(initial=0)) for s in shards] + [1])
+    rows = np.zeros((sum(len(s.set_indptr) - 1 for s in shards), width), dtype=np.int32)
+    start = 0
+    for shard in shards:
+        lengths = np.diff(shard.set_indptr)
+        row_of = np.repeat(np.arange(start, start + len(lengths)), lengths)
+        col = (np.arange(len(shard.set_labels)) - np.repeat(shard.set_indptr[:-1], lengths)
+               + np.repeat(width - lengths, lengths))
+        rows[row_of, col] = shard.set_labels
+        start += len(lengths)
+    return rows
+
+
+def _first_occurrence_ids(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group equal rows; ids count distinct rows in order of first appearance.
+
+    Returns:
+        ids: (n,) int64 id of each row; first: (n_distinct,) int64 index of each id's first row.
+    """
+    if not len(rows):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    _, inverse, _ = unique_rows(rows)
+    first = np.full(int(inverse.max()) + 1, len(rows), dtype=np.int64)
+    np.minimum.at(first, inverse, np.arange(len(rows), dtype=np.int64))
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inverse].astype(np.int64), first[order]
 
 
 def save_index(index: ConceptIndex, path: AnyPath) -> None:

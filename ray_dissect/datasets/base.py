@@ -9,7 +9,7 @@ Readers (one module per ``format``, found through :mod:`ray_dissect.datasets.reg
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -73,9 +73,14 @@ class Vocabulary:
 
 @runtime_checkable
 class ImageDataset(Protocol):
-    """N images in a fixed order; ``samples[i].image`` names image i (its path in the dataset)."""
+    """N images in a fixed order; ``samples[i].image`` names image i (its path in the dataset).
 
-    samples: tuple[Sample, ...]
+    ``samples`` is any sequence of :class:`Sample` (a tuple, or a compact
+    :class:`~ray_dissect.datasets.sample_table.SampleTable` that builds rows on demand).
+    """
+
+    @property
+    def samples(self) -> Sequence[Sample]: ...
 
     def __len__(self) -> int: ...
 

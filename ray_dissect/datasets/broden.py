@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -28,11 +29,11 @@ from PIL import Image
 from ray_dissect import storage
 from ray_dissect.datasets.base import (
     BadSampleError,
-    Sample,
     Vocabulary,
     read_file_bytes,
     read_image_rgb,
 )
+from ray_dissect.datasets.sample_table import SampleTable, SampleTableBuilder
 from ray_dissect.errors import DatasetError
 from ray_dissect.spec import DatasetSpec
 from ray_dissect.storage import AnyPath
@@ -42,14 +43,17 @@ log = logging.getLogger(__name__)
 FIXED_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
 
 
-def _read_csv(path: AnyPath) -> list[dict[str, str]]:
+def _read_text(path: AnyPath) -> str:
     try:
-        text = storage.read_text(path)
-        return list(csv.DictReader(io.StringIO(text, newline="")))
+        return storage.read_text(path)
     except FileNotFoundError:
         raise DatasetError(f"missing {path.name} in the dataset", given=str(path.parent),
                            expected="a Broden-format directory",
                            hint="run `ray-dissect make-dataset DIR` for a generated one") from None
+
+
+def _read_csv(path: AnyPath) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(_read_text(path), newline="")))
 
 
 def _parse_category_field(text: str) -> dict[str, int]:
@@ -97,17 +101,74 @@ def read_vocabulary(root: AnyPath, categories: Sequence[str] | None = None) -> V
     return Vocabulary(tuple(names), tuple(cats), membership, primary)
 
 
-def _parse_row(row: dict[str, str], categories: Sequence[str]) -> Sample:
+def _split_cells(row: Sequence[str], columns: Sequence[tuple[str, int]]
+                 ) -> tuple[list[tuple[str, str]], list[tuple[str, int]]]:
+    """The (category, PNG) layers and (category, number) labels of one ``index.csv`` row."""
     pixel: list[tuple[str, str]] = []
     whole: list[tuple[str, int]] = []
-    for cat in categories:
-        for item in filter(None, (row.get(cat) or "").split(";")):
+    for cat, col in columns:
+        cell = row[col] if 0 <= col < len(row) else ""
+        for item in filter(None, cell.split(";")):
             item = item.strip()
             if item.isdigit():
                 whole.append((cat, int(item)))
             elif item:
                 pixel.append((cat, item))
-    return Sample(row["image"], (int(row["ih"]), int(row["iw"])), tuple(pixel), tuple(whole))
+    return pixel, whole
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text``, endings kept, one at a time (``io.StringIO`` would copy the
+    whole text into a 4-byte-per-character buffer: ~4x the file at Broden's size)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
+def read_index(path: AnyPath, categories: Sequence[str], subset: str | None = None,
+               limit: int | None = None) -> tuple[SampleTable, set[tuple[int, int]]]:
+    """Stream ``index.csv`` into a :class:`SampleTable`, filtering as it goes.
+
+    Rows are kept when their image path contains ``subset`` (if given) and they have a layer
+    or label in ``categories``; at most ``limit`` rows are kept. No Python object per row
+    outlives its line, so the peak is the file's text plus the compact table.
+
+    Returns:
+        The kept rows, and the set of (sh, sw) segmentation sizes among them.
+    """
+    reader = csv.reader(_lines(_read_text(path)))
+    header = next(reader, [])
+    rows = filter(None, reader)  # csv.DictReader skips blank lines too
+    first = next(rows, None)
+    if first is None:
+        return SampleTableBuilder(categories).build(), set()
+    missing = [c for c in FIXED_COLUMNS if c not in header]
+    if missing:
+        raise DatasetError(f"index.csv lacks columns {missing}",
+                           expected=",".join(FIXED_COLUMNS) + ",<categories>")
+    return _collect_rows(itertools.chain([first], rows), header, categories, subset, limit)
+
+
+def _collect_rows(rows: Iterable[list[str]], header: list[str], categories: Sequence[str],
+                  subset: str | None, limit: int | None
+                  ) -> tuple[SampleTable, set[tuple[int, int]]]:
+    col = {name: k for k, name in enumerate(header)}
+    columns = [(cat, col.get(cat, -1)) for cat in categories]
+    image, ih, iw, sh, sw = (col[c] for c in ("image", "ih", "iw", "sh", "sw"))
+    table, shapes = SampleTableBuilder(categories), set()
+    for row in rows:
+        if limit is not None and len(table) >= limit:
+            break
+        if subset and subset not in row[image]:
+            continue
+        pixel, whole = _split_cells(row, columns)
+        if pixel or whole:
+            table.add(row[image], (int(row[ih]), int(row[iw])), pixel, whole)
+            shapes.add((int(row[sh]), int(row[sw])))
+    return table.build(), shapes
 
 
 class BrodenDataset:
@@ -115,7 +176,8 @@ class BrodenDataset:
 
     Attributes:
         root: the dataset directory.
-        samples: the kept index rows, in index order.
+        samples: the kept index rows, in index order, as a compact :class:`SampleTable`
+            (columns of arrays; ``samples[i]`` builds row i's :class:`Sample`).
         vocab: the concept vocabulary.
         mask_shape: (sh, sw), the segmentation size shared by every row.
     """
@@ -127,22 +189,11 @@ class BrodenDataset:
                                expected="a Broden-format directory",
                                hint="run `ray-dissect make-dataset DIR` to generate one")
         self.vocab = read_vocabulary(self.root, spec.categories)
-        rows = _read_csv(self.root / "index.csv")
-        missing = [c for c in FIXED_COLUMNS if rows and c not in rows[0]]
-        if missing:
-            raise DatasetError(f"index.csv lacks columns {missing}",
-                               expected=",".join(FIXED_COLUMNS) + ",<categories>")
-        if spec.subset:
-            rows = [r for r in rows if spec.subset in r["image"]]
-        samples = [_parse_row(r, self.vocab.categories) for r in rows]
-        keep = [i for i, s in enumerate(samples) if s.pixel_layers or s.image_labels]
-        if spec.limit is not None:
-            keep = keep[: spec.limit]
-        self.samples = tuple(samples[i] for i in keep)
+        self.samples, shapes = read_index(self.root / "index.csv", self.vocab.categories,
+                                          spec.subset, spec.limit)
         if not self.samples:
             raise DatasetError("no index rows left after filtering", given=spec.subset,
                                hint="check dataset.subset, categories and limit")
-        shapes = {(int(rows[i]["sh"]), int(rows[i]["sw"])) for i in keep}
         if len(shapes) != 1:
             raise DatasetError("index.csv mixes segmentation sizes", given=sorted(shapes),
                                expected="one (sh, sw) for every row",
@@ -154,12 +205,12 @@ class BrodenDataset:
 
     def read_image(self, index: int) -> np.ndarray:
         """Decode image ``index`` as (ih, iw, 3) uint8 RGB; raise :class:`BadSampleError`."""
-        name = self.samples[index].image
+        name = self.samples.image(index)
         return read_image_rgb(self.root / "images" / name, name)
 
     def read_image_bytes(self, index: int) -> bytes:
         """The encoded file of image ``index``; raise :class:`BadSampleError`."""
-        name = self.samples[index].image
+        name = self.samples.image(index)
         return read_file_bytes(self.root / "images" / name, name)
 
     def _read_layer(self, name: str) -> np.ndarray:

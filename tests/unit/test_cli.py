@@ -154,3 +154,14 @@ def test_summary_shows_formulas(clustered_dir: Path, capsys: pytest.CaptureFixtu
     assert f"{best.text} (unit {unit}, IoU {best.iou:.3f})" in out
     top = job.summary.layers[0].top_formulas[0]
     assert f"{top.text} ({top.ranges})" in out and "best formula by IoU" in out
+
+
+def test_make_dataset_vocabulary(tmp_path: Path) -> None:
+    """`make-dataset --vocabulary broden` writes 1,197 labels; an unknown vocabulary exits 2."""
+    args = ["make-dataset", "--images", "3", "--image-size", "32", "--mask-size", "16"]
+    result = runner.invoke(app, [*args, str(tmp_path / "b"), "--vocabulary", "broden"])
+    assert result.exit_code == 0
+    labels = (tmp_path / "b" / "label.csv").read_text().splitlines()
+    assert len(labels) == 1 + 1197
+    bad = runner.invoke(app, [*args, str(tmp_path / "x"), "--vocabulary", "imagenet"])
+    assert bad.exit_code == 2 and "unknown vocabulary" in bad.stderr

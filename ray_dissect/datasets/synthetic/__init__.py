@@ -1,3 +1,5 @@
-"""The procedural Broden-format dataset generator (`generate`) and its drawing primitives
-(`drawing`). May import: `datasets.base`, `errors`; nothing from the pipeline.
+"""The procedural Broden-format dataset generator (`generate`), its drawing primitives
+(`drawing`) and the Broden-shaped 1,197-concept vocabulary (`broden_vocab`, drawn by
+`broden_render`; `generate_dataset(..., vocabulary="broden")`).
+May import: `datasets.base`, `errors`; nothing from the pipeline.
 """

@@ -21,7 +21,8 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,10 @@ FIRST_VOCABULARY_SIZES: dict[str, int] = {  # labels per category numbered first
     "color": 11, "object": 20, "part": 4, "material": 8, "scene": 9, "texture": 9}
 INDEX_HEADER = ("image", "split", "ih", "iw", "sh", "sw", *CATEGORIES)
 SOURCES = ("objects", "textures")
+SOURCE_LAYERS: dict[str, tuple[str, ...]] = {  # per-pixel categories each source writes
+    "objects": ("object", "part", "material"), "textures": (),
+    "scenes": ("object", "part", "material"), "surfaces": ("material",)}
+VOCABULARIES = ("default", "broden")
 STUFF_MATERIALS: dict[str, tuple[str, ...]] = {
     "wall": ("brick", "stone", "plastic"), "floor": ("wood", "stone", "fabric"),
     "ground": ("stone",), "road": ("stone",), "building": ("brick", "glass", "stone", "metal"),
@@ -300,9 +305,9 @@ def _write_sample(root: Path, index: int, split: str, source: str, cv: Canvas,
     Image.fromarray(cv.rgb()).save(buf, format="JPEG", quality=95)
     _write_file(root / "images" / f"{stem}.jpg", buf.getvalue())
     layers = {"color": [_color_layer(buf.getvalue(), mask_size)]}
-    if source == "objects":
-        for cat, maps in (("object", [cv.obj]), ("part", [cv.part1, cv.part2]),
-                          ("material", [cv.mat])):
+    for cat, maps in (("object", [cv.obj]), ("part", [cv.part1, cv.part2]),
+                      ("material", [cv.mat])):
+        if cat in SOURCE_LAYERS[source]:
             layers[cat] = [a for a in (dr.nearest(m, mask_size) for m in maps) if a.any()]
     cells = {cat: ";".join(map(str, nums)) for cat, nums in whole.items()}
     for cat, maps in layers.items():
@@ -324,47 +329,63 @@ def _write_csv(path: Path, header: Sequence[str], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
-def _write_tables(root: Path, rows: list[list[str]], stats: _Stats) -> None:
-    """Write ``index.csv``, ``label.csv``, ``category.csv`` and the ``c_*.csv`` files."""
+def _write_tables(root: Path, rows: list[list[str]], stats: _Stats,
+                  numbers: dict[str, int], vocabulary: dict[str, tuple[str, ...]]) -> None:
+    """Write ``index.csv``, ``label.csv``, ``category.csv`` and the ``c_*.csv`` files.
+
+    ``numbers`` gives each label name its global number; ``vocabulary`` the names per category.
+    """
     _write_csv(root / "index.csv", INDEX_HEADER, rows)
     labels = []
-    for name, num in LABEL_NUMBERS.items():
-        cats = ";".join(f"{c}({stats.count[c][num]})" for c in CATEGORIES if name in VOCABULARY[c])
+    for name, num in numbers.items():
+        cats = ";".join(f"{c}({stats.count[c][num]})" for c in CATEGORIES if name in vocabulary[c])
         labels.append([num, name, cats, stats.count["any"][num],
                        f"{stats.mean_cover('any', num):.6f}", ""])
     _write_csv(root / "label.csv", ("number", "name", "category", "frequency", "coverage", "syns"),
                labels)
-    cat_rows = [[c, 1, len(VOCABULARY[c]), len(VOCABULARY[c]), stats.images[c]] for c in CATEGORIES]
+    cat_rows = [[c, 1, len(vocabulary[c]), len(vocabulary[c]), stats.images[c]]
+                for c in CATEGORIES]
     _write_csv(root / "category.csv", ("name", "first", "last", "count", "frequency"), cat_rows)
     for cat in CATEGORIES:
-        nums = [LABEL_NUMBERS[n] for n in VOCABULARY[cat]]
+        nums = [numbers[n] for n in vocabulary[cat]]
         codes = [[code, num, name, stats.count[cat][num],
                   f"{stats.mean_cover(cat, num):.6f}"]
-                 for code, (num, name) in enumerate(zip(nums, VOCABULARY[cat], strict=True), 1)]
+                 for code, (num, name) in enumerate(zip(nums, vocabulary[cat], strict=True), 1)]
         _write_csv(root / f"c_{cat}.csv", ("code", "number", "name", "frequency", "coverage"),
                    codes)
 
 
-def _prepare_root(root: Path) -> None:
+def _prepare_root(root: Path, sources: Sequence[str]) -> None:
     """Create ``root`` and its image folders; refuse a file or a non-empty directory."""
     if root.exists() and not root.is_dir():
         raise ValueError(f"dataset root {root} exists and is not a directory")
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"dataset root {root} is not empty; refusing to overwrite it")
-    for source in SOURCES:
+    for source in sources:
         (root / "images" / source).mkdir(parents=True, exist_ok=True)
 
 
+def _render_default(rng: np.random.Generator, g: Grid
+                    ) -> tuple[str, Canvas, dict[str, list[int]]]:
+    """One image of the default vocabulary: (source, canvas, whole-image labels)."""
+    source = "objects" if rng.random() < 0.8 else "textures"
+    render = _render_objects if source == "objects" else _render_texture
+    return (source, *render(rng, g))
+
+
 def generate_dataset(root: Path | str, n_images: int, seed: int = 0, *, image_size: int = 224,
-                     mask_size: int = 112) -> Path:
+                     mask_size: int = 112, vocabulary: str = "default") -> Path:
     """Write a Broden-format dataset of n_images to root (created; must be empty or absent).
 
     Args:
         root: Output directory; created if absent, must be empty if present.
-        n_images: Number of images (about 80% ``objects``, 20% ``textures``).
+        n_images: Number of images (default vocabulary: about 80% ``objects``, 20%
+            ``textures``; ``broden``: the sources of :mod:`broden_render`).
         seed: Non-negative seed; image ``i`` uses ``np.random.default_rng([seed, i])``.
         image_size: Side of the square RGB JPEG images (``ih = iw``), at least 16.
         mask_size: Side of the square label PNGs (``sh = sw``), at least 1.
+        vocabulary: ``default`` (112 concepts) or ``broden`` (1,197 concepts in Broden's
+            category sizes, :mod:`broden_vocab`).
 
     Returns:
         ``root`` as a Path.
@@ -374,28 +395,53 @@ def generate_dataset(root: Path | str, n_images: int, seed: int = 0, *, image_si
     """
     if n_images < 0 or seed < 0 or image_size < 16 or mask_size < 1:
         raise ValueError("need n_images >= 0, seed >= 0, image_size >= 16 and mask_size >= 1")
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"unknown vocabulary {vocabulary!r}; expected one of {VOCABULARIES}")
     root = Path(root)
-    _prepare_root(root)
-    grid, stats, rows = Grid.make(image_size), _Stats(len(LABEL_NUMBERS)), []
+    numbers, names, render, sources = _vocabulary(vocabulary)
+    _prepare_root(root, sources)
+    grid, stats, rows = Grid.make(image_size), _Stats(len(numbers)), []
     for i in range(n_images):
         rng = np.random.default_rng([seed, i])
         split = "train" if rng.random() < 0.7 else "val"
-        source = "objects" if rng.random() < 0.8 else "textures"
-        render = _render_objects if source == "objects" else _render_texture
-        rows.append(_write_sample(root, i, split, source, *render(rng, grid), mask_size, stats))
+        rows.append(_write_sample(root, i, split, *render(rng, grid), mask_size, stats))
         if (i + 1) % 1000 == 0:
             logger.debug("generated %d/%d images", i + 1, n_images)
-    _write_tables(root, rows, stats)
-    n_tex = sum(r[0].startswith("textures/") for r in rows)
+    _write_tables(root, rows, stats, numbers, names)
+    _write_readme(root, rows, seed, image_size, mask_size, len(numbers))
+    logger.info("wrote %d images with seed %d to %s", n_images, seed, root)
+    return root
+
+
+Render = Callable[[np.random.Generator, Grid], tuple[str, Canvas, dict[str, list[int]]]]
+
+
+def _vocabulary(name: str) -> tuple[dict[str, int], dict[str, tuple[str, ...]], Render,
+                                    tuple[str, ...]]:
+    """(label numbers, names per category, render function, sources) of a vocabulary."""
+    if name == "default":
+        return LABEL_NUMBERS, VOCABULARY, _render_default, SOURCES
+    from ray_dissect.datasets.synthetic import broden_render, broden_vocab
+
+    vocab = broden_vocab.broden_vocabulary()
+    return vocab.numbers, vocab.names, broden_render.render_broden, broden_render.SOURCES
+
+
+def _write_readme(root: Path, rows: list[list[str]], seed: int, image_size: int,
+                  mask_size: int, n_labels: int) -> None:
+    """Write ``README.txt``: seed, image counts per source and split, sizes, label count."""
+    n_images = len(rows)
+    sources = Counter(r[0].split("/")[0] for r in rows)
     n_train = sum(r[1] == "train" for r in rows)
+    n_tex = sources.get("textures", 0)
+    per_source = ", ".join(f"{k}: {v}" for k, v in sources.items()) \
+        if set(sources) - set(SOURCES) else f"objects: {n_images - n_tex}, textures: {n_tex}"
     (root / "README.txt").write_text(
         "Synthetic Broden-format concept dataset generated by "
         "ray_dissect.datasets.synthetic.generate.\n"
-        f"seed: {seed}\nimages: {n_images} (objects: {n_images - n_tex}, textures: {n_tex}; "
+        f"seed: {seed}\nimages: {n_images} ({per_source}; "
         f"train: {n_train}, val: {n_images - n_train})\n"
         f"image_size: {image_size}, mask_size: {mask_size}\n"
-        f"labels: {len(LABEL_NUMBERS)} in categories {', '.join(CATEGORIES)}\n"
+        f"labels: {n_labels} in categories {', '.join(CATEGORIES)}\n"
         "Procedurally drawn shapes, stuff regions and patterns; no external data.\n",
         encoding="utf-8")
-    logger.info("wrote %d images (%d textures) with seed %d to %s", n_images, n_tex, seed, root)
-    return root
