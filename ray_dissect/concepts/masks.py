@@ -11,12 +11,22 @@ cannot exceed the maximum), and invalid images are left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
-PAIRS_PER_CHUNK = 256
+from ray_dissect.concepts.tiles import (
+    Grid,
+    candidate_tiles,
+    range_runs,
+    run_pixels,
+    tile_columns,
+)
+
+PAIRS_PER_CHUNK = 1024
+TILES_PER_STEP = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +76,8 @@ def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out[:, 0].numpy()
 
 
-def _signatures(pairs_img: np.ndarray, pairs_unit: np.ndarray, inside: np.ndarray,
-                set_ids: np.ndarray, first_image: int, k: int) -> list[UnitMask]:
-    """Count mask pixels per (pair, label set); ``inside`` is (p, sh, sw) bool."""
-    pair, pix = np.nonzero(inside.reshape(len(inside), -1))
-    sets = set_ids.reshape(set_ids.shape[0], -1)[pairs_img[pair], pix]
-    stride = int(sets.max(initial=0)) + 1
-    keys, counts = np.unique(pair.astype(np.int64) * stride + sets, return_counts=True)
-    pair_of, set_of = keys // stride, keys % stride
-    unit_of = pairs_unit[pair_of]
-    out = []
-    for unit in range(k):
-        sel = unit_of == unit
-        out.append(UnitMask(pairs_img[pair_of[sel]].astype(np.int64) + first_image,
-                            set_of[sel].astype(np.int64), counts[sel].astype(np.int64)))
-    return out
+Bounds = tuple[np.ndarray, np.ndarray, bool]
+"""One range: (lo, hi, inclusive); lo and hi (k,) per unit or (n, k) per image and unit."""
 
 
 def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],
@@ -94,16 +91,26 @@ def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, 
     """
     n, k = acts.shape[:2]
     lo, hi = np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k))
-    peak = acts.reshape(n, k, -1).max(axis=2)
-    fires = ((peak >= lo) if inclusive else (peak > lo)) & valid[:, None]
-    pairs_img, pairs_unit = np.nonzero(fires)
+    pairs_img, pairs_unit = np.nonzero(_fires(acts, lo, inclusive) & valid[:, None])
     for start in range(0, len(pairs_img), PAIRS_PER_CHUNK):
         img = pairs_img[start:start + PAIRS_PER_CHUNK]
         unit = pairs_unit[start:start + PAIRS_PER_CHUNK]
-        up = upsample(acts[img, unit], shape)
-        lo_u, hi_u = lo[img, unit][:, None, None], hi[img, unit][:, None, None]
-        inside = ((up >= lo_u) & (up <= hi_u)) if inclusive else ((up > lo_u) & (up < hi_u))
-        yield img, unit, inside
+        yield img, unit, _dense_inside(acts[img, unit], lo[img, unit], hi[img, unit], shape,
+                                       inclusive)
+
+
+def _fires(acts: np.ndarray, lo: np.ndarray, inclusive: bool) -> np.ndarray:
+    """(n, k) bool: the map's peak reaches ``lo`` (bilinear values never exceed the peak)."""
+    peak = acts.reshape(*acts.shape[:2], -1).max(axis=2)
+    return (peak >= lo) if inclusive else (peak > lo)
+
+
+def _dense_inside(maps: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],
+                  inclusive: bool) -> np.ndarray:
+    """(p, sh, sw) bool reference mask of p maps (p, h, w) with (p,) bounds, via torch."""
+    up = upsample(maps, shape)
+    lo_u, hi_u = lo[:, None, None], hi[:, None, None]
+    return ((up >= lo_u) & (up <= hi_u)) if inclusive else ((up > lo_u) & (up < hi_u))
 
 
 def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.ndarray,
@@ -120,14 +127,102 @@ def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.nda
         inclusive: ``lo <= value <= hi`` instead of the strict ``lo < value < hi``.
 
     Returns:
-        k :class:`UnitMask`, one per unit, covering this block only.
+        k :class:`UnitMask`, one per unit, covering this block only; per unit the entries are
+        sorted by image, then label set.
     """
-    k = acts.shape[1]
-    parts: list[list[UnitMask]] = [[] for _ in range(k)]
-    for img, unit, inside in _inside(acts, lo, hi, set_ids.shape[1:], valid, inclusive):
-        for u, mask in enumerate(_signatures(img, unit, inside, set_ids, first_image, k)):
-            parts[u].append(mask)
-    return [UnitMask.concat(p) for p in parts]
+    return range_masks(acts, [(lo, hi, inclusive)], set_ids, first_image, valid)[0]
+
+
+def range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.ndarray,
+                first_image: int, valid: np.ndarray) -> list[list[UnitMask]]:
+    """:func:`unit_masks` of several ranges at once: masks[r][u], sharing the per-pair work.
+
+    Only the tiles of the upsampled maps that can hold a pixel of some range are evaluated
+    (:mod:`ray_dissect.concepts.tiles`); pairs with a pixel too close to a bound to decide
+    in float64, or with non-finite values, are upsampled whole by torch as the reference does.
+    """
+    n, k = acts.shape[:2]
+    bounds = [(np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k)), inc)
+              for lo, hi, inc in ranges]
+    fires = [_fires(acts, lo, inc) & valid[:, None] for lo, _, inc in bounds]
+    units, images = np.nonzero(np.logical_or.reduce(fires).T) if fires else (
+        np.zeros(0, np.int64), np.zeros(0, np.int64))
+    counter = _Counter(units, images, set_ids, len(bounds))
+    grid = Grid.make(acts.shape[2:], set_ids.shape[1:])
+    for start in range(0, len(units), PAIRS_PER_CHUNK):
+        sl = slice(start, start + PAIRS_PER_CHUNK)
+        _chunk(acts[images[sl], units[sl]], np.arange(len(units))[sl], bounds,
+               [f[images[sl], units[sl]] for f in fires], grid, counter)
+    return [counter.masks(r, k, first_image) for r in range(len(bounds))]
+
+
+def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: list[np.ndarray],
+           grid: Grid, counter: _Counter) -> None:
+    """Count the mask pixels of one chunk of pairs (p,) for every range."""
+    img, unit = counter.images[pairs], counter.units[pairs]
+    finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+    corners = grid.corners(maps)
+    cands = [candidate_tiles(grid, corners, lo[img, unit], hi[img, unit])
+             & (f & finite)[:, None, None] for (lo, hi, _), f in zip(bounds, fires, strict=True)]
+    redo = [f & ~finite for f in fires]
+    found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in bounds]
+    item, ty, tx = np.nonzero(np.logical_or.reduce(cands))
+    for s in range(0, len(item), TILES_PER_STEP):
+        sl = slice(s, s + TILES_PER_STEP)
+        cols = tile_columns(grid, corners, item[sl], ty[sl], tx[sl])
+        for r, (lo, hi, inc) in enumerate(bounds):
+            sel = cands[r][cols.item, cols.ty, cols.tx]
+            runs = range_runs(grid, cols, lo[img, unit][cols.item], hi[img, unit][cols.item],
+                              inc)
+            redo[r][cols.item[runs.ambiguous & sel]] = True
+            tile, pixel = run_pixels(grid, cols, runs)
+            keep = sel[tile]
+            found[r].append((cols.item[tile[keep]], pixel[keep]))
+    for r, (lo, hi, inc) in enumerate(bounds):
+        local = np.concatenate([f[0] for f in found[r]] or [np.zeros(0, np.int64)])
+        pixel = np.concatenate([f[1] for f in found[r]] or [np.zeros(0, np.int64)])
+        keep = ~redo[r][local]
+        counter.add(r, pairs[local[keep]], pixel[keep])
+        sel = np.flatnonzero(redo[r])
+        if len(sel):
+            dense = _dense_inside(maps[sel], lo[img[sel], unit[sel]], hi[img[sel], unit[sel]],
+                                  grid.shape, inc)
+            q, pix = np.nonzero(dense.reshape(len(sel), -1))
+            counter.add(r, pairs[sel][q], pix)
+
+
+class _Counter:
+    """Pixel counts per (pair, label set) for each range, kept as int64 keys.
+
+    Pairs are numbered unit-major (then by image), so sorted keys are ordered by unit, image
+    and label set: the order :class:`UnitMask` entries keep.
+    """
+
+    def __init__(self, units: np.ndarray, images: np.ndarray, set_ids: np.ndarray,
+                 n_ranges: int) -> None:
+        self.units, self.images = units, images
+        self.set_ids = set_ids.reshape(set_ids.shape[0], -1)
+        self.stride = int(self.set_ids.max(initial=0)) + 1
+        self.keys: list[list[np.ndarray]] = [[] for _ in range(n_ranges)]
+
+    def add(self, r: int, pair: np.ndarray, pixel: np.ndarray) -> None:
+        """Count mask pixels (flat pixel index) of pairs in range ``r``."""
+        self.keys[r].append(pair.astype(np.int64) * self.stride
+                            + self.set_ids[self.images[pair], pixel])
+
+    def masks(self, r: int, k: int, first_image: int) -> list[UnitMask]:
+        """The k signatures of range ``r``."""
+        keys = np.sort(np.concatenate(self.keys[r] or [np.zeros(0, np.int64)]))
+        edge = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+        starts = np.concatenate([[0], edge]) if len(keys) else np.zeros(0, np.int64)
+        counts = np.diff(np.append(starts, len(keys)))
+        uniq = keys[starts]
+        pair = uniq // self.stride
+        cut = np.searchsorted(self.units[pair], np.arange(k + 1))
+        images = self.images[pair].astype(np.int64) + first_image
+        sets = (uniq % self.stride).astype(np.int64)
+        return [UnitMask(images[a:b], sets[a:b], counts[a:b].astype(np.int64))
+                for a, b in pairwise(cut.tolist())]
 
 
 def mask_pixels(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],
