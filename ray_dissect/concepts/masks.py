@@ -22,6 +22,7 @@ from ray_dissect.concepts.tiles import (
     candidate_tiles,
     range_runs,
     run_pixels,
+    run_starts,
     tile_columns,
 )
 
@@ -145,7 +146,7 @@ def range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.ndarray,
     bounds = [(np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k)), inc)
               for lo, hi, inc in ranges]
     fires = [_fires(acts, lo, inc) & valid[:, None] for lo, _, inc in bounds]
-    units, images = np.nonzero(np.logical_or.reduce(fires).T) if fires else (
+    images, units = np.nonzero(np.logical_or.reduce(fires)) if fires else (
         np.zeros(0, np.int64), np.zeros(0, np.int64))
     counter = _Counter(units, images, set_ids, len(bounds))
     grid = Grid.make(acts.shape[2:], set_ids.shape[1:])
@@ -165,7 +166,7 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
     cands = [candidate_tiles(grid, corners, lo[img, unit], hi[img, unit])
              & (f & finite)[:, None, None] for (lo, hi, _), f in zip(bounds, fires, strict=True)]
     redo = [f & ~finite for f in fires]
-    found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in bounds]
+    found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in bounds]
     item, ty, tx = np.nonzero(np.logical_or.reduce(cands))
     for s in range(0, len(item), TILES_PER_STEP):
         sl = slice(s, s + TILES_PER_STEP)
@@ -175,54 +176,71 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
             runs = range_runs(grid, cols, lo[img, unit][cols.item], hi[img, unit][cols.item],
                               inc)
             redo[r][cols.item[runs.ambiguous & sel]] = True
-            tile, pixel = run_pixels(grid, cols, runs)
-            keep = sel[tile]
-            found[r].append((cols.item[tile[keep]], pixel[keep]))
+            keep = sel[runs.tile]
+            found[r].append((cols.item[runs.tile[keep]], run_starts(grid, cols, runs)[keep],
+                             (runs.stop - runs.start)[keep]))
     for r, (lo, hi, inc) in enumerate(bounds):
-        local = np.concatenate([f[0] for f in found[r]] or [np.zeros(0, np.int64)])
-        pixel = np.concatenate([f[1] for f in found[r]] or [np.zeros(0, np.int64)])
+        local, start, length = (np.concatenate([f[i] for f in found[r]]
+                                               or [np.zeros(0, np.int64)]) for i in range(3))
         keep = ~redo[r][local]
-        counter.add(r, pairs[local[keep]], pixel[keep])
+        run, pixel = run_pixels(start[keep], length[keep], grid.shape[1])
+        local = local[keep][run]
         sel = np.flatnonzero(redo[r])
         if len(sel):
             dense = _dense_inside(maps[sel], lo[img[sel], unit[sel]], hi[img[sel], unit[sel]],
                                   grid.shape, inc)
             q, pix = np.nonzero(dense.reshape(len(sel), -1))
-            counter.add(r, pairs[sel][q], pix)
+            local, pixel = np.concatenate([local, sel[q]]), np.concatenate([pixel, pix])
+        counter.count(r, pairs, local, pixel)
 
 
 class _Counter:
-    """Pixel counts per (pair, label set) for each range, kept as int64 keys.
+    """Pixel counts per (pair, label set) for each range.
 
-    Pairs are numbered unit-major (then by image), so sorted keys are ordered by unit, image
-    and label set: the order :class:`UnitMask` entries keep.
+    Label sets are renumbered densely over the block (ascending with the global id), so a
+    chunk's counts are one ``bincount`` over (pair, set) bins. Pairs are numbered image-major
+    (a chunk covers few images); the entries are finally ordered by unit, image and label set,
+    the order :class:`UnitMask` entries keep.
     """
 
     def __init__(self, units: np.ndarray, images: np.ndarray, set_ids: np.ndarray,
                  n_ranges: int) -> None:
         self.units, self.images = units, images
-        self.set_ids = set_ids.reshape(set_ids.shape[0], -1)
-        self.stride = int(self.set_ids.max(initial=0)) + 1
-        self.keys: list[list[np.ndarray]] = [[] for _ in range(n_ranges)]
+        flat = set_ids.reshape(-1)
+        present = np.zeros(int(flat.max(initial=0)) + 1, dtype=bool)
+        present[flat] = True
+        self.global_of = np.flatnonzero(present)
+        self.dense = (np.cumsum(present) - 1).astype(np.int32)[flat]
+        self.pixels = int(np.prod(set_ids.shape[1:]))
+        self.entries: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
+            [] for _ in range(n_ranges)]
 
-    def add(self, r: int, pair: np.ndarray, pixel: np.ndarray) -> None:
-        """Count mask pixels (flat pixel index) of pairs in range ``r``."""
-        self.keys[r].append(pair.astype(np.int64) * self.stride
-                            + self.set_ids[self.images[pair], pixel])
+    def count(self, r: int, pairs: np.ndarray, local: np.ndarray, pixel: np.ndarray) -> None:
+        """Count the mask pixels (flat pixel index) of ``pairs[local]`` in range ``r``; pairs
+        (p,) is a chunk of consecutive pair numbers, hence of few images, whose label sets are
+        renumbered once more so that the (pair, set) bins stay few."""
+        img = self.images[pairs]
+        sets = self.dense[img[local] * self.pixels + pixel]
+        seen = np.zeros(len(self.global_of), dtype=bool)
+        seen[sets] = True
+        chunk_sets = np.flatnonzero(seen)
+        n_sets = max(len(chunk_sets), 1)
+        bins = np.bincount(local * n_sets + (np.cumsum(seen) - 1)[sets],
+                           minlength=len(pairs) * n_sets)
+        nz = np.flatnonzero(bins)
+        self.entries[r].append((pairs[nz // n_sets], self.global_of[chunk_sets[nz % n_sets]],
+                                bins[nz]))
 
     def masks(self, r: int, k: int, first_image: int) -> list[UnitMask]:
-        """The k signatures of range ``r``."""
-        keys = np.sort(np.concatenate(self.keys[r] or [np.zeros(0, np.int64)]))
-        edge = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-        starts = np.concatenate([[0], edge]) if len(keys) else np.zeros(0, np.int64)
-        counts = np.diff(np.append(starts, len(keys)))
-        uniq = keys[starts]
-        pair = uniq // self.stride
+        """The k signatures of range ``r`` (entries reordered unit-major)."""
+        pair, sets, counts = (np.concatenate([e[i] for e in self.entries[r]]
+                                             or [np.zeros(0, np.int64)]) for i in range(3))
+        order = np.lexsort((sets, self.images[pair], self.units[pair]))
+        pair, sets, counts = pair[order], sets[order].astype(np.int64), counts[order]
         cut = np.searchsorted(self.units[pair], np.arange(k + 1))
         images = self.images[pair].astype(np.int64) + first_image
-        sets = (uniq % self.stride).astype(np.int64)
-        return [UnitMask(images[a:b], sets[a:b], counts[a:b].astype(np.int64))
-                for a, b in pairwise(cut.tolist())]
+        counts = counts.astype(np.int64)
+        return [UnitMask(images[a:b], sets[a:b], counts[a:b]) for a, b in pairwise(cut.tolist())]
 
 
 def mask_pixels(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],

@@ -226,17 +226,20 @@ def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
     return Runs(tile, col, sure_a[tile, col], sure_b[tile, col], ambiguous)
 
 
-def run_pixels(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, np.ndarray]:
-    """(tile (m,), flat pixel index (m,)) of every pixel of the runs."""
-    length = runs.stop - runs.start
-    total = int(length.sum())
-    which = np.repeat(np.arange(len(length)), length)
-    offset = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
-    slot = runs.start[which] + offset
-    tile = runs.tile[which]
-    row = grid.rows.pos[cols.ty[tile], slot]
-    col = grid.cols.pos[cols.tx[tile], runs.col[which]]
-    return tile, row * grid.shape[1] + col
+def run_starts(grid: Grid, cols: Columns, runs: Runs) -> np.ndarray:
+    """(m,) int64 flat output pixel index (row * sw + col) of each run's first pixel; a run's
+    pixels are that index plus multiples of ``sw`` (tile rows are consecutive)."""
+    row = grid.rows.pos[cols.ty[runs.tile], runs.start]
+    return row * grid.shape[1] + grid.cols.pos[cols.tx[runs.tile], runs.col]
+
+
+def run_pixels(starts: np.ndarray, lengths: np.ndarray, stride: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(run (m,), flat index (m,)) of every pixel of runs given by first index and length."""
+    total = int(lengths.sum())
+    run = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.repeat(starts - (np.cumsum(lengths) - lengths) * stride, lengths)
+    return run, first + np.arange(total, dtype=np.int64) * stride
 
 
 def candidate_tiles(grid: Grid, corners: np.ndarray, lo: np.ndarray, hi: np.ndarray
