@@ -170,66 +170,79 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
     item, ty, tx = np.nonzero(np.logical_or.reduce(cands))
     for s in range(0, len(item), TILES_PER_STEP):
         sl = slice(s, s + TILES_PER_STEP)
-        cols = tile_columns(grid, corners, item[sl], ty[sl], tx[sl])
+        every = tile_columns(grid, corners, item[sl], ty[sl], tx[sl])
         for r, (lo, hi, inc) in enumerate(bounds):
-            sel = cands[r][cols.item, cols.ty, cols.tx]
+            sel = cands[r][every.item, every.ty, every.tx]
+            cols = every if sel.all() else every.take(np.flatnonzero(sel))
             runs = range_runs(grid, cols, lo[img, unit][cols.item], hi[img, unit][cols.item],
                               inc)
-            redo[r][cols.item[runs.ambiguous & sel]] = True
-            keep = sel[runs.tile]
-            found[r].append((cols.item[runs.tile[keep]], run_starts(grid, cols, runs)[keep],
-                             (runs.stop - runs.start)[keep]))
+            redo[r][cols.item[runs.ambiguous]] = True
+            found[r].append((cols.item[runs.tile], run_starts(grid, cols, runs),
+                             runs.stop - runs.start))
     for r, (lo, hi, inc) in enumerate(bounds):
         local, start, length = (np.concatenate([f[i] for f in found[r]]
                                                or [np.zeros(0, np.int64)]) for i in range(3))
         keep = ~redo[r][local]
-        run, pixel = run_pixels(start[keep], length[keep], grid.shape[1])
-        local = local[keep][run]
         sel = np.flatnonzero(redo[r])
+        q, pix = np.zeros(0, np.int64), np.zeros(0, np.int64)
         if len(sel):
             dense = _dense_inside(maps[sel], lo[img[sel], unit[sel]], hi[img[sel], unit[sel]],
                                   grid.shape, inc)
             q, pix = np.nonzero(dense.reshape(len(sel), -1))
-            local, pixel = np.concatenate([local, sel[q]]), np.concatenate([pixel, pix])
-        counter.count(r, pairs, local, pixel)
+        counter.count(r, pairs, (local[keep], start[keep], length[keep]), (sel[q], pix))
 
 
 class _Counter:
     """Pixel counts per (pair, label set) for each range.
 
-    Label sets are renumbered densely over the block (ascending with the global id), so a
-    chunk's counts are one ``bincount`` over (pair, set) bins. Pairs are numbered image-major
-    (a chunk covers few images); the entries are finally ordered by unit, image and label set,
+    Mask pixels come as vertical runs (consecutive rows of one column). Per block, the number
+    of label-set changes above each pixel of its column is counted once, so a run whose two
+    ends have the same count lies within one set and is counted at once; only runs crossing
+    a set boundary are counted pixel by pixel. A chunk's counts are one weighted ``bincount``
+    over (pair, set) bins, with the chunk's sets renumbered so that the bins stay few. Pairs
+    are numbered image-major; the entries are finally ordered by unit, image and label set,
     the order :class:`UnitMask` entries keep.
     """
 
     def __init__(self, units: np.ndarray, images: np.ndarray, set_ids: np.ndarray,
                  n_ranges: int) -> None:
         self.units, self.images = units, images
-        flat = set_ids.reshape(-1)
-        present = np.zeros(int(flat.max(initial=0)) + 1, dtype=bool)
-        present[flat] = True
-        self.global_of = np.flatnonzero(present)
-        self.dense = (np.cumsum(present) - 1).astype(np.int32)[flat]
-        self.pixels = int(np.prod(set_ids.shape[1:]))
+        self.pixels, self.width = int(np.prod(set_ids.shape[1:])), set_ids.shape[2]
+        self.flat = set_ids.reshape(-1)
+        changes = np.zeros(set_ids.shape, dtype=np.int16)
+        changes[:, 1:] = set_ids[:, 1:] != set_ids[:, :-1]
+        self.changes = np.cumsum(changes, axis=1, dtype=np.int16).reshape(-1)
+        self.stride = int(self.flat.max(initial=0)) + 1
         self.entries: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
             [] for _ in range(n_ranges)]
 
-    def count(self, r: int, pairs: np.ndarray, local: np.ndarray, pixel: np.ndarray) -> None:
-        """Count the mask pixels (flat pixel index) of ``pairs[local]`` in range ``r``; pairs
-        (p,) is a chunk of consecutive pair numbers, hence of few images, whose label sets are
-        renumbered once more so that the (pair, set) bins stay few."""
+    def count(self, r: int, pairs: np.ndarray,
+              runs: tuple[np.ndarray, np.ndarray, np.ndarray],
+              pixels: tuple[np.ndarray, np.ndarray]) -> None:
+        """Count range ``r``'s mask pixels of a chunk of consecutive pair numbers ``pairs``.
+
+        Args:
+            runs: (local pair, first pixel row-major, length) of vertical runs.
+            pixels: (local pair, pixel row-major) of single pixels.
+        """
         img = self.images[pairs]
-        sets = self.dense[img[local] * self.pixels + pixel]
-        seen = np.zeros(len(self.global_of), dtype=bool)
+        local, first, length = runs
+        p0 = img[local] * self.pixels + first
+        p1 = p0 + (length - 1) * self.width
+        one = self.changes[p0] == self.changes[p1]
+        run, p = run_pixels(p0[~one], length[~one], self.width)
+        loc = np.concatenate([local[one], local[~one][run], pixels[0]])
+        sets = self.flat[np.concatenate([p0[one], p, img[pixels[0]] * self.pixels + pixels[1]])]
+        weight = np.concatenate([length[one], np.ones(len(loc) - int(one.sum()), np.int64)])
+        seen = np.zeros(self.stride, dtype=bool)
         seen[sets] = True
         chunk_sets = np.flatnonzero(seen)
         n_sets = max(len(chunk_sets), 1)
-        bins = np.bincount(local * n_sets + (np.cumsum(seen) - 1)[sets],
+        bins = np.bincount(loc * n_sets + (np.cumsum(seen) - 1)[sets], weights=weight,
                            minlength=len(pairs) * n_sets)
         nz = np.flatnonzero(bins)
-        self.entries[r].append((pairs[nz // n_sets], self.global_of[chunk_sets[nz % n_sets]],
-                                bins[nz]))
+        self.entries[r].append((pairs[nz // n_sets], chunk_sets[nz % n_sets],
+                                bins[nz].astype(np.int64)))
 
     def masks(self, r: int, k: int, first_image: int) -> list[UnitMask]:
         """The k signatures of range ``r`` (entries reordered unit-major)."""

@@ -139,6 +139,11 @@ class Columns:
     delta: np.ndarray
     exact: np.ndarray
 
+    def take(self, idx: np.ndarray) -> Columns:
+        """The tiles ``idx`` only."""
+        return Columns(self.item[idx], self.ty[idx], self.tx[idx], self.top[idx],
+                       self.step[idx], self.delta[idx], self.exact[idx])
+
 
 def tile_columns(grid: Grid, corners: np.ndarray, item: np.ndarray, ty: np.ndarray,
                  tx: np.ndarray) -> Columns:
