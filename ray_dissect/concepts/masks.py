@@ -21,7 +21,6 @@ from ray_dissect.concepts.tiles import (
     Grid,
     candidate_tiles,
     range_runs,
-    run_pixels,
     run_starts,
     tile_columns,
 )
@@ -195,26 +194,46 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
 class _Counter:
     """Pixel counts per (pair, label set) for each range.
 
-    Mask pixels come as vertical runs (consecutive rows of one column). Per block, the number
-    of label-set changes above each pixel of its column is counted once, so a run whose two
-    ends have the same count lies within one set and is counted at once; only runs crossing
-    a set boundary are counted pixel by pixel. A chunk's counts are one weighted ``bincount``
-    over (pair, set) bins, with the chunk's sets renumbered so that the bins stay few. Pairs
-    are numbered image-major; the entries are finally ordered by unit, image and label set,
-    the order :class:`UnitMask` entries keep.
+    Mask pixels come as vertical runs (consecutive rows of one column). Per block, the
+    label-set changes down each column are listed once (row of each change, column by column)
+    with their running count, so a run is cut into its segments of one label set by index
+    arithmetic and each segment is counted at once. A chunk's counts are one weighted
+    ``bincount`` over (pair, set) bins, with the chunk's sets renumbered so that the bins stay
+    few. Pairs are numbered image-major; the entries are finally ordered by unit, image and
+    label set, the order :class:`UnitMask` entries keep.
     """
 
     def __init__(self, units: np.ndarray, images: np.ndarray, set_ids: np.ndarray,
                  n_ranges: int) -> None:
         self.units, self.images = units, images
-        self.pixels, self.width = int(np.prod(set_ids.shape[1:])), set_ids.shape[2]
+        sh, sw = set_ids.shape[1:]
+        self.pixels, self.width = sh * sw, sw
         self.flat = set_ids.reshape(-1)
-        changes = np.zeros(set_ids.shape, dtype=np.int16)
-        changes[:, 1:] = set_ids[:, 1:] != set_ids[:, :-1]
-        self.changes = np.cumsum(changes, axis=1, dtype=np.int16).reshape(-1)
+        flags = np.zeros(set_ids.shape, dtype=bool)
+        flags[:, 1:] = set_ids[:, 1:] != set_ids[:, :-1]
+        self.changes = np.cumsum(flags, axis=1, dtype=np.int32).reshape(-1)
+        _, _, self.change_row = np.nonzero(flags.transpose(0, 2, 1))
+        per_column = flags.sum(axis=1).reshape(-1)
+        self.column_first = np.cumsum(per_column) - per_column
         self.stride = int(self.flat.max(initial=0)) + 1
         self.entries: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
             [] for _ in range(n_ranges)]
+
+    def _segments(self, img: np.ndarray, first: np.ndarray, length: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(run, first pixel (block-flat), length) of the one-set segments of vertical runs."""
+        p0 = img * self.pixels + first
+        c0 = self.changes[p0]
+        count = self.changes[p0 + (length - 1) * self.width] - c0 + 1
+        run = np.repeat(np.arange(len(p0)), count)
+        j = np.arange(len(run)) - np.repeat(np.cumsum(count) - count, count)
+        y0, x = first // self.width, first % self.width
+        base = (self.column_first[img * self.width + x] + c0)[run] + j
+        last = max(len(self.change_row) - 1, 0)
+        rows = self.change_row if len(self.change_row) else np.zeros(1, np.int64)
+        start = np.where(j == 0, y0[run], rows[np.clip(base - 1, 0, last)])
+        stop = np.where(j == count[run] - 1, (y0 + length)[run], rows[np.clip(base, 0, last)])
+        return run, (img[run] * self.pixels + start * self.width + x[run]), stop - start
 
     def count(self, r: int, pairs: np.ndarray,
               runs: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -227,13 +246,10 @@ class _Counter:
         """
         img = self.images[pairs]
         local, first, length = runs
-        p0 = img[local] * self.pixels + first
-        p1 = p0 + (length - 1) * self.width
-        one = self.changes[p0] == self.changes[p1]
-        run, p = run_pixels(p0[~one], length[~one], self.width)
-        loc = np.concatenate([local[one], local[~one][run], pixels[0]])
-        sets = self.flat[np.concatenate([p0[one], p, img[pixels[0]] * self.pixels + pixels[1]])]
-        weight = np.concatenate([length[one], np.ones(len(loc) - int(one.sum()), np.int64)])
+        run, p, weight = self._segments(img[local], first, length)
+        loc = np.concatenate([local[run], pixels[0]])
+        sets = self.flat[np.concatenate([p, img[pixels[0]] * self.pixels + pixels[1]])]
+        weight = np.concatenate([weight, np.ones(len(pixels[0]), np.int64)])
         seen = np.zeros(self.stride, dtype=bool)
         seen[sets] = True
         chunk_sets = np.flatnonzero(seen)
