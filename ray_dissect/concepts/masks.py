@@ -284,9 +284,9 @@ class _Counter:
 def _running_count(flags: np.ndarray) -> np.ndarray:
     """(n, sh, sw) int16/int32 number of True flags at or above each pixel of its column
     (row by row: much faster than ``cumsum`` along a middle axis)."""
-    out = flags.astype(np.int16 if flags.shape[1] < 2 ** 15 else np.int32)
+    out: np.ndarray = flags.astype(np.int16 if flags.shape[1] < 2 ** 15 else np.int32)
     for y in range(1, out.shape[1]):
-        out[:, y] += out[:, y - 1]
+        np.add(out[:, y], out[:, y - 1], out=out[:, y])
     return out
 
 
