@@ -47,6 +47,15 @@ class AxisTiles:
     grid: np.ndarray
     weight_error: float
 
+    @property
+    def lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The cell table of :func:`_count_at_most` (built on first use)."""
+        cached = self.__dict__.get("_lookup")
+        if cached is None:
+            cached = (_lookup(self),)
+            object.__setattr__(self, "_lookup", cached)
+        return cached[0]
+
     @classmethod
     def make(cls, n_in: int, n_out: int) -> AxisTiles:
         """Half-pixel source coordinates clamped at the edges, as torch computes them."""
@@ -189,12 +198,45 @@ def _rows_above(grid: Grid, cols: Columns, thr: np.ndarray) -> tuple[np.ndarray,
     with np.errstate(invalid="ignore", over="ignore"):
         cross = np.clip((thr[:, None] - cols.top) / safe, -1.0, 2.0)
     cross += 4.0 * cols.ty[:, None]
-    split = np.searchsorted(rows.grid, cross, side="right") - base  # rows with lam <= cross
+    split = _count_at_most(rows, cross) - base  # rows with lam <= cross
     rising = step > 0
     flat = (step == 0) & (cols.top < thr[:, None])
     a = np.where(rising, split, 0)
     b = np.where(rising | (step == 0), real, np.minimum(split, real))
     return a, np.where(flat, 0, b)
+
+
+CELLS_PER_UNIT = 1024
+
+
+def _cells(values: np.ndarray) -> np.ndarray:
+    """Cell of each value of the concatenated tile grid (monotone in the value)."""
+    return np.floor((values + 1.0) * CELLS_PER_UNIT).astype(np.int64)
+
+
+def _lookup(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per cell: grid values in earlier cells, the cell's one distinct value (+inf if none)
+    and its multiplicity; None when a cell would hold two distinct values."""
+    cells = _cells(axis.grid)
+    n_cells = int(cells[-1]) + 2 if len(cells) else 1
+    if np.any((cells[1:] == cells[:-1]) & (axis.grid[1:] != axis.grid[:-1])):
+        return None
+    every = np.arange(n_cells)
+    before = np.searchsorted(cells, every, side="left")
+    mult = np.searchsorted(cells, every, side="right") - before
+    value = np.where(mult > 0, axis.grid[np.minimum(before, len(cells) - 1)], np.inf)
+    return before, value, mult
+
+
+def _count_at_most(axis: AxisTiles, cross: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(axis.grid, cross, side="right")``, exactly, by a cell lookup: every
+    value in an earlier cell is <= cross, every value in a later cell > cross."""
+    table = axis.lookup
+    if table is None:
+        return np.searchsorted(axis.grid, cross, side="right")
+    before, value, mult = table
+    cell = np.clip(_cells(cross), 0, len(before) - 1)
+    return before[cell] + mult[cell] * (value[cell] <= cross)
 
 
 def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray

@@ -69,3 +69,17 @@ def test_decided_pixels_agree_with_torch_and_candidates_cover_the_mask() -> None
         cols_ = grid.cols.pos[tx[q]][grid.cols.ok[tx[q]]]
         in_cand[item[q], (rows[:, None] * 112 + cols_[None, :]).ravel()] = True
     assert not (truth & ~in_cand).any() and truth.sum() > 1000
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(7, 112), (6, 113), (13, 224), (9, 5)])
+def test_cell_lookup_counts_like_searchsorted(n_in: int, n_out: int) -> None:
+    """The cell lookup returns searchsorted's right-side counts, also at and next to every
+    grid value."""
+    from ray_dissect.concepts.tiles import _count_at_most
+
+    tiles = AxisTiles.make(n_in, n_out)
+    assert tiles.lookup is not None
+    q = np.random.default_rng(0).uniform(-1.5, 4 * len(tiles.i0) + 1, 20000)
+    q = np.concatenate([q, tiles.grid, np.nextafter(tiles.grid, -9), np.nextafter(tiles.grid, 9)])
+    np.testing.assert_array_equal(_count_at_most(tiles, q),
+                                  np.searchsorted(tiles.grid, q, side="right"))
