@@ -173,7 +173,7 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
     cands = [candidate_tiles(grid, corners, lo[img, unit], hi[img, unit])
              & (f & finite)[:, None, None] for (lo, hi, _), f in zip(bounds, fires, strict=True)]
     redo = [f & ~finite for f in fires]
-    found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in bounds]
+    found: list[list[tuple[np.ndarray, ...]]] = [[] for _ in bounds]
     item, ty, tx = np.nonzero(np.logical_or.reduce(cands))
     for s in range(0, len(item), TILES_PER_STEP):
         sl = slice(s, s + TILES_PER_STEP)
@@ -184,11 +184,11 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
             runs = range_runs(grid, cols, lo[img, unit][cols.item], hi[img, unit][cols.item],
                               inc)
             redo[r][cols.item[runs.ambiguous]] = True
-            found[r].append((cols.item[runs.tile], run_starts(grid, cols, runs),
+            found[r].append((cols.item[runs.tile], *run_starts(grid, cols, runs),
                              runs.stop - runs.start))
     for r, (lo, hi, inc) in enumerate(bounds):
-        local, start, length = (np.concatenate([f[i] for f in found[r]]
-                                               or [np.zeros(0, np.int64)]) for i in range(3))
+        local, row, col, length = (np.concatenate([f[i] for f in found[r]]
+                                                   or [np.zeros(0, np.int64)]) for i in range(4))
         keep = ~redo[r][local]
         sel = np.flatnonzero(redo[r])
         q, pix = np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -196,7 +196,8 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
             dense = _dense_inside(maps[sel], lo[img[sel], unit[sel]], hi[img[sel], unit[sel]],
                                   grid.shape, inc)
             q, pix = np.nonzero(dense.reshape(len(sel), -1))
-        counter.count(r, pairs, (local[keep], start[keep], length[keep]), (sel[q], pix))
+        counter.count(r, pairs, (local[keep], row[keep], col[keep], length[keep]),
+                      (sel[q], pix))
 
 
 class _Counter:
@@ -228,15 +229,15 @@ class _Counter:
         self.entries: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
             [] for _ in range(n_ranges)]
 
-    def _segments(self, img: np.ndarray, first: np.ndarray, length: np.ndarray
+    def _segments(self, img: np.ndarray, y0: np.ndarray, x: np.ndarray, length: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(run, first pixel (block-flat), length) of the one-set segments of vertical runs."""
-        p0 = img * self.pixels + first
+        """(run, first pixel (block-flat), length) of the one-set segments of vertical runs
+        starting at (y0, x) of block images ``img``."""
+        p0 = img * self.pixels + y0 * self.width + x
         c0 = self.changes[p0]
         count = self.changes[p0 + (length - 1) * self.width] - c0 + 1
         run = np.repeat(np.arange(len(p0)), count)
         j = np.arange(len(run)) - np.repeat(np.cumsum(count) - count, count)
-        y0, x = first // self.width, first % self.width
         base = (self.column_first[img * self.width + x] + c0)[run] + j
         last = max(len(self.change_row) - 1, 0)
         rows = self.change_row if len(self.change_row) else np.zeros(1, np.int64)
@@ -245,17 +246,17 @@ class _Counter:
         return run, (img[run] * self.pixels + start * self.width + x[run]), stop - start
 
     def count(self, r: int, pairs: np.ndarray,
-              runs: tuple[np.ndarray, np.ndarray, np.ndarray],
+              runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
               pixels: tuple[np.ndarray, np.ndarray]) -> None:
         """Count range ``r``'s mask pixels of a chunk of consecutive pair numbers ``pairs``.
 
         Args:
-            runs: (local pair, first pixel row-major, length) of vertical runs.
+            runs: (local pair, first row, column, length) of vertical runs.
             pixels: (local pair, pixel row-major) of single pixels.
         """
         img = self.images[pairs]
-        local, first, length = runs
-        run, p, weight = self._segments(img[local], first, length)
+        local, row, col, length = runs
+        run, p, weight = self._segments(img[local], row, col, length)
         loc = np.concatenate([local[run], pixels[0]])
         sets = self.flat[np.concatenate([p, img[pixels[0]] * self.pixels + pixels[1]])]
         weight = np.concatenate([weight, np.ones(len(pixels[0]), np.int64)])

@@ -273,11 +273,11 @@ def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
     return Runs(tile, col, sure_a[tile, col], sure_b[tile, col], ambiguous)
 
 
-def run_starts(grid: Grid, cols: Columns, runs: Runs) -> np.ndarray:
-    """(m,) int64 flat output pixel index (row * sw + col) of each run's first pixel; a run's
-    pixels are that index plus multiples of ``sw`` (tile rows are consecutive)."""
+def run_starts(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, np.ndarray]:
+    """(row (m,), col (m,)) int64 output pixel of each run's first pixel; a run goes down its
+    column over consecutive rows."""
     row = grid.rows.pos[cols.ty[runs.tile], runs.start]
-    return row * grid.shape[1] + grid.cols.pos[cols.tx[runs.tile], runs.col]
+    return row, grid.cols.pos[cols.tx[runs.tile], runs.col]
 
 
 def run_pixels(starts: np.ndarray, lengths: np.ndarray, stride: int

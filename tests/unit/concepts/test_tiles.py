@@ -51,7 +51,8 @@ def test_decided_pixels_agree_with_torch_and_candidates_cover_the_mask() -> None
     item, ty, tx = np.nonzero(cand)
     cols = tile_columns(grid, corners, item, ty, tx)
     runs = range_runs(grid, cols, lo[item], hi[item], inclusive=False)
-    run, pixel = run_pixels(run_starts(grid, cols, runs), runs.stop - runs.start, 112)
+    row, col = run_starts(grid, cols, runs)
+    run, pixel = run_pixels(row * 112 + col, runs.stop - runs.start, 112)
     tile = runs.tile[run]
     decided = ~runs.ambiguous[tile]
     assert truth[item[tile[decided]], pixel[decided]].all()
