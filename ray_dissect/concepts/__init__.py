@@ -1,4 +1,5 @@
 """Concept masks as label sets: the label-set concept index built per image shard and merged
 (`index`), and unit masks (upsampled, thresholded activation maps as per-label-set pixel
-counts, `masks`). May import: `datasets`, `storage`, `errors`.
+counts, `masks`, evaluated tile by tile without upsampling whole maps, `tiles`).
+May import: `datasets`, `storage`, `errors`.
 """

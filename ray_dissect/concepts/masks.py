@@ -7,16 +7,34 @@ the references do), then ``lo < value < hi`` strictly. NetDissect's quantile mod
 sets (see :mod:`ray_dissect.concepts`), B is kept as pixel counts per (image, label set).
 Images whose map never exceeds ``lo`` are skipped before upsampling (bilinear interpolation
 cannot exceed the maximum), and invalid images are left out.
+
+The upsampled maps are never materialised either (:func:`range_masks`): only the tiles that
+can hold a mask pixel are evaluated, column by column, as runs of rows
+(:mod:`ray_dissect.concepts.tiles`), and each run is counted per label set through the block's
+per-column label-set changes. Pixels too close to a bound to decide in float64 send their
+(image, unit) map through torch's full upsampling, so the signatures are exactly those of
+``lo < F.interpolate(...) < hi`` counted pixel by pixel (``benchmarks/legacy_scoring.py`` keeps
+that direct implementation; the tests compare both to dense masks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
-PAIRS_PER_CHUNK = 256
+from ray_dissect.concepts.tiles import (
+    Grid,
+    candidate_tiles,
+    range_runs,
+    run_starts,
+    tile_columns,
+)
+
+PAIRS_PER_CHUNK = 1024
+TILES_PER_STEP = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +84,8 @@ def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out[:, 0].numpy()
 
 
-def _signatures(pairs_img: np.ndarray, pairs_unit: np.ndarray, inside: np.ndarray,
-                set_ids: np.ndarray, first_image: int, k: int) -> list[UnitMask]:
-    """Count mask pixels per (pair, label set); ``inside`` is (p, sh, sw) bool."""
-    pair, pix = np.nonzero(inside.reshape(len(inside), -1))
-    sets = set_ids.reshape(set_ids.shape[0], -1)[pairs_img[pair], pix]
-    stride = int(sets.max(initial=0)) + 1
-    keys, counts = np.unique(pair.astype(np.int64) * stride + sets, return_counts=True)
-    pair_of, set_of = keys // stride, keys % stride
-    unit_of = pairs_unit[pair_of]
-    out = []
-    for unit in range(k):
-        sel = unit_of == unit
-        out.append(UnitMask(pairs_img[pair_of[sel]].astype(np.int64) + first_image,
-                            set_of[sel].astype(np.int64), counts[sel].astype(np.int64)))
-    return out
+Bounds = tuple[np.ndarray, np.ndarray, bool]
+"""One range: (lo, hi, inclusive); lo and hi (k,) per unit or (n, k) per image and unit."""
 
 
 def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],
@@ -94,16 +99,26 @@ def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, 
     """
     n, k = acts.shape[:2]
     lo, hi = np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k))
-    peak = acts.reshape(n, k, -1).max(axis=2)
-    fires = ((peak >= lo) if inclusive else (peak > lo)) & valid[:, None]
-    pairs_img, pairs_unit = np.nonzero(fires)
+    pairs_img, pairs_unit = np.nonzero(_fires(acts, lo, inclusive) & valid[:, None])
     for start in range(0, len(pairs_img), PAIRS_PER_CHUNK):
         img = pairs_img[start:start + PAIRS_PER_CHUNK]
         unit = pairs_unit[start:start + PAIRS_PER_CHUNK]
-        up = upsample(acts[img, unit], shape)
-        lo_u, hi_u = lo[img, unit][:, None, None], hi[img, unit][:, None, None]
-        inside = ((up >= lo_u) & (up <= hi_u)) if inclusive else ((up > lo_u) & (up < hi_u))
-        yield img, unit, inside
+        yield img, unit, _dense_inside(acts[img, unit], lo[img, unit], hi[img, unit], shape,
+                                       inclusive)
+
+
+def _fires(acts: np.ndarray, lo: np.ndarray, inclusive: bool) -> np.ndarray:
+    """(n, k) bool: the map's peak reaches ``lo`` (bilinear values never exceed the peak)."""
+    peak = acts.reshape(*acts.shape[:2], -1).max(axis=2)
+    return (peak >= lo) if inclusive else (peak > lo)
+
+
+def _dense_inside(maps: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],
+                  inclusive: bool) -> np.ndarray:
+    """(p, sh, sw) bool reference mask of p maps (p, h, w) with (p,) bounds, via torch."""
+    up = upsample(maps, shape)
+    lo_u, hi_u = lo[:, None, None], hi[:, None, None]
+    return ((up >= lo_u) & (up <= hi_u)) if inclusive else ((up > lo_u) & (up < hi_u))
 
 
 def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.ndarray,
@@ -120,14 +135,160 @@ def unit_masks(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, set_ids: np.nda
         inclusive: ``lo <= value <= hi`` instead of the strict ``lo < value < hi``.
 
     Returns:
-        k :class:`UnitMask`, one per unit, covering this block only.
+        k :class:`UnitMask`, one per unit, covering this block only; per unit the entries are
+        sorted by image, then label set.
     """
-    k = acts.shape[1]
-    parts: list[list[UnitMask]] = [[] for _ in range(k)]
-    for img, unit, inside in _inside(acts, lo, hi, set_ids.shape[1:], valid, inclusive):
-        for u, mask in enumerate(_signatures(img, unit, inside, set_ids, first_image, k)):
-            parts[u].append(mask)
-    return [UnitMask.concat(p) for p in parts]
+    return range_masks(acts, [(lo, hi, inclusive)], set_ids, first_image, valid)[0]
+
+
+def range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.ndarray,
+                first_image: int, valid: np.ndarray) -> list[list[UnitMask]]:
+    """:func:`unit_masks` of several ranges at once: masks[r][u], sharing the per-pair work.
+
+    Only the tiles of the upsampled maps that can hold a pixel of some range are evaluated
+    (:mod:`ray_dissect.concepts.tiles`); pairs with a pixel too close to a bound to decide
+    in float64, or with non-finite values, are upsampled whole by torch as the reference does.
+    """
+    n, k = acts.shape[:2]
+    bounds = [(np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k)), inc)
+              for lo, hi, inc in ranges]
+    fires = [_fires(acts, lo, inc) & valid[:, None] for lo, _, inc in bounds]
+    images, units = np.nonzero(np.logical_or.reduce(fires)) if fires else (
+        np.zeros(0, np.int64), np.zeros(0, np.int64))
+    counter = _Counter(units, images, set_ids, len(bounds))
+    grid = Grid.make(acts.shape[2:], set_ids.shape[1:])
+    for start in range(0, len(units), PAIRS_PER_CHUNK):
+        sl = slice(start, start + PAIRS_PER_CHUNK)
+        _chunk(acts[images[sl], units[sl]], np.arange(len(units))[sl], bounds,
+               [f[images[sl], units[sl]] for f in fires], grid, counter)
+    return [counter.masks(r, k, first_image) for r in range(len(bounds))]
+
+
+def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: list[np.ndarray],
+           grid: Grid, counter: _Counter) -> None:
+    """Count the mask pixels of one chunk of pairs (p,) for every range."""
+    img, unit = counter.images[pairs], counter.units[pairs]
+    finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+    corners = grid.corners(maps)
+    cands = [candidate_tiles(grid, corners, lo[img, unit], hi[img, unit])
+             & (f & finite)[:, None, None] for (lo, hi, _), f in zip(bounds, fires, strict=True)]
+    redo = [f & ~finite for f in fires]
+    found: list[list[tuple[np.ndarray, ...]]] = [[] for _ in bounds]
+    item, ty, tx = np.nonzero(np.logical_or.reduce(cands))
+    for s in range(0, len(item), TILES_PER_STEP):
+        sl = slice(s, s + TILES_PER_STEP)
+        every = tile_columns(grid, corners, item[sl], ty[sl], tx[sl])
+        for r, (lo, hi, inc) in enumerate(bounds):
+            sel = cands[r][every.item, every.ty, every.tx]
+            cols = every if sel.all() else every.take(np.flatnonzero(sel))
+            runs = range_runs(grid, cols, lo[img, unit][cols.item], hi[img, unit][cols.item],
+                              inc)
+            redo[r][cols.item[runs.ambiguous]] = True
+            found[r].append((cols.item[runs.tile], *run_starts(grid, cols, runs),
+                             runs.stop - runs.start))
+    for r, (lo, hi, inc) in enumerate(bounds):
+        local, row, col, length = (np.concatenate([f[i] for f in found[r]]
+                                                   or [np.zeros(0, np.int64)]) for i in range(4))
+        keep = ~redo[r][local]
+        sel = np.flatnonzero(redo[r])
+        q, pix = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if len(sel):
+            dense = _dense_inside(maps[sel], lo[img[sel], unit[sel]], hi[img[sel], unit[sel]],
+                                  grid.shape, inc)
+            q, pix = np.nonzero(dense.reshape(len(sel), -1))
+        counter.count(r, pairs, (local[keep], row[keep], col[keep], length[keep]),
+                      (sel[q], pix))
+
+
+class _Counter:
+    """Pixel counts per (pair, label set) for each range.
+
+    Mask pixels come as vertical runs (consecutive rows of one column). Per block, the
+    label-set changes down each column are listed once (row of each change, column by column)
+    with their running count, so a run is cut into its segments of one label set by index
+    arithmetic and each segment is counted at once. A chunk's counts are one weighted
+    ``bincount`` over (pair, set) bins, with the chunk's sets renumbered so that the bins stay
+    few. Pairs are numbered image-major; the entries are finally ordered by unit, image and
+    label set, the order :class:`UnitMask` entries keep.
+    """
+
+    def __init__(self, units: np.ndarray, images: np.ndarray, set_ids: np.ndarray,
+                 n_ranges: int) -> None:
+        self.units, self.images = units, images
+        sh, sw = set_ids.shape[1:]
+        self.pixels, self.width = sh * sw, sw
+        self.flat = set_ids.reshape(-1)
+        flags = np.zeros(set_ids.shape, dtype=bool)
+        flags[:, 1:] = set_ids[:, 1:] != set_ids[:, :-1]
+        self.changes = _running_count(flags).reshape(-1)
+        by_column = np.flatnonzero(np.ascontiguousarray(flags.transpose(0, 2, 1)))
+        self.change_row = by_column % sh
+        per_column = flags.sum(axis=1).reshape(-1)
+        self.column_first = np.cumsum(per_column) - per_column
+        self.stride = int(self.flat.max(initial=0)) + 1
+        self.entries: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
+            [] for _ in range(n_ranges)]
+
+    def _segments(self, img: np.ndarray, y0: np.ndarray, x: np.ndarray, length: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(run, first pixel (block-flat), length) of the one-set segments of vertical runs
+        starting at (y0, x) of block images ``img``."""
+        p0 = img * self.pixels + y0 * self.width + x
+        c0 = self.changes[p0]
+        count = self.changes[p0 + (length - 1) * self.width] - c0 + 1
+        run = np.repeat(np.arange(len(p0)), count)
+        j = np.arange(len(run)) - np.repeat(np.cumsum(count) - count, count)
+        base = (self.column_first[img * self.width + x] + c0)[run] + j
+        last = max(len(self.change_row) - 1, 0)
+        rows = self.change_row if len(self.change_row) else np.zeros(1, np.int64)
+        start = np.where(j == 0, y0[run], rows[np.clip(base - 1, 0, last)])
+        stop = np.where(j == count[run] - 1, (y0 + length)[run], rows[np.clip(base, 0, last)])
+        return run, (img[run] * self.pixels + start * self.width + x[run]), stop - start
+
+    def count(self, r: int, pairs: np.ndarray,
+              runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+              pixels: tuple[np.ndarray, np.ndarray]) -> None:
+        """Count range ``r``'s mask pixels of a chunk of consecutive pair numbers ``pairs``.
+
+        Args:
+            runs: (local pair, first row, column, length) of vertical runs.
+            pixels: (local pair, pixel row-major) of single pixels.
+        """
+        img = self.images[pairs]
+        local, row, col, length = runs
+        run, p, weight = self._segments(img[local], row, col, length)
+        loc = np.concatenate([local[run], pixels[0]])
+        sets = self.flat[np.concatenate([p, img[pixels[0]] * self.pixels + pixels[1]])]
+        weight = np.concatenate([weight, np.ones(len(pixels[0]), np.int64)])
+        seen = np.zeros(self.stride, dtype=bool)
+        seen[sets] = True
+        chunk_sets = np.flatnonzero(seen)
+        n_sets = max(len(chunk_sets), 1)
+        bins = np.bincount(loc * n_sets + (np.cumsum(seen) - 1)[sets], weights=weight,
+                           minlength=len(pairs) * n_sets)
+        nz = np.flatnonzero(bins)
+        self.entries[r].append((pairs[nz // n_sets], chunk_sets[nz % n_sets],
+                                bins[nz].astype(np.int64)))
+
+    def masks(self, r: int, k: int, first_image: int) -> list[UnitMask]:
+        """The k signatures of range ``r`` (entries reordered unit-major)."""
+        pair, sets, counts = (np.concatenate([e[i] for e in self.entries[r]]
+                                             or [np.zeros(0, np.int64)]) for i in range(3))
+        order = np.lexsort((sets, self.images[pair], self.units[pair]))
+        pair, sets, counts = pair[order], sets[order].astype(np.int64), counts[order]
+        cut = np.searchsorted(self.units[pair], np.arange(k + 1))
+        images = self.images[pair].astype(np.int64) + first_image
+        counts = counts.astype(np.int64)
+        return [UnitMask(images[a:b], sets[a:b], counts[a:b]) for a, b in pairwise(cut.tolist())]
+
+
+def _running_count(flags: np.ndarray) -> np.ndarray:
+    """(n, sh, sw) int16/int32 number of True flags at or above each pixel of its column
+    (row by row: much faster than ``cumsum`` along a middle axis)."""
+    out: np.ndarray = flags.astype(np.int16 if flags.shape[1] < 2 ** 15 else np.int32)
+    for y in range(1, out.shape[1]):
+        np.add(out[:, y], out[:, y - 1], out=out[:, y])
+    return out
 
 
 def mask_pixels(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],

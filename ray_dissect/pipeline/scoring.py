@@ -14,7 +14,7 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
-from ray_dissect.concepts.masks import UnitMask, unit_masks
+from ray_dissect.concepts.masks import UnitMask, range_masks
 from ray_dissect.explain.netdissect import Tally, label_units, tally
 from ray_dissect.explain.ranges import (
     RangeExplanation,
@@ -37,8 +37,10 @@ def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[Rang
               index: ConceptIndex, block_images: int) -> list[list[UnitMask]]:
     """Unit-mask signatures of units [u0, u1) for every range, in one pass over the images.
 
-    A range's bounds are (k,) per unit or (N, k) per image and unit. Returns masks[r][u]
-    for range r and unit u of the block.
+    A range's bounds are (k,) per unit or (N, k) per image and unit. All ranges of a block of
+    images are counted together (:func:`~ray_dissect.concepts.masks.range_masks`), so a unit's
+    maps are read and tiled once for its quantile and k-means ranges. Returns masks[r][u] for
+    range r and unit u of the block.
     """
     acts = arrays.open_array(job.activations_zarr, layer_key(layer))
     set_ids = arrays.open_array(job.concepts_zarr, "set_ids")
@@ -48,12 +50,11 @@ def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[Rang
         stop = min(start + block_images, index.n_images)
         block = acts[start:stop, units[0]:units[1]]
         ids = index.global_set_ids(set_ids[start:stop], start)
-        for r, rng in enumerate(ranges):
-            lo, hi = ((rng.lo[start:stop], rng.hi[start:stop]) if rng.lo.ndim == 2
-                      else (rng.lo, rng.hi))
-            masks = unit_masks(block, lo, hi, ids, start, index.valid[start:stop],
-                               rng.inclusive)
-            for u, mask in enumerate(masks):
+        bounds = [((rng.lo[start:stop], rng.hi[start:stop]) if rng.lo.ndim == 2
+                   else (rng.lo, rng.hi)) + (rng.inclusive,) for rng in ranges]
+        masks = range_masks(block, bounds, ids, start, index.valid[start:stop])
+        for r, per_unit in enumerate(masks):
+            for u, mask in enumerate(per_unit):
                 parts[r][u].append(mask)
     return [[UnitMask.concat(p) for p in per_range] for per_range in parts]
 

@@ -1,0 +1,178 @@
+"""CPU time of the scoring stage's per-unit work: today's path against the previous one.
+
+One run, one process, one thread, both implementations on the same data, side by side:
+
+1. **Scoring** (NetDissect): unit masks of every unit (quantile range) as label-set signatures,
+   then the tally (|B and L|, category-conditional IoU) against every concept, the way
+   ``pipeline/scoring.py`` does it (blocks of 128 units, 256 images). ``legacy`` is the
+   implementation before the fast-scoring rewrite (``benchmarks/legacy_scoring.py``); both must
+   give identical signatures and IoUs.
+2. **Clustered search**: per unit, the masks of its quantile range and its ``--clusters``
+   k-means ranges (one pass, as the scoring stage does) and a beam search (length 3, beam 5)
+   per k-means range, against the quantile mode (one mask and one search per unit). Printed:
+   cost per unit-cluster against cost per unit, and their ratio (target <= 2).
+
+Data: a generated dataset (``ray_dissect.datasets.synthetic``, default 2,000 images, 112-px
+masks) and synthetic post-ReLU activations (N, 512, 7, 7) float32 (smoothed Gaussian noise
+times a per-image gain), thresholds at quantile 0.005 as NetDissect.
+
+Usage: python benchmarks/bench_scoring.py [--images 2000] [--units 512] [--search-units 16]
+       [--clusters 5] [--root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+import legacy_scoring
+from bench_search import build
+
+from ray_dissect.concepts.masks import UnitMask, range_masks
+from ray_dissect.datasets.synthetic.generate import generate_dataset
+from ray_dissect.explain.netdissect import tally
+from ray_dissect.explain.ranges import range_specs
+from ray_dissect.explain.search import SearchParams, SearchSpace, beam_search
+from ray_dissect.units.ranges import unit_ranges
+from ray_dissect.units.thresholds import unit_thresholds
+
+UNITS_PER_TASK, BLOCK_IMAGES = 128, 256
+
+
+def activations(n: int, units: int, seed: int = 0) -> np.ndarray:
+    """(n, units, 7, 7) float32 post-ReLU maps: smoothed noise times a per-image gain."""
+    rng = np.random.default_rng(seed)
+    noise = torch.from_numpy(rng.normal(size=(n, units, 9, 9)).astype(np.float32))
+    smooth = F.avg_pool2d(noise, 3, stride=1).numpy()
+    gain = rng.lognormal(0, 0.5, size=(n, units, 1, 1)).astype(np.float32)
+    return np.maximum(smooth * gain, 0).astype(np.float32)
+
+
+Masker = Callable[[np.ndarray, list, np.ndarray, int, np.ndarray], list[list[UnitMask]]]
+
+
+def legacy_ranges(acts: np.ndarray, ranges: list, ids: np.ndarray, start: int,
+                  valid: np.ndarray) -> list[list[UnitMask]]:
+    """The previous scoring stage: one legacy ``unit_masks`` pass per range."""
+    return [legacy_scoring.unit_masks(acts, lo, hi, ids, start, valid, inc)
+            for lo, hi, inc in ranges]
+
+
+def block_masks(masker: Masker, acts: np.ndarray, ranges: list, ids: np.ndarray,
+                valid: np.ndarray) -> list[list[UnitMask]]:
+    """masks[r][u] of one block of units over all images, in blocks of images."""
+    k = acts.shape[1]
+    parts: list[list[list[UnitMask]]] = [[[] for _ in range(k)] for _ in ranges]
+    for s in range(0, len(acts), BLOCK_IMAGES):
+        sl = slice(s, s + BLOCK_IMAGES)
+        for r, per_unit in enumerate(masker(acts[sl], ranges, ids[sl], s, valid[sl])):
+            for u, m in enumerate(per_unit):
+                parts[r][u].append(m)
+    return [[UnitMask.concat(p) for p in per] for per in parts]
+
+
+def score_all(masker: Masker, acts: np.ndarray, thr: np.ndarray, ids: np.ndarray,
+              index: object) -> tuple[float, list[UnitMask], np.ndarray]:
+    """Seconds, signatures and category IoUs of every unit's quantile mask."""
+    t = time.process_time()
+    masks: list[UnitMask] = []
+    ious = []
+    for u0 in range(0, acts.shape[1], UNITS_PER_TASK):
+        sl = slice(u0, u0 + UNITS_PER_TASK)
+        k = acts[:, sl].shape[1]
+        (block,) = block_masks(masker, acts[:, sl], [(thr[sl], np.full(k, np.inf), False)],
+                               ids, index.valid)  # type: ignore[attr-defined]
+        ious.append(tally(block, index, "category").iou(1e-10))  # type: ignore[arg-type]
+        masks.extend(block)
+    return time.process_time() - t, masks, np.concatenate(ious)
+
+
+def same_masks(a: list[UnitMask], b: list[UnitMask]) -> bool:
+    """Signatures equal array for array."""
+    return all(np.array_equal(getattr(x, f), getattr(y, f))
+               for x, y in zip(a, b, strict=True) for f in ("images", "sets", "counts"))
+
+
+def search_cost(masker: Masker, acts: np.ndarray, thr: np.ndarray, ranges: np.ndarray,
+                ids: np.ndarray, index: object, space: SearchSpace
+                ) -> tuple[float, float, int, list]:
+    """(mask seconds, search seconds, searches, beams) of a block of units and its ranges;
+    ``ranges`` (k, clusters, 2), or (k, 0, 2) for the quantile mode."""
+    specs = range_specs(thr, ranges, inclusive=False)
+    bounds = [(s.lo, s.hi, s.inclusive) for s in specs]
+    t = time.process_time()
+    masks = block_masks(masker, acts, bounds, ids, index.valid)  # type: ignore[attr-defined]
+    t_mask = time.process_time() - t
+    searched = range(1, len(specs)) if len(specs) > 1 else range(1)
+    params, beams = SearchParams(length=3, beam=5), []
+    t = time.process_time()
+    for u in range(acts.shape[1]):
+        for r in searched:
+            if np.isfinite(specs[r].lo[u]):
+                beams.append(beam_search(masks[r][u], space, params).beam)
+    return t_mask, time.process_time() - t, len(beams), beams
+
+
+def clustered(acts: np.ndarray, thr: np.ndarray, ids: np.ndarray, index: object,
+              clusters: int) -> None:
+    """Print clustered cost per unit-cluster against quantile-mode cost per unit."""
+    space = SearchSpace.from_index(index)  # type: ignore[arg-type]
+    k = acts.shape[1]
+    found = unit_ranges(acts, clusters, seed=0)
+    ranges = np.full((k, clusters, 2), np.nan)
+    for u, unit in enumerate(found):
+        ranges[u, :len(unit)] = unit
+    none = np.zeros((k, 0, 2))
+    rows = {}
+    for name, masker in (("legacy", legacy_ranges), ("new", range_masks)):
+        q = search_cost(masker, acts, thr, none, ids, index, space)
+        c = search_cost(masker, acts, thr, ranges, ids, index, space)
+        rows[name] = (q, c)
+        per_unit = (q[0] + q[1]) / q[2]
+        per_uc = (c[0] + c[1]) / c[2]
+        print(f"{name:6s} quantile mode : {1000 * per_unit:8.1f} ms per unit "
+              f"(masks {1000 * q[0] / k:.1f} + search {1000 * q[1] / q[2]:.1f})")
+        print(f"{name:6s} clustered K={clusters}: {1000 * per_uc:8.1f} ms per unit-cluster "
+              f"(masks {1000 * c[0] / c[2]:.1f} + search {1000 * c[1] / c[2]:.1f}), "
+              f"ratio {per_uc / per_unit:.2f}x (target <= 2)")
+    assert rows["legacy"][1][3] == rows["new"][1][3], "clustered beams differ"
+    assert rows["legacy"][0][3] == rows["new"][0][3], "quantile beams differ"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--units", type=int, default=512)
+    parser.add_argument("--search-units", type=int, default=16)
+    parser.add_argument("--clusters", type=int, default=5)
+    parser.add_argument("--root", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.root or generate_dataset(Path(tmp) / "ds", args.images, seed=0,
+                                             image_size=32, mask_size=112)
+        ds, index, ids = build(root)
+    acts = activations(len(ds), args.units)
+    thr, _ = unit_thresholds(acts, 0.005)
+    print(f"images={len(ds)} units={args.units} maps={acts.shape[2:]} mask={ds.mask_shape} "
+          f"label_sets={index.n_sets}")  # type: ignore[attr-defined]
+    t_old, m_old, iou_old = score_all(legacy_ranges, acts, thr, ids, index)
+    t_new, m_new, iou_new = score_all(range_masks, acts, thr, ids, index)
+    assert same_masks(m_old, m_new) and np.array_equal(iou_old, iou_new), "results differ"
+    print(f"scoring legacy: {t_old:8.2f} s CPU (unit masks + tally, {args.units} units)")
+    print(f"scoring new   : {t_new:8.2f} s CPU (identical signatures and IoUs)")
+    print(f"speed-up      : {t_old / t_new:8.2f}x  (target >= 5x)")
+    clustered(acts[:, :args.search_units], thr[:args.search_units], ids, index, args.clusters)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Thresholded bilinear upsampling evaluated only where it can matter, exactly.
+
+The reference mask is ``lo < up < hi`` (or ``<=``) on torch's float32 bilinear upsampling
+(``align_corners=False``). Every output pixel is a convex combination of the 2 x 2 source
+values of its cell, so the output plane splits into *tiles* (runs of at most ``T`` output rows
+by ``T`` output columns sharing one source cell). A tile whose four corners are all below
+``lo`` (or all above ``hi``) by more than a margin holds no mask pixel; only the other tiles
+are evaluated, in float64 from the same formula. float64 differs from torch's float32 result by
+far less than the margin ``delta = 2**-14 * max|corner|`` (a few float32 roundings and
+float32 weights, each within ``2**-22`` relative); a pixel whose float64 value lies within
+``delta`` of a bound is *ambiguous*, and the caller recomputes its whole (image, unit) map with
+torch. Every decision taken here is therefore the one torch's float32 values give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ROUNDING = 16 * 2.0 ** -24
+"""Bound on torch's float32 rounding error relative to the largest corner (at most 6
+roundings of values below it; 16 leaves room)."""
+
+
+@dataclass(frozen=True)
+class AxisTiles:
+    """Tiles along one axis of an ``n_in -> n_out`` upsampling (T = ceil(n_out / n_in)).
+
+    Attributes:
+        i0, i1: (t,) int64 source indices of each tile's cell.
+        pos: (t, T) int64 output position of each slot (clipped for padding slots).
+        ok: (t, T) bool, slot is a real output position; n_real: (t,) int64 real slots.
+        lam: (t, T) float64 weight of i1 (that of i0 is 1 - lam), ascending along a tile;
+            0 on padding.
+        grid: (t * T,) float64 ``lam + 4 * tile``, 3 + 4 * tile on padding: ascending, for
+            one vectorised searchsorted over every tile.
+        weight_error: bound on |lam - torch's float32 weights| (including 1 - lam).
+    """
+
+    i0: np.ndarray
+    i1: np.ndarray
+    pos: np.ndarray
+    ok: np.ndarray
+    n_real: np.ndarray
+    lam: np.ndarray
+    grid: np.ndarray
+    weight_error: float
+
+    @property
+    def lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The cell table of :func:`_count_at_most` (built on first use)."""
+        cached = self.__dict__.get("_lookup")
+        if cached is None:
+            cached = (_lookup(self),)
+            object.__setattr__(self, "_lookup", cached)
+        return cached[0]
+
+    @classmethod
+    def make(cls, n_in: int, n_out: int) -> AxisTiles:
+        """Half-pixel source coordinates clamped at the edges, as torch computes them."""
+        real = np.maximum(n_in / n_out * (np.arange(n_out) + 0.5) - 0.5, 0.0)
+        src0 = np.minimum(np.floor(real).astype(np.int64), n_in - 1)
+        lam = np.clip(real - src0, 0.0, 1.0)
+        size = -(-n_out // n_in)
+        starts = np.array(_tile_starts(src0, size), dtype=np.int64)
+        stops = np.append(starts[1:], n_out)
+        pos = starts[:, None] + np.arange(size)[None, :]
+        ok = pos < stops[:, None]
+        pos = np.where(ok, pos, starts[:, None])
+        i0 = src0[starts]
+        tile_lam = np.where(ok, lam[pos], 0.0)
+        grid = (np.where(ok, tile_lam, 3.0) + 4.0 * np.arange(len(starts))[:, None]).ravel()
+        return cls(i0, i0 + (i0 < n_in - 1), pos, ok, ok.sum(axis=1), tile_lam, grid,
+                   _weight_error(n_in, n_out, lam))
+
+
+def _weight_error(n_in: int, n_out: int, lam: np.ndarray) -> float:
+    """Largest gap between ``lam`` and the float32 weights torch may compute (float32 or
+    float64 scale, fused or separate multiply-subtract, then ``1 - lam`` rounded)."""
+    x = np.arange(n_out) + 0.5
+    s32 = np.float32(n_in) / np.float32(n_out)
+    x32 = x.astype(np.float32)
+    reals = [s32 * x32 - np.float32(0.5),
+             (np.float64(s32) * x32.astype(np.float64) - 0.5).astype(np.float32),
+             (n_in / n_out * x - 0.5).astype(np.float32)]
+    gap = 0.0
+    for real in reals:
+        r = np.maximum(real.astype(np.float64), 0.0)
+        lam32 = np.clip(r - np.minimum(np.floor(r), n_in - 1), 0.0, 1.0).astype(np.float32)
+        w0 = (np.float32(1.0) - lam32).astype(np.float64)
+        gap = max(gap, float(np.abs(lam32 - lam).max(initial=0.0)),
+                  float(np.abs(w0 - (1.0 - lam)).max(initial=0.0)))
+    return gap + 2.0 ** -24
+
+
+def _tile_starts(src0: np.ndarray, size: int) -> list[int]:
+    """Output positions where a tile starts: a new source cell, or ``size`` slots filled."""
+    starts = [0]
+    for s in range(1, len(src0)):
+        if src0[s] != src0[s - 1] or s - starts[-1] == size:
+            starts.append(s)
+    return starts
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Tiles of a (h, w) -> (sh, sw) upsampling: the product of both axes' tiles."""
+
+    rows: AxisTiles
+    cols: AxisTiles
+    shape: tuple[int, int]
+
+    @property
+    def margin(self) -> float:
+        """Decision margin relative to the largest corner of a tile."""
+        return ROUNDING + 4.0 * (self.rows.weight_error + self.cols.weight_error)
+
+    @classmethod
+    def make(cls, src: tuple[int, int], shape: tuple[int, int]) -> Grid:
+        return cls(AxisTiles.make(src[0], shape[0]), AxisTiles.make(src[1], shape[1]), shape)
+
+    def corners(self, maps: np.ndarray) -> np.ndarray:
+        """(4, p, ty, tx) float64 corner values (i0,i0), (i0,i1), (i1,i0), (i1,i1) per tile."""
+        m = maps.astype(np.float64)
+        r, c = self.rows, self.cols
+        return np.stack([m[:, ri][:, :, ci] for ri in (r.i0, r.i1) for ci in (c.i0, c.i1)])
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The columns of some tiles, each a linear function of the row weight.
+
+    Along a tile column, ``value(lam) = top + lam * (bottom - top)``: monotone in the row
+    weight ``lam``, so the rows in any interval of values are an interval of the tile's rows.
+
+    Attributes:
+        item, ty, tx: (q,) int64 pair index and tile coordinates.
+        top, step: (q, T) float64 value at lam = 0 and its slope in lam.
+        delta: (q,) float64 margin; exact: (q,) bool all corners 0 (the value is exactly 0).
+    """
+
+    item: np.ndarray
+    ty: np.ndarray
+    tx: np.ndarray
+    top: np.ndarray
+    step: np.ndarray
+    delta: np.ndarray
+    exact: np.ndarray
+
+    def take(self, idx: np.ndarray) -> Columns:
+        """The tiles ``idx`` only."""
+        return Columns(self.item[idx], self.ty[idx], self.tx[idx], self.top[idx],
+                       self.step[idx], self.delta[idx], self.exact[idx])
+
+
+def tile_columns(grid: Grid, corners: np.ndarray, item: np.ndarray, ty: np.ndarray,
+                 tx: np.ndarray) -> Columns:
+    """Columns of the tiles (item, ty, tx); ``corners`` is (4, p, ty, tx) from
+    :meth:`Grid.corners`."""
+    a, b, c, d = (corners[j, item, ty, tx][:, None] for j in range(4))
+    margin = grid.margin
+    mu = grid.cols.lam[tx]
+    top = a + mu * (b - a)
+    bottom = c + mu * (d - c)
+    peak = np.abs(corners[:, item, ty, tx]).max(axis=0)
+    return Columns(item, ty, tx, top, bottom - top, margin * peak, peak == 0)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Row runs [start, stop) of tile columns that are in a range.
+
+    Attributes:
+        tile: (m,) int64 index into the :class:`Columns`; col: (m,) int64 column slot;
+        start, stop: (m,) int64 row slots.
+        ambiguous: (q,) bool per tile, a pixel within the margin of a bound.
+    """
+
+    tile: np.ndarray
+    col: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    ambiguous: np.ndarray
+
+
+def _rows_above(grid: Grid, cols: Columns, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row slots [a, b) of each column where value >= thr ((q,) per tile).
+
+    Where a grid row's value equals ``thr`` exactly (in float64) it may be counted either
+    way: callers place ``thr`` a margin away from every bound that matters.
+    """
+    rows, n_slots = grid.rows, grid.rows.pos.shape[1]
+    base = (cols.ty * n_slots)[:, None]
+    real = rows.n_real[cols.ty][:, None]
+    step = cols.step
+    safe = np.where(step == 0, 1.0, step)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cross = np.clip((thr[:, None] - cols.top) / safe, -1.0, 2.0)
+    cross += 4.0 * cols.ty[:, None]
+    split = _count_at_most(rows, cross) - base  # rows with lam <= cross
+    rising = step > 0
+    flat = (step == 0) & (cols.top < thr[:, None])
+    a = np.where(rising, split, 0)
+    b = np.where(rising | (step == 0), real, np.minimum(split, real))
+    return a, np.where(flat, 0, b)
+
+
+CELLS_PER_UNIT = 1024
+
+
+def _cells(values: np.ndarray) -> np.ndarray:
+    """Cell of each value of the concatenated tile grid (monotone in the value)."""
+    return np.floor((values + 1.0) * CELLS_PER_UNIT).astype(np.int64)
+
+
+def _lookup(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per cell: grid values in earlier cells, the cell's one distinct value (+inf if none)
+    and its multiplicity; None when a cell would hold two distinct values."""
+    cells = _cells(axis.grid)
+    n_cells = int(cells[-1]) + 2 if len(cells) else 1
+    if np.any((cells[1:] == cells[:-1]) & (axis.grid[1:] != axis.grid[:-1])):
+        return None
+    every = np.arange(n_cells)
+    before = np.searchsorted(cells, every, side="left")
+    mult = np.searchsorted(cells, every, side="right") - before
+    value = np.where(mult > 0, axis.grid[np.minimum(before, len(cells) - 1)], np.inf)
+    return before, value, mult
+
+
+def _count_at_most(axis: AxisTiles, cross: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(axis.grid, cross, side="right")``, exactly, by a cell lookup: every
+    value in an earlier cell is <= cross, every value in a later cell > cross."""
+    table = axis.lookup
+    if table is None:
+        return np.searchsorted(axis.grid, cross, side="right")
+    before, value, mult = table
+    cell = np.clip(_cells(cross), 0, len(before) - 1)
+    return before[cell] + mult[cell] * (value[cell] <= cross)
+
+
+def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above)."""
+    a, b = _rows_above(grid, cols, lo)
+    if np.isposinf(hi).all():
+        return a, b
+    neg = Columns(cols.item, cols.ty, cols.tx, -cols.top, -cols.step, cols.delta, cols.exact)
+    a2, b2 = _rows_above(grid, neg, -hi)
+    return np.maximum(a, a2), np.minimum(b, b2)
+
+
+def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
+               inclusive: bool) -> Runs:
+    """The decided in-range row runs of every real column, and the ambiguous tiles.
+
+    A pixel is in the range when its value is beyond both bounds by more than the margin, out
+    of it when beyond one bound the other way; anything else is ambiguous. Tiles whose corners
+    are all 0 are exact (every value is 0) and decided by the bounds themselves.
+    """
+    d = np.where(cols.exact, 0.0, cols.delta)
+    sure_a, sure_b = _rows_between(grid, cols, lo + d, hi - d)
+    may_a, may_b = _rows_between(grid, cols, lo - d, hi + d)
+    zero_in = ((lo <= 0) & (hi >= 0)) if inclusive else ((lo < 0) & (hi > 0))
+    real_rows = grid.rows.n_real[cols.ty]
+    sure_a = np.where(cols.exact[:, None], 0, sure_a)
+    sure_b = np.where(cols.exact[:, None], np.where(zero_in, real_rows, 0)[:, None], sure_b)
+    ok_col = grid.cols.ok[cols.tx]
+    sure_n = np.maximum(sure_b - sure_a, 0)
+    may_n = np.maximum(may_b - may_a, 0)
+    ambiguous = ((may_n != sure_n) & ok_col & ~cols.exact[:, None]).any(axis=1)
+    tile, col = np.nonzero((sure_n > 0) & ok_col)
+    return Runs(tile, col, sure_a[tile, col], sure_b[tile, col], ambiguous)
+
+
+def run_starts(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, np.ndarray]:
+    """(row (m,), col (m,)) int64 output pixel of each run's first pixel; a run goes down its
+    column over consecutive rows."""
+    row = grid.rows.pos[cols.ty[runs.tile], runs.start]
+    return row, grid.cols.pos[cols.tx[runs.tile], runs.col]
+
+
+def run_pixels(starts: np.ndarray, lengths: np.ndarray, stride: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(run (m,), flat index (m,)) of every pixel of runs given by first index and length."""
+    total = int(lengths.sum())
+    run = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.repeat(starts - (np.cumsum(lengths) - lengths) * stride, lengths)
+    return run, first + np.arange(total, dtype=np.int64) * stride
+
+
+def candidate_tiles(grid: Grid, corners: np.ndarray, lo: np.ndarray, hi: np.ndarray
+                    ) -> np.ndarray:
+    """(p, ty, tx) bool: tiles that may hold a pixel in [lo, hi] (bounds (p,) per pair).
+
+    A tile's values lie between its corners' min and max (convex weights) up to torch's
+    rounding, which twice the margin covers.
+    """
+    top, bottom = corners.max(axis=0), corners.min(axis=0)
+    delta = 2.0 * grid.margin * np.abs(corners).max(axis=0)
+    return (top >= lo[:, None, None] - delta) & (bottom <= hi[:, None, None] + delta)

@@ -1,0 +1,86 @@
+"""Tiles of a bilinear upsampling decide in-range pixels as torch's float32 values do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ray_dissect.concepts.tiles import (
+    AxisTiles,
+    Grid,
+    candidate_tiles,
+    range_runs,
+    run_pixels,
+    run_starts,
+    tile_columns,
+)
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(7, 112), (6, 113), (13, 224), (9, 5), (4, 4)])
+def test_axis_tiles_cover_every_output_once_with_torch_weights(n_in: int, n_out: int) -> None:
+    """Real slots hold each output position once, and (1 - lam, lam) on (i0, i1) reproduces
+    torch's 1-D bilinear interpolation of a random signal within the weight-error bound."""
+    tiles = AxisTiles.make(n_in, n_out)
+    pos = tiles.pos[tiles.ok]
+    assert sorted(pos.tolist()) == list(range(n_out))
+    x = np.random.default_rng(0).normal(size=n_in).astype(np.float32)
+    want = F.interpolate(torch.from_numpy(x)[None, None, None], size=(1, n_out),
+                         mode="bilinear", align_corners=False)[0, 0, 0].numpy()
+    cell = np.broadcast_to(np.arange(len(tiles.i0))[:, None], tiles.pos.shape)[tiles.ok]
+    lam = tiles.lam[tiles.ok]
+    got = (1 - lam) * x[tiles.i0[cell]] + lam * x[tiles.i1[cell]]
+    bound = (2 * tiles.weight_error + 2.0 ** -22) * np.abs(x).max()
+    assert np.abs(got - want[pos]).max() <= bound
+    assert np.all(np.diff(tiles.grid) >= 0)
+
+
+def test_decided_pixels_agree_with_torch_and_candidates_cover_the_mask() -> None:
+    """Pixels in decided runs are in range by torch's values, the other pixels of decided
+    tiles are not, and no in-range pixel lies outside the candidate tiles."""
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(40, 7, 7)).astype(np.float32)
+    grid = Grid.make((7, 7), (112, 112))
+    lo, hi = np.full(40, 0.3), np.full(40, 1.1)
+    up = F.interpolate(torch.from_numpy(maps)[:, None], size=(112, 112), mode="bilinear",
+                       align_corners=False)[:, 0].numpy().reshape(40, -1).astype(np.float64)
+    truth = (up > 0.3) & (up < 1.1)
+    corners = grid.corners(maps)
+    cand = candidate_tiles(grid, corners, lo, hi)
+    item, ty, tx = np.nonzero(cand)
+    cols = tile_columns(grid, corners, item, ty, tx)
+    runs = range_runs(grid, cols, lo[item], hi[item], inclusive=False)
+    row, col = run_starts(grid, cols, runs)
+    run, pixel = run_pixels(row * 112 + col, runs.stop - runs.start, 112)
+    tile = runs.tile[run]
+    decided = ~runs.ambiguous[tile]
+    assert truth[item[tile[decided]], pixel[decided]].all()
+    found = np.zeros_like(truth)
+    found[item[tile], pixel] = True
+    covered = np.zeros_like(truth)
+    for q in np.flatnonzero(~runs.ambiguous):
+        rows = grid.rows.pos[ty[q]][grid.rows.ok[ty[q]]]
+        cols_ = grid.cols.pos[tx[q]][grid.cols.ok[tx[q]]]
+        covered[item[q], (rows[:, None] * 112 + cols_[None, :]).ravel()] = True
+    assert not (truth & covered & ~found).any()
+    in_cand = np.zeros_like(truth)
+    for q in range(len(item)):
+        rows = grid.rows.pos[ty[q]][grid.rows.ok[ty[q]]]
+        cols_ = grid.cols.pos[tx[q]][grid.cols.ok[tx[q]]]
+        in_cand[item[q], (rows[:, None] * 112 + cols_[None, :]).ravel()] = True
+    assert not (truth & ~in_cand).any() and truth.sum() > 1000
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(7, 112), (6, 113), (13, 224), (9, 5)])
+def test_cell_lookup_counts_like_searchsorted(n_in: int, n_out: int) -> None:
+    """The cell lookup returns searchsorted's right-side counts, also at and next to every
+    grid value."""
+    from ray_dissect.concepts.tiles import _count_at_most
+
+    tiles = AxisTiles.make(n_in, n_out)
+    assert tiles.lookup is not None
+    q = np.random.default_rng(0).uniform(-1.5, 4 * len(tiles.i0) + 1, 20000)
+    q = np.concatenate([q, tiles.grid, np.nextafter(tiles.grid, -9), np.nextafter(tiles.grid, 9)])
+    np.testing.assert_array_equal(_count_at_most(tiles, q),
+                                  np.searchsorted(tiles.grid, q, side="right"))
