@@ -35,7 +35,8 @@ def execute_locally(stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) 
 
     Calls go in order; a stage with ``calls_per_actor`` above 1 keeps that many in flight
     in threads, as an actor would, and ``on_done`` runs here, in completion order. The
-    extraction pipeline's threads are stopped when the stage's calls are done.
+    extraction pipeline's threads are stopped when the stage's calls are done; the one-off
+    builds (dataset, model) go in the stage's timings.
     """
     env = ctx.parts.setdefault("local_env", WorkEnv(ctx.spec, ctx.job))
     try:
@@ -43,6 +44,7 @@ def execute_locally(stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) 
                       stage.calls_per_actor, on_done)
     finally:
         env.close()
+        ctx.timings |= {f"{stage.name}.{k}": v for k, v in env.drain_timings().items()}
 
 
 def run_in_flight(work: Callable[[tuple[Any, ...]], Any], calls: list[tuple[Any, ...]],
