@@ -5,7 +5,8 @@ thresholds (CPU tasks over unit blocks) -> scoring (CPU tasks over unit blocks) 
 (model actors, when asked) -> records and summary. This module only says where work units
 run: a stage with ``runs_on="actors"`` goes to the model-replica actors, the others to tasks.
 The model actors are kept from one actor stage to the next (spawned and loaded once); they
-are ended before CPU tasks only when the cluster lacks the CPUs to run both, and at the end.
+are ended before CPU tasks when the CPUs they hold would let more tasks run at once (e.g.
+on a 2-core machine), and at the end.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class RayExecutor:
             run_on_actors(self._pool(ctx), stage.name, [(*shared, *call) for call in plan.calls],
                           on_done, stage.calls_per_actor, ctx.timings)
             return
-        self._free_cpus(ctx.spec.resources.cpus_per_task)
+        self._free_cpus(ctx.spec.resources.cpus_per_task, len(plan.calls))
         spec = ctx.spec
         head: tuple[Any, ...] = (stage.name, spec_blob(spec), str(ctx.job.root), *shared)
         run_tasks(stage_task, [(*head, *call) for call in plan.calls],
@@ -71,13 +72,16 @@ class RayExecutor:
                                   ACTOR_CONCURRENCY)
         return self.pool
 
-    def _free_cpus(self, cpus: float) -> None:
-        """End the model actors if they hold the CPUs a task needs (tasks would never start
-        beside them); keep them otherwise."""
+    def _free_cpus(self, cpus: float, calls: int) -> None:
+        """End the model actors if the CPUs they hold would let more of the ``calls`` tasks
+        (``cpus`` each) run at once; keep them when they cost the tasks nothing."""
         import ray
 
-        if self.pool is not None and self.pool.actors and \
-                ray.available_resources().get("CPU", 0.0) < cpus:
+        if self.pool is None or not self.pool.actors:
+            return
+        total = ray.cluster_resources().get("CPU", 0.0)
+        free = ray.available_resources().get("CPU", 0.0)
+        if min(calls, total // cpus) > free // cpus:
             self.pool.release()
 
     def close(self) -> None:
