@@ -79,10 +79,17 @@ class ActorPool:
 
     def end_stage(self, name: str, timings: dict[str, float]) -> None:
         """Stop the stage's threads in every actor; put the slowest actor's one-off costs in
-        ``timings`` as ``NAME.KEY``."""
+        ``timings`` as ``NAME.KEY``. An actor that died since its last call is dropped (the
+        next stage starts another)."""
         import ray
 
-        for got in ray.get([a.end_stage.remote() for a in self.actors]):
+        refs = {a: a.end_stage.remote() for a in self.actors}
+        for actor, ref in refs.items():
+            try:
+                got = ray.get(ref)
+            except ray.exceptions.RayActorError:  # died after its last call: drop it
+                self.actors.remove(actor)
+                continue
             for key, seconds in got.items():
                 timings[f"{name}.{key}"] = max(timings.get(f"{name}.{key}", 0.0), seconds)
 
