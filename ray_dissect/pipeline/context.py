@@ -137,13 +137,19 @@ class WorkEnv:
 
     @cached_property
     def dataset(self) -> ImageDataset:
-        """The images (any format)."""
+        """The images (any format; the concept dataset when that is open already)."""
+        if "concept_dataset" in self.__dict__:
+            return self.concept_dataset
         with self._timed("dataset_open"):
             return open_dataset(self.spec.dataset)
 
     @cached_property
     def concept_dataset(self) -> ConceptDataset:
-        """The dataset, for work units that read concept labels."""
+        """The dataset, for work units that read concept labels (parsed once: the images'
+        dataset is reused when it has them)."""
+        opened = self.__dict__.get("dataset")
+        if isinstance(opened, ConceptDataset):
+            return opened
         with self._timed("dataset_open"):
             return open_concept_dataset(self.spec.dataset)
 
