@@ -16,10 +16,11 @@ for ``--images`` other than 2,000, only indicative then), the per-stage seconds 
 start-up breakdown from the job's manifest (what ``ray-dissect status`` shows).
 
 Usage: python benchmarks/bench_job.py [--images 2000] [--data DIR] [--batch 32]
-       [--actors 2] [--order bare-first|job-first] [--compare-with TREE]
+       [--actors 2] [--order bare,job,other] [--compare-with TREE]
 
 ``--compare-with TREE`` runs the same job a second time with the package of another
-checkout (e.g. ``/work/main``, before this tree's start-up changes), in the same run.
+checkout (e.g. ``/work/main``, before this tree's start-up changes), in the same run;
+``--order`` says in which order the three measurements run (the machine's load drifts).
 
 ``--data DIR`` keeps the generated dataset there (made once, reused when it already holds
 ``--images`` images); without it the dataset goes in a temporary directory.
@@ -113,7 +114,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--actors", type=int, default=2)
-    parser.add_argument("--order", choices=("bare-first", "job-first"), default="bare-first")
+    parser.add_argument("--order", default="bare,job,other",
+                        help="the order of the measurements, comma-separated")
     parser.add_argument("--compare-with", type=Path, default=None, metavar="TREE",
                         help="also run the job with another checkout's package (e.g. main)")
     args = parser.parse_args()
@@ -121,17 +123,16 @@ def main() -> None:
         data = make_dataset(args.data or Path(tmp) / "ds", args.images)
         spec_dict = job_spec(data, args.images, args.batch, args.actors)
         out = Path(tmp) / "job"
-        steps = [("bare", lambda: bare_loop(spec_dict, args.actors)),
-                 ("job", lambda: whole_job(spec_dict, out))]
-        if args.order == "job-first":
-            steps.reverse()
-        if args.compare_with is not None:
-            steps.append(("other", lambda: whole_job(spec_dict, Path(tmp) / "other",
-                                                      args.compare_with)))
-        seconds = {name: step() for name, step in steps}
+        steps = {"bare": lambda: bare_loop(spec_dict, args.actors),
+                 "job": lambda: whole_job(spec_dict, out),
+                 "other": lambda: whole_job(spec_dict, Path(tmp) / "other", args.compare_with)}
+        order = [name for name in args.order.split(",")
+                 if name != "other" or args.compare_with is not None]
+        seconds = {name: steps[name]() for name in order}
         ndl = NDL_SECONDS_2000 * args.images / 2000
         print(f"images={args.images} batch={args.batch} actors={args.actors} "
-              f"bare threads={args.actors} load={os.getloadavg()[0]:.1f}")
+              f"bare threads={args.actors} order={','.join(order)} "
+              f"load after={os.getloadavg()[0]:.1f}")
         print(f"(a) bare decode + forward loop : {seconds['bare']:8.2f} s")
         print(f"(b) whole job via ray-dissect  : {seconds['job']:8.2f} s")
         print(f"ratio job / bare               : {seconds['job'] / seconds['bare']:8.3f}  "
