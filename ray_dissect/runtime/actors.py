@@ -64,7 +64,6 @@ class ActorPool:
         self.args = (spec_blob(spec), str(job.root), "cuda" if gpus > 0 else "cpu")
         self.limit = res.actors
         self.actors: list[Any] = []
-        self.spawned = 0
 
     def take(self, n: int) -> list[Any]:
         """``n`` actors: those alive first, new ones started for the rest."""
@@ -102,7 +101,6 @@ class ActorPool:
         self.actors = []
 
     def _spawn(self) -> Any:
-        self.spawned += 1
         return self.remote_cls.remote(*self.args, time.time())
 
 
