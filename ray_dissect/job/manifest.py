@@ -44,7 +44,14 @@ class StageState(BaseModel):
 
 
 class RunInfo(BaseModel):
-    """One invocation of ``run``/``resume`` on this directory."""
+    """One invocation of ``run``/``resume`` on this directory.
+
+    ``timings``: the run's fixed costs in seconds, in the order they happened (start-up:
+    ``process``, ``preflight``, ``prepare``, ``ray_init``; per stage ``STAGE.plan``,
+    ``STAGE.start`` (until the first result: workers or actors starting, model load),
+    ``STAGE.finish``; actors' ``STAGE.actor_spawn`` and ``STAGE.model_load``, the slowest
+    actor's); empty in manifests of earlier versions.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +61,7 @@ class RunInfo(BaseModel):
     pid: int
     status: Literal["running", "finished", "failed"] = "running"
     error: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class Manifest(BaseModel):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
 
 from ray_dissect.job.manifest import Manifest, write_manifest
@@ -34,7 +38,8 @@ class Tracker:
 
     ``start(stage, total, done)`` opens a stage with ``done`` units already finished by
     earlier runs; ``unit_done`` counts units computed by this run and adds their time
-    breakdown (seconds per step) to the stage's.
+    breakdown (seconds per step) to the stage's. ``record`` and ``timed`` keep the run's fixed
+    costs (start-up, per-stage overheads) in the latest run's ``timings``.
     """
 
     def __init__(self, root: AnyPath, manifest: Manifest, progress: Progress) -> None:
@@ -67,6 +72,21 @@ class Tracker:
         self.manifest.stages[stage].state = "done"
         write_manifest(self.root, self.manifest)
 
+    def record(self, key: str, seconds: float) -> None:
+        """Add ``seconds`` to the latest run's timing ``key`` (and write the manifest)."""
+        timings = self.manifest.runs[-1].timings
+        timings[key] = timings.get(key, 0.0) + seconds
+        write_manifest(self.root, self.manifest)
+
+    @contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        """Record the block's wall seconds as timing ``key`` (also when it raises)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(key, time.perf_counter() - t0)
+
     def finish(self, stage: str, errors: int = 0) -> float:
         state = self.manifest.stages[stage]
         state.state, state.errors = "done", errors
@@ -78,3 +98,14 @@ class Tracker:
 def _summed(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
     """Per key, ``total`` plus ``more`` (keys in first-seen order)."""
     return {k: total.get(k, 0.0) + more.get(k, 0.0) for k in dict.fromkeys([*total, *more])}
+
+
+def process_age(stat: Path = Path("/proc/self/stat")) -> float | None:
+    """Seconds since this process started (interpreter start-up and imports before the run),
+    or None where ``/proc`` does not tell (not Linux)."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")

@@ -9,7 +9,11 @@ or in a test.
 
 from __future__ import annotations
 
+import pickle
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
@@ -58,6 +62,8 @@ class JobContext:
         thresholds: per layer (thresholds (U,) float64, nonfinite (U,) int64,
             ranges (U, clusters, 2) float64).
         parts: per-stage scratch for results that arrive before a work unit is whole.
+        timings: fixed costs an executor measured during the current stage (seconds, e.g.
+            ``activations.actor_spawn``); the runner moves them to the manifest's run timings.
     """
 
     spec: JobSpec
@@ -72,6 +78,7 @@ class JobContext:
     space: SearchSpace | None = None
     records: dict[str, list[UnitRecord]] = field(default_factory=dict)
     parts: dict[Any, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def unit_blocks(self) -> list[tuple[str, tuple[int, int]]]:
         """(layer, (u0, u1)) of every block of ``units_per_task`` units, in layer order."""
@@ -104,42 +111,77 @@ class JobContext:
 class WorkEnv:
     """What a work unit runs with on a worker: the spec, the job directory, the dataset (opened
     on first use) and, on model actors, the extractor (built on first use on ``device``) and
-    the extraction pipeline around it (:meth:`shard_pipeline`, safe to call from threads)."""
+    the extraction pipeline around it (:meth:`shard_pipeline`, safe to call from threads).
+
+    ``timings`` holds the seconds its one-off builds took (``dataset_open``, ``model_load``),
+    until :meth:`drain_timings` hands them over."""
 
     def __init__(self, spec: JobSpec, job: JobDir, device: str = "cpu") -> None:
         self.spec, self.job, self.device = spec, job, device
         self._lock = threading.Lock()
         self._pipeline: ShardPipeline | None = None
+        self.timings: dict[str, float] = {}
 
     @classmethod
     def from_json(cls, spec_json: str, root: str, device: str = "cpu") -> WorkEnv:
         """A new environment from the spec's JSON and the job directory's location."""
         return cls(JobSpec.model_validate_json(spec_json), JobDir(location(root)), device)
 
+    @classmethod
+    def from_blob(cls, spec_blob: bytes, root: str, device: str = "cpu") -> WorkEnv:
+        """A new environment from :func:`spec_blob`'s bytes and the job directory's location."""
+        spec = pickle.loads(spec_blob)
+        if not isinstance(spec, JobSpec):
+            raise TypeError(f"a spec blob holds a {type(spec).__name__}, expected a JobSpec")
+        return cls(spec, JobDir(location(root)), device)
+
     @cached_property
     def dataset(self) -> ImageDataset:
-        """The images (any format)."""
-        return open_dataset(self.spec.dataset)
+        """The images (any format; the concept dataset when that is open already)."""
+        if "concept_dataset" in self.__dict__:
+            return self.concept_dataset
+        with self._timed("dataset_open"):
+            return open_dataset(self.spec.dataset)
 
     @cached_property
     def concept_dataset(self) -> ConceptDataset:
-        """The dataset, for work units that read concept labels."""
-        return open_concept_dataset(self.spec.dataset)
+        """The dataset, for work units that read concept labels (parsed once: the images'
+        dataset is reused when it has them)."""
+        opened = self.__dict__.get("dataset")
+        if isinstance(opened, ConceptDataset):
+            return opened
+        with self._timed("dataset_open"):
+            return open_concept_dataset(self.spec.dataset)
 
     @cached_property
     def model(self) -> Any:
         """A model replica without hooks (for gradient methods), on ``device``, eval mode."""
         from ray_dissect.models.build import build_model
 
-        torch_threads(self.spec.resources.threads_per_actor)
-        return build_model(self.spec.model).to(self.device)
+        with self._timed("model_load"):
+            torch_threads(self.spec.resources.threads_per_actor)
+            return build_model(self.spec.model).to(self.device)
 
     @cached_property
     def extractor(self) -> Extractor:
+        """The hooked model replica extraction runs (built on first use)."""
         from ray_dissect.models.extract import Extractor
 
         res = self.spec.resources
-        return Extractor(self.spec.model, self.spec.layers, res.threads_per_actor, self.device)
+        with self._timed("model_load"):
+            return Extractor(self.spec.model, self.spec.layers, res.threads_per_actor,
+                             self.device)
+
+    @contextmanager
+    def _timed(self, key: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+
+    def drain_timings(self) -> dict[str, float]:
+        """The one-off build seconds since the last call (then forgotten)."""
+        out, self.timings = self.timings, {}
+        return out
 
     def shard_pipeline(self) -> ShardPipeline:
         """This replica's extraction pipeline, started on first use (once, under a lock, as
@@ -166,8 +208,15 @@ def torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def spec_blob(spec: JobSpec) -> bytes:
+    """The driver's validated spec, pickled for the workers. Unpickling a pydantic model does
+    not run its validators, so a worker does not redo the driver's checks, which import
+    torchvision to check a model name (seconds in a fresh worker that needs no torch)."""
+    return pickle.dumps(spec)
+
+
 @lru_cache(maxsize=4)
-def task_env(spec_json: str, root: str) -> WorkEnv:
-    """The environment of CPU tasks, kept per worker process (the dataset index is parsed once
-    per process, not once per task)."""
-    return WorkEnv.from_json(spec_json, root)
+def task_env(spec: bytes, root: str) -> WorkEnv:
+    """The environment of CPU tasks (from :func:`spec_blob`'s bytes), kept per worker process
+    (the dataset index is parsed once per process, not once per task)."""
+    return WorkEnv.from_blob(spec, root)

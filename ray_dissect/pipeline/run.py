@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from ray_dissect import __version__, storage
 from ray_dissect.job.manifest import start_run, write_manifest
-from ray_dissect.job.progress import Progress, QuietProgress, Tracker
+from ray_dissect.job.progress import Progress, QuietProgress, Tracker, process_age
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.prepare import preflight, prepare_job_dir
 from ray_dissect.pipeline.results import write_results
@@ -35,7 +35,8 @@ def execute_locally(stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) 
 
     Calls go in order; a stage with ``calls_per_actor`` above 1 keeps that many in flight
     in threads, as an actor would, and ``on_done`` runs here, in completion order. The
-    extraction pipeline's threads are stopped when the stage's calls are done.
+    extraction pipeline's threads are stopped when the stage's calls are done; the one-off
+    builds (dataset, model) go in the stage's timings.
     """
     env = ctx.parts.setdefault("local_env", WorkEnv(ctx.spec, ctx.job))
     try:
@@ -43,6 +44,7 @@ def execute_locally(stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) 
                       stage.calls_per_actor, on_done)
     finally:
         env.close()
+        ctx.timings |= {f"{stage.name}.{k}": v for k, v in env.drain_timings().items()}
 
 
 def run_in_flight(work: Callable[[tuple[Any, ...]], Any], calls: list[tuple[Any, ...]],
@@ -64,18 +66,39 @@ def run_in_flight(work: Callable[[tuple[Any, ...]], Any], calls: list[tuple[Any,
 
 
 def _run_stage(stage: Stage, ctx: JobContext, tracker: Tracker, execute: Executor) -> None:
+    t0 = time.perf_counter()
     plan = stage.plan(ctx)
     if plan is None:
         tracker.skip(stage.name)
         return
+    tracker.record(f"{stage.name}.plan", time.perf_counter() - t0)
     tracker.start(stage.name, plan.total, plan.done)
     if plan.calls:
-        def on_done(i: int, result: Any) -> None:
-            timings = stage.timings(result) if stage.timings else None
-            tracker.unit_done(stage.name, stage.collect(ctx, plan.calls[i], result), timings)
+        _execute(stage, plan, ctx, tracker, execute)
+    with tracker.timed(f"{stage.name}.finish"):
+        errors = stage.finish(ctx)
+    tracker.finish(stage.name, errors)
 
+
+def _execute(stage: Stage, plan: Plan, ctx: JobContext, tracker: Tracker,
+             execute: Executor) -> None:
+    """Run the plan's calls; record the time to the first result (``STAGE.start``: workers
+    or actors starting, the model loading, and the first call's own work) and the
+    executor's own timings."""
+    started = [time.perf_counter()]
+
+    def on_done(i: int, result: Any) -> None:
+        if started:
+            tracker.record(f"{stage.name}.start", time.perf_counter() - started.pop())
+        timings = stage.timings(result) if stage.timings else None
+        tracker.unit_done(stage.name, stage.collect(ctx, plan.calls[i], result), timings)
+
+    try:
         execute(stage, plan, ctx, on_done)
-    tracker.finish(stage.name, stage.finish(ctx))
+    finally:
+        for key, seconds in ctx.timings.items():
+            tracker.record(key, seconds)
+        ctx.timings.clear()
 
 
 def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = execute_locally,
@@ -87,17 +110,25 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
     connection) opens. Work units finished by an earlier run of the same spec in ``out`` are
     not redone; the manifest records each run and whether it finished.
     """
+    age, t0 = process_age(), time.perf_counter()
     spec, dataset, shapes = preflight(spec)
+    t1 = time.perf_counter()
     job, manifest = prepare_job_dir(spec, storage.location(out), force)
     run = start_run(manifest)
     tracker = Tracker(job.root, manifest, progress or QuietProgress())
+    _record_startup(tracker, age, t1 - t0, time.perf_counter() - t1)
     provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(), package_version=__version__)
     ctx = JobContext(spec, job, dataset, shapes, provenance)
     try:
-        with session():
+        with ExitStack() as stack:
+            with tracker.timed("ray_init"):
+                stack.enter_context(session())
             for stage in STAGES:
                 _run_stage(stage, ctx, tracker, execute)
-        summary = write_results(ctx, manifest)
+            closing = time.perf_counter()
+        tracker.record("ray_shutdown", time.perf_counter() - closing)
+        with tracker.timed("results"):
+            summary = write_results(ctx, manifest)
     except BaseException as err:
         run.status, run.error, run.finished = "failed", f"{type(err).__name__}: {err}", time.time()
         write_manifest(job.root, manifest)
@@ -105,3 +136,15 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
     run.status, run.finished = "finished", time.time()
     write_manifest(job.root, manifest)
     return summary
+
+
+def _record_startup(tracker: Tracker, age: float | None, preflight: float,
+                    prepare: float) -> None:
+    """The run's costs before its first stage: the process's age when the run began
+    (``process``: interpreter start-up and imports for the CLI), checking the spec against
+    the dataset and the model (``preflight``: parsing the dataset index, building the model,
+    probing its layers) and preparing the job directory (``prepare``)."""
+    if age is not None:
+        tracker.record("process", age)
+    tracker.record("preflight", preflight)
+    tracker.record("prepare", prepare)

@@ -1,6 +1,8 @@
-"""``ray-dissect status DIR``: per-stage progress of a job directory, from its manifest, and
-the time breakdown of the stages that record one (extraction: decode, forward, copy, write,
-wait seconds summed over its shards)."""
+"""``ray-dissect status DIR``: per-stage progress of a job directory, from its manifest, the
+time breakdown of the stages that record one (extraction: decode, forward, copy, write, wait
+seconds summed over its shards) and the latest run's fixed costs (start-up: process, preflight,
+prepare, Ray start-up; per stage: plan, time to the first result, actor spawn and model load,
+finish)."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def render_status(root: AnyPath) -> str:
             continue
         lines.append(f"{name:<{w}} {st.state:<8} {f'{st.done}/{st.total}':>12} "
                      f"{st.computed:>9} {st.seconds:>9.1f} {st.errors:>5}")
-    return "\n".join(lines + _breakdowns(manifest))
+    return "\n".join(lines + _breakdowns(manifest) + _timings(manifest))
 
 
 def _breakdowns(manifest: Manifest) -> list[str]:
@@ -62,3 +64,16 @@ def _breakdowns(manifest: Manifest) -> list[str]:
     if not rows:
         return []
     return ["time breakdown (seconds summed over work units; decode over its threads):", *rows]
+
+
+def _timings(manifest: Manifest) -> list[str]:
+    """The latest run's fixed costs: one line for the run-wide ones, one per stage."""
+    if not manifest.runs or not manifest.runs[-1].timings:
+        return []
+    rows: dict[str, list[str]] = {}
+    for key, seconds in manifest.runs[-1].timings.items():
+        group, _, step = key.rpartition(".")
+        rows.setdefault(group or "run", []).append(f"{step} {seconds:.2f}")
+    w = max(len(group) for group in rows)
+    return ["fixed costs of the latest run (seconds; start = until the first result):",
+            *(f"{group:<{w}} " + "  ".join(steps) for group, steps in rows.items())]

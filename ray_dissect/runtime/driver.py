@@ -4,39 +4,112 @@ concepts (CPU tasks over image shards) -> activations (model actors over image s
 thresholds (CPU tasks over unit blocks) -> scoring (CPU tasks over unit blocks) -> masking
 (model actors, when asked) -> records and summary. This module only says where work units
 run: a stage with ``runs_on="actors"`` goes to the model-replica actors, the others to tasks.
+The model actors are kept from one actor stage to the next (spawned and loaded once); they
+are ended before CPU tasks when the CPUs they hold would let more tasks run at once (e.g.
+on a 2-core machine), and at the end.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ray_dissect.job.progress import Progress
-from ray_dissect.pipeline.context import JobContext, Plan
+from ray_dissect.pipeline.context import JobContext, Plan, spec_blob
 from ray_dissect.pipeline.run import OnDone, run_stages
-from ray_dissect.pipeline.stages import Stage
+from ray_dissect.pipeline.stages import STAGES, Stage
 from ray_dissect.records.schema import JobSummary
-from ray_dissect.runtime.actors import run_on_actors
+from ray_dissect.runtime.actors import ActorPool, run_on_actors
 from ray_dissect.runtime.cluster import gpus_per_actor, ray_session
 from ray_dissect.runtime.tasks import run_tasks, stage_task
 from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
 
+ACTOR_CONCURRENCY = max(s.calls_per_actor for s in STAGES if s.runs_on == "actors")
+
+
+class RayExecutor:
+    """Runs each stage's plan on Ray: actor stages on one :class:`ActorPool` for the whole
+    run, the others as CPU tasks. Shared arguments go to the object store once per stage,
+    the concept index (set once by the concepts stage) once per run, however many stages
+    share it (scoring, masking, the studies).
+    """
+
+    def __init__(self) -> None:
+        self.pool: ActorPool | None = None
+        self._puts: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) -> None:
+        shared = tuple(self._put(x, once=x is ctx.index) for x in plan.shared)
+        if stage.runs_on == "actors":
+            run_on_actors(self._pool(ctx), stage.name, [(*shared, *call) for call in plan.calls],
+                          on_done, stage.calls_per_actor, ctx.timings)
+            return
+        self._free_cpus(ctx.spec.resources.cpus_per_task, len(plan.calls))
+        spec = ctx.spec
+        head: tuple[Any, ...] = (stage.name, spec_blob(spec), str(ctx.job.root), *shared)
+        run_tasks(stage_task, [(*head, *call) for call in plan.calls],
+                  spec.resources.cpus_per_task, f"{stage.name} work unit",
+                  _unpacking(stage.name, on_done, ctx.timings), name=f"{stage.name}_task")
+
+    def _put(self, value: Any, once: bool) -> Any:
+        """``value``'s object reference; with ``once``, put only the first time this object
+        is shared (held with its reference, so its id is not reused)."""
+        import ray
+
+        if not once:
+            return ray.put(value)
+        if id(value) not in self._puts:
+            self._puts[id(value)] = (value, ray.put(value))
+        return self._puts[id(value)][1]
+
+    def _pool(self, ctx: JobContext) -> ActorPool:
+        if self.pool is None:
+            res = ctx.spec.resources
+            self.pool = ActorPool(ctx.spec, ctx.job, gpus_per_actor(res.gpus_per_actor),
+                                  ACTOR_CONCURRENCY)
+        return self.pool
+
+    def _free_cpus(self, cpus: float, calls: int) -> None:
+        """End the model actors if the CPUs they hold would let more of the ``calls`` tasks
+        (``cpus`` each) run at once; keep them when they cost the tasks nothing."""
+        import ray
+
+        if self.pool is None or not self.pool.actors:
+            return
+        total = ray.cluster_resources().get("CPU", 0.0)
+        free = ray.available_resources().get("CPU", 0.0)
+        if min(calls, total // cpus) > free // cpus:
+            self.pool.release()
+
+    def close(self) -> None:
+        """End the model actors; drop the shared objects."""
+        if self.pool is not None:
+            self.pool.release()
+        self._puts.clear()
+
+
+def _unpacking(name: str, on_done: OnDone, timings: dict[str, float]) -> OnDone:
+    """``on_done`` for :func:`stage_task` results: the value goes on, the task's seconds are
+    summed into ``timings`` as ``NAME.KEY``."""
+    def unpack(i: int, result: tuple[Any, dict[str, float]]) -> None:
+        value, seconds = result
+        for key, s in seconds.items():
+            timings[f"{name}.{key}"] = timings.get(f"{name}.{key}", 0.0) + s
+        on_done(i, value)
+
+    return unpack
+
 
 def execute_on_ray(stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) -> None:
-    """Run a plan's calls on the stage's workers; the shared arguments go to Ray once."""
-    import ray
-
-    shared = tuple(ray.put(x) for x in plan.shared)
-    spec, res = ctx.spec, ctx.spec.resources
-    if stage.runs_on == "actors":
-        run_on_actors(spec, ctx.job, gpus_per_actor(res.gpus_per_actor), stage.name,
-                      [(*shared, *call) for call in plan.calls], on_done,
-                      per_actor=stage.calls_per_actor)
-        return
-    head: tuple[Any, ...] = (stage.name, spec.model_dump_json(), str(ctx.job.root), *shared)
-    run_tasks(stage_task, [(*head, *call) for call in plan.calls], res.cpus_per_task,
-              f"{stage.name} work unit", on_done, name=f"{stage.name}_task")
+    """Run one stage's plan on Ray with actors of its own (ended after the stage)."""
+    executor = RayExecutor()
+    try:
+        executor(stage, plan, ctx, on_done)
+    finally:
+        executor.close()
 
 
 def run_job(spec: JobSpec, out: str | Path | AnyPath, *, address: str | None = None,
@@ -47,5 +120,14 @@ def run_job(spec: JobSpec, out: str | Path | AnyPath, *, address: str | None = N
     session is reused, else ``address`` is joined or a local cluster started. Work units
     finished by an earlier run of the same spec in ``out`` are not redone.
     """
-    return run_stages(spec, out, execute_on_ray, progress=progress, force=force,
-                      session=lambda: ray_session(address))
+    executor = RayExecutor()
+
+    @contextmanager
+    def session() -> Iterator[None]:
+        with ray_session(address, spec.resources.actors):
+            try:
+                yield
+            finally:
+                executor.close()
+
+    return run_stages(spec, out, executor, progress=progress, force=force, session=session)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,9 +11,20 @@ from ray_dissect.pipeline.stages import stage
 from ray_dissect.runtime.actors import raise_cause
 
 
-def stage_task(name: str, spec_json: str, job_root: str, *args: Any) -> Any:
-    """Run one work unit of stage ``name`` (``work(env, *args)``) in this worker process."""
-    return stage(name).work(task_env(spec_json, job_root), *args)
+def stage_task(name: str, spec: bytes, job_root: str, *args: Any
+               ) -> tuple[Any, dict[str, float]]:
+    """Run one work unit of stage ``name`` (``work(env, *args)``) in this worker process;
+    ``spec`` is :func:`~ray_dissect.pipeline.context.spec_blob`'s.
+
+    Returns:
+        the work unit's result, and its seconds: ``task_work`` (the task's whole run here)
+        and the one-off costs of this worker's environment when it first built them
+        (``dataset_open``, ``model_load``).
+    """
+    t0 = time.perf_counter()
+    env = task_env(spec, job_root)
+    result = stage(name).work(env, *args)
+    return result, {"task_work": time.perf_counter() - t0, **env.drain_timings()}
 
 
 def run_tasks(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], cpus: float,

@@ -1,9 +1,10 @@
-"""`ray-dissect status DIR`: the extraction stage's time breakdown."""
+"""`ray-dissect status DIR`: the extraction stage's time breakdown and the run's fixed costs."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 from ray_dissect.pipeline.run import run_stages
@@ -45,3 +46,50 @@ def test_manifest_without_breakdown_still_renders(four_images: Path, tmp_path: P
     path.write_text(json.dumps(data))
     text = render_status(tmp_path / "out")
     assert "activations" in text and "breakdown" not in text
+
+
+class _SlowSession:
+    """Stands in for a Ray session: 0.05 s to open and 0.05 s to close."""
+
+    def __enter__(self) -> None:
+        time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.05)
+
+
+def test_run_records_its_fixed_costs_and_status_shows_them(four_images: Path,
+                                                           tmp_path: Path) -> None:
+    """An in-process run records its start-up (process, preflight, prepare, the session's
+    opening and closing, which take at least their sleeps) and per-stage costs (plan, time
+    to the first result, the model load, finish); status prints each of them, rounded."""
+    out = tmp_path / "out"
+    run_stages(parse_spec({
+        "model": {"factory": f"{PLANTED}:red_channel",
+                  "preprocess": {"size": 8, "mean": [0, 0, 0], "std": [1, 1, 1]}},
+        "layers": ["pool"], "dataset": {"root": str(four_images)},
+        "resources": {"batch_size": 2, "shard_images": 2, "units_per_task": 1}}), out,
+        session=_SlowSession)
+    timings = json.loads((out / "manifest.json").read_text())["runs"][-1]["timings"]
+    assert list(timings)[:4] == ["process", "preflight", "prepare", "ray_init"]
+    assert timings["ray_init"] >= 0.05 and timings["ray_shutdown"] >= 0.05
+    for key in ("concepts.plan", "concepts.start", "concepts.finish", "activations.start",
+                "activations.model_load", "scoring.start", "results"):
+        assert key in timings, key
+    text = render_status(out)
+    shown = {f"{group}.{step}" if group != "run" else step: value
+             for line in text.split("fixed costs")[1].splitlines()[1:]
+             for group in [line.split()[0]]
+             for step, value in re.findall(r"(\w+) (\d+\.\d\d)", line)}
+    assert shown == {key: f"{seconds:.2f}" for key, seconds in timings.items()}
+
+
+def test_manifest_without_timings_still_renders(four_images: Path, tmp_path: Path) -> None:
+    """A manifest whose runs predate timings loads; status shows no fixed-cost section."""
+    _run(four_images, tmp_path / "out")
+    path = tmp_path / "out" / "manifest.json"
+    data = json.loads(path.read_text())
+    for run in data["runs"]:
+        del run["timings"]
+    path.write_text(json.dumps(data))
+    assert "fixed costs" not in render_status(tmp_path / "out")

@@ -1,14 +1,25 @@
-"""The driver's book of actor calls: two in flight per actor, a dead actor's calls redone."""
+"""The driver's book of actor calls (two in flight per actor, a dead actor's calls redone),
+the actor's one-off costs, and the spec as workers receive it."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import ray_dissect
 from ray_dissect.errors import StageError
-from ray_dissect.runtime.actors import MAX_ATTEMPTS, _Pool
+from ray_dissect.pipeline.context import spec_blob
+from ray_dissect.runtime.actors import MAX_ATTEMPTS, ModelActor, _Pool
+from ray_dissect.spec import parse_spec
+
+PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
 
 
 class _Actor:
@@ -65,3 +76,36 @@ def test_a_call_that_keeps_killing_actors_fails_the_stage() -> None:
             pool.requeue(actor, 0, RuntimeError("died"))
     with pytest.raises(StageError, match="work unit 0 failed 3 times"):
         pool.requeue(actor, 0, RuntimeError("died"))
+
+
+def test_an_actor_reports_its_one_off_costs_once(four_images: Path, tmp_path: Path) -> None:
+    """A model actor (the plain class, no Ray) reports its spawn delay (from the driver's
+    request time), dataset open and model load at the end of its first stage, and nothing
+    more at the end of the next one, its dataset and model being kept."""
+    spec = parse_spec({
+        "model": {"factory": f"{PLANTED}:red_channel",
+                  "preprocess": {"size": 8, "mean": [0, 0, 0], "std": [1, 1, 1]}},
+        "layers": ["pool"], "dataset": {"root": str(four_images)}})
+    actor = ModelActor(spec_blob(spec), str(tmp_path), "cpu", time.time() - 5.0)
+    dataset, extractor = actor.env.dataset, actor.env.extractor
+    first = actor.end_stage()
+    assert sorted(first) == ["actor_spawn", "dataset_open", "model_load"]
+    assert first["actor_spawn"] >= 5.0
+    assert actor.end_stage() == {}
+    assert actor.env.dataset is dataset and actor.env.extractor is extractor
+
+
+def test_a_spec_blob_unpickles_without_importing_torchvision(tmp_path: Path) -> None:
+    """A worker rebuilds the driver's spec from its blob, equal to it, in a fresh interpreter
+    that does not import torchvision (re-validating the JSON would, to check the name)."""
+    spec = parse_spec({"model": {"name": "resnet18"}, "layers": ["layer4"],
+                       "dataset": {"root": str(tmp_path)}})
+    (tmp_path / "spec.pkl").write_bytes(spec_blob(spec))
+    code = ("import pickle, sys; from ray_dissect.pipeline.context import WorkEnv; "
+            f"env = WorkEnv.from_blob(open({str(tmp_path / 'spec.pkl')!r}, 'rb').read(), "
+            f"{str(tmp_path)!r}); print(env.spec.model_dump_json()); "
+            "print('torchvision' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=str(Path(ray_dissect.__file__).parents[1]))
+    dumped, imported = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                      text=True, check=True, env=env).stdout.splitlines()
+    assert dumped == spec.model_dump_json() and imported == "False"
