@@ -299,3 +299,53 @@ def candidate_tiles(grid: Grid, corners: np.ndarray, lo: np.ndarray, hi: np.ndar
     top, bottom = corners.max(axis=0), corners.min(axis=0)
     delta = 2.0 * grid.margin * np.abs(corners).max(axis=0)
     return (top >= lo[:, None, None] - delta) & (bottom <= hi[:, None, None] + delta)
+
+
+def tile_extremes(grid: Grid, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(low, high, delta), each (p, ty, tx) float64: the least and greatest exact value over a
+    tile's real pixels, and twice the margin.
+
+    The exact value is bilinear in the row and column weights, so linear in each alone: over the
+    rectangle of the tile's real weights its extremes lie at the four vertices, the pixels of
+    the tile's first and last real row and column. torch's float32 values lie within the margin
+    of the exact ones; twice the margin also covers this float64 evaluation.
+
+    Args:
+        corners: (4, p, ty, tx) float64 from :meth:`Grid.corners`.
+    """
+    a, b, c, d = corners
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite maps: decided elsewhere
+        values = [_at(a, b, c, d, lam[:, None], mu[None, :])
+                  for lam in _end_weights(grid.rows) for mu in _end_weights(grid.cols)]
+    return (np.minimum.reduce(values), np.maximum.reduce(values),
+            2.0 * grid.margin * np.abs(corners).max(axis=0))
+
+
+def _end_weights(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray]:
+    """(t,) float64 weights of each tile's first and last real slot."""
+    return axis.lam[:, 0], axis.lam[np.arange(len(axis.i0)), axis.n_real - 1]
+
+
+def _at(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, lam: np.ndarray,
+        mu: np.ndarray) -> np.ndarray:
+    """Bilinear value at row weight ``lam`` and column weight ``mu`` (broadcast)."""
+    top = a + mu * (b - a)
+    return top + lam * (c + mu * (d - c) - top)
+
+
+def full_tiles(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarray,
+               hi: np.ndarray) -> np.ndarray:
+    """(p, ty, tx) bool: tiles whose every pixel is in (lo, hi) by torch's values, bounds (p,)
+    per pair (strictly, so also in [lo, hi]); ``extremes`` from :func:`tile_extremes`.
+
+    All-zero tiles (delta 0) are exact: every value is 0, in range when lo < 0 < hi.
+    """
+    low, high, delta = extremes
+    return (low - delta > lo[:, None, None]) & (high + delta < hi[:, None, None])
+
+
+def tight_candidates(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarray,
+                     hi: np.ndarray) -> np.ndarray:
+    """(p, ty, tx) bool: :func:`candidate_tiles` from the tiles' own extremes (fewer tiles)."""
+    low, high, delta = extremes
+    return (high >= lo[:, None, None] - delta) & (low <= hi[:, None, None] + delta)
