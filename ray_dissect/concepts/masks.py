@@ -31,6 +31,7 @@ import numpy as np
 
 from ray_dissect.concepts.tiles import (
     Grid,
+    bound_sides,
     full_tiles,
     range_runs,
     run_starts,
@@ -94,6 +95,8 @@ def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 Bounds = tuple[np.ndarray, np.ndarray, bool]
 """One range: (lo, hi, inclusive); lo and hi (k,) per unit or (n, k) per image and unit."""
+Extremes = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""(low, high, delta) per (pair, tile): :func:`~ray_dissect.concepts.tiles.tile_extremes`."""
 
 
 def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],
@@ -178,11 +181,12 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
     img, unit = counter.images[pairs], counter.units[pairs]
     finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
     corners = grid.corners(maps)
-    cands, full = _tiles_of(grid, corners, [(lo[img, unit], hi[img, unit]) for lo, hi, _ in bounds],
+    ext = tile_extremes(grid, corners)
+    cands, full = _tiles_of(grid, ext, [(lo[img, unit], hi[img, unit]) for lo, hi, _ in bounds],
                             [f & finite for f in fires], counter)
     redo = [f & ~finite for f in fires]
-    found = _walk(grid, corners, cands, [(lo[img, unit], hi[img, unit], inc)
-                                         for lo, hi, inc in bounds], redo)
+    found = _walk(grid, corners, ext, cands,
+                  [(lo[img, unit], hi[img, unit], inc) for lo, hi, inc in bounds], redo)
     for r, (lo, hi, inc) in enumerate(bounds):
         local, row, col, length = found[r]
         keep = ~redo[r][local]
@@ -198,7 +202,7 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
                       (sel[q], pix), (t_item[t_keep], t_tile[t_keep]))
 
 
-def _tiles_of(grid: Grid, corners: np.ndarray, bounds: list[tuple[np.ndarray, np.ndarray]],
+def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarray]],
               ok: list[np.ndarray], counter: _Counter
               ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """Per range: (p, ty, tx) bool tiles to walk, and the (pair, tile) wholly in range.
@@ -206,7 +210,6 @@ def _tiles_of(grid: Grid, corners: np.ndarray, bounds: list[tuple[np.ndarray, np
     Whole tiles are counted from the block's tile histograms once the chunk's whole tiles are
     worth building them (:meth:`_Counter.use_tiles`); otherwise they are walked as the others.
     """
-    ext = tile_extremes(grid, corners)
     full = [full_tiles(ext, lo, hi) & o[:, None, None] for (lo, hi), o in zip(bounds, ok,
                                                                              strict=True)]
     cands = [tight_candidates(ext, lo, hi) & o[:, None, None]
@@ -222,7 +225,7 @@ def _tiles_of(grid: Grid, corners: np.ndarray, bounds: list[tuple[np.ndarray, np
     return [c & ~f for c, f in zip(cands, full, strict=True)], whole
 
 
-def _walk(grid: Grid, corners: np.ndarray, cands: list[np.ndarray],
+def _walk(grid: Grid, corners: np.ndarray, ext: Extremes, cands: list[np.ndarray],
           bounds: list[tuple[np.ndarray, np.ndarray, bool]], redo: list[np.ndarray]
           ) -> list[tuple[np.ndarray, ...]]:
     """Per range, the (local pair, first row, column, length) of the in-range runs of the
@@ -238,7 +241,8 @@ def _walk(grid: Grid, corners: np.ndarray, cands: list[np.ndarray],
             if not sel.any():
                 continue
             cols = every if sel.all() else every.take(np.flatnonzero(sel))
-            runs = range_runs(grid, cols, lo[cols.item], hi[cols.item], inc)
+            lo_c, hi_c = lo[cols.item], hi[cols.item]
+            runs = range_runs(grid, cols, lo_c, hi_c, inc, bound_sides(ext, cols, lo_c, hi_c))
             redo[r][cols.item[runs.ambiguous]] = True
             found[r].append((cols.item[runs.tile], *run_starts(grid, cols, runs),
                              runs.stop - runs.start))

@@ -239,28 +239,47 @@ def _count_at_most(axis: AxisTiles, cross: np.ndarray) -> np.ndarray:
     return before[cell] + mult[cell] * (value[cell] <= cross)
 
 
-def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray
+def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
+                  sides: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above)."""
-    a, b = _rows_above(grid, cols, lo)
+    """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above).
+
+    ``sides``: (q,) bool per tile, whether its values may reach lo, and hi; a tile that may
+    not has every row on the inner side of that bound, which is not computed.
+    """
+    real = np.broadcast_to(grid.rows.n_real[cols.ty][:, None], cols.top.shape)
+    a, b = _side(grid, cols, lo, None if sides is None else sides[0], real)
     if np.isposinf(hi).all():
         return a, b
     neg = Columns(cols.item, cols.ty, cols.tx, -cols.top, -cols.step, cols.delta, cols.exact)
-    a2, b2 = _rows_above(grid, neg, -hi)
+    a2, b2 = _side(grid, neg, -hi, None if sides is None else sides[1], real)
     return np.maximum(a, a2), np.minimum(b, b2)
 
 
+def _side(grid: Grid, cols: Columns, thr: np.ndarray, may: np.ndarray | None,
+          real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_rows_above` of the tiles ``may`` (all when None); the others get every row."""
+    if may is None or may.all():
+        return _rows_above(grid, cols, thr)
+    a, b = np.zeros(real.shape, np.int64), real.astype(np.int64)
+    idx = np.flatnonzero(may)
+    if len(idx):
+        a[idx], b[idx] = _rows_above(grid, cols.take(idx), thr[idx])
+    return a, b
+
+
 def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
-               inclusive: bool) -> Runs:
+               inclusive: bool, sides: tuple[np.ndarray, np.ndarray] | None = None) -> Runs:
     """The decided in-range row runs of every real column, and the ambiguous tiles.
 
     A pixel is in the range when its value is beyond both bounds by more than the margin, out
     of it when beyond one bound the other way; anything else is ambiguous. Tiles whose corners
-    are all 0 are exact (every value is 0) and decided by the bounds themselves.
+    are all 0 are exact (every value is 0) and decided by the bounds themselves. ``sides``
+    (from :func:`bound_sides`) skips the bounds a tile cannot reach.
     """
     d = np.where(cols.exact, 0.0, cols.delta)
-    sure_a, sure_b = _rows_between(grid, cols, lo + d, hi - d)
-    may_a, may_b = _rows_between(grid, cols, lo - d, hi + d)
+    sure_a, sure_b = _rows_between(grid, cols, lo + d, hi - d, sides)
+    may_a, may_b = _rows_between(grid, cols, lo - d, hi + d, sides)
     zero_in = ((lo <= 0) & (hi >= 0)) if inclusive else ((lo < 0) & (hi > 0))
     real_rows = grid.rows.n_real[cols.ty]
     sure_a = np.where(cols.exact[:, None], 0, sure_a)
@@ -349,3 +368,15 @@ def tight_candidates(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np
     """(p, ty, tx) bool: :func:`candidate_tiles` from the tiles' own extremes (fewer tiles)."""
     low, high, delta = extremes
     return (high >= lo[:, None, None] - delta) & (low <= hi[:, None, None] + delta)
+
+
+def bound_sides(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], cols: Columns,
+                lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q,) bool per tile of ``cols``: its pixels may come within the margin of lo, of hi.
+
+    A tile whose exact least value exceeds lo by twice the margin has every float64 pixel
+    value above ``lo + margin`` (float64 rounding is far below the margin): all its rows are
+    above lo both for the sure and the possible decision of :func:`range_runs`; same for hi.
+    """
+    low, high, delta = (e[cols.item, cols.ty, cols.tx] for e in extremes)
+    return low - delta <= lo, high + delta >= hi
