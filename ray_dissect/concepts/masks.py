@@ -188,7 +188,7 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
     found = _walk(grid, corners, ext, cands,
                   [(lo[img, unit], hi[img, unit], inc) for lo, hi, inc in bounds], redo)
     for r, (lo, hi, inc) in enumerate(bounds):
-        local, row, col, length = found[r]
+        local, row, col, length, tile = found[r]
         keep = ~redo[r][local]
         sel = np.flatnonzero(redo[r])
         q, pix = np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -198,7 +198,7 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
             q, pix = np.nonzero(dense.reshape(len(sel), -1))
         t_item, t_tile = full[r]
         t_keep = ~redo[r][t_item]
-        counter.count(r, pairs, (local[keep], row[keep], col[keep], length[keep]),
+        counter.count(r, pairs, (local[keep], row[keep], col[keep], length[keep], tile[keep]),
                       (sel[q], pix), (t_item[t_keep], t_tile[t_keep]))
 
 
@@ -214,8 +214,8 @@ def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarr
                                                                              strict=True)]
     cands = [tight_candidates(ext, lo, hi) & o[:, None, None]
              for (lo, hi), o in zip(bounds, ok, strict=True)]
-    n_full = sum(int(f.sum()) for f in full)
-    if not counter.use_tiles(grid, n_full):
+    n_tiles = sum(int(c.sum()) for c in cands)
+    if not counter.use_tiles(grid, n_tiles):
         return cands, [(np.zeros(0, np.int64), np.zeros(0, np.int64)) for _ in bounds]
     width = full[0].shape[2] if full else 0
     whole = []
@@ -245,9 +245,10 @@ def _walk(grid: Grid, corners: np.ndarray, ext: Extremes, cands: list[np.ndarray
             runs = range_runs(grid, cols, lo_c, hi_c, inc, bound_sides(ext, cols, lo_c, hi_c))
             redo[r][cols.item[runs.ambiguous]] = True
             found[r].append((cols.item[runs.tile], *run_starts(grid, cols, runs),
-                             runs.stop - runs.start))
+                             runs.stop - runs.start,
+                             cols.ty[runs.tile] * len(grid.cols.i0) + cols.tx[runs.tile]))
     return [tuple(np.concatenate([f[i] for f in per] or [np.zeros(0, np.int64)])
-                  for i in range(4)) for per in found]
+                  for i in range(5)) for per in found]
 
 
 class _Counter:
@@ -281,11 +282,12 @@ class _Counter:
         self.n_images = set_ids.shape[0]
         self.hist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def use_tiles(self, grid: Grid, n_full: int) -> bool:
-        """Whether to count ``n_full`` whole tiles from the tile histograms, building them
-        (about the cost of walking every tile of the block once) when that many are worth it."""
-        n_tiles = self.n_images * len(grid.rows.i0) * len(grid.cols.i0)
-        if self.hist is None and n_full * TILE_HISTOGRAM_PAYS >= n_tiles:
+    def use_tiles(self, grid: Grid, n_tiles: int) -> bool:
+        """Whether to count whole and one-set tiles from the tile histograms, building them
+        (about the cost of walking every tile of the block once) when a chunk has ``n_tiles``
+        tiles to count, enough for that to pay."""
+        n_block = self.n_images * len(grid.rows.i0) * len(grid.cols.i0)
+        if self.hist is None and n_tiles * TILE_HISTOGRAM_PAYS >= n_block:
             self.hist = self._histograms(grid)
         return self.hist is not None
 
@@ -305,6 +307,16 @@ class _Counter:
         counts = np.bincount(inverse.ravel(), weights=weight).astype(np.int64)
         first = np.searchsorted(keys // self.stride, np.arange(self.n_images * nty * ntx + 1))
         return first, keys % self.stride, counts
+
+    def _one_set(self, img: np.ndarray, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(runs (m,) bool in a tile of one label set, that set (m1,) int64) of runs in block
+        images ``img`` and tiles ``tile``; no run when there are no histograms."""
+        if self.hist is None:
+            return np.zeros(len(img), bool), np.zeros(0, np.int64)
+        first, sets, _ = self.hist
+        t = img * ((len(first) - 1) // self.n_images) + tile
+        one = first[t + 1] - first[t] == 1
+        return one, sets[first[t[one]]]
 
     def _tile_entries(self, img: np.ndarray, tiles: tuple[np.ndarray, np.ndarray]
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -337,24 +349,28 @@ class _Counter:
         return run, (img[run] * self.pixels + start * self.width + x[run]), stop - start
 
     def count(self, r: int, pairs: np.ndarray,
-              runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+              runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
               pixels: tuple[np.ndarray, np.ndarray],
               tiles: tuple[np.ndarray, np.ndarray]) -> None:
         """Count range ``r``'s mask pixels of a chunk of consecutive pair numbers ``pairs``.
 
         Args:
-            runs: (local pair, first row, column, length) of vertical runs.
+            runs: (local pair, first row, column, length, tile index) of vertical runs; a run
+                in a tile of one label set (by the tile histograms) is counted whole.
             pixels: (local pair, pixel row-major) of single pixels.
             tiles: (local pair, tile index) of whole tiles (see :meth:`_tile_entries`).
         """
         img = self.images[pairs]
-        local, row, col, length = runs
-        run, p, weight = self._segments(img[local], row, col, length)
+        local, row, col, length, tile = runs
+        one, one_set = self._one_set(img[local], tile)
+        cut = np.flatnonzero(~one)
+        run, p, weight = self._segments(img[local[cut]], row[cut], col[cut], length[cut])
         t_loc, t_sets, t_counts = self._tile_entries(img, tiles)
-        loc = np.concatenate([local[run], pixels[0], t_loc])
-        sets = np.concatenate([self.flat[np.concatenate(
-            [p, img[pixels[0]] * self.pixels + pixels[1]])], t_sets])
-        weight = np.concatenate([weight, np.ones(len(pixels[0]), np.int64), t_counts])
+        loc = np.concatenate([local[cut][run], local[one], pixels[0], t_loc])
+        sets = np.concatenate([self.flat[p], one_set,
+                               self.flat[img[pixels[0]] * self.pixels + pixels[1]], t_sets])
+        weight = np.concatenate([weight, length[one], np.ones(len(pixels[0]), np.int64),
+                                 t_counts])
         seen = np.zeros(self.stride, dtype=bool)
         seen[sets] = True
         chunk_sets = np.flatnonzero(seen)

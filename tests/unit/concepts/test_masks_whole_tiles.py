@@ -59,9 +59,10 @@ def _check(acts, ranges, set_ids, valid, n_sets):
 @pytest.mark.parametrize(("src", "shape"), [((7, 7), (112, 112)), ((6, 5), (113, 47)),
                                             ((4, 4), (4, 4))])
 def test_whole_tiles_equal_dense_masks(monkeypatch, pays, src, shape) -> None:
-    """With the tile histograms always (or never) used, every range's counts equal the dense
-    torch masks': ranges holding whole maps, lo below the map minimum, bounds on exact values
-    (1.0, 0.0), an all-zero map, edge tiles of sizes that are no multiple of the map's."""
+    """With the tile histograms always (or never) used (whole tiles, and partial tiles of one
+    label set counted whole), every range's counts equal the dense torch masks': ranges holding
+    whole maps, lo below the map minimum, bounds on exact values (1.0, 0.0), an all-zero map,
+    edge tiles of sizes that are no multiple of the map's."""
     monkeypatch.setattr(masks_module, "TILE_HISTOGRAM_PAYS", pays)
     n, k = 10, 3
     acts = _smooth_maps(int(src[0]), n, k, src)
