@@ -43,7 +43,9 @@ from ray_dissect.concepts.tiles import (
 PAIRS_PER_CHUNK = 1024
 TILES_PER_STEP = 16384
 TILE_HISTOGRAM_PAYS = 4
-"""Build a block's tile histograms once a chunk has whole tiles for 1/4 of its tiles."""
+"""A whole tile counted from its histogram saves about as much as this many partial tiles
+whose one-set runs are not cut; the histograms are built once a chunk saves twice the cost of
+walking every tile of the block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +216,8 @@ def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarr
                                                                              strict=True)]
     cands = [tight_candidates(ext, lo, hi) & o[:, None, None]
              for (lo, hi), o in zip(bounds, ok, strict=True)]
-    n_tiles = sum(int(c.sum()) for c in cands)
-    if not counter.use_tiles(grid, n_tiles):
+    n_full = sum(int(f.sum()) for f in full)
+    if not counter.use_tiles(grid, n_full, sum(int(c.sum()) for c in cands) - n_full):
         return cands, [(np.zeros(0, np.int64), np.zeros(0, np.int64)) for _ in bounds]
     width = full[0].shape[2] if full else 0
     whole = []
@@ -282,12 +284,14 @@ class _Counter:
         self.n_images = set_ids.shape[0]
         self.hist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def use_tiles(self, grid: Grid, n_tiles: int) -> bool:
+    def use_tiles(self, grid: Grid, n_full: int, n_partial: int) -> bool:
         """Whether to count whole and one-set tiles from the tile histograms, building them
-        (about the cost of walking every tile of the block once) when a chunk has ``n_tiles``
-        tiles to count, enough for that to pay."""
+        (about the cost of walking every tile of the block once) when a chunk has enough whole
+        tiles (which are then not walked) and partial ones (whose one-set runs are then not
+        cut) for that to pay."""
         n_block = self.n_images * len(grid.rows.i0) * len(grid.cols.i0)
-        if self.hist is None and n_tiles * TILE_HISTOGRAM_PAYS >= n_block:
+        worth = TILE_HISTOGRAM_PAYS * n_full + n_partial
+        if self.hist is None and worth >= 2 * n_block:
             self.hist = self._histograms(grid)
         return self.hist is not None
 

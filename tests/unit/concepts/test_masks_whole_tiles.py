@@ -55,15 +55,25 @@ def _check(acts, ranges, set_ids, valid, n_sets):
             np.testing.assert_array_equal(_counts(got[r][u], len(acts), n_sets), want[u])
 
 
-@pytest.mark.parametrize("pays", [0, 10 ** 9])
+def _route(monkeypatch, always: bool) -> None:
+    """Make every chunk use the tile histograms (always) or none (never)."""
+    def use_tiles(self, grid, n_full, n_partial):
+        if always and self.hist is None:
+            self.hist = self._histograms(grid)
+        return always
+
+    monkeypatch.setattr(masks_module._Counter, "use_tiles", use_tiles)
+
+
+@pytest.mark.parametrize("always", [False, True])
 @pytest.mark.parametrize(("src", "shape"), [((7, 7), (112, 112)), ((6, 5), (113, 47)),
                                             ((4, 4), (4, 4))])
-def test_whole_tiles_equal_dense_masks(monkeypatch, pays, src, shape) -> None:
+def test_whole_tiles_equal_dense_masks(monkeypatch, always, src, shape) -> None:
     """With the tile histograms always (or never) used (whole tiles, and partial tiles of one
     label set counted whole), every range's counts equal the dense torch masks': ranges holding
     whole maps, lo below the map minimum, bounds on exact values (1.0, 0.0), an all-zero map,
     edge tiles of sizes that are no multiple of the map's."""
-    monkeypatch.setattr(masks_module, "TILE_HISTOGRAM_PAYS", pays)
+    _route(monkeypatch, always)
     n, k = 10, 3
     acts = _smooth_maps(int(src[0]), n, k, src)
     rng = np.random.default_rng(1)
@@ -84,7 +94,7 @@ def test_whole_tiles_equal_dense_masks(monkeypatch, pays, src, shape) -> None:
 def test_whole_tiles_with_a_redone_map_in_the_chunk(monkeypatch) -> None:
     """A pair redone by torch (a corner exactly on the bound, so ambiguous pixels) is counted
     once: its whole tiles are not added on top of its dense mask."""
-    monkeypatch.setattr(masks_module, "TILE_HISTOGRAM_PAYS", 10 ** 9)
+    _route(monkeypatch, True)
     n, k = 6, 2
     acts = _smooth_maps(3, n, k, (7, 7))
     acts[3, 1, 2:5, 2:5] = 0.5
