@@ -11,8 +11,12 @@ cannot exceed the maximum), and invalid images are left out.
 The upsampled maps are never materialised either (:func:`range_masks`): only the tiles that
 can hold a mask pixel are evaluated, column by column, as runs of rows
 (:mod:`ray_dissect.concepts.tiles`), and each run is counted per label set through the block's
-per-column label-set changes. Pixels too close to a bound to decide in float64 send their
-(image, unit) map through torch's full upsampling, so the signatures are exactly those of
+per-column label-set changes. A tile whose every pixel is in range by the margin (its exact
+extremes, at its four corner pixels, are inside; :func:`~ray_dissect.concepts.tiles.full_tiles`)
+is not walked: its per-tile label-set histogram, built once per image block and shared by
+every unit and range of the block, is added whole. Pixels too close to a bound to decide in
+float64 send their (image, unit) map through torch's full upsampling, so the signatures are
+exactly those of
 ``lo < F.interpolate(...) < hi`` counted pixel by pixel (``benchmarks/legacy_scoring.py`` keeps
 that direct implementation; the tests compare both to dense masks).
 """
@@ -27,14 +31,21 @@ import numpy as np
 
 from ray_dissect.concepts.tiles import (
     Grid,
-    candidate_tiles,
+    bound_sides,
+    full_tiles,
     range_runs,
     run_starts,
+    tight_candidates,
     tile_columns,
+    tile_extremes,
 )
 
 PAIRS_PER_CHUNK = 1024
 TILES_PER_STEP = 16384
+TILE_HISTOGRAM_PAYS = 4
+"""A whole tile counted from its histogram saves about as much as this many partial tiles
+whose one-set runs are not cut; the histograms are built once a chunk saves twice the cost of
+walking every tile of the block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,8 @@ def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 Bounds = tuple[np.ndarray, np.ndarray, bool]
 """One range: (lo, hi, inclusive); lo and hi (k,) per unit or (n, k) per image and unit."""
+Extremes = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""(low, high, delta) per (pair, tile): :func:`~ray_dissect.concepts.tiles.tile_extremes`."""
 
 
 def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],
@@ -170,25 +183,14 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
     img, unit = counter.images[pairs], counter.units[pairs]
     finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
     corners = grid.corners(maps)
-    cands = [candidate_tiles(grid, corners, lo[img, unit], hi[img, unit])
-             & (f & finite)[:, None, None] for (lo, hi, _), f in zip(bounds, fires, strict=True)]
+    ext = tile_extremes(grid, corners)
+    cands, full = _tiles_of(grid, ext, [(lo[img, unit], hi[img, unit]) for lo, hi, _ in bounds],
+                            [f & finite for f in fires], counter)
     redo = [f & ~finite for f in fires]
-    found: list[list[tuple[np.ndarray, ...]]] = [[] for _ in bounds]
-    item, ty, tx = np.nonzero(np.logical_or.reduce(cands))
-    for s in range(0, len(item), TILES_PER_STEP):
-        sl = slice(s, s + TILES_PER_STEP)
-        every = tile_columns(grid, corners, item[sl], ty[sl], tx[sl])
-        for r, (lo, hi, inc) in enumerate(bounds):
-            sel = cands[r][every.item, every.ty, every.tx]
-            cols = every if sel.all() else every.take(np.flatnonzero(sel))
-            runs = range_runs(grid, cols, lo[img, unit][cols.item], hi[img, unit][cols.item],
-                              inc)
-            redo[r][cols.item[runs.ambiguous]] = True
-            found[r].append((cols.item[runs.tile], *run_starts(grid, cols, runs),
-                             runs.stop - runs.start))
+    found = _walk(grid, corners, ext, cands,
+                  [(lo[img, unit], hi[img, unit], inc) for lo, hi, inc in bounds], redo)
     for r, (lo, hi, inc) in enumerate(bounds):
-        local, row, col, length = (np.concatenate([f[i] for f in found[r]]
-                                                   or [np.zeros(0, np.int64)]) for i in range(4))
+        local, row, col, length, tile = found[r]
         keep = ~redo[r][local]
         sel = np.flatnonzero(redo[r])
         q, pix = np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -196,8 +198,59 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
             dense = _dense_inside(maps[sel], lo[img[sel], unit[sel]], hi[img[sel], unit[sel]],
                                   grid.shape, inc)
             q, pix = np.nonzero(dense.reshape(len(sel), -1))
-        counter.count(r, pairs, (local[keep], row[keep], col[keep], length[keep]),
-                      (sel[q], pix))
+        t_item, t_tile = full[r]
+        t_keep = ~redo[r][t_item]
+        counter.count(r, pairs, (local[keep], row[keep], col[keep], length[keep], tile[keep]),
+                      (sel[q], pix), (t_item[t_keep], t_tile[t_keep]))
+
+
+def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarray]],
+              ok: list[np.ndarray], counter: _Counter
+              ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """Per range: (p, ty, tx) bool tiles to walk, and the (pair, tile) wholly in range.
+
+    Whole tiles are counted from the block's tile histograms once the chunk's whole tiles are
+    worth building them (:meth:`_Counter.use_tiles`); otherwise they are walked as the others.
+    """
+    full = [full_tiles(ext, lo, hi) & o[:, None, None] for (lo, hi), o in zip(bounds, ok,
+                                                                             strict=True)]
+    cands = [tight_candidates(ext, lo, hi) & o[:, None, None]
+             for (lo, hi), o in zip(bounds, ok, strict=True)]
+    n_full = sum(int(f.sum()) for f in full)
+    if not counter.use_tiles(grid, n_full, sum(int(c.sum()) for c in cands) - n_full):
+        return cands, [(np.zeros(0, np.int64), np.zeros(0, np.int64)) for _ in bounds]
+    width = full[0].shape[2] if full else 0
+    whole = []
+    for f in full:
+        item, ty, tx = np.nonzero(f)
+        whole.append((item, ty * width + tx))
+    return [c & ~f for c, f in zip(cands, full, strict=True)], whole
+
+
+def _walk(grid: Grid, corners: np.ndarray, ext: Extremes, cands: list[np.ndarray],
+          bounds: list[tuple[np.ndarray, np.ndarray, bool]], redo: list[np.ndarray]
+          ) -> list[tuple[np.ndarray, ...]]:
+    """Per range, the (local pair, first row, column, length) of the in-range runs of the
+    candidate tiles; marks the pairs with an ambiguous tile in ``redo``."""
+    found: list[list[tuple[np.ndarray, ...]]] = [[] for _ in bounds]
+    item, ty, tx = np.nonzero(np.logical_or.reduce(cands)) if cands else (
+        np.zeros(0, np.int64),) * 3
+    for s in range(0, len(item), TILES_PER_STEP):
+        sl = slice(s, s + TILES_PER_STEP)
+        every = tile_columns(grid, corners, item[sl], ty[sl], tx[sl])
+        for r, (lo, hi, inc) in enumerate(bounds):
+            sel = cands[r][every.item, every.ty, every.tx]
+            if not sel.any():
+                continue
+            cols = every if sel.all() else every.take(np.flatnonzero(sel))
+            lo_c, hi_c = lo[cols.item], hi[cols.item]
+            runs = range_runs(grid, cols, lo_c, hi_c, inc, bound_sides(ext, cols, lo_c, hi_c))
+            redo[r][cols.item[runs.ambiguous]] = True
+            found[r].append((cols.item[runs.tile], *run_starts(grid, cols, runs),
+                             runs.stop - runs.start,
+                             cols.ty[runs.tile] * len(grid.cols.i0) + cols.tx[runs.tile]))
+    return [tuple(np.concatenate([f[i] for f in per] or [np.zeros(0, np.int64)])
+                  for i in range(5)) for per in found]
 
 
 class _Counter:
@@ -228,6 +281,60 @@ class _Counter:
         self.stride = int(self.flat.max(initial=0)) + 1
         self.entries: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
             [] for _ in range(n_ranges)]
+        self.n_images = set_ids.shape[0]
+        self.hist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def use_tiles(self, grid: Grid, n_full: int, n_partial: int) -> bool:
+        """Whether to count whole and one-set tiles from the tile histograms, building them
+        (about the cost of walking every tile of the block once) when a chunk has enough whole
+        tiles (which are then not walked) and partial ones (whose one-set runs are then not
+        cut) for that to pay."""
+        n_block = self.n_images * len(grid.rows.i0) * len(grid.cols.i0)
+        worth = TILE_HISTOGRAM_PAYS * n_full + n_partial
+        if self.hist is None and worth >= 2 * n_block:
+            self.hist = self._histograms(grid)
+        return self.hist is not None
+
+    def _histograms(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per tile of the block (image-major, then tile row and column): its label sets and
+        pixel counts, as (first entry (t + 1,), sets (e,), counts (e,)) int64, sets ascending
+        within a tile."""
+        rows, cols = grid.rows, grid.cols
+        nty, ntx = len(rows.i0), len(cols.i0)
+        col_tile = np.zeros(self.width, np.int64)
+        col_tile[cols.pos[cols.ok]] = np.repeat(np.arange(ntx), cols.n_real)
+        img, ty, x = (a.ravel() for a in np.meshgrid(
+            np.arange(self.n_images), np.arange(nty), np.arange(self.width), indexing="ij"))
+        run, p, weight = self._segments(img, rows.pos[ty, 0], x, rows.n_real[ty])
+        tile = ((img * nty + ty) * ntx + col_tile[x])[run]
+        keys, inverse = np.unique(tile * self.stride + self.flat[p], return_inverse=True)
+        counts = np.bincount(inverse.ravel(), weights=weight).astype(np.int64)
+        first = np.searchsorted(keys // self.stride, np.arange(self.n_images * nty * ntx + 1))
+        return first, keys % self.stride, counts
+
+    def _one_set(self, img: np.ndarray, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(runs (m,) bool in a tile of one label set, that set (m1,) int64) of runs in block
+        images ``img`` and tiles ``tile``; no run when there are no histograms."""
+        if self.hist is None:
+            return np.zeros(len(img), bool), np.zeros(0, np.int64)
+        first, sets, _ = self.hist
+        t = img * ((len(first) - 1) // self.n_images) + tile
+        one = first[t + 1] - first[t] == 1
+        return one, sets[first[t[one]]]
+
+    def _tile_entries(self, img: np.ndarray, tiles: tuple[np.ndarray, np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(local pair, set, count) of the histogram entries of whole tiles (local pair, tile
+        index ty * tx_count + tx)."""
+        local, tile = tiles
+        if self.hist is None or not len(local):
+            return (np.zeros(0, np.int64),) * 3
+        first, sets, counts = self.hist
+        per_image = (len(first) - 1) // self.n_images
+        t = img[local] * per_image + tile
+        n = first[t + 1] - first[t]
+        entry = np.arange(int(n.sum())) + np.repeat(first[t] - (np.cumsum(n) - n), n)
+        return np.repeat(local, n), sets[entry], counts[entry]
 
     def _segments(self, img: np.ndarray, y0: np.ndarray, x: np.ndarray, length: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -246,20 +353,28 @@ class _Counter:
         return run, (img[run] * self.pixels + start * self.width + x[run]), stop - start
 
     def count(self, r: int, pairs: np.ndarray,
-              runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-              pixels: tuple[np.ndarray, np.ndarray]) -> None:
+              runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+              pixels: tuple[np.ndarray, np.ndarray],
+              tiles: tuple[np.ndarray, np.ndarray]) -> None:
         """Count range ``r``'s mask pixels of a chunk of consecutive pair numbers ``pairs``.
 
         Args:
-            runs: (local pair, first row, column, length) of vertical runs.
+            runs: (local pair, first row, column, length, tile index) of vertical runs; a run
+                in a tile of one label set (by the tile histograms) is counted whole.
             pixels: (local pair, pixel row-major) of single pixels.
+            tiles: (local pair, tile index) of whole tiles (see :meth:`_tile_entries`).
         """
         img = self.images[pairs]
-        local, row, col, length = runs
-        run, p, weight = self._segments(img[local], row, col, length)
-        loc = np.concatenate([local[run], pixels[0]])
-        sets = self.flat[np.concatenate([p, img[pixels[0]] * self.pixels + pixels[1]])]
-        weight = np.concatenate([weight, np.ones(len(pixels[0]), np.int64)])
+        local, row, col, length, tile = runs
+        one, one_set = self._one_set(img[local], tile)
+        cut = np.flatnonzero(~one)
+        run, p, weight = self._segments(img[local[cut]], row[cut], col[cut], length[cut])
+        t_loc, t_sets, t_counts = self._tile_entries(img, tiles)
+        loc = np.concatenate([local[cut][run], local[one], pixels[0], t_loc])
+        sets = np.concatenate([self.flat[p], one_set,
+                               self.flat[img[pixels[0]] * self.pixels + pixels[1]], t_sets])
+        weight = np.concatenate([weight, length[one], np.ones(len(pixels[0]), np.int64),
+                                 t_counts])
         seen = np.zeros(self.stride, dtype=bool)
         seen[sets] = True
         chunk_sets = np.flatnonzero(seen)

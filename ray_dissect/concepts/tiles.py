@@ -239,28 +239,47 @@ def _count_at_most(axis: AxisTiles, cross: np.ndarray) -> np.ndarray:
     return before[cell] + mult[cell] * (value[cell] <= cross)
 
 
-def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray
+def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
+                  sides: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above)."""
-    a, b = _rows_above(grid, cols, lo)
+    """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above).
+
+    ``sides``: (q,) bool per tile, whether its values may reach lo, and hi; a tile that may
+    not has every row on the inner side of that bound, which is not computed.
+    """
+    real = np.broadcast_to(grid.rows.n_real[cols.ty][:, None], cols.top.shape)
+    a, b = _side(grid, cols, lo, None if sides is None else sides[0], real)
     if np.isposinf(hi).all():
         return a, b
     neg = Columns(cols.item, cols.ty, cols.tx, -cols.top, -cols.step, cols.delta, cols.exact)
-    a2, b2 = _rows_above(grid, neg, -hi)
+    a2, b2 = _side(grid, neg, -hi, None if sides is None else sides[1], real)
     return np.maximum(a, a2), np.minimum(b, b2)
 
 
+def _side(grid: Grid, cols: Columns, thr: np.ndarray, may: np.ndarray | None,
+          real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_rows_above` of the tiles ``may`` (all when None); the others get every row."""
+    if may is None or may.all():
+        return _rows_above(grid, cols, thr)
+    a, b = np.zeros(real.shape, np.int64), real.astype(np.int64)
+    idx = np.flatnonzero(may)
+    if len(idx):
+        a[idx], b[idx] = _rows_above(grid, cols.take(idx), thr[idx])
+    return a, b
+
+
 def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
-               inclusive: bool) -> Runs:
+               inclusive: bool, sides: tuple[np.ndarray, np.ndarray] | None = None) -> Runs:
     """The decided in-range row runs of every real column, and the ambiguous tiles.
 
     A pixel is in the range when its value is beyond both bounds by more than the margin, out
     of it when beyond one bound the other way; anything else is ambiguous. Tiles whose corners
-    are all 0 are exact (every value is 0) and decided by the bounds themselves.
+    are all 0 are exact (every value is 0) and decided by the bounds themselves. ``sides``
+    (from :func:`bound_sides`) skips the bounds a tile cannot reach.
     """
     d = np.where(cols.exact, 0.0, cols.delta)
-    sure_a, sure_b = _rows_between(grid, cols, lo + d, hi - d)
-    may_a, may_b = _rows_between(grid, cols, lo - d, hi + d)
+    sure_a, sure_b = _rows_between(grid, cols, lo + d, hi - d, sides)
+    may_a, may_b = _rows_between(grid, cols, lo - d, hi + d, sides)
     zero_in = ((lo <= 0) & (hi >= 0)) if inclusive else ((lo < 0) & (hi > 0))
     real_rows = grid.rows.n_real[cols.ty]
     sure_a = np.where(cols.exact[:, None], 0, sure_a)
@@ -299,3 +318,65 @@ def candidate_tiles(grid: Grid, corners: np.ndarray, lo: np.ndarray, hi: np.ndar
     top, bottom = corners.max(axis=0), corners.min(axis=0)
     delta = 2.0 * grid.margin * np.abs(corners).max(axis=0)
     return (top >= lo[:, None, None] - delta) & (bottom <= hi[:, None, None] + delta)
+
+
+def tile_extremes(grid: Grid, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(low, high, delta), each (p, ty, tx) float64: the least and greatest exact value over a
+    tile's real pixels, and twice the margin.
+
+    The exact value is bilinear in the row and column weights, so linear in each alone: over the
+    rectangle of the tile's real weights its extremes lie at the four vertices, the pixels of
+    the tile's first and last real row and column. torch's float32 values lie within the margin
+    of the exact ones; twice the margin also covers this float64 evaluation.
+
+    Args:
+        corners: (4, p, ty, tx) float64 from :meth:`Grid.corners`.
+    """
+    a, b, c, d = corners
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite maps: decided elsewhere
+        values = [_at(a, b, c, d, lam[:, None], mu[None, :])
+                  for lam in _end_weights(grid.rows) for mu in _end_weights(grid.cols)]
+    return (np.minimum.reduce(values), np.maximum.reduce(values),
+            2.0 * grid.margin * np.abs(corners).max(axis=0))
+
+
+def _end_weights(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray]:
+    """(t,) float64 weights of each tile's first and last real slot."""
+    return axis.lam[:, 0], axis.lam[np.arange(len(axis.i0)), axis.n_real - 1]
+
+
+def _at(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, lam: np.ndarray,
+        mu: np.ndarray) -> np.ndarray:
+    """Bilinear value at row weight ``lam`` and column weight ``mu`` (broadcast)."""
+    top = a + mu * (b - a)
+    return top + lam * (c + mu * (d - c) - top)
+
+
+def full_tiles(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarray,
+               hi: np.ndarray) -> np.ndarray:
+    """(p, ty, tx) bool: tiles whose every pixel is in (lo, hi) by torch's values, bounds (p,)
+    per pair (strictly, so also in [lo, hi]); ``extremes`` from :func:`tile_extremes`.
+
+    All-zero tiles (delta 0) are exact: every value is 0, in range when lo < 0 < hi.
+    """
+    low, high, delta = extremes
+    return (low - delta > lo[:, None, None]) & (high + delta < hi[:, None, None])
+
+
+def tight_candidates(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarray,
+                     hi: np.ndarray) -> np.ndarray:
+    """(p, ty, tx) bool: :func:`candidate_tiles` from the tiles' own extremes (fewer tiles)."""
+    low, high, delta = extremes
+    return (high >= lo[:, None, None] - delta) & (low <= hi[:, None, None] + delta)
+
+
+def bound_sides(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], cols: Columns,
+                lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q,) bool per tile of ``cols``: its pixels may come within the margin of lo, of hi.
+
+    A tile whose exact least value exceeds lo by twice the margin has every float64 pixel
+    value above ``lo + margin`` (float64 rounding is far below the margin): all its rows are
+    above lo both for the sure and the possible decision of :func:`range_runs`; same for hi.
+    """
+    low, high, delta = (e[cols.item, cols.ty, cols.tx] for e in extremes)
+    return low - delta <= lo, high + delta >= hi
