@@ -123,6 +123,18 @@ class RangeFlips:
     units: tuple[float, ...] = ()
 
 
+def _bar_frame(peak: float, groups: int, group: float, left: float = 44.0, top: float = 14.0,
+               area: float = 110.0) -> tuple[float, float, list[str]]:
+    """A vertical bar chart's frame: (axis top value, plot width, SVG elements of the frame
+    and its 0 / top ticks) for ``groups`` groups of ``group`` px each."""
+    hi = peak if peak > 0 else 1.0
+    width = left + group * groups + 10
+    body = [_rect(left, top, width - left - 10, area, "none", FRAME),
+            _text(left - 4, top + 8, f"{hi:.3g}", TICK_END),
+            _text(left - 4, top + area, "0", TICK_END)]
+    return hi, width, body
+
+
 def flip_bars(items: Sequence[RangeFlips]) -> Plot:
     """Flip fraction per range index: a bar for all units zeroed at once and, over it, the
     per-unit spread (min to max, a tick at the median)."""
@@ -132,12 +144,8 @@ def flip_bars(items: Sequence[RangeFlips]) -> Plot:
     if not items:
         return _empty(title, "No range-importance row in this layer.", columns)
     peak = max([i.fraction or 0.0 for i in items] + [max(i.units, default=0.0) for i in items])
-    hi = peak if peak > 0 else 1.0
     left, top, area, group = 44.0, 14.0, 110.0, 56.0
-    width = left + group * len(items) + 10
-    body = [_rect(left, top, width - left - 10, area, "none", FRAME),
-            _text(left - 4, top + 8, f"{hi:.3g}", TICK_END),
-            _text(left - 4, top + area, "0", TICK_END)]
+    hi, width, body = _bar_frame(peak, len(items), group)
     rows: list[tuple[object, ...]] = []
     for n, item in enumerate(items):
         bx = left + n * group + 12
@@ -260,12 +268,8 @@ def specialization_bars(ranges: Sequence[tuple[int, float, float]]) -> Plot:
     if not ranges:
         return _empty(title, "No range with an explanation in this layer.", columns)
     peak = max(max(u, w) for _, u, w in ranges)
-    hi = peak if peak > 0 else 1.0
     left, top, area, group = 44.0, 14.0, 110.0, 60.0
-    width = left + group * len(ranges) + 10
-    body = [_rect(left, top, width - left - 10, area, "none", FRAME),
-            _text(left - 4, top + 8, f"{hi:.3g}", TICK_END),
-            _text(left - 4, top + area, "0", TICK_END)]
+    hi, width, body = _bar_frame(peak, len(ranges), group)
     for n, (k, unspec, weak) in enumerate(ranges):
         bx = left + n * group + 10
         for j, (v, color) in enumerate(((unspec, BAR_COLOR), (weak, WITHOUT_COLOR))):

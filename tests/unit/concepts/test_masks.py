@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.dense_masks import dense_signature
 
 from ray_dissect.concepts.masks import UnitMask, range_masks, unit_masks, upsample
 
@@ -62,24 +63,6 @@ def test_concat_of_nothing_is_empty() -> None:
     assert UnitMask.concat([]).area == 0
 
 
-def _dense_signature(acts, lo, hi, inclusive, set_ids, valid, n_sets):
-    """(k, n, n_sets) pixel counts of each unit's torch-upsampled mask per image and set; an
-    (image, unit) whose map's peak does not reach lo (or is NaN) is empty, as documented."""
-    up = F.interpolate(torch.from_numpy(acts), size=set_ids.shape[1:], mode="bilinear",
-                       align_corners=False).numpy().astype(np.float64)
-    lo4 = np.broadcast_to(lo, acts.shape[:2])[:, :, None, None]
-    hi4 = np.broadcast_to(hi, acts.shape[:2])[:, :, None, None]
-    inside = ((up >= lo4) & (up <= hi4)) if inclusive else ((up > lo4) & (up < hi4))
-    peak = acts.reshape(*acts.shape[:2], -1).max(axis=2)
-    fires = (peak >= lo4[:, :, 0, 0]) if inclusive else (peak > lo4[:, :, 0, 0])
-    inside &= (valid[:, None] & fires)[:, :, None, None]
-    out = np.zeros((acts.shape[1], len(acts), n_sets), np.int64)
-    for u in range(acts.shape[1]):
-        for i in range(len(acts)):
-            out[u, i] = np.bincount(set_ids[i][inside[i, u]], minlength=n_sets)
-    return out
-
-
 def _as_dense(mask, n, n_sets, first):
     got = np.zeros((n, n_sets), np.int64)
     np.add.at(got, (mask.images - first, mask.sets), mask.counts)
@@ -118,7 +101,7 @@ def test_range_masks_equal_dense_torch_masks_of_planted_units(seed, src, shape) 
               (q[1], q[2], True), (per_image, np.full((n, k), np.inf), False)]
     got = range_masks(acts, ranges, set_ids, 50, valid)
     for r, (lo, hi, inc) in enumerate(ranges):
-        want = _dense_signature(acts, lo, hi, inc, set_ids, valid, 18)
+        want = dense_signature(acts, lo, hi, inc, set_ids, valid, 18)
         for u in range(k):
             np.testing.assert_array_equal(_as_dense(got[r][u], n, 18, 50), want[u])
             assert np.all(np.diff(got[r][u].images * 100 + got[r][u].sets) > 0)  # sorted
@@ -136,7 +119,7 @@ def test_pixels_exactly_on_a_bound_follow_torch() -> None:
     for inc in (False, True):
         got = range_masks(acts, [(lo, np.full(k, 0.7 if inc else np.inf), inc)], set_ids, 0,
                           valid)[0]
-        want = _dense_signature(acts, lo, np.full(k, 0.7 if inc else np.inf), inc, set_ids,
+        want = dense_signature(acts, lo, np.full(k, 0.7 if inc else np.inf), inc, set_ids,
                                 valid, 4)
         for u in range(k):
             np.testing.assert_array_equal(_as_dense(got[u], n, 4, 0), want[u])
@@ -155,7 +138,7 @@ def test_non_finite_maps_are_masked_as_torch_does() -> None:
     set_ids = rng.integers(0, 3, size=(n, 30, 30))
     lo, hi, valid = np.array([0.2, 0.5]), np.array([np.inf, np.inf]), np.ones(n, bool)
     got = range_masks(acts, [(lo, hi, False)], set_ids, 0, valid)[0]
-    want = _dense_signature(acts, lo, hi, False, set_ids, valid, 3)
+    want = dense_signature(acts, lo, hi, False, set_ids, valid, 3)
     for u in range(k):
         np.testing.assert_array_equal(_as_dense(got[u], n, 3, 0), want[u])
     assert got[1].images.tolist().count(1) > 0 and 0 not in got[0].images.tolist()

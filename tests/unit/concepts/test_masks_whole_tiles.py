@@ -6,28 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.dense_masks import dense_signature
 
 from ray_dissect.concepts import masks as masks_module
 from ray_dissect.concepts.masks import range_masks
 from ray_dissect.concepts.tiles import Grid, full_tiles, tile_extremes
-
-
-def _dense(acts, lo, hi, inclusive, set_ids, valid, n_sets):
-    """(k, n, n_sets) per-set pixel counts of the torch-upsampled masks (peak rule as
-    documented: a map whose peak does not reach lo is empty)."""
-    up = F.interpolate(torch.from_numpy(acts), size=set_ids.shape[1:], mode="bilinear",
-                       align_corners=False).numpy().astype(np.float64)
-    lo4 = np.broadcast_to(lo, acts.shape[:2])[:, :, None, None]
-    hi4 = np.broadcast_to(hi, acts.shape[:2])[:, :, None, None]
-    inside = ((up >= lo4) & (up <= hi4)) if inclusive else ((up > lo4) & (up < hi4))
-    peak = acts.reshape(*acts.shape[:2], -1).max(axis=2)
-    fires = (peak >= lo4[:, :, 0, 0]) if inclusive else (peak > lo4[:, :, 0, 0])
-    inside &= (valid[:, None] & fires)[:, :, None, None]
-    out = np.zeros((acts.shape[1], len(acts), n_sets), np.int64)
-    for u in range(acts.shape[1]):
-        for i in range(len(acts)):
-            out[u, i] = np.bincount(set_ids[i][inside[i, u]], minlength=n_sets)
-    return out
 
 
 def _counts(mask, n, n_sets):
@@ -50,7 +33,7 @@ def _smooth_maps(seed: int, n: int, k: int, src: tuple[int, int]) -> np.ndarray:
 def _check(acts, ranges, set_ids, valid, n_sets):
     got = range_masks(acts, ranges, set_ids, 0, valid)
     for r, (lo, hi, inc) in enumerate(ranges):
-        want = _dense(acts, lo, hi, inc, set_ids, valid, n_sets)
+        want = dense_signature(acts, lo, hi, inc, set_ids, valid, n_sets)
         for u in range(acts.shape[1]):
             np.testing.assert_array_equal(_counts(got[r][u], len(acts), n_sets), want[u])
 
