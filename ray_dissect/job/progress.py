@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -74,8 +74,13 @@ class Tracker:
 
     def record(self, key: str, seconds: float) -> None:
         """Add ``seconds`` to the latest run's timing ``key`` (and write the manifest)."""
+        self.record_all({key: seconds})
+
+    def record_all(self, seconds: Mapping[str, float]) -> None:
+        """Add each of ``seconds`` to the latest run's timing of its key; one manifest write."""
         timings = self.manifest.runs[-1].timings
-        timings[key] = timings.get(key, 0.0) + seconds
+        for key, value in seconds.items():
+            timings[key] = timings.get(key, 0.0) + value
         write_manifest(self.root, self.manifest)
 
     @contextmanager

@@ -123,11 +123,6 @@ class WorkEnv:
         self.timings: dict[str, float] = {}
 
     @classmethod
-    def from_json(cls, spec_json: str, root: str, device: str = "cpu") -> WorkEnv:
-        """A new environment from the spec's JSON and the job directory's location."""
-        return cls(JobSpec.model_validate_json(spec_json), JobDir(location(root)), device)
-
-    @classmethod
     def from_blob(cls, spec_blob: bytes, root: str, device: str = "cpu") -> WorkEnv:
         """A new environment from :func:`spec_blob`'s bytes and the job directory's location."""
         spec = pickle.loads(spec_blob)

@@ -96,8 +96,7 @@ def _execute(stage: Stage, plan: Plan, ctx: JobContext, tracker: Tracker,
     try:
         execute(stage, plan, ctx, on_done)
     finally:
-        for key, seconds in ctx.timings.items():
-            tracker.record(key, seconds)
+        tracker.record_all(ctx.timings)
         ctx.timings.clear()
 
 
@@ -144,7 +143,5 @@ def _record_startup(tracker: Tracker, age: float | None, preflight: float,
     (``process``: interpreter start-up and imports for the CLI), checking the spec against
     the dataset and the model (``preflight``: parsing the dataset index, building the model,
     probing its layers) and preparing the job directory (``prepare``)."""
-    if age is not None:
-        tracker.record("process", age)
-    tracker.record("preflight", preflight)
-    tracker.record("prepare", prepare)
+    tracker.record_all(({"process": age} if age is not None else {})
+                       | {"preflight": preflight, "prepare": prepare})

@@ -19,6 +19,7 @@ normalised for display only; the stores keep the raw values.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,6 +40,8 @@ ATTRIBUTION_SHOWN = 32
 """Images shown on ``attribution.html`` (the first ones; the store holds them all)."""
 SHOWN_MIN = 112
 """Pictures smaller than this are shown enlarged (pixelated)."""
+PRISM_BLOCK = 64
+"""Images of ``prism.zarr``'s ``rgb`` read at once by the PRISM page (its memory bound)."""
 FEATURE_COLUMNS = 16
 WEIGHT_SIDE = 48
 METHOD_TITLES = {"saliency": "saliency", "guided_backprop": "guided backprop", "cam": "CAM",
@@ -221,7 +224,7 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
     """Variables of ``prism.html`` (writes its pictures)."""
     spec, store = results.spec.analyses.prism, results.job.prism_zarr
     assert spec is not None
-    rgb = arrays.open_array(store, "rgb")[:]
+    rgb = arrays.open_array(store, "rgb")  # (images, 3, H, W) float32, read a block at a time
     variance = np.asarray(arrays.open_array(store, "variance")[:], np.float64)
     quantised = spec.quantize != "none" and complete(store, "presence")
     presence = arrays.open_array(store, "presence")[:] if quantised else None
@@ -230,8 +233,8 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
     split = (arrays.open_array(store, "split")[:] if spec.split_rgb and complete(store, "split")
              else None)
     size, bad = results.spec.model.preprocess.size, results.bad_images()
-    rows = [_prism_row(site, results, i, size, rgb[i], presence) | {"bad": i in bad}
-            | {"split": _split(site, i, split)} for i in range(len(rgb))]
+    rows = [_prism_row(site, results, i, size, image_rgb, presence) | {"bad": i in bad}
+            | {"split": _split(site, i, split)} for i, image_rgb in _by_block(rgb)]
     groups = [] if clusters is None else [
         {"cluster": int(c), "rows": [rows[i] for i in np.flatnonzero(clusters == c)]}
         for c in sorted(set(clusters.tolist())) if c >= 0]
@@ -241,6 +244,12 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
             "groups": groups, "ge": spec.gradual_extrapolation and bool(spec.ge_layers),
             "ge_layers": ", ".join(spec.ge_layers), "rgb_shape": " x ".join(
                 map(str, rgb.shape[2:]))}
+
+
+def _by_block(array: Any) -> Iterator[tuple[int, np.ndarray]]:
+    """(i, array[i]) for every first index, reading :data:`PRISM_BLOCK` items at a time."""
+    for b0 in range(0, array.shape[0], PRISM_BLOCK):
+        yield from enumerate(array[b0:b0 + PRISM_BLOCK], start=b0)
 
 
 def _prism_row(site: Site, results: JobResults, i: int, size: int, rgb: np.ndarray,
