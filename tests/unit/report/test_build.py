@@ -83,14 +83,15 @@ def test_offline_rules_and_local_links(site: str, request: pytest.FixtureRequest
 
 def test_layer_header_and_cards_equal_the_records(clustered: JobResults,
                                                   clustered_site: ReportResult) -> None:
-    """The header's k/U/m are the records' counts; one card per unit with its label and
-    IoU; the data script lists every unit with its search terms."""
+    """The header's k/U/m are the records' counts, above the label plots; one card per unit
+    with its label and IoU; the data script lists every unit with its search terms."""
     root = Path(clustered_site.out)
     records = clustered.records(LAYER)
     good = [r for r in records if r.interpretable and r.label]
     text = (root / "layers" / f"{LAYER}.html").read_text()
     k, m = len(good), len({(r.label.name, r.label.category) for r in good if r.label})
     assert f"{k}/{len(records)} units covering {m} concepts with IoU \u2265 0.04" in text
+    assert 'aria-label="plots"' in text
     assert clustered.summary is not None and clustered.summary.layers[0].interpretable == k
     cards = _parse(root / "layers" / f"{LAYER}.html").cards
     assert [int(c["data-unit"]) for c in cards] == [r.unit for r in records]

@@ -1,5 +1,5 @@
 """A job without dissection (method none, an image folder) still gets a report: cards for
-every unit with their top images, and no labels."""
+every unit with their top images, and no labels or label plots."""
 
 from __future__ import annotations
 
@@ -23,5 +23,6 @@ def test_report_of_an_images_job(tmp_path: Path) -> None:
     page = (tmp_path / "out" / "report" / "layers" / "features.html").read_text()
     assert len(re.findall(r'data-unit="\d+"', page)) == 8
     assert set(re.findall(r'data-label="([^"]*)"', page)) <= {"", "none", "-"}
+    assert 'aria-label="plots"' not in page  # no label-IoU plots without a dissection
     unit = (tmp_path / "out" / "report" / "units" / "features" / "0.html").read_text()
     assert "top activations" in unit and "<img" in unit
