@@ -110,6 +110,31 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return uniq, inverse.reshape(-1), counts
 
 
+def pixel_label_sets(pixel: np.ndarray, whole: np.ndarray, width: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct label sets of one image, as ``unique_rows(canonical_label_rows(...))``.
+
+    An image has few distinct (layer 1, ..., layer K) label tuples, so the tuples are made
+    unique first and only those are canonicalised (sorting every pixel's row was most of the
+    concepts stage's time); tuples with the same set are merged by a second ``unique_rows``
+    over the canonical rows, which orders them as the per-pixel call does.
+
+    Args:
+        pixel: (K, sh, sw) int32 label layers; whole: (G,) int32 whole-image labels.
+        width: as for :func:`canonical_label_rows`.
+
+    Returns:
+        (S, width) int32 canonical rows, (sh * sw,) int64 row of every pixel, (S,) int64
+        pixel counts.
+    """
+    k, n_pix = pixel.shape[0], pixel.shape[1] * pixel.shape[2]
+    tuples, pix_tuple, _ = unique_rows(np.ascontiguousarray(pixel.reshape(k, n_pix).T))
+    canon = canonical_label_rows(tuples.T.reshape(k, 1, len(tuples)), whole, width)
+    uniq, tuple_set, _ = unique_rows(canon)
+    inverse = tuple_set[pix_tuple]
+    return uniq, inverse, np.bincount(inverse, minlength=len(uniq))
+
+
 def build_shard(dataset: ConceptDataset, start: int, stop: int) -> ShardIndex:
     """Decode the labels of images ``start:stop`` and compress them into a :class:`ShardIndex`."""
     sh, sw = dataset.mask_shape
@@ -128,8 +153,7 @@ def build_shard(dataset: ConceptDataset, start: int, stop: int) -> ShardIndex:
     indptr, img_sets, img_counts = [0], [], []
     for local, item in enumerate(decoded):
         if item is not None:
-            rows = canonical_label_rows(item[0], item[1], width)
-            uniq, inverse, counts = unique_rows(rows)
+            uniq, inverse, counts = pixel_label_sets(item[0], item[1], width)
             ids = np.empty(len(uniq), dtype=np.int64)
             for k, row in enumerate(uniq):
                 key = row.tobytes()

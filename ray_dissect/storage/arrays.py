@@ -8,6 +8,12 @@ reading, are smaller along the other axes so that a block of units can be read f
 Arrays live at ``data/<name>``. Completion is recorded apart from the data, in a
 ``done/<name>`` bool array with one chunk per shard (chunk existence is no marker: all-fill
 chunks are never written).
+
+Chunks are compressed with Blosc LZ4 over byte-shuffled values (:data:`CODEC`): on
+ResNet18 ``layer4`` activations it writes ~3.8x and reads ~1.7x faster (CPU) than Blosc-zstd
+level 3 with bit-shuffle for a file 3% larger (0.75 against 0.73 of the raw size; measured by
+``benchmarks/bench_codecs.py``). Stores written with another codec stay readable: Zarr
+records each array's codec in its metadata.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import numpy as np
 
 from ray_dissect.errors import StoreError
 from ray_dissect.storage import AnyPath, zarr_args
+
+CODEC = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
+"""Blosc settings of every new per-image array (see the module docstring)."""
 
 
 def _zarr() -> Any:
@@ -66,7 +75,7 @@ def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: 
     arr = data.create_array(
         name, shape=shape, dtype=dtype, chunks=(chunk_images, *inner),
         shards=(shard_images, *rest), fill_value=0,
-        compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"))
+        compressors=zarr.codecs.BloscCodec(**CODEC))
     done.create_array(name, shape=(n_shards,), chunks=(1,), dtype="bool",
                        fill_value=False)
     return arr

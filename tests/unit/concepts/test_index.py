@@ -9,7 +9,9 @@ from fixtures.fake_dataset import FakeDataset, index_of
 from ray_dissect.concepts.index import (
     canonical_label_rows,
     load_index,
+    pixel_label_sets,
     save_index,
+    unique_rows,
 )
 
 
@@ -20,6 +22,20 @@ def test_canonical_rows_merge_duplicates_and_whole_labels() -> None:
     assert rows.tolist() == [[0, 0, 3, 7], [0, 0, 5, 7]]
     swapped = canonical_label_rows(pixel[::-1].copy(), np.array([7], np.int32), width=4)
     assert np.array_equal(rows, swapped)
+
+
+@pytest.mark.parametrize(("layers", "whole", "seed"), [(3, 2, 0), (2, 0, 1), (0, 1, 2), (4, 3, 3)])
+def test_pixel_label_sets_equal_the_per_pixel_rows(layers: int, whole: int, seed: int) -> None:
+    """Canonicalising the distinct layer tuples gives the per-pixel path's sets, order, pixel
+    rows and counts, with labels repeated across layers and whole-image labels among them."""
+    rng = np.random.default_rng(seed)
+    pixel = rng.integers(0, 6, size=(layers, 17, 13)).astype(np.int32)
+    labels = rng.integers(1, 8, size=whole).astype(np.int32)
+    width = layers + whole + 1
+    want = unique_rows(canonical_label_rows(pixel, labels, width))
+    got = pixel_label_sets(pixel, labels, width)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
