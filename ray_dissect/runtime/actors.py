@@ -29,8 +29,9 @@ def raise_cause(err: Any, what: str) -> None:
 
 
 class ModelActor:
-    """Holds one model replica (built on first use) and the dataset reader; runs any
-    ``actors`` stage's work units on request, for every actor stage of a run."""
+    """Holds one model replica (built on first use) and the dataset reader; runs any stage's
+    work units on request: every actor stage of a run, and the CPU stages when the actors
+    hold the CPUs (see :mod:`ray_dissect.runtime.driver`)."""
 
     def __init__(self, spec: bytes, job_root: str, device: str, requested: float) -> None:
         self.timings = {"actor_spawn": time.time() - requested}
@@ -63,6 +64,8 @@ class ActorPool:
             max_restarts=0, max_concurrency=concurrency)
         self.args = (spec_blob(spec), str(job.root), "cuda" if gpus > 0 else "cpu")
         self.limit = res.actors
+        self.cpu_calls = max(1, min(concurrency, int(res.cpus_per_actor // res.cpus_per_task)))
+        """CPU-stage work units an actor runs at once (as many as its CPUs hold tasks)."""
         self.actors: list[Any] = []
 
     def take(self, n: int) -> list[Any]:

@@ -4,9 +4,12 @@ concepts (CPU tasks over image shards) -> activations (model actors over image s
 thresholds (CPU tasks over unit blocks) -> scoring (CPU tasks over unit blocks) -> masking
 (model actors, when asked) -> records and summary. This module only says where work units
 run: a stage with ``runs_on="actors"`` goes to the model-replica actors, the others to tasks.
-The model actors are kept from one actor stage to the next (spawned and loaded once); they
-are ended before CPU tasks when the CPUs they hold would let more tasks run at once (e.g.
-on a 2-core machine), and at the end.
+The model actors are kept from one actor stage to the next (spawned and loaded once). Before
+a CPU stage, when the actors hold the CPUs its tasks would need and could run as many of its
+work units at once themselves (e.g. 2 actors on a 2-core machine), the stage's work units
+run on the actors (warm processes that imported torch and zarr already: a fresh CPU worker
+pays for its imports again); when ending them would let more tasks run, they are ended; they
+are ended at the end of the run in any case. Either way a work unit's result is the same.
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ class RayExecutor:
             run_on_actors(self._pool(ctx), stage.name, [(*shared, *call) for call in plan.calls],
                           on_done, stage.calls_per_actor, ctx.timings)
             return
-        self._free_cpus(ctx.spec.resources.cpus_per_task, len(plan.calls))
+        if self._actors_serve(ctx.spec.resources.cpus_per_task, len(plan.calls)):
+            assert self.pool is not None
+            run_on_actors(self.pool, stage.name, [(*shared, *call) for call in plan.calls],
+                          on_done, self.pool.cpu_calls, ctx.timings)
+            return
         spec = ctx.spec
         head: tuple[Any, ...] = (stage.name, spec_blob(spec), str(ctx.job.root), *shared)
         run_tasks(stage_task, [(*head, *call) for call in plan.calls],
@@ -72,17 +79,23 @@ class RayExecutor:
                                   ACTOR_CONCURRENCY)
         return self.pool
 
-    def _free_cpus(self, cpus: float, calls: int) -> None:
-        """End the model actors if the CPUs they hold would let more of the ``calls`` tasks
-        (``cpus`` each) run at once; keep them when they cost the tasks nothing."""
+    def _actors_serve(self, cpus: float, calls: int) -> bool:
+        """Whether a CPU stage of ``calls`` work units (``cpus`` each as tasks) runs on the live
+        model actors: when they hold CPUs the tasks would need and run at least as many units
+        at once as tasks would after ending them. Otherwise the actors are ended if that
+        lets more tasks run, and kept (idle) if not."""
         import ray
 
         if self.pool is None or not self.pool.actors:
-            return
-        total = ray.cluster_resources().get("CPU", 0.0)
-        free = ray.available_resources().get("CPU", 0.0)
-        if min(calls, total // cpus) > free // cpus:
-            self.pool.release()
+            return False
+        free = ray.available_resources().get("CPU", 0.0) // cpus
+        wanted = min(calls, ray.cluster_resources().get("CPU", 0.0) // cpus)
+        if wanted <= free:
+            return False
+        if len(self.pool.actors) * self.pool.cpu_calls >= wanted:
+            return True
+        self.pool.release()
+        return False
 
     def close(self) -> None:
         """End the model actors; drop the shared objects."""

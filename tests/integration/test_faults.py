@@ -23,12 +23,14 @@ RAW = {"mean": [0, 0, 0], "std": [1, 1, 1]}
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
-def _spec(root: Path, factory: str = "slow_mixed_units", layer: str = "inner.pool") -> object:
+def _spec(root: Path, factory: str = "slow_mixed_units", layer: str = "inner.pool",
+          actors: int = 2) -> object:
     return parse_spec({
         "model": {"factory": f"{PLANTED}:{factory}", "preprocess": {"size": 64, **RAW}},
         "layers": [layer], "dataset": {"root": str(root)},
         "method": {"kind": "compositional", "length": 2, "quantile": 0.05},
-        "resources": {"actors": 2, "batch_size": 8, "shard_images": 16, "units_per_task": 1}})
+        "resources": {"actors": actors, "batch_size": 8, "shard_images": 16,
+                      "units_per_task": 1}})
 
 
 def _records(out: Path, layer: str) -> list:
@@ -60,25 +62,54 @@ def _run_in_thread(spec: object, out: Path) -> tuple[threading.Thread, list]:
     return thread, errors
 
 
-def test_killed_actor_and_search_worker(generated: Path, tmp_path: Path) -> None:
-    """SIGKILL an extraction actor, then a search task's worker: same records as a clean run."""
-    clean = tmp_path / "clean"
+def _stage(out: Path, name: str) -> dict:
+    m = manifest(out)
+    return m["stages"][name] if m else {"state": "pending", "done": 0}
+
+
+def _timings(out: Path) -> dict[str, float]:
+    m = manifest(out)
+    assert m is not None
+    return m["runs"][-1]["timings"]
+
+
+@pytest.fixture(scope="module")
+def clean_run(generated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run of the faults' job (the records every faulty run must give)."""
+    clean = tmp_path_factory.mktemp("faults") / "clean"
     run_job(_spec(generated), clean)  # type: ignore[arg-type]
+    return clean
+
+
+def test_killed_actor_in_extraction_and_in_search(generated: Path, clean_run: Path,
+                                                  tmp_path: Path) -> None:
+    """SIGKILL a model actor during extraction, then one running search work units (2 actors
+    hold both CPUs, so the CPU stages run on them): same records as a clean run."""
     out = tmp_path / "faulty"
     thread, errors = _run_in_thread(_spec(generated), out)
-
-    def stage(name: str) -> dict:
-        m = manifest(out)
-        return m["stages"][name] if m else {"state": "pending", "done": 0}
-
-    wait_for(lambda: stage("activations")["state"] == "running"
+    wait_for(lambda: _stage(out, "activations")["state"] == "running"
              and bool(worker_pids("ray::ModelActor.run")), 120, what="a busy actor")
     os.kill(worker_pids("ray::ModelActor.run")[0], signal.SIGKILL)
-    wait_for(lambda: bool(worker_pids("ray::scoring_task")), 240, what="a search task")
+    wait_for(lambda: _stage(out, "scoring")["state"] == "running"
+             and bool(worker_pids("ray::ModelActor.run")), 240, what="an actor searching")
+    os.kill(worker_pids("ray::ModelActor.run")[0], signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and not errors, errors
+    assert "scoring.task_work" not in _timings(out)  # no scoring task ran
+    assert _records(out, "inner.pool") == _records(clean_run, "inner.pool")
+
+
+def test_killed_search_task_worker(generated: Path, clean_run: Path, tmp_path: Path) -> None:
+    """With one actor the CPU stages run as tasks on both CPUs: SIGKILL a search task's
+    worker; Ray retries it and the records equal the clean 2-actor run's."""
+    out = tmp_path / "faulty"
+    thread, errors = _run_in_thread(_spec(generated, actors=1), out)
+    wait_for(lambda: bool(worker_pids("ray::scoring_task")), 360, what="a search task")
     os.kill(worker_pids("ray::scoring_task")[0], signal.SIGKILL)
     thread.join(timeout=300)
     assert not thread.is_alive() and not errors, errors
-    assert _records(out, "inner.pool") == _records(clean, "inner.pool")
+    assert "scoring.task_work" in _timings(out)
+    assert _records(out, "inner.pool") == _records(clean_run, "inner.pool")
 
 
 def _salt(clean: Path, salted: Path) -> dict[str, str]:
