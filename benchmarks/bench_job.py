@@ -20,7 +20,10 @@ Usage: python benchmarks/bench_job.py [--images 2000] [--data DIR] [--batch 32]
 
 ``--compare-with TREE`` runs the same job a second time with the package of another
 checkout (e.g. ``/work/main``, before this tree's start-up changes), in the same run;
-``--order`` says in which order the three measurements run (the machine's load drifts).
+``--order`` says in which order the three measurements run (the machine's load drifts);
+with it the per-stage seconds of both runs and their ratios are printed (e.g. the scoring
+stage against the tree before the fast-scoring rewrite, ``git worktree add --detach DIR
+04c1334^``, which is the issue's "today").
 
 ``--data DIR`` keeps the generated dataset there (made once, reused when it already holds
 ``--images`` images); without it the dataset goes in a temporary directory.
@@ -108,6 +111,20 @@ def print_breakdown(out: Path) -> None:
         print(f"  start-up {key:<28} {seconds:7.2f} s")
 
 
+def stage_seconds(out: Path) -> dict[str, float]:
+    """Each stage's seconds in the job's manifest (stages that ran)."""
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    return {name: st["seconds"] for name, st in stages.items() if st["seconds"]}
+
+
+def print_stage_ratios(out: Path, other: Path) -> None:
+    """Per stage: this tree's seconds, the other tree's, and other / this (the speed-up)."""
+    mine, theirs = stage_seconds(out), stage_seconds(other)
+    for name in [n for n in mine if n in theirs]:
+        print(f"  stage {name:<12} this {mine[name]:7.2f} s  that {theirs[name]:7.2f} s  "
+              f"that / this {theirs[name] / mine[name]:5.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -142,6 +159,7 @@ def main() -> None:
         if "other" in seconds:
             print(f"(c) whole job, {args.compare_with}: {seconds['other']:8.2f} s  "
                   f"(this tree / that: {seconds['job'] / seconds['other']:.3f})")
+            print_stage_ratios(out, Path(tmp) / "other")
         print_breakdown(out)
 
 
