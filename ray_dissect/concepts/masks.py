@@ -30,17 +30,18 @@ from itertools import pairwise
 import numpy as np
 
 from ray_dissect.concepts.tiles import (
+    Columns,
     Grid,
+    Runs,
     bound_sides,
     full_tiles,
     range_runs,
-    run_starts,
     tight_candidates,
     tile_columns,
     tile_extremes,
 )
 
-PAIRS_PER_CHUNK = 1024
+PAIRS_PER_CHUNK = 256
 TILES_PER_STEP = 16384
 TILE_HISTOGRAM_PAYS = 4
 """A whole tile counted from its histogram saves about as much as this many partial tiles
@@ -190,18 +191,19 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
     found = _walk(grid, corners, ext, cands,
                   [(lo[img, unit], hi[img, unit], inc) for lo, hi, inc in bounds], redo)
     for r, (lo, hi, inc) in enumerate(bounds):
-        local, row, col, length, tile = found[r]
-        keep = ~redo[r][local]
+        runs = found[r]
         sel = np.flatnonzero(redo[r])
         q, pix = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        tiles = full[r]
         if len(sel):
             dense = _dense_inside(maps[sel], lo[img[sel], unit[sel]], hi[img[sel], unit[sel]],
                                   grid.shape, inc)
             q, pix = np.nonzero(dense.reshape(len(sel), -1))
-        t_item, t_tile = full[r]
-        t_keep = ~redo[r][t_item]
-        counter.count(r, pairs, (local[keep], row[keep], col[keep], length[keep], tile[keep]),
-                      (sel[q], pix), (t_item[t_keep], t_tile[t_keep]))
+            keep = np.flatnonzero(~redo[r][runs[0]])
+            runs = tuple(a[keep] for a in runs)
+            t_keep = np.flatnonzero(~redo[r][tiles[0]])
+            tiles = (tiles[0][t_keep], tiles[1][t_keep])
+        counter.count(r, pairs, runs, (sel[q], pix), tiles)
 
 
 def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarray]],
@@ -209,15 +211,18 @@ def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarr
               ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """Per range: (p, ty, tx) bool tiles to walk, and the (pair, tile) wholly in range.
 
-    Whole tiles are counted from the block's tile histograms once the chunk's whole tiles are
-    worth building them (:meth:`_Counter.use_tiles`); otherwise they are walked as the others.
+    Whole tiles are counted from the block's tile histograms once they are worth building
+    (:meth:`_Counter.use_tiles`, judged on the chunk's tiles scaled to every pair of the
+    call, as if every chunk were like this one); otherwise they are walked as the others.
     """
     full = [full_tiles(ext, lo, hi) & o[:, None, None] for (lo, hi), o in zip(bounds, ok,
                                                                              strict=True)]
     cands = [tight_candidates(ext, lo, hi) & o[:, None, None]
              for (lo, hi), o in zip(bounds, ok, strict=True)]
     n_full = sum(int(f.sum()) for f in full)
-    if not counter.use_tiles(grid, n_full, sum(int(c.sum()) for c in cands) - n_full):
+    n_partial = sum(int(c.sum()) for c in cands) - n_full
+    scale = len(counter.units) / max(len(ext[0]), 1)
+    if not counter.use_tiles(grid, round(n_full * scale), round(n_partial * scale)):
         return cands, [(np.zeros(0, np.int64), np.zeros(0, np.int64)) for _ in bounds]
     width = full[0].shape[2] if full else 0
     whole = []
@@ -230,8 +235,9 @@ def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarr
 def _walk(grid: Grid, corners: np.ndarray, ext: Extremes, cands: list[np.ndarray],
           bounds: list[tuple[np.ndarray, np.ndarray, bool]], redo: list[np.ndarray]
           ) -> list[tuple[np.ndarray, ...]]:
-    """Per range, the (local pair, first row, column, length) of the in-range runs of the
-    candidate tiles; marks the pairs with an ambiguous tile in ``redo``."""
+    """Per range, the in-range runs of the candidate tiles as (local pair, first pixel
+    row-major in its image, length, tile index ty * tx_count + tx), each (m,) int64; marks the
+    pairs with an ambiguous tile in ``redo``."""
     found: list[list[tuple[np.ndarray, ...]]] = [[] for _ in bounds]
     item, ty, tx = np.nonzero(np.logical_or.reduce(cands)) if cands else (
         np.zeros(0, np.int64),) * 3
@@ -246,11 +252,20 @@ def _walk(grid: Grid, corners: np.ndarray, ext: Extremes, cands: list[np.ndarray
             lo_c, hi_c = lo[cols.item], hi[cols.item]
             runs = range_runs(grid, cols, lo_c, hi_c, inc, bound_sides(ext, cols, lo_c, hi_c))
             redo[r][cols.item[runs.ambiguous]] = True
-            found[r].append((cols.item[runs.tile], *run_starts(grid, cols, runs),
-                             runs.stop - runs.start,
-                             cols.ty[runs.tile] * len(grid.cols.i0) + cols.tx[runs.tile]))
+            found[r].append(_run_rows(grid, cols, runs))
     return [tuple(np.concatenate([f[i] for f in per] or [np.zeros(0, np.int64)])
-                  for i in range(5)) for per in found]
+                  for i in range(4)) for per in found]
+
+
+def _run_rows(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, ...]:
+    """(local pair, first pixel row-major in its image, length, tile index) (m,) int64 of
+    the runs of ``cols``."""
+    ty, tx = cols.ty[runs.tile], cols.tx[runs.tile]
+    rows, cols_ax = grid.rows, grid.cols
+    row = rows.pos.reshape(-1)[ty * rows.pos.shape[1] + runs.start]
+    col = cols_ax.pos.reshape(-1)[tx * cols_ax.pos.shape[1] + runs.col]
+    return (cols.item[runs.tile], row * grid.shape[1] + col, runs.stop - runs.start,
+            ty * len(cols_ax.i0) + tx)
 
 
 class _Counter:
@@ -286,7 +301,7 @@ class _Counter:
 
     def use_tiles(self, grid: Grid, n_full: int, n_partial: int) -> bool:
         """Whether to count whole and one-set tiles from the tile histograms, building them
-        (about the cost of walking every tile of the block once) when a chunk has enough whole
+        (about the cost of walking every tile of the block once) when there are enough whole
         tiles (which are then not walked) and partial ones (whose one-set runs are then not
         cut) for that to pay."""
         n_block = self.n_images * len(grid.rows.i0) * len(grid.cols.i0)
@@ -305,7 +320,8 @@ class _Counter:
         col_tile[cols.pos[cols.ok]] = np.repeat(np.arange(ntx), cols.n_real)
         img, ty, x = (a.ravel() for a in np.meshgrid(
             np.arange(self.n_images), np.arange(nty), np.arange(self.width), indexing="ij"))
-        run, p, weight = self._segments(img, rows.pos[ty, 0], x, rows.n_real[ty])
+        p0 = img * self.pixels + rows.pos[ty, 0] * self.width + x
+        run, p, weight = self._segments(p0, rows.n_real[ty])
         tile = ((img * nty + ty) * ntx + col_tile[x])[run]
         keys, inverse = np.unique(tile * self.stride + self.flat[p], return_inverse=True)
         counts = np.bincount(inverse.ravel(), weights=weight).astype(np.int64)
@@ -336,13 +352,27 @@ class _Counter:
         entry = np.arange(int(n.sum())) + np.repeat(first[t] - (np.cumsum(n) - n), n)
         return np.repeat(local, n), sets[entry], counts[entry]
 
-    def _segments(self, img: np.ndarray, y0: np.ndarray, x: np.ndarray, length: np.ndarray
+    def _segments(self, p0: np.ndarray, length: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(run, first pixel (block-flat), length) of the one-set segments of vertical runs
-        starting at (y0, x) of block images ``img``."""
-        p0 = img * self.pixels + y0 * self.width + x
+        """(run, first pixel (block-flat), length), each (m,) int64, of the one-set segments
+        of vertical runs starting at block-flat pixels ``p0`` (r,) with ``length`` (r,);
+        a run without a label-set change is its own segment (most are)."""
         c0 = self.changes[p0]
         count = self.changes[p0 + (length - 1) * self.width] - c0 + 1
+        multi = np.flatnonzero(count > 1)
+        if not len(multi):
+            return np.arange(len(p0)), p0, length
+        single = np.flatnonzero(count == 1)
+        run, p, weight = self._cut(p0[multi], length[multi], c0[multi], count[multi])
+        return (np.concatenate([single, multi[run]]), np.concatenate([p0[single], p]),
+                np.concatenate([length[single], weight]))
+
+    def _cut(self, p0: np.ndarray, length: np.ndarray, c0: np.ndarray, count: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_segments` of runs crossing ``count - 1`` label-set changes, ``c0`` the
+        running change count at their first pixel."""
+        img, rem = np.divmod(p0, self.pixels)
+        y0, x = np.divmod(rem, self.width)
         run = np.repeat(np.arange(len(p0)), count)
         j = np.arange(len(run)) - np.repeat(np.cumsum(count) - count, count)
         base = (self.column_first[img * self.width + x] + c0)[run] + j
@@ -350,31 +380,41 @@ class _Counter:
         rows = self.change_row if len(self.change_row) else np.zeros(1, np.int64)
         start = np.where(j == 0, y0[run], rows[np.clip(base - 1, 0, last)])
         stop = np.where(j == count[run] - 1, (y0 + length)[run], rows[np.clip(base, 0, last)])
-        return run, (img[run] * self.pixels + start * self.width + x[run]), stop - start
+        return run, p0[run] + (start - y0[run]) * self.width, stop - start
 
-    def count(self, r: int, pairs: np.ndarray,
-              runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    def count(self, r: int, pairs: np.ndarray, runs: tuple[np.ndarray, ...],
               pixels: tuple[np.ndarray, np.ndarray],
               tiles: tuple[np.ndarray, np.ndarray]) -> None:
         """Count range ``r``'s mask pixels of a chunk of consecutive pair numbers ``pairs``.
 
         Args:
-            runs: (local pair, first row, column, length, tile index) of vertical runs; a run
-                in a tile of one label set (by the tile histograms) is counted whole.
+            runs: (local pair, first pixel row-major in its image, length, tile index) of
+                vertical runs; a run in a tile of one label set (by the tile histograms) is
+                counted whole.
             pixels: (local pair, pixel row-major) of single pixels.
             tiles: (local pair, tile index) of whole tiles (see :meth:`_tile_entries`).
         """
         img = self.images[pairs]
-        local, row, col, length, tile = runs
+        local, pix, length, tile = runs
         one, one_set = self._one_set(img[local], tile)
-        cut = np.flatnonzero(~one)
-        run, p, weight = self._segments(img[local[cut]], row[cut], col[cut], length[cut])
+        if len(one_set):
+            cut = np.flatnonzero(~one)
+            local, pix, length, one_local, one_length = (
+                local[cut], pix[cut], length[cut], local[one], length[one])
+        else:
+            one_local = one_length = np.zeros(0, np.int64)
+        run, p, weight = self._segments(img[local] * self.pixels + pix, length)
         t_loc, t_sets, t_counts = self._tile_entries(img, tiles)
-        loc = np.concatenate([local[cut][run], local[one], pixels[0], t_loc])
+        loc = np.concatenate([local[run], one_local, pixels[0], t_loc])
         sets = np.concatenate([self.flat[p], one_set,
                                self.flat[img[pixels[0]] * self.pixels + pixels[1]], t_sets])
-        weight = np.concatenate([weight, length[one], np.ones(len(pixels[0]), np.int64),
+        weight = np.concatenate([weight, one_length, np.ones(len(pixels[0]), np.int64),
                                  t_counts])
+        self._add(r, pairs, loc, sets, weight)
+
+    def _add(self, r: int, pairs: np.ndarray, loc: np.ndarray, sets: np.ndarray,
+             weight: np.ndarray) -> None:
+        """Sum ``weight`` per (local pair, set) (m,) into range ``r``'s entries."""
         seen = np.zeros(self.stride, dtype=bool)
         seen[sets] = True
         chunk_sets = np.flatnonzero(seen)

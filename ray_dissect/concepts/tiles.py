@@ -184,28 +184,6 @@ class Runs:
     ambiguous: np.ndarray
 
 
-def _rows_above(grid: Grid, cols: Columns, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row slots [a, b) of each column where value >= thr ((q,) per tile).
-
-    Where a grid row's value equals ``thr`` exactly (in float64) it may be counted either
-    way: callers place ``thr`` a margin away from every bound that matters.
-    """
-    rows, n_slots = grid.rows, grid.rows.pos.shape[1]
-    base = (cols.ty * n_slots)[:, None]
-    real = rows.n_real[cols.ty][:, None]
-    step = cols.step
-    safe = np.where(step == 0, 1.0, step)
-    with np.errstate(invalid="ignore", over="ignore"):
-        cross = np.clip((thr[:, None] - cols.top) / safe, -1.0, 2.0)
-    cross += 4.0 * cols.ty[:, None]
-    split = _count_at_most(rows, cross) - base  # rows with lam <= cross
-    rising = step > 0
-    flat = (step == 0) & (cols.top < thr[:, None])
-    a = np.where(rising, split, 0)
-    b = np.where(rising | (step == 0), real, np.minimum(split, real))
-    return a, np.where(flat, 0, b)
-
-
 CELLS_PER_UNIT = 1024
 
 
@@ -239,33 +217,73 @@ def _count_at_most(axis: AxisTiles, cross: np.ndarray) -> np.ndarray:
     return before[cell] + mult[cell] * (value[cell] <= cross)
 
 
+def _splits(grid: Grid, cols: Columns, thr: np.ndarray) -> np.ndarray:
+    """(s, q, T) int64 rows of each column whose row weight is at most the crossing of the
+    thresholds ``thr`` (s, q) (one per tile); meaningless where the slope is 0.
+
+    Where a grid row's value equals a threshold exactly (in float64) it may be counted either
+    way: callers place thresholds a margin away from every bound that matters.
+    """
+    safe = np.where(cols.step == 0, 1.0, cols.step)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        cross = np.clip((thr[:, :, None] - cols.top) / safe, -1.0, 2.0)
+    cross += 4.0 * cols.ty[:, None]
+    split = _count_at_most(grid.rows, cross)
+    split -= (cols.ty * grid.rows.pos.shape[1])[:, None]
+    return split
+
+
 def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
                   sides: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above).
+    """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above), for s
+    pairs of thresholds at once: lo, hi (s, q); returns a, b (s, q, T) int64.
 
-    ``sides``: (q,) bool per tile, whether its values may reach lo, and hi; a tile that may
-    not has every row on the inner side of that bound, which is not computed.
+    Along a column the value is ``top + lam * step``: rising columns hold the rows with
+    lam above lo's crossing and at most hi's, falling ones the reverse, flat ones all rows or
+    none. ``sides``: (q,) bool per tile, whether its values may reach lo, and hi; a tile that
+    may not has every row on the inner side of that bound, which is then not solved.
     """
-    real = np.broadcast_to(grid.rows.n_real[cols.ty][:, None], cols.top.shape)
-    a, b = _side(grid, cols, lo, None if sides is None else sides[0], real)
-    if np.isposinf(hi).all():
-        return a, b
-    neg = Columns(cols.item, cols.ty, cols.tx, -cols.top, -cols.step, cols.delta, cols.exact)
-    a2, b2 = _side(grid, neg, -hi, None if sides is None else sides[1], real)
-    return np.maximum(a, a2), np.minimum(b, b2)
-
-
-def _side(grid: Grid, cols: Columns, thr: np.ndarray, may: np.ndarray | None,
-          real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_rows_above` of the tiles ``may`` (all when None); the others get every row."""
-    if may is None or may.all():
-        return _rows_above(grid, cols, thr)
-    a, b = np.zeros(real.shape, np.int64), real.astype(np.int64)
-    idx = np.flatnonzero(may)
-    if len(idx):
-        a[idx], b[idx] = _rows_above(grid, cols.take(idx), thr[idx])
+    real = grid.rows.n_real[cols.ty][:, None]
+    rising = cols.step > 0
+    s_lo = _side_splits(grid, cols, lo, _unreached(sides, 0, np.isneginf(lo)), rising, real)
+    s_hi = _side_splits(grid, cols, hi, _unreached(sides, 1, np.isposinf(hi)), ~rising, real)
+    a, b = np.where(rising, s_lo, s_hi), np.where(rising, s_hi, s_lo)
+    flat = np.flatnonzero(cols.step == 0)
+    if len(flat):
+        tile, top = flat // cols.top.shape[1], cols.top.reshape(-1)[flat]
+        a.reshape(len(a), -1)[:, flat] = 0
+        b.reshape(len(b), -1)[:, flat] = np.where((lo[:, tile] <= top) & (top <= hi[:, tile]),
+                                                  real[tile, 0], 0)
     return a, b
+
+
+def _unreached(sides: tuple[np.ndarray, np.ndarray] | None, side: int, infinite: np.ndarray
+               ) -> np.ndarray:
+    """(q,) bool tiles that cannot reach a bound: by ``sides``, or the bound is infinite
+    (``infinite`` (s, q))."""
+    out = np.asarray(infinite.all(axis=0))
+    return out if sides is None else out | ~sides[side]
+
+
+def _side_splits(grid: Grid, cols: Columns, thr: np.ndarray, unreached: np.ndarray,
+                 low_side: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """(s, q, T) :func:`_splits` of one bound; for the tiles ``unreached`` (every row on the
+    inner side of the bound) the split that keeps every row: 0 where ``low_side`` (the rows
+    inside start at the split), else every real row. Half the tiles or more are solved in
+    place, fewer are gathered first."""
+    if not unreached.any():
+        return _splits(grid, cols, thr)
+    keep = np.broadcast_to(np.where(low_side, 0, real), (len(thr), *cols.top.shape))
+    if unreached.all():
+        return np.ascontiguousarray(keep)
+    idx = np.flatnonzero(~unreached)
+    out = keep.copy()
+    if 2 * len(idx) > len(unreached):
+        out[:, idx] = _splits(grid, cols, thr)[:, idx]
+    else:
+        out[:, idx] = _splits(grid, cols.take(idx), thr[:, idx])
+    return out
 
 
 def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
@@ -278,18 +296,21 @@ def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
     (from :func:`bound_sides`) skips the bounds a tile cannot reach.
     """
     d = np.where(cols.exact, 0.0, cols.delta)
-    sure_a, sure_b = _rows_between(grid, cols, lo + d, hi - d, sides)
-    may_a, may_b = _rows_between(grid, cols, lo - d, hi + d, sides)
+    a, b = _rows_between(grid, cols, np.stack([lo + d, lo - d]), np.stack([hi - d, hi + d]),
+                         sides)
+    n = np.maximum(b - a, 0)
     zero_in = ((lo <= 0) & (hi >= 0)) if inclusive else ((lo < 0) & (hi > 0))
-    real_rows = grid.rows.n_real[cols.ty]
-    sure_a = np.where(cols.exact[:, None], 0, sure_a)
-    sure_b = np.where(cols.exact[:, None], np.where(zero_in, real_rows, 0)[:, None], sure_b)
+    exact = np.flatnonzero(cols.exact)
+    if len(exact):
+        a[0, exact] = 0
+        n[0, exact] = np.where(zero_in[exact], grid.rows.n_real[cols.ty[exact]], 0)[:, None]
     ok_col = grid.cols.ok[cols.tx]
-    sure_n = np.maximum(sure_b - sure_a, 0)
-    may_n = np.maximum(may_b - may_a, 0)
-    ambiguous = ((may_n != sure_n) & ok_col & ~cols.exact[:, None]).any(axis=1)
-    tile, col = np.nonzero((sure_n > 0) & ok_col)
-    return Runs(tile, col, sure_a[tile, col], sure_b[tile, col], ambiguous)
+    ambiguous = ((n[1] != n[0]) & ok_col).any(axis=1)
+    ambiguous[exact] = False
+    width = cols.top.shape[1]
+    at = np.flatnonzero((n[0] > 0) & ok_col)
+    start = a[0].reshape(-1)[at]
+    return Runs(at // width, at % width, start, start + n[0].reshape(-1)[at], ambiguous)
 
 
 def run_starts(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, np.ndarray]:
