@@ -48,12 +48,12 @@ class AxisTiles:
     weight_error: float
 
     @property
-    def lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The cell table of :func:`_count_at_most` (built on first use)."""
-        cached = self.__dict__.get("_lookup")
+    def local_lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The cell table of :func:`_splits` (built on first use)."""
+        cached = self.__dict__.get("_local_lookup")
         if cached is None:
-            cached = (_lookup(self),)
-            object.__setattr__(self, "_lookup", cached)
+            cached = (_local_lookup(self),)
+            object.__setattr__(self, "_local_lookup", cached)
         return cached[0]
 
     @classmethod
@@ -206,31 +206,45 @@ def _lookup(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None
     return before, value, mult
 
 
-def _count_at_most(axis: AxisTiles, cross: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(axis.grid, cross, side="right")``, exactly, by a cell lookup: every
-    value in an earlier cell is <= cross, every value in a later cell > cross."""
-    table = axis.lookup
+def _local_lookup(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per cell, counted within the cell's own tile: the real slots in earlier cells, those up
+    to the cell's value, and that value scaled as cells are, ``(grid + 1) * CELLS_PER_UNIT``
+    (+inf if none), all (cells,); None when :func:`_lookup` is None."""
+    table = _lookup(axis)
     if table is None:
-        return np.searchsorted(axis.grid, cross, side="right")
+        return None
     before, value, mult = table
-    cell = np.clip(_cells(cross), 0, len(before) - 1)
-    return before[cell] + mult[cell] * (value[cell] <= cross)
+    pad = max(4 * len(axis.i0) * CELLS_PER_UNIT - len(before), 0)  # up to the last crossing
+    before = np.append(before, np.full(pad, len(axis.grid)))
+    value, mult = np.append(value, np.full(pad, np.inf)), np.append(mult, np.zeros(pad, int))
+    local = before - np.arange(len(before)) // (4 * CELLS_PER_UNIT) * axis.pos.shape[1]
+    return local, local + mult, (value + 1.0) * CELLS_PER_UNIT
 
 
-def _splits(grid: Grid, cols: Columns, thr: np.ndarray) -> np.ndarray:
+def _splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray) -> np.ndarray:
     """(s, q, T) int64 rows of each column whose row weight is at most the crossing of the
-    thresholds ``thr`` (s, q) (one per tile); meaningless where the slope is 0.
+    thresholds ``thr`` (s, q) (one per tile); meaningless where the slope is 0 (``safe``, the
+    (q, T) slope with 1 there).
 
-    Where a grid row's value equals a threshold exactly (in float64) it may be counted either
-    way: callers place thresholds a margin away from every bound that matters.
+    The crossing is compared with the tile's row weights in the scaled cell domain of
+    :func:`_local_lookup`, within float64 rounding of the unscaled comparison: where a grid
+    row's value equals a threshold to that precision it may be counted either way, which is
+    harmless since callers place thresholds a margin away from every bound that matters.
     """
-    safe = np.where(cols.step == 0, 1.0, cols.step)
+    table = grid.rows.local_lookup
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        cross = np.clip((thr[:, :, None] - cols.top) / safe, -1.0, 2.0)
-    cross += 4.0 * cols.ty[:, None]
-    split = _count_at_most(grid.rows, cross)
-    split -= (cols.ty * grid.rows.pos.shape[1])[:, None]
-    return split
+        cross = thr[:, :, None] - cols.top
+        cross /= safe
+    np.clip(cross, -0.5, 1.5, out=cross)
+    if table is None:
+        cross += 4.0 * cols.ty[:, None]
+        split = np.searchsorted(grid.rows.grid, cross, side="right")
+        return split - (cols.ty * grid.rows.pos.shape[1])[:, None]
+    cross += (4.0 * cols.ty + 1.0)[:, None]
+    cross *= CELLS_PER_UNIT
+    cell = cross.astype(np.int64)
+    before, after, value = table
+    return np.where(value[cell] <= cross, after[cell], before[cell])
 
 
 def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
@@ -246,8 +260,11 @@ def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
     """
     real = grid.rows.n_real[cols.ty][:, None]
     rising = cols.step > 0
-    s_lo = _side_splits(grid, cols, lo, _unreached(sides, 0, np.isneginf(lo)), rising, real)
-    s_hi = _side_splits(grid, cols, hi, _unreached(sides, 1, np.isposinf(hi)), ~rising, real)
+    safe = np.where(cols.step == 0, 1.0, cols.step)
+    s_lo = _side_splits(grid, cols, lo, safe, _unreached(sides, 0, np.isneginf(lo)), rising,
+                        real)
+    s_hi = _side_splits(grid, cols, hi, safe, _unreached(sides, 1, np.isposinf(hi)), ~rising,
+                        real)
     a, b = np.where(rising, s_lo, s_hi), np.where(rising, s_hi, s_lo)
     flat = np.flatnonzero(cols.step == 0)
     if len(flat):
@@ -266,23 +283,23 @@ def _unreached(sides: tuple[np.ndarray, np.ndarray] | None, side: int, infinite:
     return out if sides is None else out | ~sides[side]
 
 
-def _side_splits(grid: Grid, cols: Columns, thr: np.ndarray, unreached: np.ndarray,
-                 low_side: np.ndarray, real: np.ndarray) -> np.ndarray:
+def _side_splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray,
+                 unreached: np.ndarray, low_side: np.ndarray, real: np.ndarray) -> np.ndarray:
     """(s, q, T) :func:`_splits` of one bound; for the tiles ``unreached`` (every row on the
     inner side of the bound) the split that keeps every row: 0 where ``low_side`` (the rows
     inside start at the split), else every real row. Half the tiles or more are solved in
     place, fewer are gathered first."""
     if not unreached.any():
-        return _splits(grid, cols, thr)
+        return _splits(grid, cols, thr, safe)
     keep = np.broadcast_to(np.where(low_side, 0, real), (len(thr), *cols.top.shape))
     if unreached.all():
         return np.ascontiguousarray(keep)
     idx = np.flatnonzero(~unreached)
     out = keep.copy()
     if 2 * len(idx) > len(unreached):
-        out[:, idx] = _splits(grid, cols, thr)[:, idx]
+        out[:, idx] = _splits(grid, cols, thr, safe)[:, idx]
     else:
-        out[:, idx] = _splits(grid, cols.take(idx), thr[:, idx])
+        out[:, idx] = _splits(grid, cols.take(idx), thr[:, idx], safe[idx])
     return out
 
 

@@ -72,15 +72,25 @@ def test_decided_pixels_agree_with_torch_and_candidates_cover_the_mask() -> None
     assert not (truth & ~in_cand).any() and truth.sum() > 1000
 
 
-@pytest.mark.parametrize(("n_in", "n_out"), [(7, 112), (6, 113), (13, 224), (9, 5)])
-def test_cell_lookup_counts_like_searchsorted(n_in: int, n_out: int) -> None:
-    """The cell lookup returns searchsorted's right-side counts, also at and next to every
-    grid value."""
-    from ray_dissect.concepts.tiles import _count_at_most
+@pytest.mark.parametrize(("n_in", "n_out"), [(7, 112), (6, 113), (13, 224), (9, 5), (4, 4)])
+def test_splits_count_the_rows_at_most_the_crossing(n_in: int, n_out: int) -> None:
+    """The cell lookup of ``_splits`` counts a tile column's real rows whose weight is at most
+    the crossing, for crossings anywhere (below 0, above 1, infinite) except within float64
+    rounding of a row weight, on every tile row (clamped edge tiles included)."""
+    from ray_dissect.concepts.tiles import Columns, _splits
 
-    tiles = AxisTiles.make(n_in, n_out)
-    assert tiles.lookup is not None
-    q = np.random.default_rng(0).uniform(-1.5, 4 * len(tiles.i0) + 1, 20000)
-    q = np.concatenate([q, tiles.grid, np.nextafter(tiles.grid, -9), np.nextafter(tiles.grid, 9)])
-    np.testing.assert_array_equal(_count_at_most(tiles, q),
-                                  np.searchsorted(tiles.grid, q, side="right"))
+    grid = Grid.make((n_in, 3), (n_out, 8))
+    rows = grid.rows
+    rng = np.random.default_rng(0)
+    ty = np.repeat(np.arange(len(rows.i0)), 400)
+    thr = np.concatenate([rng.uniform(-0.5, 1.5, len(ty) - 4 * len(rows.i0)),
+                          np.repeat([-np.inf, -0.2, 1.2, np.inf], len(rows.i0))])
+    ty = np.concatenate([ty[:len(ty) - 4 * len(rows.i0)], np.tile(np.arange(len(rows.i0)), 4)])
+    lam = np.where(rows.ok[ty], rows.lam[ty], np.nan)
+    keep = ~(np.abs(lam - thr[:, None]) < 1e-9).any(axis=1)
+    ty, thr, lam = ty[keep], thr[keep], lam[keep]
+    q = len(ty)
+    cols = Columns(np.zeros(q, np.int64), ty, np.zeros(q, np.int64), np.zeros((q, 1)),
+                   np.ones((q, 1)), np.zeros(q), np.zeros(q, bool))
+    got = _splits(grid, cols, thr[None], np.ones((q, 1)))[0, :, 0]
+    np.testing.assert_array_equal(got, (lam <= thr[:, None]).sum(axis=1))
