@@ -291,13 +291,19 @@ class _Counter:
         self.changes = _running_count(flags).reshape(-1)
         by_column = np.flatnonzero(np.ascontiguousarray(flags.transpose(0, 2, 1)))
         self.change_row = by_column % sh
-        per_column = flags.sum(axis=1).reshape(-1)
+        per_column = np.bincount(by_column // sh, minlength=len(set_ids) * sw)
         self.column_first = np.cumsum(per_column) - per_column
-        self.stride = int(self.flat.max(initial=0)) + 1
         self.entries: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
             [] for _ in range(n_ranges)]
         self.n_images = set_ids.shape[0]
         self.hist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def stride(self) -> int:
+        """1 + the block's largest label-set id (computed on first use)."""
+        if "_stride" not in self.__dict__:
+            self.__dict__["_stride"] = int(self.flat.max(initial=0)) + 1
+        return int(self.__dict__["_stride"])
 
     def use_tiles(self, grid: Grid, n_full: int, n_partial: int) -> bool:
         """Whether to count whole and one-set tiles from the tile histograms, building them
@@ -415,7 +421,7 @@ class _Counter:
     def _add(self, r: int, pairs: np.ndarray, loc: np.ndarray, sets: np.ndarray,
              weight: np.ndarray) -> None:
         """Sum ``weight`` per (local pair, set) (m,) into range ``r``'s entries."""
-        seen = np.zeros(self.stride, dtype=bool)
+        seen = np.zeros(int(sets.max(initial=0)) + 1, dtype=bool)
         seen[sets] = True
         chunk_sets = np.flatnonzero(seen)
         n_sets = max(len(chunk_sets), 1)
@@ -438,9 +444,12 @@ class _Counter:
 
 
 def _running_count(flags: np.ndarray) -> np.ndarray:
-    """(n, sh, sw) int16/int32 number of True flags at or above each pixel of its column
-    (row by row: much faster than ``cumsum`` along a middle axis)."""
-    out: np.ndarray = flags.astype(np.int16 if flags.shape[1] < 2 ** 15 else np.int32)
+    """(n, sh, sw) int8/int16/int32 number of True flags at or above each pixel of its column
+    (row by row: much faster than ``cumsum`` along a middle axis; the narrowest type that
+    holds sh, for less memory traffic)."""
+    sh = flags.shape[1]
+    out: np.ndarray = flags.astype(np.int8 if sh < 2 ** 7 else np.int16 if sh < 2 ** 15
+                                   else np.int32)
     for y in range(1, out.shape[1]):
         np.add(out[:, y], out[:, y - 1], out=out[:, y])
     return out
