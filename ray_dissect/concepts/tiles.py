@@ -261,10 +261,11 @@ def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
     real = grid.rows.n_real[cols.ty][:, None]
     rising = cols.step > 0
     safe = np.where(cols.step == 0, 1.0, cols.step)
-    s_lo = _side_splits(grid, cols, lo, safe, _unreached(sides, 0, np.isneginf(lo)), rising,
-                        real)
-    s_hi = _side_splits(grid, cols, hi, safe, _unreached(sides, 1, np.isposinf(hi)), ~rising,
-                        real)
+    skip = [np.asarray(np.isneginf(lo).all(axis=0)), np.asarray(np.isposinf(hi).all(axis=0))]
+    if sides is not None:
+        skip = [sk | ~may for sk, may in zip(skip, sides, strict=True)]
+    s_lo = _side_splits(grid, cols, lo, safe, skip[0], rising, real)
+    s_hi = _side_splits(grid, cols, hi, safe, skip[1], ~rising, real)
     a, b = np.where(rising, s_lo, s_hi), np.where(rising, s_hi, s_lo)
     flat = np.flatnonzero(cols.step == 0)
     if len(flat):
@@ -273,14 +274,6 @@ def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
         b.reshape(len(b), -1)[:, flat] = np.where((lo[:, tile] <= top) & (top <= hi[:, tile]),
                                                   real[tile, 0], 0)
     return a, b
-
-
-def _unreached(sides: tuple[np.ndarray, np.ndarray] | None, side: int, infinite: np.ndarray
-               ) -> np.ndarray:
-    """(q,) bool tiles that cannot reach a bound: by ``sides``, or the bound is infinite
-    (``infinite`` (s, q))."""
-    out = np.asarray(infinite.all(axis=0))
-    return out if sides is None else out | ~sides[side]
 
 
 def _side_splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray,
@@ -337,27 +330,6 @@ def run_starts(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, np.nd
     return row, grid.cols.pos[cols.tx[runs.tile], runs.col]
 
 
-def run_pixels(starts: np.ndarray, lengths: np.ndarray, stride: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(run (m,), flat index (m,)) of every pixel of runs given by first index and length."""
-    total = int(lengths.sum())
-    run = np.repeat(np.arange(len(lengths)), lengths)
-    first = np.repeat(starts - (np.cumsum(lengths) - lengths) * stride, lengths)
-    return run, first + np.arange(total, dtype=np.int64) * stride
-
-
-def candidate_tiles(grid: Grid, corners: np.ndarray, lo: np.ndarray, hi: np.ndarray
-                    ) -> np.ndarray:
-    """(p, ty, tx) bool: tiles that may hold a pixel in [lo, hi] (bounds (p,) per pair).
-
-    A tile's values lie between its corners' min and max (convex weights) up to torch's
-    rounding, which twice the margin covers.
-    """
-    top, bottom = corners.max(axis=0), corners.min(axis=0)
-    delta = 2.0 * grid.margin * np.abs(corners).max(axis=0)
-    return (top >= lo[:, None, None] - delta) & (bottom <= hi[:, None, None] + delta)
-
-
 def tile_extremes(grid: Grid, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(low, high, delta), each (p, ty, tx) float64: the least and greatest exact value over a
     tile's real pixels, and twice the margin.
@@ -403,7 +375,9 @@ def full_tiles(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarr
 
 def tight_candidates(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarray,
                      hi: np.ndarray) -> np.ndarray:
-    """(p, ty, tx) bool: :func:`candidate_tiles` from the tiles' own extremes (fewer tiles)."""
+    """(p, ty, tx) bool: tiles that may hold a pixel in [lo, hi] (bounds (p,) per pair): their
+    exact extremes (``extremes`` from :func:`tile_extremes`) reach the range, up to torch's
+    rounding, which twice the margin covers."""
     low, high, delta = extremes
     return (high >= lo[:, None, None] - delta) & (low <= hi[:, None, None] + delta)
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from fixtures.dense_masks import dense_signature
 
-from ray_dissect.concepts import masks as masks_module
+from ray_dissect.concepts import counting
 from ray_dissect.concepts.masks import range_masks
 from ray_dissect.concepts.tiles import Grid, full_tiles, tile_extremes
 
@@ -45,7 +45,7 @@ def _route(monkeypatch, always: bool) -> None:
             self.hist = self._histograms(grid)
         return always
 
-    monkeypatch.setattr(masks_module._Counter, "use_tiles", use_tiles)
+    monkeypatch.setattr(counting.SetCounter, "use_tiles", use_tiles)
 
 
 @pytest.mark.parametrize("always", [False, True])
@@ -88,13 +88,13 @@ def test_whole_tiles_with_a_redone_map_in_the_chunk(monkeypatch) -> None:
 def test_histogram_path_is_taken_when_whole_tiles_abound(monkeypatch) -> None:
     """With the default threshold a block of smooth maps builds the tile histograms once."""
     built = []
-    original = masks_module._Counter._histograms
+    original = counting.SetCounter._histograms
 
     def spy(self, grid):
         built.append(1)
         return original(self, grid)
 
-    monkeypatch.setattr(masks_module._Counter, "_histograms", spy)
+    monkeypatch.setattr(counting.SetCounter, "_histograms", spy)
     acts = _smooth_maps(5, 8, 4, (7, 7))
     set_ids = np.random.default_rng(3).integers(0, 4, size=(8, 112, 112))
     _check(acts, [(np.full(4, 0.5), np.full(4, np.inf), False),

@@ -10,12 +10,20 @@ import torch.nn.functional as F
 from ray_dissect.concepts.tiles import (
     AxisTiles,
     Grid,
-    candidate_tiles,
     range_runs,
-    run_pixels,
     run_starts,
+    tight_candidates,
     tile_columns,
+    tile_extremes,
 )
+
+
+def run_pixels(starts: np.ndarray, lengths: np.ndarray, stride: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(run (m,), flat index (m,)) of every pixel of runs given by first index and length."""
+    run = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.repeat(starts - (np.cumsum(lengths) - lengths) * stride, lengths)
+    return run, first + np.arange(int(lengths.sum()), dtype=np.int64) * stride
 
 
 @pytest.mark.parametrize(("n_in", "n_out"), [(7, 112), (6, 113), (13, 224), (9, 5), (4, 4)])
@@ -47,7 +55,7 @@ def test_decided_pixels_agree_with_torch_and_candidates_cover_the_mask() -> None
                        align_corners=False)[:, 0].numpy().reshape(40, -1).astype(np.float64)
     truth = (up > 0.3) & (up < 1.1)
     corners = grid.corners(maps)
-    cand = candidate_tiles(grid, corners, lo, hi)
+    cand = tight_candidates(tile_extremes(grid, corners), lo, hi)
     item, ty, tx = np.nonzero(cand)
     cols = tile_columns(grid, corners, item, ty, tx)
     runs = range_runs(grid, cols, lo[item], hi[item], inclusive=False)
