@@ -11,12 +11,12 @@ cannot exceed the maximum), and invalid images are left out.
 The upsampled maps are never materialised either (:func:`range_masks`): only the tiles that
 can hold a mask pixel are evaluated, column by column, as runs of rows
 (:mod:`ray_dissect.concepts.tiles`), and each run is counted per label set through the block's
-per-column label-set changes (:mod:`ray_dissect.concepts.counting`). A tile whose every pixel is in range by the margin (its exact
-extremes, at its four corner pixels, are inside; :func:`~ray_dissect.concepts.tiles.full_tiles`)
-is not walked: its per-tile label-set histogram, built once per image block and shared by
-every unit and range of the block, is added whole. Pixels too close to a bound to decide in
-float64 send their (image, unit) map through torch's full upsampling, so the signatures are
-exactly those of
+per-column label-set changes (:mod:`ray_dissect.concepts.counting`). A tile whose every pixel
+is in range by the margin (its exact extremes, at its four corner pixels, are inside;
+:func:`~ray_dissect.concepts.tiles.full_tiles`) is not walked: its per-tile label-set
+histogram, built once per image block and shared by every unit and range of the block, is
+added whole. Pixels too close to a bound to decide in float64 send their (image, unit) map
+through torch's full upsampling, so the signatures are exactly those of
 ``lo < F.interpolate(...) < hi`` counted pixel by pixel (``benchmarks/legacy_scoring.py`` keeps
 that direct implementation; the tests compare both to dense masks).
 """

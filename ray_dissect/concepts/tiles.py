@@ -218,7 +218,14 @@ def _local_lookup(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     before = np.append(before, np.full(pad, len(axis.grid)))
     value, mult = np.append(value, np.full(pad, np.inf)), np.append(mult, np.zeros(pad, int))
     local = before - np.arange(len(before)) // (4 * CELLS_PER_UNIT) * axis.pos.shape[1]
-    return local, local + mult, (value + 1.0) * CELLS_PER_UNIT
+    small = _slot_dtype(axis)  # splits are slot counts: narrow arrays, less memory traffic
+    return local.astype(small), (local + mult).astype(small), (value + 1.0) * CELLS_PER_UNIT
+
+
+def _slot_dtype(axis: AxisTiles) -> type[np.signedinteger]:
+    """The narrowest signed integer type holding a tile's slot counts (0 to T)."""
+    return np.int8 if axis.pos.shape[1] < 2 ** 7 else np.int16 if axis.pos.shape[1] < 2 ** 15 \
+        else np.int32
 
 
 def _splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray) -> np.ndarray:
@@ -284,9 +291,10 @@ def _side_splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray,
     place, fewer are gathered first."""
     if not unreached.any():
         return _splits(grid, cols, thr, safe)
-    keep = np.broadcast_to(np.where(low_side, 0, real), (len(thr), *cols.top.shape))
+    keep = np.broadcast_to(np.where(low_side, 0, real).astype(_slot_dtype(grid.rows)),
+                           (len(thr), *cols.top.shape))
     if unreached.all():
-        return np.ascontiguousarray(keep)
+        return keep
     idx = np.flatnonzero(~unreached)
     out = keep.copy()
     if 2 * len(idx) > len(unreached):
@@ -319,7 +327,7 @@ def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
     ambiguous[exact] = False
     width = cols.top.shape[1]
     at = np.flatnonzero((n[0] > 0) & ok_col)
-    start = a[0].reshape(-1)[at]
+    start = a[0].reshape(-1)[at].astype(np.int64)
     return Runs(at // width, at % width, start, start + n[0].reshape(-1)[at], ambiguous)
 
 
