@@ -296,11 +296,10 @@ def _side_splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray,
     if unreached.all():
         return keep
     idx = np.flatnonzero(~unreached)
-    out = keep.copy()
     if 2 * len(idx) > len(unreached):
-        out[:, idx] = _splits(grid, cols, thr, safe)[:, idx]
-    else:
-        out[:, idx] = _splits(grid, cols.take(idx), thr[:, idx], safe[idx])
+        return np.where(unreached[:, None], keep, _splits(grid, cols, thr, safe))
+    out = keep.copy()
+    out[:, idx] = _splits(grid, cols.take(idx), thr[:, idx], safe[idx])
     return out
 
 
