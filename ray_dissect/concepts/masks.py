@@ -181,7 +181,8 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
     img, unit = counter.images[pairs], counter.units[pairs]
     finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
     corners = grid.corners(maps)
-    ext = tile_extremes(grid, corners)
+    lows = np.fmin.reduce([lo[img, unit] for lo, _, _ in bounds]) if bounds else np.inf
+    ext = _extremes(grid, corners, lows - 2.0 * grid.margin * np.abs(maps).max(axis=(1, 2)))
     cands, full = _tiles_of(grid, ext, [(lo[img, unit], hi[img, unit]) for lo, hi, _ in bounds],
                             [f & finite for f in fires], counter)
     redo = [f & ~finite for f in fires]
@@ -201,6 +202,21 @@ def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: lis
             t_keep = np.flatnonzero(~redo[r][tiles[0]])
             tiles = (tiles[0][t_keep], tiles[1][t_keep])
         counter.count(r, pairs, runs, (sel[q], pix), tiles)
+
+
+def _extremes(grid: Grid, corners: np.ndarray, reach: np.ndarray) -> Extremes:
+    """:func:`~ray_dissect.concepts.tiles.tile_extremes`, evaluated only for the tiles whose
+    largest corner is not below ``reach`` (p,) (the least lower bound less twice the pair's
+    largest margin); the others, which then hold no pixel within the margin of any range,
+    get (-inf, -inf, 0): neither candidates nor whole. All are evaluated when most reach."""
+    near = ~(corners.max(axis=0) < reach[:, None, None])  # NaN: evaluated
+    if 3 * np.count_nonzero(near) > near.size:
+        return tile_extremes(grid, corners)
+    item, ty, tx = np.nonzero(near)
+    low, high = np.full(near.shape, -np.inf), np.full(near.shape, -np.inf)
+    delta = np.zeros(near.shape)
+    low[near], high[near], delta[near] = tile_extremes(grid, corners[:, item, ty, tx], (ty, tx))
+    return low, high, delta
 
 
 def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarray]],

@@ -15,6 +15,7 @@ torch. Every decision taken here is therefore the one torch's float32 values giv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -337,9 +338,11 @@ def run_starts(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, np.nd
     return row, grid.cols.pos[cols.tx[runs.tile], runs.col]
 
 
-def tile_extremes(grid: Grid, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tile_extremes(grid: Grid, corners: np.ndarray, at: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(low, high, delta), each (p, ty, tx) float64: the least and greatest exact value over a
-    tile's real pixels, and twice the margin.
+    tile's real pixels, and twice the margin; each (m,) for the m tiles ``at`` = (ty, tx)
+    (m,) of ``corners`` (4, m).
 
     The exact value is bilinear in the row and column weights, so linear in each alone: over the
     rectangle of the tile's real weights its extremes lie at the four vertices, the pixels of
@@ -350,8 +353,12 @@ def tile_extremes(grid: Grid, corners: np.ndarray) -> tuple[np.ndarray, np.ndarr
         corners: (4, p, ty, tx) float64 from :meth:`Grid.corners`.
     """
     a, b, c, d = corners
+    ty: Any = (slice(None), None)
+    tx: Any = (None, slice(None))
+    if at is not None:
+        ty, tx = at
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite maps: decided elsewhere
-        values = [_at(a, b, c, d, lam[:, None], mu[None, :])
+        values = [_at(a, b, c, d, lam[ty], mu[tx])
                   for lam in _end_weights(grid.rows) for mu in _end_weights(grid.cols)]
     return (np.minimum.reduce(values), np.maximum.reduce(values),
             2.0 * grid.margin * np.abs(corners).max(axis=0))
