@@ -211,8 +211,7 @@ def _local_lookup(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     """Per cell, counted within the cell's own tile: the real slots in earlier cells, those up
     to the cell's value, and that value scaled as cells are, ``(grid + 1) * CELLS_PER_UNIT``
     (+inf if none), all (cells,); None when :func:`_lookup` is None."""
-    table = _lookup(axis)
-    if table is None:
+    if (table := _lookup(axis)) is None:
         return None
     before, value, mult = table
     pad = max(4 * len(axis.i0) * CELLS_PER_UNIT - len(before), 0)  # up to the last crossing
@@ -225,8 +224,7 @@ def _local_lookup(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
 
 def _slot_dtype(axis: AxisTiles) -> type[np.signedinteger]:
     """The narrowest signed integer type holding a tile's slot counts (0 to T)."""
-    return np.int8 if axis.pos.shape[1] < 2 ** 7 else np.int16 if axis.pos.shape[1] < 2 ** 15 \
-        else np.int32
+    return next(t for t in (np.int8, np.int16, np.int32) if axis.pos.shape[1] < np.iinfo(t).max)
 
 
 def _splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray) -> np.ndarray:
@@ -329,13 +327,6 @@ def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
     at = np.flatnonzero((n[0] > 0) & ok_col)
     start = a[0].reshape(-1)[at].astype(np.int64)
     return Runs(at // width, at % width, start, start + n[0].reshape(-1)[at], ambiguous)
-
-
-def run_starts(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, np.ndarray]:
-    """(row (m,), col (m,)) int64 output pixel of each run's first pixel; a run goes down its
-    column over consecutive rows."""
-    row = grid.rows.pos[cols.ty[runs.tile], runs.start]
-    return row, grid.cols.pos[cols.tx[runs.tile], runs.col]
 
 
 def tile_extremes(grid: Grid, corners: np.ndarray, at: tuple[np.ndarray, np.ndarray] | None = None

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ray_dissect.concepts.masks import _run_rows
 from ray_dissect.concepts.tiles import (
     AxisTiles,
     Grid,
     range_runs,
-    run_starts,
     tight_candidates,
     tile_columns,
     tile_extremes,
@@ -59,8 +59,8 @@ def test_decided_pixels_agree_with_torch_and_candidates_cover_the_mask() -> None
     item, ty, tx = np.nonzero(cand)
     cols = tile_columns(grid, corners, item, ty, tx)
     runs = range_runs(grid, cols, lo[item], hi[item], inclusive=False)
-    row, col = run_starts(grid, cols, runs)
-    run, pixel = run_pixels(row * 112 + col, runs.stop - runs.start, 112)
+    _, first, length, _ = _run_rows(grid, cols, runs)
+    run, pixel = run_pixels(first, length, 112)
     tile = runs.tile[run]
     decided = ~runs.ambiguous[tile]
     assert truth[item[tile[decided]], pixel[decided]].all()
