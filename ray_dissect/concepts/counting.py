@@ -21,6 +21,10 @@ TILE_HISTOGRAM_PAYS = 4
 whose one-set runs are not cut; the histograms are built once the call's tiles (projected
 from a chunk) save twice the cost of walking every tile of the block."""
 
+SPARSE_BINS = 8
+"""A chunk's (pair, set) sums are sorted out instead of binned densely when the bins outnumber
+the entries this many times (the bins grow as the square of the chunk)."""
+
 
 class SetCounter:
     """Pixel counts per (pair, label set) for each range.
@@ -179,11 +183,16 @@ class SetCounter:
         seen[sets] = True
         chunk_sets = np.flatnonzero(seen)
         n_sets = max(len(chunk_sets), 1)
-        bins = np.bincount(loc * n_sets + (np.cumsum(seen) - 1)[sets], weights=weight,
-                           minlength=len(pairs) * n_sets)
-        nz = np.flatnonzero(bins)
+        keys = loc * n_sets + (np.cumsum(seen) - 1)[sets]
+        if len(pairs) * n_sets > SPARSE_BINS * len(keys):  # few of the bins are hit: sort
+            nz, inverse = np.unique(keys, return_inverse=True)
+            sums = np.bincount(inverse.reshape(-1), weights=weight, minlength=len(nz))
+        else:
+            bins = np.bincount(keys, weights=weight, minlength=len(pairs) * n_sets)
+            nz = np.flatnonzero(bins)
+            sums = bins[nz]
         self.entries[r].append((pairs[nz // n_sets], chunk_sets[nz % n_sets],
-                                bins[nz].astype(np.int64)))
+                                sums.astype(np.int64)))
 
     def signatures(self, r: int, k: int, first_image: int
                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
