@@ -117,9 +117,12 @@ def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, 
                                        inclusive)
 
 
-def _fires(acts: np.ndarray, lo: np.ndarray, inclusive: bool) -> np.ndarray:
-    """(n, k) bool: the map's peak reaches ``lo`` (bilinear values never exceed the peak)."""
-    peak = acts.reshape(*acts.shape[:2], -1).max(axis=2)
+def _fires(acts: np.ndarray, lo: np.ndarray, inclusive: bool,
+           peak: np.ndarray | None = None) -> np.ndarray:
+    """(n, k) bool: the map's peak (given, or computed) reaches ``lo`` (bilinear values never
+    exceed the peak)."""
+    if peak is None:
+        peak = acts.reshape(*acts.shape[:2], -1).max(axis=2)
     return (peak >= lo) if inclusive else (peak > lo)
 
 
@@ -162,7 +165,8 @@ def range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.ndarray,
     n, k = acts.shape[:2]
     bounds = [(np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k)), inc)
               for lo, hi, inc in ranges]
-    fires = [_fires(acts, lo, inc) & valid[:, None] for lo, _, inc in bounds]
+    peak = acts.reshape(n, k, -1).max(axis=2)
+    fires = [_fires(acts, lo, inc, peak) & valid[:, None] for lo, _, inc in bounds]
     images, units = np.nonzero(np.logical_or.reduce(fires)) if fires else (
         np.zeros(0, np.int64), np.zeros(0, np.int64))
     counter = SetCounter(units, images, set_ids, len(bounds))
@@ -212,11 +216,11 @@ def _extremes(grid: Grid, corners: np.ndarray, reach: np.ndarray) -> Extremes:
     near = ~(corners.max(axis=0) < reach[:, None, None])  # NaN: evaluated
     if 3 * np.count_nonzero(near) > near.size:
         return tile_extremes(grid, corners)
-    item, ty, tx = np.nonzero(near)
-    low, high = np.full(near.shape, -np.inf), np.full(near.shape, -np.inf)
-    delta = np.zeros(near.shape)
-    low[near], high[near], delta[near] = tile_extremes(grid, corners[:, item, ty, tx], (ty, tx))
-    return low, high, delta
+    at = np.flatnonzero(near)
+    ty, tx = np.divmod(at % (near.shape[1] * near.shape[2]), near.shape[2])
+    low, high, delta = np.full(near.size, -np.inf), np.full(near.size, -np.inf), np.zeros(near.size)
+    low[at], high[at], delta[at] = tile_extremes(grid, corners.reshape(4, -1)[:, at], (ty, tx))
+    return low.reshape(near.shape), high.reshape(near.shape), delta.reshape(near.shape)
 
 
 def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarray]],
