@@ -19,7 +19,8 @@ times a per-image gain), thresholds at quantile 0.005 as NetDissect.
 
 ``--compare-with TREE`` also times another checkout's ``range_masks`` (e.g. the commit before a
 change, exported with ``git archive``) in the same process, on the same data, and checks it
-gives the same signatures: the ``before`` rows.
+gives the same signatures: the ``before`` rows, and two ``interleaved`` rows timing the masks
+alone with both implementations alternating call by call (robust to load changes in a run).
 
 Usage: python benchmarks/bench_scoring.py [--images 2000] [--units 512] [--search-units 16]
        [--clusters 5] [--root DIR] [--compare-with TREE]
@@ -213,6 +214,39 @@ def main() -> None:
         print(f"new vs before : {times['before'] / times['new']:8.2f}x")
     clustered(acts[:, :args.search_units], thr[:args.search_units], ids, index, args.clusters,
               maskers)
+    if "before" in maskers:
+        interleaved(maskers["before"], acts, thr, ids, index, args.search_units, args.clusters)
+
+
+def interleaved(before: Masker, acts: np.ndarray, thr: np.ndarray, ids: np.ndarray,
+                index: object, search_units: int, clusters: int) -> None:
+    """Masks only, ``before`` and new alternating call by call (each block of units and
+    images), so that load changes during the run hit both alike; results must be equal."""
+    k = search_units
+    ranges = np.full((k, clusters, 2), np.nan)
+    for u, unit in enumerate(unit_ranges(acts[:, :k], clusters, seed=0)):
+        ranges[u, :len(unit)] = unit
+    specs = range_specs(thr[:k], ranges, inclusive=False)
+    quantile = [(acts[:, u0:u0 + UNITS_PER_TASK], [(thr[u0:u0 + UNITS_PER_TASK],
+                 np.full(acts[:, u0:u0 + UNITS_PER_TASK].shape[1], np.inf), False)])
+                for u0 in range(0, acts.shape[1], UNITS_PER_TASK)]
+    for name, calls in (("quantile masks, all units", quantile),
+                        (f"clustered masks, {k} units x {len(specs)} ranges",
+                         [(acts[:, :k], [(sp.lo, sp.hi, sp.inclusive) for sp in specs])])):
+        spent = {"before": 0.0, "new": 0.0}
+        for block, bounds in calls:
+            for s in range(0, len(acts), BLOCK_IMAGES):
+                sl = slice(s, s + BLOCK_IMAGES)
+                args = (block[sl], bounds, ids[sl], s, index.valid[sl])  # type: ignore[attr-defined]
+                out = {}
+                for who, masker in (("before", before), ("new", range_masks)):
+                    t = time.process_time()
+                    out[who] = masker(*args)
+                    spent[who] += time.process_time() - t
+                assert all(same_masks(a, b) for a, b in zip(out["before"], out["new"],
+                                                            strict=True)), "masks differ"
+        print(f"interleaved {name}: before {spent['before']:.2f} s, new {spent['new']:.2f} s "
+              f"CPU, {spent['before'] / spent['new']:.2f}x (identical)")
 
 
 def scoring(maskers: dict[str, Masker], acts: np.ndarray, thr: np.ndarray, ids: np.ndarray,
