@@ -228,9 +228,9 @@ def _slot_dtype(axis: AxisTiles) -> type[np.signedinteger]:
 
 
 def _splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray) -> np.ndarray:
-    """(s, q, T) int64 rows of each column whose row weight is at most the crossing of the
-    thresholds ``thr`` (s, q) (one per tile); meaningless where the slope is 0 (``safe``, the
-    (q, T) slope with 1 there).
+    """(s, q, T) rows of each column whose row weight is at most the crossing of the
+    thresholds ``thr`` (s, q) (one per tile), in :func:`_slot_dtype` (int64 without a cell
+    table); meaningless where the slope is 0 (``safe``, the (q, T) slope with 1 there).
 
     The crossing is compared with the tile's row weights in the scaled cell domain of
     :func:`_local_lookup`, within float64 rounding of the unscaled comparison: where a grid
@@ -257,7 +257,8 @@ def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
                   sides: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above), for s
-    pairs of thresholds at once: lo, hi (s, q); returns a, b (s, q, T) int64.
+    pairs of thresholds at once: lo, hi (s, q); returns a, b (s, q, T) slot counts in
+    :func:`_slot_dtype` (8-bit for tiles under 128 rows).
 
     Along a column the value is ``top + lam * step``: rising columns hold the rows with
     lam above lo's crossing and at most hi's, falling ones the reverse, flat ones all rows or
