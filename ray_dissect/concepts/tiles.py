@@ -345,10 +345,8 @@ def tile_extremes(grid: Grid, corners: np.ndarray, at: tuple[np.ndarray, np.ndar
         corners: (4, p, ty, tx) float64 from :meth:`Grid.corners`.
     """
     a, b, c, d = corners
-    ty: Any = (slice(None), None)
-    tx: Any = (None, slice(None))
-    if at is not None:
-        ty, tx = at
+    where: Any = at if at is not None else ((slice(None), None), (None, slice(None)))
+    ty, tx = where  # broadcast over (p, ty, tx), or gathered per tile
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite maps: decided elsewhere
         values = [_at(a, b, c, d, lam[ty], mu[tx])
                   for lam in _end_weights(grid.rows) for mu in _end_weights(grid.cols)]
