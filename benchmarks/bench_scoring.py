@@ -17,13 +17,19 @@ Data: a generated dataset (``ray_dissect.datasets.synthetic``, default 2,000 ima
 masks) and synthetic post-ReLU activations (N, 512, 7, 7) float32 (smoothed Gaussian noise
 times a per-image gain), thresholds at quantile 0.005 as NetDissect.
 
+``--compare-with TREE`` also times another checkout's ``range_masks`` (e.g. the commit before a
+change, exported with ``git archive``) in the same process, on the same data, and checks it
+gives the same signatures: the ``before`` rows, and two ``interleaved`` rows timing the masks
+alone with both implementations alternating call by call (robust to load changes in a run).
+
 Usage: python benchmarks/bench_scoring.py [--images 2000] [--units 512] [--search-units 16]
-       [--clusters 5] [--root DIR]
+       [--clusters 5] [--root DIR] [--compare-with TREE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
 import time
@@ -59,6 +65,23 @@ def activations(n: int, units: int, seed: int = 0) -> np.ndarray:
 
 
 Masker = Callable[[np.ndarray, list, np.ndarray, int, np.ndarray], list[list[UnitMask]]]
+
+
+def tree_masker(tree: Path) -> Masker:
+    """``range_masks`` of another checkout, imported under its own modules (this process's
+    ``ray_dissect`` modules are set aside meanwhile and restored)."""
+    ours = {name: mod for name, mod in sys.modules.items() if name.split(".")[0] == "ray_dissect"}
+    for name in ours:
+        del sys.modules[name]
+    sys.path.insert(0, str(tree))
+    try:
+        masker: Masker = importlib.import_module("ray_dissect.concepts.masks").range_masks
+    finally:
+        sys.path.remove(str(tree))
+        for name in [n for n in sys.modules if n.split(".")[0] == "ray_dissect"]:
+            del sys.modules[name]
+        sys.modules.update(ours)
+    return masker
 
 
 def legacy_ranges(acts: np.ndarray, ranges: list, ids: np.ndarray, start: int,
@@ -124,7 +147,7 @@ def search_cost(masker: Masker, acts: np.ndarray, thr: np.ndarray, ranges: np.nd
 
 
 def clustered(acts: np.ndarray, thr: np.ndarray, ids: np.ndarray, index: object,
-              clusters: int) -> None:
+              clusters: int, maskers: dict[str, Masker]) -> None:
     """Print clustered cost per unit-cluster against quantile-mode cost per unit."""
     space = SearchSpace.from_index(index)  # type: ignore[arg-type]
     k = acts.shape[1]
@@ -136,7 +159,7 @@ def clustered(acts: np.ndarray, thr: np.ndarray, ids: np.ndarray, index: object,
         ranges[u, :len(unit)] = unit
     none = np.zeros((k, 0, 2))
     rows = {}
-    for name, masker in (("legacy", legacy_ranges), ("new", range_masks)):
+    for name, masker in maskers.items():
         q = search_cost(masker, acts, thr, none, ids, index, space)
         c = search_cost(masker, acts, thr, ranges, ids, index, space)
         rows[name] = (q, c)
@@ -150,8 +173,9 @@ def clustered(acts: np.ndarray, thr: np.ndarray, ids: np.ndarray, index: object,
     n_ranges = sum(len(u) for u in found)
     print(f"k-means ranges (ranges stage, not in the ratio): {1000 * t_kmeans / n_ranges:.1f} ms "
           f"per unit-cluster")
-    assert rows["legacy"][1][3] == rows["new"][1][3], "clustered beams differ"
-    assert rows["legacy"][0][3] == rows["new"][0][3], "quantile beams differ"
+    for name in maskers:
+        assert rows["legacy"][1][3] == rows[name][1][3], f"clustered beams differ ({name})"
+        assert rows["legacy"][0][3] == rows[name][0][3], f"quantile beams differ ({name})"
 
 
 def main() -> None:
@@ -160,24 +184,82 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=512)
     parser.add_argument("--search-units", type=int, default=16)
     parser.add_argument("--clusters", type=int, default=5)
-    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--root", type=Path, default=None,
+                        help="dataset directory, generated there when missing (kept)")
+    parser.add_argument("--compare-with", type=Path, default=None, metavar="TREE",
+                        help="also time this checkout's range_masks (rows 'before')")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    maskers: dict[str, Masker] = {"legacy": legacy_ranges}
+    if args.compare_with is not None:
+        maskers["before"] = tree_masker(args.compare_with)
+    maskers["new"] = range_masks
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.root or generate_dataset(Path(tmp) / "ds", args.images, seed=0,
-                                             image_size=32, mask_size=112)
+        root = args.root or Path(tmp) / "ds"
+        if not root.exists():
+            generate_dataset(root, args.images, seed=0, image_size=32, mask_size=112)
         ds, index, ids = build(root)
     acts = activations(len(ds), args.units)
     thr, _ = unit_thresholds(acts, 0.005)
     print(f"images={len(ds)} units={args.units} maps={acts.shape[2:]} mask={ds.mask_shape} "
           f"label_sets={index.n_sets}")  # type: ignore[attr-defined]
-    t_old, m_old, iou_old = score_all(legacy_ranges, acts, thr, ids, index)
-    t_new, m_new, iou_new = score_all(range_masks, acts, thr, ids, index)
-    assert same_masks(m_old, m_new) and np.array_equal(iou_old, iou_new), "results differ"
-    print(f"scoring legacy: {t_old:8.2f} s CPU (unit masks + tally, {args.units} units)")
-    print(f"scoring new   : {t_new:8.2f} s CPU (identical signatures and IoUs)")
-    print(f"speed-up      : {t_old / t_new:8.2f}x  (target >= 5x)")
-    clustered(acts[:, :args.search_units], thr[:args.search_units], ids, index, args.clusters)
+    times = scoring(maskers, acts, thr, ids, index)
+    print(f"scoring legacy: {times['legacy']:8.2f} s CPU (unit masks + tally, {args.units} units)")
+    if "before" in times:
+        print(f"scoring before: {times['before']:8.2f} s CPU (--compare-with "
+              f"{args.compare_with}; identical signatures and IoUs)")
+    print(f"scoring new   : {times['new']:8.2f} s CPU (identical signatures and IoUs)")
+    print(f"speed-up      : {times['legacy'] / times['new']:8.2f}x  (target >= 5x)")
+    if "before" in times:
+        print(f"new vs before : {times['before'] / times['new']:8.2f}x")
+    clustered(acts[:, :args.search_units], thr[:args.search_units], ids, index, args.clusters,
+              maskers)
+    if "before" in maskers:
+        interleaved(maskers["before"], acts, thr, ids, index, args.search_units, args.clusters)
+
+
+def interleaved(before: Masker, acts: np.ndarray, thr: np.ndarray, ids: np.ndarray,
+                index: object, search_units: int, clusters: int) -> None:
+    """Masks only, ``before`` and new alternating call by call (each block of units and
+    images), so that load changes during the run hit both alike; results must be equal."""
+    k = search_units
+    ranges = np.full((k, clusters, 2), np.nan)
+    for u, unit in enumerate(unit_ranges(acts[:, :k], clusters, seed=0)):
+        ranges[u, :len(unit)] = unit
+    specs = range_specs(thr[:k], ranges, inclusive=False)
+    quantile = [(acts[:, u0:u0 + UNITS_PER_TASK], [(thr[u0:u0 + UNITS_PER_TASK],
+                 np.full(acts[:, u0:u0 + UNITS_PER_TASK].shape[1], np.inf), False)])
+                for u0 in range(0, acts.shape[1], UNITS_PER_TASK)]
+    for name, calls in (("quantile masks, all units", quantile),
+                        (f"clustered masks, {k} units x {len(specs)} ranges",
+                         [(acts[:, :k], [(sp.lo, sp.hi, sp.inclusive) for sp in specs])])):
+        spent = {"before": 0.0, "new": 0.0}
+        for block, bounds in calls:
+            for s in range(0, len(acts), BLOCK_IMAGES):
+                sl = slice(s, s + BLOCK_IMAGES)
+                args = (block[sl], bounds, ids[sl], s, index.valid[sl])  # type: ignore[attr-defined]
+                out = {}
+                for who, masker in (("before", before), ("new", range_masks)):
+                    t = time.process_time()
+                    out[who] = masker(*args)
+                    spent[who] += time.process_time() - t
+                assert all(same_masks(a, b) for a, b in zip(out["before"], out["new"],
+                                                            strict=True)), "masks differ"
+        print(f"interleaved {name}: before {spent['before']:.2f} s, new {spent['new']:.2f} s "
+              f"CPU, {spent['before'] / spent['new']:.2f}x (identical)")
+
+
+def scoring(maskers: dict[str, Masker], acts: np.ndarray, thr: np.ndarray, ids: np.ndarray,
+            index: object) -> dict[str, float]:
+    """CPU seconds of :func:`score_all` per masker; every result must equal legacy's."""
+    times, first = {}, None
+    for name, masker in maskers.items():
+        t, masks, ious = score_all(masker, acts, thr, ids, index)
+        first = first or (masks, ious)
+        assert same_masks(first[0], masks) and np.array_equal(first[1], ious), (
+            f"results differ ({name})")
+        times[name] = t
+    return times
 
 
 if __name__ == "__main__":

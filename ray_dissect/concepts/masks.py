@@ -11,12 +11,12 @@ cannot exceed the maximum), and invalid images are left out.
 The upsampled maps are never materialised either (:func:`range_masks`): only the tiles that
 can hold a mask pixel are evaluated, column by column, as runs of rows
 (:mod:`ray_dissect.concepts.tiles`), and each run is counted per label set through the block's
-per-column label-set changes. A tile whose every pixel is in range by the margin (its exact
-extremes, at its four corner pixels, are inside; :func:`~ray_dissect.concepts.tiles.full_tiles`)
-is not walked: its per-tile label-set histogram, built once per image block and shared by
-every unit and range of the block, is added whole. Pixels too close to a bound to decide in
-float64 send their (image, unit) map through torch's full upsampling, so the signatures are
-exactly those of
+per-column label-set changes (:mod:`ray_dissect.concepts.counting`). A tile whose every pixel
+is in range by the margin (its exact extremes, at its four corner pixels, are inside;
+:func:`~ray_dissect.concepts.tiles.full_tiles`) is not walked: its per-tile label-set
+histogram, built once per image block and shared by every unit and range of the block, is
+added whole. Pixels too close to a bound to decide in float64 send their (image, unit) map
+through torch's full upsampling, so the signatures are exactly those of
 ``lo < F.interpolate(...) < hi`` counted pixel by pixel (``benchmarks/legacy_scoring.py`` keeps
 that direct implementation; the tests compare both to dense masks).
 """
@@ -25,27 +25,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 
+from ray_dissect.concepts.counting import SetCounter
 from ray_dissect.concepts.tiles import (
+    Columns,
     Grid,
+    Runs,
     bound_sides,
     full_tiles,
     range_runs,
-    run_starts,
     tight_candidates,
     tile_columns,
     tile_extremes,
 )
 
-PAIRS_PER_CHUNK = 1024
+PAIRS_PER_CHUNK = 256
 TILES_PER_STEP = 16384
-TILE_HISTOGRAM_PAYS = 4
-"""A whole tile counted from its histogram saves about as much as this many partial tiles
-whose one-set runs are not cut; the histograms are built once a chunk saves twice the cost of
-walking every tile of the block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +117,12 @@ def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, 
                                        inclusive)
 
 
-def _fires(acts: np.ndarray, lo: np.ndarray, inclusive: bool) -> np.ndarray:
-    """(n, k) bool: the map's peak reaches ``lo`` (bilinear values never exceed the peak)."""
-    peak = acts.reshape(*acts.shape[:2], -1).max(axis=2)
+def _fires(acts: np.ndarray, lo: np.ndarray, inclusive: bool,
+           peak: np.ndarray | None = None) -> np.ndarray:
+    """(n, k) bool: the map's peak (given, or computed) reaches ``lo`` (bilinear values never
+    exceed the peak)."""
+    if peak is None:
+        peak = acts.reshape(*acts.shape[:2], -1).max(axis=2)
     return (peak >= lo) if inclusive else (peak > lo)
 
 
@@ -165,59 +165,81 @@ def range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.ndarray,
     n, k = acts.shape[:2]
     bounds = [(np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k)), inc)
               for lo, hi, inc in ranges]
-    fires = [_fires(acts, lo, inc) & valid[:, None] for lo, _, inc in bounds]
+    peak = acts.reshape(n, k, -1).max(axis=2)
+    fires = [_fires(acts, lo, inc, peak) & valid[:, None] for lo, _, inc in bounds]
     images, units = np.nonzero(np.logical_or.reduce(fires)) if fires else (
         np.zeros(0, np.int64), np.zeros(0, np.int64))
-    counter = _Counter(units, images, set_ids, len(bounds))
+    counter = SetCounter(units, images, set_ids, len(bounds))
     grid = Grid.make(acts.shape[2:], set_ids.shape[1:])
     for start in range(0, len(units), PAIRS_PER_CHUNK):
         sl = slice(start, start + PAIRS_PER_CHUNK)
         _chunk(acts[images[sl], units[sl]], np.arange(len(units))[sl], bounds,
                [f[images[sl], units[sl]] for f in fires], grid, counter)
-    return [counter.masks(r, k, first_image) for r in range(len(bounds))]
+    return [[UnitMask(*sig) for sig in counter.signatures(r, k, first_image)]
+            for r in range(len(bounds))]
 
 
 def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: list[np.ndarray],
-           grid: Grid, counter: _Counter) -> None:
+           grid: Grid, counter: SetCounter) -> None:
     """Count the mask pixels of one chunk of pairs (p,) for every range."""
     img, unit = counter.images[pairs], counter.units[pairs]
     finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
     corners = grid.corners(maps)
-    ext = tile_extremes(grid, corners)
+    lows = np.fmin.reduce([lo[img, unit] for lo, _, _ in bounds]) if bounds else np.inf
+    ext = _extremes(grid, corners, lows - 2.0 * grid.margin * np.abs(maps).max(axis=(1, 2)))
     cands, full = _tiles_of(grid, ext, [(lo[img, unit], hi[img, unit]) for lo, hi, _ in bounds],
                             [f & finite for f in fires], counter)
     redo = [f & ~finite for f in fires]
     found = _walk(grid, corners, ext, cands,
                   [(lo[img, unit], hi[img, unit], inc) for lo, hi, inc in bounds], redo)
     for r, (lo, hi, inc) in enumerate(bounds):
-        local, row, col, length, tile = found[r]
-        keep = ~redo[r][local]
+        runs = found[r]
         sel = np.flatnonzero(redo[r])
         q, pix = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        tiles = full[r]
         if len(sel):
             dense = _dense_inside(maps[sel], lo[img[sel], unit[sel]], hi[img[sel], unit[sel]],
                                   grid.shape, inc)
             q, pix = np.nonzero(dense.reshape(len(sel), -1))
-        t_item, t_tile = full[r]
-        t_keep = ~redo[r][t_item]
-        counter.count(r, pairs, (local[keep], row[keep], col[keep], length[keep], tile[keep]),
-                      (sel[q], pix), (t_item[t_keep], t_tile[t_keep]))
+            keep = np.flatnonzero(~redo[r][runs[0]])
+            runs = tuple(a[keep] for a in runs)
+            t_keep = np.flatnonzero(~redo[r][tiles[0]])
+            tiles = (tiles[0][t_keep], tiles[1][t_keep])
+        counter.count(r, pairs, runs, (sel[q], pix), tiles)
+
+
+def _extremes(grid: Grid, corners: np.ndarray, reach: np.ndarray) -> Extremes:
+    """:func:`~ray_dissect.concepts.tiles.tile_extremes`, evaluated only for the tiles whose
+    largest corner is not below ``reach`` (p,) (the least lower bound less twice the pair's
+    largest margin); the others, which then hold no pixel within the margin of any range,
+    get (-inf, -inf, 0): neither candidates nor whole. All are evaluated when most reach."""
+    near = ~(corners.max(axis=0) < reach[:, None, None])  # NaN: evaluated
+    if 3 * np.count_nonzero(near) > near.size:
+        return tile_extremes(grid, corners)
+    at = np.flatnonzero(near)
+    ty, tx = np.divmod(at % (near.shape[1] * near.shape[2]), near.shape[2])
+    low, high, delta = np.full(near.size, -np.inf), np.full(near.size, -np.inf), np.zeros(near.size)
+    low[at], high[at], delta[at] = tile_extremes(grid, corners.reshape(4, -1)[:, at], (ty, tx))
+    return low.reshape(near.shape), high.reshape(near.shape), delta.reshape(near.shape)
 
 
 def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarray]],
-              ok: list[np.ndarray], counter: _Counter
+              ok: list[np.ndarray], counter: SetCounter
               ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """Per range: (p, ty, tx) bool tiles to walk, and the (pair, tile) wholly in range.
 
-    Whole tiles are counted from the block's tile histograms once the chunk's whole tiles are
-    worth building them (:meth:`_Counter.use_tiles`); otherwise they are walked as the others.
+    Whole tiles are counted from the block's tile histograms once they are worth building
+    (:meth:`SetCounter.use_tiles`, judged on the chunk's tiles scaled to every pair of the
+    call, as if every chunk were like this one); otherwise they are walked as the others.
     """
     full = [full_tiles(ext, lo, hi) & o[:, None, None] for (lo, hi), o in zip(bounds, ok,
                                                                              strict=True)]
     cands = [tight_candidates(ext, lo, hi) & o[:, None, None]
              for (lo, hi), o in zip(bounds, ok, strict=True)]
     n_full = sum(int(f.sum()) for f in full)
-    if not counter.use_tiles(grid, n_full, sum(int(c.sum()) for c in cands) - n_full):
+    n_partial = sum(int(c.sum()) for c in cands) - n_full
+    scale = len(counter.units) / max(len(ext[0]), 1)
+    if not counter.use_tiles(grid, round(n_full * scale), round(n_partial * scale)):
         return cands, [(np.zeros(0, np.int64), np.zeros(0, np.int64)) for _ in bounds]
     width = full[0].shape[2] if full else 0
     whole = []
@@ -230,8 +252,9 @@ def _tiles_of(grid: Grid, ext: Extremes, bounds: list[tuple[np.ndarray, np.ndarr
 def _walk(grid: Grid, corners: np.ndarray, ext: Extremes, cands: list[np.ndarray],
           bounds: list[tuple[np.ndarray, np.ndarray, bool]], redo: list[np.ndarray]
           ) -> list[tuple[np.ndarray, ...]]:
-    """Per range, the (local pair, first row, column, length) of the in-range runs of the
-    candidate tiles; marks the pairs with an ambiguous tile in ``redo``."""
+    """Per range, the in-range runs of the candidate tiles as (local pair, first pixel
+    row-major in its image, length, tile index ty * tx_count + tx), each (m,) int64; marks the
+    pairs with an ambiguous tile in ``redo``."""
     found: list[list[tuple[np.ndarray, ...]]] = [[] for _ in bounds]
     item, ty, tx = np.nonzero(np.logical_or.reduce(cands)) if cands else (
         np.zeros(0, np.int64),) * 3
@@ -246,164 +269,20 @@ def _walk(grid: Grid, corners: np.ndarray, ext: Extremes, cands: list[np.ndarray
             lo_c, hi_c = lo[cols.item], hi[cols.item]
             runs = range_runs(grid, cols, lo_c, hi_c, inc, bound_sides(ext, cols, lo_c, hi_c))
             redo[r][cols.item[runs.ambiguous]] = True
-            found[r].append((cols.item[runs.tile], *run_starts(grid, cols, runs),
-                             runs.stop - runs.start,
-                             cols.ty[runs.tile] * len(grid.cols.i0) + cols.tx[runs.tile]))
+            found[r].append(_run_rows(grid, cols, runs))
     return [tuple(np.concatenate([f[i] for f in per] or [np.zeros(0, np.int64)])
-                  for i in range(5)) for per in found]
+                  for i in range(4)) for per in found]
 
 
-class _Counter:
-    """Pixel counts per (pair, label set) for each range.
-
-    Mask pixels come as vertical runs (consecutive rows of one column). Per block, the
-    label-set changes down each column are listed once (row of each change, column by column)
-    with their running count, so a run is cut into its segments of one label set by index
-    arithmetic and each segment is counted at once. A chunk's counts are one weighted
-    ``bincount`` over (pair, set) bins, with the chunk's sets renumbered so that the bins stay
-    few. Pairs are numbered image-major; the entries are finally ordered by unit, image and
-    label set, the order :class:`UnitMask` entries keep.
-    """
-
-    def __init__(self, units: np.ndarray, images: np.ndarray, set_ids: np.ndarray,
-                 n_ranges: int) -> None:
-        self.units, self.images = units, images
-        sh, sw = set_ids.shape[1:]
-        self.pixels, self.width = sh * sw, sw
-        self.flat = set_ids.reshape(-1)
-        flags = np.zeros(set_ids.shape, dtype=bool)
-        flags[:, 1:] = set_ids[:, 1:] != set_ids[:, :-1]
-        self.changes = _running_count(flags).reshape(-1)
-        by_column = np.flatnonzero(np.ascontiguousarray(flags.transpose(0, 2, 1)))
-        self.change_row = by_column % sh
-        per_column = flags.sum(axis=1).reshape(-1)
-        self.column_first = np.cumsum(per_column) - per_column
-        self.stride = int(self.flat.max(initial=0)) + 1
-        self.entries: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [
-            [] for _ in range(n_ranges)]
-        self.n_images = set_ids.shape[0]
-        self.hist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def use_tiles(self, grid: Grid, n_full: int, n_partial: int) -> bool:
-        """Whether to count whole and one-set tiles from the tile histograms, building them
-        (about the cost of walking every tile of the block once) when a chunk has enough whole
-        tiles (which are then not walked) and partial ones (whose one-set runs are then not
-        cut) for that to pay."""
-        n_block = self.n_images * len(grid.rows.i0) * len(grid.cols.i0)
-        worth = TILE_HISTOGRAM_PAYS * n_full + n_partial
-        if self.hist is None and worth >= 2 * n_block:
-            self.hist = self._histograms(grid)
-        return self.hist is not None
-
-    def _histograms(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per tile of the block (image-major, then tile row and column): its label sets and
-        pixel counts, as (first entry (t + 1,), sets (e,), counts (e,)) int64, sets ascending
-        within a tile."""
-        rows, cols = grid.rows, grid.cols
-        nty, ntx = len(rows.i0), len(cols.i0)
-        col_tile = np.zeros(self.width, np.int64)
-        col_tile[cols.pos[cols.ok]] = np.repeat(np.arange(ntx), cols.n_real)
-        img, ty, x = (a.ravel() for a in np.meshgrid(
-            np.arange(self.n_images), np.arange(nty), np.arange(self.width), indexing="ij"))
-        run, p, weight = self._segments(img, rows.pos[ty, 0], x, rows.n_real[ty])
-        tile = ((img * nty + ty) * ntx + col_tile[x])[run]
-        keys, inverse = np.unique(tile * self.stride + self.flat[p], return_inverse=True)
-        counts = np.bincount(inverse.ravel(), weights=weight).astype(np.int64)
-        first = np.searchsorted(keys // self.stride, np.arange(self.n_images * nty * ntx + 1))
-        return first, keys % self.stride, counts
-
-    def _one_set(self, img: np.ndarray, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(runs (m,) bool in a tile of one label set, that set (m1,) int64) of runs in block
-        images ``img`` and tiles ``tile``; no run when there are no histograms."""
-        if self.hist is None:
-            return np.zeros(len(img), bool), np.zeros(0, np.int64)
-        first, sets, _ = self.hist
-        t = img * ((len(first) - 1) // self.n_images) + tile
-        one = first[t + 1] - first[t] == 1
-        return one, sets[first[t[one]]]
-
-    def _tile_entries(self, img: np.ndarray, tiles: tuple[np.ndarray, np.ndarray]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(local pair, set, count) of the histogram entries of whole tiles (local pair, tile
-        index ty * tx_count + tx)."""
-        local, tile = tiles
-        if self.hist is None or not len(local):
-            return (np.zeros(0, np.int64),) * 3
-        first, sets, counts = self.hist
-        per_image = (len(first) - 1) // self.n_images
-        t = img[local] * per_image + tile
-        n = first[t + 1] - first[t]
-        entry = np.arange(int(n.sum())) + np.repeat(first[t] - (np.cumsum(n) - n), n)
-        return np.repeat(local, n), sets[entry], counts[entry]
-
-    def _segments(self, img: np.ndarray, y0: np.ndarray, x: np.ndarray, length: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(run, first pixel (block-flat), length) of the one-set segments of vertical runs
-        starting at (y0, x) of block images ``img``."""
-        p0 = img * self.pixels + y0 * self.width + x
-        c0 = self.changes[p0]
-        count = self.changes[p0 + (length - 1) * self.width] - c0 + 1
-        run = np.repeat(np.arange(len(p0)), count)
-        j = np.arange(len(run)) - np.repeat(np.cumsum(count) - count, count)
-        base = (self.column_first[img * self.width + x] + c0)[run] + j
-        last = max(len(self.change_row) - 1, 0)
-        rows = self.change_row if len(self.change_row) else np.zeros(1, np.int64)
-        start = np.where(j == 0, y0[run], rows[np.clip(base - 1, 0, last)])
-        stop = np.where(j == count[run] - 1, (y0 + length)[run], rows[np.clip(base, 0, last)])
-        return run, (img[run] * self.pixels + start * self.width + x[run]), stop - start
-
-    def count(self, r: int, pairs: np.ndarray,
-              runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-              pixels: tuple[np.ndarray, np.ndarray],
-              tiles: tuple[np.ndarray, np.ndarray]) -> None:
-        """Count range ``r``'s mask pixels of a chunk of consecutive pair numbers ``pairs``.
-
-        Args:
-            runs: (local pair, first row, column, length, tile index) of vertical runs; a run
-                in a tile of one label set (by the tile histograms) is counted whole.
-            pixels: (local pair, pixel row-major) of single pixels.
-            tiles: (local pair, tile index) of whole tiles (see :meth:`_tile_entries`).
-        """
-        img = self.images[pairs]
-        local, row, col, length, tile = runs
-        one, one_set = self._one_set(img[local], tile)
-        cut = np.flatnonzero(~one)
-        run, p, weight = self._segments(img[local[cut]], row[cut], col[cut], length[cut])
-        t_loc, t_sets, t_counts = self._tile_entries(img, tiles)
-        loc = np.concatenate([local[cut][run], local[one], pixels[0], t_loc])
-        sets = np.concatenate([self.flat[p], one_set,
-                               self.flat[img[pixels[0]] * self.pixels + pixels[1]], t_sets])
-        weight = np.concatenate([weight, length[one], np.ones(len(pixels[0]), np.int64),
-                                 t_counts])
-        seen = np.zeros(self.stride, dtype=bool)
-        seen[sets] = True
-        chunk_sets = np.flatnonzero(seen)
-        n_sets = max(len(chunk_sets), 1)
-        bins = np.bincount(loc * n_sets + (np.cumsum(seen) - 1)[sets], weights=weight,
-                           minlength=len(pairs) * n_sets)
-        nz = np.flatnonzero(bins)
-        self.entries[r].append((pairs[nz // n_sets], chunk_sets[nz % n_sets],
-                                bins[nz].astype(np.int64)))
-
-    def masks(self, r: int, k: int, first_image: int) -> list[UnitMask]:
-        """The k signatures of range ``r`` (entries reordered unit-major)."""
-        pair, sets, counts = (np.concatenate([e[i] for e in self.entries[r]]
-                                             or [np.zeros(0, np.int64)]) for i in range(3))
-        order = np.lexsort((sets, self.images[pair], self.units[pair]))
-        pair, sets, counts = pair[order], sets[order].astype(np.int64), counts[order]
-        cut = np.searchsorted(self.units[pair], np.arange(k + 1))
-        images = self.images[pair].astype(np.int64) + first_image
-        counts = counts.astype(np.int64)
-        return [UnitMask(images[a:b], sets[a:b], counts[a:b]) for a, b in pairwise(cut.tolist())]
-
-
-def _running_count(flags: np.ndarray) -> np.ndarray:
-    """(n, sh, sw) int16/int32 number of True flags at or above each pixel of its column
-    (row by row: much faster than ``cumsum`` along a middle axis)."""
-    out: np.ndarray = flags.astype(np.int16 if flags.shape[1] < 2 ** 15 else np.int32)
-    for y in range(1, out.shape[1]):
-        np.add(out[:, y], out[:, y - 1], out=out[:, y])
-    return out
+def _run_rows(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, ...]:
+    """(local pair, first pixel row-major in its image, length, tile index) (m,) int64 of
+    the runs of ``cols``."""
+    ty, tx = cols.ty[runs.tile], cols.tx[runs.tile]
+    rows, cols_ax = grid.rows, grid.cols
+    row = rows.pos.reshape(-1)[ty * rows.pos.shape[1] + runs.start]
+    col = cols_ax.pos.reshape(-1)[tx * cols_ax.pos.shape[1] + runs.col]
+    return (cols.item[runs.tile], row * grid.shape[1] + col, runs.stop - runs.start,
+            ty * len(cols_ax.i0) + tx)
 
 
 def mask_pixels(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int],

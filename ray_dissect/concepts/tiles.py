@@ -15,6 +15,7 @@ torch. Every decision taken here is therefore the one torch's float32 values giv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,12 +49,12 @@ class AxisTiles:
     weight_error: float
 
     @property
-    def lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The cell table of :func:`_count_at_most` (built on first use)."""
-        cached = self.__dict__.get("_lookup")
+    def local_lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The cell table of :func:`_splits` (built on first use)."""
+        cached = self.__dict__.get("_local_lookup")
         if cached is None:
-            cached = (_lookup(self),)
-            object.__setattr__(self, "_lookup", cached)
+            cached = (_local_lookup(self),)
+            object.__setattr__(self, "_local_lookup", cached)
         return cached[0]
 
     @classmethod
@@ -184,28 +185,6 @@ class Runs:
     ambiguous: np.ndarray
 
 
-def _rows_above(grid: Grid, cols: Columns, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row slots [a, b) of each column where value >= thr ((q,) per tile).
-
-    Where a grid row's value equals ``thr`` exactly (in float64) it may be counted either
-    way: callers place ``thr`` a margin away from every bound that matters.
-    """
-    rows, n_slots = grid.rows, grid.rows.pos.shape[1]
-    base = (cols.ty * n_slots)[:, None]
-    real = rows.n_real[cols.ty][:, None]
-    step = cols.step
-    safe = np.where(step == 0, 1.0, step)
-    with np.errstate(invalid="ignore", over="ignore"):
-        cross = np.clip((thr[:, None] - cols.top) / safe, -1.0, 2.0)
-    cross += 4.0 * cols.ty[:, None]
-    split = _count_at_most(rows, cross) - base  # rows with lam <= cross
-    rising = step > 0
-    flat = (step == 0) & (cols.top < thr[:, None])
-    a = np.where(rising, split, 0)
-    b = np.where(rising | (step == 0), real, np.minimum(split, real))
-    return a, np.where(flat, 0, b)
-
-
 CELLS_PER_UNIT = 1024
 
 
@@ -228,44 +207,100 @@ def _lookup(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None
     return before, value, mult
 
 
-def _count_at_most(axis: AxisTiles, cross: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(axis.grid, cross, side="right")``, exactly, by a cell lookup: every
-    value in an earlier cell is <= cross, every value in a later cell > cross."""
-    table = axis.lookup
-    if table is None:
-        return np.searchsorted(axis.grid, cross, side="right")
+def _local_lookup(axis: AxisTiles) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per cell, counted within the cell's own tile: the real slots in earlier cells, those up
+    to the cell's value, and that value scaled as cells are, ``(grid + 1) * CELLS_PER_UNIT``
+    (+inf if none), all (cells,); None when :func:`_lookup` is None."""
+    if (table := _lookup(axis)) is None:
+        return None
     before, value, mult = table
-    cell = np.clip(_cells(cross), 0, len(before) - 1)
-    return before[cell] + mult[cell] * (value[cell] <= cross)
+    pad = max(4 * len(axis.i0) * CELLS_PER_UNIT - len(before), 0)  # up to the last crossing
+    before = np.append(before, np.full(pad, len(axis.grid)))
+    value, mult = np.append(value, np.full(pad, np.inf)), np.append(mult, np.zeros(pad, int))
+    local = before - np.arange(len(before)) // (4 * CELLS_PER_UNIT) * axis.pos.shape[1]
+    small = _slot_dtype(axis)  # splits are slot counts: narrow arrays, less memory traffic
+    return local.astype(small), (local + mult).astype(small), (value + 1.0) * CELLS_PER_UNIT
+
+
+def _slot_dtype(axis: AxisTiles) -> type[np.signedinteger]:
+    """The narrowest signed integer type holding a tile's slot counts (0 to T)."""
+    return next(t for t in (np.int8, np.int16, np.int32) if axis.pos.shape[1] < np.iinfo(t).max)
+
+
+def _splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray) -> np.ndarray:
+    """(s, q, T) rows of each column whose row weight is at most the crossing of the
+    thresholds ``thr`` (s, q) (one per tile), in :func:`_slot_dtype` (int64 without a cell
+    table); meaningless where the slope is 0 (``safe``, the (q, T) slope with 1 there).
+
+    The crossing is compared with the tile's row weights in the scaled cell domain of
+    :func:`_local_lookup`, within float64 rounding of the unscaled comparison: where a grid
+    row's value equals a threshold to that precision it may be counted either way, which is
+    harmless since callers place thresholds a margin away from every bound that matters.
+    """
+    table = grid.rows.local_lookup
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        cross = thr[:, :, None] - cols.top
+        cross /= safe
+    np.clip(cross, -0.5, 1.5, out=cross)
+    if table is None:
+        cross += 4.0 * cols.ty[:, None]
+        split = np.searchsorted(grid.rows.grid, cross, side="right")
+        return split - (cols.ty * grid.rows.pos.shape[1])[:, None]
+    cross += (4.0 * cols.ty + 1.0)[:, None]
+    cross *= CELLS_PER_UNIT
+    cell = cross.astype(np.int64)
+    before, after, value = table
+    return np.where(value[cell] <= cross, after[cell], before[cell])
 
 
 def _rows_between(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
                   sides: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above).
+    """Row slots [a, b) of each column with lo <= value <= hi (up to the ties above), for s
+    pairs of thresholds at once: lo, hi (s, q); returns a, b (s, q, T) slot counts in
+    :func:`_slot_dtype` (8-bit for tiles under 128 rows).
 
-    ``sides``: (q,) bool per tile, whether its values may reach lo, and hi; a tile that may
-    not has every row on the inner side of that bound, which is not computed.
+    Along a column the value is ``top + lam * step``: rising columns hold the rows with
+    lam above lo's crossing and at most hi's, falling ones the reverse, flat ones all rows or
+    none. ``sides``: (q,) bool per tile, whether its values may reach lo, and hi; a tile that
+    may not has every row on the inner side of that bound, which is then not solved.
     """
-    real = np.broadcast_to(grid.rows.n_real[cols.ty][:, None], cols.top.shape)
-    a, b = _side(grid, cols, lo, None if sides is None else sides[0], real)
-    if np.isposinf(hi).all():
-        return a, b
-    neg = Columns(cols.item, cols.ty, cols.tx, -cols.top, -cols.step, cols.delta, cols.exact)
-    a2, b2 = _side(grid, neg, -hi, None if sides is None else sides[1], real)
-    return np.maximum(a, a2), np.minimum(b, b2)
-
-
-def _side(grid: Grid, cols: Columns, thr: np.ndarray, may: np.ndarray | None,
-          real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_rows_above` of the tiles ``may`` (all when None); the others get every row."""
-    if may is None or may.all():
-        return _rows_above(grid, cols, thr)
-    a, b = np.zeros(real.shape, np.int64), real.astype(np.int64)
-    idx = np.flatnonzero(may)
-    if len(idx):
-        a[idx], b[idx] = _rows_above(grid, cols.take(idx), thr[idx])
+    real = grid.rows.n_real[cols.ty][:, None]
+    rising = cols.step > 0
+    safe = np.where(cols.step == 0, 1.0, cols.step)
+    skip = [np.asarray(np.isneginf(lo).all(axis=0)), np.asarray(np.isposinf(hi).all(axis=0))]
+    if sides is not None:
+        skip = [sk | ~may for sk, may in zip(skip, sides, strict=True)]
+    s_lo = _side_splits(grid, cols, lo, safe, skip[0], rising, real)
+    s_hi = _side_splits(grid, cols, hi, safe, skip[1], ~rising, real)
+    a, b = np.where(rising, s_lo, s_hi), np.where(rising, s_hi, s_lo)
+    flat = np.flatnonzero(cols.step == 0)
+    if len(flat):
+        tile, top = flat // cols.top.shape[1], cols.top.reshape(-1)[flat]
+        a.reshape(len(a), -1)[:, flat] = 0
+        b.reshape(len(b), -1)[:, flat] = np.where((lo[:, tile] <= top) & (top <= hi[:, tile]),
+                                                  real[tile, 0], 0)
     return a, b
+
+
+def _side_splits(grid: Grid, cols: Columns, thr: np.ndarray, safe: np.ndarray,
+                 unreached: np.ndarray, low_side: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """(s, q, T) :func:`_splits` of one bound; for the tiles ``unreached`` (every row on the
+    inner side of the bound) the split that keeps every row: 0 where ``low_side`` (the rows
+    inside start at the split), else every real row. Half the tiles or more are solved in
+    place, fewer are gathered first."""
+    if not unreached.any():
+        return _splits(grid, cols, thr, safe)
+    keep = np.broadcast_to(np.where(low_side, 0, real).astype(_slot_dtype(grid.rows)),
+                           (len(thr), *cols.top.shape))
+    if unreached.all():
+        return keep
+    idx = np.flatnonzero(~unreached)
+    if 2 * len(idx) > len(unreached):
+        return np.where(unreached[:, None], keep, _splits(grid, cols, thr, safe))
+    out = keep.copy()
+    out[:, idx] = _splits(grid, cols.take(idx), thr[:, idx], safe[idx])
+    return out
 
 
 def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
@@ -278,51 +313,28 @@ def range_runs(grid: Grid, cols: Columns, lo: np.ndarray, hi: np.ndarray,
     (from :func:`bound_sides`) skips the bounds a tile cannot reach.
     """
     d = np.where(cols.exact, 0.0, cols.delta)
-    sure_a, sure_b = _rows_between(grid, cols, lo + d, hi - d, sides)
-    may_a, may_b = _rows_between(grid, cols, lo - d, hi + d, sides)
+    a, b = _rows_between(grid, cols, np.stack([lo + d, lo - d]), np.stack([hi - d, hi + d]),
+                         sides)
+    n = np.maximum(b - a, 0)
     zero_in = ((lo <= 0) & (hi >= 0)) if inclusive else ((lo < 0) & (hi > 0))
-    real_rows = grid.rows.n_real[cols.ty]
-    sure_a = np.where(cols.exact[:, None], 0, sure_a)
-    sure_b = np.where(cols.exact[:, None], np.where(zero_in, real_rows, 0)[:, None], sure_b)
+    exact = np.flatnonzero(cols.exact)
+    if len(exact):
+        a[0, exact] = 0
+        n[0, exact] = np.where(zero_in[exact], grid.rows.n_real[cols.ty[exact]], 0)[:, None]
     ok_col = grid.cols.ok[cols.tx]
-    sure_n = np.maximum(sure_b - sure_a, 0)
-    may_n = np.maximum(may_b - may_a, 0)
-    ambiguous = ((may_n != sure_n) & ok_col & ~cols.exact[:, None]).any(axis=1)
-    tile, col = np.nonzero((sure_n > 0) & ok_col)
-    return Runs(tile, col, sure_a[tile, col], sure_b[tile, col], ambiguous)
+    ambiguous = ((n[1] != n[0]) & ok_col).any(axis=1)
+    ambiguous[exact] = False
+    width = cols.top.shape[1]
+    at = np.flatnonzero((n[0] > 0) & ok_col)
+    start = a[0].reshape(-1)[at].astype(np.int64)
+    return Runs(at // width, at % width, start, start + n[0].reshape(-1)[at], ambiguous)
 
 
-def run_starts(grid: Grid, cols: Columns, runs: Runs) -> tuple[np.ndarray, np.ndarray]:
-    """(row (m,), col (m,)) int64 output pixel of each run's first pixel; a run goes down its
-    column over consecutive rows."""
-    row = grid.rows.pos[cols.ty[runs.tile], runs.start]
-    return row, grid.cols.pos[cols.tx[runs.tile], runs.col]
-
-
-def run_pixels(starts: np.ndarray, lengths: np.ndarray, stride: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(run (m,), flat index (m,)) of every pixel of runs given by first index and length."""
-    total = int(lengths.sum())
-    run = np.repeat(np.arange(len(lengths)), lengths)
-    first = np.repeat(starts - (np.cumsum(lengths) - lengths) * stride, lengths)
-    return run, first + np.arange(total, dtype=np.int64) * stride
-
-
-def candidate_tiles(grid: Grid, corners: np.ndarray, lo: np.ndarray, hi: np.ndarray
-                    ) -> np.ndarray:
-    """(p, ty, tx) bool: tiles that may hold a pixel in [lo, hi] (bounds (p,) per pair).
-
-    A tile's values lie between its corners' min and max (convex weights) up to torch's
-    rounding, which twice the margin covers.
-    """
-    top, bottom = corners.max(axis=0), corners.min(axis=0)
-    delta = 2.0 * grid.margin * np.abs(corners).max(axis=0)
-    return (top >= lo[:, None, None] - delta) & (bottom <= hi[:, None, None] + delta)
-
-
-def tile_extremes(grid: Grid, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tile_extremes(grid: Grid, corners: np.ndarray, at: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(low, high, delta), each (p, ty, tx) float64: the least and greatest exact value over a
-    tile's real pixels, and twice the margin.
+    tile's real pixels, and twice the margin; each (m,) for the m tiles ``at`` = (ty, tx)
+    (m,) of ``corners`` (4, m).
 
     The exact value is bilinear in the row and column weights, so linear in each alone: over the
     rectangle of the tile's real weights its extremes lie at the four vertices, the pixels of
@@ -333,8 +345,10 @@ def tile_extremes(grid: Grid, corners: np.ndarray) -> tuple[np.ndarray, np.ndarr
         corners: (4, p, ty, tx) float64 from :meth:`Grid.corners`.
     """
     a, b, c, d = corners
+    where: Any = at if at is not None else ((slice(None), None), (None, slice(None)))
+    ty, tx = where  # broadcast over (p, ty, tx), or gathered per tile
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite maps: decided elsewhere
-        values = [_at(a, b, c, d, lam[:, None], mu[None, :])
+        values = [_at(a, b, c, d, lam[ty], mu[tx])
                   for lam in _end_weights(grid.rows) for mu in _end_weights(grid.cols)]
     return (np.minimum.reduce(values), np.maximum.reduce(values),
             2.0 * grid.margin * np.abs(corners).max(axis=0))
@@ -365,7 +379,9 @@ def full_tiles(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarr
 
 def tight_candidates(extremes: tuple[np.ndarray, np.ndarray, np.ndarray], lo: np.ndarray,
                      hi: np.ndarray) -> np.ndarray:
-    """(p, ty, tx) bool: :func:`candidate_tiles` from the tiles' own extremes (fewer tiles)."""
+    """(p, ty, tx) bool: tiles that may hold a pixel in [lo, hi] (bounds (p,) per pair): their
+    exact extremes (``extremes`` from :func:`tile_extremes`) reach the range, up to torch's
+    rounding, which twice the margin covers."""
     low, high, delta = extremes
     return (high >= lo[:, None, None] - delta) & (low <= hi[:, None, None] + delta)
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from fixtures.dense_masks import dense_signature
 
-from ray_dissect.concepts import masks as masks_module
+from ray_dissect.concepts import counting
 from ray_dissect.concepts.masks import range_masks
 from ray_dissect.concepts.tiles import Grid, full_tiles, tile_extremes
 
@@ -45,7 +45,7 @@ def _route(monkeypatch, always: bool) -> None:
             self.hist = self._histograms(grid)
         return always
 
-    monkeypatch.setattr(masks_module._Counter, "use_tiles", use_tiles)
+    monkeypatch.setattr(counting.SetCounter, "use_tiles", use_tiles)
 
 
 @pytest.mark.parametrize("always", [False, True])
@@ -88,13 +88,13 @@ def test_whole_tiles_with_a_redone_map_in_the_chunk(monkeypatch) -> None:
 def test_histogram_path_is_taken_when_whole_tiles_abound(monkeypatch) -> None:
     """With the default threshold a block of smooth maps builds the tile histograms once."""
     built = []
-    original = masks_module._Counter._histograms
+    original = counting.SetCounter._histograms
 
     def spy(self, grid):
         built.append(1)
         return original(self, grid)
 
-    monkeypatch.setattr(masks_module._Counter, "_histograms", spy)
+    monkeypatch.setattr(counting.SetCounter, "_histograms", spy)
     acts = _smooth_maps(5, 8, 4, (7, 7))
     set_ids = np.random.default_rng(3).integers(0, 4, size=(8, 112, 112))
     _check(acts, [(np.full(4, 0.5), np.full(4, np.inf), False),
@@ -126,3 +126,33 @@ def test_tile_extremes_bound_torch_values_and_are_attained(src, shape) -> None:
             assert np.all(np.abs(block.min(axis=1) - low[:, ty, tx]) <= delta[:, ty, tx])
             inside = (block > lo[:, None]) & (block < hi[:, None])
             assert inside[full[:, ty, tx]].all()
+
+
+@pytest.mark.parametrize(("src", "shape"), [((7, 7), (112, 112)), ((6, 5), (113, 47))])
+def test_extremes_of_near_tiles_only_keep_candidates_and_whole_tiles(src, shape) -> None:
+    """With a high lower bound most tiles are not evaluated, yet every range gets the same
+    candidate and whole tiles as from every tile's extremes, and the evaluated tiles' extremes
+    are those of tile_extremes; range_masks then equals the dense torch masks."""
+    from ray_dissect.concepts.masks import _extremes
+    from ray_dissect.concepts.tiles import tight_candidates
+
+    rng = np.random.default_rng(5)
+    maps = np.maximum(rng.normal(size=(30, *src)), 0).astype(np.float32)
+    maps[0] = np.nan  # non-finite: evaluated (and redone by torch in range_masks)
+    grid = Grid.make(src, shape)
+    corners = grid.corners(maps)
+    ranges = [(np.full(30, 1.8), np.full(30, np.inf)), (np.full(30, 2.0), np.full(30, 2.6))]
+    reach = 1.8 - 2 * grid.margin * np.abs(maps).max(axis=(1, 2))
+    got, want = _extremes(grid, corners, reach), tile_extremes(grid, corners)
+    assert np.isinf(got[1]).mean() > 0.5  # most tiles skipped
+    evaluated = ~np.isneginf(got[1])
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g[evaluated], w[evaluated])
+    for lo, hi in ranges:
+        np.testing.assert_array_equal(tight_candidates(got, lo, hi), tight_candidates(want, lo, hi))
+        np.testing.assert_array_equal(full_tiles(got, lo, hi), full_tiles(want, lo, hi))
+    set_ids = rng.integers(0, 5, size=(30, *shape))
+    acts = maps.reshape(30, 1, *src)
+    _check(acts, [(np.full(1, 1.8), np.full(1, np.inf), False), (np.full(1, 2.0), np.full(1, 2.6),
+                                                                 True)],
+           set_ids, np.ones(30, bool), 5)

@@ -7,15 +7,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ray_dissect.concepts.masks import _run_rows
 from ray_dissect.concepts.tiles import (
     AxisTiles,
     Grid,
-    candidate_tiles,
     range_runs,
-    run_pixels,
-    run_starts,
+    tight_candidates,
     tile_columns,
+    tile_extremes,
 )
+
+
+def run_pixels(starts: np.ndarray, lengths: np.ndarray, stride: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(run (m,), flat index (m,)) of every pixel of runs given by first index and length."""
+    run = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.repeat(starts - (np.cumsum(lengths) - lengths) * stride, lengths)
+    return run, first + np.arange(int(lengths.sum()), dtype=np.int64) * stride
 
 
 @pytest.mark.parametrize(("n_in", "n_out"), [(7, 112), (6, 113), (13, 224), (9, 5), (4, 4)])
@@ -47,12 +55,12 @@ def test_decided_pixels_agree_with_torch_and_candidates_cover_the_mask() -> None
                        align_corners=False)[:, 0].numpy().reshape(40, -1).astype(np.float64)
     truth = (up > 0.3) & (up < 1.1)
     corners = grid.corners(maps)
-    cand = candidate_tiles(grid, corners, lo, hi)
+    cand = tight_candidates(tile_extremes(grid, corners), lo, hi)
     item, ty, tx = np.nonzero(cand)
     cols = tile_columns(grid, corners, item, ty, tx)
     runs = range_runs(grid, cols, lo[item], hi[item], inclusive=False)
-    row, col = run_starts(grid, cols, runs)
-    run, pixel = run_pixels(row * 112 + col, runs.stop - runs.start, 112)
+    _, first, length, _ = _run_rows(grid, cols, runs)
+    run, pixel = run_pixels(first, length, 112)
     tile = runs.tile[run]
     decided = ~runs.ambiguous[tile]
     assert truth[item[tile[decided]], pixel[decided]].all()
@@ -72,15 +80,25 @@ def test_decided_pixels_agree_with_torch_and_candidates_cover_the_mask() -> None
     assert not (truth & ~in_cand).any() and truth.sum() > 1000
 
 
-@pytest.mark.parametrize(("n_in", "n_out"), [(7, 112), (6, 113), (13, 224), (9, 5)])
-def test_cell_lookup_counts_like_searchsorted(n_in: int, n_out: int) -> None:
-    """The cell lookup returns searchsorted's right-side counts, also at and next to every
-    grid value."""
-    from ray_dissect.concepts.tiles import _count_at_most
+@pytest.mark.parametrize(("n_in", "n_out"), [(7, 112), (6, 113), (13, 224), (9, 5), (4, 4)])
+def test_splits_count_the_rows_at_most_the_crossing(n_in: int, n_out: int) -> None:
+    """The cell lookup of ``_splits`` counts a tile column's real rows whose weight is at most
+    the crossing, for crossings anywhere (below 0, above 1, infinite) except within float64
+    rounding of a row weight, on every tile row (clamped edge tiles included)."""
+    from ray_dissect.concepts.tiles import Columns, _splits
 
-    tiles = AxisTiles.make(n_in, n_out)
-    assert tiles.lookup is not None
-    q = np.random.default_rng(0).uniform(-1.5, 4 * len(tiles.i0) + 1, 20000)
-    q = np.concatenate([q, tiles.grid, np.nextafter(tiles.grid, -9), np.nextafter(tiles.grid, 9)])
-    np.testing.assert_array_equal(_count_at_most(tiles, q),
-                                  np.searchsorted(tiles.grid, q, side="right"))
+    grid = Grid.make((n_in, 3), (n_out, 8))
+    rows = grid.rows
+    rng = np.random.default_rng(0)
+    ty = np.repeat(np.arange(len(rows.i0)), 400)
+    thr = np.concatenate([rng.uniform(-0.5, 1.5, len(ty) - 4 * len(rows.i0)),
+                          np.repeat([-np.inf, -0.2, 1.2, np.inf], len(rows.i0))])
+    ty = np.concatenate([ty[:len(ty) - 4 * len(rows.i0)], np.tile(np.arange(len(rows.i0)), 4)])
+    lam = np.where(rows.ok[ty], rows.lam[ty], np.nan)
+    keep = ~(np.abs(lam - thr[:, None]) < 1e-9).any(axis=1)
+    ty, thr, lam = ty[keep], thr[keep], lam[keep]
+    q = len(ty)
+    cols = Columns(np.zeros(q, np.int64), ty, np.zeros(q, np.int64), np.zeros((q, 1)),
+                   np.ones((q, 1)), np.zeros(q), np.zeros(q, bool))
+    got = _splits(grid, cols, thr[None], np.ones((q, 1)))[0, :, 0]
+    np.testing.assert_array_equal(got, (lam <= thr[:, None]).sum(axis=1))
