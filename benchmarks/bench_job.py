@@ -91,11 +91,12 @@ def whole_job(spec_dict: dict[str, Any], out: Path, tree: Path | None = None) ->
     spec_path = out.with_suffix(".json")
     spec_path.write_text(json.dumps(spec_dict))  # YAML is a superset of JSON
     env = dict(os.environ, RAY_DISSECT_NO_COLOR="1")
-    if tree is not None:
+    if tree is not None:  # run from the tree: ``-m`` puts the working directory first
         env["PYTHONPATH"] = str(tree.resolve())
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ray_dissect", "run", str(spec_path), "--out",
-                    str(out), "--no-report"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "ray_dissect", "run", str(spec_path.resolve()),
+                    "--out", str(out.resolve()), "--no-report"], check=True, env=env,
+                   stdout=subprocess.DEVNULL, cwd=tree.resolve() if tree is not None else None)
     return time.perf_counter() - start
 
 

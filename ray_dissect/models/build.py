@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ray_dissect.errors import LayerNotFoundError, ModelError, UserCodeError
+from ray_dissect.errors import LayerNotFoundError, ModelError, SpecError, UserCodeError
 from ray_dissect.spec import CheckpointWeights, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,27 @@ def _resolve_factory(factory: str) -> Callable[..., Any]:
     return fn
 
 
+def check_model_name(name: str) -> None:
+    """Raise :class:`SpecError` (naming the field and close names) when torchvision has no
+    classification model ``name``.
+
+    Checked when the model is built (preflight, ``ray-dissect layers``, every actor), not by
+    the spec's schema: importing torchvision costs ~3 s, which the driver then spends while
+    Ray starts instead of before.
+    """
+    import torchvision
+
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        close = [n for n in available if n.startswith(name[:3])][:4] or ["resnet18"]
+        raise SpecError("job spec field 'model.name': unknown torchvision classification "
+                        "model", given=name, hint=f"try one of {close}")
+
+
 def _torchvision_model(spec: ModelSpec) -> Any:
     import torchvision
 
+    check_model_name(str(spec.name))
     weights = spec.weights if isinstance(spec.weights, str) and spec.weights != "none" else None
     try:
         return torchvision.models.get_model(spec.name, weights=weights, **spec.kwargs)

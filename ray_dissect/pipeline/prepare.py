@@ -160,12 +160,29 @@ def preflight(spec: JobSpec
     Raises:
         SpecError: the method needs concept labels the dataset does not have (see
             :func:`require_concepts`), a study's needs are not met (:func:`check_studies`),
-            a layer is unknown or has no usable output.
+            the torchvision model name is unknown, a layer is unknown or has no usable
+            output.
         DatasetError, ModelError: the dataset or the model cannot be opened, or a study
             that reads the model's decisions finds no (batch, classes) logits.
     """
+    dataset = check_dataset(spec)
+    spec, shapes = check_model(spec, len(dataset))
+    return spec, dataset, shapes
+
+
+def check_dataset(spec: JobSpec) -> ImageDataset:
+    """The first half of :func:`preflight`, torch-free: open the dataset, check that it has
+    the concepts the method scores and what the studies need."""
     dataset = require_concepts(spec, open_dataset(spec.dataset))
     check_studies(spec, dataset)
+    return dataset
+
+
+def check_model(spec: JobSpec, images: int
+                ) -> tuple[JobSpec, dict[str, tuple[int, ...]]]:
+    """The second half of :func:`preflight`: build the model, expand and check the layers,
+    the analyses' layers and the logits, probe the output shapes (``images``: the dataset's
+    size, which bounds PRISM's clusters). Raises as :func:`preflight`."""
     model = build_model(spec.model)
     layers = expand_layers(model, spec.layers)
     if layers != spec.layers:
@@ -190,8 +207,8 @@ def preflight(spec: JobSpec
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
     _check_receptive_fields(spec, shapes)
-    analysed = _analysis_shapes(model, spec) | _check_prism(model, spec, len(dataset))
-    return spec, dataset, shapes | analysed
+    analysed = _analysis_shapes(model, spec) | _check_prism(model, spec, images)
+    return spec, shapes | analysed
 
 
 def _analysis_shapes(model: Any, spec: JobSpec) -> dict[str, tuple[int, ...]]:

@@ -19,7 +19,7 @@ from ray_dissect import __version__, storage
 from ray_dissect.job.manifest import start_run, write_manifest
 from ray_dissect.job.progress import Progress, QuietProgress, Tracker, process_age
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.prepare import preflight, prepare_job_dir
+from ray_dissect.pipeline.prepare import check_dataset, check_model, prepare_job_dir
 from ray_dissect.pipeline.results import write_results
 from ray_dissect.pipeline.stages import STAGES, Stage
 from ray_dissect.records.schema import JobSummary, Provenance
@@ -105,43 +105,77 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
                session: Callable[[], AbstractContextManager[Any]] = nullcontext) -> JobSummary:
     """Run (or resume) a whole job into ``out``; return its summary (also summary.json).
 
-    The spec is checked against the dataset and model before ``session`` (e.g. a Ray
-    connection) opens. Work units finished by an earlier run of the same spec in ``out`` are
-    not redone; the manifest records each run and whether it finished.
+    The dataset is checked before ``session`` (e.g. a Ray connection) opens, the model and
+    its layers while it opens (:func:`_check_model_meanwhile`); a failed check ends the
+    session and creates nothing. Work units finished by an earlier run of the same spec in
+    ``out`` are not redone; the manifest records each run and whether it finished.
     """
     age, t0 = process_age(), time.perf_counter()
-    spec, dataset, shapes = preflight(spec)
-    t1 = time.perf_counter()
-    job, manifest = prepare_job_dir(spec, storage.location(out), force)
-    run = start_run(manifest)
-    tracker = Tracker(job.root, manifest, progress or QuietProgress())
-    _record_startup(tracker, age, t1 - t0, time.perf_counter() - t1)
-    provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(), package_version=__version__)
-    ctx = JobContext(spec, job, dataset, shapes, provenance)
-    try:
-        with ExitStack() as stack:
-            with tracker.timed("ray_init"):
-                stack.enter_context(session())
+    dataset = check_dataset(spec)
+    opened = time.perf_counter() - t0
+    with ExitStack() as stack:
+        spec, shapes, startup = _check_model_meanwhile(spec, len(dataset), session, stack)
+        t1 = time.perf_counter()
+        job, manifest = prepare_job_dir(spec, storage.location(out), force)
+        run = start_run(manifest)
+        tracker = Tracker(job.root, manifest, progress or QuietProgress())
+        startup["preflight"] += opened
+        _record_startup(tracker, age, startup | {"prepare": time.perf_counter() - t1})
+        provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(),
+                                package_version=__version__)
+        ctx = JobContext(spec, job, dataset, shapes, provenance)
+        try:
             for stage in STAGES:
                 _run_stage(stage, ctx, tracker, execute)
             closing = time.perf_counter()
-        tracker.record("ray_shutdown", time.perf_counter() - closing)
-        with tracker.timed("results"):
-            summary = write_results(ctx, manifest)
-    except BaseException as err:
-        run.status, run.error, run.finished = "failed", f"{type(err).__name__}: {err}", time.time()
-        write_manifest(job.root, manifest)
-        raise
+            stack.close()
+            tracker.record("ray_shutdown", time.perf_counter() - closing)
+            with tracker.timed("results"):
+                summary = write_results(ctx, manifest)
+        except BaseException as err:
+            run.status, run.error = "failed", f"{type(err).__name__}: {err}"
+            run.finished = time.time()
+            write_manifest(job.root, manifest)
+            raise
     run.status, run.finished = "finished", time.time()
     write_manifest(job.root, manifest)
     return summary
 
 
-def _record_startup(tracker: Tracker, age: float | None, preflight: float,
-                    prepare: float) -> None:
+def _check_model_meanwhile(spec: JobSpec, images: int,
+                           session: Callable[[], AbstractContextManager[Any]],
+                           stack: ExitStack
+                           ) -> tuple[JobSpec, dict[str, tuple[int, ...]], dict[str, float]]:
+    """Open ``session`` on ``stack`` here while a thread builds and checks the model
+    (:func:`~ray_dissect.pipeline.prepare.check_model`: importing torch and torchvision,
+    ~3 s, overlaps Ray's start-up, ~5 s, which mostly waits on Ray's own processes).
+
+    Returns the checked spec, the layer shapes and the seconds of ``preflight`` (the model
+    check) and ``ray_init`` (the session's opening); either's error is raised once both are
+    over (the session is then ended by ``stack``); when both fail, the check's.
+    """
+    def timed_check() -> tuple[tuple[JobSpec, dict[str, tuple[int, ...]]], float]:
+        t = time.perf_counter()
+        return check_model(spec, images), time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(1, thread_name_prefix="preflight") as pool:
+        checking = pool.submit(timed_check)
+        try:
+            stack.enter_context(session())
+        except BaseException:
+            if (error := checking.exception()) is not None:
+                raise error from None  # the spec's error first: it needs no Ray to fix
+            raise
+        ray_init = time.perf_counter() - t0
+        (checked, shapes), seconds = checking.result()
+    return checked, shapes, {"preflight": seconds, "ray_init": ray_init}
+
+
+def _record_startup(tracker: Tracker, age: float | None, seconds: dict[str, float]) -> None:
     """The run's costs before its first stage: the process's age when the run began
     (``process``: interpreter start-up and imports for the CLI), checking the spec against
     the dataset and the model (``preflight``: parsing the dataset index, building the model,
-    probing its layers) and preparing the job directory (``prepare``)."""
-    tracker.record_all(({"process": age} if age is not None else {})
-                       | {"preflight": preflight, "prepare": prepare})
+    probing its layers), opening the Ray session (``ray_init``, overlapping the model's part
+    of the preflight) and preparing the job directory (``prepare``)."""
+    tracker.record_all(({"process": age} if age is not None else {}) | seconds)

@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 
 from ray_dissect.errors import ModelError, RayDissectError, SpecError, StageError
+from ray_dissect.models.build import check_model_name
 from ray_dissect.spec import JobSpec, load_spec
 from ray_dissect.spec.fingerprint import file_sha256
 from ray_dissect.storage import is_uri
@@ -273,6 +274,8 @@ def submit(spec_path: Path, out: str, address: str, *, wait: bool,
     :class:`StageError` after ``timeout`` seconds).
     """
     spec = load_spec(spec_path)
+    if spec.model.name is not None:  # refused here, not after shipping
+        check_model_name(spec.model.name)
     _check_cluster_paths(spec_path)
     out = cluster_out(out)
     variables = env_vars(env)

@@ -42,7 +42,9 @@ class CheckpointWeights(Frozen):
 class ModelSpec(Frozen):
     """Which network to dissect.
 
-    Exactly one of ``name`` (a torchvision classification model) or ``factory``
+    Exactly one of ``name`` (a torchvision classification model; whether torchvision has it
+    is checked when the model is built, by the job's preflight, not by this schema, which
+    stays torch-free) or ``factory``
     (``"path/to/file.py:function"`` or ``"package.module:function"`` returning an ``nn.Module``;
     this runs user code) must be given. ``weights`` applies to both: ``none`` keeps the
     initialisation, a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``) downloads them
@@ -76,19 +78,6 @@ class ModelSpec(Frozen):
     bf16: Annotated[bool, ADDED_LATER] = False
     channels_last: Annotated[bool, ADDED_LATER] = False
     init_seed: Annotated[int, Field(ge=0, lt=2**63), ADDED_LATER] = 0
-
-    @field_validator("name")
-    @classmethod
-    def _known_torchvision_model(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        import torchvision
-
-        available = torchvision.models.list_models(module=torchvision.models)
-        if value not in available:
-            close = [n for n in available if n.startswith(value[:3])][:4] or ["resnet18"]
-            raise ValueError(f"unknown torchvision classification model; try one of {close}")
-        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

@@ -1,7 +1,9 @@
-"""The CLI refuses bad specs in one line, with a non-zero exit, before starting anything."""
+"""The CLI refuses bad specs in one line, with a non-zero exit, before any work."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,19 +24,31 @@ def _job(tmp_path: Path, root: Path, **over: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("over", "needle", "code"), [
-    ({"method": {"quantile": -1}}, "field 'method.quantile'", 2),
-    ({"surprise": True}, "field 'surprise'", 2),
-    ({"model": {"name": "resnet1000"}}, "field 'model.name'", 2),
-    ({"layers": ["layer9"]}, "field 'layers': 'layer9'", 2),
+@pytest.mark.parametrize(("over", "needle", "code", "model_check"), [
+    ({"method": {"quantile": -1}}, "field 'method.quantile'", 2, False),
+    ({"surprise": True}, "field 'surprise'", 2, False),
+    ({"model": {"name": "resnet1000"}}, "field 'model.name'", 2, True),
+    ({"layers": ["layer9"]}, "field 'layers': 'layer9'", 2, True),
 ])
 def test_bad_spec_fails_fast(tmp_path: Path, four_images: Path, over: dict, needle: str,
-                             code: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One line on stderr naming the field, exit code, no output directory, no Ray."""
+                             code: int, model_check: bool,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line on stderr naming the field, exit code, no output directory; a schema error
+    before any Ray session, a model error (found while the session opens) with the session
+    ended again."""
     import ray_dissect.runtime.driver as driver
 
-    sessions = []
-    monkeypatch.setattr(driver, "ray_session", lambda *a, **k: sessions.append(a))
+    sessions: list[str] = []
+
+    @contextmanager
+    def fake_session(*_: object, **__: object) -> Iterator[None]:
+        sessions.append("open")
+        try:
+            yield
+        finally:
+            sessions.append("closed")
+
+    monkeypatch.setattr(driver, "ray_session", fake_session)
     out = tmp_path / "out"
     result = runner.invoke(app, ["run", str(_job(tmp_path, four_images, **over)),
                                  "--out", str(out)])
@@ -42,7 +56,8 @@ def test_bad_spec_fails_fast(tmp_path: Path, four_images: Path, over: dict, need
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
     assert "Hint:" in lines[0]
-    assert not out.exists() and not sessions
+    assert not out.exists()
+    assert sessions == (["open", "closed"] if model_check else [])
 
 
 def test_missing_dataset_root(tmp_path: Path) -> None:

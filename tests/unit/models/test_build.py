@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ray_dissect.errors import LayerNotFoundError, ModelError, UserCodeError
+from ray_dissect.errors import LayerNotFoundError, ModelError, SpecError, UserCodeError
 from ray_dissect.models.build import (
     build_model,
     check_layers,
@@ -113,3 +113,13 @@ def test_random_init_is_the_same_on_every_build_and_leaves_the_callers_generator
                             strict=True):
         assert torch.equal(a, b), name
     assert not torch.equal(first.conv1.weight, other.conv1.weight)
+
+
+def test_unknown_torchvision_name_is_a_spec_error_naming_the_field() -> None:
+    """The spec's schema accepts any name; building it names the field and close models."""
+    spec = ModelSpec(name="resnet1000")
+    with pytest.raises(SpecError) as err:
+        build_model(spec)
+    message = str(err.value)
+    assert "field 'model.name'" in message and "resnet1000" in message
+    assert "resnet18" in message and err.value.exit_code == 2

@@ -34,7 +34,6 @@ def test_defaults_and_relative_root(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("data", "field"), [
     (_with(method__quantile=-0.1), "method.quantile"),
     (_with(extra_key=1), "extra_key"),
-    (_with(model__name="resnet1000"), "model.name"),
     (_with(resources__batch_size=48, resources__shard_images=100), "resources"),
     (_with(model__factory="a.py:f"), "model"),
     (_with(layers=[]), "layers"),
