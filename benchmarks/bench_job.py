@@ -93,11 +93,19 @@ def whole_job(spec_dict: dict[str, Any], out: Path, tree: Path | None = None) ->
     env = dict(os.environ, RAY_DISSECT_NO_COLOR="1")
     if tree is not None:  # run from the tree: ``-m`` puts the working directory first
         env["PYTHONPATH"] = str(tree.resolve())
+    cwd = tree.resolve() if tree is not None else None
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ray_dissect", "run", str(spec_path.resolve()),
-                    "--out", str(out.resolve()), "--no-report"], check=True, env=env,
-                   stdout=subprocess.DEVNULL, cwd=tree.resolve() if tree is not None else None)
+                    "--out", str(out.resolve()), *no_report(env, cwd)], check=True, env=env,
+                   stdout=subprocess.DEVNULL, cwd=cwd)
     return time.perf_counter() - start
+
+
+def no_report(env: dict[str, str], cwd: Path | None) -> list[str]:
+    """``["--no-report"]``, or nothing for a tree from before the report (which builds none)."""
+    shown = subprocess.run([sys.executable, "-m", "ray_dissect", "run", "--help"], env=env,
+                           cwd=cwd, capture_output=True, text=True).stdout
+    return ["--no-report"] if "--no-report" in shown else []
 
 
 def print_breakdown(out: Path) -> None:
