@@ -64,8 +64,9 @@ class ActorPool:
             max_restarts=0, max_concurrency=concurrency)
         self.args = (spec_blob(spec), str(job.root), "cuda" if gpus > 0 else "cpu")
         self.limit = res.actors
-        self.cpu_calls = max(1, min(concurrency, int(res.cpus_per_actor // res.cpus_per_task)))
-        """CPU-stage work units an actor runs at once (as many as its CPUs hold tasks)."""
+        self.cpu_calls = min(concurrency, int(res.cpus_per_actor // res.cpus_per_task))
+        """CPU-stage work units an actor runs at once: as many as its CPUs hold tasks (0 when
+        a task asks for more CPUs than an actor holds: those stages never run on actors)."""
         self.actors: list[Any] = []
 
     def take(self, n: int) -> list[Any]:

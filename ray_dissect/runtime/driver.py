@@ -81,27 +81,36 @@ class RayExecutor:
 
     def _actors_serve(self, cpus: float, calls: int) -> bool:
         """Whether a CPU stage of ``calls`` work units (``cpus`` each as tasks) runs on the live
-        model actors: when they hold CPUs the tasks would need and run at least as many units
-        at once as tasks would after ending them. Otherwise the actors are ended if that
-        lets more tasks run, and kept (idle) if not."""
+        model actors (see :func:`cpu_stage_route`); ends them when that lets more tasks run."""
         import ray
 
         if self.pool is None or not self.pool.actors:
             return False
-        free = ray.available_resources().get("CPU", 0.0) // cpus
-        wanted = min(calls, ray.cluster_resources().get("CPU", 0.0) // cpus)
-        if wanted <= free:
-            return False
-        if len(self.pool.actors) * self.pool.cpu_calls >= wanted:
-            return True
-        self.pool.release()
-        return False
+        route = cpu_stage_route(ray.available_resources().get("CPU", 0.0),
+                                ray.cluster_resources().get("CPU", 0.0), cpus, calls,
+                                len(self.pool.actors) * self.pool.cpu_calls)
+        if route == "release":
+            self.pool.release()
+        return route == "actors"
 
     def close(self) -> None:
         """End the model actors; drop the shared objects."""
         if self.pool is not None:
             self.pool.release()
         self._puts.clear()
+
+
+def cpu_stage_route(free: float, total: float, cpus: float, calls: int, actor_slots: int
+                    ) -> str:
+    """Where a CPU stage of ``calls`` work units of ``cpus`` CPUs each runs while model actors
+    with ``actor_slots`` CPU work-unit slots in all hold ``total - free`` of the cluster's
+    ``total`` CPUs: ``"tasks"`` beside them when the free CPUs run as many units at once as
+    the whole cluster would; else ``"actors"`` when the actors' slots run as many; else
+    ``"release"`` (end the actors, then tasks)."""
+    wanted = min(calls, total // cpus)
+    if wanted <= free // cpus:
+        return "tasks"
+    return "actors" if actor_slots >= wanted else "release"
 
 
 def _unpacking(name: str, on_done: OnDone, timings: dict[str, float]) -> OnDone:
