@@ -102,19 +102,22 @@ def _execute(stage: Stage, plan: Plan, ctx: JobContext, tracker: Tracker,
 
 def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = execute_locally,
                *, progress: Progress | None = None, force: bool = False,
-               session: Callable[[], AbstractContextManager[Any]] = nullcontext) -> JobSummary:
+               session: Callable[[], AbstractContextManager[Any]] = nullcontext,
+               slow_session: bool = False) -> JobSummary:
     """Run (or resume) a whole job into ``out``; return its summary (also summary.json).
 
-    The dataset is checked before ``session`` (e.g. a Ray connection) opens, the model and
-    its layers while it opens (:func:`_check_model_meanwhile`); a failed check ends the
-    session and creates nothing. Work units finished by an earlier run of the same spec in
-    ``out`` are not redone; the manifest records each run and whether it finished.
+    The dataset and the model are checked before ``session`` (e.g. a Ray connection) opens;
+    with ``slow_session`` (a local Ray cluster starting) the model is checked while it opens
+    (:func:`_check_model_meanwhile`), and a failed check ends the session again. A failed
+    check creates nothing. Work units finished by an earlier run of the same spec in ``out``
+    are not redone; the manifest records each run and whether it finished.
     """
     age, t0 = process_age(), time.perf_counter()
     dataset = check_dataset(spec)
     opened = time.perf_counter() - t0
     with ExitStack() as stack:
-        spec, shapes, startup = _check_model_meanwhile(spec, len(dataset), session, stack)
+        check = _check_model_meanwhile if slow_session else _check_model_first
+        spec, shapes, startup = check(spec, len(dataset), session, stack)
         t1 = time.perf_counter()
         job, manifest = prepare_job_dir(spec, storage.location(out), force)
         run = start_run(manifest)
@@ -140,6 +143,18 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
     run.status, run.finished = "finished", time.time()
     write_manifest(job.root, manifest)
     return summary
+
+
+def _check_model_first(spec: JobSpec, images: int,
+                       session: Callable[[], AbstractContextManager[Any]], stack: ExitStack
+                       ) -> tuple[JobSpec, dict[str, tuple[int, ...]], dict[str, float]]:
+    """Check the model, then open ``session`` on ``stack``; as :func:`_check_model_meanwhile`
+    returns (for sessions that open fast: joining a running cluster, tests, in-process)."""
+    t0 = time.perf_counter()
+    checked, shapes = check_model(spec, images)
+    t1 = time.perf_counter()
+    stack.enter_context(session())
+    return checked, shapes, {"preflight": t1 - t0, "ray_init": time.perf_counter() - t1}
 
 
 def _check_model_meanwhile(spec: JobSpec, images: int,

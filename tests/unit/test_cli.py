@@ -49,6 +49,7 @@ def test_bad_spec_fails_fast(tmp_path: Path, four_images: Path, over: dict, need
             sessions.append("closed")
 
     monkeypatch.setattr(driver, "ray_session", fake_session)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the CLI would start a local cluster
     out = tmp_path / "out"
     result = runner.invoke(app, ["run", str(_job(tmp_path, four_images, **over)),
                                  "--out", str(out)])
