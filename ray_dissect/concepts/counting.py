@@ -204,7 +204,6 @@ class SetCounter:
         pair, sets, counts = pair[order], sets[order].astype(np.int64), counts[order]
         cut = np.searchsorted(self.units[pair], np.arange(k + 1))
         images = self.images[pair].astype(np.int64) + first_image
-        counts = counts.astype(np.int64)
         return [(images[a:b], sets[a:b], counts[a:b]) for a, b in pairwise(cut.tolist())]
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ray_dissect import __version__, storage
-from ray_dissect.job.manifest import start_run, write_manifest
+from ray_dissect.job.layout import JobDir
+from ray_dissect.job.manifest import Manifest, start_run, write_manifest
 from ray_dissect.job.progress import Progress, QuietProgress, Tracker, process_age
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.prepare import check_dataset, check_model, prepare_job_dir
@@ -106,24 +107,23 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
                slow_session: bool = False) -> JobSummary:
     """Run (or resume) a whole job into ``out``; return its summary (also summary.json).
 
-    The dataset and the model are checked before ``session`` (e.g. a Ray connection) opens;
-    with ``slow_session`` (a local Ray cluster starting) the model is checked while it opens
-    (:func:`_check_model_meanwhile`), and a failed check ends the session again. A failed
-    check creates nothing. Work units finished by an earlier run of the same spec in ``out``
-    are not redone; the manifest records each run and whether it finished.
+    The dataset, the model and the job directory are checked before ``session`` (e.g. a Ray
+    connection) opens; with ``slow_session`` (a local Ray cluster starting) the model is
+    checked while it opens (:func:`_check_model_meanwhile`), and a failed check ends the
+    session again. A failed check creates nothing. Work units finished by an earlier run of
+    the same spec in ``out`` are not redone; the manifest records each run and whether it
+    finished.
     """
     age, t0 = process_age(), time.perf_counter()
     dataset = check_dataset(spec)
     opened = time.perf_counter() - t0
     with ExitStack() as stack:
-        check = _check_model_meanwhile if slow_session else _check_model_first
-        spec, shapes, startup = check(spec, len(dataset), session, stack)
-        t1 = time.perf_counter()
-        job, manifest = prepare_job_dir(spec, storage.location(out), force)
+        spec, shapes, job, manifest, startup = _open(spec, len(dataset), out, force, session,
+                                                     slow_session, stack)
+        startup["preflight"] += opened
         run = start_run(manifest)
         tracker = Tracker(job.root, manifest, progress or QuietProgress())
-        startup["preflight"] += opened
-        _record_startup(tracker, age, startup | {"prepare": time.perf_counter() - t1})
+        _record_startup(tracker, age, startup)
         provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(),
                                 package_version=__version__)
         ctx = JobContext(spec, job, dataset, shapes, provenance)
@@ -145,16 +145,34 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
     return summary
 
 
-def _check_model_first(spec: JobSpec, images: int,
-                       session: Callable[[], AbstractContextManager[Any]], stack: ExitStack
-                       ) -> tuple[JobSpec, dict[str, tuple[int, ...]], dict[str, float]]:
-    """Check the model, then open ``session`` on ``stack``; as :func:`_check_model_meanwhile`
-    returns (for sessions that open fast: joining a running cluster, tests, in-process)."""
+def _open(spec: JobSpec, images: int, out: str | Path | AnyPath, force: bool,
+          session: Callable[[], AbstractContextManager[Any]], slow_session: bool,
+          stack: ExitStack) -> tuple[JobSpec, dict[str, tuple[int, ...]], JobDir, Manifest,
+                                     dict[str, float]]:
+    """Check the model (while ``session`` opens on ``stack`` when ``slow_session``), prepare
+    the job directory, then open ``session`` if not yet open. Returns the checked spec, the
+    layer shapes, the job directory, its manifest and the seconds of ``preflight`` (the
+    model's part), ``prepare`` and ``ray_init``."""
+    if slow_session:
+        spec, shapes, startup = _check_model_meanwhile(spec, images, session, stack)
+    else:
+        spec, shapes, startup = _check_model(spec, images)
+    t0 = time.perf_counter()
+    job, manifest = prepare_job_dir(spec, storage.location(out), force)
+    startup["prepare"] = time.perf_counter() - t0
+    if not slow_session:
+        t1 = time.perf_counter()
+        stack.enter_context(session())
+        startup["ray_init"] = time.perf_counter() - t1
+    return spec, shapes, job, manifest, startup
+
+
+def _check_model(spec: JobSpec, images: int
+                 ) -> tuple[JobSpec, dict[str, tuple[int, ...]], dict[str, float]]:
+    """:func:`~ray_dissect.pipeline.prepare.check_model` and its seconds (``preflight``)."""
     t0 = time.perf_counter()
     checked, shapes = check_model(spec, images)
-    t1 = time.perf_counter()
-    stack.enter_context(session())
-    return checked, shapes, {"preflight": t1 - t0, "ray_init": time.perf_counter() - t1}
+    return checked, shapes, {"preflight": time.perf_counter() - t0}
 
 
 def _check_model_meanwhile(spec: JobSpec, images: int,
@@ -169,13 +187,9 @@ def _check_model_meanwhile(spec: JobSpec, images: int,
     check) and ``ray_init`` (the session's opening); either's error is raised once both are
     over (the session is then ended by ``stack``); when both fail, the check's.
     """
-    def timed_check() -> tuple[tuple[JobSpec, dict[str, tuple[int, ...]]], float]:
-        t = time.perf_counter()
-        return check_model(spec, images), time.perf_counter() - t
-
     t0 = time.perf_counter()
     with ThreadPoolExecutor(1, thread_name_prefix="preflight") as pool:
-        checking = pool.submit(timed_check)
+        checking = pool.submit(_check_model, spec, images)
         try:
             stack.enter_context(session())
         except BaseException:
@@ -183,14 +197,17 @@ def _check_model_meanwhile(spec: JobSpec, images: int,
                 raise error from None  # the spec's error first: it needs no Ray to fix
             raise
         ray_init = time.perf_counter() - t0
-        (checked, shapes), seconds = checking.result()
-    return checked, shapes, {"preflight": seconds, "ray_init": ray_init}
+        checked, shapes, seconds = checking.result()
+    return checked, shapes, seconds | {"ray_init": ray_init}
 
 
 def _record_startup(tracker: Tracker, age: float | None, seconds: dict[str, float]) -> None:
-    """The run's costs before its first stage: the process's age when the run began
-    (``process``: interpreter start-up and imports for the CLI), checking the spec against
-    the dataset and the model (``preflight``: parsing the dataset index, building the model,
-    probing its layers), opening the Ray session (``ray_init``, overlapping the model's part
-    of the preflight) and preparing the job directory (``prepare``)."""
-    tracker.record_all(({"process": age} if age is not None else {}) | seconds)
+    """The run's costs before its first stage, in this order: the process's age when the run
+    began (``process``: interpreter start-up and imports for the CLI), checking the spec
+    against the dataset and the model (``preflight``: parsing the dataset index, building the
+    model, probing its layers), preparing the job directory (``prepare``) and opening the Ray
+    session (``ray_init``; with a slow session it overlaps the model's part of the
+    preflight)."""
+    order = ("preflight", "prepare", "ray_init")
+    tracker.record_all(({"process": age} if age is not None else {})
+                       | {key: seconds[key] for key in order})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,38 @@ def test_a_shared_module_is_refused_before_any_work(four_images: Path, tmp_path:
     with pytest.raises(SpecError, match="runs more than once") as err:
         run_stages(spec, tmp_path / "out")
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("slow", "bad", "opened"), [
+    (False, {"layers": ["nope"]}, []),              # model checked before the session
+    (True, {"layers": ["nope"]}, ["open", "closed"]),  # checked while it opens, then ended
+    (False, {"method": {"quantile": 0.2}}, []),     # another job in the directory: refused
+    (False, {}, ["open", "closed"]),                # a good job opens and closes it once
+])
+def test_session_opens_after_the_checks(four_images: Path, tmp_path: Path, slow: bool,
+                                        bad: dict, opened: list[str]) -> None:
+    """A fast session opens only once the model and the job directory pass their checks; a
+    slow one opens while the model is checked and is ended when a check fails."""
+    run_stages(_spec(four_images), tmp_path / "out")
+    events: list[str] = []
+
+    @contextmanager
+    def session() -> Iterator[None]:
+        events.append("open")
+        try:
+            yield
+        finally:
+            events.append("closed")
+
+    data = json.loads(_spec(four_images).model_dump_json()) | bad
+    target = tmp_path / ("out" if "method" in bad else "other")
+
+    def run() -> None:
+        run_stages(JobSpec.model_validate(data), target, session=session, slow_session=slow)
+
+    if bad:
+        with pytest.raises(SpecError):
+            run()
+    else:
+        run()
+    assert events == opened

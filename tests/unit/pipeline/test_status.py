@@ -60,9 +60,8 @@ class _SlowSession:
 
 def test_run_records_its_fixed_costs_and_status_shows_them(four_images: Path,
                                                            tmp_path: Path) -> None:
-    """An in-process run records its start-up (process, preflight, the session's opening
-    while the model is checked, prepare, the session's closing; opening and closing take at
-    least their sleeps) and per-stage costs (plan, time
+    """An in-process run records its start-up (process, preflight, prepare, the session's
+    opening and closing, which take at least their sleeps) and per-stage costs (plan, time
     to the first result, the model load, finish); status prints each of them, rounded."""
     out = tmp_path / "out"
     run_stages(parse_spec({
@@ -72,7 +71,7 @@ def test_run_records_its_fixed_costs_and_status_shows_them(four_images: Path,
         "resources": {"batch_size": 2, "shard_images": 2, "units_per_task": 1}}), out,
         session=_SlowSession)
     timings = json.loads((out / "manifest.json").read_text())["runs"][-1]["timings"]
-    assert list(timings)[:4] == ["process", "preflight", "ray_init", "prepare"]
+    assert list(timings)[:4] == ["process", "preflight", "prepare", "ray_init"]
     assert timings["ray_init"] >= 0.05 and timings["ray_shutdown"] >= 0.05
     for key in ("concepts.plan", "concepts.start", "concepts.finish", "activations.start",
                 "activations.model_load", "scoring.start", "results"):
