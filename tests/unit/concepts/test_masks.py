@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from fixtures.dense_masks import dense_signature
 
-from ray_dissect.concepts.masks import UnitMask, range_masks, unit_masks, upsample
+from ray_dissect.concepts.masks import (
+    UnitMask,
+    range_masks,
+    signature_bound,
+    unit_masks,
+    upsample,
+)
 
 
 def test_upsample_is_torch_bilinear_half_pixel() -> None:
@@ -42,9 +48,10 @@ def test_signatures_match_dense_masks() -> None:
 
 
 def _check(masks, acts, lo, hi, set_ids, valid, shape, inclusive) -> None:
-    n = acts.shape[0]
-    up = F.interpolate(torch.from_numpy(acts), size=shape, mode="bilinear",
-                       align_corners=False).numpy()
+    n, k = acts.shape[:2]
+    flat = torch.from_numpy(acts.reshape(n * k, 1, *acts.shape[2:]))  # per map, as the library
+    up = F.interpolate(flat, size=shape, mode="bilinear", align_corners=False).numpy()
+    up = up.reshape(n, k, *shape)
     for u, mask in enumerate(masks):
         inside = ((up[:, u] >= lo[u]) & (up[:, u] <= hi[u])) if inclusive else (
             (up[:, u] > lo[u]) & (up[:, u] < hi[u]))
@@ -157,3 +164,33 @@ def test_range_masks_match_one_unit_masks_call_per_range() -> None:
         for x, y in zip(together[r], alone, strict=True):
             for f in ("images", "sets", "counts"):
                 np.testing.assert_array_equal(getattr(x, f), getattr(y, f))
+
+
+def _set_sizes(set_ids: np.ndarray) -> np.ndarray:
+    return np.array([len(np.unique(ids)) for ids in set_ids], dtype=np.int64)
+
+
+def test_signature_bound_holds_for_every_unit_and_is_exact_for_the_whole_line() -> None:
+    """The bound is at least each unit's entries over all ranges (quantile, k-means-like,
+    inclusive, per-image, with an invalid image); for the range (-inf, inf) every pixel is in,
+    so a unit's entries are its images' label sets: the bound is met exactly."""
+    n, k = 12, 4
+    acts, set_ids = _planted(3, n, (7, 7), (56, 56), k)
+    valid = np.ones(n, bool)
+    valid[5] = False
+    flat = acts.transpose(1, 0, 2, 3).reshape(k, -1)
+    q = np.quantile(flat, [0.3, 0.6, 0.99], axis=1)
+    per_image = np.broadcast_to(q[1], (n, k)) + np.linspace(-0.1, 0.1, n)[:, None]
+    ranges = [(q[2], np.full(k, np.inf), False), (q[0], q[1], False), (q[1], q[2], True),
+              (per_image, np.full((n, k), np.inf), False)]
+    sizes = _set_sizes(set_ids)
+    bound = signature_bound(acts, ranges, valid, sizes)
+    entries = sum(np.array([len(m.counts) for m in per])
+                  for per in range_masks(acts, ranges, set_ids, 0, valid))
+    assert np.all(bound >= entries) and np.all(entries > 0)
+    assert np.all(bound < len(ranges) * sizes[valid].sum())  # the peaks do exclude pairs
+    line = [(np.full(k, -np.inf), np.full(k, np.inf), False)]
+    whole = range_masks(acts, line, set_ids, 0, valid)[0]
+    np.testing.assert_array_equal(signature_bound(acts, line, valid, sizes),
+                                  [len(m.counts) for m in whole])
+    assert all(len(m.counts) == sizes[valid].sum() for m in whole)
