@@ -6,7 +6,8 @@ vocabulary is generated (``--vocabulary broden``: 1,197 concepts in Broden's cat
 EfficientNet-Lite0 at 64 px (layers ``_blocks.15`` and ``_bn1``), NetDissect, 2 actors.
 Reported per size: the number of label sets and the concept index's size (on disk and as
 arrays), the sample table's size, seconds per image per stage and in total, the driver's peak
-RSS, and the peak RSS (VmHWM) of every Ray worker process (largest first). The exponent b of
+RSS, and the peak RSS (VmHWM) of every Ray worker process (largest first; polled every 0.5 s
+during the job, since the model actors end before it returns). The exponent b of
 time ~ images^b is fitted over the sizes and the marginal cost between consecutive sizes is
 printed.
 
@@ -35,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +67,40 @@ def worker_peaks_mb() -> dict[str, float]:
         except OSError:
             continue
     return peaks
+
+
+class PeakSampler:
+    """Polls :func:`worker_peaks_mb` every ``period`` seconds in a thread, keeping each
+    process's largest VmHWM: the model actors, which now also run the CPU stages, are ended
+    before the job returns, so a look at the end would miss them."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        self.period, self.peaks = period, {}  # type: ignore[var-annotated]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        for key, mb in worker_peaks_mb().items():
+            pid = key.split(":", 1)[0]
+            old = self.peaks.get(pid, (key, 0.0))
+            self.peaks[pid] = (key, max(mb, old[1]))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def by_process(self) -> dict[str, float]:
+        """The largest peak seen of each process, by ``pid:name`` (its last name)."""
+        return {key: mb for key, mb in self.peaks.values()}
 
 
 def rss_mb() -> float:
@@ -115,9 +151,10 @@ def run_size(n: int, workdir: Path, tag: str) -> dict[str, float]:
     ray.init(num_cpus=2, include_dashboard=False)
     base = rss_mb()
     start = time.perf_counter()
-    summary = run_job(spec, out)
+    with PeakSampler() as sampler:
+        summary = run_job(spec, out)
     total = time.perf_counter() - start
-    workers = worker_peaks_mb()
+    workers = sampler.by_process()
     ray.shutdown()
     row: dict[str, float] = {f"{k}_s": v for k, v in summary.stage_seconds.items()}
     row |= {"total_s": total, "ms_per_image": 1000 * total / n, "driver_base_mb": base,

@@ -50,9 +50,9 @@ class UnitMask:
     """The signature of one binary unit mask: |B| split by (image, label set).
 
     Attributes:
-        images: (m,) int64 global image index.
-        sets: (m,) int64 global label-set id.
-        counts: (m,) int64 number of mask pixels of that image with that label set.
+        images: (m,) int32 global image index.
+        sets: (m,) int32 global label-set id.
+        counts: (m,) int32 number of mask pixels of that image with that label set.
     """
 
     images: np.ndarray
@@ -68,7 +68,7 @@ class UnitMask:
     def concat(parts: list[UnitMask]) -> UnitMask:
         """Join signatures of disjoint image blocks."""
         if not parts:
-            return UnitMask(*(np.zeros(0, np.int64) for _ in range(3)))
+            return UnitMask(*(np.zeros(0, np.int32) for _ in range(3)))
         return UnitMask(*(np.concatenate([getattr(p, f) for p in parts])
                           for f in ("images", "sets", "counts")))
 
@@ -177,6 +177,30 @@ def range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.ndarray,
                [f[images[sl], units[sl]] for f in fires], grid, counter)
     return [[UnitMask(*sig) for sig in counter.signatures(r, k, first_image)]
             for r in range(len(bounds))]
+
+
+def signature_bound(acts: np.ndarray, ranges: Sequence[Bounds], valid: np.ndarray,
+                    set_sizes: np.ndarray) -> np.ndarray:
+    """An upper bound on the entries :func:`range_masks` gives each unit over all ``ranges``.
+
+    A pair (image, unit) enters a range's signature only when its map's peak reaches the
+    range (the test :func:`range_masks` makes), and then with at most one entry per label set
+    of the image. Reads the maps only, so it costs a small part of the masks.
+
+    Args:
+        acts: (n, k, h, w) float32; ranges: as for :func:`range_masks`.
+        valid: (n,) bool; set_sizes: (n,) int64 number of label sets in each image.
+
+    Returns:
+        (k,) int64 entries at most, summed over the ranges.
+    """
+    n, k = acts.shape[:2]
+    peak = acts.reshape(n, k, -1).max(axis=2)
+    total = np.zeros(k, dtype=np.int64)
+    for lo, _, inclusive in ranges:
+        fires = _fires(acts, np.broadcast_to(lo, (n, k)), inclusive, peak) & valid[:, None]
+        total += set_sizes.astype(np.int64) @ fires
+    return total
 
 
 def _chunk(maps: np.ndarray, pairs: np.ndarray, bounds: list[Bounds], fires: list[np.ndarray],

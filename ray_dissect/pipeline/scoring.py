@@ -4,6 +4,14 @@ one block of units per work unit (CPU tasks).
 Work unit: block [u0, u1) of a layer -> its unit masks for every range, the NetDissect tally
 and the beam searches. Driver: ``parts/<layer>/<u0>-<u1>.jsonl`` (validated records) and its
 done marker.
+
+Memory: a task holds the signatures of the units it is scoring, which grow with the dataset
+(a k-means range covers most of a unit's firing pixels, so a clustered unit's signatures
+have about as many entries as the dataset's label-set histogram). When the block's worst
+case exceeds ``resources.signature_mb``, its units are scored in consecutive passes, each
+over all images, whose signatures fit that budget by an upper bound
+(:func:`~ray_dissect.concepts.masks.signature_bound`, from one read of the maps); a pass's
+signatures are released before the next. The records are the same for any split.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
-from ray_dissect.concepts.masks import UnitMask, range_masks
+from ray_dissect.concepts.masks import UnitMask, range_masks, signature_bound
 from ray_dissect.explain.netdissect import Tally, label_units, tally
 from ray_dissect.explain.ranges import (
     RangeExplanation,
@@ -31,6 +39,8 @@ from ray_dissect.records.io import read_unit_records, write_jsonl
 from ray_dissect.spec import CompositionalMethod, Method, NetDissectMethod, NoMethod
 from ray_dissect.spec.method import DissectionMethod
 from ray_dissect.storage import arrays
+
+ENTRY_BYTES = 12  # a signature entry: (image, set, count) int32
 
 
 def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[RangeSpec],
@@ -50,13 +60,64 @@ def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[Rang
         stop = min(start + block_images, index.n_images)
         block = acts[start:stop, units[0]:units[1]]
         ids = index.global_set_ids(set_ids[start:stop], start)
-        bounds = [((rng.lo[start:stop], rng.hi[start:stop]) if rng.lo.ndim == 2
-                   else (rng.lo, rng.hi)) + (rng.inclusive,) for rng in ranges]
+        bounds = [(_rows(rng.lo, start, stop), _rows(rng.hi, start, stop), rng.inclusive)
+                  for rng in ranges]
         masks = range_masks(block, bounds, ids, start, index.valid[start:stop])
         for r, per_unit in enumerate(masks):
             for u, mask in enumerate(per_unit):
                 parts[r][u].append(mask)
     return [[UnitMask.concat(p) for p in per_range] for per_range in parts]
+
+
+def signature_bounds(job: JobDir, layer: str, units: tuple[int, int], ranges: list[RangeSpec],
+                     index: ConceptIndex, block_images: int) -> np.ndarray:
+    """(k,) int64 upper bound on the signature entries of each unit of [u0, u1), all ranges
+    together, from one pass over the maps (no masks)."""
+    acts = arrays.open_array(job.activations_zarr, layer_key(layer))
+    sizes = np.diff(index.image_indptr)
+    total = np.zeros(units[1] - units[0], dtype=np.int64)
+    for start in range(0, index.n_images, block_images):
+        stop = min(start + block_images, index.n_images)
+        bounds = [(_rows(r.lo, start, stop), _rows(r.hi, start, stop), r.inclusive)
+                  for r in ranges]
+        total += signature_bound(acts[start:stop, units[0]:units[1]], bounds,
+                                 index.valid[start:stop], sizes[start:stop])
+    return total
+
+
+def _rows(bound: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """A range bound of images [start, stop): (k,) per unit as is, (N, k) sliced."""
+    return bound[start:stop] if bound.ndim == 2 else bound
+
+
+def unit_passes(entries: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive unit ranges [a, b) of a block whose summed ``entries`` (k,) stay within
+    ``budget``; a unit over the budget on its own gets a pass of its own."""
+    passes, start, used = [], 0, 0
+    for u, e in enumerate(entries.tolist()):
+        if u > start and used + e > budget:
+            passes.append((start, u))
+            start, used = u, 0
+        used += e
+    return [*passes, (start, len(entries))] if len(entries) else []
+
+
+def signature_passes(job: JobDir, layer: str, units: tuple[int, int], ranges: list[RangeSpec],
+                     index: ConceptIndex, block_images: int, budget_bytes: int
+                     ) -> list[tuple[int, int]]:
+    """The passes [a, b) (block-local units) whose signatures fit ``budget_bytes``; one pass,
+    without reading anything, when even the worst case (every range holding the whole
+    label-set histogram for every unit) fits."""
+    k = units[1] - units[0]
+    if k * len(ranges) * len(index.image_sets) * ENTRY_BYTES <= budget_bytes:
+        return [(0, k)]
+    entries = signature_bounds(job, layer, units, ranges, index, block_images)
+    return unit_passes(entries, budget_bytes // ENTRY_BYTES)
+
+
+def sub_ranges(ranges: list[RangeSpec], a: int, b: int) -> list[RangeSpec]:
+    """The ranges of a block's units [a, b) (block-local)."""
+    return [RangeSpec(r.lo[..., a:b], r.hi[..., a:b], r.inclusive) for r in ranges]
 
 
 @dataclass(frozen=True)
@@ -66,6 +127,18 @@ class BlockResult:
 
     tally: Tally
     explanations: list[list[RangeExplanation]] | None
+
+    @staticmethod
+    def concat(parts: list[BlockResult]) -> BlockResult:
+        """The result of consecutive unit passes, in unit order."""
+        if len(parts) == 1:
+            return parts[0]
+        t = [p.tally for p in parts]
+        tally_ = Tally(np.concatenate([x.inter for x in t]), np.concatenate([x.area for x in t]),
+                       t[0].label_area, np.concatenate([x.activation for x in t]))
+        if parts[0].explanations is None:
+            return BlockResult(tally_, None)
+        return BlockResult(tally_, [e for p in parts for e in p.explanations or []])
 
 
 def _pruner(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
@@ -85,17 +158,34 @@ def inclusive_bounds(method: Method | NoMethod) -> bool:
 
 def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np.ndarray,
                  ranges: np.ndarray, index: ConceptIndex, space: SearchSpace | None,
-                 method: DissectionMethod, block_images: int) -> BlockResult:
+                 method: DissectionMethod, block_images: int, budget_bytes: int
+                 ) -> BlockResult:
     """Score units [u0, u1): NetDissect tally of the quantile masks, then (compositional and
-    clustered methods) a beam search per unit and activation range."""
+    clustered methods) a beam search per unit and activation range; in passes of units
+    whose signatures fit ``budget_bytes``."""
     specs = range_specs(thresholds, ranges, inclusive_bounds(method))
+    if not isinstance(method, CompositionalMethod):
+        space = None
+    pruner = None
+    if isinstance(method, CompositionalMethod) and space is not None:
+        pruner = _pruner(job, space, index, method.heuristic)
+    passes = signature_passes(job, layer, units, specs, index, block_images, budget_bytes)
+    return BlockResult.concat([
+        _score_pass(job, layer, (units[0] + a, units[0] + b), sub_ranges(specs, a, b), index,
+                    space, method, block_images, pruner)
+        for a, b in passes])
+
+
+def _score_pass(job: JobDir, layer: str, units: tuple[int, int], specs: list[RangeSpec],
+                index: ConceptIndex, space: SearchSpace | None, method: DissectionMethod,
+                block_images: int, pruner: Selector | None) -> BlockResult:
+    """Masks, tally and searches of units [u0, u1) (``specs`` theirs), in one pass."""
     masks = mask_work(job, layer, units, specs, index, block_images)
     result = tally(masks[0], index, method.denominator)
     if not isinstance(method, CompositionalMethod) or space is None:
         return BlockResult(result, None)
     params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
                           method.dedup)
-    pruner = _pruner(job, space, index, method.heuristic)
     explanations = []
     for u in range(units[1] - units[0]):
         explanations.append([explain_range(masks[r][u], specs[r], u, space, params, pruner)
@@ -108,7 +198,13 @@ def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None, lay
                ) -> BlockResult:
     """The work unit as the stage table runs it: :func:`scoring_work` with the spec's method."""
     return scoring_work(env.job, layer, units, thresholds, ranges, index, space,
-                        env.spec.dissection(), env.spec.resources.shard_images)
+                        env.spec.dissection(), env.spec.resources.shard_images,
+                        signature_budget(env))
+
+
+def signature_budget(env: WorkEnv) -> int:
+    """``resources.signature_mb`` in bytes."""
+    return int(env.spec.resources.signature_mb * 2**20)
 
 
 

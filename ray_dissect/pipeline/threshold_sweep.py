@@ -23,7 +23,12 @@ from ray_dissect.explain.ranges import RangeSpec, explain_range
 from ray_dissect.explain.search import SearchParams, SearchSpace
 from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.scoring import mask_work
+from ray_dissect.pipeline.scoring import (
+    mask_work,
+    signature_budget,
+    signature_passes,
+    sub_ranges,
+)
 from ray_dissect.pipeline.thresholds import threshold_blocks
 from ray_dissect.records.build import concept_score
 from ray_dissect.records.io import write_jsonl
@@ -99,9 +104,31 @@ def _ranges(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
 
 def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None,
                valid: np.ndarray, layer: str, units: tuple[int, int]) -> SweepBlock:
-    """Label (and explain) units [u0, u1) at every quantile of the sweep."""
-    method = env.spec.dissection()
+    """Label (and explain) units [u0, u1) at every quantile of the sweep, in passes of units
+    whose signatures fit the scoring's budget (see :mod:`ray_dissect.pipeline.scoring`)."""
     ranges = _ranges(env, valid, layer, units)
+    shard = env.spec.resources.shard_images
+    passes = signature_passes(env.job, layer, units, ranges, index, shard,
+                              signature_budget(env))
+    return _concat([_sweep_pass(env, index, space, layer, (units[0] + a, units[0] + b),
+                                sub_ranges(ranges, a, b)) for a, b in passes])
+
+
+def _concat(parts: list[SweepBlock]) -> SweepBlock:
+    """The sweep of consecutive unit passes, in unit order."""
+    if len(parts) == 1:
+        return parts[0]
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts], axis=1)
+
+    formulas = [[f for p in parts for f in p.formulas[q]] for q in range(len(parts[0].formulas))]
+    return SweepBlock(cat("lo"), cat("hi"), cat("pixels"), cat("label"), cat("iou"), formulas)
+
+
+def _sweep_pass(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None, layer: str,
+                units: tuple[int, int], ranges: list[RangeSpec]) -> SweepBlock:
+    """:func:`block_work` of units [u0, u1) with their ``ranges``, in one pass."""
+    method = env.spec.dissection()
     masks = mask_work(env.job, layer, units, ranges, index, env.spec.resources.shard_images)
     eps = 1e-10 if method.denominator == "category" else 0.0
     per_image = _sweep(env).rule == "per_image"

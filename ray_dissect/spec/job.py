@@ -33,7 +33,7 @@ from ray_dissect.spec.studies import StudiesSpec
 
 SPEC_VERSION: Literal[1] = 1
 SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
-                     "units_per_task", "decode_threads", "queue_batches")
+                     "units_per_task", "decode_threads", "queue_batches", "signature_mb")
 # Union tags that pydantic puts in an error's location (not field names).
 TAGS = {("method", k) for k in METHOD_KINDS} | {("dataset", f) for f in DATASET_FORMATS}
 
@@ -52,6 +52,11 @@ class ResourceSpec(Frozen):
     thread runs the model and another writes Zarr; both are scheduling fields (the output is
     the same whatever their values). ``gpu_decode`` (default off, results-changing, so hashed
     when set) decodes JPEGs with nvJPEG on the actor's GPU; it is a no-op on CPU actors.
+
+    ``signature_mb`` caps the unit-mask signatures a scoring (or threshold-sweep) task holds
+    at once, by an upper bound: a block's units are scored in passes over the images that
+    fit it (:mod:`ray_dissect.pipeline.scoring`). A scheduling field: the records are the
+    same whatever its value; a smaller value costs a pass over the images per extra pass.
     """
 
     actors: Annotated[int, Field(gt=0, le=1024)] = 2
@@ -66,6 +71,7 @@ class ResourceSpec(Frozen):
     decode_threads: Literal["auto"] | Annotated[int, Field(gt=0, le=256)] = "auto"
     queue_batches: Annotated[int, Field(gt=0, le=64)] = 4
     gpu_decode: Annotated[bool, ADDED_LATER] = False
+    signature_mb: Annotated[float, Field(gt=0), ADDED_LATER] = 512.0
 
     @model_validator(mode="after")
     def _shards_hold_whole_batches(self) -> ResourceSpec:

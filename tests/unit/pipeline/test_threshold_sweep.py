@@ -127,3 +127,25 @@ def test_per_image_rule_is_the_mean_of_per_image_ious(sweep, tmp_path: Path) -> 
                 ious.append((up[x] & concept).sum() / union)
         assert row["threshold"] is None and row["tail"] == "high"
         assert row["label"]["iou"] == pytest.approx(np.mean(ious), abs=1e-12)
+
+
+def test_one_unit_per_pass_gives_the_same_sweep(sweep, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a signature budget of one byte every unit is swept in a pass of its own: same
+    rows."""
+    from ray_dissect.pipeline import threshold_sweep
+
+    data, base, _ = sweep
+    calls: list[tuple[int, int]] = []
+    real = threshold_sweep.mask_work
+
+    def spy(job, layer, units, *args):  # type: ignore[no-untyped-def]
+        calls.append(units)
+        return real(job, layer, units, *args)
+
+    monkeypatch.setattr(threshold_sweep, "mask_work", spy)
+    spec = _spec(data, studies={"threshold_sweep": {"quantiles": QUANTILES}})
+    tiny = spec.resources.model_copy(update={"signature_mb": 2.0**-20})
+    run_stages(spec.model_copy(update={"resources": tiny}), base / "split")
+    assert sorted(calls) == [(u, u + 1) for u in range(3)]
+    rows = "studies/threshold_sweep.jsonl"
+    assert (base / "split" / rows).read_bytes() == (base / "out" / rows).read_bytes()
