@@ -22,7 +22,7 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
-from ray_dissect.concepts.masks import UnitMask, range_masks, signature_bound
+from ray_dissect.concepts.masks import Bounds, UnitMask, range_masks, signature_bound
 from ray_dissect.explain.netdissect import Tally, label_units, tally
 from ray_dissect.explain.ranges import (
     RangeExplanation,
@@ -60,9 +60,8 @@ def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[Rang
         stop = min(start + block_images, index.n_images)
         block = acts[start:stop, units[0]:units[1]]
         ids = index.global_set_ids(set_ids[start:stop], start)
-        bounds = [(_rows(rng.lo, start, stop), _rows(rng.hi, start, stop), rng.inclusive)
-                  for rng in ranges]
-        masks = range_masks(block, bounds, ids, start, index.valid[start:stop])
+        masks = range_masks(block, _block_bounds(ranges, start, stop), ids, start,
+                            index.valid[start:stop])
         for r, per_unit in enumerate(masks):
             for u, mask in enumerate(per_unit):
                 parts[r][u].append(mask)
@@ -78,16 +77,19 @@ def signature_bounds(job: JobDir, layer: str, units: tuple[int, int], ranges: li
     total = np.zeros(units[1] - units[0], dtype=np.int64)
     for start in range(0, index.n_images, block_images):
         stop = min(start + block_images, index.n_images)
-        bounds = [(_rows(r.lo, start, stop), _rows(r.hi, start, stop), r.inclusive)
-                  for r in ranges]
-        total += signature_bound(acts[start:stop, units[0]:units[1]], bounds,
-                                 index.valid[start:stop], sizes[start:stop])
+        total += signature_bound(acts[start:stop, units[0]:units[1]],
+                                 _block_bounds(ranges, start, stop), index.valid[start:stop],
+                                 sizes[start:stop])
     return total
 
 
-def _rows(bound: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """A range bound of images [start, stop): (k,) per unit as is, (N, k) sliced."""
-    return bound[start:stop] if bound.ndim == 2 else bound
+def _block_bounds(ranges: list[RangeSpec], start: int, stop: int) -> list[Bounds]:
+    """The ranges' bounds for images [start, stop): (k,) per unit as they are, (N, k) per
+    image and unit sliced to the block."""
+    def rows(bound: np.ndarray) -> np.ndarray:
+        return bound[start:stop] if bound.ndim == 2 else bound
+
+    return [(rows(r.lo), rows(r.hi), r.inclusive) for r in ranges]
 
 
 def unit_passes(entries: np.ndarray, budget: int) -> list[tuple[int, int]]:

@@ -118,6 +118,7 @@ def _concat(parts: list[SweepBlock]) -> SweepBlock:
     """The sweep of consecutive unit passes, in unit order."""
     if len(parts) == 1:
         return parts[0]
+
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(p, name) for p in parts], axis=1)
 
