@@ -236,8 +236,15 @@ class ConceptIndex:
         return self.global_set_ids_at(local, start + np.arange(local.shape[0]))
 
     def global_set_ids_at(self, local: np.ndarray, images: np.ndarray) -> np.ndarray:
-        """Map (n, sh, sw) local ids of the given (n,) image indices to int64 global ids."""
+        """Map (n, sh, sw) local ids of the given (n,) image indices to int64 global ids.
+
+        Images of one shard (a scoring block is one) are looked up in that shard's slice of
+        the remap table directly, without widening and offsetting every pixel's id first.
+        """
         shard = np.asarray(images) // self.shard_images
+        if len(shard) and (shard == shard[0]).all():
+            first, stop = self.set_offsets[shard[0]], self.set_offsets[shard[0] + 1]
+            return self.remap[first:stop][local]
         return self.remap[local.astype(np.int64) + self.set_offsets[shard][:, None, None]]
 
 

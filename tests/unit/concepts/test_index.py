@@ -61,6 +61,11 @@ def test_set_ids_reproduce_every_pixel_label_set() -> None:
     picked = np.array([1, 5, 6, 11])  # scattered images, across shards
     got = index.global_set_ids_at(local[picked], picked).reshape(len(picked), -1)
     np.testing.assert_array_equal(got, ids[picked])
+    for start in (0, 4, 8, 9):  # one shard's images: looked up in that shard's table slice
+        stop = min(start + 4 - start % 4, len(ds))
+        one = index.global_set_ids(local[start:stop], start)
+        assert one.dtype == np.int64
+        np.testing.assert_array_equal(one.reshape(stop - start, -1), ids[start:stop])
 
 
 def test_bad_sample_is_recorded_and_left_out(tmp_path) -> None:
