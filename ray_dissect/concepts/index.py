@@ -97,17 +97,41 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     the rows themselves, and a (never observed) collision falls back to the exact slow path.
     The order of the unique rows is that of their keys (deterministic, not lexicographic).
     """
-    width = rows.shape[1]
+    uniq, inverse, counts = unique_columns(rows.T)
+    return np.ascontiguousarray(uniq.T), inverse, counts
+
+
+def unique_columns(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`unique_rows` of ``cols.T``, from the (width, n) columns: (width, u) distinct
+    columns, (n,) int64 inverse, (u,) int64 counts.
+
+    Works column-wise (no reduction along a short axis, no transposed copy): the keys are
+    summed one value row at a time, consecutive columns with equal keys are merged into runs
+    before the keys are sorted (a label map's pixels, row-major, come in runs of one tuple),
+    and the grouping is verified one value row at a time. Same keys, order and results as
+    grouping every column's key directly.
+    """
+    width, n = cols.shape
     mix = np.resize(_MIX, width) + np.arange(width, dtype=np.uint64) * np.uint64(2)
+    keys = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        keys = (rows.astype(np.uint64) * mix).sum(axis=1, dtype=np.uint64)
+        for j in range(width):
+            keys += cols[j].astype(np.uint64) * mix[j]
         keys ^= keys >> np.uint64(29)
-    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True,
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if n else (
+        np.zeros(0, np.int64))
+    _, first, run_of, _ = np.unique(keys[starts], return_index=True, return_inverse=True,
+                                    return_counts=True)
+    run_of = run_of.reshape(-1)
+    lengths = np.diff(np.append(starts, n))
+    inverse = np.repeat(run_of, lengths)
+    uniq = cols[:, starts[first]]
+    if not all(np.array_equal(uniq[j][inverse], cols[j]) for j in range(width)):
+        rows, inverse, counts = np.unique(cols.T, axis=0, return_inverse=True,
                                           return_counts=True)
-    uniq = rows[first]
-    if not np.array_equal(uniq[inverse], rows):
-        uniq, inverse, counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
-    return uniq, inverse.reshape(-1), counts
+        return rows.T, inverse.reshape(-1), counts
+    return uniq, inverse, np.bincount(run_of, weights=lengths, minlength=len(first)).astype(
+        np.int64)
 
 
 def pixel_label_sets(pixel: np.ndarray, whole: np.ndarray, width: int
@@ -128,8 +152,8 @@ def pixel_label_sets(pixel: np.ndarray, whole: np.ndarray, width: int
         pixel counts.
     """
     k, n_pix = pixel.shape[0], pixel.shape[1] * pixel.shape[2]
-    tuples, pix_tuple, _ = unique_rows(np.ascontiguousarray(pixel.reshape(k, n_pix).T))
-    canon = canonical_label_rows(tuples.T.reshape(k, 1, len(tuples)), whole, width)
+    tuples, pix_tuple, _ = unique_columns(pixel.reshape(k, n_pix))
+    canon = canonical_label_rows(tuples.reshape(k, 1, tuples.shape[1]), whole, width)
     uniq, tuple_set, _ = unique_rows(canon)
     inverse = tuple_set[pix_tuple]
     return uniq, inverse, np.bincount(inverse, minlength=len(uniq))

@@ -97,6 +97,30 @@ def test_unique_rows_is_exact_even_when_keys_collide(monkeypatch) -> None:
     assert counts2.tolist() == counts.tolist() or sorted(counts2) == sorted(counts)
 
 
+@pytest.mark.parametrize(("n", "width", "run"), [(0, 3, 1), (1, 1, 1), (500, 1, 7),
+                                                 (3000, 5, 40), (4096, 2, 1)])
+def test_unique_rows_match_grouping_every_rows_key(n: int, width: int, run: int) -> None:
+    """Merging runs of equal keys before sorting, and working column-wise, changes nothing:
+    the same unique rows in the same (key) order, inverse and counts as sorting the
+    row-summed key of every row, as the code did before."""
+    import ray_dissect.concepts.index as concepts
+
+    rng = np.random.default_rng(n + width)
+    rows = np.repeat(rng.integers(0, 5, size=(-(-n // run), width)), run, axis=0)[:n]
+    rows = rows.astype(np.int32)
+    mix = np.resize(concepts._MIX, width) + np.arange(width, dtype=np.uint64) * np.uint64(2)
+    with np.errstate(over="ignore"):
+        keys = (rows.astype(np.uint64) * mix).sum(axis=1, dtype=np.uint64)
+        keys ^= keys >> np.uint64(29)
+    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    uniq, got_inverse, got_counts = concepts.unique_rows(rows)
+    assert uniq.flags.c_contiguous and uniq.dtype == np.int32
+    np.testing.assert_array_equal(uniq, rows[first].reshape(-1, width))
+    np.testing.assert_array_equal(got_inverse, inverse.reshape(-1))
+    np.testing.assert_array_equal(got_counts, counts)
+
+
 def test_identical_label_sets_share_one_id_across_shards() -> None:
     """The merged index has one set per distinct label combination in the whole dataset."""
     n_labels = 5
