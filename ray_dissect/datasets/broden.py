@@ -214,18 +214,23 @@ class BrodenDataset:
         return read_file_bytes(self.root / "images" / name, name)
 
     def _read_layer(self, name: str) -> np.ndarray:
+        """(sh, sw) int32 label numbers of one mask file: red + 256 x green (an RGB file is
+        read as it is, other modes converted to RGB first)."""
         path = self.root / "images" / name
         try:
             with Image.open(storage.readable(path)) as img:
                 img.load()
-                rgb = np.asarray(img.convert("RGB"), dtype=np.int32)
+                rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as err:
             raise BadSampleError(f"unreadable mask {name}: {err}") from None
         if rgb.shape[:2] != self.mask_shape:
             raise BadSampleError(
                 f"mask {name} is {rgb.shape[1]}x{rgb.shape[0]}, expected "
                 f"{self.mask_shape[1]}x{self.mask_shape[0]}")
-        return rgb[..., 0] + 256 * rgb[..., 1]
+        labels = rgb[..., 1].astype(np.int32)
+        labels <<= 8
+        labels |= rgb[..., 0]
+        return labels
 
     def read_labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode the label layers of sample ``index``.
