@@ -118,10 +118,8 @@ def unique_columns(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         for j in range(width):
             keys += cols[j].astype(np.uint64) * mix[j]
         keys ^= keys >> np.uint64(29)
-    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if n else (
-        np.zeros(0, np.int64))
-    _, first, run_of, _ = np.unique(keys[starts], return_index=True, return_inverse=True,
-                                    return_counts=True)
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])[:n])
+    _, first, run_of = np.unique(keys[starts], return_index=True, return_inverse=True)
     run_of = run_of.reshape(-1)
     lengths = np.diff(np.append(starts, n))
     inverse = np.repeat(run_of, lengths)
