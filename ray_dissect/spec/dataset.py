@@ -18,10 +18,17 @@ class DatasetSpec(Frozen):
     """
 
     format: Literal["broden"] = "broden"
+    """`broden` (the default format)."""
     root: str
+    """The Broden-format folder (`index.csv`, `label.csv`, `c_*.csv`, `images/`); a path or an
+    fsspec URI.
+    """
     limit: Annotated[int, Field(gt=0)] | None = None
+    """Keep the first N index rows (after `subset`)."""
     subset: str | None = None
+    """Keep index rows whose image path contains this string (CCE's `ade20k`)."""
     categories: tuple[str, ...] | None = None
+    """Concept categories to use (default: all in the dataset)."""
 
 
 class CocoDatasetSpec(Frozen):
@@ -37,14 +44,23 @@ class CocoDatasetSpec(Frozen):
     """
 
     format: Literal["coco"] = "coco"
+    """`coco`: COCO instances, stuff and/or panoptic annotations."""
     root: str
+    """The image folder."""
     annotations: str | None = None
+    """An instances JSON (give this and/or `panoptic`)."""
     stuff: str | None = None
+    """A stuff JSON of the same images."""
     panoptic: str | None = None
+    """A panoptic JSON (its PNGs in `panoptic_masks`)."""
     panoptic_masks: str | None = None
+    """The panoptic PNG folder (default: the `panoptic` path without `.json`)."""
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
+    """Masks are rasterised at mask_size x mask_size pixels."""
     limit: Annotated[int, Field(gt=0)] | None = None
+    """Keep the first N images."""
     categories: tuple[str, ...] | None = None
+    """Concept categories to use (`object`, `stuff`, `supercategory`; default all)."""
 
     @model_validator(mode="after")
     def _some_annotations(self) -> CocoDatasetSpec:
@@ -80,9 +96,14 @@ class ImagesDatasetSpec(Frozen):
     """
 
     format: Literal["images"] = "images"
+    """`images`: an image folder without concept labels (needs `method: {kind: none}`)."""
     root: str
+    """The folder (path or fsspec URI), searched at any depth; first-level subfolders are classes.
+    """
     limit: Annotated[int, Field(gt=0)] | None = None
+    """Keep the first N images in sorted path order."""
     extensions: Annotated[tuple[str, ...], Field(min_length=1)] = IMAGE_EXTENSIONS
+    """File suffixes to read, case-insensitive (default: torchvision ImageFolder's)."""
 
     @field_validator("extensions")
     @classmethod
@@ -109,11 +130,17 @@ class PascalPartDatasetSpec(Frozen):
     """
 
     format: Literal["pascal_part"] = "pascal_part"
+    """`pascal_part`: PASCAL-Part objects and parts on VOC images."""
     root: str
+    """The folder of `.mat` annotation files (`Annotations_Part/`)."""
     images: str
+    """The VOC image folder (`VOCdevkit/VOC2010/JPEGImages/`)."""
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
+    """Masks are sampled to mask_size x mask_size pixels."""
     limit: Annotated[int, Field(gt=0)] | None = None
+    """Keep the first N samples (sorted stems)."""
     categories: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
+    """Concept categories to paint: `object`, `part` (default both)."""
 
 
 DATASET_FORMATS = ("broden", "coco", "images", "pascal_part")
