@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-cache-dir --upgrade pip
 	$(BIN)/pip install --quiet --no-cache-dir $(TORCH)
-	$(BIN)/pip install --quiet --no-cache-dir -e ".[demo,test]"
+	$(BIN)/pip install --quiet --no-cache-dir -e ".[demo,test,docs]"
 	touch $@
 
 demo: install

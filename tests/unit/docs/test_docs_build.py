@@ -1,0 +1,60 @@
+"""The documentation site builds strictly, offline, with nothing fetched from elsewhere, and
+its job spec reference lists every field of the JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures.docs_blocks import ROOT
+
+SCHEMA = ROOT / "schemas" / "job_spec.schema.json"
+EXTERNAL = re.compile(r"<(?:link|script|img|iframe|source)\b[^>]*?\b(?:href|src)=\"?(?:https?:)?//",
+                      re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+                           "-f", str(ROOT / "mkdocs.yml"), "-d", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_every_page_is_built(site: Path) -> None:
+    pages = {p.stem for p in (ROOT / "docs").glob("*.md")}
+    built = {p.parent.name if p.parent != site else "index" for p in site.rglob("index.html")}
+    assert pages - {"index"} <= built
+
+
+def test_no_page_loads_anything_from_the_network(site: Path) -> None:
+    offenders = {str(p.relative_to(site)): EXTERNAL.findall(p.read_text())
+                 for p in site.rglob("*.html")}
+    assert not {k: v for k, v in offenders.items() if v}
+    css = " ".join(p.read_text() for p in site.rglob("*.css"))
+    assert "fonts.googleapis" not in css and "@import url(http" not in css
+
+
+def test_the_spec_reference_has_every_field_of_the_schema(site: Path) -> None:
+    schema = json.loads(SCHEMA.read_text())
+    page = (site / "spec" / "index.html").read_text()
+    models = [schema, *schema["$defs"].values()]
+    fields = [(m["title"], name, prop) for m in models for name, prop in m["properties"].items()]
+    assert len(fields) > 100
+    missing = [f"{title}.{name}" for title, name, _ in fields
+               if f'id="{title.lower()}.{name}"' not in page]
+    assert not missing
+    undescribed = [f"{title}.{name}" for title, name, prop in fields
+                   if not prop.get("description", "").strip()]
+    assert not undescribed, "give these spec fields a docstring"
+
+
+def test_the_readme_links_only_to_pages_that_exist() -> None:
+    links = re.findall(r"\]\((docs/[^)#]+)", (ROOT / "README.md").read_text())
+    assert links and all((ROOT / link).exists() for link in links)

@@ -1,0 +1,148 @@
+"""Every code example of the README and the docs is checked or run.
+
+- ``yaml`` blocks are job specs (or parts of one: a block without ``model`` is merged into a
+  minimal spec) validated by the real loader;
+- ``python`` blocks run, in a directory where ``runs/demo`` is a job of the demo model on a
+  small generated dataset, run in-process;
+- ``bash`` blocks: every ``ray-dissect`` command names a real subcommand and real options,
+  every ``make`` target exists;
+- the attribution example (README and spec page) runs on the demo model: its layer and head
+  must work for every method it lists (the README once shipped one that failed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import runpy
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from fixtures.docs_blocks import ROOT, Block, blocks
+
+from ray_dissect.cli import app
+from ray_dissect.datasets.synthetic.generate import generate_dataset
+from ray_dissect.pipeline.run import run_stages
+from ray_dissect.spec import JobSpec, parse_spec
+from ray_dissect.storage import arrays
+
+BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"],
+        "dataset": {"format": "broden", "root": "data"}}
+"""The minimal spec a fragment (a yaml block without ``model``) is merged into."""
+SMALL = {"actors": 1, "batch_size": 4, "shard_images": 8}
+
+
+def _spec_of(block: Block) -> JobSpec:
+    data = yaml.safe_load(block.text)
+    assert isinstance(data, dict), f"{block.id}: not a mapping"
+    if "model" not in data:
+        data = {**BASE, **data}
+    return parse_spec(data, source=block.id)
+
+
+@pytest.mark.parametrize("block", blocks("yaml"), ids=lambda b: b.id)
+def test_yaml_examples_are_valid_job_specs(block: Block) -> None:
+    spec = _spec_of(block)
+    assert spec.layers
+
+
+def _commands(text: str) -> list[list[str]]:
+    """The shell commands of a block: continuation lines joined, comments dropped,
+    leading ``NAME=value`` assignments skipped."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    commands = []
+    for line in joined.splitlines():
+        words = shlex.split(line, comments=True)
+        while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
+            words = words[1:]
+        if words:
+            commands.append(words)
+    return commands
+
+
+def _check_cli(words: list[str], line: str) -> None:
+    group = typer.main.get_command(app)
+    assert hasattr(group, "commands"), "the CLI is a command group"
+    command = group.commands.get(words[1])
+    assert command is not None, f"unknown subcommand in {line!r}"
+    options = {name for p in command.params for name in (*p.opts, *p.secondary_opts)}
+    for word in words[2:]:
+        flag = word.split("=", 1)[0]
+        if flag.startswith("-"):
+            assert flag in options, f"{flag} is not an option of {words[1]} ({line!r})"
+
+
+def _check_benchmark(words: list[str]) -> None:
+    """A ``python benchmarks/x.py --flag ...`` line: the script exists and parses each flag."""
+    script = ROOT / words[1]
+    assert script.is_file(), f"no benchmark {words[1]}"
+    source = script.read_text()
+    for flag in (w.split("=", 1)[0] for w in words[2:] if w.startswith("--")):
+        assert f'"{flag}"' in source, f"{words[1]} has no option {flag}"
+
+
+BASH = [b for b in blocks("bash") if re.search(r"ray-dissect|make |benchmarks/", b.text)]
+
+
+@pytest.mark.parametrize("block", BASH, ids=lambda b: b.id)
+def test_shell_examples_use_real_commands_and_options(block: Block) -> None:
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    for words in _commands(block.text):
+        if words[0] == "ray-dissect":
+            _check_cli(words, " ".join(words))
+        elif words[0] == "python" and words[1].startswith("benchmarks/"):
+            _check_benchmark(words)
+        elif words[0] == "make":
+            assert set(words[1:]) <= targets, f"{block.id}: unknown make target in {words}"
+
+
+@pytest.fixture(scope="module")
+def demo_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A NetDissect job of the demo model (``_blocks.10``, ``_bn1``) on 8 generated images,
+    in-process: what ``runs/demo`` holds in the Python examples."""
+    base = tmp_path_factory.mktemp("docs_demo")
+    data = generate_dataset(base / "ds", 8, seed=0, image_size=64, mask_size=16)
+    demo = yaml.safe_load((ROOT / "jobs" / "demo.yaml").read_text())
+    spec = parse_spec({**demo, "dataset": {"format": "broden", "root": str(data)},
+                       "resources": SMALL})
+    run_stages(spec, base / "runs" / "demo")
+    return base
+
+
+@pytest.mark.parametrize("block", blocks("python"), ids=lambda b: b.id)
+def test_python_examples_run(block: Block, demo_job: Path, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(demo_job)
+    script = tmp_path / "example.py"
+    script.write_text(block.text)
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def _attribution_blocks() -> list[Block]:
+    return [b for b in blocks("yaml")
+            if "attribution" in (yaml.safe_load(b.text) or {}).get("analyses", {})]
+
+
+def test_the_attribution_examples_are_found() -> None:
+    paths = {b.path for b in _attribution_blocks()}
+    assert {"README.md", os.path.join("docs", "spec.md")} <= paths
+
+
+@pytest.mark.parametrize("block", [b for b in _attribution_blocks()
+                                   if "zoo:efficientnet_lite0" in b.text], ids=lambda b: b.id)
+def test_attribution_examples_run_on_the_demo_model(block: Block, tmp_path: Path) -> None:
+    """The example's attribution (only: receptive fields and PRISM are slow) on 8 images."""
+    spec = _spec_of(block)
+    data = generate_dataset(tmp_path / "ds", 8, seed=1, image_size=64, mask_size=16)
+    wanted: dict[str, Any] = spec.model_dump(mode="json")
+    wanted.update(dataset={"format": "broden", "root": str(data)}, resources=SMALL,
+                  studies={}, analyses={"attribution": wanted["analyses"]["attribution"]})
+    run_stages(parse_spec(wanted), tmp_path / "out")
+    store = tmp_path / "out" / "attribution.zarr"
+    for method in spec.analyses.attribution.methods:  # type: ignore[union-attr]
+        maps = arrays.open_array(store, method)[:]
+        assert maps.shape[0] == 8 and (maps != 0).any(), method
