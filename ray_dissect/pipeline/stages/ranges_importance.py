@@ -23,7 +23,7 @@ import numpy as np
 
 from ray_dissect.explain.ranges import RangeSpec, range_specs
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.image_studies import (
+from ray_dissect.pipeline.stages.image_studies import (
     layer_key_of,
     model_input,
     save_shard,
@@ -31,7 +31,7 @@ from ray_dissect.pipeline.image_studies import (
     shard_sums,
     valid_batches,
 )
-from ray_dissect.pipeline.scoring import inclusive_bounds
+from ray_dissect.pipeline.stages.scoring import inclusive_bounds
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import RangesImportanceRow
 from ray_dissect.spec import RangesImportanceSpec

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.image_studies import (
+from ray_dissect.pipeline.stages.image_studies import (
     model_input,
     save_shard,
     shard_plan,
