@@ -190,7 +190,8 @@ def check_model(spec: JobSpec, images: int
     check_layers(model, spec.layers)
     _check_analyses(model, spec)
     _check_logits(model, spec)
-    probed = probe_layers(model, spec.model.preprocess.size, spec.layers)
+    probed = probe_layers(model, spec.model.preprocess.size, spec.layers,
+                          layouts=spec.model.layouts)
     shared = [name for name, _, calls in probed if calls > 1]
     if shared:
         raise SpecError(f"job spec field 'layers': {shared[0]!r} runs more than once in one "
