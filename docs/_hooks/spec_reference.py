@@ -93,6 +93,8 @@ def _children(prop: Schema) -> list[str]:
             found += _children(member)
     if prop.get("type") == "array":
         found += _children(prop.get("items", {}))
+    if isinstance(prop.get("additionalProperties"), dict):
+        found += _children(prop["additionalProperties"])
     return found
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.docs_blocks import ROOT
+from fixtures.docs_blocks import ROOT, pages
 
 SCHEMA = ROOT / "schemas" / "job_spec.schema.json"
 EXTERNAL = re.compile(r"<(?:link|script|img|iframe|source)\b[^>]*?\b(?:href|src)=\"?(?:https?:)?//",
@@ -60,3 +60,13 @@ def test_the_spec_reference_has_every_field_of_the_schema(site: Path) -> None:
 def test_the_readme_links_only_to_pages_that_exist() -> None:
     links = re.findall(r"\]\((docs/[^)#]+)", (ROOT / "README.md").read_text())
     assert links and all((ROOT / link).exists() for link in links)
+
+
+def test_every_file_the_docs_name_exists() -> None:
+    """Paths such as `ray_dissect/pipeline/table.py` or `benchmarks/bench_job.py` in the README
+    and the pages name files of this repository (modules move; the docs must follow)."""
+    text = "\n".join(page.read_text() for page in pages())
+    named = set(re.findall(r"`((?:ray_dissect|benchmarks|tests|schemas|jobs|deploy)/[\w./-]*\w)`?",
+                           text))
+    assert len(named) > 10
+    assert not sorted(p for p in named if not (ROOT / p).exists())

@@ -1,7 +1,7 @@
 """Every code example of the README and the docs is checked or run.
 
-- ``yaml`` blocks are job specs (or parts of one: a block without ``model`` is merged into a
-  minimal spec) validated by the real loader;
+- ``yaml`` blocks are job specs validated by the real loader: a block with a ``name`` is a
+  whole job; one without is a part of one, merged into a minimal spec;
 - ``python`` blocks run, in a directory where ``runs/demo`` is a job of the demo model on a
   small generated dataset, run in-process;
 - ``bash`` blocks: every ``ray-dissect`` command names a real subcommand and real options,
@@ -32,14 +32,14 @@ from ray_dissect.storage import arrays
 
 BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"],
         "dataset": {"format": "broden", "root": "data"}}
-"""The minimal spec a fragment (a yaml block without ``model``) is merged into."""
+"""The minimal spec a fragment (a yaml block without ``name``) is merged into."""
 SMALL = {"actors": 1, "batch_size": 4, "shard_images": 8}
 
 
 def _spec_of(block: Block) -> JobSpec:
     data = yaml.safe_load(block.text)
     assert isinstance(data, dict), f"{block.id}: not a mapping"
-    if "model" not in data:
+    if "name" not in data:
         data = {**BASE, **data}
     return parse_spec(data, source=block.id)
 
@@ -146,3 +146,19 @@ def test_attribution_examples_run_on_the_demo_model(block: Block, tmp_path: Path
     for method in spec.analyses.attribution.methods:  # type: ignore[union-attr]
         maps = arrays.open_array(store, method)[:]
         assert maps.shape[0] == 8 and (maps != 0).any(), method
+
+
+def _documented_columns() -> list[str]:
+    text = (ROOT / "docs" / "results.md").read_text()
+    section = text.split("## The pandas columns", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)
+
+
+def test_the_documented_pandas_columns_are_the_real_ones(demo_job: Path) -> None:
+    from ray_dissect import open_job
+
+    frame = open_job(demo_job / "runs" / "demo").to_pandas("_bn1")
+    assert _documented_columns() == list(frame.columns)
+    dtypes = dict(re.findall(r"^\| `(\w+)` \| (\w+) \|",
+                             (ROOT / "docs" / "results.md").read_text(), re.MULTILINE))
+    assert dtypes == {c: str(t) for c, t in frame.dtypes.items()}
