@@ -36,6 +36,16 @@ BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"],
 SMALL = {"actors": 1, "batch_size": 4, "shard_images": 8}
 
 
+CHECKED = {"yaml", "python", "bash"}
+"""The languages of examples, each checked by a test here; ``text`` marks listings."""
+
+
+def test_every_fenced_block_says_what_it_is() -> None:
+    """An example in another language (or none) would be checked by nothing."""
+    others = [f"{b.id} ({b.lang!r})" for b in blocks(None) if b.lang not in CHECKED | {"text"}]
+    assert not others, "use yaml, python, bash or text"
+
+
 def _spec_of(block: Block) -> JobSpec:
     data = yaml.safe_load(block.text)
     assert isinstance(data, dict), f"{block.id}: not a mapping"
@@ -132,8 +142,17 @@ def test_the_attribution_examples_are_found() -> None:
     assert {"README.md", os.path.join("docs", "spec.md")} <= paths
 
 
-@pytest.mark.parametrize("block", [b for b in _attribution_blocks()
-                                   if "zoo:efficientnet_lite0" in b.text], ids=lambda b: b.id)
+def _distinct_demo_attributions() -> list[Block]:
+    """The attribution examples on the demo model, one per distinct attribution spec."""
+    seen: dict[str, Block] = {}
+    for b in _attribution_blocks():
+        if "zoo:efficientnet_lite0" in b.text:
+            key = repr(_spec_of(b).analyses.attribution)
+            seen.setdefault(key, b)
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("block", _distinct_demo_attributions(), ids=lambda b: b.id)
 def test_attribution_examples_run_on_the_demo_model(block: Block, tmp_path: Path) -> None:
     """The example's attribution (only: receptive fields and PRISM are slow) on 8 images."""
     spec = _spec_of(block)
