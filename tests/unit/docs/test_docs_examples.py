@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from fixtures.docs_blocks import ROOT, Block, blocks
+from fixtures.docs_blocks import ROOT, Block, blocks, pages
 
 from ray_dissect.cli import app
 from ray_dissect.datasets.synthetic.generate import generate_dataset
@@ -181,3 +181,14 @@ def test_the_documented_pandas_columns_are_the_real_ones(demo_job: Path) -> None
     dtypes = dict(re.findall(r"^\| `(\w+)` \| (\w+) \|",
                              (ROOT / "docs" / "results.md").read_text(), re.MULTILINE))
     assert dtypes == {c: str(t) for c, t in frame.dtypes.items()}
+
+
+def test_inline_commands_use_real_subcommands_and_options() -> None:
+    """`ray-dissect run JOB.yaml --out DIR [--force]` in running text, as in the blocks."""
+    spans = [m for page in pages() for m in re.findall(r"`ray-dissect ([a-z-]+)([^`]*)`",
+                                                       page.read_text())]
+    assert len(spans) > 20
+    for command, rest in spans:
+        words = [w.strip("[]|") for w in re.split(r"[\s|]+", rest)]
+        _check_cli(["ray-dissect", command, *[w for w in words if w.startswith("--")]],
+                   f"ray-dissect {command}{rest}")
