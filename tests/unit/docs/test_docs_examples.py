@@ -27,7 +27,7 @@ from fixtures.docs_blocks import ROOT, Block, blocks, pages
 from ray_dissect.cli import app
 from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.pipeline.run import run_stages
-from ray_dissect.spec import JobSpec, parse_spec
+from ray_dissect.spec import JobSpec, load_spec, parse_spec
 from ray_dissect.storage import arrays
 
 BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"],
@@ -192,3 +192,10 @@ def test_inline_commands_use_real_subcommands_and_options() -> None:
         words = [w.strip("[]|") for w in re.split(r"[\s|]+", rest)]
         _check_cli(["ray-dissect", command, *[w for w in words if w.startswith("--")]],
                    f"ray-dissect {command}{rest}")
+
+
+def test_the_readme_spec_is_the_demo_job() -> None:
+    """The README shows `jobs/demo.yaml` annotated: the same spec, field for field."""
+    (shown,) = [b for b in blocks("yaml")
+                if b.path == "README.md" and "name: demo-efficientnet-lite0" in b.text]
+    assert _spec_of(shown) == load_spec(ROOT / "jobs" / "demo.yaml")
