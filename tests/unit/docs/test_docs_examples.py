@@ -199,3 +199,18 @@ def test_the_readme_spec_is_the_demo_job() -> None:
     (shown,) = [b for b in blocks("yaml")
                 if b.path == "README.md" and "name: demo-efficientnet-lite0" in b.text]
     assert _spec_of(shown) == load_spec(ROOT / "jobs" / "demo.yaml")
+
+
+LAYERS = sorted({" ".join(w) for b in blocks("bash") for w in _commands(b.text)
+                 if w[:2] == ["ray-dissect", "layers"] and not any(x.isupper() for x in w)})
+
+
+@pytest.mark.parametrize("command", LAYERS)
+def test_layers_examples_run(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first command a new user runs: each `ray-dissect layers` example, in-process."""
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(ROOT)
+    done = CliRunner().invoke(app, shlex.split(command)[1:])
+    assert done.exit_code == 0, done.output
+    assert re.search(r"^\s*\S+\s+\d+( x \d+)*$", done.output, re.MULTILINE), done.output
