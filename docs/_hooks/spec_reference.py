@@ -107,16 +107,28 @@ def walk(schema: Schema) -> list[tuple[str, str, Schema]]:
         out.append((path, name, model))
         seen.add(name)
         for field, prop in sorted(model.get("properties", {}).items()):
+            key = f"{path}.{field}" if path else field
+            if prop.get("type") == "object":  # a map: its values are the models
+                key += ".<name>"
             for child in _children(prop):
                 if child not in seen:
-                    visit(f"{path}.{field}" if path else field, child, defs[child])
+                    visit(key, child, defs[child])
 
     visit("", schema.get("title", "JobSpec"), schema)
     return out
 
 
+def _tag(model: Schema) -> str:
+    """`` (format: coco)`` for a member of a tagged union, else ``""``."""
+    for key in ("format", "kind"):
+        const = model.get("properties", {}).get(key, {}).get("const")
+        if const is not None:
+            return f" ({key}: {const})"
+    return ""
+
+
 def section(path: str, name: str, model: Schema) -> str:
-    title = f"`{path}`" if path else "The job (top level)"
+    title = f"`{path}`{_tag(model)}" if path else "The job (top level)"
     head = [f"### {title} · {name} {{ #{name.lower()} }}", "",
             _markdown(model.get("description", "")), "",
             "| field | type | default | constraints | meaning |", "|---|---|---|---|---|"]
