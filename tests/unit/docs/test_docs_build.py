@@ -3,12 +3,14 @@ its job spec reference lists every field of the JSON Schema."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.docs_blocks import ROOT, pages
@@ -70,3 +72,29 @@ def test_every_file_the_docs_name_exists() -> None:
                            text))
     assert len(named) > 10
     assert not sorted(p for p in named if not (ROOT / p).exists())
+
+
+def _hook() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "spec_reference", ROOT / "docs" / "_hooks" / "spec_reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(model: str, field: str) -> list[str]:
+    schema = json.loads(SCHEMA.read_text())
+    models = {schema["title"]: schema, **schema["$defs"]}
+    (row,) = [r for r in _hook().field_rows(models[model]) if f'.{field}"></a>' in r]
+    return [cell.strip() for cell in row.strip("|").split(" | ")]
+
+
+def test_the_reference_rows_give_type_default_and_constraints() -> None:
+    """Hand-checked against ray_dissect/spec: batch_size is an int in (0, 4096], 32 by default;
+    quantile a float in (0, 1), 0.005; layers required; gpus_per_actor 'auto' or a number."""
+    assert _row("ResourceSpec", "batch_size")[1:4] == ["integer", "`32`", "> 0, <= 4096"]
+    assert _row("NetDissectMethod", "quantile")[1:4] == ["number", "`0.005`", "> 0, < 1"]
+    assert _row("JobSpec", "layers")[1:4] == ["list of string", "**required**",
+                                               "at least 1 items"]
+    assert _row("ResourceSpec", "gpus_per_actor")[1:3] == ['`"auto"` \\| number', '`"auto"`']
