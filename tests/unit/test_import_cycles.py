@@ -1,6 +1,6 @@
 """No import circle in ray_dissect, counting imports under TYPE_CHECKING and inside functions.
 
-The graph is read with ``ast`` from the source files (:mod:`tests.import_graph`); the checker
+The graph is read with ``ast`` from the source files (:mod:`fixtures.import_graph`); the checker
 itself is tested on planted circles in a temporary package, and its graph against grimp's
 (the library import-linter uses).
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import grimp
 import pytest
+from fixtures.import_graph import circles, describe, import_graph, shortest_cycle
 
 import ray_dissect
-from tests.import_graph import circles, describe, import_graph, shortest_cycle
 
 PACKAGE = Path(ray_dissect.__file__).parent
 
