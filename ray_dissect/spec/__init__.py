@@ -48,6 +48,7 @@ from ray_dissect.spec.model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CheckpointWeights,
+    LayerLayout,
     ModelSpec,
     PreprocessSpec,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "FormatSpec",
     "ImagesDatasetSpec",
     "JobSpec",
+    "LayerLayout",
     "Method",
     "ModelSpec",
     "NetDissectMethod",
