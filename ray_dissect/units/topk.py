@@ -3,8 +3,8 @@
 Two selection rules share one accumulator, :class:`TopK`:
 
 - **Rule A (top activations):** per unit, the k images with the largest spatial maximum (or,
-  with ``score="mean"``, mean) of the unit's map. Feed ``(n, U, h, w) float32`` maps with :meth:`TopK.add_maps`; values are the
-  maxima, ``float32``.
+  with ``score="mean"``, mean) of the unit's map. Feed ``(n, U, h, w) float32`` maps with
+  :meth:`TopK.add_maps`; values are the maxima (means), ``float32``.
 - **Rule B (top in-range masks):** per unit and activation range, the k images with the most
   pixels of the unit's thresholded, upsampled mask in that range. The caller counts the pixels;
   feed ``(n, U) int64`` (or ``(n, U, R)`` for R ranges at once) counts to a ``dtype=np.int64``
