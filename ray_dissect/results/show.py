@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
-
-import difflib
 
 from ray_dissect import storage
 from ray_dissect.errors import SpecError
