@@ -31,7 +31,7 @@ from ray_dissect.pipeline.stages import (
     unit_ablation,
 )
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
-from ray_dissect.spec.base import digest
+from ray_dissect.spec.base import digest, hashed_data
 
 Covers = Callable[[dict[str, Any], JobSpec], dict[str, Any]]
 
@@ -102,7 +102,7 @@ def _threshold_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 def _top_image_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     method = spec.method
-    return {"top_images": spec.top_images.model_dump(mode="json"), "kind": method.kind,
+    return {"top_images": hashed_data(spec.top_images), "kind": method.kind,
             "bounds": getattr(method, "bounds", None)}
 
 

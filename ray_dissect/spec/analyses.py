@@ -79,7 +79,7 @@ class ReceptiveFieldsSpec(Frozen):
     images_per_task: Annotated[int, Field(gt=0)] = 4
 
 
-QuantizeMode = Literal["none", "inclusive", "exclusive"]
+QuantizeMode = Literal["none", "plain", "inclusive", "exclusive"]
 
 
 class PrismSpec(Frozen):
@@ -91,8 +91,9 @@ class PrismSpec(Frozen):
     upsampled through ``ge_layers`` (modules that run before ``layer``, in any order: they are
     applied from ``layer`` back toward the input, multiplying by each one's channel mean), so
     the maps reach the resolution of the earliest of them. ``quantize``: ``none``, or 27
-    colours keeping only those common to every image (``inclusive``) or the others
-    (``exclusive``), before GE as TorchPRISM. ``split_rgb`` adds per-channel panels;
+    colours, all of them (``plain``: TorchPRISM with both ``--inclusive --exclusive``), only
+    those common to every image (``inclusive``) or the others (``exclusive``), before GE as
+    TorchPRISM. ``split_rgb`` adds per-channel panels;
     ``clusters`` groups the images by k-means of their colour presence (seeded by ``seed``).
     The driver holds the whole set's maps (images x 3 x H x W float32, more with
     ``split_rgb``), hence ``limit`` (64 by default).

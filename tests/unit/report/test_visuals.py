@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from fixtures.visual_job import METHODS
 from PIL import Image
 
@@ -192,6 +193,27 @@ def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
         block = block[:block.index("</ul>")]
         assert [int(i) for i in re.findall(r'href="#image-(\d+)"', block)] == \
             np.flatnonzero(clusters == c).tolist()
+
+
+def test_prism_page_says_when_no_colour_is_common(visual_site: ReportResult,
+                                                   tmp_path: Path) -> None:
+    """The inclusive job's page warns exactly when its stored presence has no colour at all
+    (no colour common to every valid image); with that presence emptied, the rebuilt page
+    warns, naming the number of valid images."""
+    job_dir = _job(visual_site)
+    presence = arrays.open_array(open_job(job_dir).job.prism_zarr, "presence")[:]
+    page = _read(visual_site, "prism.html")
+    assert ("no colour is common" in page) == (not presence.any())
+    copy = tmp_path / "job"
+    shutil.copytree(job_dir, copy, ignore=shutil.ignore_patterns("report"))
+    job = open_job(copy)
+    bad = job.bad_images()
+    arr = zarr.open_array(str(copy / "prism.zarr"), path="data/presence", mode="r+")
+    arr[:] = np.zeros_like(presence)
+    site = build_report(JobResults(copy), copy / "report")
+    text = (Path(str(site.out)) / "prism.html").read_text()
+    valid = len(presence) - len([i for i in bad if i < len(presence)])
+    assert f"no colour is common to all {valid} images" in text
 
 
 def test_jobs_without_the_stages_show_nothing_of_them(clustered_site: ReportResult) -> None:
