@@ -113,7 +113,11 @@ def _attribution_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 def _receptive_field_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     section = spec.analyses.receptive_fields
-    return {"receptive_fields": section.model_dump(mode="json") if section else None}
+    if section is None:
+        return {"receptive_fields": None}
+    fields = hashed_data(section)
+    fields.pop("image_maps", None)  # an extra output from the same parts: no occlusion redone
+    return {"receptive_fields": fields}
 
 
 def _prism_pca_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:

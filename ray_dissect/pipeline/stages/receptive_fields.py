@@ -217,7 +217,8 @@ CUT_WARNING = ("empty: the seed's absolute cut (grey = 15 x change, kept where >
 
 def finish(ctx: JobContext) -> int:
     """Merge the layers whose parts changed (or whose map is missing), write them, and give
-    the chosen units' records their receptive field (read back from the store)."""
+    the chosen units' records their receptive field (read back from the store); keep the
+    per-image maps where :func:`wants_image_maps`."""
     rf = _spec(ctx.spec)
     changed = ctx.parts.get("receptive_fields", set())
     for layer in rf.layers:
@@ -226,8 +227,56 @@ def finish(ctx: JobContext) -> int:
             _write(ctx, layer_key(layer), fields)
             if uncut is not None:
                 _write(ctx, uncut_name(layer), uncut)
+        if wants_image_maps(ctx, layer) and (layer in changed or not _maps_written(ctx, layer)):
+            for name, values in image_maps(ctx, layer).items():
+                _write(ctx, f"{layer_key(layer)}+{name}", values)
         _attach(ctx, layer)
     return 0
+
+
+IMAGE_MAPS_UNITS = 64
+"""Chosen units of a layer up to which ``image_maps: null`` keeps the per-image maps."""
+
+
+def wants_image_maps(ctx: JobContext, layer: str) -> bool:
+    """Whether the layer's per-image maps are kept (``image_maps``, or <= 64 chosen units)."""
+    rf = _spec(ctx.spec)
+    if rf.image_maps is not None:
+        return rf.image_maps
+    return len(unit_images(ctx, layer)) <= IMAGE_MAPS_UNITS
+
+
+def _maps_written(ctx: JobContext, layer: str) -> bool:
+    done = arrays.done_shards(ctx.job.receptive_fields_zarr, f"{layer_key(layer)}+maps")
+    return bool(done.size and done.all())
+
+
+def image_maps(ctx: JobContext, layer: str) -> dict[str, np.ndarray]:
+    """Each chosen unit's painted discrepancy map on each of its top images, in rank order.
+
+    Returns:
+        ``units`` (C,) int64 the chosen units ascending; ``images`` (C, top_k) int64 their top
+        images (-1 past the last); ``maps`` (C, top_k, H, W) float32 the painted maps (zeros
+        past the last); ``centres`` (C, top_k, 2) float64 the clean peak's input-space centre
+        (NaN past the last).
+    """
+    from ray_dissect.visualize.receptive_fields import paint
+
+    rf, grid = _spec(ctx.spec), occlusion_grid(ctx.spec)
+    chosen = unit_images(ctx, layer)
+    row = {(u, image): (c, j) for c, (u, images) in enumerate(chosen.items())
+           for j, image in enumerate(images)}
+    out = {"units": np.asarray(list(chosen), dtype=np.int64),
+           "images": np.full((len(chosen), rf.top_k), -1, dtype=np.int64),
+           "maps": np.zeros((len(chosen), rf.top_k, grid.height, grid.width), np.float32),
+           "centres": np.full((len(chosen), rf.top_k, 2), np.nan)}
+    for block in range(len(image_blocks(ctx, layer))):
+        part = storage.load_npz(ctx.job.receptive_fields_part(layer, block))
+        for p, (image, unit) in enumerate(zip(part["image"], part["unit"], strict=True)):
+            c, j = row[(int(unit), int(image))]
+            out["images"][c, j], out["centres"][c, j] = image, part["centres"][p]
+            out["maps"][c, j] = paint(part["values"][p:p + 1], grid, overwrite=rf.compat)[0]
+    return out
 
 
 def _attach(ctx: JobContext, layer: str) -> None:
