@@ -1,15 +1,23 @@
-"""The dataset sub-specs, one per `format`, and their discriminated union."""
+"""The dataset sub-specs, one per ``format``, and the registry of formats they form.
+
+:data:`FORMATS` is the one place a format is registered (:class:`DatasetFormat`: spec model,
+reader, concept labels or not); :data:`DATASET_FORMATS`, the ``dataset:`` union
+:data:`AnyDatasetSpec` and :data:`CONCEPT_FORMATS` are read from it, as are the reader lookup
+and the messages of :mod:`ray_dissect.datasets.registry`. A new format is its spec model here
+(``format: Literal["<name>"] = "<name>"``, local path fields marked ``PATH``), its reader
+module in :mod:`ray_dissect.datasets` and its entry in :data:`FORMATS`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ray_dissect.spec.base import Frozen, tag_of
+from ray_dissect.spec.formats import PATH, DatasetFormat, FormatSpec, by_name, format_union
 
 
-class DatasetSpec(Frozen):
+class DatasetSpec(FormatSpec):
     """The concept dataset (Broden format).
 
     ``subset`` keeps index rows whose image path contains the substring (as CCE does with
@@ -19,7 +27,7 @@ class DatasetSpec(Frozen):
 
     format: Literal["broden"] = "broden"
     """`broden` (the default format)."""
-    root: str
+    root: Annotated[str, PATH]
     """The Broden-format folder (`index.csv`, `label.csv`, `c_*.csv`, `images/`); a path or an
     fsspec URI.
     """
@@ -31,7 +39,7 @@ class DatasetSpec(Frozen):
     """Concept categories to use (default: all in the dataset)."""
 
 
-class CocoDatasetSpec(Frozen):
+class CocoDatasetSpec(FormatSpec):
     """A COCO-format concept dataset (read with pycocotools).
 
     ``annotations`` is an instances JSON (``stuff`` optionally a stuff JSON of the same
@@ -45,15 +53,15 @@ class CocoDatasetSpec(Frozen):
 
     format: Literal["coco"] = "coco"
     """`coco`: COCO instances, stuff and/or panoptic annotations."""
-    root: str
+    root: Annotated[str, PATH]
     """The image folder."""
-    annotations: str | None = None
+    annotations: Annotated[str | None, PATH] = None
     """An instances JSON (give this and/or `panoptic`)."""
-    stuff: str | None = None
+    stuff: Annotated[str | None, PATH] = None
     """A stuff JSON of the same images."""
-    panoptic: str | None = None
+    panoptic: Annotated[str | None, PATH] = None
     """A panoptic JSON (its PNGs in `panoptic_masks`)."""
-    panoptic_masks: str | None = None
+    panoptic_masks: Annotated[str | None, PATH] = None
     """The panoptic PNG folder (default: the `panoptic` path without `.json`)."""
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
     """Masks are rasterised at mask_size x mask_size pixels."""
@@ -77,7 +85,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".
 """The image suffixes of torchvision's ``ImageFolder``, the default of ``format: images``."""
 
 
-class ImagesDatasetSpec(Frozen):
+class ImagesDatasetSpec(FormatSpec):
     """A folder of images without concept labels (``format: images``).
 
     Fields:
@@ -97,7 +105,7 @@ class ImagesDatasetSpec(Frozen):
 
     format: Literal["images"] = "images"
     """`images`: an image folder without concept labels (needs `method: {kind: none}`)."""
-    root: str
+    root: Annotated[str, PATH]
     """The folder (path or fsspec URI), searched at any depth; first-level subfolders are classes.
     """
     limit: Annotated[int, Field(gt=0)] | None = None
@@ -114,7 +122,7 @@ class ImagesDatasetSpec(Frozen):
         return tuple(sorted(out))
 
 
-class PascalPartDatasetSpec(Frozen):
+class PascalPartDatasetSpec(FormatSpec):
     """PASCAL-Part object and part annotations on VOC images (``format: pascal_part``).
 
     Fields:
@@ -131,9 +139,9 @@ class PascalPartDatasetSpec(Frozen):
 
     format: Literal["pascal_part"] = "pascal_part"
     """`pascal_part`: PASCAL-Part objects and parts on VOC images."""
-    root: str
+    root: Annotated[str, PATH]
     """The folder of `.mat` annotation files (`Annotations_Part/`)."""
-    images: str
+    images: Annotated[str, PATH]
     """The VOC image folder (`VOCdevkit/VOC2010/JPEGImages/`)."""
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
     """Masks are sampled to mask_size x mask_size pixels."""
@@ -143,10 +151,21 @@ class PascalPartDatasetSpec(Frozen):
     """Concept categories to paint: `object`, `part` (default both)."""
 
 
-DATASET_FORMATS = ("broden", "coco", "images", "pascal_part")
-AnyDatasetSpec = Annotated[
-    Annotated[DatasetSpec, Tag("broden")] | Annotated[CocoDatasetSpec, Tag("coco")]
-    | Annotated[ImagesDatasetSpec, Tag("images")]
-    | Annotated[PascalPartDatasetSpec, Tag("pascal_part")],
-    Discriminator(tag_of("format", "broden"))]
+FORMATS: tuple[DatasetFormat, ...] = (  # the first is the default of a spec without format
+    DatasetFormat(DatasetSpec, "ray_dissect.datasets.broden:BrodenDataset", concepts=True),
+    DatasetFormat(CocoDatasetSpec, "ray_dissect.datasets.coco:CocoDataset", concepts=True),
+    DatasetFormat(ImagesDatasetSpec, "ray_dissect.datasets.images:ImageFolderDataset",
+                  concepts=False),
+    DatasetFormat(PascalPartDatasetSpec,
+                  "ray_dissect.datasets.pascal_part_reader:PascalPartDataset", concepts=True),
+)
+FORMATS_BY_NAME = by_name(FORMATS)
+DATASET_FORMATS: tuple[str, ...] = tuple(FORMATS_BY_NAME)
+"""The format names, registration order."""
+CONCEPT_FORMATS: tuple[str, ...] = tuple(fmt.name for fmt in FORMATS if fmt.concepts)
+"""The formats whose readers give concept labels."""
 
+if TYPE_CHECKING:
+    AnyDatasetSpec: TypeAlias = FormatSpec
+else:
+    AnyDatasetSpec = format_union(FORMATS)
