@@ -82,6 +82,9 @@ def test_every_file_the_docs_name_exists() -> None:
                            text))
     assert len(named) > 10
     assert not sorted(p for p in named if not (ROOT / p).exists())
+    modules = set(re.findall(r"`((?:\w+/)+\w+\.py)\b", text)) - named
+    assert not sorted(m for m in modules
+                      if not any((base / m).exists() for base in (ROOT, ROOT / "ray_dissect")))
 
 
 def _hook() -> Any:
