@@ -95,6 +95,14 @@ def _check_benchmark(words: list[str]) -> None:
         assert f'"{flag}"' in source, f"{words[1]} has no option {flag}"
 
 
+def _check_submittable(path: Path) -> None:
+    """A spec a docs example submits from this repository: submit refuses relative data paths
+    (the cluster does not share this machine's directory), so its dataset root is absolute or
+    a URI."""
+    root = str((yaml.safe_load(path.read_text()).get("dataset") or {}).get("root", ""))
+    assert root.startswith("/") or "://" in root, f"submit refuses {path.name}: root {root!r}"
+
+
 BASH = [b for b in blocks("bash") if re.search(r"ray-dissect|make |benchmarks/", b.text)]
 
 
@@ -104,6 +112,8 @@ def test_shell_examples_use_real_commands_and_options(block: Block) -> None:
     for words in _commands(block.text):
         if words[0] == "ray-dissect":
             _check_cli(words, " ".join(words))
+            if words[1] == "submit" and (ROOT / words[2]).is_file():
+                _check_submittable(ROOT / words[2])
         elif words[0] == "python" and words[1].startswith("benchmarks/"):
             _check_benchmark(words)
         elif words[0] == "make":
