@@ -1,13 +1,17 @@
 """Every code example of the README and the docs is checked or run.
 
 - ``yaml`` blocks are job specs validated by the real loader: a block with a ``name`` is a
-  whole job; one without is a part of one, merged into a minimal spec;
+  whole job; one without is a part of one, merged into a minimal spec; the README's annotated
+  spec is ``jobs/demo.yaml`` field for field;
 - ``python`` blocks run, in a directory where ``runs/demo`` is a job of the demo model on a
-  small generated dataset, run in-process;
-- ``bash`` blocks: every ``ray-dissect`` command names a real subcommand and real options,
-  every ``make`` target exists;
-- the attribution example (README and spec page) runs on the demo model: its layer and head
-  must work for every method it lists (the README once shipped one that failed).
+  small generated dataset, run in-process; the documented pandas columns and dtypes are the
+  real ones;
+- ``bash`` blocks and inline `ray-dissect ...` signatures: every ``ray-dissect`` command names
+  a real subcommand and real options, every ``make`` target and ``benchmarks/`` script and
+  option exists, a spec a ``submit`` example names has no relative data path; the
+  ``ray-dissect layers`` examples run;
+- every attribution example runs: its layer and head must work for every method it lists (the
+  README once shipped one that failed on the demo model after extraction).
 """
 
 from __future__ import annotations
