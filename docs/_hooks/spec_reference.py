@@ -57,8 +57,8 @@ def constraints_of(prop: Schema) -> str:
 def default_of(prop: Schema, required: bool) -> str:
     if required:
         return "**required**"
-    if "default" not in prop:
-        return "(built)"
+    if "default" not in prop:  # a default factory: pydantic leaves it out of the schema
+        return {"object": "`{}`", "array": "`[]`"}.get(prop.get("type", ""), "(computed)")
     text = json.dumps(prop["default"], separators=(", ", ": "))
     return f"`{text}`" if len(text) <= 60 else "(the sub-model's defaults)"
 

@@ -111,3 +111,4 @@ def test_the_reference_rows_give_type_default_and_constraints() -> None:
     assert _row("JobSpec", "layers")[1:4] == ["list of string", "**required**",
                                                "at least 1 items"]
     assert _row("ResourceSpec", "gpus_per_actor")[1:3] == ['`"auto"` \\| number', '`"auto"`']
+    assert _row("ModelSpec", "kwargs")[1:3] == ["object", "`{}`"]  # default_factory=dict
