@@ -20,7 +20,7 @@ normalised for display only; the stores keep the raw values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +29,10 @@ from ray_dissect.datasets.base import BadSampleError
 from ray_dissect.errors import RayDissectError
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
+from ray_dissect.report.pages import ReportPage, Site
 from ray_dissect.report.visuals import complete, has_attribution, has_prism
 from ray_dissect.results import JobResults
 from ray_dissect.storage import arrays
-
-if TYPE_CHECKING:
-    from ray_dissect.report.pages import Site
 
 ATTRIBUTION_SHOWN = 32
 """Images shown on ``attribution.html`` (the first ones; the store holds them all)."""
@@ -48,12 +46,22 @@ METHOD_TITLES = {"saliency": "saliency", "guided_backprop": "guided backprop", "
                  "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM"}
 
 
-def write_visual_pages(site: Site, results: JobResults) -> None:
-    """Write ``attribution.html`` and ``prism.html`` for the stages that ran (nothing else)."""
-    if has_attribution(results):
-        site.page("attribution.html", "attribution.html", **attribution_context(site, results))
-    if has_prism(results):
-        site.page("prism.html", "prism.html", **prism_context(site, results))
+def write_attribution_page(site: Site, results: JobResults) -> None:
+    """Write ``attribution.html`` (and its pictures)."""
+    site.page("attribution.html", "attribution.html", **attribution_context(site, results))
+
+
+def write_prism_page(site: Site, results: JobResults) -> None:
+    """Write ``prism.html`` (and its pictures)."""
+    site.page("prism.html", "prism.html", **prism_context(site, results))
+
+
+ATTRIBUTION_PAGE = ReportPage(href="attribution.html", title="attribution", line="stages",
+                              present=has_attribution, write=write_attribution_page)
+"""The attribution stage's page (when its maps are complete)."""
+PRISM_PAGE = ReportPage(href="prism.html", title="PRISM", line="stages", present=has_prism,
+                        write=write_prism_page)
+"""The PRISM stages' page (when their maps are complete)."""
 
 
 def _put(site: Site, rel: str, data: bytes) -> str:

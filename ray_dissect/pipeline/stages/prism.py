@@ -35,10 +35,14 @@ from typing import Any
 import numpy as np
 
 from ray_dissect import storage
+from ray_dissect.errors import ModelError, SpecError
 from ray_dissect.job.layout import CHUNK_IMAGES, done_marker, layer_key, shard_range
+from ray_dissect.models.build import probe_layers
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, section
 from ray_dissect.pipeline.stages.activations import read_batch
+from ray_dissect.report.visual_pages import PRISM_PAGE
 from ray_dissect.spec import JobSpec, PrismSpec
 from ray_dissect.storage import arrays
 
@@ -281,3 +285,70 @@ def finish(ctx: JobContext) -> int:
     for name, values in joint_maps(ctx).items():
         _write_joint(ctx, name, values)
     return 0
+
+
+def _field(name: str) -> str:
+    return f"job spec field 'analyses.{name}'"
+
+
+def check(spec: JobSpec, info: ModelInfo) -> Shapes:
+    """PRISM's layers exist, run once, the GE layers before the PCA layer, which has >= 3
+    channels, and there are no more clusters than images; returns their output shapes
+    (C, h, w)."""
+    prism = spec.analyses.prism
+    if prism is None:
+        return {}
+    names = {name for name, _ in info.model.named_modules() if name}
+    for layer in (prism.layer, *prism.ge_layers):
+        if layer not in names:
+            raise SpecError(f"{_field('prism')}: {layer!r} is not a module of the model",
+                            hint="see `ray-dissect layers JOB.yaml`")
+    _check_order(info.model, spec, prism)
+    shapes = {name: shape for name, shape, _ in
+              probe_layers(info.model, spec.model.preprocess.size, [prism.layer,
+                                                                     *prism.ge_layers])}
+    if len(shapes[prism.layer]) != 3 or shapes[prism.layer][0] < 3:
+        raise SpecError(f"{_field('prism.layer')}: {prism.layer!r} outputs "
+                        f"{shapes[prism.layer]}", expected="(C, h, w) maps with C >= 3")
+    covered = min(info.images, prism.limit)
+    if prism.clusters is not None and prism.clusters > covered:
+        raise SpecError(f"{_field('prism.clusters')}: {prism.clusters} clusters",
+                        expected=f"at most the {covered} images PRISM covers")
+    return shapes
+
+
+def _check_order(model: Any, spec: JobSpec, prism: PrismSpec) -> None:
+    """The GE layers run before the PCA layer."""
+    from ray_dissect.models.truncate import call_order
+
+    try:
+        order = call_order(model, [prism.layer, *prism.ge_layers], spec.model.preprocess.size)
+    except ModelError as err:
+        raise SpecError(f"{_field('prism')}: {err.what}", hint=err.hint) from None
+    if order[-1] != prism.layer:
+        raise SpecError(f"{_field('prism.ge_layers')}: {order[-1]!r} runs after the PCA layer "
+                        f"{prism.layer!r}", hint="GE layers lie between the input and `layer`")
+
+
+def pca_covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """What the PCA depends on: its layer, the GE layers in use, the images covered."""
+    prism = spec.analyses.prism
+    if prism is None:
+        return {"prism_pca": None}
+    return {"prism_pca": {"layer": prism.layer, "ge_layers": ge_layers(prism),
+                          "limit": prism.limit}}
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The whole ``analyses.prism`` section."""
+    return {"prism": section(spec, "analyses", "prism")}
+
+
+STAGES = (
+    Stage(name="prism_pca", runs_on="actors", work=pca_work, plan=pca_plan, collect=pca_collect,
+          finish=pca_finish, outputs=lambda job: (job.stage_dir("prism"),), covers=pca_covers,
+          owns=("analyses",), check=check),
+    Stage(name="prism", runs_on="actors", work=maps_work, plan=plan, collect=collect,
+          finish=finish, outputs=lambda job: (job.prism_zarr,), covers=covers,
+          owns=("analyses",), report=PRISM_PAGE),
+)

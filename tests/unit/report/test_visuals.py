@@ -13,7 +13,8 @@ import pytest
 from fixtures.visual_job import METHODS
 from PIL import Image
 
-from ray_dissect.report.build import ReportResult, build_report
+from ray_dissect.pipeline.table import build_report
+from ray_dissect.report.build import ReportResult
 from ray_dissect.report.render import render_block
 from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import arrays
@@ -214,8 +215,8 @@ def test_builds_are_byte_identical_whichever_way_blocks_render(
     job = _job(visual_site)
 
     def fresh(calls, root, options):
-        for layer, units, classes in reversed(list(calls)):
-            yield render_block(str(job), layer, units, root, options, classes)
+        for layer, units, classes, nav in reversed(list(calls)):
+            yield render_block(str(job), layer, units, root, options, classes, nav)
 
     other = tmp_path / "report"
     build_report(JobResults(job), other, renderer=fresh)
