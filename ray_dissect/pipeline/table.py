@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ray_dissect.job.manifest import Manifest, new_manifest
 from ray_dissect.pipeline.stage import Stage
@@ -33,16 +33,13 @@ from ray_dissect.pipeline.stages import (
     top_images,
     unit_ablation,
 )
-from ray_dissect.report.build import ReportOptions, ReportResult
+from ray_dissect.report.build import Renderer, ReportOptions, ReportResult
 from ray_dissect.report.build import build_report as _build
 from ray_dissect.report.pages import ReportPage
+from ray_dissect.results import JobResults
 from ray_dissect.spec import JobSpec
 from ray_dissect.spec.base import digest
 from ray_dissect.storage import AnyPath
-
-if TYPE_CHECKING:
-    from ray_dissect.report.build import Renderer
-    from ray_dissect.results import JobResults
 
 STAGES: tuple[Stage, ...] = (
     concepts.STAGE,
