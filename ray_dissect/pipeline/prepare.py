@@ -78,7 +78,8 @@ def check_model(spec: JobSpec, images: int
         spec = spec.model_copy(update={"layers": layers})
     check_layers(model, spec.layers)
     shapes = _layer_shapes(model, spec)
-    info, extra = ModelInfo(model, shapes, images), Shapes()
+    info = ModelInfo(model, shapes, images)
+    extra: Shapes = {}
     for s in stages():
         if s.check is not None:
             extra |= s.check(spec, info)
