@@ -182,6 +182,12 @@ def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
         figure = figure[:figure.index("</figure>")]
         assert [int(c) for c in re.findall(r"code (\d+) =", figure)] == \
             np.flatnonzero(presence[i]).tolist()
+        classes, probs = (arrays.open_array(store, n)[i] for n in ("top_classes", "top_probs"))
+        shown = re.search(r"top-3: ([^<]*)</span>", figure)
+        assert shown is not None
+        assert [float(v) for v in re.findall(r" (\d\.\d\d)", shown.group(1))] == \
+            [round(float(q), 2) for q in probs]
+        assert len(shown.group(1).split(" · ")) == len(classes) == 3
     split = arrays.open_array(store, "split")[:]
     for c in range(3):
         want = np.rint(255 * np.clip(split[0, c], 0, 1)).transpose(1, 2, 0)
