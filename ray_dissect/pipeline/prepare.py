@@ -11,7 +11,7 @@ from typing import Any
 
 from ray_dissect import __version__, storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
-from ray_dissect.datasets.registry import open_dataset
+from ray_dissect.datasets.registry import concept_formats, open_dataset
 from ray_dissect.errors import SpecError, StoreError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.job.manifest import (
@@ -91,7 +91,8 @@ def _layer_shapes(model: Any, spec: JobSpec) -> Shapes:
 
     Raises:
         SpecError: a layer runs more than once per forward pass, or outputs neither."""
-    probed = probe_layers(model, spec.model.preprocess.size, spec.layers)
+    probed = probe_layers(model, spec.model.preprocess.size, spec.layers,
+                          layouts=spec.model.layouts)
     shared = [name for name, _, calls in probed if calls > 1]
     if shared:
         raise SpecError(f"job spec field 'layers': {shared[0]!r} runs more than once in one "
@@ -122,7 +123,7 @@ def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
         return dataset
     raise SpecError(f"dataset format {spec.dataset.format!r} has no concept labels; method "
                     f"{spec.method.kind!r} needs them",
-                    hint="use a concept dataset (format broden, coco or pascal_part), e.g. "
+                    hint=f"use a concept dataset (format {concept_formats()}), e.g. "
                          "`ray-dissect make-dataset DIR` for a generated one")
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
+from ray_dissect.datasets.registry import concept_formats
 from ray_dissect.errors import SpecError
 from ray_dissect.job.layout import JobDir, done_marker, shard_range
 from ray_dissect.models.extract import preprocess
@@ -94,8 +95,8 @@ def needs_concepts(name: str) -> Callable[[JobSpec, ImageDataset], None]:
             return
         if not isinstance(dataset, ConceptDataset):
             raise study_error(name, f"needs a concept dataset (got format "
-                              f"{spec.dataset.format!r})", "use a broden, coco or pascal_part "
-                              "dataset, or drop the study")
+                              f"{spec.dataset.format!r})", f"use a {concept_formats()} dataset, "
+                              "or drop the study")
         if not spec.dissects:
             raise study_error(name, "needs a method that scores concepts (got 'none')",
                               "use method netdissect, compositional or clustered")

@@ -99,7 +99,8 @@ def ablation_work(env: WorkEnv, valid: np.ndarray, groups: list[Group], presence
         base_probs, base = decisions(env.model, x)
         for g, group in enumerate(groups):
             probs, classes = decisions(env.model, x, group.layer,
-                                       unit_zeroer(group.units, group.layer_units))
+                                       unit_zeroer(group.units, group.layer_units),
+                                       env.spec.model.layouts.get(group.layer))
             present = presence[images, columns[group.label]] if group.label else None
             sums[g] += effect_sums(base_probs, base, probs, classes, present)
     return {"sums": sums}
