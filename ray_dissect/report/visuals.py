@@ -66,12 +66,6 @@ def rf_layers(results: JobResults) -> tuple[str, ...]:
                  if complete(results.job.receptive_fields_zarr, layer_key(layer)))
 
 
-def visual_nav(results: JobResults) -> list[tuple[str, str]]:
-    """(href from the report root, text) of the visualisation pages the job has."""
-    nav = [("attribution.html", "attribution")] if has_attribution(results) else []
-    return nav + ([("prism.html", "PRISM")] if has_prism(results) else [])
-
-
 def rf_text(rec: UnitRecord) -> str:
     """The record's receptive field in words (size, centre offset, images averaged)."""
     rf = rec.receptive_field
