@@ -6,7 +6,12 @@ from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from ray_dissect.spec.base import Frozen, tag_of
+from ray_dissect.spec.base import ADDED_LATER, Frozen, tag_of
+
+FOLLOW_SYMLINKS = Field(
+    False, description="read files that symlinks inside the root point to outside it "
+    "(default: such files, and any path leaving the root, are bad samples 'outside the "
+    "dataset root')")
 
 
 class DatasetSpec(Frozen):
@@ -22,6 +27,7 @@ class DatasetSpec(Frozen):
     limit: Annotated[int, Field(gt=0)] | None = None
     subset: str | None = None
     categories: tuple[str, ...] | None = None
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
 
 class CocoDatasetSpec(Frozen):
@@ -45,6 +51,7 @@ class CocoDatasetSpec(Frozen):
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
     limit: Annotated[int, Field(gt=0)] | None = None
     categories: tuple[str, ...] | None = None
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
     @model_validator(mode="after")
     def _some_annotations(self) -> CocoDatasetSpec:
@@ -83,6 +90,7 @@ class ImagesDatasetSpec(Frozen):
     root: str
     limit: Annotated[int, Field(gt=0)] | None = None
     extensions: Annotated[tuple[str, ...], Field(min_length=1)] = IMAGE_EXTENSIONS
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
     @field_validator("extensions")
     @classmethod
@@ -114,6 +122,7 @@ class PascalPartDatasetSpec(Frozen):
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
     limit: Annotated[int, Field(gt=0)] | None = None
     categories: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
 
 DATASET_FORMATS = ("broden", "coco", "images", "pascal_part")
