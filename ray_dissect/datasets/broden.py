@@ -217,8 +217,8 @@ class BrodenDataset:
         return read_file_bytes(self._file(name), name)
 
     def _file(self, name: str) -> AnyPath:
-        """``images/NAME``, confined to the dataset root (:func:`confined`)."""
-        return confined(self.root, f"images/{name}", self.follow_symlinks)
+        """``images/NAME``, confined to the dataset's ``images/`` (:func:`confined`)."""
+        return confined(self.root / "images", name, self.follow_symlinks)
 
     def _read_layer(self, name: str) -> np.ndarray:
         """(sh, sw) int32 label numbers of one mask file: red + 256 x green (an RGB file is

@@ -140,7 +140,17 @@ def done_shards(path: AnyPath, name: str, verify: bool = True) -> np.ndarray:
                 log.warning("redoing shard %d of %r in %s: %s", shard, name, path, problem)
                 marks[int(shard)] = False
                 done[shard] = False
+                _drop_shard(path, arr, name, int(shard))
     return done
+
+
+def _drop_shard(path: AnyPath | str, arr: Any, name: str, shard: int) -> None:
+    """Remove a shard's object, so that its rewrite does not read a damaged shard index."""
+    key = arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+    target = files.location(path) / "data"
+    for part in (*name.split("/"), *key.split("/")):
+        target = target / part
+    files.remove_tree(target)
 
 
 def _shard_problem(path: AnyPath, arr: Any, name: str, shard: int) -> str | None:
