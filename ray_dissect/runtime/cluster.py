@@ -59,7 +59,7 @@ def _init(address: str | None, actors: int) -> None:
                      logging_level=logging.WARNING, configure_logging=True, log_to_driver=True,
                      _system_config=_local_config(actors) if local else None)
             return
-        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError) as err:  # timeouts, sockets, joining
             ray.shutdown()
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             if attempt == INIT_ATTEMPTS:

@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -465,11 +466,12 @@ def test_a_full_disk_while_writing_the_report_exits_5(four_images: Path, tmp_pat
 
 
 @pytest.mark.ray
-def test_a_stray_ray_start_address_file_is_not_joined(four_images: Path,
-                                                      tmp_path: Path) -> None:
+def test_a_stray_ray_start_address_file_is_not_joined(four_images: Path, tmp_path: Path,
+                                                      request: pytest.FixtureRequest) -> None:
     """`run` without --address starts a private cluster even when a `ray start` left its
     address file in Ray's temp directory (here a private one, not the shared /tmp/ray)."""
-    temp = tmp_path / "t"
+    temp = Path(tempfile.mkdtemp(prefix="rd-", dir="/tmp"))  # Ray's socket paths are short
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
     (temp / "ray").mkdir(parents=True)
     (temp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1\n")
     job = tmp_path / "job.yaml"
