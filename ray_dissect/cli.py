@@ -63,7 +63,7 @@ class _RichProgress:
 
 def _formula_columns(summary: Any, target: str) -> dict[str, tuple[str, str]]:
     """Per layer (most frequent formulas, best formula by IoU) of a compositional job."""
-    from ray_dissect.report.results import open_job
+    from ray_dissect.results import open_job
 
     results = open_job(target)
     out = {}

@@ -20,7 +20,7 @@ from ray_dissect.job.manifest import (
     write_manifest,
 )
 from ray_dissect.models.build import build_model, check_layers, expand_layers, probe_layers
-from ray_dissect.pipeline.stages import (
+from ray_dissect.pipeline.table import (
     STAGE_NAMES,
     job_manifest,
     stage,
@@ -44,7 +44,7 @@ def _check_analyses(model: Any, spec: JobSpec) -> None:
             raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} is not a "
                             "module of the model", hint="see `ray-dissect layers JOB.yaml`")
     if "cam" in attribution.methods and attribution.head is None:
-        from ray_dissect.pipeline.attribution import default_head
+        from ray_dissect.pipeline.stages.attribution import default_head
 
         default_head(model)
 
@@ -195,7 +195,8 @@ def check_model(spec: JobSpec, images: int
     check_layers(model, spec.layers)
     _check_analyses(model, spec)
     _check_logits(model, spec)
-    probed = probe_layers(model, spec.model.preprocess.size, spec.layers)
+    probed = probe_layers(model, spec.model.preprocess.size, spec.layers,
+                          layouts=spec.model.layouts)
     shared = [name for name, _, calls in probed if calls > 1]
     if shared:
         raise SpecError(f"job spec field 'layers': {shared[0]!r} runs more than once in one "

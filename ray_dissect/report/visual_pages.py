@@ -29,8 +29,8 @@ from ray_dissect.datasets.base import BadSampleError
 from ray_dissect.errors import RayDissectError
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
-from ray_dissect.report.results import JobResults
 from ray_dissect.report.visuals import complete, has_attribution, has_prism
+from ray_dissect.results import JobResults
 from ray_dissect.storage import arrays
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ from ray_dissect.job.layout import layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
-from ray_dissect.report.results import JobResults
 from ray_dissect.report.views import url_key
+from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath, arrays
 
 RF_THUMB = 64

@@ -43,6 +43,7 @@ from ray_dissect.spec.model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CheckpointWeights,
+    LayerLayout,
     ModelSpec,
     PreprocessSpec,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "DatasetSpec",
     "ImagesDatasetSpec",
     "JobSpec",
+    "LayerLayout",
     "Method",
     "ModelSpec",
     "NetDissectMethod",

@@ -55,7 +55,7 @@ class ResourceSpec(Frozen):
 
     ``signature_mb`` caps the unit-mask signatures a scoring (or threshold-sweep) task holds
     at once, by an upper bound: a block's units are scored in passes over the images that
-    fit it (:mod:`ray_dissect.pipeline.scoring`). A scheduling field: the records are the
+    fit it (:mod:`ray_dissect.pipeline.stages.scoring`). A scheduling field: the records are the
     same whatever its value; a smaller value costs a pass over the images per extra pass.
     """
 

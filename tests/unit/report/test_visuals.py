@@ -15,7 +15,7 @@ from PIL import Image
 
 from ray_dissect.report.build import ReportResult, build_report
 from ray_dissect.report.render import render_block
-from ray_dissect.report.results import JobResults, open_job
+from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import arrays
 
 LAYER = "features"

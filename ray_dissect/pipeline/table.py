@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ray_dissect.job.manifest import Manifest, new_manifest
-from ray_dissect.pipeline import (
+from ray_dissect.pipeline.context import JobContext, Plan
+from ray_dissect.pipeline.stages import (
     activations,
     attribution,
     concept_blackout,
@@ -29,7 +30,6 @@ from ray_dissect.pipeline import (
     top_images,
     unit_ablation,
 )
-from ray_dissect.pipeline.context import JobContext, Plan
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
 from ray_dissect.spec.base import digest
 

@@ -20,7 +20,7 @@ from ray_dissect.explain.ranges import RangeSpec, range_specs, searched_ranges
 from ray_dissect.job.layout import layer_key
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.scoring import inclusive_bounds
+from ray_dissect.pipeline.stages.scoring import inclusive_bounds
 from ray_dissect.records.schema import (
     SCHEMA_VERSION,
     Explanation,
