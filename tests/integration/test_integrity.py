@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures.broden import write_broden
 from fixtures.procs import REPO
 from typer.testing import CliRunner
 
@@ -187,7 +186,7 @@ def test_outputs_without_manifest_or_spec_are_refused(four_images: Path,
     run_stages(spec, out)
     (out / "manifest.json").unlink()
     (out / "spec.json").unlink()
-    with pytest.raises(SpecError, match="no readable manifest.json or spec.json"):
+    with pytest.raises(SpecError, match=r"no readable manifest\.json or spec\.json"):
         run_stages(spec, out)
     run_stages(spec, out, force=True)
     assert _outputs(out) == _clean(spec, tmp_path)
@@ -334,7 +333,7 @@ def test_decompression_bombs_are_bad_samples(four_images: Path, tmp_path: Path) 
 def test_any_decoder_failure_is_a_bad_sample() -> None:
     """MemoryError and unexpected exceptions while decoding become BadSampleError."""
     for raised in (MemoryError(), RuntimeError("codec bug"), KeyError("x")):
-        with pytest.raises(BadSampleError, match="unreadable image a.png"), \
+        with pytest.raises(BadSampleError, match=r"unreadable image a\.png"), \
                 decoding("image a.png"):
             raise raised
 
