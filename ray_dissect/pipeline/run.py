@@ -174,13 +174,17 @@ def _open(spec: JobSpec, images: int, out: str | Path | AnyPath, force: bool,
     writers left, prepare it, then open ``session`` if not yet open. Returns the checked
     spec, the layer shapes, the job directory, its manifest and the seconds of ``preflight``
     (the model's part), ``prepare`` and ``ray_init``."""
+    root = storage.location(out)
+    locked = _exists(root)  # an existing DIR is locked at once: a busy one is refused
+    if locked:              # before Ray starts; a new one only once the checks passed
+        held.enter_context(job_lock(root, "run"))
     if slow_session:
         spec, shapes, startup = _check_model_meanwhile(spec, images, session, stack)
     else:
         spec, shapes, startup = _check_model(spec, images)
     t0 = time.perf_counter()
-    root = storage.location(out)
-    held.enter_context(job_lock(root, "run"))
+    if not locked:
+        held.enter_context(job_lock(root, "run"))
     for stale in storage.remove_temporaries(root):
         log.warning("removed %s, a temporary file a killed run left in %s", stale, root)
     job, manifest = prepare_job_dir(spec, root, force)
@@ -190,6 +194,14 @@ def _open(spec: JobSpec, images: int, out: str | Path | AnyPath, force: bool,
         stack.enter_context(session())
         startup["ray_init"] = time.perf_counter() - t1
     return spec, shapes, job, manifest, startup
+
+
+def _exists(root: AnyPath) -> bool:
+    """Whether the job directory exists (unreachable counts as not: the lock says why)."""
+    try:
+        return bool(root.exists())
+    except OSError:
+        return False
 
 
 def _check_model(spec: JobSpec, images: int

@@ -106,6 +106,9 @@ def test_a_second_writer_is_refused_naming_the_holder(four_images: Path, tmp_pat
     assert refused.value.exit_code == 5
     assert _outputs(out) == before
     assert "finished" in render_status(out)
+    unknown_layer = _spec(four_images).model_copy(update={"layers": ("nope",)})
+    with pytest.raises(lock.JobLockedError):  # refused before the model is built
+        run_stages(unknown_layer, out)
 
 
 def test_a_dead_holder_or_an_expired_lease_is_broken_with_a_warning(
