@@ -132,6 +132,22 @@ def test_a_dead_holder_or_an_expired_lease_is_broken_with_a_warning(
         run_stages(spec, out)
 
 
+def test_the_lock_on_an_object_store_is_exclusive(local_s3: Any) -> None:
+    """On S3 the lock is an exclusive create: a second acquire is refused naming the
+    holder; after release it can be taken again."""
+    from ray_dissect.storage import location
+
+    root = location(local_s3.bucket("locks") + "/job")
+    first = lock.acquire(root, "run")
+    assert lock._create(lock.lock_path(root), b"{}") is False  # the conditional put held
+    with pytest.raises(lock.JobLockedError, match=f"pid {os.getpid()}"):
+        lock.acquire(root, "report")
+    lock.release(root, first)
+    assert lock.read_holder(root) is None
+    with lock.job_lock(root, "report") as holder:
+        assert lock.read_holder(root) == holder
+
+
 def test_aliases_of_one_directory_get_one_submission_id(four_images: Path,
                                                         tmp_path: Path) -> None:
     """A symlink to the job directory names the same submission as the directory."""
