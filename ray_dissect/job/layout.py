@@ -2,6 +2,7 @@
 
     spec.json                the validated spec (canonical JSON)
     manifest.json            spec hash, stage hashes, progress (ray_dissect.job.manifest)
+    .lock                    the writer holding the directory (ray_dissect.job.lock)
     concepts.zarr            layers/set_ids (N, sh, sw) uint32 + done/set_ids
     concepts/shard_*.npz     per-shard set tables;  concepts/index.npz  the merged index
     activations.zarr         layers/<layer> (N, units, h, w) float32 + done/<layer>
@@ -20,7 +21,9 @@
     prism.zarr               data/components, rgb, codes, presence, variance, ... + done/
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 
-What each stage writes is declared in :data:`ray_dissect.pipeline.stages.STAGES`.
+A ``.done`` marker holds its stage's hash and its part's sha256 (:mod:`ray_dissect.job.markers`);
+a Zarr store keeps ``digests/<array>/<shard>.json`` beside its ``done/`` marks
+(:mod:`ray_dissect.storage.arrays`). What each stage writes is declared in :data:`ray_dissect.pipeline.stages.STAGES`.
 """
 
 from __future__ import annotations
