@@ -21,9 +21,10 @@
     prism.zarr               data/components, rgb, codes, presence, variance, ... + done/
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 
-A ``.done`` marker holds its stage's hash and its part's sha256 (:mod:`ray_dissect.job.markers`);
-a Zarr store keeps ``digests/<array>/<shard>.json`` beside its ``done/`` marks
-(:mod:`ray_dissect.storage.arrays`). What each stage writes is declared in :data:`ray_dissect.pipeline.stages.STAGES`.
+A ``.done`` marker holds its stage's hash and its part's sha256
+(:mod:`ray_dissect.job.markers`); a Zarr store keeps ``digests/<array>/<shard>.json`` beside
+its ``done/`` marks (:mod:`ray_dissect.storage.arrays`). What each stage writes is declared
+in :data:`ray_dissect.pipeline.stages.STAGES`.
 """
 
 from __future__ import annotations
