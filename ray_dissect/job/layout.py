@@ -24,7 +24,7 @@
 A ``.done`` marker holds its stage's hash and its part's sha256
 (:mod:`ray_dissect.job.markers`); a Zarr store keeps ``digests/<array>/<shard>.json`` beside
 its ``done/`` marks (:mod:`ray_dissect.storage.arrays`). What each stage writes is declared
-in :data:`ray_dissect.pipeline.stages.STAGES`.
+in :data:`ray_dissect.pipeline.table.STAGES`.
 """
 
 from __future__ import annotations

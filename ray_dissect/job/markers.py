@@ -2,7 +2,7 @@
 
 A part file (a block's records, top images, a study's sums, ...) is marked done by
 ``PART.done`` written after it. The marker is JSON: ``{"stage": HASH, "sha256": DIGEST}``, the
-hash of the stage that wrote the part (:func:`ray_dissect.pipeline.stages.stage_hashes`) and
+hash of the stage that wrote the part (:func:`ray_dissect.pipeline.table.stage_hashes`) and
 the sha256 of the part's bytes. :func:`verified_done` accepts a marker only when its stage hash
 is the current one and the part's bytes still have its digest; otherwise it removes the marker
 (with a warning naming the part), so that its work unit is redone.
