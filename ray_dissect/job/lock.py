@@ -129,22 +129,27 @@ def acquire(root: AnyPath, command: str) -> dict[str, Any]:
         for _ in range(3):
             if _create(lock_path(root), payload):
                 return me
-            holder = read_holder(root)
-            if holder is None:
-                continue  # released meanwhile
-            reason = holder_gone(holder)
-            if reason is None:
-                raise JobLockedError(
-                    f"output directory {str(root)!r} is in use by {describe(holder)}",
-                    hint="wait for it to end (`ray-dissect status DIR`), or stop it; a lock "
-                         f"whose process is gone is broken automatically ({lock_path(root)})")
-            log.warning("breaking the lock of %s held by %s: %s", root, describe(holder), reason)
-            storage.remove_tree(lock_path(root))
+            _break_if_gone(root)
     except OSError as err:
         raise StoreError(f"cannot lock the output directory {str(root)!r}: "
                          f"{err.strerror or err}", hint="choose a writable --out") from None
     raise JobLockedError(f"output directory {str(root)!r}: another process took its lock",
                          hint="another run started at the same time; wait for it to end")
+
+
+def _break_if_gone(root: AnyPath) -> None:
+    """Remove the lock of ``root`` if its holder is gone (with a warning), else refuse."""
+    holder = read_holder(root)
+    if holder is None:
+        return  # released meanwhile
+    reason = holder_gone(holder)
+    if reason is None:
+        raise JobLockedError(
+            f"output directory {str(root)!r} is in use by {describe(holder)}",
+            hint="wait for it to end (`ray-dissect status DIR`), or stop it; a lock whose "
+                 f"process is gone is broken automatically ({lock_path(root)})")
+    log.warning("breaking the lock of %s held by %s: %s", root, describe(holder), reason)
+    storage.remove_tree(lock_path(root))
 
 
 def release(root: AnyPath, me: dict[str, Any]) -> None:

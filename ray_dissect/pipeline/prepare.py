@@ -300,17 +300,21 @@ def _old_manifest(spec: JobSpec, root: AnyPath, force: bool) -> Manifest | None:
         if _has_outputs(root):
             log.warning("%s has no readable manifest; rebuilt from its spec.json", root)
         return job_manifest(stored, __version__)
-    if not _has_outputs(root):
-        return None
+    if _has_outputs(root):
+        _clear_unknown(root, force)
+    return None
+
+
+def _clear_unknown(root: AnyPath, force: bool) -> None:
+    """Outputs nothing names the spec of: refused, or with ``force`` removed."""
     if not force:
         raise SpecError(f"output directory {str(root)!r} holds job outputs but no readable "
                         "manifest.json or spec.json, so what they belong to is unknown",
                         hint="choose a new --out, or pass --force to remove them and start over")
     log.warning("removing the outputs of an unknown job in %s (--force)", root)
-    for s in STAGE_NAMES:
-        for output in stage(s).outputs:
+    for name in STAGE_NAMES:
+        for output in stage(name).outputs:
             storage.remove_tree(root / output)
-    return None
 
 
 def prepare_job_dir(spec: JobSpec, root: AnyPath, force: bool = False
