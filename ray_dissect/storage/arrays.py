@@ -60,7 +60,8 @@ def _divisor_at_most(n: int, k: int) -> int:
 
 def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: str,
                        shard_images: int, chunk_images: int,
-                       inner_chunks: tuple[int, ...] | None = None) -> Any:
+                       inner_chunks: tuple[int, ...] | None = None, stage_hash: str = ""
+                       ) -> Any:
     """Create (or open, when it exists with the same shape) a per-image array and its markers.
 
     Args:
@@ -69,6 +70,9 @@ def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: 
         chunk_images: images per chunk (divides ``shard_images``).
         inner_chunks: wanted chunk size along the other axes (default: whole axes); each is
             lowered to a divisor of its axis.
+        stage_hash: the hash of the stage writing the array, kept in
+            ``digests/<name>/stage.json``; an existing array recorded with another hash has
+            every done mark cleared (with a warning), so all its shards are written again.
     """
     zarr = _zarr()
     group = _open_group(path)
@@ -81,6 +85,7 @@ def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: 
         if tuple(arr.shape) != tuple(shape):
             raise StoreError(f"existing array {name!r} in {str(path)!r} has shape {arr.shape}",
                              expected=str(shape), hint="use a new output directory")
+        _check_stage(path, name, stage_hash, done[name])
         return arr
     arr = data.create_array(
         name, shape=shape, dtype=dtype, chunks=(chunk_images, *inner),
@@ -88,7 +93,30 @@ def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: 
         compressors=zarr.codecs.BloscCodec(**CODEC))
     done.create_array(name, shape=(n_shards,), chunks=(1,), dtype="bool",
                        fill_value=False)
+    _check_stage(path, name, stage_hash, done[name])
     return arr
+
+
+def _check_stage(path: AnyPath, name: str, stage_hash: str, marks: Any) -> None:
+    """Record ``stage_hash`` as the array's writer; clear every done mark when another stage
+    hash wrote it (an array from before stage hashes were recorded is taken as it is)."""
+    if not stage_hash:
+        return
+    where = _digest_path(path, name, 0).with_name("stage.json")
+    try:
+        recorded = json.loads(files.read_text(where)).get("stage")
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError, AttributeError):
+        recorded = "unreadable"
+    if recorded == stage_hash:
+        return
+    if recorded is not None:
+        log.warning("redoing every shard of %r in %s: written by stage hash %s, this job's is "
+                    "%s", name, path, recorded, stage_hash)
+        marks[:] = False
+    files.makedirs(where.parent)
+    files.write_text(where, json.dumps({"stage": stage_hash}))
 
 
 def write_shard(path: AnyPath, name: str, shard: int, shard_images: int,

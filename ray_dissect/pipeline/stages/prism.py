@@ -183,7 +183,8 @@ def maps_work(env: WorkEnv, valid: np.ndarray, shard: int, n: int) -> int:
 def _create(ctx: JobContext, name: str, shape: tuple[int, ...], dtype: str) -> None:
     res = ctx.spec.resources
     arrays.create_image_array(ctx.job.prism_zarr, name, shape, dtype, res.shard_images,
-                              math.gcd(res.shard_images, CHUNK_IMAGES))
+                              math.gcd(res.shard_images, CHUNK_IMAGES),
+                              stage_hash=ctx.stage_hash)
 
 
 def plan(ctx: JobContext) -> Plan | None:

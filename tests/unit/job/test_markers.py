@@ -62,3 +62,20 @@ def test_shards_without_digests_are_accepted_and_damaged_ones_cleared(tmp_path: 
     assert arrays.done_shards(store, "x", verify=False).tolist() == [True, False]
     assert not (store / "data" / "x" / "c" / "1" / "0").exists()
     assert np.asarray(arrays.open_array(store, "x")[0:2]).tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_an_array_written_by_another_stage_hash_is_redone(tmp_path: Path) -> None:
+    """The array records its stage hash; opened for another one, all its marks are cleared;
+    an array from before stage hashes were recorded is taken as it is."""
+    store = tmp_path / "a.zarr"
+    arrays.create_image_array(store, "x", (4, 2), "float32", 2, 2, stage_hash="old")
+    for shard in (0, 1):
+        arrays.write_shard(store, "x", shard, 2, np.ones((2, 2)))
+    arrays.create_image_array(store, "x", (4, 2), "float32", 2, 2, stage_hash="old")
+    assert arrays.done_shards(store, "x").tolist() == [True, True]
+    arrays.create_image_array(store, "x", (4, 2), "float32", 2, 2, stage_hash="new")
+    assert arrays.done_shards(store, "x").tolist() == [False, False]
+    arrays.write_shard(store, "x", 0, 2, np.ones((2, 2)))
+    (store / "digests" / "x" / "stage.json").unlink()
+    arrays.create_image_array(store, "x", (4, 2), "float32", 2, 2, stage_hash="new")
+    assert arrays.done_shards(store, "x").tolist() == [True, False]
