@@ -105,7 +105,7 @@ def test_a_second_writer_is_refused_naming_the_holder(four_images: Path, tmp_pat
     assert f"pid {live_process.pid}" in message and "in use by" in message
     assert refused.value.exit_code == 5
     assert _outputs(out) == before
-    assert "finished" in render_status(out)
+    assert f"locked by 'ray-dissect run' (pid {live_process.pid}" in render_status(out)
     unknown_layer = _spec(four_images).model_copy(update={"layers": ("nope",)})
     with pytest.raises(lock.JobLockedError):  # refused before the model is built
         run_stages(unknown_layer, out)
