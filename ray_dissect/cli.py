@@ -385,6 +385,25 @@ def compare(trained: Annotated[str, typer.Argument(help="job directory of the tr
 
 
 @app.command()
+def show(job_dir: Annotated[str, typer.Argument(help="job directory")],
+         images: Annotated[list[Path], typer.Argument(help="image files (PNG, JPEG)")],
+         layer: Annotated[str, typer.Option(help="a dissected layer of the job")],
+         unit: Annotated[int, typer.Option(help="unit (channel) index")],
+         out: Annotated[Path, typer.Option(help="directory for the PNGs")] = Path("show")
+         ) -> None:
+    """Draw a unit's activation map on chosen images with the job's own model: per image a
+    heat overlay and, when the unit has a threshold, the image revealed where it fires."""
+    _setup_logging(False)
+    try:
+        from ray_dissect.results.show import show_unit
+
+        for path in show_unit(job_dir, layer, unit, images, out):
+            typer.echo(f"wrote {path}")
+    except RayDissectError as err:
+        _fail(err)
+
+
+@app.command()
 def schema(out: Annotated[Path, typer.Option("--out", help="directory")] = Path("schemas")
            ) -> None:
     """Write the JSON Schemas of the job spec and of the records."""

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from ray_dissect import __version__, storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
-from ray_dissect.datasets.registry import open_dataset
+from ray_dissect.datasets.registry import concept_formats, open_dataset
 from ray_dissect.errors import ModelError, SpecError, StoreError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.job.manifest import (
@@ -78,8 +78,8 @@ def check_studies(spec: JobSpec, dataset: ImageDataset) -> None:
             continue
         if not isinstance(dataset, ConceptDataset):
             raise _study_error(name, f"needs a concept dataset (got format "
-                               f"{spec.dataset.format!r})", "use a broden, coco or pascal_part "
-                               "dataset, or drop the study")
+                               f"{spec.dataset.format!r})", f"use a {concept_formats()} dataset, "
+                               "or drop the study")
         if not spec.dissects:
             raise _study_error(name, "needs a method that scores concepts (got 'none')",
                                "use method netdissect, compositional or clustered")
@@ -242,7 +242,7 @@ def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
         return dataset
     raise SpecError(f"dataset format {spec.dataset.format!r} has no concept labels; method "
                     f"{spec.method.kind!r} needs them",
-                    hint="use a concept dataset (format broden, coco or pascal_part), e.g. "
+                    hint=f"use a concept dataset (format {concept_formats()}), e.g. "
                          "`ray-dissect make-dataset DIR` for a generated one")
 
 

@@ -233,17 +233,46 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
     split = (arrays.open_array(store, "split")[:] if spec.split_rgb and complete(store, "split")
              else None)
     size, bad = results.spec.model.preprocess.size, results.bad_images()
+    top = _predictions(results, store)
     rows = [_prism_row(site, results, i, size, image_rgb, presence) | {"bad": i in bad}
-            | {"split": _split(site, i, split)} for i, image_rgb in _by_block(rgb)]
+            | {"split": _split(site, i, split), "top": top.get(i, "")}
+            for i, image_rgb in _by_block(rgb)]
     groups = [] if clusters is None else [
         {"cluster": int(c), "rows": [rows[i] for i in np.flatnonzero(clusters == c)]}
         for c in sorted(set(clusters.tolist())) if c >= 0]
-    return {"rows": rows, "variance": [(k, f"{v:.6f}", f"{100 * v:.2f}") for k, v in
+    return {"rows": rows, "empty": _no_common_colour(spec.quantize, presence, bad),
+            "variance": [(k, f"{v:.6f}", f"{100 * v:.2f}") for k, v in
                                        enumerate(variance.tolist())],
             "bars": _variance_svg(variance), "spec": spec, "quantised": quantised,
             "groups": groups, "ge": spec.gradual_extrapolation and bool(spec.ge_layers),
             "ge_layers": ", ".join(spec.ge_layers), "rgb_shape": " x ".join(
                 map(str, rgb.shape[2:]))}
+
+
+def _predictions(results: JobResults, store: Any) -> dict[int, str]:
+    """Per image, its top-3 predictions as 'name 0.93 · name 0.04 · ...' (class names when
+    known, else numbers); {} for jobs without them (older jobs, models without logits)."""
+    if not complete(store, "top_classes"):
+        return {}
+    classes = arrays.open_array(store, "top_classes")[:]
+    probs = arrays.open_array(store, "top_probs")[:]
+    names = class_names(results)
+    out = {}
+    for i, (row, p) in enumerate(zip(classes, probs, strict=True)):
+        shown = [f"{names[c] if c < len(names) else f'class {c}'} {q:.2f}"
+                 for c, q in zip(row.tolist(), p.tolist(), strict=True) if c >= 0]
+        if shown:
+            out[i] = " · ".join(shown)
+    return out
+
+
+def _no_common_colour(mode: str, presence: Any, bad: Any) -> int | None:
+    """With ``inclusive``, the number of valid images when no colour is common to all of them
+    (every map is then black), else None."""
+    if mode != "inclusive" or presence is None:
+        return None
+    valid = [i for i in range(len(presence)) if i not in bad]
+    return None if np.asarray(presence)[valid].any() else len(valid)
 
 
 def _by_block(array: Any) -> Iterator[tuple[int, np.ndarray]]:
