@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 from pydantic import Field, field_validator, model_validator
 
+from ray_dissect.spec.base import ADDED_LATER
 from ray_dissect.spec.formats import PATH, DatasetFormat, FormatSpec, by_name, format_union
+
+FOLLOW_SYMLINKS = Field(
+    False, description="read files that symlinks inside the root point to outside it "
+    "(default: such files, and any path leaving the root, are bad samples 'outside the "
+    "dataset root')")
 
 
 class DatasetSpec(FormatSpec):
@@ -37,6 +43,7 @@ class DatasetSpec(FormatSpec):
     """Keep index rows whose image path contains this string (CCE's `ade20k`)."""
     categories: tuple[str, ...] | None = None
     """Concept categories to use (default: all in the dataset)."""
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
 
 class CocoDatasetSpec(FormatSpec):
@@ -69,6 +76,7 @@ class CocoDatasetSpec(FormatSpec):
     """Keep the first N images."""
     categories: tuple[str, ...] | None = None
     """Concept categories to use (`object`, `stuff`, `supercategory`; default all)."""
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
     @model_validator(mode="after")
     def _some_annotations(self) -> CocoDatasetSpec:
@@ -112,6 +120,7 @@ class ImagesDatasetSpec(FormatSpec):
     """Keep the first N images in sorted path order."""
     extensions: Annotated[tuple[str, ...], Field(min_length=1)] = IMAGE_EXTENSIONS
     """File suffixes to read, case-insensitive (default: torchvision ImageFolder's)."""
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
     @field_validator("extensions")
     @classmethod
@@ -149,6 +158,7 @@ class PascalPartDatasetSpec(FormatSpec):
     """Keep the first N samples (sorted stems)."""
     categories: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
     """Concept categories to paint: `object`, `part` (default both)."""
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
 
 FORMATS: tuple[DatasetFormat, ...] = (  # the first is the default of a spec without format
