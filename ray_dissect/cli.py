@@ -361,22 +361,45 @@ def compare(trained: Annotated[str, typer.Argument(help="job directory of the tr
             baseline: Annotated[str, typer.Argument(
                 help="job directory of the baseline model (e.g. random-init)")],
             out: Annotated[str | None, typer.Option(
-                "--out", help="JSON file; default TRAINED/studies/compare.json")] = None
+                "--out", help="JSON file; default TRAINED/studies/compare.json")] = None,
+            formulas: Annotated[bool, typer.Option(
+                help="compare the formulas (needs explained jobs of the same layers)")] = True,
+            visual: Annotated[bool, typer.Option(
+                help="write the side-by-side page of filters and feature maps")] = True,
+            images: Annotated[int, typer.Option(
+                help="images on the page (the dataset's first valid ones)")] = 4,
+            layer_a: Annotated[str | None, typer.Option(
+                "--layer-a", help="TRAINED's layer shown; default its first")] = None,
+            layer_b: Annotated[str | None, typer.Option(
+                "--layer-b", help="BASELINE's layer shown; default its first")] = None,
+            page: Annotated[str | None, typer.Option(
+                "--page", help="page directory; default TRAINED/studies/compare")] = None
             ) -> None:
     """Share of unspecialized and weakly specialized units per range (CCE's
-    analyze_activations): formulas of the trained job against the baseline's defaults."""
+    analyze_activations): formulas of the trained job against the baseline's defaults; and
+    a page with both models' first-layer filters and feature maps on the same images."""
     _setup_logging(False)
     try:
-        from ray_dissect import storage
-        from ray_dissect.studies.compare import compare_jobs
+        if formulas:
+            _compare_formulas(trained, baseline, out)
+        if visual:
+            from ray_dissect.report.compare_page import write_compare_page
 
-        report = compare_jobs(trained, baseline)
-        target = storage.location(out) if out else (
-            storage.location(trained) / "studies" / "compare.json")
-        storage.makedirs(target.parent)
-        storage.write_text(target, report.model_dump_json(indent=2) + "\n")
+            path = write_compare_page(trained, baseline, page, images, layer_a, layer_b)
+            typer.echo(f"wrote {path}")
     except RayDissectError as err:
         _fail(err)
+
+
+def _compare_formulas(trained: str, baseline: str, out: str | None) -> None:
+    from ray_dissect import storage
+    from ray_dissect.studies.compare import compare_jobs
+
+    report = compare_jobs(trained, baseline)
+    target = storage.location(out) if out else (
+        storage.location(trained) / "studies" / "compare.json")
+    storage.makedirs(target.parent)
+    storage.write_text(target, report.model_dump_json(indent=2) + "\n")
     for layer in report.layers:
         shares = ", ".join(f"range {r.range_index}: {r.unspecialized_share:.2f} / "
                            f"{r.weakly_specialized_share:.2f}" for r in layer.ranges)

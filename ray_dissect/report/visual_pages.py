@@ -219,8 +219,7 @@ def _weights(site: Site, results: JobResults) -> dict[str, Any] | None:
     if not path.exists():
         return None
     filters = np.asarray(storage.load_npz(path)["weights"])  # (O, kh, kw, I) uint8
-    tiles = filters if filters.shape[-1] == 3 else filters.mean(axis=-1).astype(np.uint8)
-    grid = vt.grid(tiles, 8, 2, min_side=WEIGHT_SIDE)
+    grid = vt.grid(vt.filter_tiles(filters), 8, 2, min_side=WEIGHT_SIDE)
     data = vt.rgb_png(grid) if grid.ndim == 3 else vt.grey_png(grid)
     return _picture(site, "attribution/weights.png", data, grid.shape,
                     f"{len(filters)} first-layer filters, each min-max scaled", scale=1) | {
