@@ -42,7 +42,7 @@ DEFAULT_IMAGES = 4
 MAX_MAPS = 64
 """Units shown per image and job (the first ones)."""
 MAP_COLUMNS = 8
-MAP_SIDE = 56
+MAP_SIDE = 48
 """Feature maps smaller than this are enlarged (nearest, integer factor)."""
 FILTER_SIDE = 32
 PAD = 2
