@@ -95,8 +95,8 @@ class Site:
 def layer_cards(results: JobResults, layer: str, tiles: dict[int, UnitTiles],
                 prefix: str = "..") -> list[Card]:
     """The cards of every unit of a layer, in unit order."""
-    t = results.iou_threshold
-    return [card(r, t, tiles.get(r.unit), prefix) for r in results.records(layer)]
+    t, kind = results.iou_threshold, results.spec.method.kind
+    return [card(r, t, tiles.get(r.unit), prefix, kind) for r in results.records(layer)]
 
 
 def layer_data_js(layer: str, cards: list[Card], threshold: float) -> str:

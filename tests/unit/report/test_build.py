@@ -81,6 +81,28 @@ def test_offline_rules_and_local_links(site: str, request: pytest.FixtureRequest
             assert img.get("loading") == "lazy" and int(img["width"]) > 0 < int(img["height"])
 
 
+def test_badges_and_greying_follow_the_best_formula(clustered: JobResults,
+                                                   clustered_site: ReportResult) -> None:
+    """A clustered unit is badged interpretable (not greyed) when its best range formula
+    reaches the IoU threshold, whatever its single-concept label scores; the grid data's
+    ``j`` is the results' best_iou."""
+    root = Path(clustered_site.out)
+    html = (root / "layers" / f"{LAYER}.html").read_text()
+    cards = re.findall(r'<article class="(card[^"]*)"[^>]*data-unit="(\d+)".*?</h3>', html, re.S)
+    assert len(cards) == len(clustered.records(LAYER))
+    df = clustered.to_pandas(LAYER).groupby("unit").best_iou.first()
+    data = json.loads(re.search(r"add\([^,]+,(.*)\);", (root / "data" / f"{LAYER}.js")
+                                .read_text(), re.S).group(1))
+    flips = 0
+    for cls, unit in cards:
+        rec = clustered.records(LAYER)[int(unit)]
+        best = max(e.iou for e in rec.explanations if e.text is not None)
+        assert ("muted" in cls) == (best < 0.04), unit
+        flips += rec.interpretable != (best >= 0.04)
+        assert data["units"][int(unit)]["j"] == pytest.approx(df[int(unit)], abs=1e-6)
+    assert flips > 0  # some unit's label and formula disagree: the test tells them apart
+
+
 def test_layer_header_and_cards_equal_the_records(clustered: JobResults,
                                                   clustered_site: ReportResult) -> None:
     """The header's k/U/m are the records' counts, above the label plots; one card per unit

@@ -94,7 +94,7 @@
   Grid.prototype.matches = function (d, s) {
     var min = parseFloat(s.min);
     if (s.cat && s.cat.split(",").indexOf(d.c) < 0) { return false; }
-    if (s.int && !(d.l && d.i >= min)) { return false; }
+    if (s.int && !(d.j !== null && d.j >= min)) { return false; }
     if (s.op && !d.r.some(function (r) { return r[5].indexOf(s.op) >= 0; })) { return false; }
     if (s.len && !d.r.some(function (r) { return String(r[4]) === s.len; })) { return false; }
     if (s.r && !d.r.some(function (r) { return String(r[0]) === s.r; })) { return false; }
@@ -122,15 +122,17 @@
   };
 
   Grid.prototype.card = function (d, min) {
-    var below = !(d.l && d.i >= min);
+    var judged = d.j !== null, below = judged && !(d.j >= min);
     var art = el("article", {"class": below ? "card muted" : "card", "data-layer": this.layer,
                              "data-unit": String(d.u), "data-label": d.l,
                              "data-iou": d.i.toFixed(6)});
     var h = el("h3");
     h.appendChild(d.h ? el("a", {href: d.h}, "unit " + d.u) : document.createTextNode("unit " + d.u));
     h.appendChild(document.createTextNode(" "));
-    h.appendChild(below ? el("span", {"class": "badge below"}, "below " + min)
-                        : el("span", {"class": "badge"}, "interpretable"));
+    if (judged) {
+      h.appendChild(below ? el("span", {"class": "badge below"}, "below " + min)
+                          : el("span", {"class": "badge"}, "interpretable"));
+    }
     art.appendChild(h);
     var p = el("p", {"class": "lab"});
     if (d.c) {
