@@ -179,8 +179,15 @@ def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
                          for e in rec.explanations],
         "prev": neighbours[0], "next": neighbours[1],
         "classes": classes,
-        "raw": rec.model_dump_json(indent=2),
+        "raw": raw_json(rec),
     }
+
+
+def raw_json(rec: UnitRecord) -> Markup:
+    """The record as compact JSON for a ``<pre>``: only ``&``, ``<``, ``>`` escaped (quotes
+    need none in text), so the page's raw record costs what the JSON does."""
+    text = rec.model_dump_json()
+    return Markup(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
 
 
 def formulas_table(results: JobResults) -> list[tuple[str, str, str]]:

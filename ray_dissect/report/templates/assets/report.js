@@ -276,6 +276,7 @@
     Array.prototype.forEach.call(document.querySelectorAll("button[data-view]"), function (b) {
       b.addEventListener("click", function () {
         var view = b.getAttribute("data-view");
+        document.body.setAttribute("data-tiles", view);
         Array.prototype.forEach.call(document.querySelectorAll("img[data-" + view + "]"),
           function (img) { img.src = img.getAttribute("data-" + view); });
         Array.prototype.forEach.call(document.querySelectorAll("button[data-view]"),
@@ -291,13 +292,16 @@
     var dialog = document.getElementById("zoom");
     if (!dialog || !dialog.showModal) { return; }
     var opener = null;
-    Array.prototype.forEach.call(document.querySelectorAll(".strip img"), function (img) {
+    Array.prototype.forEach.call(document.querySelectorAll(".strip .frame > img, .strip .layers"),
+                                 function (img) {
       img.tabIndex = 0;
       var open = function () {
         opener = img;
-        var big = dialog.querySelector("img") || dialog.insertBefore(el("img"), dialog.firstChild);
-        big.src = img.src;
-        big.alt = img.alt;
+        var old = dialog.querySelector("img, .layers");
+        if (old) { dialog.removeChild(old); }
+        var big = img.cloneNode(true);
+        big.removeAttribute("tabindex");
+        dialog.insertBefore(big, dialog.firstChild);
         dialog.showModal();
       };
       img.addEventListener("click", open);
