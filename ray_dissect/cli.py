@@ -109,7 +109,8 @@ def _report(target: str, out: str | None = None, style: str = "default",
     from ray_dissect.runtime.report import build_report_on_ray
 
     options = ReportOptions(style=style, tile=tile, unit_pages=unit_pages)  # type: ignore[arg-type]
-    result = build_report_on_ray(target, out, options, address)
+    with _RichProgress() as progress:
+        result = build_report_on_ray(target, out, options, address, progress)
     typer.echo(f"report: {result.index} ({result.pages} pages, {result.seconds:.1f} s)")
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.job.layout import layer_key, unit_blocks
+from ray_dissect.job.progress import Progress, QuietProgress
 from ray_dissect.report import pages as pg
 from ray_dissect.report import plots
 from ray_dissect.report import studies as st
@@ -68,7 +69,7 @@ class ReportResult:
 
     Attributes:
         out: the report directory; ``index`` its ``index.html``.
-        pages: HTML pages the driver wrote (unit pages are the render blocks').
+        pages: HTML pages of the site: the driver's and the unit pages.
         blocks: render blocks (done or redone).
         estimate: the size estimated before building, bytes.
         seconds: wall time.
@@ -96,8 +97,8 @@ def render_calls(results: JobResults, options: ReportOptions, weights: np.ndarra
 
 
 def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
-                 options: ReportOptions | None = None, renderer: Renderer | None = None
-                 ) -> ReportResult:
+                 options: ReportOptions | None = None, renderer: Renderer | None = None,
+                 progress: Progress | None = None) -> ReportResult:
     """Build the static site of a (finished or partial) job directory.
 
     Args:
@@ -108,14 +109,19 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
             :class:`BlockTiles` in any order (default: this process, in order; the CLI uses
             Ray tasks, :mod:`ray_dissect.runtime.report`); a call is
             ``render_block(results, layer, units, report_dir, options, classes)``.
+        progress: told ``start("report", blocks + 1)``, then one step per render block
+            (by the default renderer; a given renderer advances it itself) and one when the
+            site's pages are written.
     """
     start, options = time.perf_counter(), options or ReportOptions()
+    progress = progress or QuietProgress()
     root = storage.location(out) if out is not None else results.root / "report"
     style = options.tile_style(results.image_side())
     estimate = size_estimate(results, _rows(results), 10, style.size, style.thumb)
     log.info("report: about %.1f MB expected in %s", estimate / 1e6, root)
     weights, message = head_weights(results)
     calls = render_calls(results, options, weights)
+    progress.start("report", len(calls) + 1)
     for layer in results.layers:
         if results.records(layer) and results.feature_shape(layer) is None:
             log.warning("no activations for layer %r: its report shows no tiles", layer)
@@ -124,15 +130,18 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
                    ) -> Iterable[BlockTiles]:
         for layer, units, classes in todo:
             yield render_block(results, layer, units, where, opts, classes)
+            progress.advance("report")
 
     tiles: dict[str, dict[int, UnitTiles]] = {layer: {} for layer in results.layers}
     for block in (renderer or in_process)(calls, root, options):
         tiles[block.layer].update({t.unit: t for t in block.tiles})
     site = pg.Site(root, pg.common_context(results, options, style))
     _write_pages(site, results, tiles, style, estimate, (weights, message))
+    progress.advance("report")
     seconds = time.perf_counter() - start
-    log.info("report: %d pages, %d render blocks in %.1f s", site.pages, len(calls), seconds)
-    return ReportResult(root, root / "index.html", site.pages, len(calls), estimate, seconds)
+    pages = site.pages + sum(t.page for layer in tiles.values() for t in layer.values())
+    log.info("report: %d pages, %d render blocks in %.1f s", pages, len(calls), seconds)
+    return ReportResult(root, root / "index.html", pages, len(calls), estimate, seconds)
 
 
 def _rows(results: JobResults) -> int:

@@ -239,3 +239,30 @@ def test_records_without_activations(clustered_job: Path, tmp_path: Path) -> Non
     layer = (Path(result.out) / "layers" / f"{LAYER}.html").read_text()
     assert len(_parse(Path(result.out) / "layers" / f"{LAYER}.html").cards) == 12
     assert "Feature map unknown" in layer and not list(Path(result.out).rglob("*.jpg"))
+
+
+class _Recorder:
+    """A Progress that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+
+    def start(self, stage: str, total: int) -> None:
+        self.totals[stage], self.done[stage] = total, 0
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        self.done[stage] += n
+
+
+def test_progress_and_an_honest_page_count(clustered: JobResults, tmp_path: Path) -> None:
+    """The report tells its progress one step per render block plus one for the site's
+    pages, and its page count is every HTML page written, unit pages included."""
+    seen = _Recorder()
+    result = build_report(clustered, tmp_path / "r", ReportOptions(block_units=5),
+                          progress=seen)
+    blocks = -(-len(clustered.records(LAYER)) // 5)
+    assert result.blocks == blocks and seen.totals == {"report": blocks + 1}
+    assert seen.done == seen.totals
+    assert result.pages == len(list((tmp_path / "r").rglob("*.html")))
+    assert result.pages > len(clustered.records(LAYER))
