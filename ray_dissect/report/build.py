@@ -50,7 +50,7 @@ from ray_dissect.report.catalog import (
 from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
 from ray_dissect.report.render import Classes, render_block
 from ray_dissect.report.tiles import TileStyle
-from ray_dissect.report.visual_pages import write_visual_pages
+from ray_dissect.report.visual_pages import names_for, write_visual_pages
 from ray_dissect.report.visuals import rf_layer_context
 from ray_dissect.storage import AnyPath
 
@@ -190,9 +190,10 @@ def _classes_page(site: pg.Site, results: JobResults, cards: list[pg.Card],
     layer = results.layers[-1]
     table = class_table(weights, results.records(layer)) if weights is not None else []
     links = {c.unit: c.href.removeprefix("../") if c.href else None for c in cards}
+    names = names_for(results, len(weights)) if weights is not None else ()
     site.page("classes.html", "classes.html", message=message, table=table, n=10, layer=layer,
               classifier=results.spec.model.classifier, pages=links,
-              sprites=pg.sprite_links(cards))
+              sprites=pg.sprite_links(cards), names=dict(enumerate(names)))
 
 
 def _about_page(site: pg.Site, results: JobResults, style: TileStyle, estimate: int) -> None:

@@ -266,3 +266,20 @@ def test_progress_and_an_honest_page_count(clustered: JobResults, tmp_path: Path
     assert seen.done == seen.totals
     assert result.pages == len(list((tmp_path / "r").rglob("*.html")))
     assert result.pages > len(clustered.records(LAYER))
+
+
+def test_a_thousand_class_head_gets_imagenet_names(clustered: JobResults, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head with 1,000 outputs and no class folders is named by torchvision's ImageNet
+    list (no download); a head of another size keeps plain numbers."""
+    from torchvision.models import ResNet18_Weights
+
+    from ray_dissect.report import build
+    from ray_dissect.report.visual_pages import names_for
+
+    imagenet = ResNet18_Weights.DEFAULT.meta["categories"]
+    assert names_for(clustered, 1000) == tuple(imagenet) and names_for(clustered, 3) == ()
+    weights = np.random.default_rng(0).normal(size=(1000, len(clustered.records(LAYER))))
+    monkeypatch.setattr(build, "head_weights", lambda _results: (weights, ""))
+    text = (Path(build_report(clustered, tmp_path / "r").out) / "classes.html").read_text()
+    assert f"<h2>class 285 ({imagenet[285]})</h2>" in text and "(tench)" in text
