@@ -133,7 +133,7 @@ def test_unit_page(browser: Browser, clustered_site: ReportResult) -> None:
                                               for src, _ in decoded if src not in strips)
     _not_blank(browser.screenshot(SHOTS / "unit.png", full_page=True))
     shown = ("[...document.querySelectorAll('.strip img.ov')].filter("
-             "i => getComputedStyle(i).display !== 'none').map(i => i.dataset.ov)")
+             "i => getComputedStyle(i).visibility !== 'hidden').map(i => i.dataset.ov)")
     rows = browser.evaluate("document.querySelectorAll('.strip').length")
     assert browser.evaluate(shown) == ["mask"] * rows
     browser.evaluate("document.querySelector('button[data-view=raw]').click()")

@@ -135,6 +135,7 @@
     }
     art.appendChild(h);
     var p = el("p", {"class": "lab"});
+    if (judged) { art.appendChild(p); }
     if (d.c) {
       p.appendChild(el("span", {"class": "chip", style: "--c:" + this.data.colors[d.c]}, d.c));
       p.appendChild(document.createTextNode(" "));
@@ -142,7 +143,6 @@
     p.appendChild(el("span", {"class": "name"}, d.l || "no label"));
     p.appendChild(document.createTextNode(" "));
     p.appendChild(el("span", {"class": "iou", title: d.i.toFixed(4)}, d.i.toFixed(2)));
-    art.appendChild(p);
     if (d.r.length) {
       var ul = el("ul", {"class": "ranges"});
       d.r.forEach(function (r) {
@@ -172,6 +172,7 @@
     var names = {};
     good.forEach(function (d) { names[d.c + "\u0000" + d.l] = true; });
     var node = document.getElementById("header");
+    if (this.data.concepts === false) { return; }
     node.textContent = good.length + "/" + this.units.length + " units covering " +
       Object.keys(names).length + " concepts with IoU \u2265 " + min.toFixed(2);
     node.setAttribute("data-k", String(good.length));
