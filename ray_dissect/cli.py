@@ -70,8 +70,16 @@ def _formula_columns(summary: Any, target: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _print_summary(summary: Any, target: str) -> None:
+def _table_console() -> Any:
+    """A rich console: the terminal's, or without one (a log, a pipe) one so wide that no
+    table row is cut or wrapped (rich would assume 80 columns)."""
     from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=100_000)
+
+
+def _print_summary(summary: Any, target: str) -> None:
     from rich.table import Table
 
     from ray_dissect.storage import location
@@ -83,11 +91,12 @@ def _print_summary(summary: Any, target: str) -> None:
               else f"IoU >= {summary.iou_threshold}")
     table = Table(title=f"{summary.provenance.job}: {summary.valid_images}/{summary.images} "
                         f"images used, {scored}")
+    console = _table_console()
     columns = ["layer", "units", "interpretable", "concepts", "most frequent concepts"]
     if formulas:
         columns += ["explained ranges", "most frequent formulas", "best formula by IoU"]
-    for col in columns:
-        table.add_column(col)
+    for col in columns:  # layer names whole; without a terminal nothing wraps
+        table.add_column(col, no_wrap=col == "layer" or not console.is_terminal)
     for layer in summary.layers:
         top = ", ".join(f"{c.name} ({c.units})" for c in layer.top_concepts[:6])
         row = [layer.layer, str(layer.units), str(layer.interpretable),
@@ -95,7 +104,6 @@ def _print_summary(summary: Any, target: str) -> None:
         if formulas:
             row += [str(layer.explained_ranges), *formulas[layer.layer]]
         table.add_row(*row)
-    console = Console()
     console.print(table)
     console.print(f"records: {out / 'records'}  summary: {out / 'summary.json'}  "
                   f"bad samples: {summary.bad_samples} ({out / 'errors.jsonl'})")

@@ -172,6 +172,24 @@ def test_summary_shows_formulas(clustered_dir: Path, capsys: pytest.CaptureFixtu
     assert f"{top.text} ({top.ranges})" in out and "best formula by IoU" in out
 
 
+def test_summary_is_whole_without_a_terminal(clustered_dir: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Printed to a pipe (no terminal, 80 columns assumed), the table keeps every row on
+    one line: layer names and formulas whole, nothing wrapped or cut."""
+    from ray_dissect.cli import _print_summary
+    from ray_dissect.report.results import open_job
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    job = open_job(clustered_dir)
+    _print_summary(job.summary, str(clustered_dir))
+    lines = capsys.readouterr().out.splitlines()
+    (unit, best), = job.best_explanations("out", 1)
+    row = next(line for line in lines if line.lstrip("│ ").startswith("out "))
+    assert f"{best.text} (unit {unit}, IoU {best.iou:.3f})" in row
+    assert max(len(line) for line in lines) > 80 and "…" not in "".join(lines)
+
+
 def test_make_dataset_vocabulary(tmp_path: Path) -> None:
     """`make-dataset --vocabulary broden` writes 1,197 labels; an unknown vocabulary exits 2."""
     args = ["make-dataset", "--images", "3", "--image-size", "32", "--mask-size", "16"]
