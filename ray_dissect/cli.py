@@ -324,7 +324,7 @@ def layers(job: Annotated[Path | None, typer.Argument(help="job spec YAML")] = N
     """
     _setup_logging(False)
     try:
-        from ray_dissect.models.build import build_model, expand_layers, layer_shapes
+        from ray_dissect.models.build import build_model, expand_layers, probe_layers
         from ray_dissect.spec import ModelSpec, load_spec
 
         patterns = list(select or [])
@@ -338,9 +338,10 @@ def layers(job: Annotated[Path | None, typer.Argument(help="job spec YAML")] = N
             raise RayDissectError("nothing to list", expected="a JOB.yaml, --model or --factory")
         net = build_model(spec)
         chosen = set(expand_layers(net, patterns)) if patterns else set()
-        for name, shape in layer_shapes(net, size):
+        for name, shape, calls in probe_layers(net, size):
             mark = "* " if name in chosen else "  " if chosen else ""
-            typer.echo(f"{mark}{name:<50} {' x '.join(map(str, shape))}")
+            shared = f"  runs {calls}x per forward: not a layer to dissect" if calls > 1 else ""
+            typer.echo(f"{mark}{name:<50} {' x '.join(map(str, shape))}{shared}")
         if patterns:
             typer.echo(f"{len(chosen)} layers selected by {', '.join(patterns)}")
     except RayDissectError as err:

@@ -38,15 +38,6 @@ def ray_session(address: str | None = None, actors: int = 0) -> Iterator[None]:
         ray.shutdown()
 
 
-def starts_local_cluster(address: str | None) -> bool:
-    """Whether :func:`ray_session` with ``address`` starts a new local cluster (seconds of
-    start-up, which the driver overlaps with its model check), rather than reusing this
-    process's session or joining a running cluster (as a submitted job does)."""
-    import ray
-
-    return not ray.is_initialized() and _starts_local(address)
-
-
 def _starts_local(address: str | None) -> bool:
     """Whether ``ray.init(address)`` starts a new local cluster (rather than joining one)."""
     return address is None and not os.environ.get("RAY_ADDRESS")
