@@ -25,6 +25,7 @@ from ray_dissect.pipeline.stages import (
     stale_stages,
 )
 from ray_dissect.spec import ClusteredMethod, JobSpec
+from ray_dissect.spec.messages import did_you_mean
 from ray_dissect.storage import AnyPath
 
 
@@ -78,6 +79,29 @@ def check_studies(spec: JobSpec, dataset: ImageDataset) -> None:
         if not spec.dissects:
             raise _study_error(name, "needs a method that scores concepts (got 'none')",
                                "use method netdissect, compositional or clustered")
+
+
+def check_classifier(model: Any, spec: JobSpec) -> None:
+    """``model.classifier``, when named, must be a module with a 2-D ``weight`` (classes x
+    units; the report's classes page reads it).
+
+    Raises:
+        SpecError: no such module (with its close match), or one without a 2-D weight.
+    """
+    name = spec.model.classifier
+    if name is None:
+        return
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise SpecError(f"job spec field 'model.classifier': {name!r} is not a module of the "
+                        f"model{did_you_mean(name, [n for n in modules if n])}",
+                        hint="name the linear head, e.g. '_fc' or 'fc'; see `ray-dissect "
+                             "layers JOB.yaml`")
+    weight = getattr(modules[name], "weight", None)
+    if getattr(weight, "ndim", 0) != 2:
+        raise SpecError(f"job spec field 'model.classifier': {name!r} has no (classes, units) "
+                        "weight", given=type(modules[name]).__name__,
+                        expected="a linear module", hint="name the model's last Linear")
 
 
 def _check_logits(model: Any, spec: JobSpec) -> None:
@@ -190,6 +214,7 @@ def check_model(spec: JobSpec, images: int
     check_layers(model, spec.layers)
     _check_analyses(model, spec)
     _check_logits(model, spec)
+    check_classifier(model, spec)
     probed = probe_layers(model, spec.model.preprocess.size, spec.layers)
     shared = [name for name, _, calls in probed if calls > 1]
     if shared:

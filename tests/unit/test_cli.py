@@ -219,3 +219,17 @@ def test_make_dataset_vocabulary(tmp_path: Path) -> None:
     assert len(labels) == 1 + 1197
     bad = runner.invoke(app, [*args, str(tmp_path / "x"), "--vocabulary", "imagenet"])
     assert bad.exit_code == 2 and "unknown vocabulary" in bad.stderr
+
+
+@pytest.mark.parametrize(("classifier", "needle"), [
+    ("fcc", "'fcc' is not a module of the model (did you mean 'fc'?)"),
+    ("layer4", "'layer4' has no (classes, units) weight"),
+])
+def test_bad_classifier_is_refused_before_any_work(tmp_path: Path, four_images: Path,
+                                                   classifier: str, needle: str) -> None:
+    """model.classifier is checked with the layers: a typo gets its close match, a module
+    without a 2-D weight is refused; nothing is written."""
+    spec = _job(tmp_path, four_images, model={"name": "resnet18", "classifier": classifier})
+    result = runner.invoke(app, ["run", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and needle in result.stderr
+    assert not (tmp_path / "out").exists()
