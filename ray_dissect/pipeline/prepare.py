@@ -18,12 +18,12 @@ from ray_dissect.job.manifest import (
 )
 from ray_dissect.models.build import build_model, check_layers, expand_layers, probe_layers
 from ray_dissect.pipeline.stages import (
-    STAGE_NAMES,
     job_manifest,
     stage,
     stage_hashes,
     stale_stages,
 )
+from ray_dissect.pipeline.status import used_stages
 from ray_dissect.spec import ClusteredMethod, JobSpec
 from ray_dissect.spec.messages import did_you_mean
 from ray_dissect.storage import AnyPath
@@ -268,7 +268,7 @@ def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
 def _refuse_or_clear(spec: JobSpec, job: JobDir, old: Manifest, force: bool) -> None:
     stale = stale_stages(old, spec)
     if not force:
-        kept = [s for s in STAGE_NAMES if s not in stale]
+        kept = [s for s in used_stages(job.root) if s not in stale]  # the old job's stages
         raise SpecError(
             f"output directory {str(job.root)!r} holds a different job (spec "
             f"{old.spec_hash}, this one {spec.spec_hash()}); changed stages: "
