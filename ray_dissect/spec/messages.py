@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from typing import Any
 
 TAG_FIELDS = {"method": "kind", "dataset": "format"}
@@ -26,7 +27,7 @@ def _quoted(text: str) -> list[str]:
     return re.findall(r"'([^']*)'", text)
 
 
-def plain_message(error: dict[str, Any], field: str, known: list[str] | None = None) -> str:
+def plain_message(error: Mapping[str, Any], field: str, known: list[str] | None = None) -> str:
     """One validation error of ``field`` in plain words.
 
     Args:
