@@ -120,7 +120,7 @@ def demo(images: int, root: Path) -> None:
     from ray_dissect.pipeline.run import run_stages
     from ray_dissect.report import tiles
     from ray_dissect.report.build import ReportOptions, build_report
-    from ray_dissect.report.results import open_job
+    from ray_dissect.results import open_job
     from ray_dissect.spec import parse_spec
 
     data, job = root / "data", root / "job"

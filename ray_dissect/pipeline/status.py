@@ -13,7 +13,7 @@ import time
 from ray_dissect import storage
 from ray_dissect.errors import StoreError
 from ray_dissect.job.manifest import Manifest, RunInfo, read_manifest
-from ray_dissect.pipeline.stages import STAGE_NAMES
+from ray_dissect.pipeline.table import stage_names
 from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
 
@@ -27,7 +27,7 @@ STUDY_STAGES = {"threshold_sweep": "threshold_sweep", "ranges_importance": "rang
 def stage_used(name: str, spec: JobSpec) -> bool:
     """Whether a job of ``spec`` runs stage ``name`` (its plan is not None): the concept
     stages only when it dissects, masking only with ``concept_masking``, an analysis or a
-    study only when its section is set; extraction and top images always."""
+    study only when its section is set; extraction, top images and any other stage always."""
     if name in ("concepts", "thresholds", "scoring"):
         return spec.dissects
     if name == "masking":
@@ -45,8 +45,8 @@ def used_stages(root: AnyPath) -> tuple[str, ...]:
     try:
         spec = JobSpec.model_validate_json(storage.read_text(root / "spec.json"))
     except (FileNotFoundError, ValueError):
-        return STAGE_NAMES
-    return tuple(name for name in STAGE_NAMES if stage_used(name, spec))
+        return stage_names()
+    return tuple(name for name in stage_names() if stage_used(name, spec))
 
 
 def _alive(run: RunInfo) -> str:
@@ -76,10 +76,11 @@ def render_status(root: AnyPath) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
         lines.append(f"latest run: {_alive(run)} (started {when}, pid {run.pid}, "
                      f"{len(manifest.runs)} run(s))" + (f": {run.error}" if run.error else ""))
-    w = max(len(name) for name in STAGE_NAMES)
+    names = used_stages(root)
+    w = max(len(name) for name in names)
     lines.append(f"{'stage':<{w}} {'state':<8} {'done/total':>12} {'this run':>9} "
                  f"{'seconds':>9} {'bad':>5}")
-    for name in used_stages(root):
+    for name in names:
         st = manifest.stages.get(name)
         if st is None:  # a stage added after this directory was written
             lines.append(f"{name:<{w}} {'-':<8} {'-':>12} {'-':>9} {'-':>9} {'-':>5}")

@@ -117,7 +117,7 @@ def test_schema_command_writes_files(tmp_path: Path) -> None:
 def test_status_of_a_job_directory(tmp_path: Path) -> None:
     """`status DIR` prints the stages; a directory without a manifest exits 5."""
     from ray_dissect.job.manifest import write_manifest
-    from ray_dissect.pipeline.stages import job_manifest
+    from ray_dissect.pipeline.table import job_manifest
     from ray_dissect.spec import parse_spec
 
     spec = parse_spec({"model": {"name": "resnet18"}, "layers": ["layer4"],
@@ -138,7 +138,7 @@ def test_resume_refuses_a_non_job_directory(tmp_path: Path) -> None:
 def test_status_and_resume_take_uris(local_s3: LocalS3) -> None:
     """`status`/`resume` read a job directory on an object store like a local one."""
     from ray_dissect.job.manifest import write_manifest
-    from ray_dissect.pipeline.stages import job_manifest
+    from ray_dissect.pipeline.table import job_manifest
     from ray_dissect.spec import parse_spec
     from ray_dissect.storage import location
 
@@ -180,7 +180,7 @@ def test_summary_shows_formulas(clustered_dir: Path, capsys: pytest.CaptureFixtu
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """For a clustered job, `run` prints the most frequent formulas and the best by IoU."""
     from ray_dissect.cli import _print_summary
-    from ray_dissect.report.results import open_job
+    from ray_dissect.results import open_job
 
     monkeypatch.setenv("COLUMNS", "400")
     job = open_job(clustered_dir)
@@ -198,7 +198,7 @@ def test_summary_is_whole_without_a_terminal(clustered_dir: Path,
     """Printed to a pipe (no terminal, 80 columns assumed), the table keeps every row on
     one line: layer names and formulas whole, nothing wrapped or cut."""
     from ray_dissect.cli import _print_summary
-    from ray_dissect.report.results import open_job
+    from ray_dissect.results import open_job
 
     monkeypatch.delenv("COLUMNS", raising=False)
     job = open_job(clustered_dir)

@@ -102,7 +102,7 @@ def test_status_lists_only_the_stages_the_spec_uses(four_images: Path, tmp_path:
     import pytest
 
     from ray_dissect.errors import SpecError
-    from ray_dissect.pipeline.stages import STAGE_NAMES
+    from ray_dissect.pipeline.table import stage_names
 
     data = {"model": {"factory": f"{PLANTED}:red_channel",
                       "preprocess": {"size": 8, "mean": [0, 0, 0], "std": [1, 1, 1]}},
@@ -111,11 +111,11 @@ def test_status_lists_only_the_stages_the_spec_uses(four_images: Path, tmp_path:
             "resources": {"batch_size": 2, "shard_images": 2, "units_per_task": 1}}
     run_stages(parse_spec(data), tmp_path / "out")
     stages = json.loads((tmp_path / "out" / "manifest.json").read_text())["stages"]
-    ran = [name for name in STAGE_NAMES if stages[name]["total"] > 0]
+    ran = [name for name in stage_names() if stages[name]["total"] > 0]
     table = render_status(tmp_path / "out").splitlines()
     start = next(i for i, line in enumerate(table) if line.startswith("stage "))
     listed = [line.split()[0] for line in table[start + 1:]
-              if line.split()[:1] and line.split()[0] in STAGE_NAMES and "/" in line]
+              if line.split()[:1] and line.split()[0] in stage_names() and "/" in line]
     assert listed == ran and "threshold_sweep" in ran and "attribution" not in ran
     changed = {**data, "method": {"quantile": 0.2}}
     with pytest.raises(SpecError) as err:
