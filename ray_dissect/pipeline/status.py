@@ -12,6 +12,7 @@ import time
 
 from ray_dissect import storage
 from ray_dissect.errors import StoreError
+from ray_dissect.job.lock import describe, read_holder
 from ray_dissect.job.manifest import Manifest, RunInfo, read_manifest
 from ray_dissect.pipeline.table import stage_names
 from ray_dissect.spec import JobSpec
@@ -76,6 +77,9 @@ def render_status(root: AnyPath) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
         lines.append(f"latest run: {_alive(run)} (started {when}, pid {run.pid}, "
                      f"{len(manifest.runs)} run(s))" + (f": {run.error}" if run.error else ""))
+    holder = read_holder(root)
+    if holder is not None:
+        lines.append(f"locked by {describe(holder)}")
     names = used_stages(root)
     w = max(len(name) for name in names)
     lines.append(f"{'stage':<{w}} {'state':<8} {'done/total':>12} {'this run':>9} "
