@@ -20,6 +20,7 @@ from ray_dissect.errors import SpecError
 from ray_dissect.spec.analyses import AnalysesSpec
 from ray_dissect.spec.base import ADDED_LATER, UNIQUE, Frozen, digest, hashed_data
 from ray_dissect.spec.dataset import DATASET_FORMATS, FORMATS_BY_NAME, AnyDatasetSpec
+from ray_dissect.spec.messages import plain_message
 from ray_dissect.spec.method import (
     METHOD_KINDS,
     DissectionMethod,
@@ -200,10 +201,9 @@ def _one_line(error: ValidationError, source: str) -> str:
     if len(loc) > 1 and (loc[0], loc[1]) in TAGS:
         del loc[1]  # a union's tag, not a field
     field = ".".join(loc) or "(top level)"
-    given = first.get("input")
-    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    known = list(JobSpec.model_fields) if len(loc) == 1 else None
     more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"invalid job spec {source}: field '{field}': {first['msg']}{shown}{more}"
+    return f"invalid job spec {source}: {plain_message(first, field, known)}{more}"
 
 
 def parse_spec(data: Any, *, source: str = "<spec>", base: Path | None = None) -> JobSpec:
