@@ -31,8 +31,15 @@ class ThresholdSweepSpec(Frozen):
 
     quantiles: Annotated[tuple[Annotated[float, Field(gt=0, lt=1)], ...],
                          Field(min_length=1), UNIQUE] = CCE_QUANTILES
+    """Quantiles to sweep (default: CCE's `compare_thresholds` list)."""
     rule: Literal["dataset", "per_image"] = "dataset"
-    zeros: Literal["keep", "drop"] = "keep"
+    """`dataset`: one exact threshold per unit; `per_image`: each image's own 1 - q quantile
+    (inner-detectors).
+    """
+    zeros: Annotated[Literal["keep", "drop"], ADDED_LATER] = "keep"
+    """`keep`: exact zeros count in each quantile, as the job's own thresholds do; `drop`:
+    the exact zeros of non-negative units are left out first (CCE's `compare_thresholds`).
+    """
 
 
 class RangesImportanceSpec(Frozen):
@@ -45,6 +52,7 @@ class RangesImportanceSpec(Frozen):
     """
 
     per_unit: bool = True
+    """Also zero each unit's range alone (one row per unit), not only all at once."""
 
 
 class UnitAblationSpec(Frozen):
@@ -57,6 +65,7 @@ class UnitAblationSpec(Frozen):
     """
 
     single_units: bool = False
+    """Also zero every unit alone, not only label groups."""
 
 
 class ConceptBlackoutSpec(Frozen):
@@ -69,12 +78,17 @@ class ConceptBlackoutSpec(Frozen):
     """
 
     limit: Annotated[int | None, Field(gt=0)] = None
+    """Only the first N images with a concept (default all)."""
 
 
 class StudiesSpec(Frozen):
     """The studies to run (each optional)."""
 
     threshold_sweep: ThresholdSweepSpec | None = None
+    """Labels (and formulas) at several activation thresholds."""
     ranges_importance: Annotated[RangesImportanceSpec | None, ADDED_LATER] = None
+    """Decision flips when each activation range is zeroed (clustered jobs, classifiers)."""
     unit_ablation: Annotated[UnitAblationSpec | None, ADDED_LATER] = None
+    """Decision effects of zeroing units that share a label (classifiers)."""
     concept_blackout: Annotated[ConceptBlackoutSpec | None, ADDED_LATER] = None
+    """Activation change when a concept's pixels are blacked out, against the units' IoUs."""
