@@ -36,9 +36,9 @@ class ThresholdSweepSpec(Frozen):
     """`dataset`: one exact threshold per unit; `per_image`: each image's own 1 - q quantile
     (inner-detectors).
     """
-    zeros: Literal["keep", "drop"] = "keep"
-    """`keep` exact zeros in the quantile, as a job's own thresholds do (the point at q equals a
-    job at q), or `drop` them for non-negative units (CCE's `compare_thresholds`).
+    zeros: Annotated[Literal["keep", "drop"], ADDED_LATER] = "keep"
+    """`keep`: exact zeros count in each quantile, as the job's own thresholds do; `drop`:
+    the exact zeros of non-negative units are left out first (CCE's `compare_thresholds`).
     """
 
 
