@@ -25,6 +25,7 @@ from ray_dissect.pipeline.table import (
     stale_stages,
 )
 from ray_dissect.spec import ClusteredMethod, JobSpec
+from ray_dissect.spec.units import selected_units
 from ray_dissect.storage import AnyPath
 
 
@@ -103,10 +104,12 @@ def _check_receptive_fields(spec: JobSpec, shapes: dict[str, tuple[int, ...]]) -
             raise SpecError(f"{_field('receptive_fields.layers')}: {layer!r} is not among the "
                             "job's layers", expected=f"one of {list(spec.layers)}",
                             hint="add it to `layers` (its top images come from them)")
-        units = shapes[layer][0]
-        if rf.units != "all" and max(rf.units) >= units:
-            raise SpecError(f"{_field('receptive_fields.units')}: unit {max(rf.units)} of "
-                            f"layer {layer!r}", expected=f"indices below its {units} units")
+        dissected = set(selected_units(spec.units, layer, shapes[layer][0]).tolist())
+        missing = sorted(set(rf.units) - dissected) if rf.units != "all" else []
+        if missing:
+            raise SpecError(f"{_field('receptive_fields.units')}: unit {missing[0]} of "
+                            f"layer {layer!r}", expected=f"one of the {len(dissected)} units "
+                            "the job dissects", hint="see the job's `units`")
     if rf.top_k > spec.top_images.k:
         raise SpecError(f"{_field('receptive_fields.top_k')}: {rf.top_k} top images",
                         expected=f"at most top_images.k ({spec.top_images.k})",
@@ -207,6 +210,7 @@ def check_model(spec: JobSpec, images: int
                             hint="pick a convolutional module; see `ray-dissect layers`")
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
+        selected_units(spec.units, layer, shapes[layer][0])  # refuses indices out of range
     _check_receptive_fields(spec, shapes)
     analysed = _analysis_shapes(model, spec) | _check_prism(model, spec, images)
     return spec, shapes | analysed

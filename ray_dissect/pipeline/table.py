@@ -89,6 +89,7 @@ def _concept_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 def _activation_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     res = _resources(data)
     later = {"gpu_decode": res["gpu_decode"]} if "gpu_decode" in res else {}  # set: hashed
+    later |= {"units": data["units"]} if "units" in data else {}  # a subset: hashed
     return {"model": data["model"], "layers": data["layers"], "batch": res["batch_size"],
             "threads": res["threads_per_actor"], "gpus": res["gpus_per_actor"], **later}
 

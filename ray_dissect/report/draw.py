@@ -125,6 +125,7 @@ def draw_block(results: JobResults, layer: str, units: tuple[int, int],
         hists = [Histogram(edges=[], counts=[], zeros=0, nonfinite=0) for _ in records]
         maps, plans = {}, [[] for _ in records]
     painter = _Painter(results, style, out, layer)
+    maps = {(i, records[u - units[0]].unit): m for (i, u), m in maps.items()}  # by unit
     with _one_thread():
         return [painter.unit(r.unit, p, pg, maps, h)
                 for r, p, pg, h in zip(records, plans, pages, hists, strict=True)]

@@ -30,6 +30,7 @@ from ray_dissect.spec.method import (
 from ray_dissect.spec.model import ModelSpec
 from ray_dissect.spec.outputs import TopImagesSpec
 from ray_dissect.spec.studies import StudiesSpec
+from ray_dissect.spec.units import UnitsSpec
 
 SPEC_VERSION: Literal[1] = 1
 SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
@@ -84,7 +85,11 @@ class ResourceSpec(Frozen):
 
 
 class JobSpec(Frozen):
-    """A whole dissection job. Validated once; every stage reads its own part."""
+    """A whole dissection job. Validated once; every stage reads its own part.
+
+    ``units`` picks the units of every layer the job dissects (:mod:`ray_dissect.spec.units`):
+    the activation store keeps only those, so every stage runs on them and the records hold
+    exactly them (under their indices in the layer)."""
 
     spec_version: Literal[1] = SPEC_VERSION
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "dissect"
@@ -96,6 +101,7 @@ class JobSpec(Frozen):
     top_images: Annotated[TopImagesSpec, ADDED_LATER] = TopImagesSpec()
     analyses: Annotated[AnalysesSpec, ADDED_LATER] = AnalysesSpec()
     studies: Annotated[StudiesSpec, ADDED_LATER] = StudiesSpec()
+    units: Annotated[UnitsSpec, ADDED_LATER] = "all"
 
     @property
     def dissects(self) -> bool:

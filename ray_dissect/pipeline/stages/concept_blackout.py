@@ -179,16 +179,16 @@ def _finite(value: float) -> float | None:
 
 
 def _layer_rows(ctx: JobContext, li: int, layer: str) -> list[ConceptBlackoutRow]:
-    sums = _layer_sums(ctx, li, ctx.shapes[layer][0])
-    iou, d = _ious(ctx, layer), delta(sums["before"], sums["after"])
-    rows = []
+    sums, ids = _layer_sums(ctx, li, ctx.shapes[layer][0]), ctx.unit_ids(layer)
+    iou, d = _ious(ctx, layer), delta(sums["before"], sums["after"])[ids]
+    images, rows = sums["images"][ids], []
     for j, c in enumerate(sums["concepts"].tolist()):
         concept, r, p = _concept(ctx, c), *pearson(iou[:, c], d[:, j])
         rows.append(ConceptBlackoutRow(
             layer=layer, concept=concept, images=int(sums["seen"][j]),
             units=int(np.isfinite(d[:, j]).sum()), pearson_r=r, pearson_p=p))
-        rows += [ConceptBlackoutRow(layer=layer, concept=concept, unit=u,
-                                    images=int(sums["images"][u, j]), delta=_finite(d[u, j]),
+        rows += [ConceptBlackoutRow(layer=layer, concept=concept, unit=int(ids[u]),
+                                    images=int(images[u, j]), delta=_finite(d[u, j]),
                                     iou=float(iou[u, c])) for u in range(len(d))]
     return rows
 

@@ -118,7 +118,7 @@ def unit_images(ctx: JobContext, layer: str) -> dict[int, list[int]]:
     """Chosen unit -> its first ``top_k`` top images (from the records), in rank order."""
     rf = _spec(ctx.spec)
     records = {r.unit: r for r in ctx.records[layer]}
-    chosen = range(ctx.shapes[layer][0]) if rf.units == "all" else sorted(rf.units)
+    chosen = sorted(records) if rf.units == "all" else sorted(rf.units)
     return {u: [t.index for t in records[u].top_images[:rf.top_k]] for u in chosen}
 
 

@@ -234,8 +234,9 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
     t, nonfinite, _ranges = ctx.thresholds[layer]
     eps = 1e-10 if method.denominator == "category" else 0.0
     labels = label_units(block.tally.iou(eps), index, method.top_k)
+    ids = ctx.unit_ids(layer)
     records = [
-        unit_record(layer, b0 + k, lab, float(t[b0 + k]), int(nonfinite[b0 + k]),
+        unit_record(layer, int(ids[b0 + k]), lab, float(t[b0 + k]), int(nonfinite[b0 + k]),
                     float(block.tally.area[k]), method.iou_threshold,
                     block.explanations[k] if block.explanations else None, index.vocab,
                     ctx.provenance)

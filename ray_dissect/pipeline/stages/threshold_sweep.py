@@ -164,7 +164,7 @@ def plan(ctx: JobContext) -> Plan | None:
         return None
     n = len(ctx.valid_images)
     blocks = [(layer, b) for layer in ctx.spec.layers for b in threshold_blocks(
-        ctx.shapes[layer], n, ctx.spec.resources.units_per_task)]
+        ctx.stored_shape(layer), n, ctx.spec.resources.units_per_task)]
     ctx.parts[NAME] = blocks
     todo = [(layer, b) for layer, b in blocks
             if not done_marker(ctx.job.study_part(NAME, layer, b)).exists()]
@@ -175,14 +175,14 @@ def plan(ctx: JobContext) -> Plan | None:
 def _rows(ctx: JobContext, layer: str, b0: int, block: SweepBlock) -> list[ThresholdSweepRow]:
     sweep, vocab = ctx.spec.studies.threshold_sweep, ctx.concept_index.vocab
     assert sweep is not None
-    rows = []
+    rows, ids = [], ctx.unit_ids(layer)
     for qi, q in enumerate(sweep.quantiles):
         for u in range(block.label.shape[1]):
             number, formula = int(block.label[qi, u]), block.formulas[qi][u]
             high = q <= 0.5 or sweep.rule == "per_image"
             t = block.lo[qi, u] if high else block.hi[qi, u]
             rows.append(ThresholdSweepRow(
-                quantile=q, tail="high" if high else "low", layer=layer, unit=b0 + u,
+                quantile=q, tail="high" if high else "low", layer=layer, unit=int(ids[b0 + u]),
                 threshold=float(t) if np.isfinite(t) else None,
                 mask_pixels=int(block.pixels[qi, u]),
                 label=concept_score(vocab, number, float(block.iou[qi, u])) if number else None,
