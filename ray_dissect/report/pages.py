@@ -36,6 +36,7 @@ from ray_dissect.report.views import (
 )
 from ray_dissect.report.visuals import visual_nav
 from ray_dissect.results.job import METRIC_NAMES, JobResults
+from ray_dissect.spec.units import RandomUnits, UnitsSpec
 from ray_dissect.storage import AnyPath
 
 PAGE_CARDS = 100
@@ -108,6 +109,16 @@ def layer_data_js(layer: str, cards: list[Card], threshold: float) -> str:
     return f"window.RD.add({json.dumps(layer)}, {text});\n"
 
 
+def units_text(units: UnitsSpec, records: list[UnitRecord]) -> str | None:
+    """What the layer page says of the job's ``units:`` (None for ``all``)."""
+    if units == "all":
+        return None
+    shown = ", ".join(str(r.unit) for r in records[:12]) + (", ..." if len(records) > 12 else "")
+    rule = (f"{units.random} drawn with seed {units.seed}" if isinstance(units, RandomUnits)
+            else "a list")
+    return f"the job dissects {len(records)} chosen units ({rule}): {shown}"
+
+
 def layer_context(results: JobResults, layer: str, cards: list[Card]) -> dict[str, Any]:
     """Variables of ``layer.html``."""
     records, t = results.records(layer), results.iou_threshold
@@ -118,6 +129,7 @@ def layer_context(results: JobResults, layer: str, cards: list[Card]) -> dict[st
         "layer": layer, "key": url_key(layer), "header": header_line(records, t), "k": k,
         "n_units": n, "m": m, "threshold": t,
         "shape": " x ".join(map(str, shape)) if shape else "unknown",
+        "chosen": units_text(results.spec.units, records),
         "quantile": results.quantile_text, "method": results.spec.method.kind,
         "bars": plots.concept_bars(records, t), "hist": plots.iou_histogram(records, t),
         "cats": plots.category_counts(results.layer_summary(layer).by_category),

@@ -86,9 +86,13 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
     drawn = draw_block(results, layer, units, plans, page_of[units[0]:units[1]], style, root)
     fields.write(root, {t.unit: t.page for t in drawn})
     site = Site(root, common)
-    for rec, tiles in zip(records, drawn, strict=True):
+    links = [f"{r.unit}.html" if page else None
+             for r, page in zip(layer_records, page_of, strict=True)]
+    for p, (rec, tiles) in enumerate(zip(records, drawn, strict=True), start=units[0]):
         if tiles.page:
-            _unit_page(site, results, rec, tiles, page_of, (classes or {}).get(rec.unit, []),
+            around = (links[p - 1] if p > 0 else None, links[p + 1] if p + 1 < len(links)
+                      else None)
+            _unit_page(site, results, rec, tiles, around, (classes or {}).get(rec.unit, []),
                        style, fields.context(rec.unit))
     block = BlockTiles(layer=layer, units=units, digest=digest, tiles=drawn)
     storage.makedirs(meta.parent)
@@ -98,13 +102,12 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
 
 
 def _unit_page(site: Site, results: JobResults, rec: UnitRecord, tiles: UnitTiles,
-               page_of: list[bool], classes: list[tuple[int, float]], style: TileStyle,
-               rf: dict[str, Any] | None = None) -> None:
-    """Write ``units/<layer>/<unit>.html``; prev/next link the neighbours that have pages;
+               around: tuple[str | None, str | None], classes: list[tuple[int, float]],
+               style: TileStyle, rf: dict[str, Any] | None = None) -> None:
+    """Write ``units/<layer>/<unit>.html``; ``around``: the pages of the previous and next
+    records (None without a page): the neighbours among the units the job dissects;
     ``rf``: its receptive field (:meth:`RFBlock.context`)."""
     u = rec.unit
-    prev = f"{u - 1}.html" if u > 0 and page_of[u - 1] else None
-    nxt = f"{u + 1}.html" if u + 1 < len(page_of) and page_of[u + 1] else None
-    ctx = unit_context(results, rec, tiles, (prev, nxt), classes)
+    ctx = unit_context(results, rec, tiles, around, classes)
     site.page(f"units/{layer_key(rec.layer)}/{u}.html", "unit.html", page_kind="unit",
               views=list(style.views), tile=style.size, gap=style.gap, rf=rf, **ctx)

@@ -129,3 +129,19 @@ def test_model_reading_stages_follow_the_unit_not_its_position(model_jobs) -> No
     per_unit = [r for r in rows[1] if r.get("unit") is not None]
     assert {r["unit"] for r in per_unit} == {2, 7}
     assert per_unit == [r for r in rows[0] if r.get("unit") in (2, 7)]
+
+
+def test_the_report_pages_the_chosen_units(model_jobs, tmp_path: Path) -> None:
+    """Unit pages and tiles under the units' own indices, neighbours linked among them."""
+    from ray_dissect.report.build import build_report
+    from ray_dissect.results.job import JobResults
+
+    build_report(JobResults(model_jobs[1]), tmp_path)
+    pages = tmp_path / "units" / LAYER
+    assert sorted(p.name for p in pages.glob("*.html")) == ["2.html", "7.html"]
+    assert (pages / "2_rf.png").exists() and (pages / "7_rf.png").exists()
+    two, seven = ((pages / f"{u}.html").read_text() for u in (2, 7))
+    assert 'href="7.html" aria-keyshortcuts="j">unit 7 &rarr;' in two
+    assert 'href="2.html" aria-keyshortcuts="k">&larr; unit 2 (k)' in seven
+    assert "dissects 2 chosen units (a list): 2, 7" in (
+        tmp_path / "layers" / f"{LAYER}.html").read_text()
