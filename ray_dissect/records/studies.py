@@ -10,12 +10,22 @@ from pydantic import BaseModel, Field
 from ray_dissect.records.schema import SCHEMA_VERSION, ConceptScore, _Record
 
 
+class Concept(_Record):
+    """A concept of the dataset."""
+
+    name: str
+    number: Annotated[int, Field(ge=0, description="global label number in the dataset")]
+    category: str = Field(description="primary category of the label")
+
+
 class ThresholdSweepRow(_Record):
     """One row of ``studies/threshold_sweep.jsonl``.
 
     A unit row (``unit`` set) is a unit's labelling at one quantile; a layer row (``unit``
     null) holds ``category_shares``: the share of each category among that quantile's
-    interpretable labels (IoU >= the job's iou_threshold).
+    interpretable labels (IoU >= the job's iou_threshold), and, for compositional jobs,
+    ``formula_category_shares``: the share of each category among the positive atoms of the
+    units' best formulas at that quantile (CCE's ``compare_thresholds`` tally).
     """
 
     schema_version: Literal[3] = SCHEMA_VERSION
@@ -28,7 +38,14 @@ class ThresholdSweepRow(_Record):
     label: ConceptScore | None = None
     formula: str | None = Field(None, description="compositional jobs: the best formula")
     formula_iou: float | None = None
+    formula_atoms: list[Concept] | None = Field(
+        None, description="compositional jobs: the best formula's positive atoms (not under "
+        "a NOT), left to right, repeats kept")
+    curve: list[ConceptScore] | None = Field(
+        None, description="the unit's curve concepts (its 5 concepts of highest "
+        "IoU at any quantile of the sweep, that order) with their IoU at this quantile")
     category_shares: dict[str, float] | None = None
+    formula_category_shares: dict[str, float] | None = None
 
 
 class RangesImportanceRow(_Record):
@@ -49,14 +66,6 @@ class RangesImportanceRow(_Record):
     images: int = Field(ge=0, description="valid images forwarded")
     flips: int = Field(ge=0, description="images whose argmax class changed")
     flip_fraction: float | None = Field(description="flips / images; null without images")
-
-
-class Concept(_Record):
-    """A concept of the dataset."""
-
-    name: str
-    number: Annotated[int, Field(ge=0, description="global label number in the dataset")]
-    category: str = Field(description="primary category of the label")
 
 
 class AblationEffect(_Record):

@@ -36,6 +36,7 @@ from ray_dissect.pipeline.stages.image_studies import (
     valid_batches,
 )
 from ray_dissect.pipeline.stages.scoring import mask_work
+from ray_dissect.records.build import concept_of
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import Concept, ConceptBlackoutRow
 from ray_dissect.storage import AnyPath
@@ -170,8 +171,7 @@ def _ious(ctx: JobContext, layer: str) -> np.ndarray:
 
 
 def _concept(ctx: JobContext, number: int) -> Concept:
-    vocab = ctx.concept_index.vocab
-    return Concept(name=vocab.names[number], number=number, category=vocab.category_of(number))
+    return concept_of(ctx.concept_index.vocab, number)
 
 
 def _finite(value: float) -> float | None:
