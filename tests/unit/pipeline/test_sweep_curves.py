@@ -56,7 +56,7 @@ def test_curves_hold_each_units_best_concepts_and_their_iou_at_every_quantile(ru
                    for r in read_unit_records(base / f"nd{q}" / "records" / "pool.jsonl")}
                for q in HIGH}
     for unit in range(3):
-        curve = {q: [r for r in rows if r["unit"] == unit and r["quantile"] == q][0]["curve"]
+        curve = {q: next(r for r in rows if r["unit"] == unit and r["quantile"] == q)["curve"]
                  for q in HIGH}
         peaks: dict[int, float] = {}
         for q in HIGH:
@@ -102,3 +102,22 @@ def test_formula_shares_tally_the_positive_atoms_of_the_best_formulas(runs) -> N
         total = sum(cats.values())
         assert layer["formula_category_shares"] == pytest.approx(
             {c: n / total for c, n in cats.items()})
+
+
+def test_the_studies_page_draws_a_curve_per_unit_and_the_atom_shares(runs, tmp_path) -> None:
+    """Each unit's plot has a line per curve concept whose data rows are the rows' IoUs."""
+    from ray_dissect.report.build import build_report
+    from ray_dissect.results.job import JobResults
+
+    rows, base = runs
+    build_report(JobResults(base / "out"), tmp_path)
+    page = (tmp_path / "studies.html").read_text()
+    assert "Category shares of the formula atoms against the quantile" in page
+    for unit in range(3):
+        assert f"Unit {unit}: IoU against the quantile" in page
+        first = next(r for r in rows if r["unit"] == unit)
+        for point in first["curve"]:
+            assert f"<title>{point['name']}</title></polyline>" in page
+    unit0 = [r for r in rows if r["unit"] == 0]
+    cells = "".join(f"<td>{p['iou']:.4f}</td>" for p in unit0[0]["curve"])
+    assert f"<td>{unit0[0]['quantile']:g}</td><td>high</td>{cells}" in page
