@@ -119,6 +119,23 @@ def units_text(units: UnitsSpec, records: list[UnitRecord]) -> str | None:
     return f"the job dissects {len(records)} chosen units ({rule}): {shown}"
 
 
+def metrics_table(results: JobResults, layer: str
+                  ) -> tuple[list[str], list[list[str]]] | None:
+    """CCE's ``compute_metrics`` means per range of the layer (:meth:`JobResults.range_metrics`)
+    as (header, rows of printed cells); metric columns no range has are left out; None
+    without explanations."""
+    rows = results.range_metrics(layer)
+    if not rows:
+        return None
+    names = [m for m in METRIC_NAMES if any(r[m] is not None for r in rows)]
+    header = ["range", "units", "explained", "mean IoU", "mean visited",
+              *(f"mean {m.replace('_', ' ')}" for m in names)]
+    body = [[str(r["range_index"]), str(r["ranges"]), str(r["explained"]), f"{r['iou']:.4f}",
+             f"{r['visited']:.1f}", *("-" if r[m] is None else f"{r[m]:.4f}" for m in names)]
+            for r in rows]
+    return header, body
+
+
 def layer_context(results: JobResults, layer: str, cards: list[Card]) -> dict[str, Any]:
     """Variables of ``layer.html``."""
     records, t = results.records(layer), results.iou_threshold
@@ -133,7 +150,7 @@ def layer_context(results: JobResults, layer: str, cards: list[Card]) -> dict[st
         "quantile": results.quantile_text, "method": results.spec.method.kind,
         "bars": plots.concept_bars(records, t), "hist": plots.iou_histogram(records, t),
         "cats": plots.category_counts(results.layer_summary(layer).by_category),
-        "compositional": bool(explained),
+        "compositional": bool(explained), "range_metrics": metrics_table(results, layer),
         "ranges": plots.explained_ranges(records, t), "formulas": plots.formula_stats(records),
         "first_page": cards[:PAGE_CARDS], "cards": cards, "sort_keys": SORT_KEYS,
         "categories": sorted({c.category for c in cards if c.category}, key=plots.category_rank),
