@@ -24,7 +24,7 @@ from ray_dissect.pipeline.table import (
     stage_hashes,
     stale_stages,
 )
-from ray_dissect.spec import ClusteredMethod, JobSpec
+from ray_dissect.spec import ClusteredMethod, CompositionalMethod, JobSpec
 from ray_dissect.spec.units import selected_units
 from ray_dissect.storage import AnyPath
 
@@ -45,7 +45,7 @@ def _check_analyses(model: Any, spec: JobSpec) -> None:
         default_head(model)
 
 
-CONCEPT_STUDIES = ("threshold_sweep", "unit_ablation", "concept_blackout")
+CONCEPT_STUDIES = ("threshold_sweep", "unit_ablation", "concept_blackout", "heuristics")
 LOGIT_STUDIES = ("ranges_importance", "unit_ablation")
 
 
@@ -69,6 +69,9 @@ def check_studies(spec: JobSpec, dataset: ImageDataset) -> None:
         raise _study_error("ranges_importance", f"needs method kind 'clustered' with clusters "
                            f">= 2 (got {given})", "set method: {kind: clustered} or drop the "
                            "study")
+    if studies.heuristics is not None and not isinstance(method, CompositionalMethod):
+        raise _study_error("heuristics", f"needs a compositional or clustered method (got "
+                           f"{method.kind!r})", "use method kind compositional or clustered")
     for name in CONCEPT_STUDIES:
         if getattr(studies, name) is None:
             continue

@@ -20,6 +20,7 @@ from ray_dissect.pipeline.stages import (
     attribution,
     concept_blackout,
     concepts,
+    heuristics,
     masking,
     prism,
     ranges_importance,
@@ -167,6 +168,10 @@ def _blackout_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
             "labels": _label_inputs(data, "denominator")}
 
 
+def _heuristics_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    return {"heuristics": _section(spec, "heuristics"), "method": data["method"]}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("concepts", "tasks", concepts.concept_work, ("concepts.zarr", "concepts"),
           _concept_inputs, concepts.plan, concepts.collect, concepts.finish),
@@ -211,6 +216,9 @@ STAGES: tuple[Stage, ...] = (
           ("studies/concept_blackout", "studies/concept_blackout.jsonl"), _blackout_inputs,
           concept_blackout.plan, concept_blackout.collect, concept_blackout.finish,
           owns=("studies",)),
+    Stage("heuristics", "tasks", heuristics.block_work,
+          ("studies/heuristics", "studies/heuristics.jsonl"), _heuristics_inputs,
+          heuristics.plan, heuristics.collect, heuristics.finish, owns=("studies",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

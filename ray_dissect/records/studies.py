@@ -98,6 +98,29 @@ class UnitAblationRow(_Record):
         description="on the images that do not; null without a label")
 
 
+class HeuristicsRow(_Record):
+    """One row of ``studies/heuristics.jsonl`` (CCE's ``compare_heuristics``).
+
+    A range row (``unit`` set) is one beam search of a unit's range with ``heuristic``; a
+    layer row (``unit`` null) sums a heuristic's searches over the layer (``ranges`` of them)
+    and gives the means per search and ``same_best``, the searches whose best formula equals
+    the one without pruning (heuristic ``none``; null when ``none`` was not run).
+    """
+
+    schema_version: Literal[3] = SCHEMA_VERSION
+    layer: str
+    heuristic: Literal["none", "areas", "cfh", "mmesh"]
+    unit: int | None = None
+    range_index: int | None = Field(None, ge=0)
+    visited: float = Field(ge=0, description="states visited (exact IoUs); layer rows: mean")
+    seconds: float = Field(ge=0, description="search wall-clock seconds; layer rows: mean")
+    formula: str | None = Field(None, description="range rows: the best formula")
+    iou: float | None = Field(None, description="range rows: its IoU")
+    ranges: int | None = Field(None, description="layer rows: searches")
+    total_seconds: float | None = Field(None, description="layer rows: summed seconds")
+    same_best: int | None = Field(None, description="layer rows: best formula as with none")
+
+
 class ConceptBlackoutRow(_Record):
     """One row of ``studies/concept_blackout.jsonl``.
 
@@ -170,5 +193,6 @@ STUDY_RECORD_TYPES: dict[str, type[BaseModel]] = {
     "ranges_importance_row": RangesImportanceRow,
     "unit_ablation_row": UnitAblationRow,
     "concept_blackout_row": ConceptBlackoutRow,
+    "heuristics_row": HeuristicsRow,
     "compare_report": CompareReport,
 }

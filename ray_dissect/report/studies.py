@@ -27,6 +27,7 @@ from ray_dissect.records.io import read_jsonl
 from ray_dissect.records.studies import (
     CompareReport,
     ConceptBlackoutRow,
+    HeuristicsRow,
     LayerComparison,
     RangesImportanceRow,
     ThresholdSweepRow,
@@ -39,7 +40,8 @@ from ray_dissect.storage import AnyPath
 
 STUDY_ROWS: dict[str, type[Any]] = {
     "threshold_sweep": ThresholdSweepRow, "ranges_importance": RangesImportanceRow,
-    "unit_ablation": UnitAblationRow, "concept_blackout": ConceptBlackoutRow}
+    "unit_ablation": UnitAblationRow, "concept_blackout": ConceptBlackoutRow,
+    "heuristics": HeuristicsRow}
 MAX_CHANGES = 200
 MAX_CURVES = 24  # per-unit IoU curves drawn per layer (the units with the highest IoU)
 MAX_GROUPS = 40
@@ -101,6 +103,7 @@ class LayerStudies:
     groups: int = 0
     blackout: Table | None = None
     scatters: list[tuple[Plot, str]] = field(default_factory=list)
+    heuristics: Table | None = None
 
 
 def _by_layer(rows: Sequence[Any]) -> dict[str, list[Any]]:
@@ -290,6 +293,16 @@ def blackout_view(rows: Sequence[ConceptBlackoutRow]
     return table, scatters
 
 
+def heuristics_table(rows: Sequence[HeuristicsRow]) -> Table:
+    """The layer rows of the heuristics study: a row per heuristic, in the study's order."""
+    return Table(("heuristic", "searches", "mean visited", "mean seconds", "total seconds",
+                  "best formula as unpruned"),
+                 [(r.heuristic, r.ranges, f"{r.visited:.1f}", f"{r.seconds:.4f}",
+                   f"{r.total_seconds or 0.0:.3f}",
+                   "-" if r.same_best is None else f"{r.same_best} of {r.ranges}")
+                  for r in rows if r.unit is None])
+
+
 def layer_studies(layer: str, anchor: str, rows: dict[str, list[Any]]) -> LayerStudies:
     """One layer's section from its rows per study (``rows[name]``, maybe empty)."""
     parts: dict[str, Any] = {}
@@ -310,6 +323,8 @@ def layer_studies(layer: str, anchor: str, rows: dict[str, list[Any]]) -> LayerS
         parts["ablation_table"] = ablation_table(rows["unit_ablation"])
     if rows["concept_blackout"]:
         parts["blackout"], parts["scatters"] = blackout_view(rows["concept_blackout"])
+    if rows["heuristics"]:
+        parts["heuristics"] = heuristics_table(rows["heuristics"])
     return LayerStudies(layer, anchor, **parts)
 
 

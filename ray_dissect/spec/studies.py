@@ -66,6 +66,20 @@ class ConceptBlackoutSpec(Frozen):
     limit: Annotated[int | None, Field(gt=0)] = None
 
 
+class HeuristicsSpec(Frozen):
+    """CCE's ``compare_heuristics``: the same beam searches with each IoU-bound heuristic.
+
+    For every unit the job dissects (``units:``; CCE uses ``--random_units``) and every range
+    the method explains, the beam search runs once per heuristic in ``heuristics``; recorded:
+    the states visited (exact IoUs computed), the search's wall-clock seconds (on the task's
+    CPU, so comparable within one job) and the best formula. Admissible bounds never change
+    the best formula, which the rows let one check. Compositional and clustered methods only.
+    """
+
+    heuristics: Annotated[tuple[Literal["none", "areas", "cfh", "mmesh"], ...],
+                          Field(min_length=1), UNIQUE] = ("none", "areas", "cfh", "mmesh")
+
+
 class StudiesSpec(Frozen):
     """The studies to run (each optional)."""
 
@@ -73,3 +87,4 @@ class StudiesSpec(Frozen):
     ranges_importance: Annotated[RangesImportanceSpec | None, ADDED_LATER] = None
     unit_ablation: Annotated[UnitAblationSpec | None, ADDED_LATER] = None
     concept_blackout: Annotated[ConceptBlackoutSpec | None, ADDED_LATER] = None
+    heuristics: Annotated[HeuristicsSpec | None, ADDED_LATER] = None

@@ -143,8 +143,9 @@ class BlockResult:
         return BlockResult(tally_, [e for p in parts for e in p.explanations or []])
 
 
-def _pruner(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
-            ) -> Selector | None:
+def pruner_for(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
+               ) -> Selector | None:
+    """The beam search's candidate selector for ``heuristic`` (None for ``none``)."""
     if heuristic == "none":
         return None
     from ray_dissect.explain.pruning import Pruner
@@ -170,7 +171,7 @@ def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np
         space = None
     pruner = None
     if isinstance(method, CompositionalMethod) and space is not None:
-        pruner = _pruner(job, space, index, method.heuristic)
+        pruner = pruner_for(job, space, index, method.heuristic)
     passes = signature_passes(job, layer, units, specs, index, block_images, budget_bytes)
     return BlockResult.concat([
         _score_pass(job, layer, (units[0] + a, units[0] + b), sub_ranges(specs, a, b), index,
