@@ -26,6 +26,7 @@ from ray_dissect.job.layout import layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
+from ray_dissect.report.rf_panel import kept_maps, panel
 from ray_dissect.report.views import url_key
 from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath, arrays
@@ -65,12 +66,6 @@ def rf_layers(results: JobResults) -> tuple[str, ...]:
                  if complete(results.job.receptive_fields_zarr, layer_key(layer)))
 
 
-def visual_nav(results: JobResults) -> list[tuple[str, str]]:
-    """(href from the report root, text) of the visualisation pages the job has."""
-    nav = [("attribution.html", "attribution")] if has_attribution(results) else []
-    return nav + ([("prism.html", "PRISM")] if has_prism(results) else [])
-
-
 def rf_text(rec: UnitRecord) -> str:
     """The record's receptive field in words (size, centre offset, images averaged)."""
     rf = rec.receptive_field
@@ -104,6 +99,8 @@ class RFBlock:
             return
         self.maps = self._read(store)
         self.uncut = self._uncut(results)
+        ids = (min(self.records), max(self.records) + 1)  # the block's units, by index
+        self.results, self.kept = results, kept_maps(results, layer, ids)
 
     def _read(self, store: Any) -> dict[int, np.ndarray]:
         """The block's units' maps from a store (units, H, W) indexed by unit (all units of
@@ -130,6 +127,8 @@ class RFBlock:
             h.update(np.ascontiguousarray(self.maps[u]).tobytes())
             if u in self.uncut:
                 h.update(np.ascontiguousarray(self.uncut[u]).tobytes())
+            if u in self.kept:
+                h.update(np.ascontiguousarray(self.kept[u].maps).tobytes())
             h.update(self.records[u].model_dump_json().encode())
         return h.hexdigest()[:16]
 
@@ -143,6 +142,9 @@ class RFBlock:
             if pages.get(u) and u in self.uncut:
                 _write(out, f"units/{self.key}/{u}_rf_uncut.png",
                        vt.heat_png(vt.display(self.uncut[u])))
+            if pages.get(u) and u in self.kept:
+                _write(out, f"units/{self.key}/{u}_rf_panel.png", vt.rgb_png(
+                    panel(self.results, self.kept[u], self.records[u].receptive_field)))
 
     def context(self, unit: int) -> dict[str, Any] | None:
         """What ``unit.html`` shows of the unit's field (None without one)."""
@@ -154,6 +156,9 @@ class RFBlock:
         return {"src": f"{unit}_rf.png", "width": w * scale, "height": h * scale,
                 "shape": f"{h} x {w}", "text": rf_text(self.records[unit]), "rf": rf,
                 "uncut": f"{unit}_rf_uncut.png" if unit in self.uncut else None,
+                "panel": f"{unit}_rf_panel.png" if unit in self.kept else None,
+                "panel_images": int((self.kept[unit].images >= 0).sum())
+                if unit in self.kept else 0,
                 "uncut_size": f"{rf.uncut_size:.1f}" if rf and rf.uncut_size is not None
                 else None, "warning": rf.warning if rf else None}
 

@@ -6,7 +6,7 @@
 >>> df = job.to_pandas("_bn1")                        # one row per unit and range ([pandas])
 >>> acts = job.activations("_bn1")                    # Zarr array (N, units, h, w) float32
 >>> means = job.range_metrics_frame()                 # mean metrics per layer and range
->>> build_report(job)                                 # ray_dissect.report: DIR/report/
+>>> ray_dissect.build_report(job)                     # the HTML report in DIR/report/
 
 It reads only what the job wrote (``spec.json``, ``summary.json``, ``records/``,
 ``errors.jsonl``, ``activations.zarr``, ``thresholds/``) and the dataset the spec names; a
@@ -216,8 +216,8 @@ class JobResults:
         return [row for rec in self.records(layer) for row in record_rows(rec)]
 
     def to_pandas(self, layer: str) -> pandas.DataFrame:
-        """The layer as a DataFrame, one row per unit and range (needs ``[pandas]``)."""
-        return _frame(self.rows(layer), ROW_COLUMNS)
+        """The layer as a DataFrame, one row per unit and range (see :func:`to_pandas`)."""
+        return to_pandas(self, layer)
 
     def range_metrics(self, layer: str | None = None) -> list[dict[str, Any]]:
         """CCE's ``compute_metrics`` summary: a row per layer (all, or ``layer``) and range
@@ -278,3 +278,13 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pandas.DataF
 def open_job(root: str | Path | AnyPath) -> JobResults:
     """The results of the job directory ``root`` (a path or an fsspec URI)."""
     return JobResults(root)
+
+
+def to_pandas(results: JobResults, layer: str) -> pandas.DataFrame:
+    """``layer`` of a job as a DataFrame (columns :data:`ROW_COLUMNS`), one row per unit and
+    range (:meth:`JobResults.rows`; needs ``[pandas]``).
+
+    Raises:
+        SpecError: pandas is not installed, or ``layer`` is not one of the job's.
+    """
+    return _frame(results.rows(layer), ROW_COLUMNS)

@@ -47,7 +47,7 @@ class ResourceSpec(Frozen):
     GPU per actor when the cluster has GPUs, else none. ``threads_per_actor`` fixes torch's
     intra-op threads so results do not depend on how many actors run.
 
-    Extraction in each actor is a pipeline (:mod:`ray_dissect.pipeline.extraction`):
+    Extraction in each actor is a pipeline (:mod:`ray_dissect.pipeline.shard_pipeline`):
     ``decode_threads`` threads decode and normalise images (``auto``: ``cpus_per_actor -
     threads_per_actor``, at least 1) into a ring of ``queue_batches`` batch buffers while one
     thread runs the model and another writes Zarr; both are scheduling fields (the output is

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
+from ray_dissect.datasets.base import ImageDataset
 from ray_dissect.explain.formula import to_string
 from ray_dissect.explain.ranges import RangeSpec, range_specs, searched_ranges
 from ray_dissect.explain.search import SearchParams, SearchSpace, Selector, beam_search
 from ray_dissect.job.layout import done_marker
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import Stage, section
+from ray_dissect.pipeline.stages.image_studies import needs_concepts, study_error, study_outputs
 from ray_dissect.pipeline.stages.scoring import (
     inclusive_bounds,
     mask_work,
@@ -33,9 +36,11 @@ from ray_dissect.pipeline.stages.scoring import (
 )
 from ray_dissect.records.io import read_jsonl, write_jsonl
 from ray_dissect.records.studies import HeuristicsRow
-from ray_dissect.spec import CompositionalMethod, HeuristicsSpec
+from ray_dissect.report.studies import STUDIES_PAGE
+from ray_dissect.spec import CompositionalMethod, HeuristicsSpec, JobSpec
 
 NAME = "heuristics"
+LABEL_ONLY = ("iou_threshold", "top_k", "heuristic", "concept_masking", "masking_images")
 Heuristic = Literal["none", "areas", "cfh", "mmesh"]
 
 
@@ -144,3 +149,26 @@ def finish(ctx: JobContext) -> int:
             for r in read_jsonl(ctx.job.study_part(NAME, layer, b), HeuristicsRow)]
     write_jsonl(ctx.job.study(NAME), rows + layer_rows(rows))
     return 0
+
+
+def check_dataset(spec: JobSpec, dataset: ImageDataset) -> None:
+    """Preflight: with the study set, a compositional or clustered method and the concept
+    study's needs (a concept dataset)."""
+    if spec.studies.heuristics is None:
+        return
+    if not isinstance(spec.method, CompositionalMethod):
+        raise study_error(NAME, f"needs a compositional or clustered method (got "
+                          f"{spec.method.kind!r})", "use method kind compositional or clustered")
+    needs_concepts(NAME)(spec, dataset)
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``studies.heuristics`` section and the method's fields the masks and searches
+    depend on (not the labelling's, nor the scoring's own heuristic)."""
+    method = {k: v for k, v in data["method"].items() if k not in LABEL_ONLY}
+    return {"heuristics": section(spec, "studies", NAME), "method": method}
+
+
+STAGE = Stage(name=NAME, runs_on="tasks", work=block_work, plan=plan, collect=collect,
+              finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
+              check_dataset=check_dataset, report=STUDIES_PAGE)

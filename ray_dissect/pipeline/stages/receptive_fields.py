@@ -37,12 +37,16 @@ from typing import Any
 import numpy as np
 
 from ray_dissect import storage
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.errors import SpecError
+from ray_dissect.job.layout import JobDir, done_marker, layer_key
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage
 from ray_dissect.records.schema import ReceptiveField, UnitRecord
 from ray_dissect.spec import JobSpec, ReceptiveFieldsSpec
-from ray_dissect.storage import arrays
+from ray_dissect.spec.base import hashed_data
+from ray_dissect.spec.units import selected_units
+from ray_dissect.storage import AnyPath, arrays
 
 PAINT_CHUNK = 64
 """Pairs painted at once by the driver (PAINT_CHUNK x H x W float64 of scratch)."""
@@ -217,7 +221,8 @@ CUT_WARNING = ("empty: the seed's absolute cut (grey = 15 x change, kept where >
 
 def finish(ctx: JobContext) -> int:
     """Merge the layers whose parts changed (or whose map is missing), write them, and give
-    the chosen units' records their receptive field (read back from the store)."""
+    the chosen units' records their receptive field (read back from the store); keep the
+    per-image maps where :func:`wants_image_maps`."""
     rf = _spec(ctx.spec)
     changed = ctx.parts.get("receptive_fields", set())
     for layer in rf.layers:
@@ -226,8 +231,56 @@ def finish(ctx: JobContext) -> int:
             _write(ctx, layer_key(layer), fields)
             if uncut is not None:
                 _write(ctx, uncut_name(layer), uncut)
+        if wants_image_maps(ctx, layer) and (layer in changed or not _maps_written(ctx, layer)):
+            for name, values in image_maps(ctx, layer).items():
+                _write(ctx, f"{layer_key(layer)}+{name}", values)
         _attach(ctx, layer)
     return 0
+
+
+IMAGE_MAPS_UNITS = 64
+"""Chosen units of a layer up to which ``image_maps: null`` keeps the per-image maps."""
+
+
+def wants_image_maps(ctx: JobContext, layer: str) -> bool:
+    """Whether the layer's per-image maps are kept (``image_maps``, or <= 64 chosen units)."""
+    rf = _spec(ctx.spec)
+    if rf.image_maps is not None:
+        return rf.image_maps
+    return len(unit_images(ctx, layer)) <= IMAGE_MAPS_UNITS
+
+
+def _maps_written(ctx: JobContext, layer: str) -> bool:
+    done = arrays.done_shards(ctx.job.receptive_fields_zarr, f"{layer_key(layer)}+maps")
+    return bool(done.size and done.all())
+
+
+def image_maps(ctx: JobContext, layer: str) -> dict[str, np.ndarray]:
+    """Each chosen unit's painted discrepancy map on each of its top images, in rank order.
+
+    Returns:
+        ``units`` (C,) int64 the chosen units ascending; ``images`` (C, top_k) int64 their top
+        images (-1 past the last); ``maps`` (C, top_k, H, W) float32 the painted maps (zeros
+        past the last); ``centres`` (C, top_k, 2) float64 the clean peak's input-space centre
+        (NaN past the last).
+    """
+    from ray_dissect.visualize.receptive_fields import paint
+
+    rf, grid = _spec(ctx.spec), occlusion_grid(ctx.spec)
+    chosen = unit_images(ctx, layer)
+    row = {(u, image): (c, j) for c, (u, images) in enumerate(chosen.items())
+           for j, image in enumerate(images)}
+    out = {"units": np.asarray(list(chosen), dtype=np.int64),
+           "images": np.full((len(chosen), rf.top_k), -1, dtype=np.int64),
+           "maps": np.zeros((len(chosen), rf.top_k, grid.height, grid.width), np.float32),
+           "centres": np.full((len(chosen), rf.top_k, 2), np.nan)}
+    for block in range(len(image_blocks(ctx, layer))):
+        part = storage.load_npz(ctx.job.receptive_fields_part(layer, block))
+        for p, (image, unit) in enumerate(zip(part["image"], part["unit"], strict=True)):
+            c, j = row[(int(unit), int(image))]
+            out["images"][c, j], out["centres"][c, j] = image, part["centres"][p]
+            out["maps"][c, j] = paint(part["values"][p:p + 1], grid, overwrite=rf.compat)[0]
+    return out
 
 
 def _attach(ctx: JobContext, layer: str) -> None:
@@ -241,3 +294,56 @@ def _attach(ctx: JobContext, layer: str) -> None:
         i = position[unit]
         records[i] = _with_field(records[i], fields[unit], len(images),
                                  None if uncut is None else uncut[unit])
+
+
+def _field(name: str) -> str:
+    return f"job spec field 'analyses.receptive_fields.{name}'"
+
+
+def check(spec: JobSpec, info: ModelInfo) -> Shapes:
+    """The section's layers are among the job's layers (their top images come from the
+    top_images stage), with the listed units, ``top_k`` top images and room for the
+    occluder."""
+    rf = spec.analyses.receptive_fields
+    if rf is None:
+        return {}
+    for layer in rf.layers:
+        if layer not in spec.layers:
+            raise SpecError(f"{_field('layers')}: {layer!r} is not among the job's layers",
+                            expected=f"one of {list(spec.layers)}",
+                            hint="add it to `layers` (its top images come from them)")
+        dissected = set(selected_units(spec.units, layer, info.shapes[layer][0]).tolist())
+        missing = sorted(set(rf.units) - dissected) if rf.units != "all" else []
+        if missing:
+            raise SpecError(f"{_field('units')}: unit {missing[0]} of layer {layer!r}",
+                            expected=f"one of the {len(dissected)} units the job dissects",
+                            hint="see the job's `units`")
+    if rf.top_k > spec.top_images.k:
+        raise SpecError(f"{_field('top_k')}: {rf.top_k} top images",
+                        expected=f"at most top_images.k ({spec.top_images.k})",
+                        hint="raise top_images.k or lower top_k")
+    if rf.occluder > spec.model.preprocess.size:
+        raise SpecError(f"{_field('occluder')}: {rf.occluder} px",
+                        expected=f"at most the input size {spec.model.preprocess.size}")
+    return {}
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``analyses.receptive_fields`` section but ``image_maps`` (an extra output from the
+    same parts: no occlusion is redone)."""
+    rf = spec.analyses.receptive_fields
+    if rf is None:
+        return {"receptive_fields": None}
+    fields = hashed_data(rf)
+    fields.pop("image_maps", None)
+    return {"receptive_fields": fields}
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``receptive_fields.zarr`` and ``receptive_fields/``."""
+    return job.receptive_fields_zarr, job.stage_dir("receptive_fields")
+
+
+STAGE = Stage(name="receptive_fields", runs_on="actors", work=rf_work, plan=plan,
+              collect=collect, finish=finish, outputs=outputs, covers=covers,
+              owns=("analyses",), check=check)

@@ -11,14 +11,16 @@ to the lower image index (:class:`ray_dissect.units.topk.TopK`). Driver:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.masks import mask_pixels
 from ray_dissect.explain.ranges import RangeSpec, range_specs, searched_ranges
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.job.layout import JobDir, done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import Stage
 from ray_dissect.pipeline.stages.scoring import inclusive_bounds
 from ray_dissect.records.schema import (
     SCHEMA_VERSION,
@@ -30,7 +32,8 @@ from ray_dissect.records.schema import (
     UnitRecord,
 )
 from ray_dissect.spec import CompositionalMethod, JobSpec
-from ray_dissect.storage import arrays
+from ray_dissect.spec.base import hashed_data
+from ray_dissect.storage import AnyPath, arrays
 from ray_dissect.units.topk import TopK, random_samples
 
 
@@ -192,3 +195,19 @@ def finish(ctx: JobContext) -> int:
         records[b0:b1] = [_with_top_images(ctx, r, z, b0, b0 + k)
                           for k, r in enumerate(records[b0:b1])]
     return 0
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``top_images`` section, the method's kind and bounds (which mask is counted)."""
+    method = spec.method
+    return {"top_images": hashed_data(spec.top_images), "kind": method.kind,
+            "bounds": getattr(method, "bounds", None)}
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``top_images/``."""
+    return (job.stage_dir("top_images"),)
+
+
+STAGE = Stage(name="top_images", runs_on="tasks", work=block_work, plan=plan, collect=collect,
+              finish=finish, outputs=outputs, covers=covers, owns=("top_images",))

@@ -86,7 +86,7 @@ def test_the_study_needs_a_compositional_method(tmp_path: Path) -> None:
 
 
 def test_the_studies_page_tabulates_the_layer_rows(job, tmp_path: Path) -> None:
-    from ray_dissect.report.build import build_report
+    from ray_dissect import build_report
     from ray_dissect.results.job import JobResults
 
     out, rows = job

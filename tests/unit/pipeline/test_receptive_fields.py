@@ -246,3 +246,31 @@ def test_without_compat_nothing_uncut_is_stored(box_job: tuple[Path, Path]) -> N
     assert rec.receptive_field is not None and rec.receptive_field.uncut_size is None
     assert rec.receptive_field.warning is None
     assert arrays.done_shards(out / "receptive_fields.zarr", "out+uncut").size == 0
+
+
+def test_each_units_per_image_maps_are_kept_in_rank_order(box_job: tuple[Path, Path]) -> None:
+    """With one chosen unit (<= 64) the per-image maps are kept: its top images in rank order,
+    each with the painted map and peak centre of a direct black-window occlusion."""
+    from fixtures.planted import box_sum
+
+    _, out = box_job
+    store = out / "receptive_fields.zarr"
+    stored = {name: arrays.open_array(store, f"out+{name}")[:]
+              for name in ("units", "images", "maps", "centres")}
+    [record] = read_unit_records(out / "records" / "out.jsonl")
+    ranked = [t.index for t in record.top_images[:10]]
+    assert stored["units"].tolist() == [0]
+    assert stored["images"][0, :len(ranked)].tolist() == ranked
+    assert (stored["images"][0, len(ranked):] == -1).all()
+    for j, index in enumerate(ranked):
+        x = torch.from_numpy(np.stack([_tent(PEAKS[index])] * 3).astype(np.float32) / 255)
+        d = discrepancy_maps(box_sum(), x, grid=OcclusionGrid(SIDE, SIDE, OCC, STRIDE),
+                             image_index=index, fill=NoiseFill.constant(0.0))
+        np.testing.assert_allclose(stored["maps"][0, j], d.maps[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(stored["centres"][0, j], d.centres[0])
+
+
+def test_image_maps_false_keeps_none(tmp_path: Path) -> None:
+    root = _tent_folder(tmp_path / "tents")
+    run_stages(_box_spec(root, image_maps=False), tmp_path / "out")
+    assert arrays.done_shards(tmp_path / "out" / "receptive_fields.zarr", "out+maps").size == 0

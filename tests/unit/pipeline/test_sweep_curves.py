@@ -106,7 +106,7 @@ def test_formula_shares_tally_the_positive_atoms_of_the_best_formulas(runs) -> N
 
 def test_the_studies_page_draws_a_curve_per_unit_and_the_atom_shares(runs, tmp_path) -> None:
     """Each unit's plot has a line per curve concept whose data rows are the rows' IoUs."""
-    from ray_dissect.report.build import build_report
+    from ray_dissect import build_report
     from ray_dissect.results.job import JobResults
 
     rows, base = runs

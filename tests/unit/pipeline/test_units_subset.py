@@ -133,7 +133,7 @@ def test_model_reading_stages_follow_the_unit_not_its_position(model_jobs) -> No
 
 def test_the_report_pages_the_chosen_units(model_jobs, tmp_path: Path) -> None:
     """Unit pages and tiles under the units' own indices, neighbours linked among them."""
-    from ray_dissect.report.build import build_report
+    from ray_dissect import build_report
     from ray_dissect.results.job import JobResults
 
     build_report(JobResults(model_jobs[1]), tmp_path)
