@@ -37,6 +37,7 @@ from ray_dissect.report.views import (
     url_key,
 )
 from ray_dissect.results.job import METRIC_NAMES, JobResults
+from ray_dissect.spec import NetDissectMethod
 from ray_dissect.spec.units import RandomUnits, UnitsSpec
 from ray_dissect.storage import AnyPath
 
@@ -214,6 +215,19 @@ def common_context(results: JobResults, options: ReportOptions, style: TileStyle
             "nav": nav}
 
 
+def per_image_text(results: JobResults) -> str | None:
+    """How a ``threshold: per_image`` job thresholds (None for the dataset quantile)."""
+    q = image_quantile(results)
+    return None if q is None else f"per image (each image's own {1 - q:g} quantile)"
+
+
+def image_quantile(results: JobResults) -> float | None:
+    """q of a ``threshold: per_image`` job (masks above each image's 1 - q quantile)."""
+    method = results.spec.method
+    return method.quantile if isinstance(method, NetDissectMethod) and \
+        method.threshold == "per_image" else None
+
+
 def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
                  neighbours: tuple[str | None, str | None], classes: list[tuple[int, float]]
                  ) -> dict[str, Any]:
@@ -236,6 +250,7 @@ def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
                           "rows": [r for r in rows if r.range_index == e.range_index]}
                          for e in rec.explanations],
         "prev": neighbours[0], "next": neighbours[1],
+        "per_image_threshold": per_image_text(results),
         "classes": classes,
         "raw": rec.model_dump_json(indent=2),
     }

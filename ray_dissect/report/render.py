@@ -26,7 +26,7 @@ from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report.draw import RowPlan, draw_block, row_plans, wants_page
 from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
-from ray_dissect.report.pages import Nav, Site, common_context, unit_context
+from ray_dissect.report.pages import Nav, Site, common_context, image_quantile, unit_context
 from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.visuals import RFBlock
 from ray_dissect.results import JobResults, open_job
@@ -72,7 +72,8 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
     records = layer_records[units[0]:units[1]]
     t = results.iou_threshold
     page_of = [wants_page(r, options.unit_pages, t) for r in layer_records]
-    plans = [row_plans(r) for r in records]
+    image_q = image_quantile(results)
+    plans = [row_plans(r, image_q) for r in records]
     common = common_context(results, options, style, nav or {"main": [], "stages": []})
     context = {"common": {k: v for k, v in common.items() if k != "page_kind"},
                "classes": sorted((classes or {}).items()), "layer": layer, "units": units,

@@ -16,18 +16,19 @@ signatures are released before the next. The records are the same for any split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.concepts.masks import Bounds, UnitMask, range_masks, signature_bound
-from ray_dissect.explain.netdissect import Tally, label_units, tally
+from ray_dissect.explain.netdissect import Tally, label_units, per_image_iou, tally
 from ray_dissect.explain.ranges import (
     RangeExplanation,
     RangeSpec,
     explain_range,
+    per_image_ranges,
     range_specs,
     searched_ranges,
 )
@@ -137,8 +138,10 @@ class BlockResult:
         if len(parts) == 1:
             return parts[0]
         t = [p.tally for p in parts]
+        scores = None if t[0].scores is None else np.concatenate([x.scores for x in t
+                                                                   if x.scores is not None])
         tally_ = Tally(np.concatenate([x.inter for x in t]), np.concatenate([x.area for x in t]),
-                       t[0].label_area, np.concatenate([x.activation for x in t]))
+                       t[0].label_area, np.concatenate([x.activation for x in t]), scores)
         if parts[0].explanations is None:
             return BlockResult(tally_, None)
         return BlockResult(tally_, [e for p in parts for e in p.explanations or []])
@@ -155,6 +158,11 @@ def pruner_for(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: 
     return Pruner(space, index.global_set_ids(ids, 0), heuristic)
 
 
+def per_image(method: Method | NoMethod) -> bool:
+    """Whether the method thresholds each image's map on its own (``threshold: per_image``)."""
+    return isinstance(method, NetDissectMethod) and method.threshold == "per_image"
+
+
 def inclusive_bounds(method: Method | NoMethod) -> bool:
     """Whether the method's k-means ranges include their bounds (clustered, ``inclusive``)."""
     return getattr(method, "bounds", "strict") == "inclusive"
@@ -168,6 +176,9 @@ def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np
     clustered methods) a beam search per unit and activation range; in passes of units
     whose signatures fit ``budget_bytes``."""
     specs = range_specs(thresholds, ranges, inclusive_bounds(method))
+    if per_image(method):
+        acts = arrays.open_array(job.activations_zarr, layer_key(layer))[:, units[0]:units[1]]
+        specs = [per_image_ranges(acts, method.quantile)]
     if not isinstance(method, CompositionalMethod):
         space = None
     pruner = None
@@ -186,6 +197,8 @@ def _score_pass(job: JobDir, layer: str, units: tuple[int, int], specs: list[Ran
     """Masks, tally and searches of units [u0, u1) (``specs`` theirs), in one pass."""
     masks = mask_work(job, layer, units, specs, index, block_images)
     result = tally(masks[0], index, method.denominator)
+    if per_image(method):
+        result = replace(result, scores=per_image_iou(masks[0], index))
     if not isinstance(method, CompositionalMethod) or space is None:
         return BlockResult(result, None)
     params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
@@ -238,7 +251,8 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
     labels = label_units(block.tally.iou(eps), index, method.top_k)
     ids = ctx.unit_ids(layer)
     records = [
-        unit_record(layer, int(ids[b0 + k]), lab, float(t[b0 + k]), int(nonfinite[b0 + k]),
+        unit_record(layer, int(ids[b0 + k]), lab,
+                    np.nan if per_image(method) else float(t[b0 + k]), int(nonfinite[b0 + k]),
                     float(block.tally.area[k]), method.iou_threshold,
                     block.explanations[k] if block.explanations else None, index.vocab,
                     ctx.provenance)

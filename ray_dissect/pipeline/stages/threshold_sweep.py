@@ -23,7 +23,7 @@ from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.explain.formula import positive_leaves, to_string
 from ray_dissect.explain.netdissect import label_units, per_image_iou, tally
-from ray_dissect.explain.ranges import RangeSpec, explain_range
+from ray_dissect.explain.ranges import RangeSpec, explain_range, per_image_ranges
 from ray_dissect.explain.search import SearchParams, SearchSpace
 from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
@@ -107,17 +107,6 @@ def _sweep(env: WorkEnv) -> ThresholdSweepSpec:
     if sweep is None:
         raise RuntimeError("the threshold sweep runs only with studies.threshold_sweep")
     return sweep
-
-
-def per_image_ranges(acts: np.ndarray, q: float) -> RangeSpec:
-    """inner-detectors' rule: (t, inf) with t the 1 - q quantile of each image's own map.
-
-    Args:
-        acts: (N, k, h, w) float32. Returns bounds of shape (N, k).
-    """
-    n, k = acts.shape[:2]
-    t = np.quantile(acts.reshape(n, k, -1).astype(np.float64), 1.0 - q, axis=2)
-    return RangeSpec(t, np.full_like(t, np.inf), inclusive=False)
 
 
 def _ranges(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
