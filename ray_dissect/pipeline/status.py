@@ -11,6 +11,7 @@ import socket
 import time
 
 from ray_dissect.errors import StoreError
+from ray_dissect.job.lock import describe, read_holder
 from ray_dissect.job.manifest import Manifest, RunInfo, read_manifest
 from ray_dissect.pipeline.table import stage_names
 from ray_dissect.storage import AnyPath
@@ -43,6 +44,9 @@ def render_status(root: AnyPath) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
         lines.append(f"latest run: {_alive(run)} (started {when}, pid {run.pid}, "
                      f"{len(manifest.runs)} run(s))" + (f": {run.error}" if run.error else ""))
+    holder = read_holder(root)
+    if holder is not None:
+        lines.append(f"locked by {describe(holder)}")
     names = stage_names()
     w = max(len(name) for name in names)
     lines.append(f"{'stage':<{w}} {'state':<8} {'done/total':>12} {'this run':>9} "

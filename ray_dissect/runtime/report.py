@@ -7,6 +7,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ray_dissect.errors import RayDissectError, StoreError
+from ray_dissect.job.lock import job_lock
 from ray_dissect.pipeline.table import report_pages
 from ray_dissect.report.build import RenderCall, Renderer, ReportResult, build_report
 from ray_dissect.report.meta import BlockTiles, ReportOptions
@@ -49,6 +51,13 @@ def build_report_on_ray(target: str | Path | AnyPath, out: str | Path | AnyPath 
     is reused, else ``address`` is joined or a local cluster started)."""
     results = open_job(target)
     (options or ReportOptions()).tile_style()  # bad options: one line, before Ray starts
-    with ray_session(address):
-        return build_report(results, out, options, renderer=ray_renderer(str(results.root)),
-                            pages=report_pages())
+    try:
+        with job_lock(results.root, "report"), ray_session(address):
+            return build_report(results, out, options, renderer=ray_renderer(str(results.root)),
+                                pages=report_pages())
+    except RayDissectError:
+        raise
+    except OSError as err:  # e.g. the disk filled up while writing pages or tiles
+        raise StoreError(f"cannot write the report of {str(results.root)!r}: "
+                         f"{err.strerror or err}", hint="free some space or give a writable "
+                         "--out; `ray-dissect report DIR` builds it again") from None

@@ -204,8 +204,27 @@ def load_spec(path: Path | str) -> JobSpec:
         raise SpecError(f"cannot read job spec {str(path)!r}: {err.strerror}",
                         hint="check the path") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=NoAliasLoader)  # a SafeLoader without aliases
+    except AliasError as err:
+        raise SpecError(f"job spec {str(path)!r} uses a YAML alias ({err})",
+                        expected="no aliases (*name): a spec is refused before they expand",
+                        hint="write the value out where it is used") from None
     except yaml.YAMLError as err:
         raise SpecError(f"job spec {str(path)!r} is not valid YAML: {err}".replace("\n", " "),
                         hint="check indentation") from None
     return parse_spec(data, source=str(path))
+
+
+class AliasError(yaml.YAMLError):
+    """A YAML alias in a job spec (refused: aliases can expand exponentially)."""
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses every alias while composing, before any expansion:
+    a few hundred bytes of nested aliases ("billion laughs") expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasError(f"*{event.anchor} at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)

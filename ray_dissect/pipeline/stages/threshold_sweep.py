@@ -25,7 +25,8 @@ from ray_dissect.explain.formula import positive_leaves, to_string
 from ray_dissect.explain.netdissect import label_units, per_image_iou, tally
 from ray_dissect.explain.ranges import RangeSpec, explain_range, per_image_ranges
 from ray_dissect.explain.search import SearchParams, SearchSpace
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.job.layout import layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import Stage, section
 from ray_dissect.pipeline.stages.image_studies import needs_concepts, study_outputs
@@ -193,7 +194,7 @@ def plan(ctx: JobContext) -> Plan | None:
         ctx.stored_shape(layer), n, ctx.spec.resources.units_per_task)]
     ctx.parts[NAME] = blocks
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.study_part(NAME, layer, b)).exists()]
+            if not verified_done(ctx.job.study_part(NAME, layer, b), ctx.stage_hash)]
     return Plan(len(blocks), len(blocks) - len(todo), todo,
                 shared=(ctx.concept_index, ctx.space, ctx.valid_images))
 
@@ -227,7 +228,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int]], block: SweepBloc
     part = ctx.job.study_part(NAME, layer, (b0, b1))
     storage.makedirs(part.parent)
     write_jsonl(part, _rows(ctx, layer, b0, block))
-    storage.touch(done_marker(part))
+    mark_done(part, ctx.stage_hash)
     return 1
 
 
