@@ -22,7 +22,7 @@ from ray_dissect.datasets.base import ImageDataset
 from ray_dissect.explain.formula import to_string
 from ray_dissect.explain.ranges import RangeSpec, range_specs, searched_ranges
 from ray_dissect.explain.search import SearchParams, SearchSpace, Selector, beam_search
-from ray_dissect.job.layout import done_marker
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import Stage, section
 from ray_dissect.pipeline.stages.image_studies import needs_concepts, study_error, study_outputs
@@ -105,7 +105,7 @@ def plan(ctx: JobContext) -> Plan | None:
         ctx.space = SearchSpace.from_index(ctx.concept_index)
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.study_part(NAME, layer, b)).exists()]
+            if not verified_done(ctx.job.study_part(NAME, layer, b), ctx.stage_hash)]
     calls = [(layer, b, ctx.thresholds[layer][0][b[0]:b[1]],
               ctx.thresholds[layer][2][b[0]:b[1]], ctx.unit_ids(layer)[b[0]:b[1]])
              for layer, b in todo]
@@ -119,7 +119,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
     part = ctx.job.study_part(NAME, call[0], call[1])
     storage.makedirs(part.parent)
     write_jsonl(part, rows)
-    storage.touch(done_marker(part))
+    mark_done(part, ctx.stage_hash)
     return 1
 
 
