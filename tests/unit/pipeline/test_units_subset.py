@@ -145,3 +145,20 @@ def test_the_report_pages_the_chosen_units(model_jobs, tmp_path: Path) -> None:
     assert 'href="2.html" aria-keyshortcuts="k">&larr; unit 2 (k)' in seven
     assert "dissects 2 chosen units (a list): 2, 7" in (
         tmp_path / "layers" / f"{LAYER}.html").read_text()
+
+
+def test_keep_chosen_takes_the_chosen_channels_of_arrays_and_tensors(tmp_path: Path) -> None:
+    """The serial extraction's numpy maps and the pipeline's device tensors alike."""
+    import torch
+
+    from ray_dissect.job.layout import JobDir
+    from ray_dissect.pipeline.context import WorkEnv
+
+    env = WorkEnv(_spec(tmp_path, units=SUBSET), JobDir(tmp_path))
+    maps = np.arange(2 * 12 * 2 * 2, dtype=np.float32).reshape(2, 12, 2, 2)
+    np.testing.assert_array_equal(env.keep_chosen({LAYER: maps})[LAYER], maps[:, SUBSET])
+    got = env.keep_chosen({LAYER: torch.from_numpy(maps)})[LAYER]
+    assert got.is_contiguous()
+    np.testing.assert_array_equal(got.numpy(), maps[:, SUBSET])
+    whole = WorkEnv(_spec(tmp_path), JobDir(tmp_path)).keep_chosen({LAYER: maps})[LAYER]
+    assert whole is maps
