@@ -61,6 +61,17 @@ def range_specs(thresholds: np.ndarray, ranges: np.ndarray, inclusive: bool) -> 
     return specs
 
 
+def per_image_ranges(acts: np.ndarray, q: float) -> RangeSpec:
+    """inner-detectors' rule: (t, inf) with t the 1 - q quantile of each image's own map.
+
+    Args:
+        acts: (N, k, h, w) float32. Returns bounds of shape (N, k).
+    """
+    n, k = acts.shape[:2]
+    t = np.quantile(acts.reshape(n, k, -1).astype(np.float64), 1.0 - q, axis=2)
+    return RangeSpec(t, np.full_like(t, np.inf), inclusive=False)
+
+
 def searched_ranges(specs: list[RangeSpec], u: int) -> list[int]:
     """Indices into ``specs`` of unit ``u``'s explained ranges, in explanation order: the
     k-means ranges the unit has (all but the quantile range), or the quantile range alone."""

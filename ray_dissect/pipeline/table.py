@@ -24,6 +24,7 @@ from ray_dissect.pipeline.stages import (
     attribution,
     concept_blackout,
     concepts,
+    heuristics,
     masking,
     prism,
     ranges_importance,
@@ -56,6 +57,7 @@ STAGES: tuple[Stage, ...] = (
     ranges_importance.STAGE,
     unit_ablation.STAGE,
     *concept_blackout.STAGES,  # concept_blackout_iou, concept_blackout
+    heuristics.STAGE,
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 _added: list[Stage] = []

@@ -23,12 +23,18 @@ from ray_dissect.records.schema import (
     Provenance,
     UnitRecord,
 )
+from ray_dissect.records.studies import Concept
 
 
 def concept_score(vocab: Vocabulary, number: int, iou: float) -> ConceptScore:
     """A :class:`ConceptScore` for label ``number``."""
     return ConceptScore(name=vocab.names[number], number=number,
                         category=vocab.category_of(number), iou=iou)
+
+
+def concept_of(vocab: Vocabulary, number: int) -> Concept:
+    """A :class:`Concept` (name, number, category) for label ``number``."""
+    return Concept(name=vocab.names[number], number=number, category=vocab.category_of(number))
 
 
 def formula_node(f: Formula, names: Sequence[str]) -> dict[str, Any]:

@@ -10,12 +10,22 @@ from pydantic import BaseModel, Field
 from ray_dissect.records.schema import SCHEMA_VERSION, ConceptScore, _Record
 
 
+class Concept(_Record):
+    """A concept of the dataset."""
+
+    name: str
+    number: Annotated[int, Field(ge=0, description="global label number in the dataset")]
+    category: str = Field(description="primary category of the label")
+
+
 class ThresholdSweepRow(_Record):
     """One row of ``studies/threshold_sweep.jsonl``.
 
     A unit row (``unit`` set) is a unit's labelling at one quantile; a layer row (``unit``
     null) holds ``category_shares``: the share of each category among that quantile's
-    interpretable labels (IoU >= the job's iou_threshold).
+    interpretable labels (IoU >= the job's iou_threshold), and, for compositional jobs,
+    ``formula_category_shares``: the share of each category among the positive atoms of the
+    units' best formulas at that quantile (CCE's ``compare_thresholds`` tally).
     """
 
     schema_version: Literal[3] = SCHEMA_VERSION
@@ -28,7 +38,14 @@ class ThresholdSweepRow(_Record):
     label: ConceptScore | None = None
     formula: str | None = Field(None, description="compositional jobs: the best formula")
     formula_iou: float | None = None
+    formula_atoms: list[Concept] | None = Field(
+        None, description="compositional jobs: the best formula's positive atoms (not under "
+        "a NOT), left to right, repeats kept")
+    curve: list[ConceptScore] | None = Field(
+        None, description="the unit's curve concepts (its 5 concepts of highest "
+        "IoU at any quantile of the sweep, that order) with their IoU at this quantile")
     category_shares: dict[str, float] | None = None
+    formula_category_shares: dict[str, float] | None = None
 
 
 class RangesImportanceRow(_Record):
@@ -49,14 +66,6 @@ class RangesImportanceRow(_Record):
     images: int = Field(ge=0, description="valid images forwarded")
     flips: int = Field(ge=0, description="images whose argmax class changed")
     flip_fraction: float | None = Field(description="flips / images; null without images")
-
-
-class Concept(_Record):
-    """A concept of the dataset."""
-
-    name: str
-    number: Annotated[int, Field(ge=0, description="global label number in the dataset")]
-    category: str = Field(description="primary category of the label")
 
 
 class AblationEffect(_Record):
@@ -87,6 +96,29 @@ class UnitAblationRow(_Record):
         description="on the images that contain the label's concept; null without a label")
     without_concept: AblationEffect | None = Field(
         description="on the images that do not; null without a label")
+
+
+class HeuristicsRow(_Record):
+    """One row of ``studies/heuristics.jsonl`` (CCE's ``compare_heuristics``).
+
+    A range row (``unit`` set) is one beam search of a unit's range with ``heuristic``; a
+    layer row (``unit`` null) sums a heuristic's searches over the layer (``ranges`` of them)
+    and gives the means per search and ``same_best``, the searches whose best formula equals
+    the one without pruning (heuristic ``none``; null when ``none`` was not run).
+    """
+
+    schema_version: Literal[3] = SCHEMA_VERSION
+    layer: str
+    heuristic: Literal["none", "areas", "cfh", "mmesh"]
+    unit: int | None = None
+    range_index: int | None = Field(None, ge=0)
+    visited: float = Field(ge=0, description="states visited (exact IoUs); layer rows: mean")
+    seconds: float = Field(ge=0, description="search wall-clock seconds; layer rows: mean")
+    formula: str | None = Field(None, description="range rows: the best formula")
+    iou: float | None = Field(None, description="range rows: its IoU")
+    ranges: int | None = Field(None, description="layer rows: searches")
+    total_seconds: float | None = Field(None, description="layer rows: summed seconds")
+    same_best: int | None = Field(None, description="layer rows: best formula as with none")
 
 
 class ConceptBlackoutRow(_Record):
@@ -161,5 +193,6 @@ STUDY_RECORD_TYPES: dict[str, type[BaseModel]] = {
     "ranges_importance_row": RangesImportanceRow,
     "unit_ablation_row": UnitAblationRow,
     "concept_blackout_row": ConceptBlackoutRow,
+    "heuristics_row": HeuristicsRow,
     "compare_report": CompareReport,
 }

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, Tag
 
-from ray_dissect.spec.base import Frozen, tag_of
+from ray_dissect.spec.base import ADDED_LATER, Frozen, tag_of
 
 
 class _MethodBase(Frozen):
@@ -31,10 +31,21 @@ class _MethodBase(Frozen):
 
 
 class NetDissectMethod(_MethodBase):
-    """Network Dissection: one label per unit (Bau et al. 2017)."""
+    """Network Dissection: one label per unit (Bau et al. 2017).
+
+    ``threshold: per_image`` is inner-detectors' rule instead of the dataset-wide quantile:
+    each image's unit mask is the upsampled map above the 1 - ``quantile`` quantile of that
+    image's own map (at feature resolution; ``quantile: 0.5``, the per-image median, is
+    inner-detectors' default), and a concept's score is the mean, over the valid images that
+    contain it, of the per-image IoU (0 when mask and concept are both empty). The records
+    then have no dataset threshold (``threshold`` null).
+    """
 
     kind: Literal["netdissect"] = "netdissect"
     """`netdissect`: one label per unit (Network Dissection)."""
+    threshold: Annotated[Literal["dataset", "per_image"], ADDED_LATER] = "dataset"
+    """`dataset`: one exact threshold per unit (NetDissect); `per_image`: each image's own
+    1 - quantile of the unit's map (inner-detectors)."""
 
 
 class CompositionalMethod(_MethodBase):

@@ -16,18 +16,19 @@ signatures are released before the next. The records are the same for any split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.concepts.masks import Bounds, UnitMask, range_masks, signature_bound
-from ray_dissect.explain.netdissect import Tally, label_units, tally
+from ray_dissect.explain.netdissect import Tally, label_units, per_image_iou, tally
 from ray_dissect.explain.ranges import (
     RangeExplanation,
     RangeSpec,
     explain_range,
+    per_image_ranges,
     range_specs,
     searched_ranges,
 )
@@ -138,21 +139,29 @@ class BlockResult:
         if len(parts) == 1:
             return parts[0]
         t = [p.tally for p in parts]
+        scores = None if t[0].scores is None else np.concatenate([x.scores for x in t
+                                                                   if x.scores is not None])
         tally_ = Tally(np.concatenate([x.inter for x in t]), np.concatenate([x.area for x in t]),
-                       t[0].label_area, np.concatenate([x.activation for x in t]))
+                       t[0].label_area, np.concatenate([x.activation for x in t]), scores)
         if parts[0].explanations is None:
             return BlockResult(tally_, None)
         return BlockResult(tally_, [e for p in parts for e in p.explanations or []])
 
 
-def _pruner(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
-            ) -> Selector | None:
+def pruner_for(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
+               ) -> Selector | None:
+    """The beam search's candidate selector for ``heuristic`` (None for ``none``)."""
     if heuristic == "none":
         return None
     from ray_dissect.explain.pruning import Pruner
 
     ids = arrays.open_array(job.concepts_zarr, "set_ids")[:]
     return Pruner(space, index.global_set_ids(ids, 0), heuristic)
+
+
+def per_image(method: Method | NoMethod) -> bool:
+    """Whether the method thresholds each image's map on its own (``threshold: per_image``)."""
+    return isinstance(method, NetDissectMethod) and method.threshold == "per_image"
 
 
 def inclusive_bounds(method: Method | NoMethod) -> bool:
@@ -168,11 +177,14 @@ def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np
     clustered methods) a beam search per unit and activation range; in passes of units
     whose signatures fit ``budget_bytes``."""
     specs = range_specs(thresholds, ranges, inclusive_bounds(method))
+    if per_image(method):
+        acts = arrays.open_array(job.activations_zarr, layer_key(layer))[:, units[0]:units[1]]
+        specs = [per_image_ranges(acts, method.quantile)]
     if not isinstance(method, CompositionalMethod):
         space = None
     pruner = None
     if isinstance(method, CompositionalMethod) and space is not None:
-        pruner = _pruner(job, space, index, method.heuristic)
+        pruner = pruner_for(job, space, index, method.heuristic)
     passes = signature_passes(job, layer, units, specs, index, block_images, budget_bytes)
     return BlockResult.concat([
         _score_pass(job, layer, (units[0] + a, units[0] + b), sub_ranges(specs, a, b), index,
@@ -186,6 +198,8 @@ def _score_pass(job: JobDir, layer: str, units: tuple[int, int], specs: list[Ran
     """Masks, tally and searches of units [u0, u1) (``specs`` theirs), in one pass."""
     masks = mask_work(job, layer, units, specs, index, block_images)
     result = tally(masks[0], index, method.denominator)
+    if per_image(method):
+        result = replace(result, scores=per_image_iou(masks[0], index))
     if not isinstance(method, CompositionalMethod) or space is None:
         return BlockResult(result, None)
     params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
@@ -236,8 +250,10 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
     t, nonfinite, _ranges = ctx.thresholds[layer]
     eps = 1e-10 if method.denominator == "category" else 0.0
     labels = label_units(block.tally.iou(eps), index, method.top_k)
+    ids = ctx.unit_ids(layer)
     records = [
-        unit_record(layer, b0 + k, lab, float(t[b0 + k]), int(nonfinite[b0 + k]),
+        unit_record(layer, int(ids[b0 + k]), lab,
+                    np.nan if per_image(method) else float(t[b0 + k]), int(nonfinite[b0 + k]),
                     float(block.tally.area[k]), method.iou_threshold,
                     block.explanations[k] if block.explanations else None, index.vocab,
                     ctx.provenance)

@@ -18,7 +18,7 @@ def test_table_order_is_the_data_flow() -> None:
     assert STAGE_NAMES == ("concepts", "activations", "attribution", "prism_pca", "prism",
                            "thresholds", "scoring", "masking", "top_images", "receptive_fields",
                            "threshold_sweep", "ranges_importance", "unit_ablation",
-                           "concept_blackout_iou", "concept_blackout")
+                           "concept_blackout_iou", "concept_blackout", "heuristics")
     assert len(set(STAGE_NAMES)) == len(STAGES)
 
 
@@ -33,6 +33,7 @@ OUTPUTS = {
     "unit_ablation": ("studies/unit_ablation", "studies/unit_ablation.jsonl"),
     "concept_blackout_iou": ("studies/concept_blackout_iou",),
     "concept_blackout": ("studies/concept_blackout", "studies/concept_blackout.jsonl"),
+    "heuristics": ("studies/heuristics", "studies/heuristics.jsonl"),
 }
 
 
