@@ -16,12 +16,14 @@ signatures are released before the next. The records are the same for any split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
+from ray_dissect.concepts.kernels import kernel_name
 from ray_dissect.concepts.masks import Bounds, UnitMask, range_masks, signature_bound
 from ray_dissect.explain.netdissect import Tally, label_units, tally
 from ray_dissect.explain.ranges import (
@@ -129,6 +131,7 @@ class BlockResult:
 
     tally: Tally
     explanations: list[list[RangeExplanation]] | None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
     def concat(parts: list[BlockResult]) -> BlockResult:
@@ -138,9 +141,16 @@ class BlockResult:
         t = [p.tally for p in parts]
         tally_ = Tally(np.concatenate([x.inter for x in t]), np.concatenate([x.area for x in t]),
                        t[0].label_area, np.concatenate([x.activation for x in t]))
+        seconds = {k: sum(p.seconds.get(k, 0.0) for p in parts) for k in parts[0].seconds}
         if parts[0].explanations is None:
-            return BlockResult(tally_, None)
-        return BlockResult(tally_, [e for p in parts for e in p.explanations or []])
+            return BlockResult(tally_, None, seconds)
+        return BlockResult(tally_, [e for p in parts for e in p.explanations or []], seconds)
+
+
+def timings(block: BlockResult) -> dict[str, float]:
+    """The stage's breakdown: seconds of the unit masks, keyed by the kernels that computed
+    them (``masks_numba`` or ``masks_numpy``), and of the searches."""
+    return block.seconds
 
 
 def _pruner(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
@@ -182,17 +192,20 @@ def _score_pass(job: JobDir, layer: str, units: tuple[int, int], specs: list[Ran
                 index: ConceptIndex, space: SearchSpace | None, method: DissectionMethod,
                 block_images: int, pruner: Selector | None) -> BlockResult:
     """Masks, tally and searches of units [u0, u1) (``specs`` theirs), in one pass."""
+    t0 = time.perf_counter()
     masks = mask_work(job, layer, units, specs, index, block_images)
+    seconds = {f"masks_{kernel_name()}": time.perf_counter() - t0}
     result = tally(masks[0], index, method.denominator)
     if not isinstance(method, CompositionalMethod) or space is None:
-        return BlockResult(result, None)
+        return BlockResult(result, None, seconds)
+    t0 = time.perf_counter()
     params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
                           method.dedup)
     explanations = []
     for u in range(units[1] - units[0]):
         explanations.append([explain_range(masks[r][u], specs[r], u, space, params, pruner)
                              for r in searched_ranges(specs, u)])
-    return BlockResult(result, explanations)
+    return BlockResult(result, explanations, seconds | {"search": time.perf_counter() - t0})
 
 
 def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None, layer: str,

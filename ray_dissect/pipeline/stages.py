@@ -183,7 +183,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("thresholds", "tasks", thresholds.block_work, ("thresholds",), _threshold_inputs,
           thresholds.plan, thresholds.collect, thresholds.finish),
     Stage("scoring", "tasks", scoring.block_work, ("parts", "records"), None, scoring.plan,
-          scoring.collect, scoring.finish),
+          scoring.collect, scoring.finish, timings=scoring.timings),
     Stage("masking", "actors", masking.masking_work, (), None, masking.plan, masking.collect,
           masking.finish),
     Stage("top_images", "tasks", top_images.block_work, ("top_images",), _top_image_inputs,
