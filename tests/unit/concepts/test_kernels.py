@@ -10,6 +10,7 @@ from fixtures.dense_masks import dense_signature
 
 from ray_dissect.concepts import kernels
 from ray_dissect.concepts.masks import UnitMask, range_masks
+from ray_dissect.concepts.tiles import Grid
 
 pytestmark = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
 
@@ -95,9 +96,9 @@ def test_numba_masks_equal_numpy_and_dense_torch_masks(monkeypatch, seed, src, s
 def test_near_ties_and_non_finite_maps_go_through_torch() -> None:
     """The kernel leaves undecided exactly the (pair, range)s it must: the inf map in every
     range it fires for, and the ranges whose bound is a pixel's own value."""
-    from ray_dissect.concepts.tiles import Grid
 
-    acts, ranges, set_ids, valid = _tricky(0, (7, 7), (112, 112))
+
+    acts, ranges, set_ids, _ = _tricky(0, (7, 7), (112, 112))
     n, k = acts.shape[:2]
     bounds = [(np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k)), inc)
               for lo, hi, inc in ranges]

@@ -14,7 +14,6 @@ from ray_dissect.concepts.masks import range_masks
 from ray_dissect.concepts.tiles import Grid, full_tiles, tile_extremes
 
 
-
 @pytest.fixture(autouse=True)
 def _numpy_reference(monkeypatch) -> None:
     """These tests check the numpy tile walk's routes: force it (numba would bypass them)."""
