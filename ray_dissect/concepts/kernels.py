@@ -357,3 +357,61 @@ def _axis(axis: AxisTiles) -> tuple[np.ndarray, ...]:
     """An axis's tiles as the kernels read them: (i0, i1, pos, n_real, lam)."""
     return (axis.i0.astype(np.int64), axis.i1.astype(np.int64), axis.pos.astype(np.int64),
             axis.n_real.astype(np.int64), axis.lam.astype(np.float64))
+
+
+@_jit
+def _column_keys(cols: Any, mix: Any) -> Any:  # pragma: no cover - compiled
+    """(n,) uint64 key of every column of ``cols`` (width, n): the values times ``mix``
+    (width,) uint64 summed with wrap-around, then ``key ^ key >> 29``."""
+    width, n = cols.shape
+    keys = np.zeros(n, np.uint64)
+    for j in range(width):
+        for q in range(n):
+            keys[q] += np.uint64(cols[j, q]) * mix[j]
+    for q in range(n):
+        keys[q] ^= keys[q] >> np.uint64(29)
+    return keys
+
+
+@_jit
+def _unique_columns(cols: Any, mix: Any) -> tuple[Any, Any, Any, bool
+                                                  ]:  # pragma: no cover - compiled
+    """(distinct columns (width, u) by ascending key, inverse (n,) int64, counts (u,) int64,
+    whether the keys' grouping holds for the columns themselves)."""
+    width, n = cols.shape
+    keys = _column_keys(cols, mix)
+    starts = np.empty(n, np.int64)  # runs of equal keys: a label map's rows come in runs
+    n_runs = 0
+    for q in range(n):
+        if q == 0 or keys[q] != keys[q - 1]:
+            starts[n_runs] = q
+            n_runs += 1
+    distinct = np.unique(keys[starts[:n_runs]])
+    inverse = np.empty(n, np.int64)
+    counts = np.zeros(distinct.size, np.int64)
+    first = np.full(distinct.size, -1, np.int64)
+    for run in range(n_runs):
+        a = starts[run]
+        b = starts[run + 1] if run + 1 < n_runs else n
+        g = np.searchsorted(distinct, keys[a])
+        inverse[a:b] = g
+        counts[g] += b - a
+        if first[g] < 0:
+            first[g] = a
+    uniq = np.empty((width, distinct.size), cols.dtype)
+    for g in range(distinct.size):
+        uniq[:, g] = cols[:, first[g]]
+    for q in range(n):
+        for j in range(width):
+            if uniq[j, inverse[q]] != cols[j, q]:
+                return uniq, inverse, counts, False
+    return uniq, inverse, counts, True
+
+
+def unique_columns(cols: np.ndarray, mix: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`ray_dissect.concepts.index.unique_columns` compiled: the same distinct columns
+    (width, u) in the same order, inverse (n,) int64 and counts (u,) int64, from the same
+    keys (``mix`` (width,) uint64); None on a key collision (the caller's exact fallback)."""
+    uniq, inverse, counts, ok = _unique_columns(np.ascontiguousarray(cols), mix)
+    return (uniq, inverse, counts) if ok else None

@@ -135,3 +135,31 @@ def test_kernel_choice_follows_the_environment(monkeypatch) -> None:
     assert kernels.kernel_name() == "numba"
     monkeypatch.setenv(kernels.KERNEL_ENV, "numpy")
     assert kernels.kernel_name() == "numpy"
+
+
+def test_compiled_unique_columns_equals_numpy_grouping(monkeypatch) -> None:
+    """The concept index's per-pixel tuple grouping: same distinct columns in the same order,
+    inverse and counts, for label maps with runs, no layer, and one pixel."""
+    from ray_dissect.concepts.index import pixel_label_sets, unique_columns
+
+    rng = np.random.default_rng(4)
+    maps = np.kron(rng.integers(0, 6, size=(3, 5, 5)), np.ones((1, 9, 9), np.int64))
+    maps[:, ::7] = rng.integers(0, 500, size=(3, 7, 45))
+    cases = [maps.astype(np.int32).reshape(3, -1), np.zeros((0, 30), np.int32),
+             np.array([[3], [1]], np.int32)]
+    for cols in cases:
+        monkeypatch.setenv(kernels.KERNEL_ENV, "numba")
+        fast = unique_columns(cols)
+        monkeypatch.setenv(kernels.KERNEL_ENV, "numpy")
+        ref = unique_columns(cols)
+        for a, b in zip(fast, ref, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    whole = np.array([900, 7], np.int32)
+    for which in ("numba", "numpy"):
+        monkeypatch.setenv(kernels.KERNEL_ENV, which)
+        got = pixel_label_sets(maps.astype(np.int32), whole, 6)
+        if which == "numba":
+            first = got
+    for a, b in zip(first, got, strict=True):
+        np.testing.assert_array_equal(a, b)
