@@ -190,35 +190,48 @@ def _count_all(rows: Any, cols: Any, ty: int, tx: int, local: Any, sw: int, hist
 
 @_jit
 def _check_cell(corners: Any, rows: Any, cols: Any, ty: int, tx: int, todo: Any, n_todo: int,
-                lo: Any, hi: Any, delta: float, local: Any, sw: int, hist: Any, redo: Any
-                ) -> None:  # pragma: no cover - compiled
+                lo: Any, hi: Any, delta: float, local: Any, sw: int, hist: Any, redo: Any,
+                scratch: Any) -> None:  # pragma: no cover - compiled
     """Decide every pixel of cell (ty, tx) (corners a, b, c, d) for the ranges
     ``todo[:n_todo]``: in-range pixels into ``hist`` (R, m_sets), a pixel within ``delta``
-    of a bound marks its range in ``redo`` (R,)."""
+    of a bound marks its range in ``redo`` (R,).
+
+    Along a column the value is ``top + lam * step`` (the tile walk's formula); a pixel is in
+    when above ``lo + delta`` and below ``hi - delta``, out when below ``lo - delta`` or above
+    ``hi + delta``. ``scratch``: (T + 4 * R,) float64 work space."""
     a, b, c, d = corners
     r_pos, r_n, r_lam = rows[2], rows[3], rows[4]
     c_pos, c_n, c_lam = cols[2], cols[3], cols[4]
+    width = c_n[tx]
+    size = c_lam.shape[1]
+    top, step, bound = scratch[:size], scratch[size:2 * size], scratch[2 * size:]
+    for sx in range(width):
+        mu = c_lam[tx, sx]
+        top[sx] = a + mu * (b - a)
+        step[sx] = c + mu * (d - c) - top[sx]
+    for j in range(n_todo):
+        r = todo[j]
+        bound[4 * j], bound[4 * j + 1] = lo[r] + delta, hi[r] - delta  # surely in between
+        bound[4 * j + 2], bound[4 * j + 3] = lo[r] - delta, hi[r] + delta  # maybe in
     for sy in range(r_n[ty]):
         row = r_pos[ty, sy] * sw
         lam = r_lam[ty, sy]
-        for sx in range(c_n[tx]):
-            mu = c_lam[tx, sx]
-            top = a + mu * (b - a)
-            v = top + lam * (c + mu * (d - c) - top)
+        for sx in range(width):
+            v = top[sx] + lam * step[sx]
             s = local[row + c_pos[tx, sx]]
             for j in range(n_todo):
-                r = todo[j]
-                if v - delta > lo[r] and v + delta < hi[r]:
-                    hist[r, s] += 1
-                elif not (v + delta < lo[r] or v - delta > hi[r]):
-                    redo[r] = True
+                if bound[4 * j] < v < bound[4 * j + 1]:
+                    hist[todo[j], s] += 1
+                elif bound[4 * j + 2] <= v <= bound[4 * j + 3]:
+                    redo[todo[j]] = True
 
 
 @_jit
 def _count_pair(m: Any, rows: Any, cols: Any, lo: Any, hi: Any, inc: Any, fires: Any,
-                margin: float, local: Any, sw: int, hist: Any, redo: Any, tmp: Any
-                ) -> None:  # pragma: no cover - compiled
-    """Count one (h, w) map's in-range pixels per range and local set into ``hist``."""
+                margin: float, local: Any, sw: int, hist: Any, redo: Any, tmp: Any,
+                scratch: Any) -> None:  # pragma: no cover - compiled
+    """Count one (h, w) map's in-range pixels per range and local set into ``hist``;
+    ``tmp`` (m_sets,) int64 and ``scratch`` (:func:`_check_cell`) are work space."""
     n_ranges = lo.size
     if not _finite(m):
         redo[:] = fires
@@ -246,7 +259,7 @@ def _count_pair(m: Any, rows: Any, cols: Any, lo: Any, hi: Any, inc: Any, fires:
             if n_check:
                 delta = margin * max(abs(a), abs(b), abs(c), abs(d))
                 _check_cell((a, b, c, d), rows, cols, ty, tx, check, n_check, lo, hi, delta,
-                            local, sw, hist, redo)
+                            local, sw, hist, redo, scratch)
 
 
 @_jit
@@ -262,12 +275,13 @@ def _count_pairs(acts: Any, img: Any, unit: Any, lo: Any, hi: Any, inc: Any, fir
     for i in range(indptr.size - 1):
         widest = max(widest, indptr[i + 1] - indptr[i])
     tmp = np.zeros(widest, np.int64)
+    scratch = np.empty(2 * cols[4].shape[1] + 4 * n_ranges)
     for p in range(n_pairs):
         i = img[p]
         m_sets = indptr[i + 1] - indptr[i]
         hist = counts[offsets[p]:offsets[p + 1]].reshape((n_ranges, m_sets))
         _count_pair(acts[i, unit[p]], rows, cols, lo[p], hi[p], inc, fires[p], margin,
-                    local[i], sw, hist, redo[p], tmp[:m_sets])
+                    local[i], sw, hist, redo[p], tmp[:m_sets], scratch)
     return counts, redo
 
 
