@@ -134,7 +134,13 @@ def group_sets(set_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         sets: (e,) int64, ascending within an image.
     """
     flat = np.ascontiguousarray(set_ids.reshape(len(set_ids), -1), dtype=np.int64)
-    local, indptr, sets = _group_sets(flat)
+    if kernel_name() == "numba":
+        local, indptr, sets = _group_sets(flat)
+        return local, indptr, sets
+    groups = [np.unique(row, return_inverse=True) for row in flat]
+    local = np.stack([inv.reshape(-1) for _, inv in groups]).astype(np.int32).reshape(flat.shape)
+    indptr = np.concatenate([[0], np.cumsum([len(u) for u, _ in groups])]).astype(np.int64)
+    sets = np.concatenate([u for u, _ in groups] or [np.zeros(0, np.int64)]).astype(np.int64)
     return local, indptr, sets
 
 
