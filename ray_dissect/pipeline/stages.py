@@ -63,6 +63,9 @@ class Stage:
         timings: seconds per step of a call's work (e.g. decode, forward, write), taken from
             its result; the driver sums them per stage into the manifest (``status`` shows
             them). ``None``: the stage reports none.
+        on_gpus: a ``"tasks"`` stage whose work runs on the model actors instead when they
+            hold GPUs (the work function then computes on ``env.device``); on CPU-only jobs
+            it stays on CPU tasks.
     """
 
     name: str
@@ -76,6 +79,7 @@ class Stage:
     owns: tuple[str, ...] = ()
     calls_per_actor: int = 1
     timings: Callable[[Any], dict[str, float]] | None = None
+    on_gpus: bool = False
 
 
 def _resources(data: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +187,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("thresholds", "tasks", thresholds.block_work, ("thresholds",), _threshold_inputs,
           thresholds.plan, thresholds.collect, thresholds.finish),
     Stage("scoring", "tasks", scoring.block_work, ("parts", "records"), None, scoring.plan,
-          scoring.collect, scoring.finish, timings=scoring.timings),
+          scoring.collect, scoring.finish, timings=scoring.timings, on_gpus=True),
     Stage("masking", "actors", masking.masking_work, (), None, masking.plan, masking.collect,
           masking.finish),
     Stage("top_images", "tasks", top_images.block_work, ("top_images",), _top_image_inputs,
