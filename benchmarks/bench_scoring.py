@@ -27,6 +27,11 @@ implementations) and reports each one's best round, as ``timeit`` does: on this 
 the legacy path's CPU time moves by a third between runs (8.5-12.8 s), and other load only
 ever adds time.
 
+Implementations side by side: ``legacy``, ``numpy`` (the tile walk, forced with
+``RAY_DISSECT_KERNELS=numpy``), ``numba`` (the compiled kernels, when numba imports; their
+first-call time is printed: compilation, or loading numba's on-disk cache) and ``device``
+(the torch pass on CUDA, when a GPU is present).
+
 Usage: python benchmarks/bench_scoring.py [--images 2000] [--units 512] [--search-units 16]
        [--clusters 5] [--root DIR] [--compare-with TREE] [--repeat N]
 """
@@ -51,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import legacy_scoring
 from bench_search import build
 
+from ray_dissect.concepts.device import device_range_masks
 from ray_dissect.concepts.kernels import KERNEL_ENV, kernel_name
 from ray_dissect.concepts.masks import UnitMask, range_masks
 from ray_dissect.datasets.synthetic.generate import generate_dataset
@@ -233,6 +239,8 @@ def main() -> None:
     if args.compare_with is not None:
         maskers["before"] = tree_masker(args.compare_with)
     maskers["numpy"] = forced_masker("numpy")
+    if torch.cuda.is_available():
+        maskers["device"] = lambda *a: device_range_masks(*a, "cuda")
     if kernel_name() == "numba":
         maskers["numba"] = forced_masker("numba")
         t = time.perf_counter()
@@ -253,7 +261,7 @@ def main() -> None:
     if "before" in times:
         print(f"scoring before: {times['before']:8.2f} s CPU (--compare-with "
               f"{args.compare_with}; identical signatures and IoUs)")
-    for name in ("numpy", "numba"):
+    for name in ("numpy", "numba", "device"):
         if name in times:
             print(f"scoring {name:6s}: {times[name]:8.2f} s CPU (identical signatures and IoUs),"
                   f" {times['legacy'] / times[name]:.2f}x legacy (target >= 5x)")
