@@ -198,6 +198,8 @@ def _compiled(acts: np.ndarray, images: np.ndarray, units: np.ndarray, bounds: l
               fires: list[np.ndarray], grid: Grid, set_ids: np.ndarray) -> list[Entries]:
     """:func:`_tile_walk` by the compiled per-pixel kernel, the (pair, range)s it cannot
     decide upsampled whole by torch and counted as ``lo < value < hi``."""
+    if not bounds:
+        return []
     found = count_ranges(acts, images, units, bounds, fires, grid, set_ids)
     for r, (lo, hi, inc) in enumerate(bounds):
         sel = np.flatnonzero(found.redo[:, r])

@@ -103,3 +103,15 @@ def test_compiled_unique_columns_equals_numpy_grouping(monkeypatch) -> None:
             first = got
     for a, b in zip(first, got, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_no_range_and_no_firing_pair(monkeypatch) -> None:
+    """No ranges gives no masks; ranges no map reaches give empty signatures, as numpy."""
+    acts = np.zeros((3, 2, 4, 4), np.float32)
+    ids = np.zeros((3, 8, 8), np.int64)
+    valid = np.ones(3, bool)
+    assert _masks(monkeypatch, "numba", acts, [], ids, 0, valid) == []
+    high = [(np.ones(2), np.full(2, np.inf), False)]
+    got = _masks(monkeypatch, "numba", acts, high, ids, 0, valid)
+    same(got, _masks(monkeypatch, "numpy", acts, high, ids, 0, valid))
+    assert [m.area for m in got[0]] == [0, 0]
