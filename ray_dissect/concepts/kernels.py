@@ -196,7 +196,7 @@ def _count_all(rows: Any, cols: Any, ty: int, tx: int, local: Any, sw: int, hist
 
 @_jit
 def _check_cell(corners: Any, rows: Any, cols: Any, ty: int, tx: int, todo: Any, n_todo: int,
-                lo: Any, hi: Any, delta: float, local: Any, sw: int, hist: Any, redo: Any,
+                ranges: Any, delta: float, local: Any, sw: int, hist: Any, redo: Any,
                 scratch: Any) -> None:  # pragma: no cover - compiled
     """Decide every pixel of cell (ty, tx) (corners a, b, c, d) for the ranges
     ``todo[:n_todo]``: in-range pixels into ``hist`` (R, m_sets), a pixel within ``delta``
@@ -204,10 +204,14 @@ def _check_cell(corners: Any, rows: Any, cols: Any, ty: int, tx: int, todo: Any,
 
     Along a column the value is ``top + lam * step`` (the tile walk's formula); a pixel is in
     when above ``lo + delta`` and below ``hi - delta``, out when below ``lo - delta`` or above
-    ``hi + delta``. ``scratch``: (T + 4 * R,) float64 work space."""
+    ``hi + delta``. A pixel in between whose every corner of nonzero torch weight is 0 (at a
+    clamped edge: the far row or column has weight exactly 0) is exactly 0 in torch too and
+    is decided by the bounds (``ranges``: lo, hi, inclusive). ``scratch``: (2T + 4R,)
+    float64 work space."""
     a, b, c, d = corners
-    r_pos, r_n, r_lam = rows[2], rows[3], rows[4]
-    c_pos, c_n, c_lam = cols[2], cols[3], cols[4]
+    lo, hi, inc = ranges
+    r_pos, r_n, r_lam, r_zero = rows[2], rows[3], rows[4], rows[5]
+    c_pos, c_n, c_lam, c_zero = cols[2], cols[3], cols[4], cols[5]
     width = c_n[tx]
     size = c_lam.shape[1]
     top, step, bound = scratch[:size], scratch[size:2 * size], scratch[2 * size:]
@@ -229,7 +233,13 @@ def _check_cell(corners: Any, rows: Any, cols: Any, ty: int, tx: int, todo: Any,
                 if bound[4 * j] < v < bound[4 * j + 1]:
                     hist[todo[j], s] += 1
                 elif bound[4 * j + 2] <= v <= bound[4 * j + 3]:
-                    redo[todo[j]] = True
+                    r = todo[j]
+                    rz, cz = r_zero[ty, sy], c_zero[tx, sx]
+                    if not (a == 0.0 and (cz or b == 0.0) and (rz or c == 0.0)
+                            and (rz or cz or d == 0.0)):
+                        redo[r] = True
+                    elif (lo[r] <= 0.0 <= hi[r]) if inc[r] else (lo[r] < 0.0 < hi[r]):
+                        hist[r, s] += 1
 
 
 @_jit
@@ -264,8 +274,8 @@ def _count_pair(m: Any, rows: Any, cols: Any, lo: Any, hi: Any, inc: Any, fires:
                 _count_all(rows, cols, ty, tx, local, sw, hist, every, n_every, tmp)
             if n_check:
                 delta = margin * max(abs(a), abs(b), abs(c), abs(d))
-                _check_cell((a, b, c, d), rows, cols, ty, tx, check, n_check, lo, hi, delta,
-                            local, sw, hist, redo, scratch)
+                _check_cell((a, b, c, d), rows, cols, ty, tx, check, n_check, (lo, hi, inc),
+                            delta, local, sw, hist, redo, scratch)
 
 
 @_jit
@@ -374,9 +384,13 @@ def count_ranges(acts: np.ndarray, images: np.ndarray, units: np.ndarray,
 
 
 def _axis(axis: AxisTiles) -> tuple[np.ndarray, ...]:
-    """An axis's tiles as the kernels read them: (i0, i1, pos, n_real, lam)."""
+    """An axis's tiles as the kernels read them: (i0, i1, pos, n_real, lam, zero), zero (t, T)
+    bool where the i1 weight is exactly 0 in torch too: the source coordinate is clamped at
+    the first edge (below 0 by far more than float32 rounding)."""
+    n_in, n_out = int(axis.i1.max(initial=0)) + 1, int(axis.pos.max(initial=0)) + 1
+    clamped = n_in / n_out * (axis.pos + 0.5) - 0.5 < -1e-6
     return (axis.i0.astype(np.int64), axis.i1.astype(np.int64), axis.pos.astype(np.int64),
-            axis.n_real.astype(np.int64), axis.lam.astype(np.float64))
+            axis.n_real.astype(np.int64), axis.lam.astype(np.float64), clamped & axis.ok)
 
 
 @_jit

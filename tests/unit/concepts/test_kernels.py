@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fixtures.kernel_maps import dense_check, same, tricky
+from fixtures.kernel_maps import dense_check, same, tricky, upsampled
 
 from ray_dissect.concepts import kernels
 from ray_dissect.concepts.masks import UnitMask, range_masks
@@ -48,8 +48,10 @@ def test_near_ties_and_non_finite_maps_go_through_torch() -> None:
                                  Grid.make((7, 7), (112, 112)), set_ids)
     inf_pair = 4 * k + 0
     assert found.redo[inf_pair].all()
-    ties = (images == 1)
-    assert found.redo[ties, 1].all() and found.redo[ties, 2].all()  # bound = a pixel's value
+    tie = np.float64(upsampled(acts, (112, 112))[1, :, 56, 37])  # the fixture's tie pixels
+    for u in range(k):  # a bound equal to a nonzero pixel value is for torch to decide; an
+        # exact 0 (zero cell, or zero corners at a clamped edge) is decided exactly
+        assert found.redo[k + u, 1] == found.redo[k + u, 2] == (tie[u] != 0)
     assert not found.redo[:, 0][np.isfinite(acts).reshape(n * k, -1).all(axis=1)].all()
 
 
