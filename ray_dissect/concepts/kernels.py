@@ -1,14 +1,15 @@
-"""Compiled per-pixel kernels (numba) for unit masks and the concept index.
+"""Compiled per-pixel kernels (numba) for unit masks (the label-set groupings, also the
+concept index's, are in :mod:`ray_dissect.concepts.set_kernels`).
 
 The numpy code stays the reference: :func:`ray_dissect.concepts.masks.range_masks` walks
 tiles with vectorised numpy, and the kernels here take the same decisions pixel by pixel in
 compiled loops, so both give bit-identical signatures.
 
-Which implementation runs is decided once per process (:func:`kernel_name`): ``numba`` when it
-imports, ``numpy`` otherwise, or when the environment variable ``RAY_DISSECT_KERNELS=numpy``
-forces the reference (tests run both). Kernels are compiled on first call with
-``cache=True`` (numba's on-disk cache beside this file, or ``NUMBA_CACHE_DIR``), so a worker
-process pays the compilation once per machine, and release the GIL (``nogil=True``).
+Which implementation runs is decided at each call (:func:`kernel_name`, :mod:`.jit`):
+``numba`` when it imports, ``numpy`` otherwise, or when the environment variable
+``RAY_DISSECT_KERNELS=numpy`` forces the reference (tests run both). Kernels are compiled on
+first call with ``cache=True`` (numba's on-disk cache beside the module, or
+``NUMBA_CACHE_DIR``), so the compilation is paid once per machine, and release the GIL.
 
 The decision rule is :mod:`ray_dissect.concepts.tiles`' one: a pixel's value is evaluated in
 float64 from its source cell's four corners; it is in a range when it is inside both bounds by
@@ -20,135 +21,24 @@ upsampling (the caller does that). A cell whose corners are all 0 is exact (ever
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ray_dissect.concepts.jit import HAVE_NUMBA, KERNEL_ENV, jit, kernel_name
+from ray_dissect.concepts.set_kernels import SMALL_SETS, group_sets, unique_columns
 from ray_dissect.concepts.tiles import AxisTiles, Grid
 
-KERNEL_ENV = "RAY_DISSECT_KERNELS"
-"""Set to ``numpy`` to force the numpy reference even when numba imports."""
-
-SMALL_SETS = 64
-"""An image with more distinct label sets than this is grouped by sorting instead of a
-linear search over the sets seen so far."""
-
-try:  # numba is a dependency, but the numpy path must keep working without it
-    import numba
-
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    HAVE_NUMBA = False
-
-
-def kernel_name() -> str:
-    """``"numba"`` when the compiled kernels are in use, else ``"numpy"`` (see
-    :data:`KERNEL_ENV`)."""
-    if not HAVE_NUMBA or os.environ.get(KERNEL_ENV, "").lower() == "numpy":
-        return "numpy"
-    return "numba"
-
-
-def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit(cache=True, nogil=True)`` where numba imports; the plain function (never
-    called: :func:`kernel_name` is ``numpy`` then) otherwise."""
-    if not HAVE_NUMBA:  # pragma: no cover
-        return fn
-    return numba.njit(cache=True, nogil=True)(fn)
-
-
-@_jit
-def _group_image(flat: Any, local: Any, found: Any) -> int:  # pragma: no cover - compiled
-    """Local set ids of one image's pixels ``flat`` (q,) int64 into ``local`` (q,) int32,
-    its distinct sets ascending into ``found`` (>= SMALL_SETS + 1,); returns their number,
-    or -1 when there are more than SMALL_SETS (``local`` is then meaningless)."""
-    m = 0
-    last = -1
-    last_id = -1
-    for q in range(flat.size):
-        s = flat[q]
-        if s != last:
-            last_id = -1
-            for j in range(m):
-                if found[j] == s:
-                    last_id = j
-                    break
-            if last_id < 0:
-                if m == SMALL_SETS:
-                    return -1
-                found[m] = s
-                last_id = m
-                m += 1
-            last = s
-        local[q] = last_id
-    order = np.argsort(found[:m])
-    rank = np.empty(m, np.int32)
-    for j in range(m):
-        rank[order[j]] = j
-    for q in range(flat.size):
-        local[q] = rank[local[q]]
-    found[:m] = found[:m][order]
-    return m
-
-
-@_jit
-def _group_sets(set_ids: Any) -> tuple[Any, Any, Any]:  # pragma: no cover - compiled
-    """Per image: local set id of every pixel and the image's distinct sets.
-
-    Args: set_ids (n, q) int64 (q pixels per image). Returns local (n, q) int32, indptr
-    (n + 1,) int64 and sets (e,) int64 ascending within an image."""
-    n, q = set_ids.shape
-    local = np.empty((n, q), np.int32)
-    indptr = np.zeros(n + 1, np.int64)
-    sets = np.empty(n * (SMALL_SETS + 1), np.int64)
-    found = np.empty(SMALL_SETS + 1, np.int64)
-    for i in range(n):
-        m = _group_image(set_ids[i], local[i], found)
-        if m < 0:
-            distinct = np.unique(set_ids[i])
-            m = distinct.size
-            local[i] = np.searchsorted(distinct, set_ids[i]).astype(np.int32)
-            if indptr[i] + m > sets.size:
-                sets = np.concatenate((sets, np.empty(m + sets.size, np.int64)))
-            sets[indptr[i]:indptr[i] + m] = distinct
-        else:
-            if indptr[i] + m > sets.size:
-                sets = np.concatenate((sets, np.empty(m + sets.size, np.int64)))
-            sets[indptr[i]:indptr[i] + m] = found[:m]
-        indptr[i + 1] = indptr[i] + m
-    return local, indptr, sets[:indptr[n]]
-
-
-def group_sets(set_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each image's distinct label sets and every pixel's index among them.
-
-    Args:
-        set_ids: (n, sh, sw) integer label-set id per pixel.
-
-    Returns:
-        local: (n, sh * sw) int32 index of the pixel's set among its image's sets;
-        indptr: (n + 1,) int64 image i's sets are ``sets[indptr[i]:indptr[i + 1]]``;
-        sets: (e,) int64, ascending within an image.
-    """
-    flat = np.ascontiguousarray(set_ids.reshape(len(set_ids), -1), dtype=np.int64)
-    if kernel_name() == "numba":
-        local, indptr, sets = _group_sets(flat)
-        return local, indptr, sets
-    groups = [np.unique(row, return_inverse=True) for row in flat]
-    local = np.stack([inv.reshape(-1) for _, inv in groups]).astype(np.int32).reshape(flat.shape)
-    indptr = np.concatenate([[0], np.cumsum([len(u) for u, _ in groups])]).astype(np.int64)
-    sets = np.concatenate([u for u, _ in groups] or [np.zeros(0, np.int64)]).astype(np.int64)
-    return local, indptr, sets
+__all__ = ["HAVE_NUMBA", "KERNEL_ENV", "SMALL_SETS", "PairCounts", "count_ranges", "group_sets",
+           "kernel_name", "unique_columns"]
 
 
 SKIP, ALL, CHECK = 0, 1, 2
 """A cell's status for one range: no pixel in it, every pixel in it, decide pixel by pixel."""
 
 
-@_jit
+@jit
 def _cell_status(a: float, b: float, c: float, d: float, lo: float, hi: float, inc: bool,
                  margin: float) -> int:  # pragma: no cover - compiled
     """:data:`SKIP`, :data:`ALL` or :data:`CHECK` for a cell of corners a, b, c, d (its
@@ -166,7 +56,7 @@ def _cell_status(a: float, b: float, c: float, d: float, lo: float, hi: float, i
     return CHECK
 
 
-@_jit
+@jit
 def _finite(m: Any) -> bool:  # pragma: no cover - compiled
     """Whether every value of the (h, w) map is finite."""
     for y in range(m.shape[0]):
@@ -176,7 +66,7 @@ def _finite(m: Any) -> bool:  # pragma: no cover - compiled
     return True
 
 
-@_jit
+@jit
 def _count_all(rows: Any, cols: Any, ty: int, tx: int, local: Any, sw: int, hist: Any,
                todo: Any, n_todo: int, tmp: Any) -> None:  # pragma: no cover - compiled
     """Add every pixel of cell (ty, tx) to ``hist[r]`` (m_sets,) for r in ``todo[:n_todo]``,
@@ -194,7 +84,7 @@ def _count_all(rows: Any, cols: Any, ty: int, tx: int, local: Any, sw: int, hist
             hist[todo[j]] += tmp
 
 
-@_jit
+@jit
 def _check_cell(corners: Any, rows: Any, cols: Any, ty: int, tx: int, todo: Any, n_todo: int,
                 ranges: Any, delta: float, local: Any, sw: int, hist: Any, redo: Any,
                 scratch: Any) -> None:  # pragma: no cover - compiled
@@ -242,7 +132,7 @@ def _check_cell(corners: Any, rows: Any, cols: Any, ty: int, tx: int, todo: Any,
                         hist[r, s] += 1
 
 
-@_jit
+@jit
 def _count_pair(m: Any, rows: Any, cols: Any, lo: Any, hi: Any, inc: Any, fires: Any,
                 margin: float, local: Any, sw: int, hist: Any, redo: Any, tmp: Any,
                 scratch: Any) -> None:  # pragma: no cover - compiled
@@ -278,7 +168,7 @@ def _count_pair(m: Any, rows: Any, cols: Any, lo: Any, hi: Any, inc: Any, fires:
                             delta, local, sw, hist, redo, scratch)
 
 
-@_jit
+@jit
 def _count_pairs(acts: Any, img: Any, unit: Any, lo: Any, hi: Any, inc: Any, fires: Any,
                  rows: Any, cols: Any, margin: float, local: Any, indptr: Any, sw: int,
                  offsets: Any) -> tuple[Any, Any]:  # pragma: no cover - compiled
@@ -301,7 +191,7 @@ def _count_pairs(acts: Any, img: Any, unit: Any, lo: Any, hi: Any, inc: Any, fir
     return counts, redo
 
 
-@_jit
+@jit
 def _recount(up: Any, at: Any, r: int, lo: Any, hi: Any, inc: bool, img: Any, local: Any,
              indptr: Any, offsets: Any, counts: Any) -> None:  # pragma: no cover - compiled
     """Replace range ``r``'s counts of pairs ``at`` (q,) by those of their dense float32
@@ -391,61 +281,3 @@ def _axis(axis: AxisTiles) -> tuple[np.ndarray, ...]:
     clamped = n_in / n_out * (axis.pos + 0.5) - 0.5 < -1e-6
     return (axis.i0.astype(np.int64), axis.i1.astype(np.int64), axis.pos.astype(np.int64),
             axis.n_real.astype(np.int64), axis.lam.astype(np.float64), clamped & axis.ok)
-
-
-@_jit
-def _column_keys(cols: Any, mix: Any) -> Any:  # pragma: no cover - compiled
-    """(n,) uint64 key of every column of ``cols`` (width, n): the values times ``mix``
-    (width,) uint64 summed with wrap-around, then ``key ^ key >> 29``."""
-    width, n = cols.shape
-    keys = np.zeros(n, np.uint64)
-    for j in range(width):
-        for q in range(n):
-            keys[q] += np.uint64(cols[j, q]) * mix[j]
-    for q in range(n):
-        keys[q] ^= keys[q] >> np.uint64(29)
-    return keys
-
-
-@_jit
-def _unique_columns(cols: Any, mix: Any) -> tuple[Any, Any, Any, bool
-                                                  ]:  # pragma: no cover - compiled
-    """(distinct columns (width, u) by ascending key, inverse (n,) int64, counts (u,) int64,
-    whether the keys' grouping holds for the columns themselves)."""
-    width, n = cols.shape
-    keys = _column_keys(cols, mix)
-    starts = np.empty(n, np.int64)  # runs of equal keys: a label map's rows come in runs
-    n_runs = 0
-    for q in range(n):
-        if q == 0 or keys[q] != keys[q - 1]:
-            starts[n_runs] = q
-            n_runs += 1
-    distinct = np.unique(keys[starts[:n_runs]])
-    inverse = np.empty(n, np.int64)
-    counts = np.zeros(distinct.size, np.int64)
-    first = np.full(distinct.size, -1, np.int64)
-    for run in range(n_runs):
-        a = starts[run]
-        b = starts[run + 1] if run + 1 < n_runs else n
-        g = np.searchsorted(distinct, keys[a])
-        inverse[a:b] = g
-        counts[g] += b - a
-        if first[g] < 0:
-            first[g] = a
-    uniq = np.empty((width, distinct.size), cols.dtype)
-    for g in range(distinct.size):
-        uniq[:, g] = cols[:, first[g]]
-    for q in range(n):
-        for j in range(width):
-            if uniq[j, inverse[q]] != cols[j, q]:
-                return uniq, inverse, counts, False
-    return uniq, inverse, counts, True
-
-
-def unique_columns(cols: np.ndarray, mix: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """:func:`ray_dissect.concepts.index.unique_columns` compiled: the same distinct columns
-    (width, u) in the same order, inverse (n,) int64 and counts (u,) int64, from the same
-    keys (``mix`` (width,) uint64); None on a key collision (the caller's exact fallback)."""
-    uniq, inverse, counts, ok = _unique_columns(np.ascontiguousarray(cols), mix)
-    return (uniq, inverse, counts) if ok else None
