@@ -20,6 +20,7 @@ from ray_dissect.errors import SpecError
 from ray_dissect.spec.analyses import AnalysesSpec
 from ray_dissect.spec.base import ADDED_LATER, UNIQUE, Frozen, digest, hashed_data
 from ray_dissect.spec.dataset import DATASET_FORMATS, FORMATS_BY_NAME, AnyDatasetSpec
+from ray_dissect.spec.messages import plain_message
 from ray_dissect.spec.method import (
     METHOD_KINDS,
     DissectionMethod,
@@ -170,10 +171,9 @@ def _one_line(error: ValidationError, source: str) -> str:
     if len(loc) > 1 and (loc[0], loc[1]) in TAGS:
         del loc[1]  # a union's tag, not a field
     field = ".".join(loc) or "(top level)"
-    given = first.get("input")
-    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    known = list(JobSpec.model_fields) if len(loc) == 1 else None
     more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"invalid job spec {source}: field '{field}': {first['msg']}{shown}{more}"
+    return f"invalid job spec {source}: {plain_message(first, field, known)}{more}"
 
 
 def parse_spec(data: Any, *, source: str = "<spec>", base: Path | None = None) -> JobSpec:
@@ -198,8 +198,27 @@ def load_spec(path: Path | str) -> JobSpec:
         raise SpecError(f"cannot read job spec {str(path)!r}: {err.strerror}",
                         hint="check the path") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=NoAliasLoader)  # a SafeLoader without aliases
+    except AliasError as err:
+        raise SpecError(f"job spec {str(path)!r} uses a YAML alias ({err})",
+                        expected="no aliases (*name): a spec is refused before they expand",
+                        hint="write the value out where it is used") from None
     except yaml.YAMLError as err:
         raise SpecError(f"job spec {str(path)!r} is not valid YAML: {err}".replace("\n", " "),
                         hint="check indentation") from None
     return parse_spec(data, source=str(path))
+
+
+class AliasError(yaml.YAMLError):
+    """A YAML alias in a job spec (refused: aliases can expand exponentially)."""
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses every alias while composing, before any expansion:
+    a few hundred bytes of nested aliases ("billion laughs") expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasError(f"*{event.anchor} at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)

@@ -15,19 +15,24 @@ class ThresholdSweepSpec(Frozen):
     """Labels (and, for compositional jobs, formulas) at several activation thresholds.
 
     For each ``q`` in ``quantiles`` (CCE's ``compare_thresholds`` list by default) every unit
-    gets the exact per-unit quantile ``T_q`` of its activations, exact zeros of non-negative
-    units left out (as CCE): ``q <= 0.5`` scores the high tail (T_q of 1 - q, range
-    (T_q, inf): the top q of the activations), ``q > 0.5`` the low tail (range (0, T_q): the
-    lowest 1 - q of the non-zero activations). Numpy's exact interpolated quantile, without
-    CCE's index truncation. ``rule: per_image`` is inner-detectors' compat rule instead: the
-    threshold of each image and unit is the 1 - q quantile of that image's map (q = 0.5: the
-    per-image median), the mask is above it, and a concept's score is the mean over the
-    images containing it of the per-image IoU.
+    gets the exact per-unit quantile ``T_q`` of its activations: ``q <= 0.5`` scores the high
+    tail (T_q of 1 - q, range (T_q, inf): the top q of the activations), ``q > 0.5`` the low
+    tail (range (0, T_q), or (-inf, T_q) for a unit with negative values). ``zeros: keep``
+    (default) counts exact zeros in the quantile as the job's own thresholds do, so the
+    sweep's point at q equals a job with ``quantile: q``; ``zeros: drop`` leaves the exact
+    zeros of non-negative units out first, CCE's ``compare_thresholds`` convention (on
+    post-ReLU maps that are mostly zeros the two differ: at q = 0.1 with 92 % zeros, keep
+    gives T = 0, drop the 0.9 quantile of the non-zero values). Numpy's exact interpolated
+    quantile, without CCE's index truncation. ``rule: per_image`` is inner-detectors' compat
+    rule instead: the threshold of each image and unit is the 1 - q quantile of that image's
+    map (q = 0.5: the per-image median), the mask is above it, and a concept's score is the
+    mean over the images containing it of the per-image IoU.
     """
 
     quantiles: Annotated[tuple[Annotated[float, Field(gt=0, lt=1)], ...],
                          Field(min_length=1), UNIQUE] = CCE_QUANTILES
     rule: Literal["dataset", "per_image"] = "dataset"
+    zeros: Literal["keep", "drop"] = "keep"
 
 
 class RangesImportanceSpec(Frozen):
