@@ -34,7 +34,11 @@ def _check_analyses(model: Any, spec: JobSpec) -> None:
     if attribution is None:
         return
     names = {name for name, _ in model.named_modules() if name}
-    for field, name in (("layer", attribution.layer), ("head", attribution.head)):
+    fields = [("layer", attribution.layer), ("head", attribution.head),
+              *(("feature_layers", layer) for layer in attribution.feature_layers)]
+    if attribution.units is not None:
+        fields.append(("units.layer", attribution.units.layer))
+    for field, name in fields:
         if name is not None and name not in names:
             raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} is not a "
                             "module of the model", hint="see `ray-dissect layers JOB.yaml`")
@@ -175,7 +179,20 @@ def check_dataset(spec: JobSpec) -> ImageDataset:
     the concepts the method scores and what the studies need."""
     dataset = require_concepts(spec, open_dataset(spec.dataset))
     check_studies(spec, dataset)
+    _check_folder_target(spec, dataset)
     return dataset
+
+
+def _check_folder_target(spec: JobSpec, dataset: ImageDataset) -> None:
+    """``target: folder`` needs images in class folders (format ``images``)."""
+    attribution = spec.analyses.attribution
+    if attribution is None or attribution.target != "folder":
+        return
+    if not getattr(dataset, "classes", ()):
+        raise SpecError("job spec field 'analyses.attribution.target': 'folder' needs images "
+                        "in class folders", given=spec.dataset.format,
+                        expected="format: images with one subfolder per class",
+                        hint="use target: predicted")
 
 
 def check_model(spec: JobSpec, images: int
@@ -214,14 +231,18 @@ def check_model(spec: JobSpec, images: int
 def _analysis_shapes(model: Any, spec: JobSpec) -> dict[str, tuple[int, ...]]:
     """Output shapes of the layers whose maps the analyses store (attribution feature maps)."""
     attribution = spec.analyses.attribution
-    if attribution is None or "feature_maps" not in attribution.methods:
+    if attribution is None or not attribution.map_layers:
         return {}
-    assert attribution.layer is not None  # the spec requires it for feature_maps
-    (name, shape, _), = probe_layers(model, spec.model.preprocess.size, [attribution.layer])
-    if len(shape) != 3:
-        raise SpecError(f"job spec field 'analyses.attribution.layer': {name!r} does not output "
-                        "(channels, h, w) maps", given=shape, hint="pick a convolutional module")
-    return {name: shape}
+    field = "feature_layers" if attribution.feature_layers else "layer"
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape, _ in probe_layers(model, spec.model.preprocess.size,
+                                       list(attribution.map_layers)):
+        if len(shape) != 3:
+            raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} does not "
+                            "output (channels, h, w) maps", given=shape,
+                            hint="pick a convolutional module")
+        shapes[name] = shape
+    return shapes
 
 
 def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:

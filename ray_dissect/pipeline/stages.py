@@ -31,7 +31,7 @@ from ray_dissect.pipeline import (
 )
 from ray_dissect.pipeline.context import JobContext, Plan
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
-from ray_dissect.spec.base import digest
+from ray_dissect.spec.base import digest, hashed_data
 
 Covers = Callable[[dict[str, Any], JobSpec], dict[str, Any]]
 
@@ -108,7 +108,7 @@ def _top_image_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 def _attribution_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     section = spec.analyses.attribution
-    return {"attribution": section.model_dump(mode="json") if section else None}
+    return {"attribution": hashed_data(section) if section else None}
 
 
 def _receptive_field_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
