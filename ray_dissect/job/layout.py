@@ -13,7 +13,10 @@
     top_images/<layer>/<u0>-<u1>.npz(.done)      top images of a block of units
     studies/<study>.jsonl    a study's rows; studies/<study>/<layer>/<u0>-<u1>.jsonl(.done)
                              (unit blocks) or studies/<study>/shard_<s>.npz(.done) (images)
-    attribution.zarr         data/<method> (N, H, W) float32, targets, crop_boxes + done/
+    attribution.zarr         data/<method> (N[, T], H, W) float32, targets, probabilities,
+                             crop_boxes, feature_maps[.<layer>] + done/
+    attribution/             classes.json (class names), weights.npz (first-layer filters)
+    unit_attribution/<layer>/<block>.npz(.done)  per-unit attribution maps of a block of units
     receptive_fields/<layer>/<block>.npz(.done)  discrepancy of a block of distinct top images
     receptive_fields.zarr    data/<layer> (units, H, W) float32 mean re-centred maps + done/
     prism/pca_<shard>.npz(.done)  PCA sums of an image shard;  prism/pca.npz  the merged PCA
@@ -33,7 +36,7 @@ from ray_dissect.storage import AnyPath
 
 CHUNK_IMAGES = 32
 SUBDIRS = ("concepts", "activations", "thresholds", "records", "parts", "top_images", "studies")
-ANALYSIS_SUBDIRS = ("receptive_fields", "prism")
+ANALYSIS_SUBDIRS = ("receptive_fields", "prism", "unit_attribution")
 """Created by their stages only when a job runs them (every job gets :data:`SUBDIRS`)."""
 
 
@@ -82,6 +85,10 @@ class JobDir:
     @property
     def receptive_fields_zarr(self) -> AnyPath:
         return self.root / "receptive_fields.zarr"
+
+    def unit_attribution_part(self, layer: str, block: int) -> AnyPath:
+        """A work unit's per-unit attribution maps (done marker beside it)."""
+        return self.root / "unit_attribution" / layer_key(layer) / f"{block:06d}.npz"
 
     def receptive_fields_part(self, layer: str, block: int) -> AnyPath:
         """A work unit's discrepancy maps (done marker beside it)."""

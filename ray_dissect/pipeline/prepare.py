@@ -36,8 +36,6 @@ def _check_analyses(model: Any, spec: JobSpec) -> None:
     names = {name for name, _ in model.named_modules() if name}
     fields = [("layer", attribution.layer), ("head", attribution.head),
               *(("feature_layers", layer) for layer in attribution.feature_layers)]
-    if attribution.units is not None:
-        fields.append(("units.layer", attribution.units.layer))
     for field, name in fields:
         if name is not None and name not in names:
             raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} is not a "
@@ -118,6 +116,26 @@ def _check_receptive_fields(spec: JobSpec, shapes: dict[str, tuple[int, ...]]) -
     if rf.occluder > spec.model.preprocess.size:
         raise SpecError(f"{_field('receptive_fields.occluder')}: {rf.occluder} px",
                         expected=f"at most the input size {spec.model.preprocess.size}")
+
+
+def _check_unit_attribution(spec: JobSpec, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The unit-attribution layer is one of the job's layers, with the listed units and
+    ``top_k`` top images."""
+    section = spec.analyses.unit_attribution
+    if section is None:
+        return
+    if section.layer not in spec.layers:
+        raise SpecError(f"{_field('unit_attribution.layer')}: {section.layer!r} is not among "
+                        "the job's layers", expected=f"one of {list(spec.layers)}",
+                        hint="add it to `layers` (its top images come from them)")
+    units = shapes[section.layer][0]
+    if section.units != "all" and max(section.units) >= units:
+        raise SpecError(f"{_field('unit_attribution.units')}: unit {max(section.units)} of "
+                        f"layer {section.layer!r}", expected=f"indices below its {units} units")
+    if section.top_k > spec.top_images.k:
+        raise SpecError(f"{_field('unit_attribution.top_k')}: {section.top_k} top images",
+                        expected=f"at most top_images.k ({spec.top_images.k})",
+                        hint="raise top_images.k or lower top_k")
 
 
 def _check_prism(model: Any, spec: JobSpec, images: int) -> dict[str, tuple[int, ...]]:
@@ -224,6 +242,7 @@ def check_model(spec: JobSpec, images: int
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
     _check_receptive_fields(spec, shapes)
+    _check_unit_attribution(spec, shapes)
     analysed = _analysis_shapes(model, spec) | _check_prism(model, spec, images)
     return spec, shapes | analysed
 

@@ -28,6 +28,7 @@ from ray_dissect.pipeline import (
     thresholds,
     top_images,
     unit_ablation,
+    unit_attribution,
 )
 from ray_dissect.pipeline.context import JobContext, Plan
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
@@ -116,6 +117,11 @@ def _receptive_field_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, An
     return {"receptive_fields": section.model_dump(mode="json") if section else None}
 
 
+def _unit_attribution_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    section = spec.analyses.unit_attribution
+    return {"unit_attribution": section.model_dump(mode="json") if section else None}
+
+
 def _prism_pca_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     section = spec.analyses.prism
     if section is None:
@@ -192,6 +198,9 @@ STAGES: tuple[Stage, ...] = (
           ("receptive_fields.zarr", "receptive_fields"), _receptive_field_inputs,
           receptive_fields.plan, receptive_fields.collect, receptive_fields.finish,
           owns=("analyses",)),
+    Stage("unit_attribution", "actors", unit_attribution.unit_attribution_work,
+          ("unit_attribution",), _unit_attribution_inputs, unit_attribution.plan,
+          unit_attribution.collect, unit_attribution.finish, owns=("analyses",)),
     Stage("threshold_sweep", "tasks", threshold_sweep.block_work,
           ("studies/threshold_sweep", "studies/threshold_sweep.jsonl"), _sweep_inputs,
           threshold_sweep.plan, threshold_sweep.collect, threshold_sweep.finish,

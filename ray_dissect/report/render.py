@@ -29,6 +29,7 @@ from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
 from ray_dissect.report.pages import Site, common_context, unit_context
 from ray_dissect.report.results import JobResults, open_job
 from ray_dissect.report.tiles import TileStyle
+from ray_dissect.report.unit_attribution import UnitAttributionBlock
 from ray_dissect.report.visuals import RFBlock
 from ray_dissect.storage import AnyPath
 
@@ -76,9 +77,11 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
                "classes": sorted((classes or {}).items()), "layer": layer, "units": units,
                "neighbours": [page_of[i] for i in (units[0] - 1, units[1])
                               if 0 <= i < len(page_of)]}
-    fields = RFBlock(results, layer, units)
+    fields, attr = RFBlock(results, layer, units), UnitAttributionBlock(results, layer, units)
     if (rf_digest := fields.digest()) is not None:  # a block without fields: no such key
         context["receptive_fields"] = rf_digest
+    if (attr_digest := attr.digest()) is not None:
+        context["unit_attribution"] = attr_digest
     digest = block_digest(records, plans, page_of[units[0]:units[1]], style, context)
     meta = meta_path(root, layer, units)
     if done_marker(meta).exists() and storage.read_text(done_marker(meta)) == digest:
@@ -89,7 +92,7 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
     for rec, tiles in zip(records, drawn, strict=True):
         if tiles.page:
             _unit_page(site, results, rec, tiles, page_of, (classes or {}).get(rec.unit, []),
-                       style, fields.context(rec.unit))
+                       style, fields.context(rec.unit), attr.write(root, rec.unit))
     block = BlockTiles(layer=layer, units=units, digest=digest, tiles=drawn)
     storage.makedirs(meta.parent)
     storage.write_text(meta, block.model_dump_json() + "\n")
@@ -99,12 +102,15 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
 
 def _unit_page(site: Site, results: JobResults, rec: UnitRecord, tiles: UnitTiles,
                page_of: list[bool], classes: list[tuple[int, float]], style: TileStyle,
-               rf: dict[str, Any] | None = None) -> None:
+               rf: dict[str, Any] | None = None, unit_attr: dict[str, Any] | None = None
+               ) -> None:
     """Write ``units/<layer>/<unit>.html``; prev/next link the neighbours that have pages;
-    ``rf``: its receptive field (:meth:`RFBlock.context`)."""
+    ``rf``: its receptive field (:meth:`RFBlock.context`); ``unit_attr``: its per-unit
+    attribution (:meth:`UnitAttributionBlock.write`)."""
     u = rec.unit
     prev = f"{u - 1}.html" if u > 0 and page_of[u - 1] else None
     nxt = f"{u + 1}.html" if u + 1 < len(page_of) and page_of[u + 1] else None
     ctx = unit_context(results, rec, tiles, (prev, nxt), classes)
     site.page(f"units/{layer_key(rec.layer)}/{u}.html", "unit.html", page_kind="unit",
-              views=list(style.views), tile=style.size, gap=style.gap, rf=rf, **ctx)
+              views=list(style.views), tile=style.size, gap=style.gap, rf=rf,
+              unit_attr=unit_attr, **ctx)

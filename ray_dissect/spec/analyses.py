@@ -19,13 +19,14 @@ LAYER_METHODS = frozenset({"cam", "gradcam", "guided_gradcam", "gradcam_pp", "sc
 
 
 class UnitAttributionSpec(Frozen):
-    """Per-unit attribution: which input pixels drive unit u of ``layer`` on its top images.
+    """Per-unit attribution (stage ``unit_attribution``): which input pixels drive unit u of
+    ``layer`` (one of the job's layers) on its top images.
 
     For each of ``units`` (``all`` or indices) its first ``top_k`` top images (the
-    ``top_images`` stage) are attributed to the unit's spatial mean activation with captum's
-    ``NeuronGradient`` (``gradient``: max over channels of the absolute gradient) or
-    ``NeuronIntegratedGradients`` (``integrated_gradients``: summed over channels, zero
-    baseline, ``steps``). Maps are stored (units, top_k, H, W) float32.
+    ``top_images`` stage; ``top_k`` at most ``top_images.k``) are attributed to the unit's
+    spatial mean activation with captum's ``NeuronGradient`` (``gradient``: max over channels
+    of the absolute gradient) or ``NeuronIntegratedGradients`` (``integrated_gradients``:
+    summed over channels, zero baseline, ``steps``), ``units_per_task`` units per work unit.
     """
 
     layer: str
@@ -34,6 +35,7 @@ class UnitAttributionSpec(Frozen):
     top_k: Annotated[int, Field(ge=1, le=100)] = 3
     method: Literal["gradient", "integrated_gradients"] = "gradient"
     steps: Annotated[int, Field(ge=2, le=1024)] = 16
+    units_per_task: Annotated[int, Field(ge=1)] = 16
 
 
 class TopKTarget(Frozen):
@@ -89,7 +91,6 @@ class AttributionSpec(Frozen):
     occlusion_stride: Annotated[int, Field(ge=1), ADDED_LATER] = 8
     scorecam_batch: Annotated[int, Field(ge=1, le=4096), ADDED_LATER] = 64
     seed: Annotated[int, Field(ge=0), ADDED_LATER] = 0
-    units: Annotated[UnitAttributionSpec | None, ADDED_LATER] = None
 
     @model_validator(mode="after")
     def _layer_for_layer_methods(self) -> AttributionSpec:
@@ -192,3 +193,4 @@ class AnalysesSpec(Frozen):
     attribution: AttributionSpec | None = None
     receptive_fields: Annotated[ReceptiveFieldsSpec | None, ADDED_LATER] = None
     prism: Annotated[PrismSpec | None, ADDED_LATER] = None
+    unit_attribution: Annotated[UnitAttributionSpec | None, ADDED_LATER] = None

@@ -161,3 +161,27 @@ def scorecam(scorer: Scorer, images: Tensor, maps: Tensor, targets: Tensor,
 def _target_score(outputs: Tensor, target: int, probabilities: bool) -> Tensor:
     """(N, K) outputs -> (N,) the target's softmax probability (or raw output)."""
     return (torch.softmax(outputs.double(), 1) if probabilities else outputs)[:, target]
+
+
+def unit_attribution(model: nn.Module, layer: nn.Module, images: Tensor, unit: int,
+                     method: str = "gradient", steps: int = 16) -> Tensor:
+    """Which pixels drive one unit: (B, H, W) float32 maps of (B, C, H, W) images.
+
+    The unit's score is its spatial mean activation at ``layer`` (the layer's (B, K, h, w)
+    output, or (B, K)); ``gradient``: captum ``NeuronGradient``, max over channels of the
+    absolute gradient; ``integrated_gradients``: captum ``NeuronIntegratedGradients`` from the
+    zero baseline with ``steps`` steps, summed over channels.
+    """
+    from captum.attr import NeuronGradient, NeuronIntegratedGradients
+
+    def selector(out: Tensor | tuple[Tensor, ...]) -> Tensor:
+        maps = out[0] if isinstance(out, tuple) else out
+        return maps[:, unit].flatten(1).mean(1)
+
+    x = images.detach().requires_grad_(True)
+    if method == "gradient":
+        grads = NeuronGradient(model, layer).attribute(x, neuron_selector=selector)
+        return grads.detach().abs().amax(1).float()
+    attr = NeuronIntegratedGradients(model, layer).attribute(
+        x, neuron_selector=selector, baselines=torch.zeros_like(images), n_steps=steps)
+    return attr.detach().sum(1).float()
