@@ -21,8 +21,8 @@ _LAZY = {
     "UnitRecord": "ray_dissect.records.schema",
     "JobSummary": "ray_dissect.records.schema",
     "run_job": "ray_dissect.runtime.driver",
-    "open_job": "ray_dissect.report.results",
-    "JobResults": "ray_dissect.report.results",
+    "open_job": "ray_dissect.results",
+    "JobResults": "ray_dissect.results",
 }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ray_dissect import __version__, storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
-from ray_dissect.datasets.registry import open_dataset
+from ray_dissect.datasets.registry import concept_formats, open_dataset
 from ray_dissect.errors import ModelError, SpecError, StoreError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.job.manifest import (
@@ -17,7 +17,7 @@ from ray_dissect.job.manifest import (
     write_manifest,
 )
 from ray_dissect.models.build import build_model, check_layers, expand_layers, probe_layers
-from ray_dissect.pipeline.stages import (
+from ray_dissect.pipeline.table import (
     STAGE_NAMES,
     job_manifest,
     stage,
@@ -41,7 +41,7 @@ def _check_analyses(model: Any, spec: JobSpec) -> None:
             raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} is not a "
                             "module of the model", hint="see `ray-dissect layers JOB.yaml`")
     if "cam" in attribution.methods and attribution.head is None:
-        from ray_dissect.pipeline.attribution import default_head
+        from ray_dissect.pipeline.stages.attribution import default_head
 
         default_head(model)
 
@@ -75,8 +75,8 @@ def check_studies(spec: JobSpec, dataset: ImageDataset) -> None:
             continue
         if not isinstance(dataset, ConceptDataset):
             raise _study_error(name, f"needs a concept dataset (got format "
-                               f"{spec.dataset.format!r})", "use a broden, coco or pascal_part "
-                               "dataset, or drop the study")
+                               f"{spec.dataset.format!r})", f"use a {concept_formats()} dataset, "
+                               "or drop the study")
         if not spec.dissects:
             raise _study_error(name, "needs a method that scores concepts (got 'none')",
                                "use method netdissect, compositional or clustered")
@@ -225,7 +225,8 @@ def check_model(spec: JobSpec, images: int
     check_layers(model, spec.layers)
     _check_analyses(model, spec)
     _check_logits(model, spec)
-    probed = probe_layers(model, spec.model.preprocess.size, spec.layers)
+    probed = probe_layers(model, spec.model.preprocess.size, spec.layers,
+                          layouts=spec.model.layouts)
     shared = [name for name, _, calls in probed if calls > 1]
     if shared:
         raise SpecError(f"job spec field 'layers': {shared[0]!r} runs more than once in one "
@@ -276,7 +277,7 @@ def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
         return dataset
     raise SpecError(f"dataset format {spec.dataset.format!r} has no concept labels; method "
                     f"{spec.method.kind!r} needs them",
-                    hint="use a concept dataset (format broden, coco or pascal_part), e.g. "
+                    hint=f"use a concept dataset (format {concept_formats()}), e.g. "
                          "`ray-dissect make-dataset DIR` for a generated one")
 
 

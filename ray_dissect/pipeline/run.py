@@ -21,8 +21,8 @@ from ray_dissect.job.manifest import Manifest, start_run, write_manifest
 from ray_dissect.job.progress import Progress, QuietProgress, Tracker, process_age
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.prepare import check_dataset, check_model, prepare_job_dir
-from ray_dissect.pipeline.results import write_results
-from ray_dissect.pipeline.stages import STAGES, Stage
+from ray_dissect.pipeline.summary import write_results
+from ray_dissect.pipeline.table import STAGES, Stage
 from ray_dissect.records.schema import JobSummary, Provenance
 from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath

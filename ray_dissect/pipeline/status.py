@@ -12,7 +12,7 @@ import time
 
 from ray_dissect.errors import StoreError
 from ray_dissect.job.manifest import Manifest, RunInfo, read_manifest
-from ray_dissect.pipeline.stages import STAGE_NAMES
+from ray_dissect.pipeline.table import STAGE_NAMES
 from ray_dissect.storage import AnyPath
 
 

@@ -27,8 +27,8 @@ from ray_dissect import storage
 from ray_dissect.errors import RayDissectError
 from ray_dissect.report import visual_tiles as vt
 from ray_dissect.report.pictures import image_name, network_image, picture, scale_for
-from ray_dissect.report.results import JobResults
 from ray_dissect.report.visuals import complete
+from ray_dissect.results import JobResults
 from ray_dissect.storage import arrays
 
 if TYPE_CHECKING:

@@ -54,7 +54,7 @@ from ray_dissect.report.visuals import rf_layer_context
 from ray_dissect.storage import AnyPath
 
 if TYPE_CHECKING:
-    from ray_dissect.report.results import JobResults
+    from ray_dissect.results import JobResults
 
 __all__ = ["RenderCall", "ReportOptions", "ReportResult", "build_report", "render_calls"]
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import plots
 from ray_dissect.report.catalog import provenance
 from ray_dissect.report.meta import ReportOptions, UnitTiles
-from ray_dissect.report.results import METRIC_NAMES, JobResults
 from ray_dissect.report.studies import has_studies
 from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.views import (
@@ -36,6 +35,7 @@ from ray_dissect.report.views import (
     url_key,
 )
 from ray_dissect.report.visuals import visual_nav
+from ray_dissect.results.job import METRIC_NAMES, JobResults
 from ray_dissect.storage import AnyPath
 
 PAGE_CARDS = 100

@@ -10,7 +10,7 @@ import numpy as np
 from ray_dissect import storage
 from ray_dissect.datasets.base import BadSampleError
 from ray_dissect.report import visual_tiles as vt
-from ray_dissect.report.results import JobResults
+from ray_dissect.results import JobResults
 
 if TYPE_CHECKING:
     from ray_dissect.report.pages import Site

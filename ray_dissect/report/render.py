@@ -27,10 +27,10 @@ from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report.draw import RowPlan, draw_block, row_plans, wants_page
 from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
 from ray_dissect.report.pages import Site, common_context, unit_context
-from ray_dissect.report.results import JobResults, open_job
 from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.unit_attribution import UnitAttributionBlock
 from ray_dissect.report.visuals import RFBlock
+from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import AnyPath
 
 Classes = dict[int, list[tuple[int, float]]]

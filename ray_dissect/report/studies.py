@@ -34,7 +34,7 @@ from ray_dissect.records.studies import (
 )
 from ray_dissect.report import study_plots as sp
 from ray_dissect.report.plots import Plot, category_rank, fix
-from ray_dissect.report.results import JobResults
+from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath
 
 STUDY_ROWS: dict[str, type[Any]] = {

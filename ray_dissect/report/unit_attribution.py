@@ -15,7 +15,7 @@ import numpy as np
 from ray_dissect import storage
 from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.report import visual_tiles as vt
-from ray_dissect.report.results import JobResults
+from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath
 
 SHOWN_MIN = 112

@@ -22,8 +22,8 @@ from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
 from ray_dissect.report.attribution_page import attribution_context
 from ray_dissect.report.pictures import image_name, network_image, picture
-from ray_dissect.report.results import JobResults
 from ray_dissect.report.visuals import complete, has_attribution, has_prism
+from ray_dissect.results import JobResults
 from ray_dissect.storage import arrays
 
 if TYPE_CHECKING:
@@ -59,12 +59,22 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
     groups = [] if clusters is None else [
         {"cluster": int(c), "rows": [rows[i] for i in np.flatnonzero(clusters == c)]}
         for c in sorted(set(clusters.tolist())) if c >= 0]
-    return {"rows": rows, "variance": [(k, f"{v:.6f}", f"{100 * v:.2f}") for k, v in
+    return {"rows": rows, "empty": _no_common_colour(spec.quantize, presence, bad),
+            "variance": [(k, f"{v:.6f}", f"{100 * v:.2f}") for k, v in
                                        enumerate(variance.tolist())],
             "bars": _variance_svg(variance), "spec": spec, "quantised": quantised,
             "groups": groups, "ge": spec.gradual_extrapolation and bool(spec.ge_layers),
             "ge_layers": ", ".join(spec.ge_layers), "rgb_shape": " x ".join(
                 map(str, rgb.shape[2:]))}
+
+
+def _no_common_colour(mode: str, presence: Any, bad: Any) -> int | None:
+    """With ``inclusive``, the number of valid images when no colour is common to all of them
+    (every map is then black), else None."""
+    if mode != "inclusive" or presence is None:
+        return None
+    valid = [i for i in range(len(presence)) if i not in bad]
+    return None if np.asarray(presence)[valid].any() else len(valid)
 
 
 def _by_block(array: Any) -> Iterator[tuple[int, np.ndarray]]:

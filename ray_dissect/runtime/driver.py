@@ -22,7 +22,7 @@ from typing import Any
 from ray_dissect.job.progress import Progress
 from ray_dissect.pipeline.context import JobContext, Plan, spec_blob
 from ray_dissect.pipeline.run import OnDone, run_stages
-from ray_dissect.pipeline.stages import STAGES, Stage
+from ray_dissect.pipeline.table import STAGES, Stage
 from ray_dissect.records.schema import JobSummary
 from ray_dissect.runtime.actors import ActorPool, run_on_actors
 from ray_dissect.runtime.cluster import gpus_per_actor, ray_session, starts_local_cluster

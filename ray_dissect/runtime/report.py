@@ -10,7 +10,7 @@ from typing import Any
 from ray_dissect.report.build import RenderCall, Renderer, ReportResult, build_report
 from ray_dissect.report.meta import BlockTiles, ReportOptions
 from ray_dissect.report.render import render_block
-from ray_dissect.report.results import JobResults, open_job
+from ray_dissect.results import JobResults, open_job
 from ray_dissect.runtime.cluster import ray_session
 from ray_dissect.runtime.tasks import run_tasks
 from ray_dissect.storage import AnyPath, location

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 from ray_dissect.errors import SpecError
 from ray_dissect.spec.analyses import AnalysesSpec
 from ray_dissect.spec.base import ADDED_LATER, UNIQUE, Frozen, digest, hashed_data
-from ray_dissect.spec.dataset import DATASET_FORMATS, AnyDatasetSpec
+from ray_dissect.spec.dataset import DATASET_FORMATS, FORMATS_BY_NAME, AnyDatasetSpec
 from ray_dissect.spec.method import (
     METHOD_KINDS,
     DissectionMethod,
@@ -55,7 +55,7 @@ class ResourceSpec(Frozen):
 
     ``signature_mb`` caps the unit-mask signatures a scoring (or threshold-sweep) task holds
     at once, by an upper bound: a block's units are scored in passes over the images that
-    fit it (:mod:`ray_dissect.pipeline.scoring`). A scheduling field: the records are the
+    fit it (:mod:`ray_dissect.pipeline.stages.scoring`). A scheduling field: the records are the
     same whatever its value; a smaller value costs a pass over the images per extra pass.
     """
 
@@ -137,7 +137,8 @@ def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
     """Resolve the spec's relative local paths against ``base``."""
     dataset = spec_dict.get("dataset")
     if isinstance(dataset, dict):
-        for key in ("root", "annotations", "stuff", "panoptic", "panoptic_masks", "images"):
+        fmt = FORMATS_BY_NAME.get(str(dataset.get("format", DATASET_FORMATS[0])))
+        for key in fmt.paths if fmt is not None else ():
             value = dataset.get(key)
             if isinstance(value, str) and "://" not in value:
                 dataset[key] = str((base / value).resolve())

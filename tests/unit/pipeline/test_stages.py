@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ray_dissect.job.layout import ANALYSIS_SUBDIRS, SUBDIRS
-from ray_dissect.pipeline.stages import STAGE_NAMES, STAGES, stage, stage_hashes
+from ray_dissect.pipeline.table import STAGE_NAMES, STAGES, stage, stage_hashes
 from ray_dissect.spec import parse_spec
 
 BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"], "dataset": {"root": "/data/x"}}

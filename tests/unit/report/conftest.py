@@ -8,7 +8,7 @@ import pytest
 from fixtures.report_job import dataset, run_job, with_top_images
 
 from ray_dissect.report.build import ReportResult, build_report
-from ray_dissect.report.results import JobResults
+from ray_dissect.results import JobResults
 
 
 @pytest.fixture(scope="session")

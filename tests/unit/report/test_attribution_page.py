@@ -10,7 +10,7 @@ from fixtures.photos import photo_folder, photo_job
 
 from ray_dissect.pipeline.run import run_stages
 from ray_dissect.report.build import build_report
-from ray_dissect.report.results import JobResults
+from ray_dissect.results import JobResults
 from ray_dissect.spec import parse_spec
 from ray_dissect.storage import arrays
 

@@ -11,7 +11,7 @@ import pytest
 
 import ray_dissect
 from ray_dissect.errors import SpecError
-from ray_dissect.report.results import ROW_COLUMNS, JobResults, open_job
+from ray_dissect.results.job import ROW_COLUMNS, JobResults, open_job
 
 LAYER = "body.out"
 

@@ -19,8 +19,8 @@ from fixtures.study_job import LAYER, QUANTILES
 
 from ray_dissect.records.io import read_unit_records
 from ray_dissect.report.build import ReportResult, build_report
-from ray_dissect.report.results import JobResults
 from ray_dissect.report.views import fix
+from ray_dissect.results import JobResults
 
 THRESHOLD = 0.04  # the studies job's iou_threshold
 

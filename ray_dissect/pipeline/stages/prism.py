@@ -37,8 +37,8 @@ import numpy as np
 from ray_dissect import storage
 from ray_dissect.job.layout import CHUNK_IMAGES, done_marker, layer_key, shard_range
 from ray_dissect.models.extract import preprocess
-from ray_dissect.pipeline.activations import read_batch
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stages.activations import read_batch
 from ray_dissect.spec import JobSpec, PrismSpec
 from ray_dissect.storage import arrays
 

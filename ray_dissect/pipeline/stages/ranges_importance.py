@@ -23,7 +23,7 @@ import numpy as np
 
 from ray_dissect.explain.ranges import RangeSpec, range_specs
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.image_studies import (
+from ray_dissect.pipeline.stages.image_studies import (
     layer_key_of,
     model_input,
     save_shard,
@@ -31,7 +31,7 @@ from ray_dissect.pipeline.image_studies import (
     shard_sums,
     valid_batches,
 )
-from ray_dissect.pipeline.scoring import inclusive_bounds
+from ray_dissect.pipeline.stages.scoring import inclusive_bounds
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import RangesImportanceRow
 from ray_dissect.spec import RangesImportanceSpec
@@ -64,8 +64,9 @@ def only_unit(rng: RangeSpec, u: int) -> RangeSpec:
     return RangeSpec(lo, hi, rng.inclusive)
 
 
-def _flips(model: Any, x: Any, layer: str, rng: RangeSpec, base: np.ndarray) -> int:
-    _, classes = decisions(model, x, layer, range_zeroer(rng.lo, rng.hi, rng.inclusive))
+def _flips(env: WorkEnv, x: Any, layer: str, rng: RangeSpec, base: np.ndarray) -> int:
+    edit = range_zeroer(rng.lo, rng.hi, rng.inclusive)
+    _, classes = decisions(env.model, x, layer, edit, env.spec.model.layouts.get(layer))
     return int((classes != base).sum())
 
 
@@ -73,10 +74,10 @@ def _layer_flips(env: WorkEnv, x: Any, base: np.ndarray, layer: str, specs: list
                  out_all: np.ndarray, out_unit: np.ndarray) -> None:
     """Add one batch's flips of one layer to ``out_all`` (K,) and ``out_unit`` (U, K)."""
     for k, rng in enumerate(specs):
-        out_all[k] += _flips(env.model, x, layer, rng, base)
+        out_all[k] += _flips(env, x, layer, rng, base)
         if _spec(env).per_unit:
             for u in np.flatnonzero(np.isfinite(rng.lo)):
-                out_unit[u, k] += _flips(env.model, x, layer, only_unit(rng, int(u)), base)
+                out_unit[u, k] += _flips(env, x, layer, only_unit(rng, int(u)), base)
 
 
 def importance_work(env: WorkEnv, valid: np.ndarray, ranges: dict[str, np.ndarray],

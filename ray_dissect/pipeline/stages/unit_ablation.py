@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.image_studies import (
+from ray_dissect.pipeline.stages.image_studies import (
     model_input,
     save_shard,
     shard_plan,
@@ -93,7 +93,8 @@ def ablation_work(env: WorkEnv, valid: np.ndarray, groups: list[Group], presence
         base_probs, base = decisions(env.model, x)
         for g, group in enumerate(groups):
             probs, classes = decisions(env.model, x, group.layer,
-                                       unit_zeroer(group.units, group.layer_units))
+                                       unit_zeroer(group.units, group.layer_units),
+                                       env.spec.model.layouts.get(group.layer))
             present = presence[images, columns[group.label]] if group.label else None
             sums[g] += effect_sums(base_probs, base, probs, classes, present)
     return {"sums": sums}

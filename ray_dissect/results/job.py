@@ -5,7 +5,7 @@
 >>> recs = job.records("_bn1")                        # validated UnitRecords, unit order
 >>> df = job.to_pandas("_bn1")                        # one row per unit and range ([pandas])
 >>> acts = job.activations("_bn1")                    # Zarr array (N, units, h, w) float32
->>> job.report()                                      # the static site in DIR/report/
+>>> build_report(job)                                 # ray_dissect.report: DIR/report/
 
 It reads only what the job wrote (``spec.json``, ``summary.json``, ``records/``,
 ``errors.jsonl``, ``activations.zarr``, ``thresholds/``) and the dataset the spec names; a
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     import pandas
 
     from ray_dissect.datasets.base import ImageDataset
-    from ray_dissect.report.build import ReportResult
-    from ray_dissect.report.meta import ReportOptions
 
 CACHED_IMAGES = 256
 METRIC_NAMES = ("activation_coverage", "detection_accuracy", "samples_coverage",
@@ -224,14 +222,6 @@ class JobResults:
             raise SpecError("to_pandas needs pandas", expected="pandas installed",
                             hint="pip install 'ray-dissect[pandas]'") from None
         return pd.DataFrame(self.rows(layer), columns=ROW_COLUMNS)
-
-    def report(self, out: str | Path | AnyPath | None = None,
-               options: ReportOptions | None = None) -> ReportResult:
-        """Build the static HTML report (default ``DIR/report/``); see
-        :func:`ray_dissect.report.build.build_report`."""
-        from ray_dissect.report.build import build_report
-
-        return build_report(self, out, options)
 
     def _known(self, layer: str) -> str:
         if layer not in self.layers:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ray_dissect.job.manifest import Manifest, new_manifest
-from ray_dissect.pipeline import (
+from ray_dissect.pipeline.context import JobContext, Plan
+from ray_dissect.pipeline.stages import (
     activations,
     attribution,
     concept_blackout,
@@ -30,7 +31,6 @@ from ray_dissect.pipeline import (
     unit_ablation,
     unit_attribution,
 )
-from ray_dissect.pipeline.context import JobContext, Plan
 from ray_dissect.spec import SCHEDULING_FIELDS, ClusteredMethod, JobSpec
 from ray_dissect.spec.base import digest, hashed_data
 
@@ -103,7 +103,7 @@ def _threshold_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 def _top_image_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     method = spec.method
-    return {"top_images": spec.top_images.model_dump(mode="json"), "kind": method.kind,
+    return {"top_images": hashed_data(spec.top_images), "kind": method.kind,
             "bounds": getattr(method, "bounds", None)}
 
 
@@ -114,7 +114,11 @@ def _attribution_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 def _receptive_field_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     section = spec.analyses.receptive_fields
-    return {"receptive_fields": section.model_dump(mode="json") if section else None}
+    if section is None:
+        return {"receptive_fields": None}
+    fields = hashed_data(section)
+    fields.pop("image_maps", None)  # an extra output from the same parts: no occlusion redone
+    return {"receptive_fields": fields}
 
 
 def _unit_attribution_inputs(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from ray_dissect.concepts.masks import mask_pixels
 from ray_dissect.explain.ranges import RangeSpec, range_specs, searched_ranges
 from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.scoring import inclusive_bounds
+from ray_dissect.pipeline.stages.scoring import inclusive_bounds
 from ray_dissect.records.schema import (
     SCHEMA_VERSION,
     Explanation,
@@ -39,7 +39,8 @@ class TopImagesBlock:
     """Top images of a block of U units with E explained ranges each (index -1 = none).
 
     Attributes:
-        unit_index: (U, k) int64, unit_value: (U, k) float32 (largest map maxima).
+        unit_index: (U, k) int64, unit_value: (U, k) float32 (largest map maxima, or means
+            with ``top_images.score: mean``).
         nonfinite: (U,) int64 NaN/inf activations of each unit over the valid images.
         ranges: (E,) int64 indices of the explained ranges among the block's range specs.
         range_index: (U, E, k) int64, range_pixels: (U, E, k) int64 (most mask pixels).
@@ -94,7 +95,7 @@ def block_work(env: WorkEnv, valid: np.ndarray, mask_shape: tuple[int, int], lay
     for start in range(0, n, spec.resources.shard_images):
         stop = min(start + spec.resources.shard_images, n)
         block, ok = acts[start:stop, units[0]:units[1]], valid[start:stop]
-        by_max.add_maps(start, block, ok)
+        by_max.add_maps(start, block, ok, spec.top_images.score)
         nonfinite += (~np.isfinite(block[ok])).sum(axis=(0, 2, 3))
         if by_pixels is not None:
             counts = np.stack([mask_pixels(block, specs[r].lo, specs[r].hi, mask_shape, ok,

@@ -29,8 +29,13 @@ from ray_dissect.explain.netdissect import tally
 from ray_dissect.explain.ranges import range_specs
 from ray_dissect.job.layout import done_marker
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.image_studies import layer_key_of, save_shard, shard_plan, valid_batches
-from ray_dissect.pipeline.scoring import mask_work
+from ray_dissect.pipeline.stages.image_studies import (
+    layer_key_of,
+    save_shard,
+    shard_plan,
+    valid_batches,
+)
+from ray_dissect.pipeline.stages.scoring import mask_work
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import Concept, ConceptBlackoutRow
 from ray_dissect.storage import AnyPath

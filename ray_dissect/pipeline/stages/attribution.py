@@ -27,8 +27,8 @@ from ray_dissect import storage
 from ray_dissect.errors import SpecError
 from ray_dissect.job.layout import CHUNK_IMAGES, shard_range
 from ray_dissect.models.extract import preprocess
-from ray_dissect.pipeline.activations import read_batch
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stages.activations import read_batch
 from ray_dissect.spec import AttributionSpec
 from ray_dissect.spec.analyses import GRADIENT_METHODS
 from ray_dissect.storage import arrays

@@ -22,7 +22,10 @@ pixel; compat: overwrite), re-centred on its centre (compat: the seed's chain) a
 unit (:class:`RFAccumulator`) in image order, so the result does not depend on the blocks;
 written whole to ``receptive_fields.zarr`` ``data/<layer>`` (units, H, W) float32 (zeros for
 units not chosen or without top images) with its done marker; the records of the chosen units
-gain ``receptive_field`` (:func:`rf_size`: half-maximum square side, centroid offset). Driver
+gain ``receptive_field`` (:func:`rf_size`: half-maximum square side, centroid offset). With
+``compat`` the seed's cut can erase a weak unit's maps: the same maps re-centred without it go
+to ``data/<layer>+uncut``, the record gains their ``uncut_size`` and, when the cut left
+nothing, a ``warning`` that the page shows beside both maps. Driver
 memory while merging a layer: units x H x W float64 (100 MB for 256 units at 224).
 """
 
@@ -153,54 +156,137 @@ def collect(ctx: JobContext, call: tuple[str, int, list[int], list[list[int]]],
     return 1
 
 
-def consolidate_layer(ctx: JobContext, layer: str) -> np.ndarray:
-    """(units, H, W) float32: every unit's mean re-centred map over the layer's parts."""
+def consolidate_layer(ctx: JobContext, layer: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(units, H, W) float32: every unit's mean re-centred map over the layer's parts; with
+    ``compat`` also the same maps re-centred on their peaks' centres without the seed's cut
+    (the uncut maps the page shows beside the seed's), else None."""
     from ray_dissect.visualize.receptive_fields import RFAccumulator, paint
 
     rf, grid = _spec(ctx.spec), occlusion_grid(ctx.spec)
-    acc = RFAccumulator(ctx.shapes[layer][0], grid.height, grid.width, compat=rf.compat)
+    units = ctx.shapes[layer][0]
+    acc = RFAccumulator(units, grid.height, grid.width, compat=rf.compat)
+    uncut = RFAccumulator(units, grid.height, grid.width) if rf.compat else None
     for block in range(len(image_blocks(ctx, layer))):
         part = storage.load_npz(ctx.job.receptive_fields_part(layer, block))
         for start in range(0, len(part["unit"]), PAINT_CHUNK):
             rows = slice(start, start + PAINT_CHUNK)
-            acc.add_units(part["unit"][rows], paint(part["values"][rows], grid,
-                                                    overwrite=rf.compat), part["centres"][rows])
-    return acc.result()
+            painted = paint(part["values"][rows], grid, overwrite=rf.compat)
+            acc.add_units(part["unit"][rows], painted, part["centres"][rows])
+            if uncut is not None:
+                uncut.add_units(part["unit"][rows], painted, part["centres"][rows])
+    return acc.result(), None if uncut is None else uncut.result()
 
 
-def _write(ctx: JobContext, layer: str, fields: np.ndarray) -> None:
+def uncut_name(layer: str) -> str:
+    """The ``receptive_fields.zarr`` array of a layer's uncut maps (compat only); ``+`` never
+    occurs in a layer key, so it cannot be another layer's array."""
+    return f"{layer_key(layer)}+uncut"
+
+
+def _write(ctx: JobContext, name: str, fields: np.ndarray) -> None:
     units = fields.shape[0]
-    arrays.create_image_array(ctx.job.receptive_fields_zarr, layer_key(layer), fields.shape,
+    arrays.create_image_array(ctx.job.receptive_fields_zarr, name, fields.shape,
                               "float32", units, math.gcd(units, 16))
-    arrays.write_shard(ctx.job.receptive_fields_zarr, layer_key(layer), 0, units, fields)
+    arrays.write_shard(ctx.job.receptive_fields_zarr, name, 0, units, fields)
 
 
 def _written(ctx: JobContext, layer: str) -> bool:
-    done = arrays.done_shards(ctx.job.receptive_fields_zarr, layer_key(layer))
-    return bool(done.size and done.all())
+    names = [layer_key(layer)] + ([uncut_name(layer)] if _spec(ctx.spec).compat else [])
+    dones = [arrays.done_shards(ctx.job.receptive_fields_zarr, name) for name in names]
+    return all(done.size and done.all() for done in dones)
 
 
-def _with_field(rec: UnitRecord, field: np.ndarray, images: int) -> UnitRecord:
+def _with_field(rec: UnitRecord, field: np.ndarray, images: int,
+                uncut: np.ndarray | None) -> UnitRecord:
     from ray_dissect.visualize.receptive_fields import rf_size
 
     size = rf_size(field)
     offset = None if size.area == 0 else size.offset
+    extra: dict[str, object] = {}
+    if uncut is not None:
+        extra["uncut_size"] = rf_size(uncut).side
+        if size.area == 0:
+            extra["warning"] = CUT_WARNING
     return rec.model_copy(update={"receptive_field": ReceptiveField(
-        size=size.side, offset=offset, images=images)})
+        size=size.side, offset=offset, images=images, **extra)})
+
+
+CUT_WARNING = ("empty: the seed's absolute cut (grey = 15 x change, kept where >= 25) erased "
+               "every map of this unit (changes below 25 / 15 = 1.67); see the uncut map")
 
 
 def finish(ctx: JobContext) -> int:
     """Merge the layers whose parts changed (or whose map is missing), write them, and give
-    the chosen units' records their receptive field (read back from the store)."""
+    the chosen units' records their receptive field (read back from the store); keep the
+    per-image maps where :func:`wants_image_maps`."""
     rf = _spec(ctx.spec)
     changed = ctx.parts.get("receptive_fields", set())
     for layer in rf.layers:
         if layer in changed or not _written(ctx, layer):
-            _write(ctx, layer, consolidate_layer(ctx, layer))
-        fields = arrays.open_array(ctx.job.receptive_fields_zarr, layer_key(layer))[:]
-        records = ctx.records[layer]
-        position = {r.unit: i for i, r in enumerate(records)}
-        for unit, images in unit_images(ctx, layer).items():
-            i = position[unit]
-            records[i] = _with_field(records[i], fields[unit], len(images))
+            fields, uncut = consolidate_layer(ctx, layer)
+            _write(ctx, layer_key(layer), fields)
+            if uncut is not None:
+                _write(ctx, uncut_name(layer), uncut)
+        if wants_image_maps(ctx, layer) and (layer in changed or not _maps_written(ctx, layer)):
+            for name, values in image_maps(ctx, layer).items():
+                _write(ctx, f"{layer_key(layer)}+{name}", values)
+        _attach(ctx, layer)
     return 0
+
+
+IMAGE_MAPS_UNITS = 64
+"""Chosen units of a layer up to which ``image_maps: null`` keeps the per-image maps."""
+
+
+def wants_image_maps(ctx: JobContext, layer: str) -> bool:
+    """Whether the layer's per-image maps are kept (``image_maps``, or <= 64 chosen units)."""
+    rf = _spec(ctx.spec)
+    if rf.image_maps is not None:
+        return rf.image_maps
+    return len(unit_images(ctx, layer)) <= IMAGE_MAPS_UNITS
+
+
+def _maps_written(ctx: JobContext, layer: str) -> bool:
+    done = arrays.done_shards(ctx.job.receptive_fields_zarr, f"{layer_key(layer)}+maps")
+    return bool(done.size and done.all())
+
+
+def image_maps(ctx: JobContext, layer: str) -> dict[str, np.ndarray]:
+    """Each chosen unit's painted discrepancy map on each of its top images, in rank order.
+
+    Returns:
+        ``units`` (C,) int64 the chosen units ascending; ``images`` (C, top_k) int64 their top
+        images (-1 past the last); ``maps`` (C, top_k, H, W) float32 the painted maps (zeros
+        past the last); ``centres`` (C, top_k, 2) float64 the clean peak's input-space centre
+        (NaN past the last).
+    """
+    from ray_dissect.visualize.receptive_fields import paint
+
+    rf, grid = _spec(ctx.spec), occlusion_grid(ctx.spec)
+    chosen = unit_images(ctx, layer)
+    row = {(u, image): (c, j) for c, (u, images) in enumerate(chosen.items())
+           for j, image in enumerate(images)}
+    out = {"units": np.asarray(list(chosen), dtype=np.int64),
+           "images": np.full((len(chosen), rf.top_k), -1, dtype=np.int64),
+           "maps": np.zeros((len(chosen), rf.top_k, grid.height, grid.width), np.float32),
+           "centres": np.full((len(chosen), rf.top_k, 2), np.nan)}
+    for block in range(len(image_blocks(ctx, layer))):
+        part = storage.load_npz(ctx.job.receptive_fields_part(layer, block))
+        for p, (image, unit) in enumerate(zip(part["image"], part["unit"], strict=True)):
+            c, j = row[(int(unit), int(image))]
+            out["images"][c, j], out["centres"][c, j] = image, part["centres"][p]
+            out["maps"][c, j] = paint(part["values"][p:p + 1], grid, overwrite=rf.compat)[0]
+    return out
+
+
+def _attach(ctx: JobContext, layer: str) -> None:
+    """The chosen units' records gain their receptive field (maps read from the store)."""
+    store = ctx.job.receptive_fields_zarr
+    fields = arrays.open_array(store, layer_key(layer))[:]
+    uncut = arrays.open_array(store, uncut_name(layer))[:] if _spec(ctx.spec).compat else None
+    records = ctx.records[layer]
+    position = {r.unit: i for i, r in enumerate(records)}
+    for unit, images in unit_images(ctx, layer).items():
+        i = position[unit]
+        records[i] = _with_field(records[i], fields[unit], len(images),
+                                 None if uncut is None else uncut[unit])

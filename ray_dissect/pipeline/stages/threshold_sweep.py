@@ -23,13 +23,13 @@ from ray_dissect.explain.ranges import RangeSpec, explain_range
 from ray_dissect.explain.search import SearchParams, SearchSpace
 from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.scoring import (
+from ray_dissect.pipeline.stages.scoring import (
     mask_work,
     signature_budget,
     signature_passes,
     sub_ranges,
 )
-from ray_dissect.pipeline.thresholds import threshold_blocks
+from ray_dissect.pipeline.stages.thresholds import threshold_blocks
 from ray_dissect.records.build import concept_score
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import ThresholdSweepRow
@@ -105,7 +105,7 @@ def _ranges(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
 def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None,
                valid: np.ndarray, layer: str, units: tuple[int, int]) -> SweepBlock:
     """Label (and explain) units [u0, u1) at every quantile of the sweep, in passes of units
-    whose signatures fit the scoring's budget (see :mod:`ray_dissect.pipeline.scoring`)."""
+    whose signatures fit the scoring's budget (see :mod:`ray_dissect.pipeline.stages.scoring`)."""
     ranges = _ranges(env, valid, layer, units)
     shard = env.spec.resources.shard_images
     passes = signature_passes(env.job, layer, units, ranges, index, shard,
