@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ray_dissect.pipeline.run import run_stages
-from ray_dissect.report.build import build_report
+from ray_dissect.pipeline.table import build_report
 from ray_dissect.results import open_job
 from ray_dissect.spec import parse_spec
 

@@ -26,6 +26,12 @@ def _fail(err: RayDissectError) -> None:
     raise typer.Exit(err.exit_code)
 
 
+def _interrupted(out: str) -> None:
+    """Ctrl-C during ``run``/``resume``: say how to go on, exit 130 (what a shell expects)."""
+    typer.echo(f"\ninterrupted; resume with `ray-dissect resume {out}`", err=True)
+    raise typer.Exit(130)
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -72,6 +78,7 @@ def _formula_columns(summary: Any, target: str) -> dict[str, tuple[str, str]]:
 
 def _print_summary(summary: Any, target: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ray_dissect.storage import location
@@ -81,8 +88,8 @@ def _print_summary(summary: Any, target: str) -> None:
         "netdissect", "none") else {}
     scored = ("no dissection (method none)" if summary.iou_threshold is None
               else f"IoU >= {summary.iou_threshold}")
-    table = Table(title=f"{summary.provenance.job}: {summary.valid_images}/{summary.images} "
-                        f"images used, {scored}")
+    table = Table(title=escape(f"{summary.provenance.job}: {summary.valid_images}/"
+                               f"{summary.images} images used, {scored}"))
     columns = ["layer", "units", "interpretable", "concepts", "most frequent concepts"]
     if formulas:
         columns += ["explained ranges", "most frequent formulas", "best formula by IoU"]
@@ -94,11 +101,11 @@ def _print_summary(summary: Any, target: str) -> None:
                str(layer.unique_concepts), top or "-"]
         if formulas:
             row += [str(layer.explained_ranges), *formulas[layer.layer]]
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # user text: labels, layer names
     console = Console()
     console.print(table)
-    console.print(f"records: {out / 'records'}  summary: {out / 'summary.json'}  "
-                  f"bad samples: {summary.bad_samples} ({out / 'errors.jsonl'})")
+    console.print(escape(f"records: {out / 'records'}  summary: {out / 'summary.json'}  "
+                         f"bad samples: {summary.bad_samples} ({out / 'errors.jsonl'})"))
 
 
 def _report(target: str, out: str | None = None, style: str = "default",
@@ -146,6 +153,8 @@ def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
         _run_and_report(load_spec(job), out, address, force, no_report)
     except RayDissectError as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _interrupted(out)
 
 
 @app.command()
@@ -158,6 +167,8 @@ def resume(out: Annotated[str, typer.Argument(
     """Continue an interrupted job from its directory (same spec, finished work kept)."""
     _setup_logging(verbose)
     try:
+        from pydantic import ValidationError
+
         from ray_dissect.errors import SpecError
         from ray_dissect.spec import JobSpec
         from ray_dissect.storage import location, read_text
@@ -166,10 +177,17 @@ def resume(out: Annotated[str, typer.Argument(
         if not spec_file.is_file():
             raise SpecError(f"{str(out)!r} is not a job directory (no spec.json)",
                             hint="give the --out directory of a `ray-dissect run`")
-        spec = JobSpec.model_validate_json(read_text(spec_file))
+        try:
+            spec = JobSpec.model_validate_json(read_text(spec_file))
+        except (ValidationError, UnicodeDecodeError) as err:
+            raise SpecError(f"{str(spec_file)!r} is not a valid job spec "
+                            f"({str(err).splitlines()[0]})", hint="run the job again with "
+                            "its YAML: `ray-dissect run JOB.yaml --out DIR`") from None
         _run_and_report(spec, out, address, False, no_report)
     except RayDissectError as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _interrupted(out)
 
 
 @app.command()

@@ -1,14 +1,21 @@
 """Before any work: check the spec against the dataset and the model, and prepare the job
-directory (refusing one that holds another job, or clearing the stale stages with force)."""
+directory (refusing one that holds another job, or clearing the stale stages with force).
+
+Besides the engine's own checks (dataset, method, layers), every stage's preflight hooks run
+here, in table order: ``check_dataset`` before the model is built, ``check`` once it is
+(:class:`~ray_dissect.pipeline.stage.Stage`)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from pydantic import ValidationError
 
 from ray_dissect import __version__, storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
 from ray_dissect.datasets.registry import concept_formats, open_dataset
-from ray_dissect.errors import ModelError, SpecError, StoreError
+from ray_dissect.errors import SpecError, StoreError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.job.manifest import (
     Manifest,
@@ -17,157 +24,19 @@ from ray_dissect.job.manifest import (
     write_manifest,
 )
 from ray_dissect.models.build import build_model, check_layers, expand_layers, probe_layers
+from ray_dissect.pipeline.stage import ModelInfo, Shapes
 from ray_dissect.pipeline.table import (
-    STAGE_NAMES,
     job_manifest,
     stage,
     stage_hashes,
+    stage_names,
+    stages,
     stale_stages,
 )
-from ray_dissect.spec import ClusteredMethod, JobSpec
+from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
 
-
-def _check_analyses(model: Any, spec: JobSpec) -> None:
-    """The modules the analyses name exist (and CAM has a linear head)."""
-    attribution = spec.analyses.attribution
-    if attribution is None:
-        return
-    names = {name for name, _ in model.named_modules() if name}
-    fields = [("layer", attribution.layer), ("head", attribution.head),
-              *(("feature_layers", layer) for layer in attribution.feature_layers)]
-    for field, name in fields:
-        if name is not None and name not in names:
-            raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} is not a "
-                            "module of the model", hint="see `ray-dissect layers JOB.yaml`")
-    if "cam" in attribution.methods and attribution.head is None:
-        from ray_dissect.pipeline.stages.attribution import default_head
-
-        default_head(model)
-
-
-CONCEPT_STUDIES = ("threshold_sweep", "unit_ablation", "concept_blackout")
-LOGIT_STUDIES = ("ranges_importance", "unit_ablation")
-
-
-def _study_error(name: str, what: str, hint: str) -> SpecError:
-    return SpecError(f"job spec field 'studies.{name}': {what}", hint=hint)
-
-
-def check_studies(spec: JobSpec, dataset: ImageDataset) -> None:
-    """The studies' needs, before any work: ``ranges_importance`` needs a clustered method with
-    ``clusters >= 2``; the concept studies need a concept dataset and a method that scores
-    concepts.
-
-    Raises:
-        SpecError: naming the study, what it needs and what the spec gives.
-    """
-    studies, method = spec.studies, spec.method
-    if studies.ranges_importance is not None and (
-            not isinstance(method, ClusteredMethod) or method.clusters < 2):
-        given = f"{method.kind}" + (f" with clusters {method.clusters}"
-                                    if isinstance(method, ClusteredMethod) else "")
-        raise _study_error("ranges_importance", f"needs method kind 'clustered' with clusters "
-                           f">= 2 (got {given})", "set method: {kind: clustered} or drop the "
-                           "study")
-    for name in CONCEPT_STUDIES:
-        if getattr(studies, name) is None:
-            continue
-        if not isinstance(dataset, ConceptDataset):
-            raise _study_error(name, f"needs a concept dataset (got format "
-                               f"{spec.dataset.format!r})", f"use a {concept_formats()} dataset, "
-                               "or drop the study")
-        if not spec.dissects:
-            raise _study_error(name, "needs a method that scores concepts (got 'none')",
-                               "use method netdissect, compositional or clustered")
-
-
-def _check_logits(model: Any, spec: JobSpec) -> None:
-    """With a study that reads the model's decisions, its output must be (batch, classes)."""
-    if any(getattr(spec.studies, name) is not None for name in LOGIT_STUDIES):
-        from ray_dissect.studies.hooks import check_logits
-
-        check_logits(model, spec.model.preprocess.size)
-
-
-def _field(name: str) -> str:
-    return f"job spec field 'analyses.{name}'"
-
-
-def _check_receptive_fields(spec: JobSpec, shapes: dict[str, tuple[int, ...]]) -> None:
-    """RF layers are among the job's layers (their top images come from the top_images
-    stage), with the listed units, ``top_k`` top images and room for the occluder."""
-    rf = spec.analyses.receptive_fields
-    if rf is None:
-        return
-    for layer in rf.layers:
-        if layer not in spec.layers:
-            raise SpecError(f"{_field('receptive_fields.layers')}: {layer!r} is not among the "
-                            "job's layers", expected=f"one of {list(spec.layers)}",
-                            hint="add it to `layers` (its top images come from them)")
-        units = shapes[layer][0]
-        if rf.units != "all" and max(rf.units) >= units:
-            raise SpecError(f"{_field('receptive_fields.units')}: unit {max(rf.units)} of "
-                            f"layer {layer!r}", expected=f"indices below its {units} units")
-    if rf.top_k > spec.top_images.k:
-        raise SpecError(f"{_field('receptive_fields.top_k')}: {rf.top_k} top images",
-                        expected=f"at most top_images.k ({spec.top_images.k})",
-                        hint="raise top_images.k or lower top_k")
-    if rf.occluder > spec.model.preprocess.size:
-        raise SpecError(f"{_field('receptive_fields.occluder')}: {rf.occluder} px",
-                        expected=f"at most the input size {spec.model.preprocess.size}")
-
-
-def _check_unit_attribution(spec: JobSpec, shapes: dict[str, tuple[int, ...]]) -> None:
-    """The unit-attribution layer is one of the job's layers, with the listed units and
-    ``top_k`` top images."""
-    section = spec.analyses.unit_attribution
-    if section is None:
-        return
-    if section.layer not in spec.layers:
-        raise SpecError(f"{_field('unit_attribution.layer')}: {section.layer!r} is not among "
-                        "the job's layers", expected=f"one of {list(spec.layers)}",
-                        hint="add it to `layers` (its top images come from them)")
-    units = shapes[section.layer][0]
-    if section.units != "all" and max(section.units) >= units:
-        raise SpecError(f"{_field('unit_attribution.units')}: unit {max(section.units)} of "
-                        f"layer {section.layer!r}", expected=f"indices below its {units} units")
-    if section.top_k > spec.top_images.k:
-        raise SpecError(f"{_field('unit_attribution.top_k')}: {section.top_k} top images",
-                        expected=f"at most top_images.k ({spec.top_images.k})",
-                        hint="raise top_images.k or lower top_k")
-
-
-def _check_prism(model: Any, spec: JobSpec, images: int) -> dict[str, tuple[int, ...]]:
-    """PRISM's layers exist, run once, the GE layers before the PCA layer, which has >= 3
-    channels; returns their output shapes (C, h, w)."""
-    from ray_dissect.models.truncate import call_order
-
-    prism = spec.analyses.prism
-    if prism is None:
-        return {}
-    names = {name for name, _ in model.named_modules() if name}
-    for layer in (prism.layer, *prism.ge_layers):
-        if layer not in names:
-            raise SpecError(f"{_field('prism')}: {layer!r} is not a module of the model",
-                            hint="see `ray-dissect layers JOB.yaml`")
-    layers = [prism.layer, *prism.ge_layers]
-    try:
-        order = call_order(model, layers, spec.model.preprocess.size)
-    except ModelError as err:
-        raise SpecError(f"{_field('prism')}: {err.what}", hint=err.hint) from None
-    if order[-1] != prism.layer:
-        raise SpecError(f"{_field('prism.ge_layers')}: {order[-1]!r} runs after the PCA layer "
-                        f"{prism.layer!r}", hint="GE layers lie between the input and `layer`")
-    shapes = {name: shape for name, shape, _ in
-              probe_layers(model, spec.model.preprocess.size, layers)}
-    if len(shapes[prism.layer]) != 3 or shapes[prism.layer][0] < 3:
-        raise SpecError(f"{_field('prism.layer')}: {prism.layer!r} outputs "
-                        f"{shapes[prism.layer]}", expected="(C, h, w) maps with C >= 3")
-    if prism.clusters is not None and prism.clusters > min(images, prism.limit):
-        raise SpecError(f"{_field('prism.clusters')}: {prism.clusters} clusters",
-                        expected=f"at most the {min(images, prism.limit)} images PRISM covers")
-    return shapes
+log = logging.getLogger(__name__)
 
 
 def preflight(spec: JobSpec
@@ -181,9 +50,9 @@ def preflight(spec: JobSpec
 
     Raises:
         SpecError: the method needs concept labels the dataset does not have (see
-            :func:`require_concepts`), a study's needs are not met (:func:`check_studies`),
-            the torchvision model name is unknown, a layer is unknown or has no usable
-            output.
+            :func:`require_concepts`), a stage's preflight check refuses the spec (e.g. a
+            study's needs are not met), the torchvision model name is unknown, a layer is
+            unknown or has no usable output.
         DatasetError, ModelError: the dataset or the model cannot be opened, or a study
             that reads the model's decisions finds no (batch, classes) logits.
     """
@@ -194,37 +63,39 @@ def preflight(spec: JobSpec
 
 def check_dataset(spec: JobSpec) -> ImageDataset:
     """The first half of :func:`preflight`, torch-free: open the dataset, check that it has
-    the concepts the method scores and what the studies need."""
+    the concepts the method scores, and run the stages' ``check_dataset`` hooks."""
     dataset = require_concepts(spec, open_dataset(spec.dataset))
-    check_studies(spec, dataset)
-    _check_folder_target(spec, dataset)
+    for s in stages():
+        if s.check_dataset is not None:
+            s.check_dataset(spec, dataset)
     return dataset
-
-
-def _check_folder_target(spec: JobSpec, dataset: ImageDataset) -> None:
-    """``target: folder`` needs images in class folders (format ``images``)."""
-    attribution = spec.analyses.attribution
-    if attribution is None or attribution.target != "folder":
-        return
-    if not getattr(dataset, "classes", ()):
-        raise SpecError("job spec field 'analyses.attribution.target': 'folder' needs images "
-                        "in class folders", given=spec.dataset.format,
-                        expected="format: images with one subfolder per class",
-                        hint="use target: predicted")
 
 
 def check_model(spec: JobSpec, images: int
                 ) -> tuple[JobSpec, dict[str, tuple[int, ...]]]:
     """The second half of :func:`preflight`: build the model, expand and check the layers,
-    the analyses' layers and the logits, probe the output shapes (``images``: the dataset's
-    size, which bounds PRISM's clusters). Raises as :func:`preflight`."""
+    probe their output shapes, then run the stages' ``check`` hooks (``images``: the
+    dataset's size). Returns the spec and the shapes of the job's layers and of the extra
+    layers the hooks name. Raises as :func:`preflight`."""
     model = build_model(spec.model)
     layers = expand_layers(model, spec.layers)
     if layers != spec.layers:
         spec = spec.model_copy(update={"layers": layers})
     check_layers(model, spec.layers)
-    _check_analyses(model, spec)
-    _check_logits(model, spec)
+    shapes = _layer_shapes(model, spec)
+    info = ModelInfo(model, shapes, images)
+    extra: Shapes = {}
+    for s in stages():
+        if s.check is not None:
+            extra |= s.check(spec, info)
+    return spec, shapes | extra
+
+
+def _layer_shapes(model: Any, spec: JobSpec) -> Shapes:
+    """Per job layer, its output shape (units, h, w); a (units,) output as (units, 1, 1).
+
+    Raises:
+        SpecError: a layer runs more than once per forward pass, or outputs neither."""
     probed = probe_layers(model, spec.model.preprocess.size, spec.layers,
                           layouts=spec.model.layouts)
     shared = [name for name, _, calls in probed if calls > 1]
@@ -242,26 +113,6 @@ def check_model(spec: JobSpec, images: int
                             hint="pick a convolutional module; see `ray-dissect layers`")
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
-    _check_receptive_fields(spec, shapes)
-    _check_unit_attribution(spec, shapes)
-    analysed = _analysis_shapes(model, spec) | _check_prism(model, spec, images)
-    return spec, shapes | analysed
-
-
-def _analysis_shapes(model: Any, spec: JobSpec) -> dict[str, tuple[int, ...]]:
-    """Output shapes of the layers whose maps the analyses store (attribution feature maps)."""
-    attribution = spec.analyses.attribution
-    if attribution is None or not attribution.map_layers:
-        return {}
-    field = "feature_layers" if attribution.feature_layers else "layer"
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, shape, _ in probe_layers(model, spec.model.preprocess.size,
-                                       list(attribution.map_layers)):
-        if len(shape) != 3:
-            raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} does not "
-                            "output (channels, h, w) maps", given=shape,
-                            hint="pick a convolutional module")
-        shapes[name] = shape
     return shapes
 
 
@@ -284,15 +135,15 @@ def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
 def _refuse_or_clear(spec: JobSpec, job: JobDir, old: Manifest, force: bool) -> None:
     stale = stale_stages(old, spec)
     if not force:
-        kept = [s for s in STAGE_NAMES if s not in stale]
+        kept = [s for s in stage_names() if s not in stale]
         raise SpecError(
             f"output directory {str(job.root)!r} holds a different job (spec "
             f"{old.spec_hash}, this one {spec.spec_hash()}); changed stages: "
             f"{', '.join(stale)}", hint="choose a new --out, or pass --force to redo "
             f"the changed stages there (reusing: {', '.join(kept) or 'nothing'})")
     for name in stale:
-        for output in stage(name).outputs:
-            storage.remove_tree(job.root / output)
+        for output in stage(name).outputs(job):
+            storage.remove_tree(output)
 
 
 def _with_every_stage(manifest: Manifest, spec: JobSpec) -> Manifest:
@@ -302,16 +153,69 @@ def _with_every_stage(manifest: Manifest, spec: JobSpec) -> Manifest:
     return manifest
 
 
+def _stored_spec(root: AnyPath) -> JobSpec | None:
+    """The spec in ``DIR/spec.json``, or None when it is missing or unreadable."""
+    try:
+        return JobSpec.model_validate_json(storage.read_text(root / "spec.json"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValidationError):
+        log.warning("%s is unreadable", root / "spec.json")
+        return None
+
+
+def _has_outputs(root: AnyPath) -> bool:
+    """Whether ``root`` holds any stage output (more than a spec and a manifest)."""
+    return any(name not in ("spec.json", "manifest.json") for name in storage.list_files(root))
+
+
+def _old_manifest(spec: JobSpec, root: AnyPath, force: bool) -> Manifest | None:
+    """The manifest of the job in ``root``: ``manifest.json``, or, when it is missing or
+    corrupt, one rebuilt from ``spec.json`` (its stage hashes; the done markers say what is
+    done). A directory with outputs but neither is refused without ``force`` (with it, every
+    output is removed)."""
+    try:
+        manifest = read_manifest(root)
+    except StoreError as err:
+        log.warning("%s; rebuilding it from spec.json", err.what)
+        manifest = None
+    if manifest is not None:
+        return manifest
+    stored = _stored_spec(root)
+    if stored is not None:
+        if _has_outputs(root):
+            log.warning("%s has no readable manifest; rebuilt from its spec.json", root)
+        return job_manifest(stored, __version__)
+    if _has_outputs(root):
+        _clear_unknown(root, force)
+    return None
+
+
+def _clear_unknown(root: AnyPath, force: bool) -> None:
+    """Outputs nothing names the spec of: refused, or with ``force`` removed."""
+    if not force:
+        raise SpecError(f"output directory {str(root)!r} holds job outputs but no readable "
+                        "manifest.json or spec.json, so what they belong to is unknown",
+                        hint="choose a new --out, or pass --force to remove them and start over")
+    log.warning("removing the outputs of an unknown job in %s (--force)", root)
+    job = JobDir(root)
+    for name in stage_names():
+        for output in stage(name).outputs(job):
+            storage.remove_tree(output)
+
+
 def prepare_job_dir(spec: JobSpec, root: AnyPath, force: bool = False
                     ) -> tuple[JobDir, Manifest]:
     """Create the job directory, or check that an existing one holds the same job.
 
-    With ``force``, a directory holding another spec is reused: the outputs of the stages
-    whose inputs changed (and of every later stage) are removed, earlier ones are kept.
+    The job there is the one of its manifest, or of its ``spec.json`` when the manifest is
+    missing or corrupt (:func:`_old_manifest`). With ``force``, a directory holding another
+    spec is reused: the outputs of the stages whose inputs changed (and of every later stage)
+    are removed, earlier ones are kept.
     """
     job = JobDir(root)
     try:
-        old = read_manifest(root)
+        old = _old_manifest(spec, root, force)
         if old is not None and old.spec_hash != spec.spec_hash():
             _refuse_or_clear(spec, job, old, force)
             old = None

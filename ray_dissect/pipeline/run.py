@@ -1,4 +1,5 @@
-"""Running a job: walk the stage table, hand each stage's work units to an executor.
+"""Running a job: walk the stage table (:func:`~ray_dissect.pipeline.table.stages`), hand
+each stage's work units to an executor.
 
 The executor decides where work units run: :mod:`ray_dissect.runtime.driver` sends them to
 Ray actors and tasks; :func:`execute_locally` runs them in this process (tests, small jobs,
@@ -7,6 +8,7 @@ debugging). Both produce the same job directory.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -17,16 +19,19 @@ from typing import Any
 
 from ray_dissect import __version__, storage
 from ray_dissect.job.layout import JobDir
+from ray_dissect.job.lock import job_lock
 from ray_dissect.job.manifest import Manifest, start_run, write_manifest
 from ray_dissect.job.progress import Progress, QuietProgress, Tracker, process_age
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.prepare import check_dataset, check_model, prepare_job_dir
-from ray_dissect.pipeline.summary import write_results
-from ray_dissect.pipeline.table import STAGES, Stage
+from ray_dissect.pipeline.stage import Stage
+from ray_dissect.pipeline.summary import write_summary
+from ray_dissect.pipeline.table import stages
 from ray_dissect.records.schema import JobSummary, Provenance
 from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
 
+log = logging.getLogger(__name__)
 OnDone = Callable[[int, Any], None]
 Executor = Callable[[Stage, Plan, JobContext, OnDone], None]
 
@@ -68,6 +73,7 @@ def run_in_flight(work: Callable[[tuple[Any, ...]], Any], calls: list[tuple[Any,
 
 def _run_stage(stage: Stage, ctx: JobContext, tracker: Tracker, execute: Executor) -> None:
     t0 = time.perf_counter()
+    ctx.stage_hash = tracker.manifest.stages[stage.name].hash
     plan = stage.plan(ctx)
     if plan is None:
         tracker.skip(stage.name)
@@ -117,54 +123,87 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
     age, t0 = process_age(), time.perf_counter()
     dataset = check_dataset(spec)
     opened = time.perf_counter() - t0
-    with ExitStack() as stack:
-        spec, shapes, job, manifest, startup = _open(spec, len(dataset), out, force, session,
-                                                     slow_session, stack)
-        startup["preflight"] += opened
-        run = start_run(manifest)
-        tracker = Tracker(job.root, manifest, progress or QuietProgress())
-        _record_startup(tracker, age, startup)
-        provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(),
-                                package_version=__version__)
-        ctx = JobContext(spec, job, dataset, shapes, provenance)
-        try:
-            for stage in STAGES:
-                _run_stage(stage, ctx, tracker, execute)
-            closing = time.perf_counter()
-            stack.close()
-            tracker.record("ray_shutdown", time.perf_counter() - closing)
-            with tracker.timed("results"):
-                summary = write_results(ctx, manifest)
-        except BaseException as err:
-            run.status, run.error = "failed", f"{type(err).__name__}: {err}"
-            run.finished = time.time()
-            write_manifest(job.root, manifest)
-            raise
-    run.status, run.finished = "finished", time.time()
-    write_manifest(job.root, manifest)
+    with ExitStack() as held:
+        with ExitStack() as stack:
+            spec, shapes, job, manifest, startup = _open(
+                spec, len(dataset), out, force, session, slow_session, stack, held)
+            startup["preflight"] += opened
+            run = start_run(manifest)
+            tracker = Tracker(job.root, manifest, progress or QuietProgress())
+            _record_startup(tracker, age, startup)
+            provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(),
+                                    package_version=__version__)
+            ctx = JobContext(spec, job, dataset, shapes, provenance)
+            try:
+                summary = _run_all(ctx, tracker, execute, stack)
+            except BaseException as err:
+                _record_failure(job, manifest, err)
+                raise
+        run.status, run.finished = "finished", time.time()
+        write_manifest(job.root, manifest)
     return summary
+
+
+def _run_all(ctx: JobContext, tracker: Tracker, execute: Executor, stack: ExitStack
+             ) -> JobSummary:
+    """Every stage in order, then close ``stack`` (the session) and write the results."""
+    for stage in stages():
+        _run_stage(stage, ctx, tracker, execute)
+    closing = time.perf_counter()
+    stack.close()
+    tracker.record("ray_shutdown", time.perf_counter() - closing)
+    with tracker.timed("results"):
+        return write_summary(ctx, tracker.manifest)
+
+
+def _record_failure(job: JobDir, manifest: Manifest, err: BaseException) -> None:
+    """Mark the latest run ``interrupted`` (Ctrl-C) or ``failed`` (with its error)."""
+    run = manifest.runs[-1]
+    if isinstance(err, KeyboardInterrupt):
+        run.status, run.error = "interrupted", "interrupted by Ctrl-C"
+    else:
+        run.status, run.error = "failed", f"{type(err).__name__}: {err}"
+    run.finished = time.time()
+    write_manifest(job.root, manifest)
 
 
 def _open(spec: JobSpec, images: int, out: str | Path | AnyPath, force: bool,
           session: Callable[[], AbstractContextManager[Any]], slow_session: bool,
-          stack: ExitStack) -> tuple[JobSpec, dict[str, tuple[int, ...]], JobDir, Manifest,
-                                     dict[str, float]]:
-    """Check the model (while ``session`` opens on ``stack`` when ``slow_session``), prepare
-    the job directory, then open ``session`` if not yet open. Returns the checked spec, the
-    layer shapes, the job directory, its manifest and the seconds of ``preflight`` (the
-    model's part), ``prepare`` and ``ray_init``."""
+          stack: ExitStack, held: ExitStack
+          ) -> tuple[JobSpec, dict[str, tuple[int, ...]], JobDir, Manifest, dict[str, float]]:
+    """Check the model (while ``session`` opens on ``stack`` when ``slow_session``), lock the
+    job directory (on ``held``: :mod:`ray_dissect.job.lock`), remove the temporaries killed
+    writers left, prepare it, then open ``session`` if not yet open. Returns the checked
+    spec, the layer shapes, the job directory, its manifest and the seconds of ``preflight``
+    (the model's part), ``prepare`` and ``ray_init``."""
+    root = storage.location(out)
+    locked = _exists(root)  # an existing DIR is locked at once: a busy one is refused
+    if locked:              # before Ray starts; a new one only once the checks passed
+        held.enter_context(job_lock(root, "run"))
     if slow_session:
         spec, shapes, startup = _check_model_meanwhile(spec, images, session, stack)
     else:
         spec, shapes, startup = _check_model(spec, images)
     t0 = time.perf_counter()
-    job, manifest = prepare_job_dir(spec, storage.location(out), force)
+    if not locked:
+        held.enter_context(job_lock(root, "run"))
+    for stale in storage.remove_temporaries(root):
+        log.warning("removed %s, a temporary file a killed run left in %s", stale, root)
+    job, manifest = prepare_job_dir(spec, root, force)
     startup["prepare"] = time.perf_counter() - t0
     if not slow_session:
         t1 = time.perf_counter()
         stack.enter_context(session())
         startup["ray_init"] = time.perf_counter() - t1
     return spec, shapes, job, manifest, startup
+
+
+def _exists(root: AnyPath) -> bool:
+    """Whether the job directory exists (unreachable counts as not: the lock says why)."""
+    try:
+        return bool(root.exists())
+    except OSError:
+        return False
 
 
 def _check_model(spec: JobSpec, images: int

@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.errors import RayDissectError
 from ray_dissect.report import visual_tiles as vt
+from ray_dissect.report.pages import Site
 from ray_dissect.report.pictures import image_name, network_image, picture, scale_for
 from ray_dissect.report.visuals import complete
 from ray_dissect.results import JobResults
 from ray_dissect.storage import arrays
-
-if TYPE_CHECKING:
-    from ray_dissect.report.pages import Site
 
 ATTRIBUTION_SHOWN = 32
 """Images shown on ``attribution.html`` (the first ones; the store holds them all)."""

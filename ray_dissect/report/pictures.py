@@ -3,17 +3,15 @@ and the images as the network saw them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.datasets.base import BadSampleError
 from ray_dissect.report import visual_tiles as vt
+from ray_dissect.report.pages import Site
 from ray_dissect.results import JobResults
-
-if TYPE_CHECKING:
-    from ray_dissect.report.pages import Site
 
 SHOWN_MIN = 112
 """Pictures smaller than this are shown enlarged (pixelated)."""

@@ -14,31 +14,39 @@ normalised for display only; the stores keep the raw values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
-from ray_dissect.report.attribution_page import attribution_context
+from ray_dissect.report.attribution_page import attribution_context, class_names
+from ray_dissect.report.pages import ReportPage, Site
 from ray_dissect.report.pictures import image_name, network_image, picture
 from ray_dissect.report.visuals import complete, has_attribution, has_prism
 from ray_dissect.results import JobResults
 from ray_dissect.storage import arrays
 
-if TYPE_CHECKING:
-    from ray_dissect.report.pages import Site
-
 PRISM_BLOCK = 64
 """Images of ``prism.zarr``'s ``rgb`` read at once by the PRISM page (its memory bound)."""
 
 
-def write_visual_pages(site: Site, results: JobResults) -> None:
-    """Write ``attribution.html`` and ``prism.html`` for the stages that ran (nothing else)."""
-    if has_attribution(results):
-        site.page("attribution.html", "attribution.html", **attribution_context(site, results))
-    if has_prism(results):
-        site.page("prism.html", "prism.html", **prism_context(site, results))
+def write_attribution_page(site: Site, results: JobResults) -> None:
+    """Write ``attribution.html`` (and its pictures)."""
+    site.page("attribution.html", "attribution.html", **attribution_context(site, results))
+
+
+def write_prism_page(site: Site, results: JobResults) -> None:
+    """Write ``prism.html`` (and its pictures)."""
+    site.page("prism.html", "prism.html", **prism_context(site, results))
+
+
+ATTRIBUTION_PAGE = ReportPage(href="attribution.html", title="attribution", line="stages",
+                              present=has_attribution, write=write_attribution_page)
+"""The attribution stage's page (when its maps are complete)."""
+PRISM_PAGE = ReportPage(href="prism.html", title="PRISM", line="stages", present=has_prism,
+                        write=write_prism_page)
+"""The PRISM stages' page (when their maps are complete)."""
 
 
 def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
@@ -54,8 +62,10 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
     split = (arrays.open_array(store, "split")[:] if spec.split_rgb and complete(store, "split")
              else None)
     size, bad = results.spec.model.preprocess.size, results.bad_images()
+    top = _predictions(results, store)
     rows = [_prism_row(site, results, i, size, image_rgb, presence) | {"bad": i in bad}
-            | {"split": _split(site, i, split)} for i, image_rgb in _by_block(rgb)]
+            | {"split": _split(site, i, split), "top": top.get(i, "")}
+            for i, image_rgb in _by_block(rgb)]
     groups = [] if clusters is None else [
         {"cluster": int(c), "rows": [rows[i] for i in np.flatnonzero(clusters == c)]}
         for c in sorted(set(clusters.tolist())) if c >= 0]
@@ -66,6 +76,23 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
             "groups": groups, "ge": spec.gradual_extrapolation and bool(spec.ge_layers),
             "ge_layers": ", ".join(spec.ge_layers), "rgb_shape": " x ".join(
                 map(str, rgb.shape[2:]))}
+
+
+def _predictions(results: JobResults, store: Any) -> dict[int, str]:
+    """Per image, its top-3 predictions as 'name 0.93 · name 0.04 · ...' (class names when
+    known, else numbers); {} for jobs without them (older jobs, models without logits)."""
+    if not complete(store, "top_classes"):
+        return {}
+    classes = arrays.open_array(store, "top_classes")[:]
+    probs = arrays.open_array(store, "top_probs")[:]
+    names = class_names(results)
+    out = {}
+    for i, (row, p) in enumerate(zip(classes, probs, strict=True)):
+        shown = [f"{names[c] if c < len(names) else f'class {c}'} {q:.2f}"
+                 for c, q in zip(row.tolist(), p.tolist(), strict=True) if c >= 0]
+        if shown:
+            out[i] = " · ".join(shown)
+    return out
 
 
 def _no_common_colour(mode: str, presence: Any, bad: Any) -> int | None:

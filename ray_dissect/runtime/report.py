@@ -7,6 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ray_dissect.errors import RayDissectError, StoreError
+from ray_dissect.job.lock import job_lock
+from ray_dissect.pipeline.table import report_pages
 from ray_dissect.report.build import RenderCall, Renderer, ReportResult, build_report
 from ray_dissect.report.meta import BlockTiles, ReportOptions
 from ray_dissect.report.render import render_block
@@ -23,10 +26,10 @@ def _results(job_root: str) -> JobResults:
 
 
 def render_task(job_root: str, report_root: str, options: ReportOptions, layer: str,
-                units: tuple[int, int], classes: Any) -> BlockTiles:
+                units: tuple[int, int], classes: Any, nav: Any) -> BlockTiles:
     """Render one block of units' tiles and unit pages into the report directory."""
     return render_block(_results(job_root), layer, units, location(report_root), options,
-                        classes)
+                        classes, nav)
 
 
 def ray_renderer(job_root: str) -> Renderer:
@@ -48,5 +51,13 @@ def build_report_on_ray(target: str | Path | AnyPath, out: str | Path | AnyPath 
     is reused, else ``address`` is joined or a local cluster started)."""
     results = open_job(target)
     (options or ReportOptions()).tile_style()  # bad options: one line, before Ray starts
-    with ray_session(address):
-        return build_report(results, out, options, renderer=ray_renderer(str(results.root)))
+    try:
+        with job_lock(results.root, "report"), ray_session(address):
+            return build_report(results, out, options, renderer=ray_renderer(str(results.root)),
+                                pages=report_pages())
+    except RayDissectError:
+        raise
+    except OSError as err:  # e.g. the disk filled up while writing pages or tiles
+        raise StoreError(f"cannot write the report of {str(results.root)!r}: "
+                         f"{err.strerror or err}", hint="free some space or give a writable "
+                         "--out; `ray-dissect report DIR` builds it again") from None

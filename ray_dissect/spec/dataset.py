@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 from pydantic import Field, field_validator, model_validator
 
+from ray_dissect.spec.base import ADDED_LATER
 from ray_dissect.spec.formats import PATH, DatasetFormat, FormatSpec, by_name, format_union
+
+FOLLOW_SYMLINKS = Field(
+    False, description="read files that symlinks inside the root point to outside it "
+    "(default: such files, and any path leaving the root, are bad samples 'outside the "
+    "dataset root')")
 
 
 class DatasetSpec(FormatSpec):
@@ -30,6 +36,7 @@ class DatasetSpec(FormatSpec):
     limit: Annotated[int, Field(gt=0)] | None = None
     subset: str | None = None
     categories: tuple[str, ...] | None = None
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
 
 class CocoDatasetSpec(FormatSpec):
@@ -53,6 +60,7 @@ class CocoDatasetSpec(FormatSpec):
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
     limit: Annotated[int, Field(gt=0)] | None = None
     categories: tuple[str, ...] | None = None
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
     @model_validator(mode="after")
     def _some_annotations(self) -> CocoDatasetSpec:
@@ -91,6 +99,7 @@ class ImagesDatasetSpec(FormatSpec):
     root: Annotated[str, PATH]
     limit: Annotated[int, Field(gt=0)] | None = None
     extensions: Annotated[tuple[str, ...], Field(min_length=1)] = IMAGE_EXTENSIONS
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
     @field_validator("extensions")
     @classmethod
@@ -122,6 +131,7 @@ class PascalPartDatasetSpec(FormatSpec):
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
     limit: Annotated[int, Field(gt=0)] | None = None
     categories: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
 
 FORMATS: tuple[DatasetFormat, ...] = (  # the first is the default of a spec without format

@@ -46,7 +46,7 @@ class ResourceSpec(Frozen):
     GPU per actor when the cluster has GPUs, else none. ``threads_per_actor`` fixes torch's
     intra-op threads so results do not depend on how many actors run.
 
-    Extraction in each actor is a pipeline (:mod:`ray_dissect.pipeline.extraction`):
+    Extraction in each actor is a pipeline (:mod:`ray_dissect.pipeline.shard_pipeline`):
     ``decode_threads`` threads decode and normalise images (``auto``: ``cpus_per_actor -
     threads_per_actor``, at least 1) into a ring of ``queue_batches`` batch buffers while one
     thread runs the model and another writes Zarr; both are scheduling fields (the output is
@@ -198,8 +198,27 @@ def load_spec(path: Path | str) -> JobSpec:
         raise SpecError(f"cannot read job spec {str(path)!r}: {err.strerror}",
                         hint="check the path") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=NoAliasLoader)  # a SafeLoader without aliases
+    except AliasError as err:
+        raise SpecError(f"job spec {str(path)!r} uses a YAML alias ({err})",
+                        expected="no aliases (*name): a spec is refused before they expand",
+                        hint="write the value out where it is used") from None
     except yaml.YAMLError as err:
         raise SpecError(f"job spec {str(path)!r} is not valid YAML: {err}".replace("\n", " "),
                         hint="check indentation") from None
     return parse_spec(data, source=str(path))
+
+
+class AliasError(yaml.YAMLError):
+    """A YAML alias in a job spec (refused: aliases can expand exponentially)."""
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses every alias while composing, before any expansion:
+    a few hundred bytes of nested aliases ("billion laughs") expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasError(f"*{event.anchor} at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)

@@ -11,28 +11,17 @@ import textwrap
 from pathlib import Path
 
 import grimp
-import pytest
 from fixtures.import_graph import circles, describe, import_graph, shortest_cycle
 
 import ray_dissect
 
 PACKAGE = Path(ray_dissect.__file__).parent
 
-KNOWN_CIRCLES: tuple[frozenset[str], ...] = (
-    # ALLOW-LIST, to be emptied: the circle issue 20's stage restructuring removes (a separate
-    # branch): WorkEnv.shard_pipeline() builds a ShardPipeline, which takes the WorkEnv. The
-    # lead deletes this entry once that work is merged (a test below fails while an entry
-    # names a circle that is gone); a circle anywhere else, or one that grows beyond these
-    # modules, fails now.
-    frozenset({"ray_dissect.pipeline.context", "ray_dissect.pipeline.shard_pipeline"}),
-)
-
-
 def test_ray_dissect_has_no_import_circle() -> None:
     graph = import_graph(PACKAGE)
-    new = [c for c in circles(graph) if not any(c <= known for known in KNOWN_CIRCLES)]
-    assert not new, "import circles (break each, e.g. with a Protocol in the lower module):\n" \
-        + describe(graph, new)
+    found = circles(graph)
+    assert not found, "import circles (break each, e.g. with a Protocol in the lower module):\n" \
+        + describe(graph, found)
 
 
 def _package(root: Path, files: dict[str, str]) -> Path:
@@ -104,11 +93,3 @@ def test_the_graph_is_the_one_grimp_reads() -> None:
     assert set(ours) == theirs.modules
     for module, imported in ours.items():
         assert imported == theirs.find_modules_directly_imported_by(module), module
-
-
-@pytest.mark.parametrize("known", KNOWN_CIRCLES, ids=lambda c: min(c).rsplit(".", 1)[0])
-def test_the_allow_list_holds_only_live_report_and_pipeline_circles(
-        known: frozenset[str]) -> None:
-    assert all(m.startswith(("ray_dissect.report.", "ray_dissect.pipeline.")) for m in known)
-    live = [c for c in circles(import_graph(PACKAGE)) if c & known]
-    assert live, f"circle gone: delete {sorted(known)} from KNOWN_CIRCLES"

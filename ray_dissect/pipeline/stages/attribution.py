@@ -24,14 +24,19 @@ from typing import Any
 import numpy as np
 
 from ray_dissect import storage
+from ray_dissect.datasets.base import ImageDataset
 from ray_dissect.errors import SpecError
-from ray_dissect.job.layout import CHUNK_IMAGES, shard_range
+from ray_dissect.job.layout import CHUNK_IMAGES, JobDir, shard_range
+from ray_dissect.models.build import probe_layers
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage
 from ray_dissect.pipeline.stages.activations import read_batch
-from ray_dissect.spec import AttributionSpec
+from ray_dissect.report.visual_pages import ATTRIBUTION_PAGE
+from ray_dissect.spec import AttributionSpec, JobSpec
 from ray_dissect.spec.analyses import GRADIENT_METHODS
-from ray_dissect.storage import arrays
+from ray_dissect.spec.base import hashed_data
+from ray_dissect.storage import AnyPath, arrays
 
 
 def _spec(env_or_ctx: WorkEnv | JobContext) -> AttributionSpec:
@@ -203,7 +208,8 @@ def plan(ctx: JobContext) -> Plan | None:
     done = np.ones(n_shards, dtype=bool)
     for name, (shape, dtype) in _arrays(ctx, spec, n).items():
         arrays.create_image_array(ctx.job.attribution_zarr, name, shape, dtype, res.shard_images,
-                                  math.gcd(res.shard_images, CHUNK_IMAGES))
+                                  math.gcd(res.shard_images, CHUNK_IMAGES),
+                                  stage_hash=ctx.stage_hash)
         done &= arrays.done_shards(ctx.job.attribution_zarr, name)
     todo = [s for s in range(n_shards) if not done[s]]
     return Plan(n_shards, n_shards - len(todo), [(s, n) for s in todo])
@@ -217,3 +223,67 @@ def collect(ctx: JobContext, call: tuple[int, int], result: int) -> int:
 def finish(ctx: JobContext) -> int:
     """Nothing to load: the report reads the maps from ``attribution.zarr``."""
     return 0
+
+
+def check(spec: JobSpec, info: ModelInfo) -> Shapes:
+    """The modules the section names exist (and CAM has a linear head); returns each feature
+    map layer and its output shape (C, h, w) when ``feature_maps`` is asked for."""
+    attribution = spec.analyses.attribution
+    if attribution is None:
+        return {}
+    names = {name for name, _ in info.model.named_modules() if name}
+    fields = [("layer", attribution.layer), ("head", attribution.head),
+              *(("feature_layers", layer) for layer in attribution.feature_layers)]
+    for field, name in fields:
+        if name is not None and name not in names:
+            raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} is not a "
+                            "module of the model", hint="see `ray-dissect layers JOB.yaml`")
+    if "cam" in attribution.methods and attribution.head is None:
+        default_head(info.model)
+    return _feature_map_shape(info.model, spec, attribution)
+
+
+def _feature_map_shape(model: Any, spec: JobSpec, attribution: AttributionSpec) -> Shapes:
+    """Output shapes of the layers whose feature maps the stage stores ({} without them)."""
+    if not attribution.map_layers:
+        return {}
+    field = "feature_layers" if attribution.feature_layers else "layer"
+    shapes: Shapes = {}
+    for name, shape, _ in probe_layers(model, spec.model.preprocess.size,
+                                       list(attribution.map_layers)):
+        if len(shape) != 3:
+            raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} does not "
+                            "output (channels, h, w) maps", given=shape,
+                            hint="pick a convolutional module")
+        shapes[name] = shape
+    return shapes
+
+
+def check_dataset(spec: JobSpec, dataset: ImageDataset) -> None:
+    """``target: folder`` needs images in class folders (format ``images``)."""
+    attribution = spec.analyses.attribution
+    if attribution is None or attribution.target != "folder":
+        return
+    if not getattr(dataset, "classes", ()):
+        raise SpecError("job spec field 'analyses.attribution.target': 'folder' needs images "
+                        "in class folders", given=spec.dataset.format,
+                        expected="format: images with one subfolder per class",
+                        hint="use target: predicted")
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``analyses.attribution`` section, without the fields added later at their
+    defaults (so a spec written before them keeps its hash)."""
+    attribution = spec.analyses.attribution
+    return {"attribution": hashed_data(attribution) if attribution is not None else None}
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``attribution.zarr``."""
+    return (job.attribution_zarr,)
+
+
+STAGE = Stage(name="attribution", runs_on="actors", work=attribution_work, plan=plan,
+              collect=collect, finish=finish, outputs=outputs, covers=covers,
+              owns=("analyses",), check=check, check_dataset=check_dataset,
+              report=ATTRIBUTION_PAGE)

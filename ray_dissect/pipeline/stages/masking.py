@@ -16,11 +16,13 @@ from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.explain.formula import evaluate, from_dict
 from ray_dissect.explain.masking import concept_masking_score
 from ray_dissect.explain.search import SearchSpace
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import Stage
 from ray_dissect.records.io import read_unit_records
 from ray_dissect.records.schema import UnitRecord
-from ray_dissect.storage import arrays
+from ray_dissect.storage import AnyPath, arrays
 
 
 def masking_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace, layer: str,
@@ -60,7 +62,7 @@ def plan(ctx: JobContext) -> Plan | None:
         return None
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.masking_part(layer, b)).exists()]
+            if not verified_done(ctx.job.masking_part(layer, b), ctx.stage_hash)]
     return Plan(len(blocks), len(blocks) - len(todo), todo,
                 shared=(ctx.concept_index, ctx.space))
 
@@ -70,7 +72,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int]],
     """Write a block's scores, then its done marker."""
     path = ctx.job.masking_part(*call)
     storage.write_text(path, json.dumps(scores))
-    storage.touch(done_marker(path))
+    mark_done(path, ctx.stage_hash)
     return 1
 
 
@@ -91,3 +93,12 @@ def _with_masking(rec: UnitRecord, scores: dict[tuple[str, str], float | None]) 
             "concept_masking": scores.get((rec.layer, f"{rec.unit}:{e.range_index}"))})})
         if e.metrics is not None else e for e in rec.explanations]
     return rec.model_copy(update={"explanations": explanations})
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """None of its own: its scores sit beside the scoring stage's parts (``parts/``)."""
+    return ()
+
+
+STAGE = Stage(name="masking", runs_on="actors", work=masking_work, plan=plan, collect=collect,
+              finish=finish, outputs=outputs, covers=None)

@@ -37,12 +37,16 @@ from typing import Any
 import numpy as np
 
 from ray_dissect import storage
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.errors import SpecError
+from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage
 from ray_dissect.records.schema import ReceptiveField, UnitRecord
 from ray_dissect.spec import JobSpec, ReceptiveFieldsSpec
-from ray_dissect.storage import arrays
+from ray_dissect.spec.base import hashed_data
+from ray_dissect.storage import AnyPath, arrays
 
 PAINT_CHUNK = 64
 """Pairs painted at once by the driver (PAINT_CHUNK x H x W float64 of scratch)."""
@@ -110,7 +114,6 @@ def rf_work(env: WorkEnv, layer: str, block: int, images: list[int],
     path = env.job.receptive_fields_part(layer, block)
     storage.makedirs(path.parent)
     storage.save_npz(path, **{k: np.concatenate(v) for k, v in found.items()})
-    storage.touch(done_marker(path))
     return len(images)
 
 
@@ -145,13 +148,15 @@ def plan(ctx: JobContext) -> Plan | None:
         blocks = image_blocks(ctx, layer)
         total += len(blocks)
         calls += [(layer, b, images, units) for b, (images, units) in enumerate(blocks)
-                  if not done_marker(ctx.job.receptive_fields_part(layer, b)).exists()]
+                  if not verified_done(ctx.job.receptive_fields_part(layer, b),
+                                       ctx.stage_hash)]
     return Plan(total, total - len(calls), calls)
 
 
 def collect(ctx: JobContext, call: tuple[str, int, list[int], list[list[int]]],
             result: int) -> int:
-    """The actor wrote the part and its marker; the layer's fields are to be merged again."""
+    """The actor wrote the part: mark it done; the layer's fields are to be merged again."""
+    mark_done(ctx.job.receptive_fields_part(call[0], call[1]), ctx.stage_hash)
     ctx.parts.setdefault("receptive_fields", set()).add(call[0])
     return 1
 
@@ -290,3 +295,54 @@ def _attach(ctx: JobContext, layer: str) -> None:
         i = position[unit]
         records[i] = _with_field(records[i], fields[unit], len(images),
                                  None if uncut is None else uncut[unit])
+
+
+def _field(name: str) -> str:
+    return f"job spec field 'analyses.receptive_fields.{name}'"
+
+
+def check(spec: JobSpec, info: ModelInfo) -> Shapes:
+    """The section's layers are among the job's layers (their top images come from the
+    top_images stage), with the listed units, ``top_k`` top images and room for the
+    occluder."""
+    rf = spec.analyses.receptive_fields
+    if rf is None:
+        return {}
+    for layer in rf.layers:
+        if layer not in spec.layers:
+            raise SpecError(f"{_field('layers')}: {layer!r} is not among the job's layers",
+                            expected=f"one of {list(spec.layers)}",
+                            hint="add it to `layers` (its top images come from them)")
+        units = info.shapes[layer][0]
+        if rf.units != "all" and max(rf.units) >= units:
+            raise SpecError(f"{_field('units')}: unit {max(rf.units)} of layer {layer!r}",
+                            expected=f"indices below its {units} units")
+    if rf.top_k > spec.top_images.k:
+        raise SpecError(f"{_field('top_k')}: {rf.top_k} top images",
+                        expected=f"at most top_images.k ({spec.top_images.k})",
+                        hint="raise top_images.k or lower top_k")
+    if rf.occluder > spec.model.preprocess.size:
+        raise SpecError(f"{_field('occluder')}: {rf.occluder} px",
+                        expected=f"at most the input size {spec.model.preprocess.size}")
+    return {}
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``analyses.receptive_fields`` section but ``image_maps`` (an extra output from the
+    same parts: no occlusion is redone)."""
+    rf = spec.analyses.receptive_fields
+    if rf is None:
+        return {"receptive_fields": None}
+    fields = hashed_data(rf)
+    fields.pop("image_maps", None)
+    return {"receptive_fields": fields}
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``receptive_fields.zarr`` and ``receptive_fields/``."""
+    return job.receptive_fields_zarr, job.stage_dir("receptive_fields")
+
+
+STAGE = Stage(name="receptive_fields", runs_on="actors", work=rf_work, plan=plan,
+              collect=collect, finish=finish, outputs=outputs, covers=covers,
+              owns=("analyses",), check=check)

@@ -32,13 +32,15 @@ from ray_dissect.explain.ranges import (
     searched_ranges,
 )
 from ray_dissect.explain.search import SearchParams, SearchSpace, Selector
-from ray_dissect.job.layout import JobDir, done_marker, layer_key
+from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import Stage
 from ray_dissect.records.build import unit_record
 from ray_dissect.records.io import read_unit_records, write_jsonl
 from ray_dissect.spec import CompositionalMethod, Method, NetDissectMethod, NoMethod
 from ray_dissect.spec.method import DissectionMethod
-from ray_dissect.storage import arrays
+from ray_dissect.storage import AnyPath, arrays
 
 ENTRY_BYTES = 12  # a signature entry: (image, set, count) int32
 
@@ -220,7 +222,7 @@ def plan(ctx: JobContext) -> Plan | None:
         ctx.space = SearchSpace.from_index(index)
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.record_part(layer, b)).exists()]
+            if not verified_done(ctx.job.record_part(layer, b), ctx.stage_hash)]
     calls = [(layer, b, ctx.thresholds[layer][0][b[0]:b[1]], ctx.thresholds[layer][2][b[0]:b[1]])
              for layer, b in todo]
     return Plan(len(blocks), len(blocks) - len(todo), calls, shared=(index, ctx.space))
@@ -243,7 +245,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
     part = ctx.job.record_part(layer, (b0, b1))
     storage.makedirs(part.parent)
     write_jsonl(part, records)
-    storage.touch(done_marker(part))
+    mark_done(part, ctx.stage_hash)
     return 1
 
 
@@ -253,3 +255,12 @@ def finish(ctx: JobContext) -> int:
     for layer, b in ctx.unit_blocks():
         ctx.records[layer].extend(read_unit_records(ctx.job.record_part(layer, b)))
     return 0
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``parts/`` and ``records/``."""
+    return job.stage_dir("parts"), job.stage_dir("records")
+
+
+STAGE = Stage(name="scoring", runs_on="tasks", work=block_work, plan=plan, collect=collect,
+              finish=finish, outputs=outputs, covers=None)

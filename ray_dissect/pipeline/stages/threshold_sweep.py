@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,11 @@ from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.explain.netdissect import label_units, per_image_iou, tally
 from ray_dissect.explain.ranges import RangeSpec, explain_range
 from ray_dissect.explain.search import SearchParams, SearchSpace
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.job.layout import layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import Stage, section
+from ray_dissect.pipeline.stages.image_studies import needs_concepts, study_outputs
 from ray_dissect.pipeline.stages.scoring import (
     mask_work,
     signature_budget,
@@ -33,7 +37,8 @@ from ray_dissect.pipeline.stages.thresholds import threshold_blocks
 from ray_dissect.records.build import concept_score
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import ThresholdSweepRow
-from ray_dissect.spec import CompositionalMethod, ThresholdSweepSpec
+from ray_dissect.report.studies import STUDIES_PAGE
+from ray_dissect.spec import CompositionalMethod, JobSpec, ThresholdSweepSpec
 from ray_dissect.storage import arrays
 
 NAME = "threshold_sweep"
@@ -167,7 +172,7 @@ def plan(ctx: JobContext) -> Plan | None:
         ctx.shapes[layer], n, ctx.spec.resources.units_per_task)]
     ctx.parts[NAME] = blocks
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.study_part(NAME, layer, b)).exists()]
+            if not verified_done(ctx.job.study_part(NAME, layer, b), ctx.stage_hash)]
     return Plan(len(blocks), len(blocks) - len(todo), todo,
                 shared=(ctx.concept_index, ctx.space, ctx.valid_images))
 
@@ -197,7 +202,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int]], block: SweepBloc
     part = ctx.job.study_part(NAME, layer, (b0, b1))
     storage.makedirs(part.parent)
     write_jsonl(part, _rows(ctx, layer, b0, block))
-    storage.touch(done_marker(part))
+    mark_done(part, ctx.stage_hash)
     return 1
 
 
@@ -230,3 +235,13 @@ def finish(ctx: JobContext) -> int:
     rows.sort(key=lambda r: (r.quantile, ctx.spec.layers.index(r.layer), r.unit or 0))
     write_jsonl(ctx.job.study(NAME), rows + _shares(rows, ctx.spec.dissection().iou_threshold))
     return 0
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``studies.threshold_sweep`` section and the method (it labels at every quantile)."""
+    return {"threshold_sweep": section(spec, "studies", NAME), "method": data["method"]}
+
+
+STAGE = Stage(name=NAME, runs_on="tasks", work=block_work, plan=plan, collect=collect,
+              finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
+              check_dataset=needs_concepts(NAME), report=STUDIES_PAGE)

@@ -11,14 +11,17 @@ to the lower image index (:class:`ray_dissect.units.topk.TopK`). Driver:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.masks import mask_pixels
 from ray_dissect.explain.ranges import RangeSpec, range_specs, searched_ranges
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import Stage
 from ray_dissect.pipeline.stages.scoring import inclusive_bounds
 from ray_dissect.records.schema import (
     SCHEMA_VERSION,
@@ -30,7 +33,8 @@ from ray_dissect.records.schema import (
     UnitRecord,
 )
 from ray_dissect.spec import CompositionalMethod, JobSpec
-from ray_dissect.storage import arrays
+from ray_dissect.spec.base import hashed_data
+from ray_dissect.storage import AnyPath, arrays
 from ray_dissect.units.topk import TopK, random_samples
 
 
@@ -121,7 +125,7 @@ def plan(ctx: JobContext) -> Plan:
     """Every block without a done marker; the valid images and mask shape are shared."""
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.top_images_part(layer, b)).exists()]
+            if not verified_done(ctx.job.top_images_part(layer, b), ctx.stage_hash)]
     bounds = {layer: _thresholds(ctx, layer) for layer in ctx.spec.layers}
     calls = [(layer, b, bounds[layer][0][b[0]:b[1]], bounds[layer][2][b[0]:b[1]])
              for layer, b in todo]
@@ -136,7 +140,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
     path = ctx.job.top_images_part(call[0], call[1])
     storage.makedirs(path.parent)
     storage.save_npz(path, **vars(block))
-    storage.touch(done_marker(path))
+    mark_done(path, ctx.stage_hash)
     return 1
 
 
@@ -185,3 +189,19 @@ def finish(ctx: JobContext) -> int:
         records = ctx.records[layer]
         records[b0:b1] = [_with_top_images(ctx, r, z, b0) for r in records[b0:b1]]
     return 0
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``top_images`` section, the method's kind and bounds (which mask is counted)."""
+    method = spec.method
+    return {"top_images": hashed_data(spec.top_images), "kind": method.kind,
+            "bounds": getattr(method, "bounds", None)}
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``top_images/``."""
+    return (job.stage_dir("top_images"),)
+
+
+STAGE = Stage(name="top_images", runs_on="tasks", work=block_work, plan=plan, collect=collect,
+              finish=finish, outputs=outputs, covers=covers, owns=("top_images",))

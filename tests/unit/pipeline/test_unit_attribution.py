@@ -17,7 +17,7 @@ from PIL import Image
 from ray_dissect.errors import SpecError
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.run import run_stages
-from ray_dissect.report.build import build_report
+from ray_dissect.pipeline.table import build_report
 from ray_dissect.report.unit_attribution import read_parts
 from ray_dissect.results import JobResults, open_job
 from ray_dissect.spec import parse_spec

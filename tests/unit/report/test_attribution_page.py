@@ -9,7 +9,7 @@ from pathlib import Path
 from fixtures.photos import photo_folder, photo_job
 
 from ray_dissect.pipeline.run import run_stages
-from ray_dissect.report.build import build_report
+from ray_dissect.pipeline.table import build_report
 from ray_dissect.results import JobResults
 from ray_dissect.spec import parse_spec
 from ray_dissect.storage import arrays

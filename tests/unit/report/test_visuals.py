@@ -17,7 +17,8 @@ from fixtures.planted import tiny_classifier
 from fixtures.visual_job import CLASSES, METHODS
 from PIL import Image
 
-from ray_dissect.report.build import ReportResult, build_report
+from ray_dissect.pipeline.table import build_report
+from ray_dissect.report.build import ReportResult
 from ray_dissect.report.render import render_block
 from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import arrays
@@ -208,6 +209,12 @@ def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
         figure = figure[:figure.index("</figure>")]
         assert [int(c) for c in re.findall(r"code (\d+) =", figure)] == \
             np.flatnonzero(presence[i]).tolist()
+        classes, probs = (arrays.open_array(store, n)[i] for n in ("top_classes", "top_probs"))
+        shown = re.search(r"top-3: ([^<]*)</span>", figure)
+        assert shown is not None
+        assert [float(v) for v in re.findall(r" (\d\.\d\d)", shown.group(1))] == \
+            [round(float(q), 2) for q in probs]
+        assert len(shown.group(1).split(" · ")) == len(classes) == 3
     split = arrays.open_array(store, "split")[:]
     for c in range(3):
         want = np.rint(255 * np.clip(split[0, c], 0, 1)).transpose(1, 2, 0)
@@ -313,8 +320,8 @@ def test_builds_are_byte_identical_whichever_way_blocks_render(
     job = _job(visual_site)
 
     def fresh(calls, root, options):
-        for layer, units, classes in reversed(list(calls)):
-            yield render_block(str(job), layer, units, root, options, classes)
+        for layer, units, classes, nav in reversed(list(calls)):
+            yield render_block(str(job), layer, units, root, options, classes, nav)
 
     other = tmp_path / "report"
     build_report(JobResults(job), other, renderer=fresh)
