@@ -25,6 +25,7 @@ from ray_dissect.job.manifest import (
 )
 from ray_dissect.models.build import build_model, check_layers, expand_layers, probe_layers
 from ray_dissect.pipeline.stage import ModelInfo, Shapes
+from ray_dissect.pipeline.status import used_stages
 from ray_dissect.pipeline.table import (
     job_manifest,
     stage,
@@ -34,6 +35,7 @@ from ray_dissect.pipeline.table import (
     stale_stages,
 )
 from ray_dissect.spec import JobSpec
+from ray_dissect.spec.messages import did_you_mean
 from ray_dissect.storage import AnyPath
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ def check_model(spec: JobSpec, images: int
     if layers != spec.layers:
         spec = spec.model_copy(update={"layers": layers})
     check_layers(model, spec.layers)
+    check_classifier(model, spec)
     shapes = _layer_shapes(model, spec)
     info = ModelInfo(model, shapes, images)
     extra: Shapes = {}
@@ -89,6 +92,29 @@ def check_model(spec: JobSpec, images: int
         if s.check is not None:
             extra |= s.check(spec, info)
     return spec, shapes | extra
+
+
+def check_classifier(model: Any, spec: JobSpec) -> None:
+    """``model.classifier``, when named, must be a module with a 2-D ``weight`` (classes x
+    units; the report's classes page reads it).
+
+    Raises:
+        SpecError: no such module (with its close match), or one without a 2-D weight.
+    """
+    name = spec.model.classifier
+    if name is None:
+        return
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise SpecError(f"job spec field 'model.classifier': {name!r} is not a module of the "
+                        f"model{did_you_mean(name, [n for n in modules if n])}",
+                        hint="name the linear head, e.g. '_fc' or 'fc'; see `ray-dissect "
+                             "layers JOB.yaml`")
+    weight = getattr(modules[name], "weight", None)
+    if getattr(weight, "ndim", 0) != 2:
+        raise SpecError(f"job spec field 'model.classifier': {name!r} has no (classes, units) "
+                        "weight", given=type(modules[name]).__name__,
+                        expected="a linear module", hint="name the model's last Linear")
 
 
 def _layer_shapes(model: Any, spec: JobSpec) -> Shapes:
@@ -135,7 +161,7 @@ def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
 def _refuse_or_clear(spec: JobSpec, job: JobDir, old: Manifest, force: bool) -> None:
     stale = stale_stages(old, spec)
     if not force:
-        kept = [s for s in stage_names() if s not in stale]
+        kept = [s for s in used_stages(job.root) if s not in stale]  # the old job's stages
         raise SpecError(
             f"output directory {str(job.root)!r} holds a different job (spec "
             f"{old.spec_hash}, this one {spec.spec_hash()}); changed stages: "

@@ -109,14 +109,13 @@ def _execute(stage: Stage, plan: Plan, ctx: JobContext, tracker: Tracker,
 
 def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = execute_locally,
                *, progress: Progress | None = None, force: bool = False,
-               session: Callable[[], AbstractContextManager[Any]] = nullcontext,
-               slow_session: bool = False) -> JobSummary:
+               session: Callable[[], AbstractContextManager[Any]] = nullcontext
+               ) -> JobSummary:
     """Run (or resume) a whole job into ``out``; return its summary (also summary.json).
 
     The dataset, the model and the job directory are checked before ``session`` (e.g. a Ray
-    connection) opens; with ``slow_session`` (a local Ray cluster starting) the model is
-    checked while it opens (:func:`_check_model_meanwhile`), and a failed check ends the
-    session again. A failed check creates nothing. Work units finished by an earlier run of
+    connection or a local cluster's start-up) opens: a layer typo is refused in seconds. A
+    failed check creates nothing. Work units finished by an earlier run of
     the same spec in ``out`` are not redone; the manifest records each run and whether it
     finished.
     """
@@ -126,7 +125,7 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
     with ExitStack() as held:
         with ExitStack() as stack:
             spec, shapes, job, manifest, startup = _open(
-                spec, len(dataset), out, force, session, slow_session, stack, held)
+                spec, len(dataset), out, force, session, stack, held)
             startup["preflight"] += opened
             run = start_run(manifest)
             tracker = Tracker(job.root, manifest, progress or QuietProgress())
@@ -168,22 +167,19 @@ def _record_failure(job: JobDir, manifest: Manifest, err: BaseException) -> None
 
 
 def _open(spec: JobSpec, images: int, out: str | Path | AnyPath, force: bool,
-          session: Callable[[], AbstractContextManager[Any]], slow_session: bool,
-          stack: ExitStack, held: ExitStack
+          session: Callable[[], AbstractContextManager[Any]], stack: ExitStack,
+          held: ExitStack
           ) -> tuple[JobSpec, dict[str, tuple[int, ...]], JobDir, Manifest, dict[str, float]]:
-    """Check the model (while ``session`` opens on ``stack`` when ``slow_session``), lock the
+    """Check the model (before any session: never overlapped with Ray's start-up), lock the
     job directory (on ``held``: :mod:`ray_dissect.job.lock`), remove the temporaries killed
-    writers left, prepare it, then open ``session`` if not yet open. Returns the checked
+    writers left, prepare it, then open ``session``. Returns the checked
     spec, the layer shapes, the job directory, its manifest and the seconds of ``preflight``
     (the model's part), ``prepare`` and ``ray_init``."""
     root = storage.location(out)
     locked = _exists(root)  # an existing DIR is locked at once: a busy one is refused
     if locked:              # before Ray starts; a new one only once the checks passed
         held.enter_context(job_lock(root, "run"))
-    if slow_session:
-        spec, shapes, startup = _check_model_meanwhile(spec, images, session, stack)
-    else:
-        spec, shapes, startup = _check_model(spec, images)
+    spec, shapes, startup = _check_model(spec, images)
     t0 = time.perf_counter()
     if not locked:
         held.enter_context(job_lock(root, "run"))
@@ -191,10 +187,9 @@ def _open(spec: JobSpec, images: int, out: str | Path | AnyPath, force: bool,
         log.warning("removed %s, a temporary file a killed run left in %s", stale, root)
     job, manifest = prepare_job_dir(spec, root, force)
     startup["prepare"] = time.perf_counter() - t0
-    if not slow_session:
-        t1 = time.perf_counter()
-        stack.enter_context(session())
-        startup["ray_init"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    stack.enter_context(session())
+    startup["ray_init"] = time.perf_counter() - t1
     return spec, shapes, job, manifest, startup
 
 
@@ -214,39 +209,12 @@ def _check_model(spec: JobSpec, images: int
     return checked, shapes, {"preflight": time.perf_counter() - t0}
 
 
-def _check_model_meanwhile(spec: JobSpec, images: int,
-                           session: Callable[[], AbstractContextManager[Any]],
-                           stack: ExitStack
-                           ) -> tuple[JobSpec, dict[str, tuple[int, ...]], dict[str, float]]:
-    """Open ``session`` on ``stack`` here while a thread builds and checks the model
-    (:func:`~ray_dissect.pipeline.prepare.check_model`: importing torch and torchvision,
-    ~3 s, overlaps Ray's start-up, ~5 s, which mostly waits on Ray's own processes).
-
-    Returns the checked spec, the layer shapes and the seconds of ``preflight`` (the model
-    check) and ``ray_init`` (the session's opening); either's error is raised once both are
-    over (the session is then ended by ``stack``); when both fail, the check's.
-    """
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(1, thread_name_prefix="preflight") as pool:
-        checking = pool.submit(_check_model, spec, images)
-        try:
-            stack.enter_context(session())
-        except BaseException:
-            if (error := checking.exception()) is not None:
-                raise error from None  # the spec's error first: it needs no Ray to fix
-            raise
-        ray_init = time.perf_counter() - t0
-        checked, shapes, seconds = checking.result()
-    return checked, shapes, seconds | {"ray_init": ray_init}
-
-
 def _record_startup(tracker: Tracker, age: float | None, seconds: dict[str, float]) -> None:
     """The run's costs before its first stage, in this order: the process's age when the run
     began (``process``: interpreter start-up and imports for the CLI), checking the spec
     against the dataset and the model (``preflight``: parsing the dataset index, building the
     model, probing its layers), preparing the job directory (``prepare``) and opening the Ray
-    session (``ray_init``; with a slow session it overlaps the model's part of the
-    preflight)."""
+    session (``ray_init``)."""
     order = ("preflight", "prepare", "ray_init")
     tracker.record_all(({"process": age} if age is not None else {})
                        | {key: seconds[key] for key in order})

@@ -53,14 +53,11 @@ def folder_classes(results: JobResults) -> tuple[str, ...]:
 
 def class_names(results: JobResults) -> tuple[str, ...]:
     """Names of the model's output classes: those the stage recorded
-    (``attribution/classes.json``), else (older job directories) the dataset's class folders
-    when the model's last linear layer has exactly as many outputs (else empty)."""
+    (``attribution/classes.json``), else (older job directories) :func:`names_for` the number
+    of outputs of the model's last linear layer (else empty)."""
     recorded = results.root / "attribution" / "classes.json"
     if recorded.exists():
         return tuple(json.loads(storage.read_text(recorded)))
-    names = folder_classes(results)
-    if not names:
-        return ()
     try:
         from torch import nn
 
@@ -70,7 +67,15 @@ def class_names(results: JobResults) -> tuple[str, ...]:
     except RayDissectError:
         return ()
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return names if linear and linear[-1].out_features == len(names) else ()
+    return names_for(results, linear[-1].out_features) if linear else ()
+
+
+def names_for(results: JobResults, n: int) -> tuple[str, ...]:
+    """Names of ``n`` output classes: the dataset's class folders when there are ``n``, else
+    ImageNet's 1,000 (torchvision ships the list) for a 1,000-output head, else empty."""
+    from ray_dissect.visualize.targets import class_names as names
+
+    return names(n, None, folder_classes(results))
 
 
 def image_class(results: JobResults, index: int) -> str:
@@ -226,8 +231,7 @@ def _weights(site: Site, results: JobResults) -> dict[str, Any] | None:
     if not path.exists():
         return None
     filters = np.asarray(storage.load_npz(path)["weights"])  # (O, kh, kw, I) uint8
-    tiles = filters if filters.shape[-1] == 3 else filters.mean(axis=-1).astype(np.uint8)
-    grid = vt.grid(tiles, 8, 2, min_side=WEIGHT_SIDE)
+    grid = vt.grid(vt.filter_tiles(filters), 8, 2, min_side=WEIGHT_SIDE)
     data = vt.rgb_png(grid) if grid.ndim == 3 else vt.grey_png(grid)
     return picture(site, "attribution/weights.png", data, grid.shape,
                    f"{len(filters)} first-layer filters, each min-max scaled", scale=1) | {

@@ -20,12 +20,14 @@ import numpy as np
 
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
-from ray_dissect.report.attribution_page import attribution_context, class_names
+from ray_dissect.report.attribution_page import attribution_context, class_names, names_for
 from ray_dissect.report.pages import ReportPage, Site
 from ray_dissect.report.pictures import image_name, network_image, picture
 from ray_dissect.report.visuals import complete, has_attribution, has_prism
 from ray_dissect.results import JobResults
 from ray_dissect.storage import arrays
+
+__all__ = ["ATTRIBUTION_PAGE", "PRISM_PAGE", "class_names", "names_for", "prism_context"]
 
 PRISM_BLOCK = 64
 """Images of ``prism.zarr``'s ``rgb`` read at once by the PRISM page (its memory bound)."""

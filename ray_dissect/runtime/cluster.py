@@ -71,15 +71,6 @@ def _init(address: str | None, actors: int) -> None:
             time.sleep(2.0 * attempt)
 
 
-def starts_local_cluster(address: str | None) -> bool:
-    """Whether :func:`ray_session` with ``address`` starts a new local cluster (seconds of
-    start-up, which the driver overlaps with its model check), rather than reusing this
-    process's session or joining a running cluster (as a submitted job does)."""
-    import ray
-
-    return not ray.is_initialized() and _starts_local(address)
-
-
 def _starts_local(address: str | None) -> bool:
     """Whether ``ray.init(address)`` starts a new local cluster (rather than joining one)."""
     return address is None and not os.environ.get("RAY_ADDRESS")

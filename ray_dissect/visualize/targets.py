@@ -11,8 +11,8 @@ target) with ``(B, T) float32`` softmax probabilities of the logits (NaN for reg
 - ``"regression"``: the sum of all outputs (T = 1).
 
 Class names (:func:`class_names`): a ``classes`` file (one name a line, in output order), the
-ImageNet names torchvision ships for a 1,000-way head (no download), or the dataset's class
-folders when they are as many as the outputs.
+dataset's class folders when they are as many as the outputs, or the ImageNet names
+torchvision ships for a 1,000-way head (no download).
 """
 
 from __future__ import annotations
@@ -56,13 +56,13 @@ def read_class_names(path: str, outputs: int) -> tuple[str, ...]:
 
 def class_names(outputs: int, classes_file: str | None, folders: Sequence[str]
                 ) -> tuple[str, ...]:
-    """The model's class names: the file, ImageNet's for 1,000 outputs, the folders when as
-    many as the outputs, else () (numbers only)."""
+    """The model's class names: the file, the folders when as many as the outputs, ImageNet's
+    for 1,000 outputs, else () (numbers only)."""
     if classes_file is not None:
         return read_class_names(classes_file, outputs)
-    if outputs == IMAGENET_CLASSES:
-        return imagenet_names()
-    return tuple(folders) if len(folders) == outputs else ()
+    if len(folders) == outputs:
+        return tuple(folders)
+    return imagenet_names() if outputs == IMAGENET_CLASSES else ()
 
 
 def folder_targets(folders: Sequence[str], labels: np.ndarray, names: Sequence[str]
