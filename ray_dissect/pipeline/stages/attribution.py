@@ -72,11 +72,16 @@ def class_names(env: WorkEnv, spec: AttributionSpec) -> tuple[str, ...]:
 
 
 def _outputs(env: WorkEnv) -> int:
+    return _outputs_of(env.model, env.spec, env.device)
+
+
+def _outputs_of(model: Any, spec: JobSpec, device: str = "cpu") -> int:
+    """The number of outputs of the model (one forward of a blank image)."""
     import torch
 
-    size = env.spec.model.preprocess.size
+    size = spec.model.preprocess.size
     with torch.no_grad():
-        out = env.model(torch.zeros(1, 3, size, size, device=env.device))
+        out = model(torch.zeros(1, 3, size, size, device=device))
     return int(out.flatten(1).shape[1])
 
 
@@ -240,6 +245,10 @@ def check(spec: JobSpec, info: ModelInfo) -> Shapes:
                             "module of the model", hint="see `ray-dissect layers JOB.yaml`")
     if "cam" in attribution.methods and attribution.head is None:
         default_head(info.model)
+    if attribution.classes is not None:
+        from ray_dissect.visualize.targets import read_class_names
+
+        read_class_names(attribution.classes, _outputs_of(info.model, spec))
     return _feature_map_shape(info.model, spec, attribution)
 
 

@@ -102,6 +102,18 @@ def test_folder_target_needs_class_folders(tmp_path: Path, four_images: Path) ->
     assert not (tmp_path / "out").exists()
 
 
+def test_classes_file_with_the_wrong_count_is_refused_before_any_work(tmp_path: Path) -> None:
+    """A classes file of 3 names for the 4-output classifier stops the job before its
+    directory is written."""
+    root = photo_folder(tmp_path / "photos")
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+    spec = photo_job(root, analyses={"attribution": {"methods": ["saliency"],
+                                                     "classes": str(tmp_path / "classes.txt")}})
+    with pytest.raises(SpecError, match=r"classes.*one name per output.*3 names.*expected 4"):
+        run_stages(parse_spec(spec), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_class_names_and_folder_mapping() -> None:
     """ImageNet names for 1,000 outputs (torchvision's list), folders when as many as the
     outputs, none otherwise; folder names matched ignoring case and _ vs space."""
