@@ -34,6 +34,7 @@ from ray_dissect.pipeline.stages import (
     thresholds,
     top_images,
     unit_ablation,
+    unit_attribution,
 )
 from ray_dissect.report.build import Renderer, ReportOptions, ReportResult
 from ray_dissect.report.build import build_report as _build
@@ -53,6 +54,7 @@ STAGES: tuple[Stage, ...] = (
     masking.STAGE,
     top_images.STAGE,
     receptive_fields.STAGE,
+    unit_attribution.STAGE,
     threshold_sweep.STAGE,
     ranges_importance.STAGE,
     unit_ablation.STAGE,

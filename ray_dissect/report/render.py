@@ -28,6 +28,7 @@ from ray_dissect.report.draw import RowPlan, draw_block, row_plans, wants_page
 from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
 from ray_dissect.report.pages import Nav, Site, common_context, image_quantile, unit_context
 from ray_dissect.report.tiles import TileStyle
+from ray_dissect.report.unit_attribution import UnitAttributionBlock
 from ray_dissect.report.visuals import RFBlock
 from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import AnyPath
@@ -79,9 +80,11 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
                "classes": sorted((classes or {}).items()), "layer": layer, "units": units,
                "neighbours": [page_of[i] for i in (units[0] - 1, units[1])
                               if 0 <= i < len(page_of)]}
-    fields = RFBlock(results, layer, units)
+    fields, attr = RFBlock(results, layer, units), UnitAttributionBlock(results, layer, units)
     if (rf_digest := fields.digest()) is not None:  # a block without fields: no such key
         context["receptive_fields"] = rf_digest
+    if (attr_digest := attr.digest()) is not None:
+        context["unit_attribution"] = attr_digest
     digest = block_digest(records, plans, page_of[units[0]:units[1]], style, context)
     meta = meta_path(root, layer, units)
     if done_marker(meta).exists() and storage.read_text(done_marker(meta)) == digest:
@@ -96,7 +99,7 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
             around = (links[p - 1] if p > 0 else None, links[p + 1] if p + 1 < len(links)
                       else None)
             _unit_page(site, results, rec, tiles, around, (classes or {}).get(rec.unit, []),
-                       style, fields.context(rec.unit))
+                       style, fields.context(rec.unit), attr.write(root, rec.unit))
     block = BlockTiles(layer=layer, units=units, digest=digest, tiles=drawn)
     storage.makedirs(meta.parent)
     storage.write_text(meta, block.model_dump_json() + "\n")
@@ -106,11 +109,14 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
 
 def _unit_page(site: Site, results: JobResults, rec: UnitRecord, tiles: UnitTiles,
                around: tuple[str | None, str | None], classes: list[tuple[int, float]],
-               style: TileStyle, rf: dict[str, Any] | None = None) -> None:
+               style: TileStyle, rf: dict[str, Any] | None = None,
+               unit_attr: dict[str, Any] | None = None) -> None:
     """Write ``units/<layer>/<unit>.html``; ``around``: the pages of the previous and next
     records (None without a page): the neighbours among the units the job dissects;
-    ``rf``: its receptive field (:meth:`RFBlock.context`)."""
+    ``rf``: its receptive field (:meth:`RFBlock.context`); ``unit_attr``: its per-unit
+    attribution (:meth:`UnitAttributionBlock.write`)."""
     u = rec.unit
     ctx = unit_context(results, rec, tiles, around, classes)
     site.page(f"units/{layer_key(rec.layer)}/{u}.html", "unit.html", page_kind="unit",
-              views=list(style.views), tile=style.size, gap=style.gap, rf=rf, **ctx)
+              views=list(style.views), tile=style.size, gap=style.gap, rf=rf,
+              unit_attr=unit_attr, **ctx)
