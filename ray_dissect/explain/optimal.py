@@ -48,8 +48,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 
 from ray_dissect.concepts.masks import UnitMask
 from ray_dissect.explain.bounds import MissCurve, subtree_bound, top_sums
@@ -82,7 +84,7 @@ class Certificate:
         start: the beam's answer the optimal search started from (None for beam).
     """
 
-    search: str
+    search: Literal["beam", "optimal"]
     optimal: bool
     upper_bound: float
     visited: int
@@ -107,7 +109,7 @@ class _Unit:
     space: SearchSpace
     h: np.ndarray
     b_sets: np.ndarray
-    mt_b: object
+    mt_b: sp.csr_matrix
     unit: int
     atom_inter: np.ndarray
     atom_area: np.ndarray
@@ -131,7 +133,7 @@ class _Unit:
         """(3, A) float64 hits and pixels of ``F op t`` for every op and atom (F = ``f``)."""
         sp_ = self.space
         x = (sp_.membership_t @ (sp_.set_counts * f))[sp_.atoms]
-        y = (self.mt_b @ (self.h[self.b_sets] * f[self.b_sets]))[sp_.atoms]  # type: ignore[operator]
+        y = (self.mt_b @ (self.h[self.b_sets] * f[self.b_sets]))[sp_.atoms]
         hits = np.rint(np.stack([inter + self.atom_inter - y, y, inter - y]))
         pix = np.rint(np.stack([area + self.atom_area - x, x, area - x]))
         return hits, pix

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, model_validator
 
-from ray_dissect.spec.base import Frozen, tag_of
+from ray_dissect.spec.base import ADDED_LATER, Frozen, tag_of
 
 
 class _MethodBase(Frozen):
@@ -28,6 +28,14 @@ class NetDissectMethod(_MethodBase):
     kind: Literal["netdissect"] = "netdissect"
 
 
+class SearchBudget(Frozen):
+    """Limits of ``search: optimal`` per unit and range; when one runs out the record keeps
+    the best formula found with ``optimal: false`` and the proved bound."""
+
+    seconds: Annotated[float, Field(gt=0)] | None = None
+    nodes: Annotated[int, Field(gt=0, description="node expansions")] | None = None
+
+
 class CompositionalMethod(_MethodBase):
     """Compositional Explanations (Mu & Andreas 2020): a formula per unit, by beam search.
 
@@ -40,6 +48,9 @@ class CompositionalMethod(_MethodBase):
     ``concept_masking`` adds CCE's cosine concept-masking score of each explanation (forward
     passes of the images containing the formula, everything outside it randomly dimmed), on
     the model actors; ``masking_images`` caps the images per explanation (the first ones).
+    ``search: optimal`` then proves the formula of maximal IoU over the beam's whole space by
+    branch and bound, starting from the beam's answer (``search_budget`` makes it anytime);
+    see docs/optimal.md.
     """
 
     kind: Literal["compositional"] = "compositional"
@@ -51,6 +62,15 @@ class CompositionalMethod(_MethodBase):
     heuristic: Literal["none", "mmesh", "cfh", "areas"] = "none"
     concept_masking: bool = False
     masking_images: Annotated[int, Field(gt=0)] | None = None
+    search: Annotated[Literal["beam", "optimal"], ADDED_LATER] = "beam"
+    search_budget: Annotated[SearchBudget | None, ADDED_LATER] = None
+
+    @model_validator(mode="after")
+    def _budget_needs_optimal(self) -> CompositionalMethod:
+        if self.search_budget is not None and self.search != "optimal":
+            raise ValueError(f"method.search_budget is set but method.search is "
+                             f"{self.search!r}; expected search: optimal (or drop the budget)")
+        return self
 
 
 class ClusteredMethod(CompositionalMethod):

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import torch.nn.functional as F
 from fixtures.fake_dataset import FakeDataset, index_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ray_dissect.concepts.masks import unit_masks
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or, length
@@ -155,7 +155,7 @@ def test_planted_formula_is_found(seed: int) -> None:
 
 def test_no_hit_gives_no_formula() -> None:
     """An empty unit mask: no formula, proved (bound 0), as the beam."""
-    space, mask, dense_b, concepts = _fixture(0, quantile=0.999999)
+    space, mask, _, _ = _fixture(0)
     empty = type(mask)(mask.images[:0], mask.sets[:0], mask.counts[:0])
     res = optimal_search(empty, space, SearchParams(length=3))
     assert res.best is None and res.certificate.optimal

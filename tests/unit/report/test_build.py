@@ -113,7 +113,7 @@ def test_unit_pages_show_every_range(clustered: JobResults, clustered_site: Repo
         assert f'id="r{e.range_index}"' in page and str(e.text) in page
         assert f"{e.visited} exact IoUs" in page
     assert page.count('class="strip"') == 1 + 2 * len(rec.explanations)
-    assert "&#34;schema_version&#34;: 3" in page or '"schema_version": 3' in page
+    assert "&#34;schema_version&#34;: 4" in page or '"schema_version": 4' in page
     assert 'id="prev"' in page and 'id="next"' in page
 
 
