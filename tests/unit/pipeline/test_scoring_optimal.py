@@ -14,6 +14,8 @@ from ray_dissect.errors import SpecError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.pipeline.run import run_stages
 from ray_dissect.records.io import read_unit_records
+from ray_dissect.report.build import build_report
+from ray_dissect.report.results import open_job
 from ray_dissect.spec import parse_spec
 from ray_dissect.studies.search_compare import compare_search
 
@@ -74,3 +76,13 @@ def test_compare_search_counts_the_beams_misses(runs) -> None:
     assert (optimal / "studies" / "compare_search.json").is_file()
     with pytest.raises(SpecError):
         compare_search(str(beam))
+
+
+def test_report_shows_the_certificate(runs, tmp_path: Path) -> None:
+    """The unit page says "optimal" for a proved formula; the layer data carry the gap."""
+    _, optimal = runs
+    site = build_report(open_job(optimal), tmp_path / "site")
+    pages = list((tmp_path / "site" / "units").rglob("*.html"))
+    assert site and pages and all("optimal</span>" in p.read_text() for p in pages)
+    data = "".join(p.read_text() for p in (tmp_path / "site" / "data").glob("*.js"))
+    assert '"g":0.0' in data
