@@ -109,3 +109,33 @@ def subtree_bound(curve: MissCurve, inter: np.ndarray, misses: np.ndarray, remai
     only_or = np.minimum(cap_or / (unit + misses), curve.g(cap_or))
     mixed = curve.g(np.minimum(unit, inter + sums[rows, remaining - 1]))
     return np.maximum(only_or, mixed)
+
+
+def or_bound(curve: MissCurve, inter: np.ndarray, misses: np.ndarray, gain: np.ndarray,
+             atom_inter: np.ndarray, atom_miss: np.ndarray) -> np.ndarray:
+    """Upper bound of ``IoU(C OR u)`` over every atom u, for nodes C with ``inter`` hits and
+    ``misses`` misses, (n,) float64 each; ``gain`` (n,) the most hits one atom can add.
+
+    ``C OR u`` has at most ``I_C + min(I_u, gain)`` hits and at least ``max(M_C, M_u)``
+    misses (u's misses outside C are at least ``M_u - M_C``). For u with ``M_u <= M_C`` the
+    IoU is at most ``(I_C + max I_u) / (H + M_C)``; for the others at most
+    ``I_C / (H + M_C) + I_u / (H + M_u)``. Both maxima over u come from prefix / suffix maxima
+    over the atoms sorted by misses (``atom_inter``, ``atom_miss`` (A,) float64). The result
+    is also capped by the one-OR case of :func:`subtree_bound`.
+    """
+    unit = curve.unit
+    if unit <= 0:
+        return np.zeros(inter.size)
+    order = np.argsort(atom_miss, kind="stable")
+    m_sorted = atom_miss[order]
+    prefix = np.maximum.accumulate(atom_inter[order])
+    ratio = atom_inter[order] / (unit + m_sorted)
+    suffix = np.maximum.accumulate(ratio[::-1])[::-1]
+    cut = np.searchsorted(m_sorted, misses, side="right")  # atoms [0, cut) have M_u <= M_C
+    best_in = np.where(cut > 0, prefix[np.maximum(cut - 1, 0)], 0.0)
+    best_out = np.where(cut < m_sorted.size, suffix[np.minimum(cut, m_sorted.size - 1)], 0.0)
+    cap = np.minimum(unit, inter + np.minimum(best_in, gain))
+    refined = np.maximum(cap / (unit + misses), inter / (unit + misses) + best_out)
+    one = np.minimum(unit, inter + gain)
+    simple = np.minimum(one / (unit + misses), curve.g(one))
+    return np.minimum(refined, simple)

@@ -17,16 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ray_dissect.concepts.masks import unit_masks
+from ray_dissect.explain.expand import Unit
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or, length
-from ray_dissect.explain.optimal import (
-    Budget,
-    _root,
-    _root_bounds,
-    _Unit,
-    child_bounds,
-    optimal_search,
-    space_bound,
-)
+from ray_dissect.explain.optimal import Budget, _root_bounds, optimal_search, space_bound
 from ray_dissect.explain.search import SearchParams, SearchSpace, beam_search
 
 _PATH = Path(__file__).parents[3] / "benchmarks" / "dense_oracle.py"
@@ -206,23 +199,23 @@ def test_bounds_are_admissible(seed: int, max_len: int) -> None:
     is >= the best IoU among its descendants: about 190 partial formulas per example."""
     space, mask, dense_b, concepts = _fixture(seed, n_labels=8, n=12)
     params = SearchParams(length=max_len)
-    u = _Unit.build(mask, space, params)
+    u = Unit.build(mask, space, params)
     atoms = [int(a) for a in space.atoms]
     roots = _root_bounds(u)
     for col, a in enumerate(atoms):
         want = _descendant_max(dense_b, concepts, None, concepts[a], (a,), 1, max_len)
         assert roots[col] >= float(want) - 1e-12
-        if max_len < 3:
-            continue
-        node = _root(u, col)
-        hits, pix = u.children(node.f, node.inter, node.area)
-        ops, cols = np.nonzero(np.ones_like(hits, dtype=bool))
-        keep = cols != col
-        ops, cols = ops[keep], cols[keep]
-        bound = child_bounds(u, node, hits, pix, ops, cols)
-        base = concepts[a]
-        for o, c, b in zip(ops, cols, bound, strict=True):
-            t = concepts[atoms[c]]
-            m = (base | t, base & t, base & ~t)[o]
-            want = _descendant_max(dense_b, concepts, None, m, (a, atoms[c]), 2, max_len)
-            assert b >= float(want) - 1e-12
+    if max_len < 3:
+        return
+    nodes = u.roots()
+    f = u.members(nodes)
+    hits, pix = u.children(nodes, f)
+    node, op, col = np.nonzero(np.ones_like(hits, dtype=bool))
+    keep = col != node
+    node, op, col = node[keep], op[keep], col[keep]
+    bound = u.child_bounds(nodes, f, hits, pix, (node, op, col))
+    for k, o, c, b in zip(node, op, col, bound, strict=True):
+        base, t = concepts[atoms[k]], concepts[atoms[c]]
+        m = (base | t, base & t, base & ~t)[o]
+        want = _descendant_max(dense_b, concepts, None, m, (atoms[k], atoms[c]), 2, max_len)
+        assert b >= float(want) - 1e-12
