@@ -5,9 +5,9 @@ rules 2 and 3 of :mod:`ray_dissect.explain.optimal` vectorised, and the children
 A node is a left-deep formula given by atom columns (into ``SearchSpace.atoms``) and ops
 (OR 0, AND 1, AND NOT 2; -1 for the root). A batch of k nodes of depth d is ``cols``,
 ``ops`` (k, d) int64, ``inter``, ``area`` (k,) float64 and ``size`` (k,) int64 length units.
-Expanding it builds the (k, n_sets) membership of each node and multiplies it by the
-(A, n_sets) atom membership, weighted by pixels and by hits: (k, A) intersections with
-every atom, in chunks of about ``CHUNK_BYTES``.
+Expanding it builds the sparse (n_sets, k) membership of the nodes and multiplies the
+(A, n_sets) atom membership by it, weighted by pixels and by hits: (k, A) intersections with
+every atom, in chunks whose (k, 3, A) children arrays take about ``CHUNK_BYTES``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from ray_dissect.explain.bounds import MissCurve, or_bound, subtree_bound, top_s
 from ray_dissect.explain.search import SearchParams, SearchSpace
 
 OR, AND, AND_NOT = 0, 1, 2
-CHUNK_BYTES = 48 << 20  # dense node memberships of one expansion chunk
+CHUNK_BYTES = 32 << 20  # the (k, 3, A) children arrays of one expansion chunk
+MAX_CHUNK = 256  # nodes per expansion: smaller chunks let the incumbent prune sooner
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Unit:
     h: np.ndarray
     b_sets: np.ndarray
     atom_sets: sp.csr_matrix
+    atom_sets_t: sp.csc_matrix
+    set_counts_col: np.ndarray
     atom_hit_sets: sp.csr_matrix
     atom_inter: np.ndarray
     atom_area: np.ndarray
@@ -74,8 +77,9 @@ class Unit:
         curve = MissCurve.build(h, space.set_counts, float(mask.area))
         hb, mb = h[b_sets], space.set_counts[b_sets] - h[b_sets]
         order = b_sets[np.lexsort((-hb, mb / hb))] if b_sets.size else b_sets
-        chunk = max(1, CHUNK_BYTES // (9 * max(n_sets, 1)))
-        return cls(space, params, int(mask.area), h, b_sets, atom_sets, hit_sets, inter,
+        chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // (24 * max(len(space.atoms), 1))))
+        return cls(space, params, int(mask.area), h, b_sets, atom_sets,
+                   sp.csc_matrix(atom_sets.T), space.set_counts[:, None], hit_sets, inter,
                    space.label_area[space.atoms].astype(np.float64), rank, curve, order, chunk)
 
     def roots(self) -> Batch:
@@ -84,19 +88,22 @@ class Unit:
         return Batch(np.arange(n)[:, None], np.full((n, 1), -1), self.atom_inter.copy(),
                      self.atom_area.copy(), np.ones(n, dtype=np.int64))
 
-    def members(self, b: Batch) -> np.ndarray:
-        """(k, n_sets) bool: the label sets each node selects."""
-        f = self.atom_sets[b.cols[:, 0]].toarray() > 0
+    def members(self, b: Batch) -> sp.csc_matrix:
+        """(n_sets, k) 0/1 float64 CSC: the label sets each node selects (sparse: a node
+        holds a few atoms' sets, so the products below cost what the nodes hold)."""
+        f = self.atom_sets_t[:, b.cols[:, 0]]
         for j in range(1, b.cols.shape[1]):
-            leaf = self.atom_sets[b.cols[:, j]].toarray() > 0
-            op = b.ops[:, j][:, None]
-            f = np.where(op == OR, f | leaf, np.where(op == AND, f & leaf, f & ~leaf))
-        return f
+            leaf = self.atom_sets_t[:, b.cols[:, j]]
+            both = f.multiply(leaf)
+            pick = [sp.diags((b.ops[:, j] == op).astype(np.float64)) for op in (OR, AND, AND_NOT)]
+            f = (f + leaf - both) @ pick[OR] + both @ pick[AND] + (f - both) @ pick[AND_NOT]
+        return sp.csc_matrix(f)
 
-    def children(self, b: Batch, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def children(self, b: Batch, f: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray]:
         """(k, 3, A) float64 hits and pixels of ``node op atom`` (f: :meth:`members`)."""
-        x = (self.atom_sets @ (f * self.space.set_counts).T).T
-        y = (self.atom_hit_sets @ (f[:, self.b_sets] * self.h[self.b_sets]).T).T
+        x = (self.atom_sets @ sp.csc_matrix(f.multiply(self.set_counts_col))).toarray().T
+        fb = sp.csc_matrix(f[self.b_sets].multiply(self.h[self.b_sets][:, None]))
+        y = (self.atom_hit_sets @ fb).toarray().T
         i, a = b.inter[:, None], b.area[:, None]
         hits = np.rint(np.stack([i + self.atom_inter - y, y, i - y], axis=1))
         pix = np.rint(np.stack([a + self.atom_area - x, x, a - x], axis=1))
@@ -121,10 +128,10 @@ class Unit:
         ok[:, :AND_NOT] &= pix[:, :AND_NOT] != self.atom_area
         return ok
 
-    def subset_curves(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def subset_curves(self, f: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each node's own miss curve (its sets in the global misses-per-hit order):
         (k, m + 1) cumulative hits and misses, and (k,) the hits where its g peaks."""
-        sel = f[:, self.ratio_order]
+        sel = sp.csr_matrix(f)[self.ratio_order].toarray().T
         hh = self.h[self.ratio_order]
         mm = self.space.set_counts[self.ratio_order] - hh
         zero = np.zeros((sel.shape[0], 1))
@@ -133,7 +140,7 @@ class Unit:
         g = hits / (self.unit + misses) if self.unit else hits
         return hits, misses, hits[np.arange(sel.shape[0]), np.argmax(g, axis=1)]
 
-    def child_bounds(self, b: Batch, f: np.ndarray, hits: np.ndarray, pix: np.ndarray,
+    def child_bounds(self, b: Batch, f: sp.csc_matrix, hits: np.ndarray, pix: np.ndarray,
                      idx: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         """(n,) float64 bound of the strict descendants of the children ``idx`` (node, op,
         atom) of ``b``, each with room to grow (see :mod:`ray_dissect.explain.bounds`)."""
@@ -152,7 +159,7 @@ class Unit:
                                             sums[np.minimum(op[last], 1), node[last]])
         return bound
 
-    def _last_bounds(self, f: np.ndarray, node: np.ndarray, op: np.ndarray, ci: np.ndarray,
+    def _last_bounds(self, f: sp.csc_matrix, node: np.ndarray, op: np.ndarray, ci: np.ndarray,
                      cm: np.ndarray, sums: np.ndarray) -> np.ndarray:
         """Bounds of children with one atom to go: one OR (``or_bound``) or a subset of the
         child; an AND / AND NOT child is a subset of its parent, so of the parent's curve."""
