@@ -3,9 +3,9 @@
 A generated Broden-format dataset (default 2,000 images, 224-px images, 112-px masks; the
 ``default`` vocabulary or the Broden-shaped ``broden`` one, 1,197 concepts) is indexed
 in-process; ResNet18 (torchvision, random init with seed 0: no download) gives ``layer4``
-maps, each unit is thresholded at its top-0.5 % quantile (feature resolution), and every
-unit's mask (or, with ``--clusters K``, each of its K k-means ranges) is explained with
-length 3, beam 5:
+maps, each unit is thresholded at its top-0.5 % quantile (feature resolution), and the masks
+of the first ``--units`` units (and the K k-means ranges of the first ``--cluster-units``
+units) are explained with length 3, beam 5:
 
 - beam:    ``search.beam_search`` (the default ``search: beam``);
 - optimal: ``optimal.optimal_search`` started from the beam's answer, ``--budget`` seconds.
@@ -15,13 +15,17 @@ and p99 of both, their ratio, nodes expanded and exact IoUs visited by the optim
 the share proved optimal, the share of beam answers that were suboptimal and the IoU lost.
 
 Usage: python benchmarks/bench_optimal.py [--vocabulary default|broden] [--images 2000]
-       [--units 512] [--clusters 0] [--budget 60] [--root DIR] [--image-size 224]
-       [--mask-size 112]
+       [--units 512] [--cluster-units 0] [--clusters 5] [--budget 60] [--root DIR]
+       [--image-size 224] [--mask-size 112] [--prepared FILE]
+
+``--prepared FILE`` keeps the space and the masks (index and maps take minutes) for reruns;
+a file made with other options is read as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import tempfile
 import time
@@ -108,18 +112,13 @@ def report(r: dict[str, np.ndarray]) -> None:
           f"{100 * rel.max():.1f} %")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vocabulary", default="default", choices=["default", "broden"])
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--units", type=int, default=512)
-    parser.add_argument("--clusters", type=int, default=0)
-    parser.add_argument("--budget", type=float, default=60.0)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--mask-size", type=int, default=112)
-    parser.add_argument("--root", type=Path)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+def prepare(args: argparse.Namespace) -> tuple[SearchSpace, list, list]:
+    """The search space, the quantile masks of the first ``--units`` units and the k-means
+    range masks of the first ``--cluster-units`` units (``--clusters`` ranges each); read
+    from / written to ``--prepared`` when given (the slow part: index and maps)."""
+    if args.prepared and args.prepared.is_file():
+        with args.prepared.open("rb") as fh:
+            return pickle.load(fh)  # type: ignore[no-any-return]
     from ray_dissect.datasets.synthetic.generate import generate_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,14 +127,39 @@ def main() -> None:
             mask_size=args.mask_size, vocabulary=args.vocabulary)
         ds, index, ids = build(root)
         acts = layer4(ds, len(ds))
-    space = SearchSpace.from_index(index)  # type: ignore[arg-type]
     valid = np.asarray(index.valid)  # type: ignore[attr-defined]
-    masks = [m for u in range(min(args.units, acts.shape[1]))
-             for m in masks_of(acts, u, ids, valid, args.clusters)]
-    print(f"images={len(ds)} concepts={len(space.atoms)} label_sets={index.n_sets} "  # type: ignore[attr-defined]
-          f"units={min(args.units, acts.shape[1])} masks={len(masks)} clusters={args.clusters} "
-          f"budget={args.budget} s")
-    report(run(space, masks, args.budget))
+    found = (SearchSpace.from_index(index),  # type: ignore[arg-type]
+             [m for u in range(args.units) for m in masks_of(acts, u, ids, valid, 0)],
+             [m for u in range(args.cluster_units)
+              for m in masks_of(acts, u, ids, valid, args.clusters)])
+    if args.prepared:
+        with args.prepared.open("wb") as fh:
+            pickle.dump(found, fh)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vocabulary", default="default", choices=["default", "broden"])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--units", type=int, default=512)
+    parser.add_argument("--cluster-units", type=int, default=0)
+    parser.add_argument("--clusters", type=int, default=5)
+    parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--mask-size", type=int, default=112)
+    parser.add_argument("--root", type=Path)
+    parser.add_argument("--prepared", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    space, masks, ranges = prepare(args)
+    print(f"concepts={len(space.atoms)} label_sets={space.membership_t.shape[1]} "
+          f"quantile masks={len(masks)} range masks={len(ranges)} budget={args.budget} s")
+    for name, group in (("quantile masks (one per unit)", masks),
+                        (f"clustered ranges (K={args.clusters})", ranges)):
+        if group:
+            print(f"-- {name}")
+            report(run(space, group, args.budget))
 
 
 if __name__ == "__main__":
