@@ -36,11 +36,11 @@ import torch
 
 from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.models.extract import preprocess
-from ray_dissect.pipeline import activations
 from ray_dissect.pipeline.context import JobContext, WorkEnv
 from ray_dissect.pipeline.prepare import preflight, prepare_job_dir
 from ray_dissect.pipeline.run import run_in_flight
 from ray_dissect.pipeline.shard_pipeline import STEPS, ShardResult
+from ray_dissect.pipeline.stages import activations
 from ray_dissect.records.schema import Provenance
 from ray_dissect.spec import JobSpec, parse_spec
 from ray_dissect.storage import location

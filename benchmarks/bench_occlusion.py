@@ -5,7 +5,7 @@ batch size), with the same torch threads, no Ray:
 
 - bare loop: ``model.features[:k]`` (torchvision AlexNet cut after the probed layer as a plain
   ``nn.Sequential``, no hooks) on each occluded batch; only the forward calls are timed;
-- pipeline: the stage's work function :func:`ray_dissect.pipeline.receptive_fields.rf_work`
+- pipeline: the stage's work function :func:`ray_dissect.pipeline.stages.receptive_fields.rf_work`
   in-process: image decoding, preprocessing, seeded noise, batches built on the device, the
   hook-truncated model, discrepancy at every unit's peak (all 256 units kept and painted, an
   upper bound), and the part written to disk.
@@ -35,7 +35,7 @@ from PIL import Image
 from ray_dissect.job.layout import JobDir
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import WorkEnv
-from ray_dissect.pipeline.receptive_fields import occlusion_fill, occlusion_grid, rf_work
+from ray_dissect.pipeline.stages.receptive_fields import occlusion_fill, occlusion_grid, rf_work
 from ray_dissect.spec import JobSpec, parse_spec
 from ray_dissect.storage import location
 from ray_dissect.visualize.receptive_fields import occluded_batches

@@ -28,7 +28,7 @@ from ray_dissect.job.layout import JobDir
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import Concept, ConceptBlackoutRow
 from ray_dissect.report import studies as st
-from ray_dissect.report.results import JobResults
+from ray_dissect.results import JobResults
 from ray_dissect.spec import parse_spec
 
 LAYER = "layer4"

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from ray_dissect.pipeline.run import run_stages
-from ray_dissect.report.build import build_report
-from ray_dissect.report.results import open_job
+from ray_dissect.pipeline.table import build_report
+from ray_dissect.results import open_job
 from ray_dissect.spec import parse_spec
 
 PLANTED = str(Path(__file__).parents[1] / "tests" / "fixtures" / "planted.py")

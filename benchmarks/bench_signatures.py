@@ -31,8 +31,8 @@ from ray_dissect.concepts.index import load_index
 from ray_dissect.datasets.registry import open_dataset
 from ray_dissect.explain.ranges import range_specs
 from ray_dissect.job.layout import JobDir
-from ray_dissect.pipeline import scoring
-from ray_dissect.pipeline.thresholds import threshold_work
+from ray_dissect.pipeline.stages import scoring
+from ray_dissect.pipeline.stages.thresholds import threshold_work
 from ray_dissect.spec import ClusteredMethod, ResourceSpec, parse_spec
 
 UNLIMITED = 2**62

@@ -57,7 +57,7 @@ class _RichProgress:
 
 def _formula_columns(summary: Any, target: str) -> dict[str, tuple[str, str]]:
     """Per layer (most frequent formulas, best formula by IoU) of a compositional job."""
-    from ray_dissect.report.results import open_job
+    from ray_dissect.results import open_job
 
     results = open_job(target)
     out = {}
@@ -392,6 +392,25 @@ def compare_search(job: Annotated[str, typer.Argument(
                    f"({100 * layer.relative_lost_max:.1f} % of the optimum); "
                    f"{layer.proved} proved optimal")
     typer.echo(f"wrote {target}")
+
+
+@app.command()
+def show(job_dir: Annotated[str, typer.Argument(help="job directory")],
+         images: Annotated[list[Path], typer.Argument(help="image files (PNG, JPEG)")],
+         layer: Annotated[str, typer.Option(help="a dissected layer of the job")],
+         unit: Annotated[int, typer.Option(help="unit (channel) index")],
+         out: Annotated[Path, typer.Option(help="directory for the PNGs")] = Path("show")
+         ) -> None:
+    """Draw a unit's activation map on chosen images with the job's own model: per image a
+    heat overlay and, when the unit has a threshold, the image revealed where it fires."""
+    _setup_logging(False)
+    try:
+        from ray_dissect.results.show import show_unit
+
+        for path in show_unit(job_dir, layer, unit, images, out):
+            typer.echo(f"wrote {path}")
+    except RayDissectError as err:
+        _fail(err)
 
 
 @app.command()

@@ -1,10 +1,11 @@
-"""The dataset formats, by the ``format`` field of ``dataset:`` in the job spec.
+"""Opening a dataset by the ``format`` field of ``dataset:`` in the job spec.
 
-A new format is a spec class in :mod:`ray_dissect.spec.dataset` (with its ``format`` tag), a
-reader module here satisfying :class:`~ray_dissect.datasets.base.ConceptDataset` (or only
-:class:`~ray_dissect.datasets.base.ImageDataset`, for images without concept labels: ``images``),
-and one entry in :data:`FORMATS`. Readers load lazily, so opening a Broden dataset imports no
-COCO code.
+The formats are registered in :data:`ray_dissect.spec.dataset.FORMATS` (spec model, reader,
+concept labels or not); this module imports a format's reader only when a dataset of that
+format is opened, so opening a Broden dataset imports no COCO code. A reader satisfies
+:class:`~ray_dissect.datasets.base.ConceptDataset` (or only
+:class:`~ray_dissect.datasets.base.ImageDataset`, for a format registered without concept
+labels, such as ``images``); the contract tests in ``tests/unit/datasets/contract.py`` check it.
 """
 
 from __future__ import annotations
@@ -14,32 +15,38 @@ from typing import Any
 
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
 from ray_dissect.errors import SpecError
+from ray_dissect.spec import DatasetFormat, one_of
+from ray_dissect.spec import dataset as formats
 
-FORMATS: dict[str, str] = {
-    "broden": "ray_dissect.datasets.broden:BrodenDataset",
-    "coco": "ray_dissect.datasets.coco:CocoDataset",
-    "images": "ray_dissect.datasets.images:ImageFolderDataset",
-    "pascal_part": "ray_dissect.datasets.pascal_part_reader:PascalPartDataset",
-}
+
+def concept_formats() -> str:
+    """The formats with concept labels as prose, e.g. ``"broden, coco or pascal_part"``."""
+    return one_of([fmt.name for fmt in formats.FORMATS if fmt.concepts])
+
+
+def reader_of(fmt: DatasetFormat) -> type:
+    """The reader class of ``fmt`` (its module imported now)."""
+    module, _, name = fmt.reader.partition(":")
+    reader: type = getattr(importlib.import_module(module), name)
+    return reader
 
 
 def open_dataset(spec: Any) -> ImageDataset:
     """Open the dataset a ``dataset:`` sub-spec names, with the reader of its ``format``.
 
-    The result is a :class:`ConceptDataset` for every format but ``images`` (check with
-    ``isinstance``, or use :func:`open_concept_dataset`).
+    The result is a :class:`ConceptDataset` for every format registered with concept labels
+    (check with ``isinstance``, or use :func:`open_concept_dataset`).
 
     Raises:
-        SpecError: the format has no reader.
+        SpecError: the format is not registered.
         DatasetError: the reader's own checks (missing files, malformed index).
     """
-    target = FORMATS.get(spec.format)
-    if target is None:
+    fmt = formats.FORMATS_BY_NAME.get(spec.format)
+    if fmt is None:
         raise SpecError("unknown dataset format", given=spec.format,
-                        expected=f"one of {sorted(FORMATS)}", hint="fix dataset.format")
-    module, _, name = target.partition(":")
-    reader = getattr(importlib.import_module(module), name)
-    dataset: ImageDataset = reader(spec)
+                        expected=f"one of {sorted(formats.FORMATS_BY_NAME)}",
+                        hint="fix dataset.format")
+    dataset: ImageDataset = reader_of(fmt)(spec)
     return dataset
 
 
@@ -52,6 +59,6 @@ def open_concept_dataset(spec: Any) -> ConceptDataset:
     dataset = open_dataset(spec)
     if not isinstance(dataset, ConceptDataset):
         raise SpecError(f"dataset format {spec.format!r} has no concept labels",
-                        expected="a concept dataset (format broden, coco or pascal_part)",
+                        expected=f"a concept dataset (format {concept_formats()})",
                         hint="fix dataset.format")
     return dataset

@@ -2,9 +2,9 @@
 
     spec.json                the validated spec (canonical JSON)
     manifest.json            spec hash, stage hashes, progress (ray_dissect.job.manifest)
-    concepts.zarr            layers/set_ids (N, sh, sw) uint32 + done/set_ids
+    concepts.zarr            data/set_ids (N, sh, sw) uint32 + done/set_ids
     concepts/shard_*.npz     per-shard set tables;  concepts/index.npz  the merged index
-    activations.zarr         layers/<layer> (N, units, h, w) float32 + done/<layer>
+    activations.zarr         data/<layer> (N, units, h, w) float32 + done/<layer>
     activations/bad_*.json   per-shard unreadable images
     thresholds/<layer>.npz   thresholds (units,) float64, nonfinite (units,) int64,
                              ranges (units, clusters, 2) float64 activation ranges
@@ -13,14 +13,17 @@
     top_images/<layer>/<u0>-<u1>.npz(.done)      top images of a block of units
     studies/<study>.jsonl    a study's rows; studies/<study>/<layer>/<u0>-<u1>.jsonl(.done)
                              (unit blocks) or studies/<study>/shard_<s>.npz(.done) (images)
-    attribution.zarr         data/<method> (N, H, W) float32, targets, crop_boxes + done/
+    attribution.zarr         data/<method> (N, H, W) float32, targets, crop_boxes + done/;
+                             attribution/weights.npz  the first convolution's filters
     receptive_fields/<layer>/<block>.npz(.done)  discrepancy of a block of distinct top images
     receptive_fields.zarr    data/<layer> (units, H, W) float32 mean re-centred maps + done/
     prism/pca_<shard>.npz(.done)  PCA sums of an image shard;  prism/pca.npz  the merged PCA
     prism.zarr               data/components, rgb, codes, presence, variance, ... + done/
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 
-What each stage writes is declared in :data:`ray_dissect.pipeline.stages.STAGES`.
+Every Zarr store holds its arrays under ``data/`` and their done markers under ``done/``
+(:mod:`ray_dissect.storage.arrays`). What each stage writes is declared by its module
+(``Stage.outputs``, :mod:`ray_dissect.pipeline.stages`).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from ray_dissect.storage import AnyPath
 
 CHUNK_IMAGES = 32
 SUBDIRS = ("concepts", "activations", "thresholds", "records", "parts", "top_images", "studies")
-ANALYSIS_SUBDIRS = ("receptive_fields", "prism")
-"""Created by their stages only when a job runs them (every job gets :data:`SUBDIRS`)."""
+"""Created for every job by :meth:`JobDir.make`; other stages' directories are created by the
+stages that write them (only when a job runs them)."""
 
 
 def layer_key(layer: str) -> str:
@@ -62,86 +65,107 @@ def unit_blocks(units: int, per_task: int) -> list[tuple[int, int]]:
 class JobDir:
     """Paths inside a job directory (layer names pass through :func:`layer_key`).
 
-    ``root`` is a local directory or an fsspec location (:mod:`ray_dissect.storage`).
+    ``root`` is a local directory or an fsspec location (:mod:`ray_dissect.storage`). A stage
+    names its own files with the generic :meth:`stage_dir`, :meth:`store`, :meth:`block_part`
+    and :meth:`shard_part` (the named paths below are built from them), so a new stage needs
+    no edit here.
     """
 
     root: AnyPath
 
+    def stage_dir(self, name: str) -> AnyPath:
+        """A stage's own directory, ``DIR/<name>`` (e.g. ``studies/unit_ablation``)."""
+        return self.root / name
+
+    def store(self, name: str) -> AnyPath:
+        """A stage's Zarr store, ``DIR/<name>.zarr``."""
+        return self.root / f"{name}.zarr"
+
+    def block_part(self, folder: str, layer: str, units: tuple[int, int], suffix: str
+                   ) -> AnyPath:
+        """A block of units' part file, ``DIR/<folder>/<layer>/<u0>-<u1><suffix>`` (done
+        marker beside it)."""
+        return (self.stage_dir(folder) / layer_key(layer)
+                / f"{units[0]:07d}-{units[1]:07d}{suffix}")
+
+    def shard_part(self, folder: str, prefix: str, shard: int, suffix: str) -> AnyPath:
+        """An image shard's (or other work unit's) part file,
+        ``DIR/<folder>/<prefix><shard:06d><suffix>``."""
+        return self.stage_dir(folder) / f"{prefix}{shard:06d}{suffix}"
+
     @property
     def concepts_zarr(self) -> AnyPath:
-        return self.root / "concepts.zarr"
+        return self.store("concepts")
 
     @property
     def activations_zarr(self) -> AnyPath:
-        return self.root / "activations.zarr"
+        return self.store("activations")
 
     @property
     def attribution_zarr(self) -> AnyPath:
-        return self.root / "attribution.zarr"
+        return self.store("attribution")
 
     @property
     def receptive_fields_zarr(self) -> AnyPath:
-        return self.root / "receptive_fields.zarr"
+        return self.store("receptive_fields")
 
     def receptive_fields_part(self, layer: str, block: int) -> AnyPath:
         """A work unit's discrepancy maps (done marker beside it)."""
-        return self.root / "receptive_fields" / layer_key(layer) / f"{block:06d}.npz"
+        return self.shard_part(f"receptive_fields/{layer_key(layer)}", "", block, ".npz")
 
     @property
     def prism_zarr(self) -> AnyPath:
-        return self.root / "prism.zarr"
+        return self.store("prism")
 
     def prism_pca_part(self, shard: int) -> AnyPath:
         """An image shard's PCA sums (done marker beside it)."""
-        return self.root / "prism" / f"pca_{shard:06d}.npz"
+        return self.shard_part("prism", "pca_", shard, ".npz")
 
     @property
     def prism_pca(self) -> AnyPath:
         """The merged PCA: mean, axes, variance ratios, GE layers in application order."""
-        return self.root / "prism" / "pca.npz"
+        return self.stage_dir("prism") / "pca.npz"
 
     def concept_shard(self, shard: int) -> AnyPath:
-        return self.root / "concepts" / f"shard_{shard:06d}.npz"
+        return self.shard_part("concepts", "shard_", shard, ".npz")
 
     @property
     def concept_index(self) -> AnyPath:
-        return self.root / "concepts" / "index.npz"
+        return self.stage_dir("concepts") / "index.npz"
 
     def bad_images(self, shard: int) -> AnyPath:
-        return self.root / "activations" / f"bad_{shard:06d}.json"
+        return self.shard_part("activations", "bad_", shard, ".json")
 
     def thresholds(self, layer: str) -> AnyPath:
-        return self.root / "thresholds" / f"{layer_key(layer)}.npz"
+        return self.stage_dir("thresholds") / f"{layer_key(layer)}.npz"
 
     def records(self, layer: str) -> AnyPath:
-        return self.root / "records" / f"{layer_key(layer)}.jsonl"
+        return self.stage_dir("records") / f"{layer_key(layer)}.jsonl"
 
     def record_part(self, layer: str, units: tuple[int, int]) -> AnyPath:
         """A scoring block's records; its done marker is :func:`done_marker` of it."""
-        return self.root / "parts" / layer_key(layer) / f"{units[0]:07d}-{units[1]:07d}.jsonl"
+        return self.block_part("parts", layer, units, ".jsonl")
 
     def masking_part(self, layer: str, units: tuple[int, int]) -> AnyPath:
         """Concept-masking scores of a scoring block (done marker beside it)."""
-        return self.record_part(layer, units).with_suffix(".masking.json")
+        return self.block_part("parts", layer, units, ".masking.json")
 
     def top_images_part(self, layer: str, units: tuple[int, int]) -> AnyPath:
         """A block's top images (done marker beside it)."""
-        return (self.root / "top_images" / layer_key(layer)
-                / f"{units[0]:07d}-{units[1]:07d}.npz")
+        return self.block_part("top_images", layer, units, ".npz")
 
     def study(self, name: str) -> AnyPath:
         """A study's records, ``studies/<name>.jsonl``."""
-        return self.root / "studies" / f"{name}.jsonl"
+        return self.stage_dir("studies") / f"{name}.jsonl"
 
     def study_part(self, name: str, layer: str, units: tuple[int, int]) -> AnyPath:
         """A study's rows for a block of units (done marker beside it)."""
-        return (self.root / "studies" / name / layer_key(layer)
-                / f"{units[0]:07d}-{units[1]:07d}.jsonl")
+        return self.block_part(f"studies/{name}", layer, units, ".jsonl")
 
     def study_shard(self, name: str, shard: int) -> AnyPath:
         """A study's partial sums over an image shard, ``studies/<name>/shard_<s>.npz``
         (done marker beside it)."""
-        return self.root / "studies" / name / f"shard_{shard:06d}.npz"
+        return self.shard_part(f"studies/{name}", "shard_", shard, ".npz")
 
     def make(self) -> None:
         """Create the directory and its sub-directories (no-ops on object stores)."""

@@ -11,12 +11,13 @@ import importlib
 import importlib.util
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ray_dissect.errors import LayerNotFoundError, ModelError, SpecError, UserCodeError
-from ray_dissect.spec import CheckpointWeights, ModelSpec
+from ray_dissect.models.layout import map_shape
+from ray_dissect.spec import CheckpointWeights, LayerLayout, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +211,14 @@ def expand_layers(model: Any, patterns: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def probe_layers(model: Any, size: int, layers: Sequence[str] | None = None
+def probe_layers(model: Any, size: int, layers: Sequence[str] | None = None,
+                 layouts: Mapping[str, LayerLayout] | None = None
                  ) -> list[tuple[str, tuple[int, ...], int]]:
     """(name, output shape without batch, calls) of each named module for one ``size`` x
     ``size`` image, in module order. Modules never called, or returning non-tensors, are left
-    out; ``calls`` > 1 marks a module shared within one forward pass."""
+    out; ``calls`` > 1 marks a module shared within one forward pass. With ``layouts`` (the
+    spec's ``model.layouts``), each shape is that of the layer's (units, h, w) maps view
+    (:func:`ray_dissect.models.layout.map_shape`; raises ModelError for an unreadable one)."""
     import torch
 
     wanted = set(layers) if layers is not None else None
@@ -236,6 +240,8 @@ def probe_layers(model: Any, size: int, layers: Sequence[str] | None = None
     finally:
         for handle in handles:
             handle.remove()
+    if layouts is not None:
+        shapes = {n: map_shape(n, shape, layouts.get(n)) for n, shape in shapes.items()}
     return [(n, shapes[n], calls[n]) for n, _ in model.named_modules() if n in shapes]
 
 

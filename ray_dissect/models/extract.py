@@ -2,7 +2,8 @@
 
 ``Extractor`` is a plain class (model loaded once in ``__init__``, then called per batch), so it
 runs the same inside a Ray actor and in a test. It returns, per layer, the module's output as
-(n_images, units, h, w) float32; a module whose output is (n, units) is stored as (n, units, 1, 1).
+(n_images, units, h, w) float32; a module whose output is (n, units) is stored as (n, units, 1, 1),
+token and channels-last outputs as their maps view (:mod:`ray_dissect.models.layout`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from PIL import Image
 
 from ray_dissect.errors import ModelError
 from ray_dissect.models.build import build_model, check_layers
+from ray_dissect.models.layout import as_maps
 from ray_dissect.spec import ModelSpec, PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ class Extractor:
         check_layers(self.model, layers)
         self.layers = tuple(layers)
         self.preprocess_spec = model_spec.preprocess
+        self.layouts = model_spec.layouts
         self._recorder = _Recorder(self.model, self.layers)
 
     def forward(self, batch: Any) -> dict[str, Any]:
@@ -136,8 +139,18 @@ class Extractor:
         with torch.inference_mode(), torch.autocast(self.kind, torch.bfloat16,
                                                      enabled=self.bf16):
             self.model(batch)
-            return {name: _as_nchw(name, tensor)
+            return {name: self._maps(name, tensor)
                     for name, tensor in self._recorder.take().items()}
+
+    def _maps(self, name: str, tensor: Any) -> Any:
+        """A layer's output as a (n, units, h, w) float32 contiguous tensor."""
+        import torch
+
+        if not isinstance(tensor, torch.Tensor):
+            raise ModelError(f"layer {name!r} output is a {type(tensor).__name__}, not a "
+                             "tensor", hint="choose a module that returns one tensor")
+        maps = as_maps(name, tensor.detach(), self.layouts.get(name))
+        return maps.float().contiguous()
 
     def __call__(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch of (h, w, 3) uint8 images; return {layer: (n, units, h, w) float32}."""
@@ -145,14 +158,3 @@ class Extractor:
 
         batch = torch.from_numpy(preprocess(images, self.preprocess_spec)).to(self.device)
         return {name: t.cpu().numpy() for name, t in self.forward(batch).items()}
-
-
-def _as_nchw(name: str, tensor: Any) -> Any:
-    """A layer's output as a (n, units, h, w) float32 contiguous tensor."""
-    import torch
-
-    if not isinstance(tensor, torch.Tensor) or tensor.ndim not in (2, 4):
-        raise ModelError(f"layer {name!r} output is not a (n, c) or (n, c, h, w) tensor",
-                         hint="choose a convolutional layer")
-    tensor = tensor.detach().float()
-    return (tensor[:, :, None, None] if tensor.ndim == 2 else tensor).contiguous()

@@ -1,5 +1,9 @@
 """Before any work: check the spec against the dataset and the model, and prepare the job
-directory (refusing one that holds another job, or clearing the stale stages with force)."""
+directory (refusing one that holds another job, or clearing the stale stages with force).
+
+Besides the engine's own checks (dataset, method, layers), every stage's preflight hooks run
+here, in table order: ``check_dataset`` before the model is built, ``check`` once it is
+(:class:`~ray_dissect.pipeline.stage.Stage`)."""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from typing import Any
 
 from ray_dissect import __version__, storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
-from ray_dissect.datasets.registry import open_dataset
-from ray_dissect.errors import ModelError, SpecError, StoreError
+from ray_dissect.datasets.registry import concept_formats, open_dataset
+from ray_dissect.errors import SpecError, StoreError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.job.manifest import (
     Manifest,
@@ -17,135 +21,17 @@ from ray_dissect.job.manifest import (
     write_manifest,
 )
 from ray_dissect.models.build import build_model, check_layers, expand_layers, probe_layers
-from ray_dissect.pipeline.stages import (
-    STAGE_NAMES,
+from ray_dissect.pipeline.stage import ModelInfo, Shapes
+from ray_dissect.pipeline.table import (
     job_manifest,
     stage,
     stage_hashes,
+    stage_names,
+    stages,
     stale_stages,
 )
-from ray_dissect.spec import ClusteredMethod, JobSpec
+from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
-
-
-def _check_analyses(model: Any, spec: JobSpec) -> None:
-    """The modules the analyses name exist (and CAM has a linear head)."""
-    attribution = spec.analyses.attribution
-    if attribution is None:
-        return
-    names = {name for name, _ in model.named_modules() if name}
-    for field, name in (("layer", attribution.layer), ("head", attribution.head)):
-        if name is not None and name not in names:
-            raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} is not a "
-                            "module of the model", hint="see `ray-dissect layers JOB.yaml`")
-    if "cam" in attribution.methods and attribution.head is None:
-        from ray_dissect.pipeline.attribution import default_head
-
-        default_head(model)
-
-
-CONCEPT_STUDIES = ("threshold_sweep", "unit_ablation", "concept_blackout")
-LOGIT_STUDIES = ("ranges_importance", "unit_ablation")
-
-
-def _study_error(name: str, what: str, hint: str) -> SpecError:
-    return SpecError(f"job spec field 'studies.{name}': {what}", hint=hint)
-
-
-def check_studies(spec: JobSpec, dataset: ImageDataset) -> None:
-    """The studies' needs, before any work: ``ranges_importance`` needs a clustered method with
-    ``clusters >= 2``; the concept studies need a concept dataset and a method that scores
-    concepts.
-
-    Raises:
-        SpecError: naming the study, what it needs and what the spec gives.
-    """
-    studies, method = spec.studies, spec.method
-    if studies.ranges_importance is not None and (
-            not isinstance(method, ClusteredMethod) or method.clusters < 2):
-        given = f"{method.kind}" + (f" with clusters {method.clusters}"
-                                    if isinstance(method, ClusteredMethod) else "")
-        raise _study_error("ranges_importance", f"needs method kind 'clustered' with clusters "
-                           f">= 2 (got {given})", "set method: {kind: clustered} or drop the "
-                           "study")
-    for name in CONCEPT_STUDIES:
-        if getattr(studies, name) is None:
-            continue
-        if not isinstance(dataset, ConceptDataset):
-            raise _study_error(name, f"needs a concept dataset (got format "
-                               f"{spec.dataset.format!r})", "use a broden, coco or pascal_part "
-                               "dataset, or drop the study")
-        if not spec.dissects:
-            raise _study_error(name, "needs a method that scores concepts (got 'none')",
-                               "use method netdissect, compositional or clustered")
-
-
-def _check_logits(model: Any, spec: JobSpec) -> None:
-    """With a study that reads the model's decisions, its output must be (batch, classes)."""
-    if any(getattr(spec.studies, name) is not None for name in LOGIT_STUDIES):
-        from ray_dissect.studies.hooks import check_logits
-
-        check_logits(model, spec.model.preprocess.size)
-
-
-def _field(name: str) -> str:
-    return f"job spec field 'analyses.{name}'"
-
-
-def _check_receptive_fields(spec: JobSpec, shapes: dict[str, tuple[int, ...]]) -> None:
-    """RF layers are among the job's layers (their top images come from the top_images
-    stage), with the listed units, ``top_k`` top images and room for the occluder."""
-    rf = spec.analyses.receptive_fields
-    if rf is None:
-        return
-    for layer in rf.layers:
-        if layer not in spec.layers:
-            raise SpecError(f"{_field('receptive_fields.layers')}: {layer!r} is not among the "
-                            "job's layers", expected=f"one of {list(spec.layers)}",
-                            hint="add it to `layers` (its top images come from them)")
-        units = shapes[layer][0]
-        if rf.units != "all" and max(rf.units) >= units:
-            raise SpecError(f"{_field('receptive_fields.units')}: unit {max(rf.units)} of "
-                            f"layer {layer!r}", expected=f"indices below its {units} units")
-    if rf.top_k > spec.top_images.k:
-        raise SpecError(f"{_field('receptive_fields.top_k')}: {rf.top_k} top images",
-                        expected=f"at most top_images.k ({spec.top_images.k})",
-                        hint="raise top_images.k or lower top_k")
-    if rf.occluder > spec.model.preprocess.size:
-        raise SpecError(f"{_field('receptive_fields.occluder')}: {rf.occluder} px",
-                        expected=f"at most the input size {spec.model.preprocess.size}")
-
-
-def _check_prism(model: Any, spec: JobSpec, images: int) -> dict[str, tuple[int, ...]]:
-    """PRISM's layers exist, run once, the GE layers before the PCA layer, which has >= 3
-    channels; returns their output shapes (C, h, w)."""
-    from ray_dissect.models.truncate import call_order
-
-    prism = spec.analyses.prism
-    if prism is None:
-        return {}
-    names = {name for name, _ in model.named_modules() if name}
-    for layer in (prism.layer, *prism.ge_layers):
-        if layer not in names:
-            raise SpecError(f"{_field('prism')}: {layer!r} is not a module of the model",
-                            hint="see `ray-dissect layers JOB.yaml`")
-    layers = [prism.layer, *prism.ge_layers]
-    try:
-        order = call_order(model, layers, spec.model.preprocess.size)
-    except ModelError as err:
-        raise SpecError(f"{_field('prism')}: {err.what}", hint=err.hint) from None
-    if order[-1] != prism.layer:
-        raise SpecError(f"{_field('prism.ge_layers')}: {order[-1]!r} runs after the PCA layer "
-                        f"{prism.layer!r}", hint="GE layers lie between the input and `layer`")
-    shapes = {name: shape for name, shape, _ in
-              probe_layers(model, spec.model.preprocess.size, layers)}
-    if len(shapes[prism.layer]) != 3 or shapes[prism.layer][0] < 3:
-        raise SpecError(f"{_field('prism.layer')}: {prism.layer!r} outputs "
-                        f"{shapes[prism.layer]}", expected="(C, h, w) maps with C >= 3")
-    if prism.clusters is not None and prism.clusters > min(images, prism.limit):
-        raise SpecError(f"{_field('prism.clusters')}: {prism.clusters} clusters",
-                        expected=f"at most the {min(images, prism.limit)} images PRISM covers")
-    return shapes
 
 
 def preflight(spec: JobSpec
@@ -159,9 +45,9 @@ def preflight(spec: JobSpec
 
     Raises:
         SpecError: the method needs concept labels the dataset does not have (see
-            :func:`require_concepts`), a study's needs are not met (:func:`check_studies`),
-            the torchvision model name is unknown, a layer is unknown or has no usable
-            output.
+            :func:`require_concepts`), a stage's preflight check refuses the spec (e.g. a
+            study's needs are not met), the torchvision model name is unknown, a layer is
+            unknown or has no usable output.
         DatasetError, ModelError: the dataset or the model cannot be opened, or a study
             that reads the model's decisions finds no (batch, classes) logits.
     """
@@ -172,25 +58,41 @@ def preflight(spec: JobSpec
 
 def check_dataset(spec: JobSpec) -> ImageDataset:
     """The first half of :func:`preflight`, torch-free: open the dataset, check that it has
-    the concepts the method scores and what the studies need."""
+    the concepts the method scores, and run the stages' ``check_dataset`` hooks."""
     dataset = require_concepts(spec, open_dataset(spec.dataset))
-    check_studies(spec, dataset)
+    for s in stages():
+        if s.check_dataset is not None:
+            s.check_dataset(spec, dataset)
     return dataset
 
 
 def check_model(spec: JobSpec, images: int
                 ) -> tuple[JobSpec, dict[str, tuple[int, ...]]]:
     """The second half of :func:`preflight`: build the model, expand and check the layers,
-    the analyses' layers and the logits, probe the output shapes (``images``: the dataset's
-    size, which bounds PRISM's clusters). Raises as :func:`preflight`."""
+    probe their output shapes, then run the stages' ``check`` hooks (``images``: the
+    dataset's size). Returns the spec and the shapes of the job's layers and of the extra
+    layers the hooks name. Raises as :func:`preflight`."""
     model = build_model(spec.model)
     layers = expand_layers(model, spec.layers)
     if layers != spec.layers:
         spec = spec.model_copy(update={"layers": layers})
     check_layers(model, spec.layers)
-    _check_analyses(model, spec)
-    _check_logits(model, spec)
-    probed = probe_layers(model, spec.model.preprocess.size, spec.layers)
+    shapes = _layer_shapes(model, spec)
+    info = ModelInfo(model, shapes, images)
+    extra: Shapes = {}
+    for s in stages():
+        if s.check is not None:
+            extra |= s.check(spec, info)
+    return spec, shapes | extra
+
+
+def _layer_shapes(model: Any, spec: JobSpec) -> Shapes:
+    """Per job layer, its output shape (units, h, w); a (units,) output as (units, 1, 1).
+
+    Raises:
+        SpecError: a layer runs more than once per forward pass, or outputs neither."""
+    probed = probe_layers(model, spec.model.preprocess.size, spec.layers,
+                          layouts=spec.model.layouts)
     shared = [name for name, _, calls in probed if calls > 1]
     if shared:
         raise SpecError(f"job spec field 'layers': {shared[0]!r} runs more than once in one "
@@ -206,22 +108,7 @@ def check_model(spec: JobSpec, images: int
                             hint="pick a convolutional module; see `ray-dissect layers`")
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
-    _check_receptive_fields(spec, shapes)
-    analysed = _analysis_shapes(model, spec) | _check_prism(model, spec, images)
-    return spec, shapes | analysed
-
-
-def _analysis_shapes(model: Any, spec: JobSpec) -> dict[str, tuple[int, ...]]:
-    """Output shapes of the layers whose maps the analyses store (attribution feature maps)."""
-    attribution = spec.analyses.attribution
-    if attribution is None or "feature_maps" not in attribution.methods:
-        return {}
-    assert attribution.layer is not None  # the spec requires it for feature_maps
-    (name, shape, _), = probe_layers(model, spec.model.preprocess.size, [attribution.layer])
-    if len(shape) != 3:
-        raise SpecError(f"job spec field 'analyses.attribution.layer': {name!r} does not output "
-                        "(channels, h, w) maps", given=shape, hint="pick a convolutional module")
-    return {name: shape}
+    return shapes
 
 
 def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
@@ -236,22 +123,22 @@ def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
         return dataset
     raise SpecError(f"dataset format {spec.dataset.format!r} has no concept labels; method "
                     f"{spec.method.kind!r} needs them",
-                    hint="use a concept dataset (format broden, coco or pascal_part), e.g. "
+                    hint=f"use a concept dataset (format {concept_formats()}), e.g. "
                          "`ray-dissect make-dataset DIR` for a generated one")
 
 
 def _refuse_or_clear(spec: JobSpec, job: JobDir, old: Manifest, force: bool) -> None:
     stale = stale_stages(old, spec)
     if not force:
-        kept = [s for s in STAGE_NAMES if s not in stale]
+        kept = [s for s in stage_names() if s not in stale]
         raise SpecError(
             f"output directory {str(job.root)!r} holds a different job (spec "
             f"{old.spec_hash}, this one {spec.spec_hash()}); changed stages: "
             f"{', '.join(stale)}", hint="choose a new --out, or pass --force to redo "
             f"the changed stages there (reusing: {', '.join(kept) or 'nothing'})")
     for name in stale:
-        for output in stage(name).outputs:
-            storage.remove_tree(job.root / output)
+        for output in stage(name).outputs(job):
+            storage.remove_tree(output)
 
 
 def _with_every_stage(manifest: Manifest, spec: JobSpec) -> Manifest:

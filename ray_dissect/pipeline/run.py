@@ -1,4 +1,5 @@
-"""Running a job: walk the stage table, hand each stage's work units to an executor.
+"""Running a job: walk the stage table (:func:`~ray_dissect.pipeline.table.stages`), hand
+each stage's work units to an executor.
 
 The executor decides where work units run: :mod:`ray_dissect.runtime.driver` sends them to
 Ray actors and tasks; :func:`execute_locally` runs them in this process (tests, small jobs,
@@ -21,8 +22,9 @@ from ray_dissect.job.manifest import Manifest, start_run, write_manifest
 from ray_dissect.job.progress import Progress, QuietProgress, Tracker, process_age
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.prepare import check_dataset, check_model, prepare_job_dir
-from ray_dissect.pipeline.results import write_results
-from ray_dissect.pipeline.stages import STAGES, Stage
+from ray_dissect.pipeline.stage import Stage
+from ray_dissect.pipeline.summary import write_summary
+from ray_dissect.pipeline.table import stages
 from ray_dissect.records.schema import JobSummary, Provenance
 from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
@@ -128,13 +130,13 @@ def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = exe
                                 package_version=__version__)
         ctx = JobContext(spec, job, dataset, shapes, provenance)
         try:
-            for stage in STAGES:
+            for stage in stages():
                 _run_stage(stage, ctx, tracker, execute)
             closing = time.perf_counter()
             stack.close()
             tracker.record("ray_shutdown", time.perf_counter() - closing)
             with tracker.timed("results"):
-                summary = write_results(ctx, manifest)
+                summary = write_summary(ctx, manifest)
         except BaseException as err:
             run.status, run.error = "failed", f"{type(err).__name__}: {err}"
             run.finished = time.time()

@@ -32,21 +32,38 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ray_dissect.datasets.base import BadSampleError
-from ray_dissect.job.layout import layer_key, shard_range
+from ray_dissect.datasets.base import BadSampleError, ImageDataset
+from ray_dissect.job.layout import JobDir, layer_key, shard_range
 from ray_dissect.models.device import JPEG_MAGIC, Device, StepClock, decode_on_device
-from ray_dissect.models.extract import normalise
-from ray_dissect.spec import ResourceSpec
+from ray_dissect.models.extract import Extractor, normalise
+from ray_dissect.spec import JobSpec, ResourceSpec
 from ray_dissect.storage import arrays
 
-if TYPE_CHECKING:
-    from ray_dissect.pipeline.context import WorkEnv
-
 log = logging.getLogger(__name__)
+
+
+class ExtractionEnv(Protocol):
+    """What the pipeline reads of its actor's environment
+    (:class:`ray_dissect.pipeline.context.WorkEnv` is one)."""
+
+    @property
+    def spec(self) -> JobSpec: ...
+
+    @property
+    def job(self) -> JobDir: ...
+
+    @property
+    def dataset(self) -> ImageDataset: ...
+
+    @property
+    def extractor(self) -> Extractor: ...
+
+    @property
+    def device(self) -> str: ...
 
 STEPS = ("decode", "forward", "copy", "write", "wait")
 """The per-shard time breakdown, in seconds: decode (summed over decode threads), forward and
@@ -134,7 +151,7 @@ class ShardPipeline:
             tests turn it on on the CPU, where torchvision decodes instead of nvJPEG).
     """
 
-    def __init__(self, env: WorkEnv, decode_on_device: bool | None = None) -> None:
+    def __init__(self, env: ExtractionEnv, decode_on_device: bool | None = None) -> None:
         res = env.spec.resources
         self.spec, self.job = env.spec, env.job
         self.dataset, self.extractor = env.dataset, env.extractor

@@ -12,7 +12,7 @@ import time
 
 from ray_dissect.errors import StoreError
 from ray_dissect.job.manifest import Manifest, RunInfo, read_manifest
-from ray_dissect.pipeline.stages import STAGE_NAMES
+from ray_dissect.pipeline.table import stage_names
 from ray_dissect.storage import AnyPath
 
 
@@ -43,10 +43,11 @@ def render_status(root: AnyPath) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
         lines.append(f"latest run: {_alive(run)} (started {when}, pid {run.pid}, "
                      f"{len(manifest.runs)} run(s))" + (f": {run.error}" if run.error else ""))
-    w = max(len(name) for name in STAGE_NAMES)
+    names = stage_names()
+    w = max(len(name) for name in names)
     lines.append(f"{'stage':<{w}} {'state':<8} {'done/total':>12} {'this run':>9} "
                  f"{'seconds':>9} {'bad':>5}")
-    for name in STAGE_NAMES:
+    for name in names:
         st = manifest.stages.get(name)
         if st is None:  # a stage added after this directory was written
             lines.append(f"{name:<{w}} {'-':<8} {'-':>12} {'-':>9} {'-':>9} {'-':>5}")

@@ -163,6 +163,11 @@ class ReceptiveField(_Record):
         "(dy, dx) of that region's centroid from (H // 2, W // 2), in input pixels; null when "
         "the map is empty"))
     images: Annotated[int, Field(ge=0, description="top images averaged")]
+    uncut_size: Annotated[float | None, Field(ge=0, description=(
+        "compat only: the size of the same maps re-centred and averaged without the seed's "
+        "absolute cut"))] = None
+    warning: str | None = Field(None, description=(
+        "compat only: why the field is empty (the seed's cut erased every map)"))
 
 
 class Provenance(_Record):

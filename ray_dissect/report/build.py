@@ -3,8 +3,9 @@
 ``DIR/report/`` (or ``out``) holds::
 
     index.html  concepts.html  classes.html  about.html
-    attribution.html prism.html   when the stages ran (+ attribution/, prism/ PNGs)
-    studies.html                  only when DIR/studies/ has a study's rows or compare.json
+    <page>.html                   a stage's page (``pages``), when the job has what it
+                                  shows: attribution.html, prism.html (+ attribution/,
+                                  prism/ PNGs), studies.html
     layers/<layer>.html           plots, header, the unit grid (first page prerendered)
     units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips,
                                   <unit>_rf.png its receptive field when the stage ran)
@@ -16,7 +17,9 @@
 Blocks of ``block_units`` units are rendered by the work unit
 :func:`ray_dissect.report.render.render_block` (tiles, sprites, unit pages); ``renderer``
 decides where those calls run (in this process by default; a Ray map in the runtime). The
-driver then writes the pages that span units. Everything is deterministic: building twice
+driver then writes the pages that span units, and the stages' own pages it is given
+(:class:`~ray_dissect.report.pages.ReportPage`: nav entry and writer; the report knows no
+stage). Everything is deterministic: building twice
 gives byte-identical files, and a rebuild renders only the blocks whose inputs changed.
 """
 
@@ -28,7 +31,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +38,6 @@ from ray_dissect import storage
 from ray_dissect.job.layout import layer_key, unit_blocks
 from ray_dissect.report import pages as pg
 from ray_dissect.report import plots
-from ray_dissect.report import studies as st
 from ray_dissect.report.catalog import (
     class_table,
     concept_entries,
@@ -47,18 +48,17 @@ from ray_dissect.report.catalog import (
     unit_classes,
 )
 from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
+from ray_dissect.report.pages import Nav, ReportPage
 from ray_dissect.report.render import Classes, render_block
 from ray_dissect.report.tiles import TileStyle
-from ray_dissect.report.visual_pages import write_visual_pages
 from ray_dissect.report.visuals import rf_layer_context
+from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath
 
-if TYPE_CHECKING:
-    from ray_dissect.report.results import JobResults
-
-__all__ = ["RenderCall", "ReportOptions", "ReportResult", "build_report", "render_calls"]
+__all__ = ["RenderCall", "ReportOptions", "ReportPage", "ReportResult", "build_report",
+           "render_calls"]
 log = logging.getLogger(__name__)
-RenderCall = tuple[str, tuple[int, int], Classes]
+RenderCall = tuple[str, tuple[int, int], Classes, Nav]
 Renderer = Callable[[Sequence[RenderCall], AnyPath, ReportOptions], Iterable[BlockTiles]]
 
 
@@ -82,22 +82,25 @@ class ReportResult:
     seconds: float
 
 
-def render_calls(results: JobResults, options: ReportOptions, weights: np.ndarray | None
-                 ) -> list[RenderCall]:
-    """(layer, (u0, u1), classes of its units) of every render block of the layers with
-    records; classes only for the last layer, when the head's weights are known."""
+def render_calls(results: JobResults, options: ReportOptions, weights: np.ndarray | None,
+                 nav: Nav | None = None) -> list[RenderCall]:
+    """(layer, (u0, u1), classes of its units, ``nav``) of every render block of the layers
+    with records; classes only for the last layer, when the head's weights are known;
+    ``nav``: the stages' pages the unit pages link (:func:`~ray_dissect.report.pages.nav_links`,
+    default none)."""
+    nav = nav or {"main": [], "stages": []}
     calls = []
     for layer in results.layers:
         last = layer == results.layers[-1] and weights is not None
         for u0, u1 in unit_blocks(len(results.records(layer)), options.block_units):
             classes = {u: unit_classes(weights, u) for u in range(u0, u1)} if last else {}
-            calls.append((layer, (u0, u1), classes))
+            calls.append((layer, (u0, u1), classes, nav))
     return calls
 
 
 def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
-                 options: ReportOptions | None = None, renderer: Renderer | None = None
-                 ) -> ReportResult:
+                 options: ReportOptions | None = None, renderer: Renderer | None = None,
+                 pages: Sequence[ReportPage] = ()) -> ReportResult:
     """Build the static site of a (finished or partial) job directory.
 
     Args:
@@ -107,7 +110,10 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
         renderer: ``renderer(calls, report_dir, options)`` runs render calls and yields their
             :class:`BlockTiles` in any order (default: this process, in order; the CLI uses
             Ray tasks, :mod:`ray_dissect.runtime.report`); a call is
-            ``render_block(results, layer, units, report_dir, options, classes)``.
+            ``render_block(results, layer, units, report_dir, options, classes, nav)``.
+        pages: the pages the stages add (nav entry and writer), in nav order; those the job
+            has are linked and written. :func:`ray_dissect.build_report` passes every
+            stage's (:func:`ray_dissect.pipeline.table.report_pages`).
     """
     start, options = time.perf_counter(), options or ReportOptions()
     root = storage.location(out) if out is not None else results.root / "report"
@@ -115,21 +121,24 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
     estimate = size_estimate(results, _rows(results), 10, style.size, style.thumb)
     log.info("report: about %.1f MB expected in %s", estimate / 1e6, root)
     weights, message = head_weights(results)
-    calls = render_calls(results, options, weights)
+    shown = [page for page in pages if page.present(results)]
+    calls = render_calls(results, options, weights, pg.nav_links(shown))
     for layer in results.layers:
         if results.records(layer) and results.feature_shape(layer) is None:
             log.warning("no activations for layer %r: its report shows no tiles", layer)
 
     def in_process(todo: Sequence[RenderCall], where: AnyPath, opts: ReportOptions
                    ) -> Iterable[BlockTiles]:
-        for layer, units, classes in todo:
-            yield render_block(results, layer, units, where, opts, classes)
+        for layer, units, classes, nav in todo:
+            yield render_block(results, layer, units, where, opts, classes, nav)
 
     tiles: dict[str, dict[int, UnitTiles]] = {layer: {} for layer in results.layers}
     for block in (renderer or in_process)(calls, root, options):
         tiles[block.layer].update({t.unit: t for t in block.tiles})
-    site = pg.Site(root, pg.common_context(results, options, style))
+    site = pg.Site(root, pg.common_context(results, options, style, pg.nav_links(shown)))
     _write_pages(site, results, tiles, style, estimate, (weights, message))
+    for page in shown:
+        page.write(site, results)
     seconds = time.perf_counter() - start
     log.info("report: %d pages, %d render blocks in %.1f s", site.pages, len(calls), seconds)
     return ReportResult(root, root / "index.html", site.pages, len(calls), estimate, seconds)
@@ -161,9 +170,6 @@ def _write_pages(site: pg.Site, results: JobResults, tiles: dict[str, dict[int, 
               threshold=results.iou_threshold)
     _classes_page(site, results, cards[results.layers[-1]], *head)
     _about_page(site, results, style, estimate)
-    write_visual_pages(site, results)
-    if site.common["studies"]:
-        site.page("studies.html", "studies.html", **st.studies_context(results))
 
 
 def _index_page(site: pg.Site, results: JobResults) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 
 from ray_dissect.errors import RayDissectError
 from ray_dissect.records.schema import SCHEMA_VERSION, UnitRecord
-from ray_dissect.report.results import JobResults
 from ray_dissect.report.views import best_explanation, fix, leaf_names, url_key
+from ray_dissect.results import JobResults
 
 log = logging.getLogger(__name__)
 

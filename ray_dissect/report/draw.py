@@ -33,7 +33,7 @@ from ray_dissect.job.layout import layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import tiles as tl
 from ray_dissect.report.meta import Histogram, Pages, RowKind, RowTiles, TileInfo, UnitTiles
-from ray_dissect.report.results import JobResults
+from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath
 
 log = logging.getLogger(__name__)

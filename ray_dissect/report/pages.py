@@ -3,15 +3,18 @@
 Each ``*_context`` returns the variables its template in ``templates/`` needs; :class:`Site`
 renders a template and writes it through :mod:`ray_dissect.storage`. Pages link with relative
 URLs only (``prefix`` is the way back to the report root), so the site opens from ``file://``.
+A stage adds a page of its own with a :class:`ReportPage` (its nav entry and its writer); the
+report receives them as data (:func:`ray_dissect.report.build.build_report`'s ``pages``).
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from markupsafe import Markup
@@ -21,8 +24,6 @@ from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import plots
 from ray_dissect.report.catalog import provenance
 from ray_dissect.report.meta import ReportOptions, UnitTiles
-from ray_dissect.report.results import METRIC_NAMES, JobResults
-from ray_dissect.report.studies import has_studies
 from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.views import (
     Card,
@@ -36,9 +37,11 @@ from ray_dissect.report.views import (
     header_line,
     url_key,
 )
-from ray_dissect.report.visuals import visual_nav
+from ray_dissect.results.job import METRIC_NAMES, JobResults
 from ray_dissect.storage import AnyPath
 
+Nav = dict[str, list[tuple[str, str]]]
+"""The stages' pages a report links, per nav line (``main``, ``stages``): (href, title)."""
 PAGE_CARDS = 100
 SORT_KEYS = (("unit", "unit"), ("iou", "label IoU"), ("label", "label (category, count, IoU)"),
              ("best", "best range IoU"), ("len", "formula length"), ("px", "mask pixels"),
@@ -91,6 +94,32 @@ class Site:
 
         text = files("ray_dissect.report").joinpath("templates", "assets", name).read_text()
         self.write(f"assets/{name}", text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportPage:
+    """A page a stage adds to the report.
+
+    Attributes:
+        href: the page's file, from the report root (e.g. ``"prism.html"``).
+        title: its link text in the nav.
+        line: where the nav lists it: ``"main"`` beside the job's own pages (before
+            ``about``), ``"stages"`` on the line after them.
+        present: whether the job has what the page shows (else no link, no page).
+        write: writes the page (and its files) with the report's :class:`Site`.
+    """
+
+    href: str
+    title: str
+    line: Literal["main", "stages"]
+    present: Callable[[JobResults], bool]
+    write: Callable[[Site, JobResults], None]
+
+
+def nav_links(shown: Sequence[ReportPage]) -> Nav:
+    """Per nav line, (href, title) of the pages ``shown``, in their order."""
+    return {line: [(p.href, p.title) for p in shown if p.line == line]
+            for line in ("main", "stages")}
 
 
 def layer_cards(results: JobResults, layer: str, tiles: dict[int, UnitTiles],
@@ -148,13 +177,13 @@ def _metrics(e: Any) -> list[tuple[str, str]]:
     return [(k.replace("_", " "), f"{m[k]:.4f}") for k in METRIC_NAMES if m.get(k) is not None]
 
 
-def common_context(results: JobResults, options: ReportOptions, style: TileStyle
-                   ) -> dict[str, Any]:
-    """What every page's frame shows: job name, missing layers, the provenance footer,
-    whether the nav links the studies page."""
+def common_context(results: JobResults, options: ReportOptions, style: TileStyle,
+                   nav: Nav) -> dict[str, Any]:
+    """What every page's frame shows: job name, missing layers, the provenance footer and
+    the stages' pages the nav links (``nav``: :func:`nav_links`)."""
     return {"job_name": results.spec.name, "missing": results.missing_layers(),
             "provenance": provenance(results, options.describe(style)), "page_kind": "page",
-            "visual_nav": visual_nav(results), "studies": has_studies(results)}
+            "nav": nav}
 
 
 def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,

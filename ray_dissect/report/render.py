@@ -26,10 +26,10 @@ from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report.draw import RowPlan, draw_block, row_plans, wants_page
 from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
-from ray_dissect.report.pages import Site, common_context, unit_context
-from ray_dissect.report.results import JobResults, open_job
+from ray_dissect.report.pages import Nav, Site, common_context, unit_context
 from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.visuals import RFBlock
+from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import AnyPath
 
 Classes = dict[int, list[tuple[int, float]]]
@@ -52,7 +52,7 @@ def block_digest(records: list[UnitRecord], plans: list[list[RowPlan]], pages: l
 
 def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, int],
                  out: str | AnyPath | None = None, options: ReportOptions | None = None,
-                 classes: Classes | None = None) -> BlockTiles:
+                 classes: Classes | None = None, nav: Nav | None = None) -> BlockTiles:
     """Render units [u0, u1) of ``layer`` (see the module docstring); resumable.
 
     Args:
@@ -61,6 +61,8 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
         options: the report's options.
         classes: per unit of the block, the classes it feeds most as (class, weight)
             (last layer, when the spec names a classifier).
+        nav: the stages' pages the unit pages link
+            (:func:`~ray_dissect.report.pages.nav_links`; default none).
     """
     results = job if isinstance(job, JobResults) else open_job(job)
     root = storage.location(out) if out is not None else results.root / "report"
@@ -71,7 +73,7 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
     t = results.iou_threshold
     page_of = [wants_page(r, options.unit_pages, t) for r in layer_records]
     plans = [row_plans(r) for r in records]
-    common = common_context(results, options, style)
+    common = common_context(results, options, style, nav or {"main": [], "stages": []})
     context = {"common": {k: v for k, v in common.items() if k != "page_kind"},
                "classes": sorted((classes or {}).items()), "layer": layer, "units": units,
                "neighbours": [page_of[i] for i in (units[0] - 1, units[1])

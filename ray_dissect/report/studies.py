@@ -33,8 +33,9 @@ from ray_dissect.records.studies import (
     UnitAblationRow,
 )
 from ray_dissect.report import study_plots as sp
+from ray_dissect.report.pages import ReportPage, Site
 from ray_dissect.report.plots import Plot, category_rank, fix
-from ray_dissect.report.results import JobResults
+from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath
 
 STUDY_ROWS: dict[str, type[Any]] = {
@@ -326,3 +327,14 @@ def studies_context(results: JobResults) -> dict[str, Any]:
     return {"layers": layers, "configured": configured, "ran": ran, "problems": problems,
             "threshold": results.iou_threshold, "compare": compare,
             "compare_layers": [compare_view(c) for c in compare.layers] if compare else []}
+
+
+def write_studies_page(site: Site, results: JobResults) -> None:
+    """Write ``studies.html``."""
+    site.page("studies.html", "studies.html", **studies_context(results))
+
+
+STUDIES_PAGE = ReportPage(href="studies.html", title="studies", line="main",
+                          present=has_studies, write=write_studies_page)
+"""The studies' page (shared by the four study stages; when a study file or compare.json
+exists)."""

@@ -19,7 +19,7 @@ from ray_dissect.job.layout import layer_key
 from ray_dissect.records.schema import Explanation, UnitRecord
 from ray_dissect.report.meta import UnitTiles
 from ray_dissect.report.plots import category_color, category_rank, fix, formula_shape
-from ray_dissect.report.results import METRIC_NAMES
+from ray_dissect.results.job import METRIC_NAMES
 
 METRIC_SHORT = {"activation_coverage": "act", "detection_accuracy": "det",
                 "samples_coverage": "samp", "explanation_coverage": "expl",

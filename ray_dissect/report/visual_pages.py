@@ -20,7 +20,7 @@ normalised for display only; the stores keep the raw values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +29,10 @@ from ray_dissect.datasets.base import BadSampleError
 from ray_dissect.errors import RayDissectError
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
-from ray_dissect.report.results import JobResults
+from ray_dissect.report.pages import ReportPage, Site
 from ray_dissect.report.visuals import complete, has_attribution, has_prism
+from ray_dissect.results import JobResults
 from ray_dissect.storage import arrays
-
-if TYPE_CHECKING:
-    from ray_dissect.report.pages import Site
 
 ATTRIBUTION_SHOWN = 32
 """Images shown on ``attribution.html`` (the first ones; the store holds them all)."""
@@ -48,12 +46,22 @@ METHOD_TITLES = {"saliency": "saliency", "guided_backprop": "guided backprop", "
                  "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM"}
 
 
-def write_visual_pages(site: Site, results: JobResults) -> None:
-    """Write ``attribution.html`` and ``prism.html`` for the stages that ran (nothing else)."""
-    if has_attribution(results):
-        site.page("attribution.html", "attribution.html", **attribution_context(site, results))
-    if has_prism(results):
-        site.page("prism.html", "prism.html", **prism_context(site, results))
+def write_attribution_page(site: Site, results: JobResults) -> None:
+    """Write ``attribution.html`` (and its pictures)."""
+    site.page("attribution.html", "attribution.html", **attribution_context(site, results))
+
+
+def write_prism_page(site: Site, results: JobResults) -> None:
+    """Write ``prism.html`` (and its pictures)."""
+    site.page("prism.html", "prism.html", **prism_context(site, results))
+
+
+ATTRIBUTION_PAGE = ReportPage(href="attribution.html", title="attribution", line="stages",
+                              present=has_attribution, write=write_attribution_page)
+"""The attribution stage's page (when its maps are complete)."""
+PRISM_PAGE = ReportPage(href="prism.html", title="PRISM", line="stages", present=has_prism,
+                        write=write_prism_page)
+"""The PRISM stages' page (when their maps are complete)."""
 
 
 def _put(site: Site, rel: str, data: bytes) -> str:
@@ -233,17 +241,46 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
     split = (arrays.open_array(store, "split")[:] if spec.split_rgb and complete(store, "split")
              else None)
     size, bad = results.spec.model.preprocess.size, results.bad_images()
+    top = _predictions(results, store)
     rows = [_prism_row(site, results, i, size, image_rgb, presence) | {"bad": i in bad}
-            | {"split": _split(site, i, split)} for i, image_rgb in _by_block(rgb)]
+            | {"split": _split(site, i, split), "top": top.get(i, "")}
+            for i, image_rgb in _by_block(rgb)]
     groups = [] if clusters is None else [
         {"cluster": int(c), "rows": [rows[i] for i in np.flatnonzero(clusters == c)]}
         for c in sorted(set(clusters.tolist())) if c >= 0]
-    return {"rows": rows, "variance": [(k, f"{v:.6f}", f"{100 * v:.2f}") for k, v in
+    return {"rows": rows, "empty": _no_common_colour(spec.quantize, presence, bad),
+            "variance": [(k, f"{v:.6f}", f"{100 * v:.2f}") for k, v in
                                        enumerate(variance.tolist())],
             "bars": _variance_svg(variance), "spec": spec, "quantised": quantised,
             "groups": groups, "ge": spec.gradual_extrapolation and bool(spec.ge_layers),
             "ge_layers": ", ".join(spec.ge_layers), "rgb_shape": " x ".join(
                 map(str, rgb.shape[2:]))}
+
+
+def _predictions(results: JobResults, store: Any) -> dict[int, str]:
+    """Per image, its top-3 predictions as 'name 0.93 · name 0.04 · ...' (class names when
+    known, else numbers); {} for jobs without them (older jobs, models without logits)."""
+    if not complete(store, "top_classes"):
+        return {}
+    classes = arrays.open_array(store, "top_classes")[:]
+    probs = arrays.open_array(store, "top_probs")[:]
+    names = class_names(results)
+    out = {}
+    for i, (row, p) in enumerate(zip(classes, probs, strict=True)):
+        shown = [f"{names[c] if c < len(names) else f'class {c}'} {q:.2f}"
+                 for c, q in zip(row.tolist(), p.tolist(), strict=True) if c >= 0]
+        if shown:
+            out[i] = " · ".join(shown)
+    return out
+
+
+def _no_common_colour(mode: str, presence: Any, bad: Any) -> int | None:
+    """With ``inclusive``, the number of valid images when no colour is common to all of them
+    (every map is then black), else None."""
+    if mode != "inclusive" or presence is None:
+        return None
+    valid = [i for i in range(len(presence)) if i not in bad]
+    return None if np.asarray(presence)[valid].any() else len(valid)
 
 
 def _by_block(array: Any) -> Iterator[tuple[int, np.ndarray]]:

@@ -26,8 +26,9 @@ from ray_dissect.job.layout import layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
-from ray_dissect.report.results import JobResults
+from ray_dissect.report.rf_panel import kept_maps, panel
 from ray_dissect.report.views import url_key
+from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath, arrays
 
 RF_THUMB = 64
@@ -65,12 +66,6 @@ def rf_layers(results: JobResults) -> tuple[str, ...]:
                  if complete(results.job.receptive_fields_zarr, layer_key(layer)))
 
 
-def visual_nav(results: JobResults) -> list[tuple[str, str]]:
-    """(href from the report root, text) of the visualisation pages the job has."""
-    nav = [("attribution.html", "attribution")] if has_attribution(results) else []
-    return nav + ([("prism.html", "PRISM")] if has_prism(results) else [])
-
-
 def rf_text(rec: UnitRecord) -> str:
     """The record's receptive field in words (size, centre offset, images averaged)."""
     rf = rec.receptive_field
@@ -104,6 +99,17 @@ class RFBlock:
             self.records = {}
             return
         self.maps = {u: np.asarray(block[u - units[0]], np.float32) for u in self.records}
+        self.uncut = self._uncut(results, units)
+        self.results, self.kept = results, kept_maps(results, layer, units)
+
+    def _uncut(self, results: JobResults, units: tuple[int, int]) -> dict[int, np.ndarray]:
+        """The maps without the seed's cut (compat jobs only; ``{}`` otherwise)."""
+        if not any(r.receptive_field and r.receptive_field.uncut_size is not None
+                   for r in self.records.values()):
+            return {}
+        block = arrays.open_array(results.job.receptive_fields_zarr, f"{self.key}+uncut")[
+            units[0]:units[1]]
+        return {u: np.asarray(block[u - units[0]], np.float32) for u in self.records}
 
     def digest(self) -> str | None:
         """A digest of the block's maps and fields (None without any): part of the block's
@@ -113,6 +119,10 @@ class RFBlock:
         h = hashlib.sha256()
         for u in sorted(self.maps):
             h.update(np.ascontiguousarray(self.maps[u]).tobytes())
+            if u in self.uncut:
+                h.update(np.ascontiguousarray(self.uncut[u]).tobytes())
+            if u in self.kept:
+                h.update(np.ascontiguousarray(self.kept[u].maps).tobytes())
             h.update(self.records[u].model_dump_json().encode())
         return h.hexdigest()[:16]
 
@@ -123,6 +133,12 @@ class RFBlock:
             _write(out, f"img/{self.key}/{u}_rf.png", vt.heat_png(vt.thumbnail(shown, RF_THUMB)))
             if pages.get(u):
                 _write(out, f"units/{self.key}/{u}_rf.png", vt.heat_png(shown))
+            if pages.get(u) and u in self.uncut:
+                _write(out, f"units/{self.key}/{u}_rf_uncut.png",
+                       vt.heat_png(vt.display(self.uncut[u])))
+            if pages.get(u) and u in self.kept:
+                _write(out, f"units/{self.key}/{u}_rf_panel.png", vt.rgb_png(
+                    panel(self.results, self.kept[u], self.records[u].receptive_field)))
 
     def context(self, unit: int) -> dict[str, Any] | None:
         """What ``unit.html`` shows of the unit's field (None without one)."""
@@ -130,9 +146,15 @@ class RFBlock:
             return None
         h, w = self.maps[unit].shape
         scale = max(1, -(-RF_MIN_SHOWN // max(1, min(h, w))))
+        rf = self.records[unit].receptive_field
         return {"src": f"{unit}_rf.png", "width": w * scale, "height": h * scale,
-                "shape": f"{h} x {w}", "text": rf_text(self.records[unit]),
-                "rf": self.records[unit].receptive_field}
+                "shape": f"{h} x {w}", "text": rf_text(self.records[unit]), "rf": rf,
+                "uncut": f"{unit}_rf_uncut.png" if unit in self.uncut else None,
+                "panel": f"{unit}_rf_panel.png" if unit in self.kept else None,
+                "panel_images": int((self.kept[unit].images >= 0).sum())
+                if unit in self.kept else 0,
+                "uncut_size": f"{rf.uncut_size:.1f}" if rf and rf.uncut_size is not None
+                else None, "warning": rf.warning if rf else None}
 
 
 def _write(out: AnyPath, rel: str, data: bytes) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from ray_dissect.errors import RayDissectError, StageError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.pipeline.context import WorkEnv, spec_blob
-from ray_dissect.pipeline.stages import stage
+from ray_dissect.pipeline.table import stage
 from ray_dissect.spec import JobSpec
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """The driver: runs a job's stages on Ray (see :func:`ray_dissect.pipeline.run.run_stages`).
 
-concepts (CPU tasks over image shards) -> activations (model actors over image shards) ->
-thresholds (CPU tasks over unit blocks) -> scoring (CPU tasks over unit blocks) -> masking
-(model actors, when asked) -> records and summary. This module only says where work units
-run: a stage with ``runs_on="actors"`` goes to the model-replica actors, the others to tasks.
+The stages are those of :data:`ray_dissect.pipeline.table.STAGES`, in its order (concepts,
+activations, the analyses, thresholds, scoring, masking, top images, receptive fields, the
+studies), then the records and summary. This module only says where work units run: a stage
+with ``runs_on="actors"`` goes to the model-replica actors, the others to tasks.
 The model actors are kept from one actor stage to the next (spawned and loaded once). Before
 a CPU stage, when the actors hold the CPUs its tasks would need and could run as many of its
 work units at once themselves (e.g. 2 actors on a 2-core machine), the stage's work units
@@ -22,7 +22,8 @@ from typing import Any
 from ray_dissect.job.progress import Progress
 from ray_dissect.pipeline.context import JobContext, Plan, spec_blob
 from ray_dissect.pipeline.run import OnDone, run_stages
-from ray_dissect.pipeline.stages import STAGES, Stage
+from ray_dissect.pipeline.stage import Stage
+from ray_dissect.pipeline.table import STAGES
 from ray_dissect.records.schema import JobSummary
 from ray_dissect.runtime.actors import ActorPool, run_on_actors
 from ray_dissect.runtime.cluster import gpus_per_actor, ray_session, starts_local_cluster

@@ -7,10 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ray_dissect.pipeline.table import report_pages
 from ray_dissect.report.build import RenderCall, Renderer, ReportResult, build_report
 from ray_dissect.report.meta import BlockTiles, ReportOptions
 from ray_dissect.report.render import render_block
-from ray_dissect.report.results import JobResults, open_job
+from ray_dissect.results import JobResults, open_job
 from ray_dissect.runtime.cluster import ray_session
 from ray_dissect.runtime.tasks import run_tasks
 from ray_dissect.storage import AnyPath, location
@@ -23,10 +24,10 @@ def _results(job_root: str) -> JobResults:
 
 
 def render_task(job_root: str, report_root: str, options: ReportOptions, layer: str,
-                units: tuple[int, int], classes: Any) -> BlockTiles:
+                units: tuple[int, int], classes: Any, nav: Any) -> BlockTiles:
     """Render one block of units' tiles and unit pages into the report directory."""
     return render_block(_results(job_root), layer, units, location(report_root), options,
-                        classes)
+                        classes, nav)
 
 
 def ray_renderer(job_root: str) -> Renderer:
@@ -49,4 +50,5 @@ def build_report_on_ray(target: str | Path | AnyPath, out: str | Path | AnyPath 
     results = open_job(target)
     (options or ReportOptions()).tile_style()  # bad options: one line, before Ray starts
     with ray_session(address):
-        return build_report(results, out, options, renderer=ray_renderer(str(results.root)))
+        return build_report(results, out, options, renderer=ray_renderer(str(results.root)),
+                            pages=report_pages())

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ray_dissect.pipeline.context import task_env
-from ray_dissect.pipeline.stages import stage
+from ray_dissect.pipeline.table import stage
 from ray_dissect.runtime.actors import raise_cause
 
 

@@ -1,6 +1,7 @@
 """The job spec: one frozen pydantic `JobSpec`, validated once at the boundary (CLI, API).
 
-Holds: `base` (shared pydantic base, constants), `model`, `dataset`, `method` (the sub-specs),
+Holds: `base` (shared pydantic base, constants), `model`, `dataset`, `method` (the sub-specs;
+`dataset` also registers the dataset formats, as `formats` defines them),
 `job` (`ResourceSpec`, `JobSpec`, `parse_spec`, `load_spec`) and `fingerprint` (the content
 digests of factory files and checkpoints that the spec hash covers, checkpoints' cached
 beside them). The names are re-exported here, so `from ray_dissect.spec import JobSpec` is
@@ -15,7 +16,10 @@ from ray_dissect.spec.analyses import (
     ReceptiveFieldsSpec,
 )
 from ray_dissect.spec.dataset import (
+    CONCEPT_FORMATS,
     DATASET_FORMATS,
+    FORMATS,
+    FORMATS_BY_NAME,
     IMAGE_EXTENSIONS,
     AnyDatasetSpec,
     CocoDatasetSpec,
@@ -23,6 +27,7 @@ from ray_dissect.spec.dataset import (
     ImagesDatasetSpec,
     PascalPartDatasetSpec,
 )
+from ray_dissect.spec.formats import PATH, DatasetFormat, FormatSpec, one_of
 from ray_dissect.spec.job import (
     SCHEDULING_FIELDS,
     SPEC_VERSION,
@@ -43,6 +48,7 @@ from ray_dissect.spec.model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CheckpointWeights,
+    LayerLayout,
     ModelSpec,
     PreprocessSpec,
 )
@@ -56,11 +62,15 @@ from ray_dissect.spec.studies import (
 )
 
 __all__ = [
+    "CONCEPT_FORMATS",
     "DATASET_FORMATS",
+    "FORMATS",
+    "FORMATS_BY_NAME",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "METHOD_KINDS",
+    "PATH",
     "SCHEDULING_FIELDS",
     "SPEC_VERSION",
     "AnalysesSpec",
@@ -71,9 +81,12 @@ __all__ = [
     "CocoDatasetSpec",
     "CompositionalMethod",
     "ConceptBlackoutSpec",
+    "DatasetFormat",
     "DatasetSpec",
+    "FormatSpec",
     "ImagesDatasetSpec",
     "JobSpec",
+    "LayerLayout",
     "Method",
     "ModelSpec",
     "NetDissectMethod",
@@ -89,5 +102,6 @@ __all__ = [
     "TopImagesSpec",
     "UnitAblationSpec",
     "load_spec",
+    "one_of",
     "parse_spec",
 ]

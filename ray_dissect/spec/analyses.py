@@ -62,7 +62,10 @@ class ReceptiveFieldsSpec(Frozen):
     its top images (Zhou); ``compat`` uses the seed's signed maximum, overwrite painting and
     contour / stretched-box / sum / min-max chain instead. ``batch_size`` occluded copies per
     forward (default ``resources.batch_size``); ``images_per_task`` distinct images per work
-    unit (each image is occluded once per layer, for every unit that has it).
+    unit (each image is occluded once per layer, for every unit that has it). ``image_maps``
+    keeps each chosen unit's per-image discrepancy maps for the report's panel (the seed's
+    images / maps / overlay with the field's box); ``None``: when a layer has at most 64 chosen
+    units. It only adds an output, so it redoes no occlusion.
     """
 
     layers: Annotated[tuple[str, ...], Field(min_length=1), UNIQUE]
@@ -77,9 +80,10 @@ class ReceptiveFieldsSpec(Frozen):
     compat: bool = False
     batch_size: Annotated[int, Field(gt=0, le=4096)] | None = None
     images_per_task: Annotated[int, Field(gt=0)] = 4
+    image_maps: Annotated[bool | None, ADDED_LATER] = None
 
 
-QuantizeMode = Literal["none", "inclusive", "exclusive"]
+QuantizeMode = Literal["none", "plain", "inclusive", "exclusive"]
 
 
 class PrismSpec(Frozen):
@@ -91,8 +95,9 @@ class PrismSpec(Frozen):
     upsampled through ``ge_layers`` (modules that run before ``layer``, in any order: they are
     applied from ``layer`` back toward the input, multiplying by each one's channel mean), so
     the maps reach the resolution of the earliest of them. ``quantize``: ``none``, or 27
-    colours keeping only those common to every image (``inclusive``) or the others
-    (``exclusive``), before GE as TorchPRISM. ``split_rgb`` adds per-channel panels;
+    colours, all of them (``plain``: TorchPRISM with both ``--inclusive --exclusive``), only
+    those common to every image (``inclusive``) or the others (``exclusive``), before GE as
+    TorchPRISM. ``split_rgb`` adds per-channel panels;
     ``clusters`` groups the images by k-means of their colour presence (seeded by ``seed``).
     The driver holds the whole set's maps (images x 3 x H x W float32, more with
     ``split_rgb``), hence ``limit`` (64 by default).

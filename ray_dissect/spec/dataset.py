@@ -1,15 +1,23 @@
-"""The dataset sub-specs, one per `format`, and their discriminated union."""
+"""The dataset sub-specs, one per ``format``, and the registry of formats they form.
+
+:data:`FORMATS` is the one place a format is registered (:class:`DatasetFormat`: spec model,
+reader, concept labels or not); :data:`DATASET_FORMATS`, the ``dataset:`` union
+:data:`AnyDatasetSpec` and :data:`CONCEPT_FORMATS` are read from it, as are the reader lookup
+and the messages of :mod:`ray_dissect.datasets.registry`. A new format is its spec model here
+(``format: Literal["<name>"] = "<name>"``, local path fields marked ``PATH``), its reader
+module in :mod:`ray_dissect.datasets` and its entry in :data:`FORMATS`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ray_dissect.spec.base import Frozen, tag_of
+from ray_dissect.spec.formats import PATH, DatasetFormat, FormatSpec, by_name, format_union
 
 
-class DatasetSpec(Frozen):
+class DatasetSpec(FormatSpec):
     """The concept dataset (Broden format).
 
     ``subset`` keeps index rows whose image path contains the substring (as CCE does with
@@ -18,13 +26,13 @@ class DatasetSpec(Frozen):
     """
 
     format: Literal["broden"] = "broden"
-    root: str
+    root: Annotated[str, PATH]
     limit: Annotated[int, Field(gt=0)] | None = None
     subset: str | None = None
     categories: tuple[str, ...] | None = None
 
 
-class CocoDatasetSpec(Frozen):
+class CocoDatasetSpec(FormatSpec):
     """A COCO-format concept dataset (read with pycocotools).
 
     ``annotations`` is an instances JSON (``stuff`` optionally a stuff JSON of the same
@@ -37,11 +45,11 @@ class CocoDatasetSpec(Frozen):
     """
 
     format: Literal["coco"] = "coco"
-    root: str
-    annotations: str | None = None
-    stuff: str | None = None
-    panoptic: str | None = None
-    panoptic_masks: str | None = None
+    root: Annotated[str, PATH]
+    annotations: Annotated[str | None, PATH] = None
+    stuff: Annotated[str | None, PATH] = None
+    panoptic: Annotated[str | None, PATH] = None
+    panoptic_masks: Annotated[str | None, PATH] = None
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
     limit: Annotated[int, Field(gt=0)] | None = None
     categories: tuple[str, ...] | None = None
@@ -61,7 +69,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".
 """The image suffixes of torchvision's ``ImageFolder``, the default of ``format: images``."""
 
 
-class ImagesDatasetSpec(Frozen):
+class ImagesDatasetSpec(FormatSpec):
     """A folder of images without concept labels (``format: images``).
 
     Fields:
@@ -80,7 +88,7 @@ class ImagesDatasetSpec(Frozen):
     """
 
     format: Literal["images"] = "images"
-    root: str
+    root: Annotated[str, PATH]
     limit: Annotated[int, Field(gt=0)] | None = None
     extensions: Annotated[tuple[str, ...], Field(min_length=1)] = IMAGE_EXTENSIONS
 
@@ -93,7 +101,7 @@ class ImagesDatasetSpec(Frozen):
         return tuple(sorted(out))
 
 
-class PascalPartDatasetSpec(Frozen):
+class PascalPartDatasetSpec(FormatSpec):
     """PASCAL-Part object and part annotations on VOC images (``format: pascal_part``).
 
     Fields:
@@ -109,17 +117,28 @@ class PascalPartDatasetSpec(Frozen):
     """
 
     format: Literal["pascal_part"] = "pascal_part"
-    root: str
-    images: str
+    root: Annotated[str, PATH]
+    images: Annotated[str, PATH]
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
     limit: Annotated[int, Field(gt=0)] | None = None
     categories: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
 
 
-DATASET_FORMATS = ("broden", "coco", "images", "pascal_part")
-AnyDatasetSpec = Annotated[
-    Annotated[DatasetSpec, Tag("broden")] | Annotated[CocoDatasetSpec, Tag("coco")]
-    | Annotated[ImagesDatasetSpec, Tag("images")]
-    | Annotated[PascalPartDatasetSpec, Tag("pascal_part")],
-    Discriminator(tag_of("format", "broden"))]
+FORMATS: tuple[DatasetFormat, ...] = (  # the first is the default of a spec without format
+    DatasetFormat(DatasetSpec, "ray_dissect.datasets.broden:BrodenDataset", concepts=True),
+    DatasetFormat(CocoDatasetSpec, "ray_dissect.datasets.coco:CocoDataset", concepts=True),
+    DatasetFormat(ImagesDatasetSpec, "ray_dissect.datasets.images:ImageFolderDataset",
+                  concepts=False),
+    DatasetFormat(PascalPartDatasetSpec,
+                  "ray_dissect.datasets.pascal_part_reader:PascalPartDataset", concepts=True),
+)
+FORMATS_BY_NAME = by_name(FORMATS)
+DATASET_FORMATS: tuple[str, ...] = tuple(FORMATS_BY_NAME)
+"""The format names, registration order."""
+CONCEPT_FORMATS: tuple[str, ...] = tuple(fmt.name for fmt in FORMATS if fmt.concepts)
+"""The formats whose readers give concept labels."""
 
+if TYPE_CHECKING:
+    AnyDatasetSpec: TypeAlias = FormatSpec
+else:
+    AnyDatasetSpec = format_union(FORMATS)

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 from ray_dissect.errors import SpecError
 from ray_dissect.spec.analyses import AnalysesSpec
 from ray_dissect.spec.base import ADDED_LATER, UNIQUE, Frozen, digest, hashed_data
-from ray_dissect.spec.dataset import DATASET_FORMATS, AnyDatasetSpec
+from ray_dissect.spec.dataset import DATASET_FORMATS, FORMATS_BY_NAME, AnyDatasetSpec
 from ray_dissect.spec.method import (
     METHOD_KINDS,
     DissectionMethod,
@@ -46,7 +46,7 @@ class ResourceSpec(Frozen):
     GPU per actor when the cluster has GPUs, else none. ``threads_per_actor`` fixes torch's
     intra-op threads so results do not depend on how many actors run.
 
-    Extraction in each actor is a pipeline (:mod:`ray_dissect.pipeline.extraction`):
+    Extraction in each actor is a pipeline (:mod:`ray_dissect.pipeline.shard_pipeline`):
     ``decode_threads`` threads decode and normalise images (``auto``: ``cpus_per_actor -
     threads_per_actor``, at least 1) into a ring of ``queue_batches`` batch buffers while one
     thread runs the model and another writes Zarr; both are scheduling fields (the output is
@@ -55,7 +55,7 @@ class ResourceSpec(Frozen):
 
     ``signature_mb`` caps the unit-mask signatures a scoring (or threshold-sweep) task holds
     at once, by an upper bound: a block's units are scored in passes over the images that
-    fit it (:mod:`ray_dissect.pipeline.scoring`). A scheduling field: the records are the
+    fit it (:mod:`ray_dissect.pipeline.stages.scoring`). A scheduling field: the records are the
     same whatever its value; a smaller value costs a pass over the images per extra pass.
     """
 
@@ -137,7 +137,8 @@ def _absolute(spec_dict: dict[str, Any], base: Path) -> dict[str, Any]:
     """Resolve the spec's relative local paths against ``base``."""
     dataset = spec_dict.get("dataset")
     if isinstance(dataset, dict):
-        for key in ("root", "annotations", "stuff", "panoptic", "panoptic_masks", "images"):
+        fmt = FORMATS_BY_NAME.get(str(dataset.get("format", DATASET_FORMATS[0])))
+        for key in fmt.paths if fmt is not None else ():
             value = dataset.get(key)
             if isinstance(value, str) and "://" not in value:
                 dataset[key] = str((base / value).resolve())

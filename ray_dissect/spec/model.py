@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,6 +31,26 @@ class PreprocessSpec(Frozen):
         if len(value) != 3:
             raise ValueError(f"needs 3 values (R, G, B), got {len(value)}")
         return value
+
+
+class LayerLayout(Frozen):
+    """How a layer's output is read as (units, h, w) maps (see :mod:`ray_dissect.models.layout`).
+
+    ``kind``: ``nchw`` (convolutional, the default for 4-D outputs), ``nhwc`` (channels last,
+    e.g. Swin stages) or ``tokens`` ((n, T, C): ``prefix`` leading tokens such as class and
+    register tokens are dropped, the rest laid out row-major on ``grid`` = [rows, columns];
+    either may be left out and is then inferred: a square grid after 0 or 1 tokens).
+    """
+
+    kind: Literal["nchw", "nhwc", "tokens"]
+    prefix: Annotated[int | None, Field(ge=0)] = None
+    grid: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = None
+
+    @model_validator(mode="after")
+    def _tokens_only(self) -> LayerLayout:
+        if self.kind != "tokens" and (self.prefix is not None or self.grid is not None):
+            raise ValueError(f"prefix and grid go only with kind 'tokens' (got {self.kind!r})")
+        return self
 
 
 class CheckpointWeights(Frozen):
@@ -61,6 +81,8 @@ class ModelSpec(Frozen):
     ``init_seed`` seeds torch's generator while the model is built, so every replica of a
     model with ``weights: none`` (or a factory that draws random tensors) has the same weights
     on every actor and in every run; set another value for another random baseline.
+    ``layouts`` declares how token or channels-last layers are read as maps (every view of
+    :mod:`ray_dissect.models.layout`; hashed when set, as it changes the stored maps).
     ``bf16`` runs the forward under ``torch.autocast`` in bfloat16 (activations are stored as
     float32 either way), ``channels_last`` puts the model and its input in NHWC memory format.
     """
@@ -78,6 +100,11 @@ class ModelSpec(Frozen):
     bf16: Annotated[bool, ADDED_LATER] = False
     channels_last: Annotated[bool, ADDED_LATER] = False
     init_seed: Annotated[int, Field(ge=0, lt=2**63), ADDED_LATER] = 0
+    layouts: Annotated[dict[str, LayerLayout], ADDED_LATER, Field(
+        description="per layer (module name), how its output is read as (units, h, w) maps; "
+                    "undeclared layers: 4-D outputs as (n, C, h, w), 3-D ones as ViT tokens "
+                    "(a square patch grid after 0 or 1 class tokens)")] = Field(
+        default_factory=dict)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

@@ -3,8 +3,10 @@
 CCE's ``compute_ranges_importance`` zeroed the activations inside a hook and then recomputed
 the logits as ``fc(flatten(avgpool(.)))``, which only works at ResNet's ``layer4``. Here the
 hook *returns* the modified tensor, so PyTorch hands it to every later module and the model's
-own forward computes the logits, whatever the architecture. The decision functions require
-the model's output to be (batch, classes) logits.
+own forward computes the logits, whatever the architecture. Edits see the layer's (n, units,
+h, w) maps view, also for token and channels-last layers, whose other tokens pass unchanged
+(:func:`ray_dissect.models.layout.edit_in_layout`). The decision functions require the model's
+output to be (batch, classes) logits.
 """
 
 from __future__ import annotations
@@ -16,21 +18,26 @@ from typing import Any
 import numpy as np
 
 from ray_dissect.errors import ModelError
+from ray_dissect.models.layout import edit_in_layout
+from ray_dissect.spec import LayerLayout
 
 Edit = Callable[[Any], Any]
 
 
 @contextmanager
-def replaced_output(model: Any, layer: str, edit: Edit) -> Iterator[None]:
+def replaced_output(model: Any, layer: str, edit: Edit, layout: LayerLayout | None = None
+                    ) -> Iterator[None]:
     """Within the block, module ``layer``'s output is replaced by ``edit(output)``.
 
     Args:
         model: an ``nn.Module``.
         layer: the module's name in ``model.named_modules()``.
-        edit: maps the module's output tensor to the tensor later modules receive.
+        edit: maps the layer's (n, units, h, w) maps to the maps later modules receive.
+        layout: the layer's declared layout (``None``: inferred from its output).
     """
     module = dict(model.named_modules())[layer]
-    handle = module.register_forward_hook(lambda _m, _inputs, out: edit(out))
+    in_layout = edit_in_layout(edit, layer, layout)
+    handle = module.register_forward_hook(lambda _m, _inputs, out: in_layout(out))
     try:
         yield
     finally:
@@ -113,10 +120,11 @@ def decide(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return probs, np.argmax(logits, axis=1).astype(np.int64)
 
 
-def decisions(model: Any, x: Any, layer: str | None = None, edit: Edit | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`decide` on the model's logits for ``x``, with ``layer``'s output edited."""
+def decisions(model: Any, x: Any, layer: str | None = None, edit: Edit | None = None,
+              layout: LayerLayout | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decide` on the model's logits for ``x``, with ``layer``'s output edited (its
+    maps view: ``layout`` as :func:`replaced_output`)."""
     if layer is None or edit is None:
         return decide(logits_of(model, x))
-    with replaced_output(model, layer, edit):
+    with replaced_output(model, layer, edit, layout):
         return decide(logits_of(model, x))

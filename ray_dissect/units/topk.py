@@ -2,9 +2,9 @@
 
 Two selection rules share one accumulator, :class:`TopK`:
 
-- **Rule A (top activations):** per unit, the k images with the largest spatial maximum of the
-  unit's map. Feed ``(n, U, h, w) float32`` maps with :meth:`TopK.add_maps`; values are the
-  maxima, ``float32``.
+- **Rule A (top activations):** per unit, the k images with the largest spatial maximum (or,
+  with ``score="mean"``, mean) of the unit's map. Feed ``(n, U, h, w) float32`` maps with
+  :meth:`TopK.add_maps`; values are the maxima (means), ``float32``.
 - **Rule B (top in-range masks):** per unit and activation range, the k images with the most
   pixels of the unit's thresholded, upsampled mask in that range. The caller counts the pixels;
   feed ``(n, U) int64`` (or ``(n, U, R)`` for R ranges at once) counts to a ``dtype=np.int64``
@@ -38,7 +38,7 @@ images against cherry-picking.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -227,22 +227,27 @@ class TopK:
         packed = _pack(high, index[:, None]).T
         self._keys = _top_keys(np.concatenate([self._keys, packed], axis=1), self.k)
 
-    def add_maps(self, start: int, activations: np.ndarray, valid: np.ndarray | None = None
-                 ) -> None:
-        """Rule A: offer images by the spatial maximum of each unit's map.
+    def add_maps(self, start: int, activations: np.ndarray, valid: np.ndarray | None = None,
+                 score: Literal["max", "mean"] = "max") -> None:
+        """Rule A: offer images by the spatial maximum (or mean) of each unit's map.
 
         Args:
             start: global index of the first image.
             activations: (n, *units, h, w) float32 maps; NaN anywhere in a map makes that
                 (image, unit) not selectable.
             valid: optional (n,) bool; invalid images are never selected.
+            score: ``max`` (NetDissect) or ``mean`` (silver-system: the map's mean, summed
+                in float64 and rounded to float32).
         """
         acts = np.asarray(activations, dtype=np.float32)
         if acts.ndim != len(self.units) + 3:
             raise SpecError("bad activation maps", given=acts.shape,
                             expected=f"(n, {', '.join(map(str, self.units))}, h, w)",
                             hint="pass one shard's layer output")
-        self.add(start, acts.reshape(*acts.shape[:-2], -1).max(axis=-1), valid)
+        flat = acts.reshape(*acts.shape[:-2], -1)
+        scores = (flat.max(axis=-1) if score == "max"
+                  else flat.mean(axis=-1, dtype=np.float64).astype(np.float32))
+        self.add(start, scores, valid)
 
     def merge(self, other: TopK) -> TopK:
         """Fold another accumulator (of disjoint images) into this one; returns self."""

@@ -39,8 +39,8 @@ from ray_dissect.errors import SpecError
 
 log = logging.getLogger(__name__)
 
-QuantizeMode = Literal["none", "inclusive", "exclusive"]
-QUANTIZE_MODES: tuple[str, ...] = ("none", "inclusive", "exclusive")
+QuantizeMode = Literal["none", "plain", "inclusive", "exclusive"]
+QUANTIZE_MODES: tuple[str, ...] = ("none", "plain", "inclusive", "exclusive")
 N_COMPONENTS = 3
 N_COLOURS = 27
 DROPPED = 255
@@ -244,11 +244,12 @@ def quantize(rgb: Tensor, mode: QuantizeMode = "none") -> Quantized:
     ``torch.round`` rounds half to even (0.25 -> 0, 0.75 -> 1). With S_b the colour set of image
     b over the whole batch: ``inclusive`` keeps the pixels whose colour is in every S_b (the
     intersection), ``exclusive`` the others (colours absent from at least one image, which is not
-    "unique to one image"), ``none`` keeps every pixel (TorchPRISM with both flags).
+    "unique to one image"), ``none`` and ``plain`` keep every pixel (``plain`` is TorchPRISM
+    with both flags: the map is then the quantised colours; ``none`` maps stay unquantised).
 
     Args:
         rgb: (B, 3, h, w) float in [0, 1], normally :func:`normalize_to_rgb` of the scores.
-        mode: "none", "inclusive" or "exclusive".
+        mode: "none", "plain", "inclusive" or "exclusive".
 
     Returns:
         The quantised colours, codes and presence, on the input's device.
@@ -263,7 +264,8 @@ def quantize(rgb: Tensor, mode: QuantizeMode = "none") -> Quantized:
     present = _presence(codes)
     common = present.all(dim=0)
     in_common = common[codes]
-    keep = {"none": torch.ones_like(in_common), "inclusive": in_common,
+    everything = torch.ones_like(in_common)
+    keep = {"none": everything, "plain": everything, "inclusive": in_common,
             "exclusive": ~in_common}[mode]
     kept_codes = torch.where(keep, codes, torch.full_like(codes, DROPPED))
     quant = levels.to(torch.float32) * 0.5 * keep.unsqueeze(1)
@@ -321,8 +323,8 @@ def prism_maps(features: Tensor, pca: PrismPCA, ge_layers: Sequence[Tensor] = ()
                quantize_mode: QuantizeMode = "none", split: bool = False) -> PrismMaps:
     """TorchPRISM's ``get_maps`` on one whole image set (normalisation and colours are joint).
 
-    Order as TorchPRISM: scores P; with ``inclusive``/``exclusive`` the map is the selected
-    quantised colours of ``normalize_to_rgb(P)``, otherwise P itself; then GE over
+    Order as TorchPRISM: scores P; with ``plain``/``inclusive``/``exclusive`` the map is the
+    selected quantised colours of ``normalize_to_rgb(P)``, otherwise P itself; then GE over
     ``ge_layers``; then ``normalize_to_rgb``. Quantisation thus precedes GE, so the final rgb is
     not quantised (the codes are). Codes and presence are computed in every mode.
 
@@ -332,7 +334,7 @@ def prism_maps(features: Tensor, pca: PrismPCA, ge_layers: Sequence[Tensor] = ()
         pca: the joint PCA of the set.
         ge_layers: (B, C_i, h_i, w_i) maps from the PCA layer back toward the input; empty for
             no GE (then rgb stays at h x w).
-        quantize_mode: "none", "inclusive" or "exclusive".
+        quantize_mode: "none", "plain", "inclusive" or "exclusive".
         split: also render the per-channel panels of :func:`split_rgb`.
     """
     scores = project(features, pca)

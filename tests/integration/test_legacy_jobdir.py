@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_dissect.pipeline.stages import stage_hashes
+from ray_dissect.pipeline.table import stage_hashes
 from ray_dissect.runtime.driver import run_job
 from ray_dissect.spec import JobSpec
 

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ray_dissect.cli import app
-from ray_dissect.report.build import build_report
-from ray_dissect.report.results import open_job
+from ray_dissect.pipeline.table import build_report
+from ray_dissect.results import open_job
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

@@ -97,7 +97,7 @@ def test_schema_command_writes_files(tmp_path: Path) -> None:
 def test_status_of_a_job_directory(tmp_path: Path) -> None:
     """`status DIR` prints the stages; a directory without a manifest exits 5."""
     from ray_dissect.job.manifest import write_manifest
-    from ray_dissect.pipeline.stages import job_manifest
+    from ray_dissect.pipeline.table import job_manifest
     from ray_dissect.spec import parse_spec
 
     spec = parse_spec({"model": {"name": "resnet18"}, "layers": ["layer4"],
@@ -118,7 +118,7 @@ def test_resume_refuses_a_non_job_directory(tmp_path: Path) -> None:
 def test_status_and_resume_take_uris(local_s3: LocalS3) -> None:
     """`status`/`resume` read a job directory on an object store like a local one."""
     from ray_dissect.job.manifest import write_manifest
-    from ray_dissect.pipeline.stages import job_manifest
+    from ray_dissect.pipeline.table import job_manifest
     from ray_dissect.spec import parse_spec
     from ray_dissect.storage import location
 
@@ -160,7 +160,7 @@ def test_summary_shows_formulas(clustered_dir: Path, capsys: pytest.CaptureFixtu
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """For a clustered job, `run` prints the most frequent formulas and the best by IoU."""
     from ray_dissect.cli import _print_summary
-    from ray_dissect.report.results import open_job
+    from ray_dissect.results import open_job
 
     monkeypatch.setenv("COLUMNS", "400")
     job = open_job(clustered_dir)

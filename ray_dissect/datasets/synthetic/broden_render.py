@@ -26,8 +26,8 @@ from ray_dissect.datasets.synthetic.broden_vocab import (
     broden_vocabulary,
     zipf,
 )
+from ray_dissect.datasets.synthetic.default_vocab import PALETTE, PALETTE_WEIGHTS, STUFF_COLORS
 from ray_dissect.datasets.synthetic.drawing import Canvas, Grid
-from ray_dissect.datasets.synthetic.generate import PALETTE, PALETTE_WEIGHTS, STUFF_COLORS
 
 SOURCES = ("scenes", "surfaces", "textures")
 SOURCE_SHARES = (0.51, 0.40, 0.09)

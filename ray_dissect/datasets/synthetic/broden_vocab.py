@@ -26,9 +26,9 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from ray_dissect.datasets.synthetic import default_vocab
 from ray_dissect.datasets.synthetic import drawing as dr
-from ray_dissect.datasets.synthetic import generate as gen
-from ray_dissect.datasets.synthetic.generate import (
+from ray_dissect.datasets.synthetic.default_vocab import (
     COLOR_NAMES,
     PALETTE,
     SCENE_LAYERS,
@@ -47,7 +47,7 @@ DRAWN_MATERIALS = dr.MATERIALS  # the 15 material fields drawing.py can shade
 OBJECT_MATERIALS = ("carpet", "sky", "water", "ice", "snow", "sand", "grass", "rock",
                     "curtain", "window", "wall", "floor")
 MATERIAL_NAMES = (*DRAWN_MATERIALS, *OBJECT_MATERIALS, "food", "fur", "hair", "mirror", "skin")
-TEXTURE_NAMES = (*gen.TEXTURE_NAMES, "braided", "bubbly", "bumpy", "cobwebbed", "cracked",
+TEXTURE_NAMES = (*default_vocab.TEXTURE_NAMES, "braided", "bubbly", "bumpy", "cobwebbed", "cracked",
                  "crystalline", "fibrous", "flecked", "freckled", "frilly", "gauzy", "grooved",
                  "interlaced", "knitted", "lacelike", "marbled", "matted", "meshed", "paisley",
                  "perforated", "pitted", "pleated", "porous", "potholed", "smeared",

@@ -12,8 +12,8 @@ from ray_dissect.errors import StoreError
 from ray_dissect.job.layout import JobDir, layer_key
 from ray_dissect.job.manifest import write_manifest
 from ray_dissect.pipeline.prepare import prepare_job_dir
-from ray_dissect.pipeline.stages import job_manifest, stage_hashes, stale_stages
 from ray_dissect.pipeline.status import render_status
+from ray_dissect.pipeline.table import job_manifest, stage_hashes, stale_stages
 from ray_dissect.spec import parse_spec
 from ray_dissect.storage import arrays, location
 

@@ -14,7 +14,7 @@ from PIL import Image
 from ray_dissect.errors import SpecError
 from ray_dissect.pipeline.prepare import preflight
 from ray_dissect.pipeline.run import run_stages
-from ray_dissect.pipeline.stages import STAGE_NAMES
+from ray_dissect.pipeline.table import STAGE_NAMES
 from ray_dissect.spec import JobSpec, parse_spec
 
 RAW = {"mean": [0, 0, 0], "std": [1, 1, 1]}

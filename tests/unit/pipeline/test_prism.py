@@ -167,8 +167,27 @@ def test_without_ge_the_maps_stay_at_the_pca_resolution(tmp_path: Path) -> None:
                                  "limit": N}
     run_stages(parse_spec(spec), tmp_path / "out")
     stored = _stored(tmp_path / "out")
-    assert sorted(stored) == ["codes", "components", "presence", "rgb", "variance"]
+    assert sorted(stored) == ["codes", "components", "presence", "rgb", "top_classes",
+                              "top_probs", "variance"]
     valid = np.arange(N) != BAD
     want = normalize_to_rgb(torch.from_numpy(stored["components"][valid])).numpy()
     assert stored["rgb"].shape == (N, 3, 8, 8)
     np.testing.assert_array_equal(stored["rgb"][valid], want)
+
+
+def test_each_input_has_the_models_top_three_predictions(job: tuple[Path, Path]) -> None:
+    """top_classes / top_probs are the three largest softmax probabilities of the model's own
+    logits, computed here; the unreadable image gets -1 and NaN."""
+    root, out = job
+    stored = _stored(out)
+    names = sorted(root.glob("*.png"))[:N]
+    images = [np.asarray(Image.open(p).convert("RGB")) for i, p in enumerate(names) if i != BAD]
+    x = torch.from_numpy(preprocess(images, PreprocessSpec(size=32)))
+    with torch.no_grad():
+        probs = torch.softmax(pool_net()(x).double(), dim=1).numpy()
+    rows = [i for i in range(N) if i != BAD]
+    want = np.argsort(-probs, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(stored["top_classes"][rows], want)
+    np.testing.assert_allclose(stored["top_probs"][rows],
+                               np.take_along_axis(probs, want, axis=1), rtol=1e-6)
+    assert (stored["top_classes"][BAD] == -1).all() and np.isnan(stored["top_probs"][BAD]).all()

@@ -50,9 +50,9 @@ def _tent_folder(root: Path) -> Path:
     return root
 
 
-def _box_spec(root: Path, **rf: object) -> JobSpec:
+def _box_spec(root: Path, factory: str = "box_sum", **rf: object) -> JobSpec:
     return parse_spec({
-        "model": {"factory": f"{PLANTED}:box_sum", "preprocess": {"size": SIDE, **RAW}},
+        "model": {"factory": f"{PLANTED}:{factory}", "preprocess": {"size": SIDE, **RAW}},
         "layers": ["out"], "dataset": {"format": "images", "root": str(root)},
         "method": {"kind": "none"},
         "analyses": {"receptive_fields": {"layers": ["out"], "occluder": OCC, "stride": STRIDE,
@@ -214,3 +214,63 @@ def test_compat_runs_the_seeds_chain(tmp_path: Path) -> None:
     want = consolidate(np.stack(maps)[None], compat=True)[0]
     assert want.max() == pytest.approx(1.0)
     np.testing.assert_allclose(field[0], want, atol=1e-5)
+
+
+def test_compat_warns_when_the_seeds_cut_erases_a_weak_unit(tmp_path: Path) -> None:
+    """On a weak unit the seed's cut leaves an empty field: the record says so (size 0 and a
+    warning) and keeps the uncut field, stored beside it and equal to the compat maps
+    re-centred on their peaks and averaged, computed here directly."""
+    from fixtures.planted import weak_box_sum
+
+    root = _tent_folder(tmp_path / "tents")
+    run_stages(_box_spec(root, "weak_box_sum", compat=True), tmp_path / "out")
+    store = tmp_path / "out" / "receptive_fields.zarr"
+    assert not arrays.open_array(store, "out")[:].any()
+    uncut = arrays.open_array(store, "out+uncut")[:]
+    found = [discrepancy_maps(weak_box_sum(), torch.from_numpy(
+        np.stack([_tent(q)] * 3).astype(np.float32) / 255), grid=OcclusionGrid(
+        SIDE, SIDE, OCC, STRIDE), image_index=i, fill=NoiseFill.constant(0.0), compat=True)
+        for i, q in enumerate(PEAKS)]
+    maps = np.stack([d.maps[0] for d in found])[None]
+    centres = np.stack([d.centres[0] for d in found])[None]
+    np.testing.assert_allclose(uncut[0], consolidate(maps, centres)[0], rtol=1e-5, atol=1e-7)
+    rec, = read_unit_records(tmp_path / "out" / "records" / "out.jsonl")
+    rf = rec.receptive_field
+    assert rf is not None and rf.size == 0 and rf.offset is None
+    assert rf.uncut_size is not None and rf.uncut_size > 0 and "seed's absolute cut" in rf.warning
+
+
+def test_without_compat_nothing_uncut_is_stored(box_job: tuple[Path, Path]) -> None:
+    _, out = box_job
+    rec, = read_unit_records(out / "records" / "out.jsonl")
+    assert rec.receptive_field is not None and rec.receptive_field.uncut_size is None
+    assert rec.receptive_field.warning is None
+    assert arrays.done_shards(out / "receptive_fields.zarr", "out+uncut").size == 0
+
+
+def test_each_units_per_image_maps_are_kept_in_rank_order(box_job: tuple[Path, Path]) -> None:
+    """With one chosen unit (<= 64) the per-image maps are kept: its top images in rank order,
+    each with the painted map and peak centre of a direct black-window occlusion."""
+    from fixtures.planted import box_sum
+
+    _, out = box_job
+    store = out / "receptive_fields.zarr"
+    stored = {name: arrays.open_array(store, f"out+{name}")[:]
+              for name in ("units", "images", "maps", "centres")}
+    [record] = read_unit_records(out / "records" / "out.jsonl")
+    ranked = [t.index for t in record.top_images[:10]]
+    assert stored["units"].tolist() == [0]
+    assert stored["images"][0, :len(ranked)].tolist() == ranked
+    assert (stored["images"][0, len(ranked):] == -1).all()
+    for j, index in enumerate(ranked):
+        x = torch.from_numpy(np.stack([_tent(PEAKS[index])] * 3).astype(np.float32) / 255)
+        d = discrepancy_maps(box_sum(), x, grid=OcclusionGrid(SIDE, SIDE, OCC, STRIDE),
+                             image_index=index, fill=NoiseFill.constant(0.0))
+        np.testing.assert_allclose(stored["maps"][0, j], d.maps[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(stored["centres"][0, j], d.centres[0])
+
+
+def test_image_maps_false_keeps_none(tmp_path: Path) -> None:
+    root = _tent_folder(tmp_path / "tents")
+    run_stages(_box_spec(root, image_maps=False), tmp_path / "out")
+    assert arrays.done_shards(tmp_path / "out" / "receptive_fields.zarr", "out+maps").size == 0

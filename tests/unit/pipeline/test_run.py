@@ -13,7 +13,7 @@ from fixtures.hand import HAND_PLAIN
 from ray_dissect.errors import SpecError
 from ray_dissect.job.layout import JobDir, done_marker
 from ray_dissect.pipeline.run import run_stages
-from ray_dissect.pipeline.stages import STAGE_NAMES
+from ray_dissect.pipeline.table import STAGE_NAMES
 from ray_dissect.records.io import read_unit_records
 from ray_dissect.spec import JobSpec, parse_spec
 

@@ -15,8 +15,8 @@ from ray_dissect.datasets.registry import open_dataset
 from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.explain.ranges import range_specs
 from ray_dissect.job.layout import JobDir
-from ray_dissect.pipeline import scoring
 from ray_dissect.pipeline.run import run_stages
+from ray_dissect.pipeline.stages import scoring
 from ray_dissect.spec import parse_spec
 
 PLANTED = Path(__file__).parents[2] / "fixtures" / "planted.py"

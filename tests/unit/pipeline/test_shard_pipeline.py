@@ -14,11 +14,12 @@ from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.errors import ModelError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.models.device import decode_on_device
-from ray_dissect.pipeline import activations, shard_pipeline
+from ray_dissect.pipeline import shard_pipeline
 from ray_dissect.pipeline.context import JobContext, WorkEnv
 from ray_dissect.pipeline.prepare import preflight, prepare_job_dir
 from ray_dissect.pipeline.run import run_in_flight
 from ray_dissect.pipeline.shard_pipeline import STEPS, ShardResult
+from ray_dissect.pipeline.stages import activations
 from ray_dissect.records.schema import Provenance
 from ray_dissect.spec import JobSpec, parse_spec
 from ray_dissect.storage import arrays, location

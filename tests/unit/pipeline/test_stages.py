@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from ray_dissect.job.layout import ANALYSIS_SUBDIRS, SUBDIRS
-from ray_dissect.pipeline.stages import STAGE_NAMES, STAGES, stage, stage_hashes
+from ray_dissect.job.layout import JobDir
+from ray_dissect.pipeline.table import STAGE_NAMES, STAGES, stage, stage_hashes
 from ray_dissect.spec import parse_spec
 
 BASE = {"model": {"name": "resnet18"}, "layers": ["layer4"], "dataset": {"root": "/data/x"}}
@@ -20,13 +22,27 @@ def test_table_order_is_the_data_flow() -> None:
     assert len(set(STAGE_NAMES)) == len(STAGES)
 
 
-def test_outputs_are_inside_the_job_directory() -> None:
-    """Every declared output is a top-level name of the job directory's layout."""
-    for s in STAGES:
-        for output in s.outputs:
-            top = output.split("/")[0]
-            assert ".." not in output.split("/") and not output.startswith("/")
-            assert top in SUBDIRS + ANALYSIS_SUBDIRS or top.endswith(".zarr"), (s.name, output)
+OUTPUTS = {
+    "concepts": ("concepts.zarr", "concepts"), "activations": ("activations.zarr", "activations"),
+    "attribution": ("attribution.zarr",), "prism_pca": ("prism",), "prism": ("prism.zarr",),
+    "thresholds": ("thresholds",), "scoring": ("parts", "records"), "masking": (),
+    "top_images": ("top_images",),
+    "receptive_fields": ("receptive_fields.zarr", "receptive_fields"),
+    "threshold_sweep": ("studies/threshold_sweep", "studies/threshold_sweep.jsonl"),
+    "ranges_importance": ("studies/ranges_importance", "studies/ranges_importance.jsonl"),
+    "unit_ablation": ("studies/unit_ablation", "studies/unit_ablation.jsonl"),
+    "concept_blackout_iou": ("studies/concept_blackout_iou",),
+    "concept_blackout": ("studies/concept_blackout", "studies/concept_blackout.jsonl"),
+}
+
+
+def test_outputs_are_the_paths_each_stage_writes() -> None:
+    """Each stage's outputs (what --force removes) are its paths inside the job directory,
+    the ones the stage table listed by name before the stages declared their own."""
+    root = Path("/jobs/j")
+    got = {s.name: tuple(str(p.relative_to(root)) for p in s.outputs(JobDir(root)))
+           for s in STAGES}
+    assert got == OUTPUTS
 
 
 def test_model_stages_run_on_actors_and_the_rest_on_tasks() -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ray_dissect.datasets.broden import BrodenDataset
 from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.pipeline.run import run_stages
-from ray_dissect.pipeline.threshold_sweep import tail_range
+from ray_dissect.pipeline.stages.threshold_sweep import tail_range
 from ray_dissect.records.io import read_unit_records
 from ray_dissect.spec import DatasetSpec, parse_spec
 from ray_dissect.storage import arrays
@@ -132,7 +132,7 @@ def test_per_image_rule_is_the_mean_of_per_image_ious(sweep, tmp_path: Path) -> 
 def test_one_unit_per_pass_gives_the_same_sweep(sweep, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a signature budget of one byte every unit is swept in a pass of its own: same
     rows."""
-    from ray_dissect.pipeline import threshold_sweep
+    from ray_dissect.pipeline.stages import threshold_sweep
 
     data, base, _ = sweep
     calls: list[tuple[int, int]] = []

@@ -8,6 +8,8 @@ with numpy from the images with any pixel.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from ray_dissect.datasets.synthetic.generate import generate_dataset
+from ray_dissect.job.manifest import read_manifest
 from ray_dissect.pipeline.run import run_stages
 from ray_dissect.records.io import read_unit_records
 from ray_dissect.records.schema import UnitRecord
-from ray_dissect.spec import parse_spec
+from ray_dissect.spec import JobSpec, parse_spec
 from ray_dissect.storage import arrays
 
 PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
@@ -27,19 +30,41 @@ RAW = {"mean": [0, 0, 0], "std": [1, 1, 1]}
 K, SAMPLES, SEED = 5, 3, 11
 
 
+def _clustered_spec(data: Path, **top: object) -> JobSpec:
+    return parse_spec({
+        "model": {"factory": f"{PLANTED}:color_detectors", "preprocess": {"size": 32, **RAW}},
+        "layers": ["pool"], "dataset": {"root": str(data)},
+        "method": {"kind": "clustered", "clusters": 3, "length": 1, "beam": 2},
+        "top_images": {"k": K, "samples": SAMPLES, "seed": SEED, **top},
+        "resources": {"batch_size": 8, "shard_images": 16, "units_per_task": 2}})
+
+
 @pytest.fixture(scope="module")
 def clustered_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[UnitRecord]]:
     """A clustered job (3 ranges per unit) of planted colour detectors, run in-process."""
     base = tmp_path_factory.mktemp("top")
     data = generate_dataset(base / "ds", 40, seed=5, image_size=32, mask_size=16)
-    spec = parse_spec({
-        "model": {"factory": f"{PLANTED}:color_detectors", "preprocess": {"size": 32, **RAW}},
-        "layers": ["pool"], "dataset": {"root": str(data)},
-        "method": {"kind": "clustered", "clusters": 3, "length": 1, "beam": 2},
-        "top_images": {"k": K, "samples": SAMPLES, "seed": SEED},
-        "resources": {"batch_size": 8, "shard_images": 16, "units_per_task": 2}})
-    run_stages(spec, base / "out")
+    run_stages(_clustered_spec(data), base / "out")
     return base / "out", list(read_unit_records(base / "out" / "records" / "pool.jsonl"))
+
+
+def test_top_images_by_mean_redo_only_that_stage(clustered_job, tmp_path: Path) -> None:
+    """``top_images.score: mean`` on a copy of the job with --force: only the top_images stage
+    is redone (the other stages' hashes do not cover it), and each unit's top images are the
+    k largest map means of a dense sort, ties to the lower index."""
+    out = tmp_path / "out"
+    shutil.copytree(clustered_job[0], out)
+    data = Path(json.loads((out / "spec.json").read_text())["dataset"]["root"])
+    before = {name: s.hash for name, s in read_manifest(out).stages.items()}
+    run_stages(_clustered_spec(data, score="mean"), out, force=True)
+    after = {name: s.hash for name, s in read_manifest(out).stages.items()}
+    assert [n for n in after if after[n] != before.get(n)] == ["top_images"]
+    acts = arrays.open_array(out / "activations.zarr", "pool")[:]
+    for rec in read_unit_records(out / "records" / "pool.jsonl"):
+        means = acts[:, rec.unit].reshape(len(acts), -1).mean(axis=1, dtype=np.float64)
+        want = _ranked(means.astype(np.float32), K, np.ones(len(acts), bool))
+        assert [(t.index, t.value) for t in rec.top_images] == [
+            (i, pytest.approx(v)) for i, v in want]
 
 
 def _ranked(scores: np.ndarray, k: int, keep: np.ndarray) -> list[tuple[int, float]]:

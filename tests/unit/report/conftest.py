@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from fixtures.report_job import dataset, run_job, with_top_images
 
-from ray_dissect.report.build import ReportResult, build_report
-from ray_dissect.report.results import JobResults
+from ray_dissect.pipeline.table import build_report
+from ray_dissect.report.build import ReportResult
+from ray_dissect.results import JobResults
 
 
 @pytest.fixture(scope="session")

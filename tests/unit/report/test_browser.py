@@ -18,8 +18,8 @@ from fixtures.cdp import CHROMIUM, Browser
 from PIL import Image
 
 from ray_dissect.report.build import ReportResult
-from ray_dissect.report.results import JobResults
 from ray_dissect.report.views import search_terms
+from ray_dissect.results import JobResults
 
 LAYER = "body.out"
 SHOTS = Path(__file__).parents[3] / ".scratch" / "report-screenshots"

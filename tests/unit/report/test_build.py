@@ -15,9 +15,10 @@ from fixtures.planted import HEAD_WEIGHTS
 from fixtures.report_job import with_top_images
 from fixtures.s3 import LocalS3
 
-from ray_dissect.report.build import ReportOptions, ReportResult, build_report
-from ray_dissect.report.results import JobResults
+from ray_dissect.pipeline.table import build_report
+from ray_dissect.report.build import ReportOptions, ReportResult
 from ray_dissect.report.views import fix, leaf_names, search_terms
+from ray_dissect.results import JobResults
 
 LAYER = "body.out"
 FORBIDDEN = [re.compile(p, re.I) for p in (r"https?:", r"""(src|href)\s*=\s*["']?//""",

@@ -9,7 +9,8 @@ from pathlib import Path
 from fixtures.photos import photo_folder, photo_job
 
 from ray_dissect.pipeline.run import run_stages
-from ray_dissect.report.results import open_job
+from ray_dissect.report import build_report
+from ray_dissect.results import open_job
 from ray_dissect.spec import parse_spec
 
 
@@ -18,7 +19,7 @@ def test_report_of_an_images_job(tmp_path: Path) -> None:
     root = photo_folder(tmp_path / "photos")
     spec = parse_spec(photo_job(root))
     run_stages(spec, tmp_path / "out")
-    result = open_job(tmp_path / "out").report()
+    result = build_report(open_job(tmp_path / "out"))
     assert Path(str(result.index)).exists()
     page = (tmp_path / "out" / "report" / "layers" / "features.html").read_text()
     assert len(re.findall(r'data-unit="\d+"', page)) == 8

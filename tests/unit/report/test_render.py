@@ -15,7 +15,7 @@ from ray_dissect.report import tiles as tl
 from ray_dissect.report.draw import HIST_BINS, row_plans
 from ray_dissect.report.meta import ReportOptions
 from ray_dissect.report.render import meta_path, render_block
-from ray_dissect.report.results import JobResults
+from ray_dissect.results import JobResults
 
 LAYER = "body.out"
 

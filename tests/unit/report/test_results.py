@@ -11,7 +11,8 @@ import pytest
 
 import ray_dissect
 from ray_dissect.errors import SpecError
-from ray_dissect.report.results import ROW_COLUMNS, JobResults, open_job
+from ray_dissect.results import to_pandas
+from ray_dissect.results.job import ROW_COLUMNS, JobResults, open_job
 
 LAYER = "body.out"
 
@@ -36,8 +37,10 @@ def test_open_job_reads_what_the_job_wrote(clustered_job: Path) -> None:
 
 
 def test_to_pandas_has_one_row_per_unit_and_range(clustered_job: Path) -> None:
-    """Rows are (unit, range) pairs with the record's numbers."""
-    df = open_job(clustered_job).to_pandas(LAYER)
+    """Rows are (unit, range) pairs with the record's numbers (the method and the function
+    give the same frame)."""
+    df = to_pandas(open_job(clustered_job), LAYER)
+    assert df.equals(open_job(clustered_job).to_pandas(LAYER))
     raw = _lines(clustered_job)
     assert list(df.columns) == list(ROW_COLUMNS)
     assert len(df) == sum(max(1, len(r["explanations"])) for r in raw)

@@ -17,10 +17,11 @@ from urllib.parse import unquote
 import numpy as np
 from fixtures.study_job import LAYER, QUANTILES
 
+from ray_dissect.pipeline.table import build_report
 from ray_dissect.records.io import read_unit_records
-from ray_dissect.report.build import ReportResult, build_report
-from ray_dissect.report.results import JobResults
+from ray_dissect.report.build import ReportResult
 from ray_dissect.report.views import fix
+from ray_dissect.results import JobResults
 
 THRESHOLD = 0.04  # the studies job's iou_threshold
 
@@ -291,7 +292,8 @@ def test_many_label_groups_plot_the_first_forty() -> None:
     assert [r[0] for r in section.ablation[0].rows] == [f"c{g} [{g}]" for g in range(40)]
     assert len(section.ablation_table.rows) == 50
     html = environment().get_template("studies.html").render(
-        job_name="j", missing=[], footer="", prefix=".", page_kind="page", studies=True,
-        visual_nav=[], layers=[section], configured=[], ran=["unit_ablation"], problems=[],
+        job_name="j", missing=[], footer="", prefix=".", page_kind="page",
+        nav={"main": [("studies.html", "studies")], "stages": []},
+        layers=[section], configured=[], ran=["unit_ablation"], problems=[],
         threshold=0.04, compare=None, compare_layers=[])
     assert html.count("(the first 40 of 50 groups;") == 2

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from fixtures.visual_job import METHODS
 from PIL import Image
 
-from ray_dissect.report.build import ReportResult, build_report
+from ray_dissect.pipeline.table import build_report
+from ray_dissect.report.build import ReportResult
 from ray_dissect.report.render import render_block
-from ray_dissect.report.results import JobResults, open_job
+from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import arrays
 
 LAYER = "features"
@@ -181,6 +183,12 @@ def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
         figure = figure[:figure.index("</figure>")]
         assert [int(c) for c in re.findall(r"code (\d+) =", figure)] == \
             np.flatnonzero(presence[i]).tolist()
+        classes, probs = (arrays.open_array(store, n)[i] for n in ("top_classes", "top_probs"))
+        shown = re.search(r"top-3: ([^<]*)</span>", figure)
+        assert shown is not None
+        assert [float(v) for v in re.findall(r" (\d\.\d\d)", shown.group(1))] == \
+            [round(float(q), 2) for q in probs]
+        assert len(shown.group(1).split(" · ")) == len(classes) == 3
     split = arrays.open_array(store, "split")[:]
     for c in range(3):
         want = np.rint(255 * np.clip(split[0, c], 0, 1)).transpose(1, 2, 0)
@@ -192,6 +200,78 @@ def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
         block = block[:block.index("</ul>")]
         assert [int(i) for i in re.findall(r'href="#image-(\d+)"', block)] == \
             np.flatnonzero(clusters == c).tolist()
+
+
+def test_prism_page_says_when_no_colour_is_common(visual_site: ReportResult,
+                                                   tmp_path: Path) -> None:
+    """The inclusive job's page warns exactly when its stored presence has no colour at all
+    (no colour common to every valid image); with that presence emptied, the rebuilt page
+    warns, naming the number of valid images."""
+    job_dir = _job(visual_site)
+    presence = arrays.open_array(open_job(job_dir).job.prism_zarr, "presence")[:]
+    page = _read(visual_site, "prism.html")
+    assert ("no colour is common" in page) == (not presence.any())
+    copy = tmp_path / "job"
+    shutil.copytree(job_dir, copy, ignore=shutil.ignore_patterns("report"))
+    job = open_job(copy)
+    bad = job.bad_images()
+    arr = zarr.open_array(str(copy / "prism.zarr"), path="data/presence", mode="r+")
+    arr[:] = np.zeros_like(presence)
+    site = build_report(JobResults(copy), copy / "report")
+    text = (Path(str(site.out)) / "prism.html").read_text()
+    valid = len(presence) - len([i for i in bad if i < len(presence)])
+    assert f"no colour is common to all {valid} images" in text
+
+
+def test_rf_panel_shows_each_top_image_its_map_and_the_box(visual_site: ReportResult) -> None:
+    """Each unit page with a field shows the seed's panel: row 1 the top images as the network
+    saw them, row 2 their stored per-image maps in the heat palette, row 3 the overlay with a
+    red box where :func:`box` puts the field; one column per kept top image."""
+    from ray_dissect.report import visual_tiles as vt
+    from ray_dissect.report.rf_panel import GAP, TILE, _resize, _tile_box, kept_maps
+
+    results = JobResults(_job(visual_site))
+    size = results.spec.model.preprocess.size
+    kept = kept_maps(results, LAYER, (0, 10**6))
+    assert kept
+    checked = 0
+    for rec in results.records(LAYER):
+        page = Path(str(visual_site.out)) / f"units/{LAYER}/{rec.unit}.html"
+        if rec.receptive_field is None or not page.exists():
+            continue
+        maps = kept[rec.unit]
+        shown = _png(visual_site, f"units/{LAYER}/{rec.unit}_rf_panel.png")
+        k = int((maps.images >= 0).sum())
+        assert shown.shape == (3 * TILE + 2 * GAP, k * TILE + (k - 1) * GAP, 3)
+        assert maps.images[:k].tolist() == [t.index for t in rec.top_images[:k]]
+        for j in range(k):
+            x = j * (TILE + GAP)
+            image = vt.network_view(results.image(int(maps.images[j])), size)
+            np.testing.assert_array_equal(shown[:TILE, x:x + TILE], _resize(image))
+            np.testing.assert_array_equal(shown[TILE + GAP:2 * TILE + GAP, x:x + TILE],
+                                          _resize(vt.HOT[vt.display(maps.maps[j])]))
+            where = _tile_box(rec.receptive_field, maps.centres[j], size)
+            tile = shown[2 * (TILE + GAP):, x:x + TILE]
+            if where is not None:
+                top, left, bottom, right = where
+                assert (tile[top, left:right + 1] == [255, 0, 0]).all()
+                assert (tile[top:bottom + 1, right] == [255, 0, 0]).all()
+        assert f'src="{rec.unit}_rf_panel.png"' in page.read_text()
+        checked += 1
+    assert checked
+
+
+def test_rf_box_is_the_fields_square_at_the_peak() -> None:
+    from ray_dissect.report.rf_panel import box, draw_box
+
+    assert box(5.0, np.array([10.0, 20.0]), (1.0, -2.0), 64) == (9, 16, 13, 20)
+    assert box(5.0, np.array([0.0, 0.0]), (0.0, 0.0), 64) == (0, 0, 2, 2)  # clipped
+    assert box(4.0, np.array([100.0, 100.0]), (0.0, 0.0), 64) is None
+    drawn = draw_box(np.zeros((8, 8, 3), np.uint8), (2, 3, 5, 6))
+    red = (drawn == [255, 0, 0]).all(axis=-1)
+    want = np.zeros((8, 8), bool)
+    want[2, 3:7] = want[5, 3:7] = want[2:6, 3] = want[2:6, 6] = True
+    np.testing.assert_array_equal(red, want)
 
 
 def test_jobs_without_the_stages_show_nothing_of_them(clustered_site: ReportResult) -> None:
@@ -214,8 +294,8 @@ def test_builds_are_byte_identical_whichever_way_blocks_render(
     job = _job(visual_site)
 
     def fresh(calls, root, options):
-        for layer, units, classes in reversed(list(calls)):
-            yield render_block(str(job), layer, units, root, options, classes)
+        for layer, units, classes, nav in reversed(list(calls)):
+            yield render_block(str(job), layer, units, root, options, classes, nav)
 
     other = tmp_path / "report"
     build_report(JobResults(job), other, renderer=fresh)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ray_dissect.errors import ModelError, SpecError
-from ray_dissect.pipeline.stages import stage_hashes
+from ray_dissect.pipeline.table import stage_hashes
 from ray_dissect.runtime.submit import (
     SPEC_FILE,
     cluster_out,

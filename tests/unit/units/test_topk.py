@@ -71,6 +71,25 @@ def test_rule_a_equals_dense_sort_with_ties_nans_and_invalid() -> None:
     np.testing.assert_array_equal(values, np.array(ref_v, dtype=np.float32))
 
 
+def test_rule_a_by_mean_equals_dense_sort_of_means() -> None:
+    """``score="mean"`` ranks by each map's mean (float64 sum, as a plain Python loop gives,
+    rounded to float32): same images and values as a dense sort, NaN maps not selectable,
+    under any sharding; the ranking differs from the maxima's on these maps."""
+    rng = np.random.default_rng(3)
+    acts, valid = planted_maps(rng, 40, 6)
+    acc = TopK(5, 6)
+    for lo, hi in ((0, 9), (9, 10), (10, 40)):
+        acc.add_maps(lo, acts[lo:hi], valid[lo:hi], score="mean")
+    indices, values = acc.result()
+    means = np.array([[np.float32(sum(float(v) for v in acts[i, u].ravel()) / 9)
+                       for u in range(6)] for i in range(40)])
+    ref_i, ref_v = dense_rule_a(means[:, :, None, None], valid, 5)
+    np.testing.assert_array_equal(indices, ref_i)
+    np.testing.assert_array_equal(values, np.array(ref_v, dtype=np.float32))
+    by_max = shard_and_add(TopK(5, 6), acts, valid, []).result()[0]
+    assert not np.array_equal(indices, by_max)
+
+
 def test_rule_a_pads_when_fewer_than_k_selectable() -> None:
     """With fewer selectable images than k, rows are padded with -1 and NaN."""
     acts = np.zeros((4, 2, 2, 2), np.float32)

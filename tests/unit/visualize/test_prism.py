@@ -142,6 +142,7 @@ def test_quantize_modes_on_hand_example() -> None:
     d = DROPPED
     cases = {
         "none": ([[0, 21, 13], [13, 6, 0]], _presence({0, 21, 13}, {13, 6, 0})),
+        "plain": ([[0, 21, 13], [13, 6, 0]], _presence({0, 21, 13}, {13, 6, 0})),
         "inclusive": ([[0, d, 13], [13, d, 0]], _presence({0, 13}, {0, 13})),
         "exclusive": ([[d, 21, d], [d, 6, d]], _presence({21}, {6})),
     }
@@ -155,6 +156,10 @@ def test_quantize_modes_on_hand_example() -> None:
     np.testing.assert_array_equal(inclusive, [[0, 0, 0], [0, 0, 0], [0.5, 0.5, 0.5]])
     exclusive = quantize(rgb, "exclusive").rgb[1, :, 0].T.numpy()
     np.testing.assert_array_equal(exclusive, [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+    plain = quantize(rgb, "plain").rgb
+    torch.testing.assert_close(plain, inclusive_and_exclusive := quantize(rgb, "inclusive").rgb
+                               + quantize(rgb, "exclusive").rgb)
+    assert plain.unique().tolist() == [0.0, 0.5, 1.0] and inclusive_and_exclusive.any()
 
 
 def test_gradual_extrapolation_on_hand_example() -> None:
@@ -186,6 +191,9 @@ def test_prism_maps_pipeline_follows_torchprism_order() -> None:
     expected = normalize_to_rgb(gradual_extrapolation(quant.rgb, ge))
     torch.testing.assert_close(inclusive.rgb, expected)
     torch.testing.assert_close(inclusive.codes, quant.codes)
+    plain = prism_maps(features, pca, ge, "plain")
+    quant = quantize(normalize_to_rgb(scores), "plain")
+    torch.testing.assert_close(plain.rgb, normalize_to_rgb(gradual_extrapolation(quant.rgb, ge)))
     no_ge = prism_maps(features, pca, split=True)
     assert no_ge.rgb.shape == (2, 3, 2, 2)
     assert no_ge.split is not None and no_ge.split.shape == (2, 3, 3, 2, 2)

@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ray_dissect.datasets.synthetic import default_vocab as voc
 from ray_dissect.datasets.synthetic import drawing as _drawing
-from ray_dissect.datasets.synthetic import generate as gen
-from ray_dissect.datasets.synthetic.generate import (
-    COLOR_NAMES,
-    SHAPE_NAMES,
-    color_label_map,
-    generate_dataset,
-)
+from ray_dissect.datasets.synthetic.default_vocab import COLOR_NAMES, SHAPE_NAMES, color_label_map
+from ray_dissect.datasets.synthetic.generate import generate_dataset
 
 CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
 PIXEL_CATEGORIES = ("color", "object", "part", "material")
@@ -315,17 +311,17 @@ def test_first_vocabulary_keeps_its_numbers(ds: Dataset) -> None:
 
 
 def test_vocabulary_tables_are_consistent() -> None:
-    assert set(gen.STUFF_NAMES) == {n for layers in gen.SCENE_LAYERS.values()
+    assert set(voc.STUFF_NAMES) == {n for layers in voc.SCENE_LAYERS.values()
                                     for options in layers for n in options}
-    assert set(gen.STUFF_MATERIALS) <= set(gen.STUFF_NAMES)
-    used = set(gen.SHAPE_MATERIALS).union(*gen.STUFF_MATERIALS.values())
-    assert used == set(gen.MATERIAL_NAMES) == set(_drawing.MATERIALS)
-    parts = {"handle", *gen.DECORATIONS}.union(*gen.PART_SCHEMES)
-    assert parts == set(gen.PART_NAMES) == set(gen.PART_GAINS) | set(gen.DECORATIONS)
-    assert set(gen.TEXTURE_NAMES) <= set(_drawing.PATTERNS)
-    every = [n for cat in gen.CATEGORIES for n in gen.VOCABULARY[cat]]
-    assert len(every) == len(set(every)) + 1 == len(gen.LABEL_NUMBERS) + 1  # "stripes" twice
-    for cat, names in gen.VOCABULARY.items():
+    assert set(voc.STUFF_MATERIALS) <= set(voc.STUFF_NAMES)
+    used = set(voc.SHAPE_MATERIALS).union(*voc.STUFF_MATERIALS.values())
+    assert used == set(voc.MATERIAL_NAMES) == set(_drawing.MATERIALS)
+    parts = {"handle", *voc.DECORATIONS}.union(*voc.PART_SCHEMES)
+    assert parts == set(voc.PART_NAMES) == set(voc.PART_GAINS) | set(voc.DECORATIONS)
+    assert set(voc.TEXTURE_NAMES) <= set(_drawing.PATTERNS)
+    every = [n for cat in voc.CATEGORIES for n in voc.VOCABULARY[cat]]
+    assert len(every) == len(set(every)) + 1 == len(voc.LABEL_NUMBERS) + 1  # "stripes" twice
+    for cat, names in voc.VOCABULARY.items():
         assert len(set(names)) == len(names), cat
 
 
@@ -344,7 +340,7 @@ def test_shape_levels_nest_inside_the_outline(kind: str) -> None:
 
 def test_at_least_100_labels_occur_in_300_small_images(tmp_path: Path) -> None:
     """Counted from the files: pixel labels of every layer plus whole-image labels."""
-    assert len(gen.LABEL_NUMBERS) >= 100
+    assert len(voc.LABEL_NUMBERS) >= 100
     small = Dataset(generate_dataset(tmp_path / "s", 300, seed=0, image_size=64, mask_size=32))
     seen: set[int] = set()
     for row in small.index:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,17 +24,20 @@ from ray_dissect.explain.ranges import RangeSpec, explain_range
 from ray_dissect.explain.search import SearchParams, SearchSpace
 from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.scoring import (
+from ray_dissect.pipeline.stage import Stage, section
+from ray_dissect.pipeline.stages.image_studies import needs_concepts, study_outputs
+from ray_dissect.pipeline.stages.scoring import (
     mask_work,
     signature_budget,
     signature_passes,
     sub_ranges,
 )
-from ray_dissect.pipeline.thresholds import threshold_blocks
+from ray_dissect.pipeline.stages.thresholds import threshold_blocks
 from ray_dissect.records.build import concept_score
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import ThresholdSweepRow
-from ray_dissect.spec import CompositionalMethod, ThresholdSweepSpec
+from ray_dissect.report.studies import STUDIES_PAGE
+from ray_dissect.spec import CompositionalMethod, JobSpec, ThresholdSweepSpec
 from ray_dissect.storage import arrays
 
 NAME = "threshold_sweep"
@@ -105,7 +109,7 @@ def _ranges(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
 def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None,
                valid: np.ndarray, layer: str, units: tuple[int, int]) -> SweepBlock:
     """Label (and explain) units [u0, u1) at every quantile of the sweep, in passes of units
-    whose signatures fit the scoring's budget (see :mod:`ray_dissect.pipeline.scoring`)."""
+    whose signatures fit the scoring's budget (see :mod:`ray_dissect.pipeline.stages.scoring`)."""
     ranges = _ranges(env, valid, layer, units)
     shard = env.spec.resources.shard_images
     passes = signature_passes(env.job, layer, units, ranges, index, shard,
@@ -230,3 +234,13 @@ def finish(ctx: JobContext) -> int:
     rows.sort(key=lambda r: (r.quantile, ctx.spec.layers.index(r.layer), r.unit or 0))
     write_jsonl(ctx.job.study(NAME), rows + _shares(rows, ctx.spec.dissection().iou_threshold))
     return 0
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``studies.threshold_sweep`` section and the method (it labels at every quantile)."""
+    return {"threshold_sweep": section(spec, "studies", NAME), "method": data["method"]}
+
+
+STAGE = Stage(name=NAME, runs_on="tasks", work=block_work, plan=plan, collect=collect,
+              finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
+              check_dataset=needs_concepts(NAME), report=STUDIES_PAGE)

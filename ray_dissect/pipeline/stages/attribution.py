@@ -21,13 +21,16 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.errors import SpecError
-from ray_dissect.job.layout import CHUNK_IMAGES, shard_range
+from ray_dissect.job.layout import CHUNK_IMAGES, JobDir, shard_range
+from ray_dissect.models.build import probe_layers
 from ray_dissect.models.extract import preprocess
-from ray_dissect.pipeline.activations import read_batch
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.spec import AttributionSpec
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, section
+from ray_dissect.pipeline.stages.activations import read_batch
+from ray_dissect.report.visual_pages import ATTRIBUTION_PAGE
+from ray_dissect.spec import AttributionSpec, JobSpec
 from ray_dissect.spec.analyses import GRADIENT_METHODS
-from ray_dissect.storage import arrays
+from ray_dissect.storage import AnyPath, arrays
 
 
 def _spec(env_or_ctx: WorkEnv | JobContext) -> AttributionSpec:
@@ -156,3 +159,45 @@ def collect(ctx: JobContext, call: tuple[int, int], result: int) -> int:
 def finish(ctx: JobContext) -> int:
     """Nothing to load: the report reads the maps from ``attribution.zarr``."""
     return 0
+
+
+def check(spec: JobSpec, info: ModelInfo) -> Shapes:
+    """The modules the section names exist (and CAM has a linear head); returns the feature
+    maps' layer and its output shape (C, h, w) when ``feature_maps`` is asked for."""
+    attribution = spec.analyses.attribution
+    if attribution is None:
+        return {}
+    names = {name for name, _ in info.model.named_modules() if name}
+    for field, name in (("layer", attribution.layer), ("head", attribution.head)):
+        if name is not None and name not in names:
+            raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} is not a "
+                            "module of the model", hint="see `ray-dissect layers JOB.yaml`")
+    if "cam" in attribution.methods and attribution.head is None:
+        default_head(info.model)
+    return _feature_map_shape(info.model, spec, attribution)
+
+
+def _feature_map_shape(model: Any, spec: JobSpec, attribution: AttributionSpec) -> Shapes:
+    """Output shape of the layer whose feature maps the stage stores ({} without them)."""
+    if "feature_maps" not in attribution.methods or attribution.layer is None:
+        return {}
+    (name, shape, _), = probe_layers(model, spec.model.preprocess.size, [attribution.layer])
+    if len(shape) != 3:
+        raise SpecError(f"job spec field 'analyses.attribution.layer': {name!r} does not output "
+                        "(channels, h, w) maps", given=shape, hint="pick a convolutional module")
+    return {name: shape}
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``analyses.attribution`` section."""
+    return {"attribution": section(spec, "analyses", "attribution")}
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``attribution.zarr``."""
+    return (job.attribution_zarr,)
+
+
+STAGE = Stage(name="attribution", runs_on="actors", work=attribution_work, plan=plan,
+              collect=collect, finish=finish, outputs=outputs, covers=covers,
+              owns=("analyses",), check=check, report=ATTRIBUTION_PAGE)

@@ -35,11 +35,12 @@ from ray_dissect.explain.ranges import (
 from ray_dissect.explain.search import SearchParams, SearchSpace, Selector
 from ray_dissect.job.layout import JobDir, done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import Stage
 from ray_dissect.records.build import unit_record
 from ray_dissect.records.io import read_unit_records, write_jsonl
 from ray_dissect.spec import CompositionalMethod, Method, NetDissectMethod, NoMethod
 from ray_dissect.spec.method import DissectionMethod
-from ray_dissect.storage import arrays
+from ray_dissect.storage import AnyPath, arrays
 
 ENTRY_BYTES = 12  # a signature entry: (image, set, count) int32
 
@@ -257,3 +258,12 @@ def finish(ctx: JobContext) -> int:
     for layer, b in ctx.unit_blocks():
         ctx.records[layer].extend(read_unit_records(ctx.job.record_part(layer, b)))
     return 0
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``parts/`` and ``records/``."""
+    return job.stage_dir("parts"), job.stage_dir("records")
+
+
+STAGE = Stage(name="scoring", runs_on="tasks", work=block_work, plan=plan, collect=collect,
+              finish=finish, outputs=outputs, covers=None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,10 @@ from ray_dissect import storage
 from ray_dissect.concepts.index import ShardIndex, build_shard, merge_shards, save_index
 from ray_dissect.job.layout import CHUNK_IMAGES, JobDir, shard_range
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import Stage, resources
 from ray_dissect.records.schema import SampleError
-from ray_dissect.storage import arrays
+from ray_dissect.spec import JobSpec
+from ray_dissect.storage import AnyPath, arrays
 
 
 def concept_work(env: WorkEnv, shard: int) -> int:
@@ -74,3 +77,17 @@ def finish(ctx: JobContext) -> int:
               for s, part in enumerate(shards) for i, reason in part.errors]
     ctx.errors.extend(errors)
     return len(errors)
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The index depends on the dataset and its shards."""
+    return {"dataset": data["dataset"], "shard_images": resources(data)["shard_images"]}
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``concepts.zarr`` and ``concepts/``."""
+    return job.concepts_zarr, job.stage_dir("concepts")
+
+
+STAGE = Stage(name="concepts", runs_on="tasks", work=concept_work, plan=plan, collect=collect,
+              finish=finish, outputs=outputs, covers=covers)

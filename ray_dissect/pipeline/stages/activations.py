@@ -17,16 +17,19 @@ import json
 import math
 import time
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.datasets.base import BadSampleError
-from ray_dissect.job.layout import CHUNK_IMAGES, layer_key, shard_range
+from ray_dissect.job.layout import CHUNK_IMAGES, JobDir, layer_key, shard_range
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.shard_pipeline import STEPS, ShardResult
+from ray_dissect.pipeline.stage import Stage, resources
 from ray_dissect.records.schema import SampleError
-from ray_dissect.storage import arrays
+from ray_dissect.spec import JobSpec
+from ray_dissect.storage import AnyPath, arrays
 
 
 def read_batch(env: WorkEnv, start: int, stop: int, bad: list[tuple[int, str]]
@@ -122,3 +125,21 @@ def finish(ctx: JobContext) -> int:
     if ctx.index is not None:
         ctx.index = replace(ctx.index, valid=valid)
     return len(errors)
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The model, the layers and what changes the numbers of a forward pass."""
+    res = resources(data)
+    later = {"gpu_decode": res["gpu_decode"]} if "gpu_decode" in res else {}  # set: hashed
+    return {"model": data["model"], "layers": data["layers"], "batch": res["batch_size"],
+            "threads": res["threads_per_actor"], "gpus": res["gpus_per_actor"], **later}
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``activations.zarr`` and ``activations/``."""
+    return job.activations_zarr, job.stage_dir("activations")
+
+
+STAGE = Stage(name="activations", runs_on="actors", work=extraction_work, plan=plan,
+              collect=collect, finish=finish, outputs=outputs, covers=covers,
+              calls_per_actor=2, timings=timings)

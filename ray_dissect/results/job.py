@@ -5,7 +5,7 @@
 >>> recs = job.records("_bn1")                        # validated UnitRecords, unit order
 >>> df = job.to_pandas("_bn1")                        # one row per unit and range ([pandas])
 >>> acts = job.activations("_bn1")                    # Zarr array (N, units, h, w) float32
->>> job.report()                                      # the static site in DIR/report/
+>>> ray_dissect.build_report(job)                     # the HTML report in DIR/report/
 
 It reads only what the job wrote (``spec.json``, ``summary.json``, ``records/``,
 ``errors.jsonl``, ``activations.zarr``, ``thresholds/``) and the dataset the spec names; a
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     import pandas
 
     from ray_dissect.datasets.base import ImageDataset
-    from ray_dissect.report.build import ReportResult
-    from ray_dissect.report.meta import ReportOptions
 
 CACHED_IMAGES = 256
 METRIC_NAMES = ("activation_coverage", "detection_accuracy", "samples_coverage",
@@ -217,21 +215,8 @@ class JobResults:
         return [row for rec in self.records(layer) for row in record_rows(rec)]
 
     def to_pandas(self, layer: str) -> pandas.DataFrame:
-        """The layer as a DataFrame, one row per unit and range (needs ``[pandas]``)."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise SpecError("to_pandas needs pandas", expected="pandas installed",
-                            hint="pip install 'ray-dissect[pandas]'") from None
-        return pd.DataFrame(self.rows(layer), columns=ROW_COLUMNS)
-
-    def report(self, out: str | Path | AnyPath | None = None,
-               options: ReportOptions | None = None) -> ReportResult:
-        """Build the static HTML report (default ``DIR/report/``); see
-        :func:`ray_dissect.report.build.build_report`."""
-        from ray_dissect.report.build import build_report
-
-        return build_report(self, out, options)
+        """The layer as a DataFrame, one row per unit and range (see :func:`to_pandas`)."""
+        return to_pandas(self, layer)
 
     def _known(self, layer: str) -> str:
         if layer not in self.layers:
@@ -272,3 +257,18 @@ def _explanation_row(e: Explanation) -> dict[str, Any]:
 def open_job(root: str | Path | AnyPath) -> JobResults:
     """The results of the job directory ``root`` (a path or an fsspec URI)."""
     return JobResults(root)
+
+
+def to_pandas(results: JobResults, layer: str) -> pandas.DataFrame:
+    """``layer`` of a job as a DataFrame (columns :data:`ROW_COLUMNS`), one row per unit and
+    range (:meth:`JobResults.rows`; needs ``[pandas]``).
+
+    Raises:
+        SpecError: pandas is not installed, or ``layer`` is not one of the job's.
+    """
+    try:
+        import pandas as pd
+    except ImportError:
+        raise SpecError("to_pandas needs pandas", expected="pandas installed",
+                        hint="pip install 'ray-dissect[pandas]'") from None
+    return pd.DataFrame(results.rows(layer), columns=ROW_COLUMNS)

@@ -11,15 +11,17 @@ to the lower image index (:class:`ray_dissect.units.topk.TopK`). Driver:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.masks import mask_pixels
 from ray_dissect.explain.ranges import RangeSpec, range_specs, searched_ranges
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.job.layout import JobDir, done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.scoring import inclusive_bounds
+from ray_dissect.pipeline.stage import Stage
+from ray_dissect.pipeline.stages.scoring import inclusive_bounds
 from ray_dissect.records.schema import (
     SCHEMA_VERSION,
     Explanation,
@@ -30,7 +32,8 @@ from ray_dissect.records.schema import (
     UnitRecord,
 )
 from ray_dissect.spec import CompositionalMethod, JobSpec
-from ray_dissect.storage import arrays
+from ray_dissect.spec.base import hashed_data
+from ray_dissect.storage import AnyPath, arrays
 from ray_dissect.units.topk import TopK, random_samples
 
 
@@ -39,7 +42,8 @@ class TopImagesBlock:
     """Top images of a block of U units with E explained ranges each (index -1 = none).
 
     Attributes:
-        unit_index: (U, k) int64, unit_value: (U, k) float32 (largest map maxima).
+        unit_index: (U, k) int64, unit_value: (U, k) float32 (largest map maxima, or means
+            with ``top_images.score: mean``).
         nonfinite: (U,) int64 NaN/inf activations of each unit over the valid images.
         ranges: (E,) int64 indices of the explained ranges among the block's range specs.
         range_index: (U, E, k) int64, range_pixels: (U, E, k) int64 (most mask pixels).
@@ -94,7 +98,7 @@ def block_work(env: WorkEnv, valid: np.ndarray, mask_shape: tuple[int, int], lay
     for start in range(0, n, spec.resources.shard_images):
         stop = min(start + spec.resources.shard_images, n)
         block, ok = acts[start:stop, units[0]:units[1]], valid[start:stop]
-        by_max.add_maps(start, block, ok)
+        by_max.add_maps(start, block, ok, spec.top_images.score)
         nonfinite += (~np.isfinite(block[ok])).sum(axis=(0, 2, 3))
         if by_pixels is not None:
             counts = np.stack([mask_pixels(block, specs[r].lo, specs[r].hi, mask_shape, ok,
@@ -184,3 +188,19 @@ def finish(ctx: JobContext) -> int:
         records = ctx.records[layer]
         records[b0:b1] = [_with_top_images(ctx, r, z, b0) for r in records[b0:b1]]
     return 0
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``top_images`` section, the method's kind and bounds (which mask is counted)."""
+    method = spec.method
+    return {"top_images": hashed_data(spec.top_images), "kind": method.kind,
+            "bounds": getattr(method, "bounds", None)}
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``top_images/``."""
+    return (job.stage_dir("top_images"),)
+
+
+STAGE = Stage(name="top_images", runs_on="tasks", work=block_work, plan=plan, collect=collect,
+              finish=finish, outputs=outputs, covers=covers, owns=("top_images",))

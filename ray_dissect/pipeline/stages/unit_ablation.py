@@ -16,21 +16,27 @@ unablated. Driver: ``studies/unit_ablation/shard_<s>.npz``, then
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.image_studies import (
+from ray_dissect.pipeline.stage import Stage, label_inputs, section
+from ray_dissect.pipeline.stages.image_studies import (
     model_input,
+    needs_concepts,
+    needs_logits,
     save_shard,
     shard_plan,
     shard_sums,
+    study_outputs,
     valid_batches,
 )
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.records.studies import AblationEffect, Concept, UnitAblationRow
+from ray_dissect.report.studies import STUDIES_PAGE
+from ray_dissect.spec import JobSpec
 from ray_dissect.studies.effects import concept_presence, effect_sums, shares
 from ray_dissect.studies.hooks import decisions, unit_zeroer
 
@@ -93,7 +99,8 @@ def ablation_work(env: WorkEnv, valid: np.ndarray, groups: list[Group], presence
         base_probs, base = decisions(env.model, x)
         for g, group in enumerate(groups):
             probs, classes = decisions(env.model, x, group.layer,
-                                       unit_zeroer(group.units, group.layer_units))
+                                       unit_zeroer(group.units, group.layer_units),
+                                       env.spec.model.layouts.get(group.layer))
             present = presence[images, columns[group.label]] if group.label else None
             sums[g] += effect_sums(base_probs, base, probs, classes, present)
     return {"sums": sums}
@@ -143,3 +150,15 @@ def finish(ctx: JobContext) -> int:
     write_jsonl(ctx.job.study(NAME), [_row(ctx, group, sums[g])
                                       for g, group in enumerate(groups)])
     return 0
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``studies.unit_ablation`` section and what the labels it groups by depend on."""
+    return {"unit_ablation": section(spec, "studies", NAME),
+            "labels": label_inputs(data, "denominator", "iou_threshold")}
+
+
+STAGE = Stage(name=NAME, runs_on="actors", work=ablation_work, plan=plan, collect=collect,
+              finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
+              check_dataset=needs_concepts(NAME), check=needs_logits(NAME),
+              report=STUDIES_PAGE)

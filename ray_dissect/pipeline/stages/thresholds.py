@@ -6,13 +6,16 @@ activations fit :data:`THRESHOLD_TASK_BYTES`; the driver saves a layer when its 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.job.layout import JobDir, layer_key, unit_blocks
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.spec import ClusteredMethod
-from ray_dissect.storage import arrays
+from ray_dissect.pipeline.stage import Stage
+from ray_dissect.spec import ClusteredMethod, JobSpec
+from ray_dissect.storage import AnyPath, arrays
 from ray_dissect.units.ranges import unit_ranges
 from ray_dissect.units.thresholds import unit_thresholds
 
@@ -95,3 +98,20 @@ def finish(ctx: JobContext) -> int:
         z = storage.load_npz(ctx.job.thresholds(layer))
         ctx.thresholds[layer] = (z["thresholds"], z["nonfinite"], z["ranges"])
     return 0
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The quantile, and a clustered method's clusters and seed (the ranges)."""
+    out: dict[str, Any] = {"quantile": data["method"].get("quantile")}
+    if isinstance(spec.method, ClusteredMethod):
+        out |= {"clusters": spec.method.clusters, "seed": spec.method.seed}
+    return out
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """``thresholds/``."""
+    return (job.stage_dir("thresholds"),)
+
+
+STAGE = Stage(name="thresholds", runs_on="tasks", work=block_work, plan=plan, collect=collect,
+              finish=finish, outputs=outputs, covers=covers)

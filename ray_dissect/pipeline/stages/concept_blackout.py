@@ -29,10 +29,20 @@ from ray_dissect.explain.netdissect import tally
 from ray_dissect.explain.ranges import range_specs
 from ray_dissect.job.layout import done_marker
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.image_studies import layer_key_of, save_shard, shard_plan, valid_batches
-from ray_dissect.pipeline.scoring import mask_work
+from ray_dissect.pipeline.stage import Stage, label_inputs, section
+from ray_dissect.pipeline.stages.image_studies import (
+    layer_key_of,
+    needs_concepts,
+    save_shard,
+    shard_plan,
+    study_outputs,
+    valid_batches,
+)
+from ray_dissect.pipeline.stages.scoring import mask_work
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import Concept, ConceptBlackoutRow
+from ray_dissect.report.studies import STUDIES_PAGE
+from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
 from ray_dissect.studies.blackout import BlackoutSums, copies, delta, pearson
 
@@ -194,3 +204,25 @@ def finish(ctx: JobContext) -> int:
             for row in _layer_rows(ctx, li, layer)]
     write_jsonl(ctx.job.study(NAME), rows)
     return 0
+
+
+def iou_covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """Whether the study runs, and what the labels' IoUs depend on."""
+    return {"concept_blackout": spec.studies.concept_blackout is not None,
+            "labels": label_inputs(data, "denominator")}
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``studies.concept_blackout`` section and what the labels depend on."""
+    return {"concept_blackout": section(spec, "studies", NAME),
+            "labels": label_inputs(data, "denominator")}
+
+
+STAGES = (
+    Stage(name=IOU, runs_on="tasks", work=iou_work, plan=iou_plan, collect=iou_collect,
+          finish=iou_finish, outputs=study_outputs(IOU, rows=False), covers=iou_covers,
+          owns=("studies",)),
+    Stage(name=NAME, runs_on="actors", work=blackout_work, plan=plan, collect=collect,
+          finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
+          check_dataset=needs_concepts(NAME), report=STUDIES_PAGE),
+)

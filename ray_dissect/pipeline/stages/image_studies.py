@@ -5,20 +5,29 @@ it forwards the shard's valid images in batches of ``resources.batch_size`` and 
 arrays of sums. The driver writes them to ``studies/<name>/shard_<s>.npz`` with a done marker
 beside it, and once every shard is in, sums the shards (so a resumed job redoes only the
 shards in flight, and the totals do not depend on which actor ran which shard).
+
+Also the preflight checks and outputs the study stages share (:func:`needs_concepts`,
+:func:`needs_logits`, :func:`study_outputs`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from ray_dissect import storage
-from ray_dissect.job.layout import done_marker, shard_range
+from ray_dissect.datasets.base import ConceptDataset, ImageDataset
+from ray_dissect.datasets.registry import concept_formats
+from ray_dissect.errors import SpecError
+from ray_dissect.job.layout import JobDir, done_marker, shard_range
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import ModelInfo, Shapes
+from ray_dissect.spec import JobSpec
+from ray_dissect.storage import AnyPath
 
 
 def shard_plan(ctx: JobContext, name: str, n_images: int, shared: tuple[Any, ...]) -> Plan:
@@ -71,3 +80,48 @@ def layer_key_of(index: int, what: str) -> str:
     """The npz key of array ``what`` of the spec's ``index``-th layer (layer names may hold
     any character, so keys use positions)."""
     return f"layer{index}_{what}"
+
+
+def study_error(name: str, what: str, hint: str) -> SpecError:
+    """A refused ``studies.<name>`` section."""
+    return SpecError(f"job spec field 'studies.{name}': {what}", hint=hint)
+
+
+def needs_concepts(name: str) -> Callable[[JobSpec, ImageDataset], None]:
+    """The preflight check of study ``name`` that scores concepts: with its section set, the
+    dataset has concept labels and the method scores concepts."""
+    def check(spec: JobSpec, dataset: ImageDataset) -> None:
+        if getattr(spec.studies, name) is None:
+            return
+        if not isinstance(dataset, ConceptDataset):
+            raise study_error(name, f"needs a concept dataset (got format "
+                              f"{spec.dataset.format!r})", f"use a {concept_formats()} dataset, "
+                              "or drop the study")
+        if not spec.dissects:
+            raise study_error(name, "needs a method that scores concepts (got 'none')",
+                              "use method netdissect, compositional or clustered")
+
+    return check
+
+
+def needs_logits(name: str) -> Callable[[JobSpec, ModelInfo], Shapes]:
+    """The preflight check of study ``name`` that reads the model's decisions: with its
+    section set, the model outputs (batch, classes)."""
+    def check(spec: JobSpec, info: ModelInfo) -> Shapes:
+        if getattr(spec.studies, name) is not None:
+            from ray_dissect.studies.hooks import check_logits
+
+            check_logits(info.model, spec.model.preprocess.size)
+        return {}
+
+    return check
+
+
+def study_outputs(name: str, rows: bool = True) -> Callable[[JobDir], tuple[AnyPath, ...]]:
+    """A study stage's outputs: ``studies/<name>/`` and, with ``rows``,
+    ``studies/<name>.jsonl``."""
+    def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+        folder = job.stage_dir(f"studies/{name}")
+        return (folder, job.study(name)) if rows else (folder,)
+
+    return outputs

@@ -13,7 +13,9 @@ passes and a driver step (:mod:`ray_dissect.visualize.prism` holds the algorithm
    ``ge_order``, the GE layers from the PCA layer back toward the input (reverse run order).
 2. ``prism``: shard s -> ``prism.zarr`` ``components`` (n, 3, h, w) float32, the first three
    principal-component scores, and per GE layer ``ge_<layer>`` (n, 1, h_i, w_i) float32, its
-   channel mean (all GE needs), written whole with their done markers. The driver then reads
+   channel mean (all GE needs), and the model's top-3 ``top_classes`` (n, 3) int64 and
+   ``top_probs`` (n, 3) float32 (one full forward; -1 / NaN when the output is not logits),
+   written whole with their done markers. The driver then reads
    them back for the whole set and writes ``rgb`` (n, 3, H, W) float32 (normalised, after GE;
    at h x w without GE), ``codes`` (n, h, w) uint8 quantised colours ``9 r + 3 g + b``
    (255: dropped by ``inclusive`` / ``exclusive``), ``presence`` (n, 27) bool, ``variance``,
@@ -35,10 +37,14 @@ from typing import Any
 import numpy as np
 
 from ray_dissect import storage
+from ray_dissect.errors import ModelError, SpecError
 from ray_dissect.job.layout import CHUNK_IMAGES, done_marker, layer_key, shard_range
+from ray_dissect.models.build import probe_layers
 from ray_dissect.models.extract import preprocess
-from ray_dissect.pipeline.activations import read_batch
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, section
+from ray_dissect.pipeline.stages.activations import read_batch
+from ray_dissect.report.visual_pages import PRISM_PAGE
 from ray_dissect.spec import JobSpec, PrismSpec
 from ray_dissect.storage import arrays
 
@@ -174,7 +180,40 @@ def maps_work(env: WorkEnv, valid: np.ndarray, shard: int, n: int) -> int:
     for name, chunks in found.items():
         arrays.write_shard(env.job.prism_zarr, name, shard, env.spec.resources.shard_images,
                            np.concatenate(chunks).astype(np.float32))
+    classes, probs = predictions(env, valid, shard, n)
+    shard_images = env.spec.resources.shard_images
+    arrays.write_shard(env.job.prism_zarr, "top_classes", shard, shard_images, classes)
+    arrays.write_shard(env.job.prism_zarr, "top_probs", shard, shard_images, probs)
     return shard
+
+
+TOP = 3
+"""Predictions each PRISM input is titled with (TorchPRISM's top-3 softmax)."""
+
+
+def predictions(env: WorkEnv, valid: np.ndarray, shard: int, n: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The model's top-3 classes (b, 3) int64 and softmax probabilities (b, 3) float32 for the
+    shard's images (one full forward each); -1 and NaN for unreadable images, or for every image
+    when the model's output is not (batch, classes) logits (the page then shows none)."""
+    from ray_dissect.errors import ModelError
+    from ray_dissect.pipeline.stages.image_studies import model_input
+    from ray_dissect.studies.hooks import decide, logits_of
+
+    start, stop = shard_range(shard, env.spec.resources.shard_images, n)
+    classes = np.full((stop - start, TOP), -1, dtype=np.int64)
+    probs = np.full((stop - start, TOP), np.nan, dtype=np.float32)
+    rows = np.flatnonzero(valid[start:stop])
+    try:
+        for b0 in range(0, len(rows), env.spec.resources.batch_size):
+            batch = rows[b0:b0 + env.spec.resources.batch_size]
+            p, _ = decide(logits_of(env.model, model_input(env, start + batch)))
+            top = np.argsort(-p, axis=1, kind="stable")[:, :TOP]
+            classes[batch, :top.shape[1]] = top
+            probs[batch, :top.shape[1]] = np.take_along_axis(p, top, axis=1)
+    except ModelError:
+        classes[:], probs[:] = -1, np.nan
+    return classes, probs
 
 
 def _create(ctx: JobContext, name: str, shape: tuple[int, ...], dtype: str) -> None:
@@ -193,8 +232,9 @@ def plan(ctx: JobContext) -> Plan | None:
     shapes = {"components": (n, 3, h, w)} | {ge_name(g): (n, 1, *ctx.shapes[g][1:])
                                               for g in order}
     done = None
-    for name, shape in shapes.items():
-        _create(ctx, name, shape, "float32")
+    dtypes = {"top_classes": "int64"}
+    for name, shape in (shapes | {"top_classes": (n, TOP), "top_probs": (n, TOP)}).items():
+        _create(ctx, name, shape, dtypes.get(name, "float32"))
         have = arrays.done_shards(ctx.job.prism_zarr, name)
         done = have if done is None else done & have
     return _plan_shards(ctx, lambda s: done is None or not done[s])
@@ -281,3 +321,70 @@ def finish(ctx: JobContext) -> int:
     for name, values in joint_maps(ctx).items():
         _write_joint(ctx, name, values)
     return 0
+
+
+def _field(name: str) -> str:
+    return f"job spec field 'analyses.{name}'"
+
+
+def check(spec: JobSpec, info: ModelInfo) -> Shapes:
+    """PRISM's layers exist, run once, the GE layers before the PCA layer, which has >= 3
+    channels, and there are no more clusters than images; returns their output shapes
+    (C, h, w)."""
+    prism = spec.analyses.prism
+    if prism is None:
+        return {}
+    names = {name for name, _ in info.model.named_modules() if name}
+    for layer in (prism.layer, *prism.ge_layers):
+        if layer not in names:
+            raise SpecError(f"{_field('prism')}: {layer!r} is not a module of the model",
+                            hint="see `ray-dissect layers JOB.yaml`")
+    _check_order(info.model, spec, prism)
+    shapes = {name: shape for name, shape, _ in
+              probe_layers(info.model, spec.model.preprocess.size, [prism.layer,
+                                                                     *prism.ge_layers])}
+    if len(shapes[prism.layer]) != 3 or shapes[prism.layer][0] < 3:
+        raise SpecError(f"{_field('prism.layer')}: {prism.layer!r} outputs "
+                        f"{shapes[prism.layer]}", expected="(C, h, w) maps with C >= 3")
+    covered = min(info.images, prism.limit)
+    if prism.clusters is not None and prism.clusters > covered:
+        raise SpecError(f"{_field('prism.clusters')}: {prism.clusters} clusters",
+                        expected=f"at most the {covered} images PRISM covers")
+    return shapes
+
+
+def _check_order(model: Any, spec: JobSpec, prism: PrismSpec) -> None:
+    """The GE layers run before the PCA layer."""
+    from ray_dissect.models.truncate import call_order
+
+    try:
+        order = call_order(model, [prism.layer, *prism.ge_layers], spec.model.preprocess.size)
+    except ModelError as err:
+        raise SpecError(f"{_field('prism')}: {err.what}", hint=err.hint) from None
+    if order[-1] != prism.layer:
+        raise SpecError(f"{_field('prism.ge_layers')}: {order[-1]!r} runs after the PCA layer "
+                        f"{prism.layer!r}", hint="GE layers lie between the input and `layer`")
+
+
+def pca_covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """What the PCA depends on: its layer, the GE layers in use, the images covered."""
+    prism = spec.analyses.prism
+    if prism is None:
+        return {"prism_pca": None}
+    return {"prism_pca": {"layer": prism.layer, "ge_layers": ge_layers(prism),
+                          "limit": prism.limit}}
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The whole ``analyses.prism`` section."""
+    return {"prism": section(spec, "analyses", "prism")}
+
+
+STAGES = (
+    Stage(name="prism_pca", runs_on="actors", work=pca_work, plan=pca_plan, collect=pca_collect,
+          finish=pca_finish, outputs=lambda job: (job.stage_dir("prism"),), covers=pca_covers,
+          owns=("analyses",), check=check),
+    Stage(name="prism", runs_on="actors", work=maps_work, plan=plan, collect=collect,
+          finish=finish, outputs=lambda job: (job.prism_zarr,), covers=covers,
+          owns=("analyses",), report=PRISM_PAGE),
+)

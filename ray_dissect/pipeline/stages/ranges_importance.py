@@ -21,20 +21,26 @@ from typing import Any
 
 import numpy as np
 
+from ray_dissect.datasets.base import ImageDataset
 from ray_dissect.explain.ranges import RangeSpec, range_specs
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.image_studies import (
+from ray_dissect.pipeline.stage import Stage, section
+from ray_dissect.pipeline.stages.image_studies import (
     layer_key_of,
     model_input,
+    needs_logits,
     save_shard,
     shard_plan,
     shard_sums,
+    study_error,
+    study_outputs,
     valid_batches,
 )
-from ray_dissect.pipeline.scoring import inclusive_bounds
+from ray_dissect.pipeline.stages.scoring import inclusive_bounds
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import RangesImportanceRow
-from ray_dissect.spec import RangesImportanceSpec
+from ray_dissect.report.studies import STUDIES_PAGE
+from ray_dissect.spec import ClusteredMethod, JobSpec, RangesImportanceSpec
 from ray_dissect.studies.hooks import decisions, range_zeroer
 
 NAME = "ranges_importance"
@@ -64,8 +70,9 @@ def only_unit(rng: RangeSpec, u: int) -> RangeSpec:
     return RangeSpec(lo, hi, rng.inclusive)
 
 
-def _flips(model: Any, x: Any, layer: str, rng: RangeSpec, base: np.ndarray) -> int:
-    _, classes = decisions(model, x, layer, range_zeroer(rng.lo, rng.hi, rng.inclusive))
+def _flips(env: WorkEnv, x: Any, layer: str, rng: RangeSpec, base: np.ndarray) -> int:
+    edit = range_zeroer(rng.lo, rng.hi, rng.inclusive)
+    _, classes = decisions(env.model, x, layer, edit, env.spec.model.layouts.get(layer))
     return int((classes != base).sum())
 
 
@@ -73,10 +80,10 @@ def _layer_flips(env: WorkEnv, x: Any, base: np.ndarray, layer: str, specs: list
                  out_all: np.ndarray, out_unit: np.ndarray) -> None:
     """Add one batch's flips of one layer to ``out_all`` (K,) and ``out_unit`` (U, K)."""
     for k, rng in enumerate(specs):
-        out_all[k] += _flips(env.model, x, layer, rng, base)
+        out_all[k] += _flips(env, x, layer, rng, base)
         if _spec(env).per_unit:
             for u in np.flatnonzero(np.isfinite(rng.lo)):
-                out_unit[u, k] += _flips(env.model, x, layer, only_unit(rng, int(u)), base)
+                out_unit[u, k] += _flips(env, x, layer, only_unit(rng, int(u)), base)
 
 
 def importance_work(env: WorkEnv, valid: np.ndarray, ranges: dict[str, np.ndarray],
@@ -143,3 +150,27 @@ def finish(ctx: JobContext) -> int:
             for row in _layer_rows(ctx, i, layer, sums)]
     write_jsonl(ctx.job.study(NAME), rows)
     return 0
+
+
+def check_dataset(spec: JobSpec, dataset: ImageDataset) -> None:
+    """With the section set, the method is clustered with ``clusters >= 2`` (the ranges whose
+    importance is measured)."""
+    method = spec.method
+    if spec.studies.ranges_importance is None or (
+            isinstance(method, ClusteredMethod) and method.clusters >= 2):
+        return
+    given = f"{method.kind}" + (f" with clusters {method.clusters}"
+                                if isinstance(method, ClusteredMethod) else "")
+    raise study_error(NAME, f"needs method kind 'clustered' with clusters >= 2 (got {given})",
+                      "set method: {kind: clustered} or drop the study")
+
+
+def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The ``studies.ranges_importance`` section and the method's bounds."""
+    return {"ranges_importance": section(spec, "studies", NAME),
+            "bounds": getattr(spec.method, "bounds", None)}
+
+
+STAGE = Stage(name=NAME, runs_on="actors", work=importance_work, plan=plan, collect=collect,
+              finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
+              check_dataset=check_dataset, check=needs_logits(NAME), report=STUDIES_PAGE)

@@ -16,11 +16,12 @@ from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.explain.formula import evaluate, from_dict
 from ray_dissect.explain.masking import concept_masking_score
 from ray_dissect.explain.search import SearchSpace
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.job.layout import JobDir, done_marker, layer_key
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
+from ray_dissect.pipeline.stage import Stage
 from ray_dissect.records.io import read_unit_records
 from ray_dissect.records.schema import UnitRecord
-from ray_dissect.storage import arrays
+from ray_dissect.storage import AnyPath, arrays
 
 
 def masking_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace, layer: str,
@@ -91,3 +92,12 @@ def _with_masking(rec: UnitRecord, scores: dict[tuple[str, str], float | None]) 
             "concept_masking": scores.get((rec.layer, f"{rec.unit}:{e.range_index}"))})})
         if e.metrics is not None else e for e in rec.explanations]
     return rec.model_copy(update={"explanations": explanations})
+
+
+def outputs(job: JobDir) -> tuple[AnyPath, ...]:
+    """None of its own: its scores sit beside the scoring stage's parts (``parts/``)."""
+    return ()
+
+
+STAGE = Stage(name="masking", runs_on="actors", work=masking_work, plan=plan, collect=collect,
+              finish=finish, outputs=outputs, covers=None)

@@ -11,7 +11,7 @@ from ray_dissect.records.schema import JobSummary
 from ray_dissect.spec import NoMethod
 
 
-def write_results(ctx: JobContext, manifest: Manifest) -> JobSummary:
+def write_summary(ctx: JobContext, manifest: Manifest) -> JobSummary:
     """Write ``records/<layer>.jsonl``, ``errors.jsonl`` and ``summary.json``; return the
     summary."""
     for layer, records in ctx.records.items():
