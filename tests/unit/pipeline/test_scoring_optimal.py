@@ -15,7 +15,7 @@ from ray_dissect.job.layout import JobDir
 from ray_dissect.pipeline.run import run_stages
 from ray_dissect.records.io import read_unit_records
 from ray_dissect.report.build import build_report
-from ray_dissect.report.results import open_job
+from ray_dissect.results.job import open_job
 from ray_dissect.spec import parse_spec
 from ray_dissect.studies.search_compare import compare_search
 
