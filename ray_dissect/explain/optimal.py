@@ -55,7 +55,7 @@ from typing import Literal
 import numpy as np
 
 from ray_dissect.concepts.masks import UnitMask
-from ray_dissect.explain.bounds import subtree_bound, top_sums
+from ray_dissect.explain.bounds import MissCurve, subtree_bound, top_sums
 from ray_dissect.explain.expand import AND_NOT, Batch, Unit
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or
 from ray_dissect.explain.search import Scored, SearchParams, SearchSpace, _sort_key
@@ -165,9 +165,10 @@ def _offer_batch(state: _State, u: Unit, b: Batch, idx: tuple[np.ndarray, ...],
         _offer(state, cands)
 
 
-def _keep(state: _State, bound: float) -> bool:
-    """Whether a subtree with this bound may still hold the answer (pruning rule 1)."""
-    return state.best is None or bound >= state.best.iou * (1 - 1e-9) - MARGIN
+def _floor(state: _State) -> float:
+    """The least bound a subtree needs to be searched (pruning rule 1): the incumbent's IoU
+    less a rounding margin, so subtrees bounded exactly at it are kept (ties)."""
+    return -1.0 if state.best is None else state.best.iou * (1 - 1e-9) - MARGIN
 
 
 def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None:
@@ -187,7 +188,7 @@ def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None
         return None
     node, op, col, grow = node[deeper], op[deeper], col[deeper], grow[deeper]
     bound = u.child_bounds(b, f, hits, pix, (node, op, col))
-    keep = np.array([_keep(state, float(x)) for x in bound], dtype=bool)
+    keep = bound >= _floor(state)
     node, op, col, grow, bound = node[keep], op[keep], col[keep], grow[keep], bound[keep]
     kids = Batch(np.concatenate([b.cols[node], col[:, None]], axis=1),
                  np.concatenate([b.ops[node], op[:, None]], axis=1),
@@ -202,14 +203,14 @@ def _search(u: Unit, state: _State, b: Batch, bound: np.ndarray) -> bool:
     order = np.argsort(-bound, kind="stable")
     start = 0
     while start < order.size:
-        if not _keep(state, float(bound[order[start]])):
+        if bound[order[start]] < _floor(state):
             return True
         if state.out_of_budget():
             state.left.append(float(bound[order[start]]))
             return False
         stop = start + state.room(u.chunk)
         chunk = order[start:stop]
-        chunk = chunk[[_keep(state, float(x)) for x in bound[chunk]]]
+        chunk = chunk[bound[chunk] >= _floor(state)]
         found = _expand(u, state, b.take(chunk))
         if found is not None and found[0].cols.shape[0] and not _search(u, state, *found):
             state.left.extend(bound[order[stop:stop + 1]].tolist())
@@ -218,23 +219,31 @@ def _search(u: Unit, state: _State, b: Batch, bound: np.ndarray) -> bool:
     return True
 
 
-def _root_bounds(u: Unit) -> np.ndarray:
-    """(A,) float64 bound of each root's strict descendants (0 with ``length`` 1)."""
-    r = u.params.length - 1
+def _root_bounds(curve: MissCurve, inter: np.ndarray, area: np.ndarray, length: int
+                 ) -> np.ndarray:
+    """(A,) float64 bound of the strict descendants of each atom with ``inter`` hits and
+    ``area`` pixels, (A,) float64 each (0 with ``length`` 1)."""
+    r = length - 1
     if r < 1:
-        return np.zeros(u.rank.size)
-    return subtree_bound(u.curve, u.atom_inter, u.atom_area - u.atom_inter,
-                         np.full(u.rank.size, r), top_sums(u.atom_inter, r + 1))
+        return np.zeros(inter.size)
+    return subtree_bound(curve, inter, area - inter, np.full(inter.size, r),
+                         top_sums(inter, r + 1))
 
 
 def space_bound(mask: UnitMask, space: SearchSpace, params: SearchParams, best: Scored | None
                 ) -> Certificate:
     """The certificate of a beam answer ``best``: the root bound, from the atoms' IoUs and
-    their subtrees' bounds without any expansion (O(atoms + sets log sets))."""
-    u = Unit.build(mask, space, params)
-    union = u.unit + u.atom_area - u.atom_inter
-    bound = max(float((u.atom_inter / np.maximum(union, 1)).max(initial=0.0)),
-                float(_root_bounds(u).max(initial=0.0)))
+    their subtrees' bounds without any expansion (one sparse product and a sort of the sets
+    with hits, about what the beam's unary pass costs)."""
+    n_sets = space.membership_t.shape[1]
+    h = np.bincount(mask.sets, weights=mask.counts, minlength=n_sets)
+    b_sets = np.flatnonzero(h)
+    inter = np.rint(space.membership_t[:, b_sets] @ h[b_sets])[space.atoms]
+    area = space.label_area[space.atoms].astype(np.float64)
+    curve = MissCurve.build(h, space.set_counts, float(mask.area))
+    union = mask.area + area - inter
+    bound = max(float((inter / np.maximum(union, 1)).max(initial=0.0)),
+                float(_root_bounds(curve, inter, area, params.length).max(initial=0.0)))
     iou = best.iou if best is not None else 0.0
     bound = max(bound, iou)
     return Certificate("beam", bound <= iou, bound, 0)
@@ -262,7 +271,7 @@ def optimal_search(mask: UnitMask, space: SearchSpace, params: SearchParams,
     _offer_batch(state, u, roots, (np.arange(n), np.full(n, -1), np.full(n, -1)),
                  inter, u.unit + roots.area.astype(np.int64) - inter)
     if params.length > 1:
-        _search(u, state, roots, _root_bounds(u))
+        _search(u, state, roots, _root_bounds(u.curve, u.atom_inter, u.atom_area, params.length))
     best = state.best
     iou = best.iou if best is not None else 0.0
     bound = max([iou, *state.left])

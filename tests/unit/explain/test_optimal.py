@@ -201,7 +201,7 @@ def test_bounds_are_admissible(seed: int, max_len: int) -> None:
     params = SearchParams(length=max_len)
     u = Unit.build(mask, space, params)
     atoms = [int(a) for a in space.atoms]
-    roots = _root_bounds(u)
+    roots = _root_bounds(u.curve, u.atom_inter, u.atom_area, max_len)
     for col, a in enumerate(atoms):
         want = _descendant_max(dense_b, concepts, None, concepts[a], (a,), 1, max_len)
         assert roots[col] >= float(want) - 1e-12
