@@ -219,3 +219,26 @@ def test_bounds_are_admissible(seed: int, max_len: int) -> None:
         m = (base | t, base & t, base & ~t)[o]
         want = _descendant_max(dense_b, concepts, None, m, (atoms[k], atoms[c]), 2, max_len)
         assert b >= float(want) - 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), pick=st.integers(0, 2**31 - 1))
+def test_own_miss_curve_bounds_every_subset(seed: int, pick: int) -> None:
+    """A node's own miss curve: every subset of its label sets with at most x hits has an
+    IoU <= g_node(min(x, peak)) (the bound of AND / AND NOT completions)."""
+    space, mask, _, _ = _fixture(seed, n_labels=8, n=12)
+    u = Unit.build(mask, space, SearchParams(length=3))
+    nodes = u.roots()
+    f = u.members(nodes)
+    hits, misses, peak = u.subset_curves(f)
+    dense = f.toarray().T > 0
+    rng = np.random.default_rng(pick)
+    for k in range(dense.shape[0]):
+        sets = np.flatnonzero(dense[k])
+        for _ in range(20):
+            sub = sets[rng.random(sets.size) < rng.random()]
+            inter = float(u.h[sub].sum())
+            miss = float(space.set_counts[sub].sum()) - inter
+            x = min(inter, peak[k])
+            bound = x / (u.unit + np.interp(x, hits[k], misses[k])) if u.unit else 0.0
+            assert inter / (u.unit + miss) <= bound + 1e-12
