@@ -11,7 +11,7 @@ DEMO_IMAGES := 2000
 # vendored); tests/unit/test_coco.py checks the reader against pycocotools on it.
 LABELME := .scratch/labelme-examples
 
-.PHONY: install demo test lint bench schema fixtures browser
+.PHONY: install demo test lint bench schema fixtures browser docs
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-cache-dir --upgrade pip
 	$(BIN)/pip install --quiet --no-cache-dir $(TORCH)
-	$(BIN)/pip install --quiet --no-cache-dir -e ".[demo,test]"
+	$(BIN)/pip install --quiet --no-cache-dir -e ".[demo,test,docs]"
 	touch $@
 
 demo: install
@@ -48,6 +48,10 @@ test: install fixtures browser
 bench: install
 	$(BIN)/python benchmarks/bench_extraction.py
 	$(BIN)/python benchmarks/bench_report.py
+
+# The documentation site into site/ (tests/unit/docs builds it too, strictly, in make test).
+docs: install
+	$(BIN)/mkdocs build --strict
 
 schema: install
 	$(BIN)/ray-dissect schema --out schemas

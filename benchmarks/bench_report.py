@@ -20,7 +20,16 @@ imread/imresize/imsave are gone from SciPy): per unit, for its 10 top images, th
 bilinearly to 224 px, ``mask = up > threshold``, ``(mask * 0.8 + 0.2) * image``, a strip with
 3-px white gaps saved as JPEG, one HTML line; activations in memory as NetDissect-Lite's
 memmap. The ratio to that is the load-independent figure.
-Usage: python benchmarks/bench_report.py [--images 200] [--root DIR]
+
+``--demo N`` instead builds the demo job (``jobs/demo.yaml``: EfficientNet-Lite0, layers
+``_blocks.10`` and ``_bn1``, 1,392 units) on an N-image generated Broden dataset (N=2000 is
+the demo itself) and prints, before and after side by side, the report's seconds, total
+bytes, files, HTML pages and bytes per unit (unit pages, their overlays or strips, card
+sprites and the shared images, divided by the units): "before" is the baked layout (three
+JPEG strips per row and view, 85-quality sprites), "after" the default (each image once for
+the report under per-unit PNG overlays). Both are built in the same run, one after the
+other, so they share the machine's load.
+Usage: python benchmarks/bench_report.py [--images 200] [--root DIR] [--demo N]
 """
 
 from __future__ import annotations
@@ -95,11 +104,60 @@ def _size(root: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
+def _unit_bytes(root: Path) -> int:
+    """Bytes of the unit pages, their tiles, the card sprites and the shared images."""
+    return sum(p.stat().st_size for d in ("units", "img") for p in (root / d).rglob("*")
+               if p.is_file())
+
+
+def demo(images: int, root: Path) -> None:
+    """The demo job's report, baked (before) and default (after), side by side."""
+    import dataclasses
+
+    import yaml
+
+    from ray_dissect.datasets.synthetic.generate import generate_dataset
+    from ray_dissect.pipeline.run import run_stages
+    from ray_dissect.report import tiles
+    from ray_dissect.report.build import ReportOptions, build_report
+    from ray_dissect.results import open_job
+    from ray_dissect.spec import parse_spec
+
+    data, job = root / "data", root / "job"
+    if not (data / "index.csv").exists():
+        generate_dataset(data, images, seed=0)
+    raw = yaml.safe_load((Path(__file__).parents[1] / "jobs" / "demo.yaml").read_text())
+    raw["dataset"]["root"] = str(data)
+    raw["resources"] = {"batch_size": 32, "shard_images": 128, "units_per_task": 320}
+    run_stages(parse_spec(raw), job)
+    results = open_job(job)
+    units = sum(len(results.records(layer)) for layer in results.layers)
+    tiles.STYLES["baked"] = dataclasses.replace(tiles.DEFAULT_STYLE, overlay=False,
+                                                sprite_quality=85)
+    print(f"demo job: {images} images, {units} units; report before | after")
+    rows = []
+    for style in ("baked", "default"):
+        out = root / f"report-{style}"
+        options = ReportOptions(style=style)  # type: ignore[arg-type]
+        wall, cpu = _timed(lambda o=out, opt=options: build_report(results, o, opt))
+        size, files = _size(out)
+        pages = len(list(out.rglob("*.html")))
+        rows.append((wall, cpu, size / 1e6, files, pages, _unit_bytes(out) / units / 1e3))
+    names = ("wall s", "CPU s", "MB", "files", "pages", "KB per unit")
+    for i, name in enumerate(names):
+        print(f"{name:>12}: {rows[0][i]:10.1f} | {rows[1][i]:10.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--demo", type=int, default=None,
+                        help="report of the demo job on this many images (2000: the demo)")
     args = parser.parse_args()
+    if args.demo:
+        demo(args.demo, args.root or Path(tempfile.mkdtemp(prefix="bench-report-demo-")))
+        return
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
     from fixtures.report_job import with_top_images
 

@@ -26,6 +26,12 @@ def _fail(err: RayDissectError) -> None:
     raise typer.Exit(err.exit_code)
 
 
+def _interrupted(out: str) -> None:
+    """Ctrl-C during ``run``/``resume``: say how to go on, exit 130 (what a shell expects)."""
+    typer.echo(f"\ninterrupted; resume with `ray-dissect resume {out}`", err=True)
+    raise typer.Exit(130)
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -70,8 +76,17 @@ def _formula_columns(summary: Any, target: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _print_summary(summary: Any, target: str) -> None:
+def _table_console() -> Any:
+    """A rich console: the terminal's, or without one (a log, a pipe) one so wide that no
+    table row is cut or wrapped (rich would assume 80 columns)."""
     from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=100_000)
+
+
+def _print_summary(summary: Any, target: str) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from ray_dissect.storage import location
@@ -81,24 +96,24 @@ def _print_summary(summary: Any, target: str) -> None:
         "netdissect", "none") else {}
     scored = ("no dissection (method none)" if summary.iou_threshold is None
               else f"IoU >= {summary.iou_threshold}")
-    table = Table(title=f"{summary.provenance.job}: {summary.valid_images}/{summary.images} "
-                        f"images used, {scored}")
+    table = Table(title=escape(f"{summary.provenance.job}: {summary.valid_images}/"
+                               f"{summary.images} images used, {scored}"))
+    console = _table_console()
     columns = ["layer", "units", "interpretable", "concepts", "most frequent concepts"]
     if formulas:
         columns += ["explained ranges", "most frequent formulas", "best formula by IoU"]
-    for col in columns:
-        table.add_column(col)
+    for col in columns:  # layer names whole; without a terminal nothing wraps
+        table.add_column(col, no_wrap=col == "layer" or not console.is_terminal)
     for layer in summary.layers:
         top = ", ".join(f"{c.name} ({c.units})" for c in layer.top_concepts[:6])
         row = [layer.layer, str(layer.units), str(layer.interpretable),
                str(layer.unique_concepts), top or "-"]
         if formulas:
             row += [str(layer.explained_ranges), *formulas[layer.layer]]
-        table.add_row(*row)
-    console = Console()
+        table.add_row(*(escape(cell) for cell in row))  # user text: labels, layer names
     console.print(table)
-    console.print(f"records: {out / 'records'}  summary: {out / 'summary.json'}  "
-                  f"bad samples: {summary.bad_samples} ({out / 'errors.jsonl'})")
+    console.print(escape(f"records: {out / 'records'}  summary: {out / 'summary.json'}  "
+                         f"bad samples: {summary.bad_samples} ({out / 'errors.jsonl'})"))
 
 
 def _report(target: str, out: str | None = None, style: str = "default",
@@ -109,7 +124,8 @@ def _report(target: str, out: str | None = None, style: str = "default",
     from ray_dissect.runtime.report import build_report_on_ray
 
     options = ReportOptions(style=style, tile=tile, unit_pages=unit_pages)  # type: ignore[arg-type]
-    result = build_report_on_ray(target, out, options, address)
+    with _RichProgress() as progress:
+        result = build_report_on_ray(target, out, options, address, progress)
     typer.echo(f"report: {result.index} ({result.pages} pages, {result.seconds:.1f} s)")
 
 
@@ -146,6 +162,8 @@ def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
         _run_and_report(load_spec(job), out, address, force, no_report)
     except RayDissectError as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _interrupted(out)
 
 
 @app.command()
@@ -158,6 +176,8 @@ def resume(out: Annotated[str, typer.Argument(
     """Continue an interrupted job from its directory (same spec, finished work kept)."""
     _setup_logging(verbose)
     try:
+        from pydantic import ValidationError
+
         from ray_dissect.errors import SpecError
         from ray_dissect.spec import JobSpec
         from ray_dissect.storage import location, read_text
@@ -166,10 +186,17 @@ def resume(out: Annotated[str, typer.Argument(
         if not spec_file.is_file():
             raise SpecError(f"{str(out)!r} is not a job directory (no spec.json)",
                             hint="give the --out directory of a `ray-dissect run`")
-        spec = JobSpec.model_validate_json(read_text(spec_file))
+        try:
+            spec = JobSpec.model_validate_json(read_text(spec_file))
+        except (ValidationError, UnicodeDecodeError) as err:
+            raise SpecError(f"{str(spec_file)!r} is not a valid job spec "
+                            f"({str(err).splitlines()[0]})", hint="run the job again with "
+                            "its YAML: `ray-dissect run JOB.yaml --out DIR`") from None
         _run_and_report(spec, out, address, False, no_report)
     except RayDissectError as err:
         _fail(err)
+    except KeyboardInterrupt:
+        _interrupted(out)
 
 
 @app.command()
@@ -315,7 +342,7 @@ def layers(job: Annotated[Path | None, typer.Argument(help="job spec YAML")] = N
     """
     _setup_logging(False)
     try:
-        from ray_dissect.models.build import build_model, expand_layers, layer_shapes
+        from ray_dissect.models.build import build_model, expand_layers, probe_layers
         from ray_dissect.spec import ModelSpec, load_spec
 
         patterns = list(select or [])
@@ -329,9 +356,10 @@ def layers(job: Annotated[Path | None, typer.Argument(help="job spec YAML")] = N
             raise RayDissectError("nothing to list", expected="a JOB.yaml, --model or --factory")
         net = build_model(spec)
         chosen = set(expand_layers(net, patterns)) if patterns else set()
-        for name, shape in layer_shapes(net, size):
+        for name, shape, calls in probe_layers(net, size):
             mark = "* " if name in chosen else "  " if chosen else ""
-            typer.echo(f"{mark}{name:<50} {' x '.join(map(str, shape))}")
+            shared = f"  runs {calls}x per forward: not a layer to dissect" if calls > 1 else ""
+            typer.echo(f"{mark}{name:<50} {' x '.join(map(str, shape))}{shared}")
         if patterns:
             typer.echo(f"{len(chosen)} layers selected by {', '.join(patterns)}")
     except RayDissectError as err:
@@ -343,22 +371,45 @@ def compare(trained: Annotated[str, typer.Argument(help="job directory of the tr
             baseline: Annotated[str, typer.Argument(
                 help="job directory of the baseline model (e.g. random-init)")],
             out: Annotated[str | None, typer.Option(
-                "--out", help="JSON file; default TRAINED/studies/compare.json")] = None
+                "--out", help="JSON file; default TRAINED/studies/compare.json")] = None,
+            formulas: Annotated[bool, typer.Option(
+                help="compare the formulas (needs explained jobs of the same layers)")] = True,
+            visual: Annotated[bool, typer.Option(
+                help="write the side-by-side page of filters and feature maps")] = True,
+            images: Annotated[int, typer.Option(
+                help="images on the page (the dataset's first valid ones)")] = 4,
+            layer_a: Annotated[str | None, typer.Option(
+                "--layer-a", help="TRAINED's layer shown; default its first")] = None,
+            layer_b: Annotated[str | None, typer.Option(
+                "--layer-b", help="BASELINE's layer shown; default its first")] = None,
+            page: Annotated[str | None, typer.Option(
+                "--page", help="page directory; default TRAINED/studies/compare")] = None
             ) -> None:
     """Share of unspecialized and weakly specialized units per range (CCE's
-    analyze_activations): formulas of the trained job against the baseline's defaults."""
+    analyze_activations): formulas of the trained job against the baseline's defaults; and
+    a page with both models' first-layer filters and feature maps on the same images."""
     _setup_logging(False)
     try:
-        from ray_dissect import storage
-        from ray_dissect.studies.compare import compare_jobs
+        if formulas:
+            _compare_formulas(trained, baseline, out)
+        if visual:
+            from ray_dissect.report.compare_page import write_compare_page
 
-        report = compare_jobs(trained, baseline)
-        target = storage.location(out) if out else (
-            storage.location(trained) / "studies" / "compare.json")
-        storage.makedirs(target.parent)
-        storage.write_text(target, report.model_dump_json(indent=2) + "\n")
+            path = write_compare_page(trained, baseline, page, images, layer_a, layer_b)
+            typer.echo(f"wrote {path}")
     except RayDissectError as err:
         _fail(err)
+
+
+def _compare_formulas(trained: str, baseline: str, out: str | None) -> None:
+    from ray_dissect import storage
+    from ray_dissect.studies.compare import compare_jobs
+
+    report = compare_jobs(trained, baseline)
+    target = storage.location(out) if out else (
+        storage.location(trained) / "studies" / "compare.json")
+    storage.makedirs(target.parent)
+    storage.write_text(target, report.model_dump_json(indent=2) + "\n")
     for layer in report.layers:
         shares = ", ".join(f"range {r.range_index}: {r.unspecialized_share:.2f} / "
                            f"{r.weakly_specialized_share:.2f}" for r in layer.ranges)

@@ -9,7 +9,10 @@ Readers (one module per ``format``, found through :mod:`ray_dissect.datasets.reg
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import os
+import posixpath
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -24,6 +27,52 @@ from ray_dissect.storage import AnyPath
 
 class BadSampleError(Exception):
     """One sample cannot be used; the reason is recorded and the sample skipped."""
+
+
+OUTSIDE_ROOT = "outside the dataset root"
+
+
+def confined(root: AnyPath, name: str, follow_symlinks: bool = False) -> AnyPath:
+    """``root / name``, a file a dataset names (image, mask, annotation), if it stays under
+    ``root``.
+
+    ``name`` must be relative and must not climb out with ``..``; locally, unless
+    ``follow_symlinks`` (``dataset.follow_symlinks: true``), the path with every symlink
+    resolved must also lie under the resolved ``root``. The check reads no file, so its error
+    is the same whether a file outside the root exists or not.
+
+    Raises:
+        BadSampleError: ``"NAME: outside the dataset root"``.
+    """
+    clean = posixpath.normpath(name.replace("\\", "/")) if name else "."
+    if (os.path.isabs(name) or clean.startswith("/") or clean == ".."
+            or clean.startswith("../") or "://" in name):
+        raise BadSampleError(f"{name}: {OUTSIDE_ROOT}")
+    path = root / name
+    if follow_symlinks or not storage.is_local(path) or not storage.is_local(root):
+        return path
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise BadSampleError(f"{name}: {OUTSIDE_ROOT}")
+    return path
+
+
+@contextmanager
+def decoding(what: str) -> Iterator[None]:
+    """Turn any failure of decoding one file into :class:`BadSampleError` (``"unreadable
+    WHAT: reason"``): truncated or corrupt data, decompression bombs (PIL's
+    ``DecompressionBombError``), ``MemoryError`` and whatever else a decoder raises, so that
+    one input never ends a job."""
+    try:
+        yield
+    except BadSampleError:
+        raise
+    except MemoryError:
+        raise BadSampleError(f"unreadable {what}: too large to decode (out of memory)") from None
+    except Exception as err:  # any decoder failure is this sample's, not the job's
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise BadSampleError(f"unreadable {what}: {reason}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +157,17 @@ def read_image_rgb(path: AnyPath, name: str) -> np.ndarray:
     Gray, RGBA and palette images are converted; 16-bit images are scaled to 8 bits.
 
     Raises:
-        BadSampleError: missing, empty, truncated or otherwise unreadable file (named ``name``).
+        BadSampleError: missing, empty, truncated, too large (a decompression bomb) or
+            otherwise unreadable file (named ``name``).
     """
-    try:
-        with Image.open(storage.readable(path)) as img:
-            img.load()
-            decoded: Image.Image = img
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.float64)
-                scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
-                decoded = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8))
-            return np.asarray(decoded.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise BadSampleError(f"unreadable image {name}: {err}") from None
+    with decoding(f"image {name}"), Image.open(storage.readable(path)) as img:
+        img.load()
+        decoded: Image.Image = img
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(img, dtype=np.float64)
+            scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
+            decoded = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8))
+        return np.asarray(decoded.convert("RGB"), dtype=np.uint8)
 
 
 def read_file_bytes(path: AnyPath, name: str) -> bytes:

@@ -30,6 +30,8 @@ from ray_dissect import storage
 from ray_dissect.datasets.base import (
     BadSampleError,
     Vocabulary,
+    confined,
+    decoding,
     read_file_bytes,
     read_image_rgb,
 )
@@ -184,6 +186,7 @@ class BrodenDataset:
 
     def __init__(self, spec: DatasetSpec) -> None:
         self.root = storage.location(spec.root)
+        self.follow_symlinks = spec.follow_symlinks
         if not self.root.is_dir():
             raise DatasetError("dataset root is not a directory", given=spec.root,
                                expected="a Broden-format directory",
@@ -206,23 +209,24 @@ class BrodenDataset:
     def read_image(self, index: int) -> np.ndarray:
         """Decode image ``index`` as (ih, iw, 3) uint8 RGB; raise :class:`BadSampleError`."""
         name = self.samples.image(index)
-        return read_image_rgb(self.root / "images" / name, name)
+        return read_image_rgb(self._file(name), name)
 
     def read_image_bytes(self, index: int) -> bytes:
         """The encoded file of image ``index``; raise :class:`BadSampleError`."""
         name = self.samples.image(index)
-        return read_file_bytes(self.root / "images" / name, name)
+        return read_file_bytes(self._file(name), name)
+
+    def _file(self, name: str) -> AnyPath:
+        """``images/NAME``, confined to the dataset's ``images/`` (:func:`confined`)."""
+        return confined(self.root / "images", name, self.follow_symlinks)
 
     def _read_layer(self, name: str) -> np.ndarray:
         """(sh, sw) int32 label numbers of one mask file: red + 256 x green (an RGB file is
         read as it is, other modes converted to RGB first)."""
-        path = self.root / "images" / name
-        try:
-            with Image.open(storage.readable(path)) as img:
-                img.load()
-                rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as err:
-            raise BadSampleError(f"unreadable mask {name}: {err}") from None
+        path = self._file(name)
+        with decoding(f"mask {name}"), Image.open(storage.readable(path)) as img:
+            img.load()
+            rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
         if rgb.shape[:2] != self.mask_shape:
             raise BadSampleError(
                 f"mask {name} is {rgb.shape[1]}x{rgb.shape[0]}, expected "

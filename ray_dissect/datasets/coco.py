@@ -62,6 +62,7 @@ from ray_dissect.datasets.base import (
     BadSampleError,
     Sample,
     Vocabulary,
+    confined,
     load_annotations,
     read_file_bytes,
     read_image_rgb,
@@ -195,6 +196,7 @@ class CocoDataset:
 
     def __init__(self, spec: CocoDatasetSpec) -> None:
         self.root = storage.location(spec.root)
+        self.follow_symlinks = spec.follow_symlinks
         if not self.root.is_dir():
             raise DatasetError("dataset.root is not a directory", given=spec.root,
                                expected="the COCO image directory (e.g. val2017/)",
@@ -279,12 +281,12 @@ class CocoDataset:
     def read_image(self, index: int) -> np.ndarray:
         """Decode image ``index`` as (h, w, 3) uint8 RGB; raise :class:`BadSampleError`."""
         name = self.samples[index].image
-        return read_image_rgb(self.root / name, name)
+        return read_image_rgb(confined(self.root, name, self.follow_symlinks), name)
 
     def read_image_bytes(self, index: int) -> bytes:
         """The encoded file of image ``index``; raise :class:`BadSampleError`."""
         name = self.samples[index].image
-        return read_file_bytes(self.root / name, name)
+        return read_file_bytes(confined(self.root, name, self.follow_symlinks), name)
 
     def label_masks(self, index: int) -> dict[int, np.ndarray]:
         """Label number -> (S, S) bool mask of every kept label present in image ``index``.
@@ -327,7 +329,8 @@ class CocoDataset:
             return []
         png, segments = entry
         h, w = self.samples[index].image_size
-        ids = read_segment_ids(self._png_dir / png, png, h, w)[rows, cols]
+        path = confined(self._png_dir, png, self.follow_symlinks)
+        ids = read_segment_ids(path, png, h, w)[rows, cols]
         return [(self._panoptic_label[cid], ids == sid) for sid, cid in segments]
 
     def read_labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ray_dissect import storage
-from ray_dissect.datasets.base import BadSampleError, load_annotations
+from ray_dissect.datasets.base import BadSampleError, decoding, load_annotations
 from ray_dissect.errors import DatasetError
 from ray_dissect.storage import AnyPath
 
@@ -130,14 +130,11 @@ def read_segment_ids(path: AnyPath, name: str, height: int, width: int) -> np.nd
         BadSampleError: the PNG (named ``name``) is missing, unreadable, not RGB or not
             ``height`` x ``width``.
     """
-    try:
-        with Image.open(storage.readable(path)) as img:
-            img.load()
-            mode = img.mode
-            rgb = np.asarray(img.convert("RGB"), dtype=np.int64) \
-                if mode in ("RGB", "RGBA", "P") else None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise BadSampleError(f"unreadable panoptic PNG {name}: {err}") from None
+    with decoding(f"panoptic PNG {name}"), Image.open(storage.readable(path)) as img:
+        img.load()
+        mode = img.mode
+        rgb = np.asarray(img.convert("RGB"), dtype=np.int64) \
+            if mode in ("RGB", "RGBA", "P") else None
     if rgb is None:
         raise BadSampleError(f"panoptic PNG {name} has mode {mode}, expected RGB")
     if rgb.shape[:2] != (height, width):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ray_dissect import storage
-from ray_dissect.datasets.base import Sample, read_image_rgb
+from ray_dissect.datasets.base import Sample, confined, read_image_rgb
 from ray_dissect.errors import DatasetError
 from ray_dissect.spec import ImagesDatasetSpec
 
@@ -64,6 +64,7 @@ class ImageFolderDataset:
 
     def __init__(self, spec: ImagesDatasetSpec) -> None:
         self.root = storage.location(spec.root)
+        self.follow_symlinks = spec.follow_symlinks
         if not self.root.is_dir():
             raise DatasetError("dataset.root is not a directory", given=spec.root,
                                expected="a folder of images",
@@ -83,4 +84,4 @@ class ImageFolderDataset:
     def read_image(self, index: int) -> np.ndarray:
         """Decode image ``index`` as (h, w, 3) uint8 RGB; raise :class:`BadSampleError`."""
         name = self.samples[index].image
-        return read_image_rgb(self.root / name, name)
+        return read_image_rgb(confined(self.root, name, self.follow_symlinks), name)

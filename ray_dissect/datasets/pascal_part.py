@@ -332,7 +332,7 @@ def read_annotation(path: str | Path | AnyPath) -> Annotation:
 
     where = storage.location(path)
     unreadable = (OSError, ValueError, TypeError, EOFError, IndexError, NotImplementedError,
-                  MatReadError, zlib.error)  # IndexError: a header of 5-127 bytes
+                  MatReadError, zlib.error, MemoryError)  # IndexError: a 5-127 byte header
     try:
         mat = loadmat(storage.readable(where))
     except unreadable as error:

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ray_dissect import storage
-from ray_dissect.datasets.base import Sample, Vocabulary, read_image_rgb
+from ray_dissect.datasets.base import Sample, Vocabulary, confined, read_image_rgb
 from ray_dissect.datasets.pascal_part import (
     PART_NAMES,
     VOC_CLASSES,
@@ -109,6 +109,7 @@ class PascalPartDataset:
     def __init__(self, spec: PascalPartDatasetSpec) -> None:
         self.root = _directory(spec.root, "root", "Annotations_Part/ (the .mat files)")
         self.images = _directory(spec.images, "images", "JPEGImages/ (the VOC images)")
+        self.follow_symlinks = spec.follow_symlinks
         self.vocab = pascal_vocabulary(spec.categories)
         files = annotation_files(self.root)
         if not files:
@@ -125,7 +126,7 @@ class PascalPartDataset:
     def read_image(self, index: int) -> np.ndarray:
         """Decode image ``index`` as (h, w, 3) uint8 RGB; raise :class:`BadSampleError`."""
         name = self.samples[index].image
-        return read_image_rgb(self.images / name, name)
+        return read_image_rgb(confined(self.images, name, self.follow_symlinks), name)
 
     def read_labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and sample the annotation of image ``index``.
@@ -138,7 +139,8 @@ class PascalPartDataset:
         Raises:
             BadAnnotation: the ``.mat`` file is missing, corrupt or malformed.
         """
-        masks = decode(read_annotation(self.root / self.files[index]))
+        path = confined(self.root, self.files[index], self.follow_symlinks)
+        masks = decode(read_annotation(path))
         layers = {"object": masks.object,
                   "part": np.where(masks.part > 0, masks.part + PART_OFFSET, 0)}
         pixel = np.stack([resample(layers[c], self.mask_shape) for c in self.vocab.categories])

@@ -2,6 +2,7 @@
 
     spec.json                the validated spec (canonical JSON)
     manifest.json            spec hash, stage hashes, progress (ray_dissect.job.manifest)
+    .lock                    the writer holding the directory (ray_dissect.job.lock)
     concepts.zarr            data/set_ids (N, sh, sw) uint32 + done/set_ids
     concepts/shard_*.npz     per-shard set tables;  concepts/index.npz  the merged index
     activations.zarr         data/<layer> (N, units, h, w) float32 + done/<layer>
@@ -21,9 +22,10 @@
     prism.zarr               data/components, rgb, codes, presence, variance, ... + done/
     records/<layer>.jsonl    one UnitRecord per unit;  summary.json;  errors.jsonl
 
-Every Zarr store holds its arrays under ``data/`` and their done markers under ``done/``
-(:mod:`ray_dissect.storage.arrays`). What each stage writes is declared by its module
-(``Stage.outputs``, :mod:`ray_dissect.pipeline.stages`).
+Every Zarr store holds its arrays under ``data/`` and their done markers under ``done/``, with
+``digests/<array>/<shard>.json`` beside them (:mod:`ray_dissect.storage.arrays`); a ``.done``
+marker holds its stage's hash and its part's sha256 (:mod:`ray_dissect.job.markers`). What each
+stage writes is declared by its module (``Stage.outputs``, :mod:`ray_dissect.pipeline.stages`).
 """
 
 from __future__ import annotations

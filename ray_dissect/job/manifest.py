@@ -17,9 +17,10 @@ import socket
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ray_dissect import storage
+from ray_dissect.errors import StoreError
 from ray_dissect.storage import AnyPath
 
 
@@ -59,7 +60,7 @@ class RunInfo(BaseModel):
     finished: float | None = None
     host: str
     pid: int
-    status: Literal["running", "finished", "failed"] = "running"
+    status: Literal["running", "finished", "failed", "interrupted"] = "running"
     error: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
 
@@ -83,11 +84,25 @@ def new_manifest(spec_hash: str, stage_hashes: dict[str, str], version: str) -> 
 
 
 def read_manifest(root: AnyPath) -> Manifest | None:
-    """The manifest of a job directory, or None when there is none."""
+    """The manifest of a job directory, or None when there is none.
+
+    Raises:
+        StoreError: the manifest exists but is not a readable manifest (one line, exit 5).
+    """
     try:
         return Manifest.model_validate_json(storage.read_text(root / "manifest.json"))
     except FileNotFoundError:
         return None
+    except (ValidationError, UnicodeDecodeError, OSError) as err:
+        raise StoreError(f"{str(root / 'manifest.json')!r} is corrupt ({_first_line(err)})",
+                         expected="the manifest a `ray-dissect run` writes",
+                         hint="`ray-dissect resume DIR` rebuilds it from DIR/spec.json and the "
+                              "done markers") from None
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error's message, without pydantic's URL lines."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def write_manifest(root: AnyPath, manifest: Manifest) -> None:

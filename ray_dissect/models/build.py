@@ -18,6 +18,7 @@ from typing import Any
 from ray_dissect.errors import LayerNotFoundError, ModelError, SpecError, UserCodeError
 from ray_dissect.models.layout import map_shape
 from ray_dissect.spec import CheckpointWeights, LayerLayout, ModelSpec
+from ray_dissect.spec.messages import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ def check_layers(model: Any, layers: Sequence[str]) -> None:
         if layer not in names:
             close = sorted(n for n in names if n.split(".")[0] == layer.split(".")[0])[:3]
             raise LayerNotFoundError(
-                f"job spec field 'layers': {layer!r} is not a module of the model",
+                f"job spec field 'layers': {layer!r} is not a module of the model"
+                f"{did_you_mean(layer, sorted(names))}",
                 expected=f"a name from named_modules(), e.g. {close or sorted(names)[:3]}",
                 hint=LAYERS_HINT)
 
@@ -203,8 +205,10 @@ def expand_layers(model: Any, patterns: Sequence[str]) -> tuple[str, ...]:
         found = _matches(model, pattern)
         if not found:
             kinds = sorted({type(m).__name__ for _, m in model.named_modules()})[:6]
+            names = [name for name, _ in model.named_modules() if name]
             raise LayerNotFoundError(
-                f"job spec field 'layers': {pattern!r} selects no module of the model",
+                f"job spec field 'layers': {pattern!r} selects no module of the model"
+                f"{did_you_mean(pattern, names)}",
                 expected=f"a module name, a glob like 'features.*' or a type like "
                          f"'type:{kinds[0] if kinds else 'ReLU'}'", hint=LAYERS_HINT)
         out.update(dict.fromkeys(found))

@@ -64,6 +64,8 @@ class JobContext:
         parts: per-stage scratch for results that arrive before a work unit is whole.
         timings: fixed costs an executor measured during the current stage (seconds, e.g.
             ``activations.actor_spawn``); the runner moves them to the manifest's run timings.
+        stage_hash: the hash of the stage now running (set by the runner), which its done
+            markers record (:mod:`ray_dissect.job.markers`).
     """
 
     spec: JobSpec
@@ -79,6 +81,7 @@ class JobContext:
     records: dict[str, list[UnitRecord]] = field(default_factory=dict)
     parts: dict[Any, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    stage_hash: str = ""
 
     def unit_blocks(self) -> list[tuple[str, tuple[int, int]]]:
         """(layer, (u0, u1)) of every block of ``units_per_task`` units, in layer order."""

@@ -7,7 +7,10 @@ here, in table order: ``check_dataset`` before the model is built, ``check`` onc
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from pydantic import ValidationError
 
 from ray_dissect import __version__, storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
@@ -22,6 +25,7 @@ from ray_dissect.job.manifest import (
 )
 from ray_dissect.models.build import build_model, check_layers, expand_layers, probe_layers
 from ray_dissect.pipeline.stage import ModelInfo, Shapes
+from ray_dissect.pipeline.status import used_stages
 from ray_dissect.pipeline.table import (
     job_manifest,
     stage,
@@ -31,7 +35,10 @@ from ray_dissect.pipeline.table import (
     stale_stages,
 )
 from ray_dissect.spec import JobSpec
+from ray_dissect.spec.messages import did_you_mean
 from ray_dissect.storage import AnyPath
+
+log = logging.getLogger(__name__)
 
 
 def preflight(spec: JobSpec
@@ -77,6 +84,7 @@ def check_model(spec: JobSpec, images: int
     if layers != spec.layers:
         spec = spec.model_copy(update={"layers": layers})
     check_layers(model, spec.layers)
+    check_classifier(model, spec)
     shapes = _layer_shapes(model, spec)
     info = ModelInfo(model, shapes, images)
     extra: Shapes = {}
@@ -84,6 +92,29 @@ def check_model(spec: JobSpec, images: int
         if s.check is not None:
             extra |= s.check(spec, info)
     return spec, shapes | extra
+
+
+def check_classifier(model: Any, spec: JobSpec) -> None:
+    """``model.classifier``, when named, must be a module with a 2-D ``weight`` (classes x
+    units; the report's classes page reads it).
+
+    Raises:
+        SpecError: no such module (with its close match), or one without a 2-D weight.
+    """
+    name = spec.model.classifier
+    if name is None:
+        return
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise SpecError(f"job spec field 'model.classifier': {name!r} is not a module of the "
+                        f"model{did_you_mean(name, [n for n in modules if n])}",
+                        hint="name the linear head, e.g. '_fc' or 'fc'; see `ray-dissect "
+                             "layers JOB.yaml`")
+    weight = getattr(modules[name], "weight", None)
+    if getattr(weight, "ndim", 0) != 2:
+        raise SpecError(f"job spec field 'model.classifier': {name!r} has no (classes, units) "
+                        "weight", given=type(modules[name]).__name__,
+                        expected="a linear module", hint="name the model's last Linear")
 
 
 def _layer_shapes(model: Any, spec: JobSpec) -> Shapes:
@@ -130,7 +161,7 @@ def require_concepts(spec: JobSpec, dataset: ImageDataset) -> ImageDataset:
 def _refuse_or_clear(spec: JobSpec, job: JobDir, old: Manifest, force: bool) -> None:
     stale = stale_stages(old, spec)
     if not force:
-        kept = [s for s in stage_names() if s not in stale]
+        kept = [s for s in used_stages(job.root) if s not in stale]  # the old job's stages
         raise SpecError(
             f"output directory {str(job.root)!r} holds a different job (spec "
             f"{old.spec_hash}, this one {spec.spec_hash()}); changed stages: "
@@ -148,16 +179,69 @@ def _with_every_stage(manifest: Manifest, spec: JobSpec) -> Manifest:
     return manifest
 
 
+def _stored_spec(root: AnyPath) -> JobSpec | None:
+    """The spec in ``DIR/spec.json``, or None when it is missing or unreadable."""
+    try:
+        return JobSpec.model_validate_json(storage.read_text(root / "spec.json"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValidationError):
+        log.warning("%s is unreadable", root / "spec.json")
+        return None
+
+
+def _has_outputs(root: AnyPath) -> bool:
+    """Whether ``root`` holds any stage output (more than a spec and a manifest)."""
+    return any(name not in ("spec.json", "manifest.json") for name in storage.list_files(root))
+
+
+def _old_manifest(spec: JobSpec, root: AnyPath, force: bool) -> Manifest | None:
+    """The manifest of the job in ``root``: ``manifest.json``, or, when it is missing or
+    corrupt, one rebuilt from ``spec.json`` (its stage hashes; the done markers say what is
+    done). A directory with outputs but neither is refused without ``force`` (with it, every
+    output is removed)."""
+    try:
+        manifest = read_manifest(root)
+    except StoreError as err:
+        log.warning("%s; rebuilding it from spec.json", err.what)
+        manifest = None
+    if manifest is not None:
+        return manifest
+    stored = _stored_spec(root)
+    if stored is not None:
+        if _has_outputs(root):
+            log.warning("%s has no readable manifest; rebuilt from its spec.json", root)
+        return job_manifest(stored, __version__)
+    if _has_outputs(root):
+        _clear_unknown(root, force)
+    return None
+
+
+def _clear_unknown(root: AnyPath, force: bool) -> None:
+    """Outputs nothing names the spec of: refused, or with ``force`` removed."""
+    if not force:
+        raise SpecError(f"output directory {str(root)!r} holds job outputs but no readable "
+                        "manifest.json or spec.json, so what they belong to is unknown",
+                        hint="choose a new --out, or pass --force to remove them and start over")
+    log.warning("removing the outputs of an unknown job in %s (--force)", root)
+    job = JobDir(root)
+    for name in stage_names():
+        for output in stage(name).outputs(job):
+            storage.remove_tree(output)
+
+
 def prepare_job_dir(spec: JobSpec, root: AnyPath, force: bool = False
                     ) -> tuple[JobDir, Manifest]:
     """Create the job directory, or check that an existing one holds the same job.
 
-    With ``force``, a directory holding another spec is reused: the outputs of the stages
-    whose inputs changed (and of every later stage) are removed, earlier ones are kept.
+    The job there is the one of its manifest, or of its ``spec.json`` when the manifest is
+    missing or corrupt (:func:`_old_manifest`). With ``force``, a directory holding another
+    spec is reused: the outputs of the stages whose inputs changed (and of every later stage)
+    are removed, earlier ones are kept.
     """
     job = JobDir(root)
     try:
-        old = read_manifest(root)
+        old = _old_manifest(spec, root, force)
         if old is not None and old.spec_hash != spec.spec_hash():
             _refuse_or_clear(spec, job, old, force)
             old = None

@@ -8,6 +8,7 @@ debugging). Both produce the same job directory.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -18,6 +19,7 @@ from typing import Any
 
 from ray_dissect import __version__, storage
 from ray_dissect.job.layout import JobDir
+from ray_dissect.job.lock import job_lock
 from ray_dissect.job.manifest import Manifest, start_run, write_manifest
 from ray_dissect.job.progress import Progress, QuietProgress, Tracker, process_age
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
@@ -29,6 +31,7 @@ from ray_dissect.records.schema import JobSummary, Provenance
 from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
 
+log = logging.getLogger(__name__)
 OnDone = Callable[[int, Any], None]
 Executor = Callable[[Stage, Plan, JobContext, OnDone], None]
 
@@ -70,6 +73,7 @@ def run_in_flight(work: Callable[[tuple[Any, ...]], Any], calls: list[tuple[Any,
 
 def _run_stage(stage: Stage, ctx: JobContext, tracker: Tracker, execute: Executor) -> None:
     t0 = time.perf_counter()
+    ctx.stage_hash = tracker.manifest.stages[stage.name].hash
     plan = stage.plan(ctx)
     if plan is None:
         tracker.skip(stage.name)
@@ -105,68 +109,96 @@ def _execute(stage: Stage, plan: Plan, ctx: JobContext, tracker: Tracker,
 
 def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = execute_locally,
                *, progress: Progress | None = None, force: bool = False,
-               session: Callable[[], AbstractContextManager[Any]] = nullcontext,
-               slow_session: bool = False) -> JobSummary:
+               session: Callable[[], AbstractContextManager[Any]] = nullcontext
+               ) -> JobSummary:
     """Run (or resume) a whole job into ``out``; return its summary (also summary.json).
 
     The dataset, the model and the job directory are checked before ``session`` (e.g. a Ray
-    connection) opens; with ``slow_session`` (a local Ray cluster starting) the model is
-    checked while it opens (:func:`_check_model_meanwhile`), and a failed check ends the
-    session again. A failed check creates nothing. Work units finished by an earlier run of
+    connection or a local cluster's start-up) opens: a layer typo is refused in seconds. A
+    failed check creates nothing. Work units finished by an earlier run of
     the same spec in ``out`` are not redone; the manifest records each run and whether it
     finished.
     """
     age, t0 = process_age(), time.perf_counter()
     dataset = check_dataset(spec)
     opened = time.perf_counter() - t0
-    with ExitStack() as stack:
-        spec, shapes, job, manifest, startup = _open(spec, len(dataset), out, force, session,
-                                                     slow_session, stack)
-        startup["preflight"] += opened
-        run = start_run(manifest)
-        tracker = Tracker(job.root, manifest, progress or QuietProgress())
-        _record_startup(tracker, age, startup)
-        provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(),
-                                package_version=__version__)
-        ctx = JobContext(spec, job, dataset, shapes, provenance)
-        try:
-            for stage in stages():
-                _run_stage(stage, ctx, tracker, execute)
-            closing = time.perf_counter()
-            stack.close()
-            tracker.record("ray_shutdown", time.perf_counter() - closing)
-            with tracker.timed("results"):
-                summary = write_summary(ctx, manifest)
-        except BaseException as err:
-            run.status, run.error = "failed", f"{type(err).__name__}: {err}"
-            run.finished = time.time()
-            write_manifest(job.root, manifest)
-            raise
-    run.status, run.finished = "finished", time.time()
-    write_manifest(job.root, manifest)
+    with ExitStack() as held:
+        with ExitStack() as stack:
+            spec, shapes, job, manifest, startup = _open(
+                spec, len(dataset), out, force, session, stack, held)
+            startup["preflight"] += opened
+            run = start_run(manifest)
+            tracker = Tracker(job.root, manifest, progress or QuietProgress())
+            _record_startup(tracker, age, startup)
+            provenance = Provenance(job=spec.name, spec_hash=spec.spec_hash(),
+                                    package_version=__version__)
+            ctx = JobContext(spec, job, dataset, shapes, provenance)
+            try:
+                summary = _run_all(ctx, tracker, execute, stack)
+            except BaseException as err:
+                _record_failure(job, manifest, err)
+                raise
+        run.status, run.finished = "finished", time.time()
+        write_manifest(job.root, manifest)
     return summary
 
 
-def _open(spec: JobSpec, images: int, out: str | Path | AnyPath, force: bool,
-          session: Callable[[], AbstractContextManager[Any]], slow_session: bool,
-          stack: ExitStack) -> tuple[JobSpec, dict[str, tuple[int, ...]], JobDir, Manifest,
-                                     dict[str, float]]:
-    """Check the model (while ``session`` opens on ``stack`` when ``slow_session``), prepare
-    the job directory, then open ``session`` if not yet open. Returns the checked spec, the
-    layer shapes, the job directory, its manifest and the seconds of ``preflight`` (the
-    model's part), ``prepare`` and ``ray_init``."""
-    if slow_session:
-        spec, shapes, startup = _check_model_meanwhile(spec, images, session, stack)
+def _run_all(ctx: JobContext, tracker: Tracker, execute: Executor, stack: ExitStack
+             ) -> JobSummary:
+    """Every stage in order, then close ``stack`` (the session) and write the results."""
+    for stage in stages():
+        _run_stage(stage, ctx, tracker, execute)
+    closing = time.perf_counter()
+    stack.close()
+    tracker.record("ray_shutdown", time.perf_counter() - closing)
+    with tracker.timed("results"):
+        return write_summary(ctx, tracker.manifest)
+
+
+def _record_failure(job: JobDir, manifest: Manifest, err: BaseException) -> None:
+    """Mark the latest run ``interrupted`` (Ctrl-C) or ``failed`` (with its error)."""
+    run = manifest.runs[-1]
+    if isinstance(err, KeyboardInterrupt):
+        run.status, run.error = "interrupted", "interrupted by Ctrl-C"
     else:
-        spec, shapes, startup = _check_model(spec, images)
+        run.status, run.error = "failed", f"{type(err).__name__}: {err}"
+    run.finished = time.time()
+    write_manifest(job.root, manifest)
+
+
+def _open(spec: JobSpec, images: int, out: str | Path | AnyPath, force: bool,
+          session: Callable[[], AbstractContextManager[Any]], stack: ExitStack,
+          held: ExitStack
+          ) -> tuple[JobSpec, dict[str, tuple[int, ...]], JobDir, Manifest, dict[str, float]]:
+    """Check the model (before any session: never overlapped with Ray's start-up), lock the
+    job directory (on ``held``: :mod:`ray_dissect.job.lock`), remove the temporaries killed
+    writers left, prepare it, then open ``session``. Returns the checked
+    spec, the layer shapes, the job directory, its manifest and the seconds of ``preflight``
+    (the model's part), ``prepare`` and ``ray_init``."""
+    root = storage.location(out)
+    locked = _exists(root)  # an existing DIR is locked at once: a busy one is refused
+    if locked:              # before Ray starts; a new one only once the checks passed
+        held.enter_context(job_lock(root, "run"))
+    spec, shapes, startup = _check_model(spec, images)
     t0 = time.perf_counter()
-    job, manifest = prepare_job_dir(spec, storage.location(out), force)
+    if not locked:
+        held.enter_context(job_lock(root, "run"))
+    for stale in storage.remove_temporaries(root):
+        log.warning("removed %s, a temporary file a killed run left in %s", stale, root)
+    job, manifest = prepare_job_dir(spec, root, force)
     startup["prepare"] = time.perf_counter() - t0
-    if not slow_session:
-        t1 = time.perf_counter()
-        stack.enter_context(session())
-        startup["ray_init"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    stack.enter_context(session())
+    startup["ray_init"] = time.perf_counter() - t1
     return spec, shapes, job, manifest, startup
+
+
+def _exists(root: AnyPath) -> bool:
+    """Whether the job directory exists (unreachable counts as not: the lock says why)."""
+    try:
+        return bool(root.exists())
+    except OSError:
+        return False
 
 
 def _check_model(spec: JobSpec, images: int
@@ -177,39 +209,12 @@ def _check_model(spec: JobSpec, images: int
     return checked, shapes, {"preflight": time.perf_counter() - t0}
 
 
-def _check_model_meanwhile(spec: JobSpec, images: int,
-                           session: Callable[[], AbstractContextManager[Any]],
-                           stack: ExitStack
-                           ) -> tuple[JobSpec, dict[str, tuple[int, ...]], dict[str, float]]:
-    """Open ``session`` on ``stack`` here while a thread builds and checks the model
-    (:func:`~ray_dissect.pipeline.prepare.check_model`: importing torch and torchvision,
-    ~3 s, overlaps Ray's start-up, ~5 s, which mostly waits on Ray's own processes).
-
-    Returns the checked spec, the layer shapes and the seconds of ``preflight`` (the model
-    check) and ``ray_init`` (the session's opening); either's error is raised once both are
-    over (the session is then ended by ``stack``); when both fail, the check's.
-    """
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(1, thread_name_prefix="preflight") as pool:
-        checking = pool.submit(_check_model, spec, images)
-        try:
-            stack.enter_context(session())
-        except BaseException:
-            if (error := checking.exception()) is not None:
-                raise error from None  # the spec's error first: it needs no Ray to fix
-            raise
-        ray_init = time.perf_counter() - t0
-        checked, shapes, seconds = checking.result()
-    return checked, shapes, seconds | {"ray_init": ray_init}
-
-
 def _record_startup(tracker: Tracker, age: float | None, seconds: dict[str, float]) -> None:
     """The run's costs before its first stage, in this order: the process's age when the run
     began (``process``: interpreter start-up and imports for the CLI), checking the spec
     against the dataset and the model (``preflight``: parsing the dataset index, building the
     model, probing its layers), preparing the job directory (``prepare``) and opening the Ray
-    session (``ray_init``; with a slow session it overlaps the model's part of the
-    preflight)."""
+    session (``ray_init``)."""
     order = ("preflight", "prepare", "ray_init")
     tracker.record_all(({"process": age} if age is not None else {})
                        | {key: seconds[key] for key in order})

@@ -20,6 +20,7 @@ from ray_dissect.job.layout import JobDir
 from ray_dissect.pipeline.context import JobContext, Plan
 from ray_dissect.report.pages import ReportPage
 from ray_dissect.spec import SCHEDULING_FIELDS, JobSpec
+from ray_dissect.spec.base import hashed_data
 from ray_dissect.storage import AnyPath
 
 Covers = Callable[[dict[str, Any], JobSpec], dict[str, Any]]
@@ -101,9 +102,11 @@ def resources(data: dict[str, Any]) -> dict[str, Any]:
 
 def section(spec: JobSpec, group: Literal["analyses", "studies"], name: str
             ) -> dict[str, Any] | None:
-    """``spec.<group>.<name>`` as JSON, None when the spec leaves it out."""
+    """``spec.<group>.<name>`` as JSON without the fields added later that hold their defaults
+    (:func:`~ray_dissect.spec.base.hashed_data`: so a stage's hash stays the one earlier
+    versions wrote), None when the spec leaves it out."""
     value = getattr(getattr(spec, group), name)
-    return value.model_dump(mode="json") if value is not None else None
+    return hashed_data(value) if value is not None else None
 
 
 def label_inputs(data: dict[str, Any], *fields: str) -> dict[str, Any]:

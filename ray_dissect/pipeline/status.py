@@ -10,10 +10,44 @@ import os
 import socket
 import time
 
+from ray_dissect import storage
 from ray_dissect.errors import StoreError
+from ray_dissect.job.lock import describe, read_holder
 from ray_dissect.job.manifest import Manifest, RunInfo, read_manifest
 from ray_dissect.pipeline.table import stage_names
+from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
+
+ANALYSIS_STAGES = {"attribution": "attribution", "prism_pca": "prism", "prism": "prism",
+                   "receptive_fields": "receptive_fields"}
+STUDY_STAGES = {"threshold_sweep": "threshold_sweep", "ranges_importance": "ranges_importance",
+                "unit_ablation": "unit_ablation", "concept_blackout_iou": "concept_blackout",
+                "concept_blackout": "concept_blackout"}
+
+
+def stage_used(name: str, spec: JobSpec) -> bool:
+    """Whether a job of ``spec`` runs stage ``name`` (its plan is not None): the concept
+    stages only when it dissects, masking only with ``concept_masking``, an analysis or a
+    study only when its section is set; extraction, top images and any other stage always."""
+    if name in ("concepts", "thresholds", "scoring"):
+        return spec.dissects
+    if name == "masking":
+        return bool(getattr(spec.method, "concept_masking", False))
+    if name in ANALYSIS_STAGES:
+        return getattr(spec.analyses, ANALYSIS_STAGES[name]) is not None
+    if name in STUDY_STAGES:
+        return getattr(spec.studies, STUDY_STAGES[name]) is not None
+    return True
+
+
+def used_stages(root: AnyPath) -> tuple[str, ...]:
+    """The stages the job in ``root`` runs, in order (every stage without a readable
+    ``spec.json``)."""
+    try:
+        spec = JobSpec.model_validate_json(storage.read_text(root / "spec.json"))
+    except (FileNotFoundError, ValueError):
+        return stage_names()
+    return tuple(name for name in stage_names() if stage_used(name, spec))
 
 
 def _alive(run: RunInfo) -> str:
@@ -43,7 +77,10 @@ def render_status(root: AnyPath) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
         lines.append(f"latest run: {_alive(run)} (started {when}, pid {run.pid}, "
                      f"{len(manifest.runs)} run(s))" + (f": {run.error}" if run.error else ""))
-    names = stage_names()
+    holder = read_holder(root)
+    if holder is not None:
+        lines.append(f"locked by {describe(holder)}")
+    names = used_stages(root)
     w = max(len(name) for name in names)
     lines.append(f"{'stage':<{w}} {'state':<8} {'done/total':>12} {'this run':>9} "
                  f"{'seconds':>9} {'bad':>5}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_dissect.job.manifest import Manifest, new_manifest
+from ray_dissect.job.progress import Progress
 from ray_dissect.pipeline.stage import Stage
 from ray_dissect.pipeline.stages import (
     activations,
@@ -144,8 +145,8 @@ def report_pages() -> tuple[ReportPage, ...]:
 
 
 def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
-                 options: ReportOptions | None = None, renderer: Renderer | None = None
-                 ) -> ReportResult:
+                 options: ReportOptions | None = None, renderer: Renderer | None = None,
+                 progress: Progress | None = None) -> ReportResult:
     """A job's report with every stage's pages (``ray_dissect.build_report``): see
     :func:`ray_dissect.report.build.build_report`, given :func:`report_pages`."""
-    return _build(results, out, options, renderer, pages=report_pages())
+    return _build(results, out, options, renderer, pages=report_pages(), progress=progress)

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ray_dissect import storage
+from ray_dissect.errors import StoreError
 from ray_dissect.records.schema import RECORD_TYPES, UnitRecord
 from ray_dissect.records.studies import STUDY_RECORD_TYPES
 from ray_dissect.storage import AnyPath
@@ -23,17 +24,26 @@ def write_jsonl(path: AnyPath, records: Iterable[BaseModel]) -> None:
 
 
 def read_jsonl(path: AnyPath, kind: type[R]) -> Iterator[R]:
-    """Read and validate a JSON Lines file of ``kind`` records."""
-    for line in storage.read_text(path).splitlines():
+    """Read and validate a JSON Lines file of ``kind`` records.
+
+    Raises:
+        StoreError: a line is not a valid record (a truncated or damaged file), one line
+            naming the file and the line number.
+    """
+    for number, line in enumerate(storage.read_text(path).splitlines(), 1):
         if line.strip():
-            yield kind.model_validate_json(line)
+            try:
+                yield kind.model_validate_json(line)
+            except ValidationError as err:
+                raise StoreError(f"{str(path)!r} line {number} is not a valid {kind.__name__} "
+                                 f"({err.errors()[0]['msg']})", expected="a complete file",
+                                 hint="delete it and its .done marker, then resume to redo it"
+                                 ) from None
 
 
 def read_unit_records(path: AnyPath) -> Iterator[UnitRecord]:
-    """Read and validate a ``records/<layer>.jsonl`` file."""
-    for line in storage.read_text(path).splitlines():
-        if line.strip():
-            yield UnitRecord.model_validate_json(line)
+    """Read and validate a ``records/<layer>.jsonl`` file (raises as :func:`read_jsonl`)."""
+    return read_jsonl(path, UnitRecord)
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

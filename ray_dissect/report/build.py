@@ -36,6 +36,7 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.job.layout import layer_key, unit_blocks
+from ray_dissect.job.progress import Progress, QuietProgress
 from ray_dissect.report import pages as pg
 from ray_dissect.report import plots
 from ray_dissect.report.catalog import (
@@ -51,6 +52,7 @@ from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
 from ray_dissect.report.pages import Nav, ReportPage
 from ray_dissect.report.render import Classes, render_block
 from ray_dissect.report.tiles import TileStyle
+from ray_dissect.report.visual_pages import names_for
 from ray_dissect.report.visuals import rf_layer_context
 from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath
@@ -68,7 +70,7 @@ class ReportResult:
 
     Attributes:
         out: the report directory; ``index`` its ``index.html``.
-        pages: HTML pages the driver wrote (unit pages are the render blocks').
+        pages: HTML pages of the site: the driver's and the unit pages.
         blocks: render blocks (done or redone).
         estimate: the size estimated before building, bytes.
         seconds: wall time.
@@ -100,7 +102,8 @@ def render_calls(results: JobResults, options: ReportOptions, weights: np.ndarra
 
 def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
                  options: ReportOptions | None = None, renderer: Renderer | None = None,
-                 pages: Sequence[ReportPage] = ()) -> ReportResult:
+                 pages: Sequence[ReportPage] = (), progress: Progress | None = None
+                 ) -> ReportResult:
     """Build the static site of a (finished or partial) job directory.
 
     Args:
@@ -114,8 +117,12 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
         pages: the pages the stages add (nav entry and writer), in nav order; those the job
             has are linked and written. :func:`ray_dissect.build_report` passes every
             stage's (:func:`ray_dissect.pipeline.table.report_pages`).
+        progress: told ``start("report", blocks + 1)``, then one step per render block
+            (by the default renderer; a given renderer advances it itself) and one when the
+            site's pages are written.
     """
     start, options = time.perf_counter(), options or ReportOptions()
+    progress = progress or QuietProgress()
     root = storage.location(out) if out is not None else results.root / "report"
     style = options.tile_style(results.image_side())
     estimate = size_estimate(results, _rows(results), 10, style.size, style.thumb)
@@ -123,6 +130,7 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
     weights, message = head_weights(results)
     shown = [page for page in pages if page.present(results)]
     calls = render_calls(results, options, weights, pg.nav_links(shown))
+    progress.start("report", len(calls) + 1)
     for layer in results.layers:
         if results.records(layer) and results.feature_shape(layer) is None:
             log.warning("no activations for layer %r: its report shows no tiles", layer)
@@ -131,6 +139,7 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
                    ) -> Iterable[BlockTiles]:
         for layer, units, classes, nav in todo:
             yield render_block(results, layer, units, where, opts, classes, nav)
+            progress.advance("report")
 
     tiles: dict[str, dict[int, UnitTiles]] = {layer: {} for layer in results.layers}
     for block in (renderer or in_process)(calls, root, options):
@@ -139,9 +148,11 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
     _write_pages(site, results, tiles, style, estimate, (weights, message))
     for page in shown:
         page.write(site, results)
+    progress.advance("report")
     seconds = time.perf_counter() - start
-    log.info("report: %d pages, %d render blocks in %.1f s", site.pages, len(calls), seconds)
-    return ReportResult(root, root / "index.html", site.pages, len(calls), estimate, seconds)
+    count = site.pages + sum(t.page for layer in tiles.values() for t in layer.values())
+    log.info("report: %d pages, %d render blocks in %.1f s", count, len(calls), seconds)
+    return ReportResult(root, root / "index.html", count, len(calls), estimate, seconds)
 
 
 def _rows(results: JobResults) -> int:
@@ -187,9 +198,10 @@ def _classes_page(site: pg.Site, results: JobResults, cards: list[pg.Card],
     layer = results.layers[-1]
     table = class_table(weights, results.records(layer)) if weights is not None else []
     links = {c.unit: c.href.removeprefix("../") if c.href else None for c in cards}
+    names = names_for(results, len(weights)) if weights is not None else ()
     site.page("classes.html", "classes.html", message=message, table=table, n=10, layer=layer,
               classifier=results.spec.model.classifier, pages=links,
-              sprites=pg.sprite_links(cards))
+              sprites=pg.sprite_links(cards), names=dict(enumerate(names)))
 
 
 def _about_page(site: pg.Site, results: JobResults, style: TileStyle, estimate: int) -> None:

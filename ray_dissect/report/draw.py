@@ -221,6 +221,7 @@ class _Painter:
         dataset = results.dataset  # an image folder (method none) has no masks: 1 x 1
         self.mask_shape = dataset.mask_shape if isinstance(dataset, ConceptDataset) else (1, 1)
         self._sources: OrderedDict[tuple[int, int], tl.Source] = OrderedDict()
+        self._shared: set[str] = set()
 
     def source(self, index: int, size: int) -> tl.Source:
         key = (index, size)
@@ -253,7 +254,7 @@ class _Painter:
         if chosen:
             pixels = tl.sprite([drawn[p.key][1] for p in chosen], self.style)
             sprite = f"img/{self.key}/{unit}.jpg"
-            self._write(sprite, pixels)
+            self._write(sprite, pixels, self.style.sprite_quality)
             height, width = pixels.shape[:2]
         return UnitTiles(unit=unit, page=page, sprite=sprite, sprite_width=width,
                          sprite_height=height, sprite_rows=[p.key for p in chosen], rows=rows,
@@ -266,8 +267,7 @@ class _Painter:
         masks = tl.range_mask(stack, self.mask_shape, plan.lo, plan.hi, plan.inclusive)
         concepts = (np.stack([tl.formula_mask(plan.concept, *self.labels(i))
                               for i, _ in plan.images]) if plan.concept is not None else None)
-        views = tl.compose_row([self.source(i, self.style.size) for i, _ in plan.images],
-                               masks, concepts, self.style.views, self.style)
+        views = self._views(plan, masks, concepts)
         k = self.style.sprite_tiles
         small = [self.source(i, self.style.thumb) for i, _ in plan.images[:k]]
         thumbs = tl.compose_row(small, masks[:k], None, ["mask"], self.style)["mask"]
@@ -280,8 +280,20 @@ class _Painter:
                      zip(plan.images, peaks, masks, strict=True))]
         return {str(v): tiles for v, tiles in views.items()}, thumbs, infos
 
+    def _views(self, plan: RowPlan, masks: np.ndarray, concepts: np.ndarray | None
+               ) -> dict[tl.View, np.ndarray]:
+        """The full-size tiles per view, or (overlay style) the overlays' palette indices:
+        ``mask`` (k, size, size) and ``concept`` when the row outlines one."""
+        if not self.style.overlay:
+            return tl.compose_row([self.source(i, self.style.size) for i, _ in plan.images],
+                                  masks, concepts, self.style.views, self.style)
+        shown, outline = tl.overlay_indices(masks, concepts, self.style.size, self.style)
+        return {"mask": shown} if outline is None else {"mask": shown, "concept": outline}
+
     def _write_row(self, unit: int, plan: RowPlan, views: dict[str, np.ndarray],
                    thumbs: np.ndarray, infos: list[TileInfo]) -> RowTiles:
+        if self.style.overlay:
+            return self._write_overlays(unit, plan, views, infos)
         files, shape = {}, (0, 0)
         for view, tiles in views.items():
             name = f"units/{self.key}/{unit}_{plan.key}" + ("" if view == "mask" else f"_{view}")
@@ -292,7 +304,35 @@ class _Painter:
                         range_index=plan.range_index, seed=plan.seed, files=files,
                         width=int(shape[1]), height=int(shape[0]), tiles=infos)
 
-    def _write(self, rel: str, pixels: np.ndarray) -> None:
+    def _write_overlays(self, unit: int, plan: RowPlan, views: dict[str, np.ndarray],
+                        infos: list[TileInfo]) -> RowTiles:
+        """A row in the overlay style: its images once for the whole report
+        (:meth:`shared_source`), a transparent PNG strip per view over them."""
+        size, gap, files = self.style.size, self.style.gap, {}
+        for index, _ in plan.images:
+            self.shared_source(index)
+        for view, indices in views.items():
+            name = f"units/{self.key}/{unit}_{plan.key}" + ("" if view == "mask" else f"_{view}")
+            self._write_bytes(f"{name}.png", tl.encode_overlay(indices, size, gap))
+            files[view] = f"{name}.png"
+        k = len(plan.images)
+        return RowTiles(key=plan.key, kind=plan.kind, title=plan.title,
+                        range_index=plan.range_index, seed=plan.seed, files=files,
+                        width=k * size + (k - 1) * gap, height=size, tiles=infos, overlay=True)
+
+    def shared_source(self, index: int) -> str:
+        """``img/src/<size>/<index>.jpg``: image ``index`` at tile size, raw, written once
+        for the whole report (every writer writes the same bytes)."""
+        rel = f"img/src/{self.style.size}/{index}.jpg"
+        if rel not in self._shared and not (self.out / rel).exists():
+            self._write(rel, self.source(index, self.style.size).base)
+        self._shared.add(rel)
+        return rel
+
+    def _write_bytes(self, rel: str, data: bytes) -> None:
         path = self.out / rel
         storage.makedirs(path.parent)
-        storage.write_bytes(path, tl.encode_jpeg(pixels, self.style.quality))
+        storage.write_bytes(path, data)
+
+    def _write(self, rel: str, pixels: np.ndarray, quality: int | None = None) -> None:
+        self._write_bytes(rel, tl.encode_jpeg(pixels, quality or self.style.quality))

@@ -84,7 +84,9 @@ class TileInfo(_Model):
 
 
 class RowTiles(_Model):
-    """One row of tiles of a unit (a full-size strip per view on its unit page)."""
+    """One row of tiles of a unit: a full-size strip per view on its unit page, or with
+    ``overlay`` the shared raw images (``img/src/<height>/<index>.jpg``) under a transparent
+    PNG strip per view (``files``: ``mask``, and ``concept`` when a concept is outlined)."""
 
     key: str
     kind: RowKind
@@ -95,6 +97,7 @@ class RowTiles(_Model):
     width: int
     height: int
     tiles: list[TileInfo]
+    overlay: bool = False
 
 
 class Histogram(_Model):

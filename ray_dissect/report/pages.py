@@ -125,13 +125,14 @@ def nav_links(shown: Sequence[ReportPage]) -> Nav:
 def layer_cards(results: JobResults, layer: str, tiles: dict[int, UnitTiles],
                 prefix: str = "..") -> list[Card]:
     """The cards of every unit of a layer, in unit order."""
-    t = results.iou_threshold
-    return [card(r, t, tiles.get(r.unit), prefix) for r in results.records(layer)]
+    t, kind = results.iou_threshold, results.spec.method.kind
+    return [card(r, t, tiles.get(r.unit), prefix, kind) for r in results.records(layer)]
 
 
 def layer_data_js(layer: str, cards: list[Card], threshold: float) -> str:
     """``data/<layer>.js``: one plain-script call handing the grid its units."""
     data = {"threshold": threshold, "units": [c.js for c in cards],
+            "concepts": any(c.best is not None for c in cards),
             "colors": {c.category: c.color for c in cards if c.category}}
     text = json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
     text = text.replace("</", "<\\/")
@@ -141,6 +142,7 @@ def layer_data_js(layer: str, cards: list[Card], threshold: float) -> str:
 def layer_context(results: JobResults, layer: str, cards: list[Card]) -> dict[str, Any]:
     """Variables of ``layer.html``."""
     records, t = results.records(layer), results.iou_threshold
+    concepts = results.spec.method.kind != "none"  # method none: no concept furniture
     k, n, m = header_counts(records)
     shape = results.feature_shape(layer)
     explained = [e for r in records for e in r.explanations]
@@ -153,7 +155,8 @@ def layer_context(results: JobResults, layer: str, cards: list[Card]) -> dict[st
         "cats": plots.category_counts(results.layer_summary(layer).by_category),
         "compositional": bool(explained),
         "ranges": plots.explained_ranges(records, t), "formulas": plots.formula_stats(records),
-        "first_page": cards[:PAGE_CARDS], "cards": cards, "sort_keys": SORT_KEYS,
+        "first_page": cards[:PAGE_CARDS], "cards": cards, "concepts": concepts,
+        "sort_keys": SORT_KEYS if concepts else SORT_KEYS[:1],
         "categories": sorted({c.category for c in cards if c.category}, key=plots.category_rank),
         "slider_max": f"{max([1.0] + [c.iou for c in cards]):.2f}",
         "lengths": sorted({r.length for c in cards for r in c.ranges if r.length}),
@@ -200,6 +203,7 @@ def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
         "rec": rec, "label": fix(rec.label.name) if rec.label else "",
         "chip": chip(rec.label.category) if rec.label else "",
         "threshold": results.iou_threshold,
+        "concepts": results.spec.method.kind != "none",
         "per_category": sorted(rec.per_category.items(),
                                key=lambda kv: plots.category_rank(kv[0])),
         "hist": hist, "rows": rows, "top_row": next((r for r in rows if r.kind == "top"), None),
@@ -209,8 +213,15 @@ def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
                          for e in rec.explanations],
         "prev": neighbours[0], "next": neighbours[1],
         "classes": classes,
-        "raw": rec.model_dump_json(indent=2),
+        "raw": raw_json(rec),
     }
+
+
+def raw_json(rec: UnitRecord) -> Markup:
+    """The record as compact JSON for a ``<pre>``: only ``&``, ``<``, ``>`` escaped (quotes
+    need none in text), so the page's raw record costs what the JSON does."""
+    text = rec.model_dump_json()
+    return Markup(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
 
 
 def formulas_table(results: JobResults) -> list[tuple[str, str, str]]:

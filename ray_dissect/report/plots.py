@@ -194,11 +194,11 @@ def _hist_svg(counts: np.ndarray, edges: np.ndarray, title: str,
     scale = plot_w / (hi - lo) if hi > lo else 0.0
     body = [_rect(left, top_pad, plot_w, area, "none", ' stroke="#767676"')]
     bw = plot_w / max(len(counts), 1)
-    for i, c in enumerate(counts):
-        h = area * int(c) / peak
-        if h > 0:
-            body.append(_rect(left + i * bw, top_pad + area - h, max(bw - 0.5, 0.5), h,
-                              BAR_COLOR))
+    bars = [f"M{_num(left + i * bw)} {_num(top_pad + area)}v-{_num(area * int(c) / peak)}"
+            f"h{_num(max(bw - 0.5, 0.5))}v{_num(area * int(c) / peak)}z"
+            for i, c in enumerate(counts) if int(c) > 0]
+    if bars:  # one path for all bars: a unit page carries one histogram, keep it small
+        body.append(f'<path d="{"".join(bars)}" fill="{BAR_COLOR}"/>')
     for value, label in marks:
         if lo <= value <= hi and scale:
             x = left + (value - lo) * scale

@@ -306,6 +306,17 @@ def _readable(what: str, read: Callable[[], T], problems: list[str]) -> T | None
         return None
 
 
+def sweep_zeros(results: JobResults) -> str:
+    """The threshold sweep's zeros convention as a sentence for its caption."""
+    sweep = results.spec.studies.threshold_sweep
+    if sweep is not None and sweep.zeros == "drop":
+        return ("Exact zeros of non-negative units are left out of the quantiles (zeros: drop, "
+                "CCE's compare_thresholds), so a point differs from a job at that quantile "
+                "when zeros reach into the tail.")
+    return ("Exact zeros count in the quantiles (zeros: keep), as in the job's own thresholds: "
+            "the point at q is what a job with quantile q labels.")
+
+
 def studies_context(results: JobResults) -> dict[str, Any]:
     """Variables of ``studies.html`` (layer sections have ids ``layer-<i>``, i the layer's
     position in the spec; ``problems``: the study files that could not be read)."""
@@ -326,6 +337,7 @@ def studies_context(results: JobResults) -> dict[str, Any]:
     compare = _readable("studies/compare.json", lambda: read_compare(results), problems)
     return {"layers": layers, "configured": configured, "ran": ran, "problems": problems,
             "threshold": results.iou_threshold, "compare": compare,
+            "zeros": sweep_zeros(results),
             "compare_layers": [compare_view(c) for c in compare.layers] if compare else []}
 
 

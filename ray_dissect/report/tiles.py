@@ -43,7 +43,12 @@ class TileStyle:
         contour: draw the contour (and halo) just outside the mask.
         views: which strips to write per row (``raw`` and ``concept`` feed the unit page's
             toggles; ``mask`` is the default view).
-        quality: JPEG quality.
+        quality: JPEG quality of strips.
+        sprite_quality: JPEG quality of the unit cards' sprites (64-px thumbnails).
+        overlay: unit pages show each image once for the whole report (``img/src/<size>/
+            <index>.jpg``, the raw view) under transparent PNG overlays per unit (the dimmed
+            outside and contour; the concept outline), instead of three baked JPEG strips per
+            row (report size: a unit page's tiles cost ~3 KB instead of ~90 KB).
     """
 
     size: int = 112
@@ -55,10 +60,13 @@ class TileStyle:
     contour: bool = True
     views: tuple[View, ...] = VIEWS
     quality: int = 85
+    sprite_quality: int = 60
+    overlay: bool = True
 
 
 DEFAULT_STYLE = TileStyle()
-NDL_STYLE = TileStyle(size=224, gap=3, contour=False, views=("mask",), sprite_tiles=4)
+NDL_STYLE = TileStyle(size=224, gap=3, contour=False, views=("mask",), sprite_tiles=4,
+                      sprite_quality=85, overlay=False)
 """NetDissect-Lite's strip: 224-px tiles, 3-px gaps, outside at 20 %, no contour."""
 STYLES = {"default": DEFAULT_STYLE, "ndl": NDL_STYLE}
 
@@ -225,6 +233,53 @@ def sprite(rows: Sequence[np.ndarray | Sequence[np.ndarray]], style: TileStyle) 
         line = strip(row[: style.sprite_tiles], t, g)
         out[r * (t + g): r * (t + g) + t, : line.shape[1]] = line
     return out
+
+
+OVERLAY_CLEAR, OVERLAY_DIM, OVERLAY_CONTOUR, OVERLAY_HALO, OVERLAY_CONCEPT = range(5)
+OVERLAY_RGBA = ((0, 0, 0, 0), (0, 0, 0, 204), (*CONTOUR_RGB, 255), (*HALO_RGB, 255),
+                (*CONCEPT_RGB, 255))
+"""Overlay palette: clear, black at alpha 204 (the image shows at 51/255 = 0.2, ``dim``),
+contour, halo, concept outline."""
+
+
+def overlay_indices(masks: np.ndarray | None, concepts: np.ndarray | None, size: int,
+                    style: TileStyle) -> tuple[np.ndarray, np.ndarray | None]:
+    """Palette indices (:data:`OVERLAY_RGBA`) of one row's overlays, drawn over the raw tiles
+    they give the ``mask`` and ``concept`` views of :func:`compose_row`.
+
+    Args:
+        masks: (k, sh, sw) bool scored unit masks (None: nothing dimmed).
+        concepts: (k, sh, sw) bool concept masks, or None (no concept overlay).
+
+    Returns:
+        mask overlay (k, size, size) uint8, concept overlay (k, size, size) uint8 or None.
+    """
+    if masks is None:
+        return np.zeros((0, size, size), np.uint8), None
+    inside = resize_nearest(masks, size)
+    out = np.where(inside, OVERLAY_CLEAR, OVERLAY_DIM).astype(np.uint8)
+    if style.contour:
+        ring, halo = contour(inside)
+        out[halo], out[ring] = OVERLAY_HALO, OVERLAY_CONTOUR
+    if concepts is None:
+        return out, None
+    line = dashed_boundary(resize_nearest(concepts, size))
+    return out, np.where(line, OVERLAY_CONCEPT, OVERLAY_CLEAR).astype(np.uint8)
+
+
+def encode_overlay(indices: np.ndarray, size: int, gap: int) -> bytes:
+    """(k, size, size) palette indices -> one transparent PNG strip (k tiles, clear
+    ``gap``-px gaps; fixed settings, same input same bytes)."""
+    k = max(len(indices), 1)
+    pixels = np.zeros((size, k * size + (k - 1) * gap), np.uint8)
+    for i, tile in enumerate(indices):
+        pixels[:, i * (size + gap): i * (size + gap) + size] = tile
+    image = Image.frombytes("P", (pixels.shape[1], pixels.shape[0]), pixels.tobytes())
+    image.putpalette([c for rgba in OVERLAY_RGBA for c in rgba[:3]])
+    image.info["transparency"] = bytes(rgba[3] for rgba in OVERLAY_RGBA)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:

@@ -19,7 +19,7 @@ from ray_dissect.job.layout import layer_key
 from ray_dissect.records.schema import Explanation, UnitRecord
 from ray_dissect.report.meta import UnitTiles
 from ray_dissect.report.plots import category_color, category_rank, fix, formula_shape
-from ray_dissect.results.job import METRIC_NAMES
+from ray_dissect.results.job import METRIC_NAMES, best_iou
 
 METRIC_SHORT = {"activation_coverage": "act", "detection_accuracy": "det",
                 "samples_coverage": "samp", "explanation_coverage": "expl",
@@ -113,7 +113,14 @@ class Card:
     sprite_width: int
     sprite_height: int
     ranges: tuple[RangeLine, ...]
+    best: float | None = None
     js: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def judged(self) -> bool | None:
+        """Whether the unit passes by the IoU its method judges it by (``best``, the
+        results' ``best_iou``): the badge and greying; None for method none (no badge)."""
+        return None if self.best is None else self.best >= self.threshold
 
     @property
     def iou_attr(self) -> str:
@@ -142,8 +149,10 @@ def range_line(e: Explanation) -> RangeLine:
                      tuple(sorted(ops)), _chips(e))
 
 
-def card(rec: UnitRecord, threshold: float, tiles: UnitTiles | None, prefix: str = "..") -> Card:
-    """The card of a unit, for a page ``prefix`` away from the report root."""
+def card(rec: UnitRecord, threshold: float, tiles: UnitTiles | None, prefix: str = "..",
+         method: str = "netdissect") -> Card:
+    """The card of a unit of a ``method`` job, for a page ``prefix`` away from the report
+    root."""
     key = url_key(rec.layer)
     page = tiles is None or tiles.page
     lines = tuple(range_line(e) for e in rec.explanations)
@@ -154,7 +163,8 @@ def card(rec: UnitRecord, threshold: float, tiles: UnitTiles | None, prefix: str
              iou=rec.label.iou if rec.label else 0.0, interpretable=rec.interpretable,
              threshold=threshold, href=f"{prefix}/units/{key}/{rec.unit}.html" if page else None,
              sprite=sprite, sprite_width=tiles.sprite_width if tiles else 0,
-             sprite_height=tiles.sprite_height if tiles else 0, ranges=lines)
+             sprite_height=tiles.sprite_height if tiles else 0, ranges=lines,
+             best=None if method == "none" else best_iou(rec, method))
     return Card(**{**c.__dict__, "js": _js(rec, c)})
 
 
@@ -164,7 +174,8 @@ def _js(rec: UnitRecord, c: Card) -> dict[str, Any]:
     metrics = best.metrics.model_dump() if best and best.metrics else {}
     return {
         "u": rec.unit, "l": c.label, "c": c.category, "i": round(c.iou, 6),
-        "ok": int(rec.interpretable), "q": search_terms(rec), "px": rec.mask_pixels,
+        "ok": int(rec.interpretable), "j": None if c.best is None else round(c.best, 6),
+        "q": search_terms(rec), "px": rec.mask_pixels,
         "h": c.href, "s": [c.sprite, c.sprite_width, c.sprite_height] if c.sprite else None,
         "b": round(best.iou, 6) if best else None,
         "n": max((r.length for r in c.ranges), default=0),

@@ -99,6 +99,9 @@ def _name(results: JobResults, index: int) -> str:
     return results.dataset.samples[index].image
 
 
+IMAGENET_CLASSES = 1000
+
+
 def folder_classes(results: JobResults) -> tuple[str, ...]:
     """The dataset's class names (an image folder's first-level subfolders, sorted, as
     torchvision's ImageFolder numbers them); empty when the dataset has none."""
@@ -106,11 +109,8 @@ def folder_classes(results: JobResults) -> tuple[str, ...]:
 
 
 def class_names(results: JobResults) -> tuple[str, ...]:
-    """Names of the model's output classes when known: the dataset's class folders, when the
-    model's last linear layer has exactly as many outputs (else empty: numbers only)."""
-    names = folder_classes(results)
-    if not names:
-        return ()
+    """Names of the model's output classes when known (see :func:`names_for`), from the
+    number of outputs of its last linear layer (empty: numbers only)."""
     try:
         from torch import nn
 
@@ -120,7 +120,20 @@ def class_names(results: JobResults) -> tuple[str, ...]:
     except RayDissectError:
         return ()
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return names if linear and linear[-1].out_features == len(names) else ()
+    return names_for(results, linear[-1].out_features) if linear else ()
+
+
+def names_for(results: JobResults, n: int) -> tuple[str, ...]:
+    """Names of ``n`` output classes: the dataset's class folders when there are ``n``, else
+    ImageNet's 1,000 (torchvision ships the list) for a 1,000-output head, else empty."""
+    names = folder_classes(results)
+    if len(names) == n:
+        return names
+    if n == IMAGENET_CLASSES:
+        from torchvision.models import ResNet18_Weights
+
+        return tuple(ResNet18_Weights.DEFAULT.meta["categories"])
+    return ()
 
 
 def image_class(results: JobResults, index: int) -> str:
@@ -219,8 +232,7 @@ def _weights(site: Site, results: JobResults) -> dict[str, Any] | None:
     if not path.exists():
         return None
     filters = np.asarray(storage.load_npz(path)["weights"])  # (O, kh, kw, I) uint8
-    tiles = filters if filters.shape[-1] == 3 else filters.mean(axis=-1).astype(np.uint8)
-    grid = vt.grid(tiles, 8, 2, min_side=WEIGHT_SIDE)
+    grid = vt.grid(vt.filter_tiles(filters), 8, 2, min_side=WEIGHT_SIDE)
     data = vt.rgb_png(grid) if grid.ndim == 3 else vt.grey_png(grid)
     return _picture(site, "attribution/weights.png", data, grid.shape,
                     f"{len(filters)} first-layer filters, each min-max scaled", scale=1) | {

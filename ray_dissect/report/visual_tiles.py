@@ -80,6 +80,12 @@ def to_uint8_rgb(values: np.ndarray) -> np.ndarray:
     return np.rint(255.0 * np.clip(arr, 0.0, 1.0)).transpose(1, 2, 0).astype(np.uint8)
 
 
+def filter_tiles(filters: np.ndarray) -> np.ndarray:
+    """Conv filters (O, kh, kw, I) uint8 as tiles: (O, kh, kw, 3) RGB when I is 3, else the
+    mean over I, (O, kh, kw) grey."""
+    return filters if filters.shape[-1] == 3 else filters.mean(axis=-1).astype(np.uint8)
+
+
 def enlarge(tiles: np.ndarray, min_side: int) -> np.ndarray:
     """(N, h, w[, C]) enlarged by the smallest integer factor giving sides >= ``min_side``."""
     factor = max(1, -(-min_side // max(1, min(tiles.shape[1:3]))))

@@ -26,7 +26,7 @@ from ray_dissect.job.layout import layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import plots
 from ray_dissect.report import visual_tiles as vt
-from ray_dissect.report.rf_panel import kept_maps, panel
+from ray_dissect.report.rf_panel import GAP, TILE, kept_maps, panel
 from ray_dissect.report.views import url_key
 from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath, arrays
@@ -41,7 +41,7 @@ RF_BINS = 20
 
 def complete(store: AnyPath, name: str) -> bool:
     """Whether array ``name`` of a stage's store is completely written."""
-    done = arrays.done_shards(store, name)
+    done = arrays.done_shards(store, name, verify=False)
     return bool(done.size and done.all())
 
 
@@ -140,6 +140,14 @@ class RFBlock:
                 _write(out, f"units/{self.key}/{u}_rf_panel.png", vt.rgb_png(
                     panel(self.results, self.kept[u], self.records[u].receptive_field)))
 
+    def _panel_size(self, unit: int) -> dict[str, int]:
+        """The panel's kept images and its pixel size ({} without a panel)."""
+        if unit not in self.kept:
+            return {}
+        k = int((self.kept[unit].images >= 0).sum())
+        return {"panel_images": k, "panel_width": k * TILE + (k - 1) * GAP,
+                "panel_height": 3 * TILE + 2 * GAP}
+
     def context(self, unit: int) -> dict[str, Any] | None:
         """What ``unit.html`` shows of the unit's field (None without one)."""
         if unit not in self.maps:
@@ -151,8 +159,7 @@ class RFBlock:
                 "shape": f"{h} x {w}", "text": rf_text(self.records[unit]), "rf": rf,
                 "uncut": f"{unit}_rf_uncut.png" if unit in self.uncut else None,
                 "panel": f"{unit}_rf_panel.png" if unit in self.kept else None,
-                "panel_images": int((self.kept[unit].images >= 0).sum())
-                if unit in self.kept else 0,
+                **self._panel_size(unit),
                 "uncut_size": f"{rf.uncut_size:.1f}" if rf and rf.uncut_size is not None
                 else None, "warning": rf.warning if rf else None}
 

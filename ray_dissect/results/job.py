@@ -212,7 +212,8 @@ class JobResults:
     def rows(self, layer: str) -> list[dict[str, Any]]:
         """One flat dict per unit and range (a unit without explanations has one row with
         ``range_index`` None): what :meth:`to_pandas` tabulates."""
-        return [row for rec in self.records(layer) for row in record_rows(rec)]
+        kind, t = self.spec.method.kind, self.iou_threshold
+        return [row for rec in self.records(layer) for row in record_rows(rec, kind, t)]
 
     def to_pandas(self, layer: str) -> pandas.DataFrame:
         """The layer as a DataFrame, one row per unit and range (see :func:`to_pandas`)."""
@@ -225,33 +226,73 @@ class JobResults:
         return layer
 
 
-ROW_COLUMNS = ("layer", "unit", "threshold", "label", "category", "label_iou", "interpretable",
-               "mask_pixels", "nonfinite", "range_index", "lo", "hi", "inclusive",
-               "range_pixels", "formula", "iou", "visited", "best_unary", "best_unary_iou",
-               *METRIC_NAMES)
+ROW_DTYPES: dict[str, str] = {
+    "layer": "object", "unit": "int64", "threshold": "float64", "label": "object",
+    "category": "object", "label_iou": "float64", "formula": "object",
+    "formula_iou": "float64", "best_iou": "float64", "interpretable": "bool",
+    "mask_pixels": "int64", "nonfinite": "int64", "range_index": "Int64", "lo": "float64",
+    "hi": "float64", "inclusive": "boolean", "range_pixels": "Int64", "visited": "Int64",
+    "best_unary": "object", "best_unary_iou": "float64",
+    **dict.fromkeys(METRIC_NAMES, "float64")}
+"""The columns of :meth:`JobResults.to_pandas` and their pandas dtypes (missing values are
+NaN in float columns, ``<NA>`` in the nullable ``Int64``/``boolean`` ones, None in text)."""
+ROW_COLUMNS = tuple(ROW_DTYPES)
 
 
-def record_rows(rec: UnitRecord) -> list[dict[str, Any]]:
-    """The rows of one record (see :meth:`JobResults.rows`)."""
-    base = {"layer": rec.layer, "unit": rec.unit, "threshold": rec.threshold,
+def best_iou(rec: UnitRecord, method: str) -> float:
+    """The IoU a unit is judged by for its method: the label's for ``netdissect``, the best
+    range formula's for ``compositional``/``clustered`` (0 when it has none), NaN for
+    ``none`` (nothing is scored)."""
+    if method == "none":
+        return math.nan
+    if method == "netdissect":
+        return rec.label.iou if rec.label else 0.0
+    return max((e.iou for e in rec.explanations if e.text is not None), default=0.0)
+
+
+def judged_interpretable(rec: UnitRecord, method: str, iou_threshold: float) -> bool:
+    """Whether :func:`best_iou` passes: the label (netdissect, the record's
+    ``interpretable``) or a range formula (compositional, clustered) has IoU >=
+    ``iou_threshold``; never for method none."""
+    if method == "netdissect":
+        return rec.interpretable
+    return any(e.text is not None and e.iou >= iou_threshold for e in rec.explanations)
+
+
+def record_rows(rec: UnitRecord, method: str = "netdissect", iou_threshold: float = 0.0
+                ) -> list[dict[str, Any]]:
+    """The rows of one record (see :meth:`JobResults.rows`); ``method`` and
+    ``iou_threshold`` (the job's) decide ``best_iou`` and ``interpretable``."""
+    base = {"layer": rec.layer, "unit": rec.unit,
+            "threshold": math.nan if rec.threshold is None else rec.threshold,
             "label": rec.label.name if rec.label else None,
             "category": rec.label.category if rec.label else None,
-            "label_iou": rec.label.iou if rec.label else 0.0,
-            "interpretable": rec.interpretable, "mask_pixels": rec.mask_pixels,
-            "nonfinite": rec.nonfinite}
+            "label_iou": rec.label.iou if rec.label else math.nan,
+            "best_iou": best_iou(rec, method),
+            "interpretable": judged_interpretable(rec, method, iou_threshold),
+            "mask_pixels": rec.mask_pixels, "nonfinite": rec.nonfinite}
     if not rec.explanations:
-        return [{**dict.fromkeys(ROW_COLUMNS), **base}]
+        return [{**dict.fromkeys(ROW_COLUMNS), **_no_explanation(), **base}]
     return [{**base, **_explanation_row(e)} for e in rec.explanations]
+
+
+def _no_explanation() -> dict[str, Any]:
+    return {c: math.nan for c, dtype in ROW_DTYPES.items() if dtype == "float64"}
 
 
 def _explanation_row(e: Explanation) -> dict[str, Any]:
     metrics = e.metrics.model_dump() if e.metrics else {}
     return {"range_index": e.range_index, "lo": e.lo,
             "hi": e.hi if e.hi is not None else math.inf, "inclusive": e.inclusive,
-            "range_pixels": e.mask_pixels, "formula": e.text, "iou": e.iou,
-            "visited": e.visited, "best_unary": e.best_unary.name if e.best_unary else None,
-            "best_unary_iou": e.best_unary.iou if e.best_unary else None,
-            **{m: metrics.get(m) for m in METRIC_NAMES}}
+            "range_pixels": e.mask_pixels, "formula": e.text,
+            "formula_iou": e.iou if e.text is not None else math.nan, "visited": e.visited,
+            "best_unary": e.best_unary.name if e.best_unary else None,
+            "best_unary_iou": e.best_unary.iou if e.best_unary else math.nan,
+            **{m: _or_nan(metrics.get(m)) for m in METRIC_NAMES}}
+
+
+def _or_nan(x: float | None) -> float:
+    return math.nan if x is None else x
 
 
 def open_job(root: str | Path | AnyPath) -> JobResults:
@@ -260,8 +301,20 @@ def open_job(root: str | Path | AnyPath) -> JobResults:
 
 
 def to_pandas(results: JobResults, layer: str) -> pandas.DataFrame:
-    """``layer`` of a job as a DataFrame (columns :data:`ROW_COLUMNS`), one row per unit and
-    range (:meth:`JobResults.rows`; needs ``[pandas]``).
+    """``layer`` of a job as a DataFrame, one row per unit and range (:meth:`JobResults.rows`;
+    needs ``[pandas]``).
+
+    Columns (:data:`ROW_DTYPES`), per unit: ``layer`` str, ``unit`` int64, ``threshold``
+    float64 (NaN: no finite value), ``label``/``category`` str or None (the single best
+    concept), ``label_iou`` float64 (NaN without label), ``best_iou`` float64 (the IoU the
+    unit is judged by for its method: ``label_iou`` for netdissect, the best range's
+    ``formula_iou`` for compositional/clustered, NaN for method none), ``interpretable`` bool
+    (``best_iou >= iou_threshold``, the report's badge), ``mask_pixels``, ``nonfinite``
+    int64; per range (NaN/<NA>/None on a unit's single row without ranges): ``range_index``,
+    ``range_pixels``, ``visited`` Int64, ``lo``, ``hi`` float64 (``hi`` inf when open),
+    ``inclusive`` boolean, ``formula`` str, ``formula_iou`` float64, ``best_unary`` str,
+    ``best_unary_iou`` and the metrics float64. Sort by ``best_iou`` to rank units of any
+    method.
 
     Raises:
         SpecError: pandas is not installed, or ``layer`` is not one of the job's.
@@ -271,4 +324,5 @@ def to_pandas(results: JobResults, layer: str) -> pandas.DataFrame:
     except ImportError:
         raise SpecError("to_pandas needs pandas", expected="pandas installed",
                         hint="pip install 'ray-dissect[pandas]'") from None
-    return pd.DataFrame(results.rows(layer), columns=ROW_COLUMNS)
+    frame = pd.DataFrame(results.rows(layer), columns=list(ROW_COLUMNS))
+    return frame.astype(ROW_DTYPES)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ray_dissect.errors import StageError
+
 log = logging.getLogger(__name__)
+
+INIT_ATTEMPTS = 3
+"""Tries to start or join Ray before giving up (start-up can time out on a loaded machine)."""
 
 
 @contextmanager
@@ -28,9 +34,7 @@ def ray_session(address: str | None = None, actors: int = 0) -> Iterator[None]:
         yield
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-             configure_logging=True, log_to_driver=True,
-             _system_config=_local_config(actors) if _starts_local(address) else None)
+    _init(address, actors)
     log.info("ray resources: %s", ray.cluster_resources())
     try:
         yield
@@ -38,13 +42,33 @@ def ray_session(address: str | None = None, actors: int = 0) -> Iterator[None]:
         ray.shutdown()
 
 
-def starts_local_cluster(address: str | None) -> bool:
-    """Whether :func:`ray_session` with ``address`` starts a new local cluster (seconds of
-    start-up, which the driver overlaps with its model check), rather than reusing this
-    process's session or joining a running cluster (as a submitted job does)."""
+def _init(address: str | None, actors: int) -> None:
+    """``ray.init``, tried :data:`INIT_ATTEMPTS` times; without ``address`` (and without the
+    ``RAY_ADDRESS`` variable) a private local cluster (``address="local"``), never one that
+    ``ray start`` left an address file of in ``/tmp/ray``.
+
+    Raises:
+        StageError: Ray did not start or could not be joined, in one line.
+    """
     import ray
 
-    return not ray.is_initialized() and _starts_local(address)
+    local = _starts_local(address)
+    for attempt in range(1, INIT_ATTEMPTS + 1):
+        try:
+            ray.init(address="local" if local else address, include_dashboard=False,
+                     logging_level=logging.WARNING, configure_logging=True, log_to_driver=True,
+                     _system_config=_local_config(actors) if local else None)
+            return
+        except (OSError, RuntimeError, ValueError) as err:  # timeouts, sockets, joining
+            ray.shutdown()
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            if attempt == INIT_ATTEMPTS:
+                where = "start a local Ray cluster" if local else f"join Ray at {address!r}"
+                raise StageError(f"cannot {where} after {attempt} tries: {reason}",
+                                 hint="retry when the machine is less loaded, or check "
+                                      "`ray status`") from None
+            log.warning("Ray start-up failed (%s); trying again", reason)
+            time.sleep(2.0 * attempt)
 
 
 def _starts_local(address: str | None) -> bool:

@@ -26,7 +26,7 @@ from ray_dissect.pipeline.stage import Stage
 from ray_dissect.pipeline.table import STAGES
 from ray_dissect.records.schema import JobSummary
 from ray_dissect.runtime.actors import ActorPool, run_on_actors
-from ray_dissect.runtime.cluster import gpus_per_actor, ray_session, starts_local_cluster
+from ray_dissect.runtime.cluster import gpus_per_actor, ray_session
 from ray_dissect.runtime.tasks import run_tasks, stage_task
 from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
@@ -153,5 +153,4 @@ def run_job(spec: JobSpec, out: str | Path | AnyPath, *, address: str | None = N
             finally:
                 executor.close()
 
-    return run_stages(spec, out, executor, progress=progress, force=force, session=session,
-                      slow_session=starts_local_cluster(address))
+    return run_stages(spec, out, executor, progress=progress, force=force, session=session)

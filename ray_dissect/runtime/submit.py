@@ -52,6 +52,7 @@ from ray_dissect.errors import ModelError, RayDissectError, SpecError, StageErro
 from ray_dissect.models.build import check_model_name
 from ray_dissect.spec import JobSpec, load_spec
 from ray_dissect.spec.fingerprint import file_sha256
+from ray_dissect.spec.job import NoAliasLoader
 from ray_dissect.storage import is_uri
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,9 @@ LogSink = Callable[[str], None]
 
 def cluster_out(out: str) -> str:
     """The job directory on the cluster, normalised: an fsspec URI, or an absolute path
-    (relative paths are refused)."""
+    (relative paths are refused) with the symlinks this machine sees in it resolved, so
+    that two aliases of one directory give one submission id (on a shared filesystem
+    mounted alike everywhere; a path this machine does not have stays as written)."""
     if is_uri(out):
         return out.rstrip("/")
     if out.lower().startswith("file://"):
@@ -80,7 +83,7 @@ def cluster_out(out: str) -> str:
     if not out.startswith("/"):
         raise SpecError("--out must be an absolute path on the cluster", given=out,
                         hint=PATH_HINT)
-    return posixpath.normpath(out)
+    return os.path.realpath(posixpath.normpath(out))
 
 
 def submission_id(spec: JobSpec, out: str) -> str:
@@ -104,7 +107,7 @@ def entrypoint(out: str) -> str:
 
 def _check_cluster_paths(spec_path: Path) -> None:
     """Refuse relative data paths: they would resolve against this machine's directory."""
-    raw = yaml.safe_load(Path(spec_path).read_text())
+    raw = yaml.load(Path(spec_path).read_text(), Loader=NoAliasLoader)  # checked by load_spec
     dataset = raw.get("dataset") or {}
     weights = (raw.get("model") or {}).get("weights")
     fields = {f"dataset.{k}": dataset.get(k)
@@ -281,7 +284,7 @@ def submit(spec_path: Path, out: str, address: str, *, wait: bool,
     variables = env_vars(env)
     base = submission_id(spec, out)
     with _jobs_api(address) as client:
-        attempt, state = _latest_attempt(client, base)
+        attempt, state = _retrying(lambda: _latest_attempt(client, base))
         job_id = _attempt_id(base, attempt)
         if state is None or (retry and state in RETRYABLE):
             if state is not None:
@@ -315,6 +318,27 @@ def env_vars(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+TRANSIENT = ("No available agent", "status code 500", "status code 502", "status code 503",
+             "status code 504")
+"""Jobs API answers that mean "not ready yet" (e.g. right after ``ray start``)."""
+RETRY_SECONDS = 60.0
+
+
+def _retrying(call: Callable[[], Any], seconds: float = RETRY_SECONDS) -> Any:
+    """``call()``, tried again every few seconds for up to ``seconds`` while it fails with a
+    transient Jobs API error (:data:`TRANSIENT`); any other error, or the last, is raised."""
+    deadline, delay = time.monotonic() + seconds, 1.0
+    while True:
+        try:
+            return call()
+        except RuntimeError as err:
+            if not any(t in str(err) for t in TRANSIENT) or time.monotonic() > deadline:
+                raise
+            log.warning("the Jobs API is not ready (%s); trying again", _first_line(err))
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
 def _submit_new(client: Any, spec: JobSpec, out: str, job_id: str,
                 extra_pip: list[str] | None, env: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory(prefix="ray-dissect-submit-") as tmp:
@@ -327,8 +351,9 @@ def _submit_new(client: Any, spec: JobSpec, out: str, job_id: str,
         metadata = {"ray_dissect.job": spec.name, "ray_dissect.spec_hash": spec.spec_hash(),
                     "ray_dissect.out": out}
         try:
-            client.submit_job(entrypoint=entrypoint(out), submission_id=job_id,
-                              runtime_env=runtime_env, metadata=metadata)
+            _retrying(lambda: client.submit_job(entrypoint=entrypoint(out),
+                                                submission_id=job_id, runtime_env=runtime_env,
+                                                metadata=metadata))
         except RuntimeError as err:
             if "already exists" not in str(err):
                 raise

@@ -32,12 +32,24 @@ class AttributionSpec(Frozen):
 
     methods: Annotated[tuple[GradientMethod, ...], Field(min_length=1), UNIQUE] = ("saliency",
                                                                             "gradcam")
+    """Maps to compute: `saliency`, `guided_backprop`, `gradcam`, `cam`, `guided_gradcam`,
+    `feature_maps`, `weights`.
+    """
     layer: str | None = None
+    """Module for `gradcam`, `guided_gradcam`, `feature_maps` and `cam` (checked before any work).
+    """
     head: str | None = None
+    """The linear head for `cam` (default: the model's last `nn.Linear`)."""
     layer_input: bool = False
+    """Use the layer's input instead of its output (EfficientNet's `_avg_pooling` for `cam`)."""
     target: Literal["predicted", "regression"] | Annotated[int, Field(ge=0)] = "predicted"
+    """The class each map explains: `predicted` (argmax), a class index, or `regression` (sum of
+    all outputs).
+    """
     crop_threshold: Annotated[float, Field(gt=0, le=1)] = 0.3
+    """Grad-CAM crop boxes where the min-max-normalised map reaches this."""
     limit: Annotated[int, Field(gt=0)] | None = None
+    """Only the first N images (default all)."""
 
     @model_validator(mode="after")
     def _layer_for_layer_methods(self) -> AttributionSpec:
@@ -69,18 +81,34 @@ class ReceptiveFieldsSpec(Frozen):
     """
 
     layers: Annotated[tuple[str, ...], Field(min_length=1), UNIQUE]
+    """Layers (among the job's `layers`) whose units get receptive fields."""
     units: Annotated[tuple[Annotated[int, Field(ge=0)], ...], Field(min_length=1),
                      UNIQUE] | Literal["all"] = "all"
+    """`all` or a list of unit indices."""
     top_k: Annotated[int, Field(ge=1, le=100)] = 10
+    """Top images occluded per unit (at most `top_images.k`)."""
     occluder: Annotated[int, Field(ge=1)] = 11
+    """Side of the square occluding window, in input pixels."""
     stride: Annotated[int, Field(ge=1)] = 3
+    """Distance between window origins, in input pixels."""
     fill: Annotated[float, Field(ge=0, le=1)] | Literal["noise"] = "noise"
+    """`noise` (seeded N(120, 60)/255 per pixel) or a constant in [0, 1] (0 is black)."""
     seed: Annotated[int, Field(ge=0)] = 0
+    """Seed of the noise fill (with the image index)."""
     cover_remainder: bool = False
+    """Also occlude the right/bottom remainder the stride leaves."""
     compat: bool = False
+    """The seed implementation's chain (signed maximum, overwrite painting, contour / stretched box
+    / sum / min-max).
+    """
     batch_size: Annotated[int, Field(gt=0, le=4096)] | None = None
+    """Occluded copies per forward (default `resources.batch_size`)."""
     images_per_task: Annotated[int, Field(gt=0)] = 4
+    """Distinct top images per work unit."""
     image_maps: Annotated[bool | None, ADDED_LATER] = None
+    """Keep each chosen unit's per-image discrepancy maps for the report's panel (default: when a
+    layer has at most 64 chosen units); adds an output only.
+    """
 
 
 QuantizeMode = Literal["none", "plain", "inclusive", "exclusive"]
@@ -104,13 +132,23 @@ class PrismSpec(Frozen):
     """
 
     layer: str
+    """The layer whose features are reduced by PCA to three colours."""
     ge_layers: Annotated[tuple[str, ...], UNIQUE] = ()
+    """Modules before `layer` used for gradual extrapolation (any order)."""
     gradual_extrapolation: bool = True
+    """Upsample the colours through `ge_layers` (needs them)."""
     quantize: QuantizeMode = "none"
+    """`none`, or 27 colours: all (`plain`), those common to every image (`inclusive`) or the
+    others (`exclusive`).
+    """
     split_rgb: bool = False
+    """Add a panel per colour channel."""
     clusters: Annotated[int, Field(ge=1)] | None = None
+    """Group the images by k-means of their colour presence into this many clusters."""
     seed: Annotated[int, Field(ge=0)] = 0
+    """Seed of that k-means."""
     limit: Annotated[int, Field(gt=0)] = 64
+    """PRISM of the first N images (the driver holds all their maps)."""
 
     @model_validator(mode="after")
     def _ge_needs_layers(self) -> PrismSpec:
@@ -126,5 +164,8 @@ class AnalysesSpec(Frozen):
     """The visual analyses to run (each optional)."""
 
     attribution: AttributionSpec | None = None
+    """Attribution maps of every image (the `attribution` stage)."""
     receptive_fields: Annotated[ReceptiveFieldsSpec | None, ADDED_LATER] = None
+    """Empirical receptive fields by occlusion (`receptive_fields` stage)."""
     prism: Annotated[PrismSpec | None, ADDED_LATER] = None
+    """PRISM colour maps (`prism_pca` and `prism` stages)."""

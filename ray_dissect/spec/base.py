@@ -20,9 +20,10 @@ T = TypeVar("T", bound=tuple[Hashable, ...])
 
 
 class Frozen(BaseModel):
-    """A frozen spec model that refuses unknown keys."""
+    """A frozen spec model that refuses unknown keys; a field's docstring (the string right
+    after it) is its description in the JSON Schema and the docs' spec reference."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class AddedLater:

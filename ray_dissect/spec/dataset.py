@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 from pydantic import Field, field_validator, model_validator
 
+from ray_dissect.spec.base import ADDED_LATER
 from ray_dissect.spec.formats import PATH, DatasetFormat, FormatSpec, by_name, format_union
+
+FOLLOW_SYMLINKS = Field(
+    False, description="read files that symlinks inside the root point to outside it "
+    "(default: such files, and any path leaving the root, are bad samples 'outside the "
+    "dataset root')")
 
 
 class DatasetSpec(FormatSpec):
@@ -26,10 +32,18 @@ class DatasetSpec(FormatSpec):
     """
 
     format: Literal["broden"] = "broden"
+    """`broden` (the default format)."""
     root: Annotated[str, PATH]
+    """The Broden-format folder (`index.csv`, `label.csv`, `c_*.csv`, `images/`); a path or an
+    fsspec URI.
+    """
     limit: Annotated[int, Field(gt=0)] | None = None
+    """Keep the first N index rows (after `subset`)."""
     subset: str | None = None
+    """Keep index rows whose image path contains this string (CCE's `ade20k`)."""
     categories: tuple[str, ...] | None = None
+    """Concept categories to use (default: all in the dataset)."""
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
 
 class CocoDatasetSpec(FormatSpec):
@@ -45,14 +59,24 @@ class CocoDatasetSpec(FormatSpec):
     """
 
     format: Literal["coco"] = "coco"
+    """`coco`: COCO instances, stuff and/or panoptic annotations."""
     root: Annotated[str, PATH]
+    """The image folder."""
     annotations: Annotated[str | None, PATH] = None
+    """An instances JSON (give this and/or `panoptic`)."""
     stuff: Annotated[str | None, PATH] = None
+    """A stuff JSON of the same images."""
     panoptic: Annotated[str | None, PATH] = None
+    """A panoptic JSON (its PNGs in `panoptic_masks`)."""
     panoptic_masks: Annotated[str | None, PATH] = None
+    """The panoptic PNG folder (default: the `panoptic` path without `.json`)."""
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
+    """Masks are rasterised at mask_size x mask_size pixels."""
     limit: Annotated[int, Field(gt=0)] | None = None
+    """Keep the first N images."""
     categories: tuple[str, ...] | None = None
+    """Concept categories to use (`object`, `stuff`, `supercategory`; default all)."""
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
     @model_validator(mode="after")
     def _some_annotations(self) -> CocoDatasetSpec:
@@ -88,9 +112,15 @@ class ImagesDatasetSpec(FormatSpec):
     """
 
     format: Literal["images"] = "images"
+    """`images`: an image folder without concept labels (needs `method: {kind: none}`)."""
     root: Annotated[str, PATH]
+    """The folder (path or fsspec URI), searched at any depth; first-level subfolders are classes.
+    """
     limit: Annotated[int, Field(gt=0)] | None = None
+    """Keep the first N images in sorted path order."""
     extensions: Annotated[tuple[str, ...], Field(min_length=1)] = IMAGE_EXTENSIONS
+    """File suffixes to read, case-insensitive (default: torchvision ImageFolder's)."""
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
     @field_validator("extensions")
     @classmethod
@@ -117,11 +147,18 @@ class PascalPartDatasetSpec(FormatSpec):
     """
 
     format: Literal["pascal_part"] = "pascal_part"
+    """`pascal_part`: PASCAL-Part objects and parts on VOC images."""
     root: Annotated[str, PATH]
+    """The folder of `.mat` annotation files (`Annotations_Part/`)."""
     images: Annotated[str, PATH]
+    """The VOC image folder (`VOCdevkit/VOC2010/JPEGImages/`)."""
     mask_size: Annotated[int, Field(gt=0, le=1024)] = 112
+    """Masks are sampled to mask_size x mask_size pixels."""
     limit: Annotated[int, Field(gt=0)] | None = None
+    """Keep the first N samples (sorted stems)."""
     categories: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
+    """Concept categories to paint: `object`, `part` (default both)."""
+    follow_symlinks: Annotated[bool, ADDED_LATER] = FOLLOW_SYMLINKS
 
 
 FORMATS: tuple[DatasetFormat, ...] = (  # the first is the default of a spec without format

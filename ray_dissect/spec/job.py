@@ -20,6 +20,7 @@ from ray_dissect.errors import SpecError
 from ray_dissect.spec.analyses import AnalysesSpec
 from ray_dissect.spec.base import ADDED_LATER, UNIQUE, Frozen, digest, hashed_data
 from ray_dissect.spec.dataset import DATASET_FORMATS, FORMATS_BY_NAME, AnyDatasetSpec
+from ray_dissect.spec.messages import plain_message
 from ray_dissect.spec.method import (
     METHOD_KINDS,
     DissectionMethod,
@@ -60,18 +61,36 @@ class ResourceSpec(Frozen):
     """
 
     actors: Annotated[int, Field(gt=0, le=1024)] = 2
+    """Model replicas (Ray actors) that run extraction and the other model stages."""
     gpus_per_actor: Literal["auto"] | Annotated[float, Field(ge=0)] = "auto"
+    """`auto`: one GPU each when the cluster has GPUs, else none; or a number."""
     cpus_per_actor: Annotated[float, Field(gt=0)] = 1.0
+    """CPUs each model actor reserves (give decode threads room on GPU actors, e.g. 8)."""
     actor_resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    """Custom Ray resources each model actor requests (e.g. `{accelerator_node: 1}`)."""
     threads_per_actor: Annotated[int, Field(gt=0, le=256)] = 1
+    """Torch intra-op threads per actor (fixed, so results do not depend on the number of actors).
+    """
     batch_size: Annotated[int, Field(gt=0, le=4096)] = 32
+    """Images per forward pass."""
     shard_images: Annotated[int, Field(gt=0)] = 256
+    """Images per extraction work unit and Zarr shard (a multiple of `batch_size`)."""
     cpus_per_task: Annotated[float, Field(gt=0)] = 1.0
+    """CPUs each CPU task (concepts, thresholds, scoring) reserves."""
     units_per_task: Annotated[int, Field(gt=0)] = 128
+    """Units per scoring / search task."""
     decode_threads: Literal["auto"] | Annotated[int, Field(gt=0, le=256)] = "auto"
+    """Image-decoding threads per actor (`auto`: cpus_per_actor - threads_per_actor, at least 1)."""
     queue_batches: Annotated[int, Field(gt=0, le=64)] = 4
+    """Batch buffers in each actor's decode ring."""
     gpu_decode: Annotated[bool, ADDED_LATER] = False
+    """Decode JPEGs with nvJPEG on the actor's GPU (pixels differ slightly from PIL's; a no-op on
+    CPU).
+    """
     signature_mb: Annotated[float, Field(gt=0), ADDED_LATER] = 512.0
+    """Cap, by an upper bound, on the unit-mask signatures a scoring or threshold-sweep task holds;
+    more passes when exceeded.
+    """
 
     @model_validator(mode="after")
     def _shards_hold_whole_batches(self) -> ResourceSpec:
@@ -87,15 +106,27 @@ class JobSpec(Frozen):
     """A whole dissection job. Validated once; every stage reads its own part."""
 
     spec_version: Literal[1] = SPEC_VERSION
+    """Version of the spec format (1)."""
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "dissect"
+    """Job name, kept in the records' provenance."""
     model: ModelSpec
+    """Which network, which weights, how images are preprocessed."""
     layers: Annotated[tuple[str, ...], Field(min_length=1), UNIQUE]
+    """Module names, globs (`features.*`, `**`) or module types (`type:ReLU`); see `ray-dissect
+    layers`.
+    """
     dataset: AnyDatasetSpec
+    """The concept dataset or image folder; `format` picks the reader."""
     method: Method = NetDissectMethod()
+    """What is computed per unit; `kind` picks the method."""
     resources: ResourceSpec = ResourceSpec()
+    """How the work is spread over the cluster."""
     top_images: Annotated[TopImagesSpec, ADDED_LATER] = TopImagesSpec()
+    """The images each record names."""
     analyses: Annotated[AnalysesSpec, ADDED_LATER] = AnalysesSpec()
+    """Optional visual analyses (attribution, receptive fields, PRISM)."""
     studies: Annotated[StudiesSpec, ADDED_LATER] = StudiesSpec()
+    """Optional studies of the labels."""
 
     @property
     def dissects(self) -> bool:
@@ -170,10 +201,9 @@ def _one_line(error: ValidationError, source: str) -> str:
     if len(loc) > 1 and (loc[0], loc[1]) in TAGS:
         del loc[1]  # a union's tag, not a field
     field = ".".join(loc) or "(top level)"
-    given = first.get("input")
-    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    known = list(JobSpec.model_fields) if len(loc) == 1 else None
     more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"invalid job spec {source}: field '{field}': {first['msg']}{shown}{more}"
+    return f"invalid job spec {source}: {plain_message(first, field, known)}{more}"
 
 
 def parse_spec(data: Any, *, source: str = "<spec>", base: Path | None = None) -> JobSpec:
@@ -198,8 +228,27 @@ def load_spec(path: Path | str) -> JobSpec:
         raise SpecError(f"cannot read job spec {str(path)!r}: {err.strerror}",
                         hint="check the path") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=NoAliasLoader)  # a SafeLoader without aliases
+    except AliasError as err:
+        raise SpecError(f"job spec {str(path)!r} uses a YAML alias ({err})",
+                        expected="no aliases (*name): a spec is refused before they expand",
+                        hint="write the value out where it is used") from None
     except yaml.YAMLError as err:
         raise SpecError(f"job spec {str(path)!r} is not valid YAML: {err}".replace("\n", " "),
                         hint="check indentation") from None
     return parse_spec(data, source=str(path))
+
+
+class AliasError(yaml.YAMLError):
+    """A YAML alias in a job spec (refused: aliases can expand exponentially)."""
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses every alias while composing, before any expansion:
+    a few hundred bytes of nested aliases ("billion laughs") expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasError(f"*{event.anchor} at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)

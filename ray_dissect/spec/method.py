@@ -17,15 +17,24 @@ class _MethodBase(Frozen):
     """
 
     quantile: Annotated[float, Field(gt=0, lt=1)] = 0.005
+    """Each unit's mask is its top `quantile` of activations: the threshold is the exact 1 -
+    quantile quantile over all images and positions.
+    """
     iou_threshold: Annotated[float, Field(ge=0, le=1)] = 0.04
+    """A unit is interpretable when its label's IoU is at least this."""
     denominator: Literal["plain", "category"] = "plain"
+    """`plain`: dataset-wide |B and L| / |B or L| (compexp, CCE); `category`: NetDissect-Lite's
+    category-conditional term.
+    """
     top_k: Annotated[int, Field(gt=0, le=100)] = 5
+    """How many best concepts each record lists in `top`."""
 
 
 class NetDissectMethod(_MethodBase):
     """Network Dissection: one label per unit (Bau et al. 2017)."""
 
     kind: Literal["netdissect"] = "netdissect"
+    """`netdissect`: one label per unit (Network Dissection)."""
 
 
 class SearchBudget(Frozen):
@@ -33,7 +42,9 @@ class SearchBudget(Frozen):
     the best formula found with ``optimal: false`` and the proved bound."""
 
     seconds: Annotated[float, Field(gt=0)] | None = None
-    nodes: Annotated[int, Field(gt=0, description="node expansions")] | None = None
+    """Wall seconds per unit and range."""
+    nodes: Annotated[int, Field(gt=0)] | None = None
+    """Nodes expanded per unit and range."""
 
 
 class CompositionalMethod(_MethodBase):
@@ -54,16 +65,39 @@ class CompositionalMethod(_MethodBase):
     """
 
     kind: Literal["compositional"] = "compositional"
+    """`compositional`: a formula per unit (Compositional Explanations)."""
     length: Annotated[int, Field(ge=1, le=10)] = 3
+    """Most concepts (leaves) in a formula."""
     beam: Annotated[int, Field(ge=1, le=100)] = 5
+    """Beam width of the search, honoured at every step."""
     first_beam: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """Atoms in the first beam (default: 2 x `beam`, as CCE; compexp used `beam`)."""
     count_not: bool = False
+    """Also count NOT toward `length` (compexp)."""
     dedup: Literal["equivalence", "string"] = "equivalence"
+    """`equivalence` drops logically equivalent candidates (pyeda, CCE); `string` only identical
+    text (compexp).
+    """
     heuristic: Literal["none", "mmesh", "cfh", "areas"] = "none"
+    """Prune with CCE's admissible IoU bounds (same result, fewer exact IoUs in `visited`; keeps
+    every pixel's label-set id in memory). A study option.
+    """
     concept_masking: bool = False
+    """Add CCE's cosine concept-masking score of each explanation (forward passes on the model
+    actors).
+    """
     masking_images: Annotated[int, Field(gt=0)] | None = None
+    """At most this many images per explanation for `concept_masking` (the first ones); default
+    all.
+    """
     search: Annotated[Literal["beam", "optimal"], ADDED_LATER] = "beam"
+    """`beam` (CCE's search); `optimal` proves the formula of maximal IoU over the beam's whole
+    space by branch and bound, started from the beam's answer (see docs/optimal.md).
+    """
     search_budget: Annotated[SearchBudget | None, ADDED_LATER] = None
+    """Limits per unit and range of `search: optimal` (anytime: the record keeps the proved
+    bound); default none.
+    """
 
     @model_validator(mode="after")
     def _budget_needs_optimal(self) -> CompositionalMethod:
@@ -84,9 +118,13 @@ class ClusteredMethod(CompositionalMethod):
     """
 
     kind: Literal["clustered"] = "clustered"  # type: ignore[assignment]
+    """`clustered`: a formula per activation range (Clustered Compositional Explanations)."""
     clusters: Annotated[int, Field(ge=1, le=32)] = 5
+    """Activation ranges per unit, by 1-D k-means (`1`: the quantile range, as `compositional`)."""
     seed: int = 0
+    """Seed of the k-means++ initialisation (best of 10 inits)."""
     bounds: Literal["inclusive", "strict"] = "inclusive"
+    """A range's mask: `inclusive` lo <= a <= hi, or `strict` lo < a < hi (CCE's code)."""
 
 
 class NoMethod(Frozen):
@@ -94,6 +132,7 @@ class NoMethod(Frozen):
     only want activations, top images and analyses. Records then carry no labels."""
 
     kind: Literal["none"] = "none"
+    """`none`: no dissection; activations, top images and analyses only."""
 
 
 DissectionMethod = NetDissectMethod | CompositionalMethod | ClusteredMethod

@@ -22,8 +22,11 @@ class PreprocessSpec(Frozen):
     """Images are resized to ``size`` x ``size`` (bilinear), scaled to [0, 1] and normalised."""
 
     size: Annotated[int, Field(gt=0, le=4096)] = 224
+    """Images are resized to size x size pixels (bilinear) before the model."""
     mean: tuple[float, float, float] = IMAGENET_MEAN
+    """Per-channel (R, G, B) mean subtracted after scaling to [0, 1] (ImageNet's)."""
     std: tuple[Annotated[float, Field(gt=0)], ...] = IMAGENET_STD
+    """Per-channel (R, G, B) standard deviation divided by (ImageNet's)."""
 
     @field_validator("std")
     @classmethod
@@ -43,8 +46,12 @@ class LayerLayout(Frozen):
     """
 
     kind: Literal["nchw", "nhwc", "tokens"]
+    """`nchw` (convolutional), `nhwc` (channels last) or `tokens` ((n, T, C) ViT tokens)."""
     prefix: Annotated[int | None, Field(ge=0)] = None
+    """Leading tokens (class, register) dropped before the grid (`tokens` only; default
+    inferred)."""
     grid: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = None
+    """[rows, columns] of the patch grid (`tokens` only; default inferred: square)."""
 
     @model_validator(mode="after")
     def _tokens_only(self) -> LayerLayout:
@@ -57,6 +64,9 @@ class CheckpointWeights(Frozen):
     """A local state dict, loaded with ``torch.load(..., weights_only=True)``."""
 
     checkpoint: Path
+    """A local state dict (a `state_dict` key and `module.` prefixes are accepted); hashed by size
+    and sha256.
+    """
 
 
 class ModelSpec(Frozen):
@@ -88,18 +98,40 @@ class ModelSpec(Frozen):
     """
 
     name: str | None = None
+    """A torchvision classification model (e.g. `resnet18`); give this or `factory`."""
     factory: str | None = None
+    """`path/file.py:function` or `package.module:function` returning an `nn.Module` (runs your
+    code); give this or `name`.
+    """
     weights: str | CheckpointWeights = "none"
+    """`none` (keep the initialisation), a torchvision weights name (`DEFAULT`, `IMAGENET1K_V1`;
+    downloads, `name` only) or `{checkpoint: PATH}`.
+    """
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the torchvision builder or the factory."""
     preprocess: PreprocessSpec = PreprocessSpec()
+    """How images are resized and normalised for the model."""
     factory_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$"), ADDED_LATER] = None
+    """Set by `submit` when it ships a factory file: the shipped copy's sha256, so the shipped spec
+    hashes as the original (not set by hand).
+    """
     classifier: Annotated[str | None, ADDED_LATER, Field(
         description="module name of the model's linear head (e.g. '_fc', 'fc'); the report's "
                     "classes page ranks the last dissected layer's units by its weights")] = None
     tf32: Annotated[bool, ADDED_LATER] = False
+    """TF32 convolutions and matmuls on CUDA (off: strict fp32, cuDNN deterministic; a no-op on
+    CPU). Changes the activations.
+    """
     bf16: Annotated[bool, ADDED_LATER] = False
+    """Run the forward under bfloat16 autocast (activations are stored as float32). Changes the
+    activations.
+    """
     channels_last: Annotated[bool, ADDED_LATER] = False
+    """NHWC memory format for the model and its input. Changes the activations."""
     init_seed: Annotated[int, Field(ge=0, lt=2**63), ADDED_LATER] = 0
+    """Seeds torch while the model is built, so random-init weights are the same on every actor and
+    in every run.
+    """
     layouts: Annotated[dict[str, LayerLayout], ADDED_LATER, Field(
         description="per layer (module name), how its output is read as (units, h, w) maps; "
                     "undeclared layers: 4-D outputs as (n, C, h, w), 3-D ones as ViT tokens "

@@ -21,6 +21,10 @@ class TopImagesSpec(Frozen):
     """
 
     k: Annotated[int, Field(ge=1, le=100)] = 10
+    """Top images per unit and per explained range."""
     samples: Annotated[int, Field(ge=0, le=100)] = 3
+    """Random images per range among those with any mask pixel (against cherry-picking)."""
     seed: Annotated[int, Field(ge=0)] = 0
+    """Seed of those samples (with the unit and range)."""
     score: Annotated[Literal["max", "mean"], ADDED_LATER] = "max"
+    """What ranks a unit's top images: the map's spatial `max`, or its `mean` (silver-system)."""

@@ -15,19 +15,31 @@ class ThresholdSweepSpec(Frozen):
     """Labels (and, for compositional jobs, formulas) at several activation thresholds.
 
     For each ``q`` in ``quantiles`` (CCE's ``compare_thresholds`` list by default) every unit
-    gets the exact per-unit quantile ``T_q`` of its activations, exact zeros of non-negative
-    units left out (as CCE): ``q <= 0.5`` scores the high tail (T_q of 1 - q, range
-    (T_q, inf): the top q of the activations), ``q > 0.5`` the low tail (range (0, T_q): the
-    lowest 1 - q of the non-zero activations). Numpy's exact interpolated quantile, without
-    CCE's index truncation. ``rule: per_image`` is inner-detectors' compat rule instead: the
-    threshold of each image and unit is the 1 - q quantile of that image's map (q = 0.5: the
-    per-image median), the mask is above it, and a concept's score is the mean over the
-    images containing it of the per-image IoU.
+    gets the exact per-unit quantile ``T_q`` of its activations: ``q <= 0.5`` scores the high
+    tail (T_q of 1 - q, range (T_q, inf): the top q of the activations), ``q > 0.5`` the low
+    tail (range (0, T_q), or (-inf, T_q) for a unit with negative values). ``zeros: keep``
+    (default) counts exact zeros in the quantile as the job's own thresholds do, so the
+    sweep's point at q equals a job with ``quantile: q``; ``zeros: drop`` leaves the exact
+    zeros of non-negative units out first, CCE's ``compare_thresholds`` convention (on
+    post-ReLU maps that are mostly zeros the two differ: at q = 0.1 with 92 % zeros, keep
+    gives T = 0, drop the 0.9 quantile of the non-zero values). Numpy's exact interpolated
+    quantile, without CCE's index truncation. ``rule: per_image`` is inner-detectors' compat
+    rule instead: the threshold of each image and unit is the 1 - q quantile of that image's
+    map (q = 0.5: the per-image median), the mask is above it, and a concept's score is the
+    mean over the images containing it of the per-image IoU.
     """
 
     quantiles: Annotated[tuple[Annotated[float, Field(gt=0, lt=1)], ...],
                          Field(min_length=1), UNIQUE] = CCE_QUANTILES
+    """Quantiles to sweep (default: CCE's `compare_thresholds` list)."""
     rule: Literal["dataset", "per_image"] = "dataset"
+    """`dataset`: one exact threshold per unit; `per_image`: each image's own 1 - q quantile
+    (inner-detectors).
+    """
+    zeros: Annotated[Literal["keep", "drop"], ADDED_LATER] = "keep"
+    """`keep`: exact zeros count in each quantile, as the job's own thresholds do; `drop`:
+    the exact zeros of non-negative units are left out first (CCE's `compare_thresholds`).
+    """
 
 
 class RangesImportanceSpec(Frozen):
@@ -40,6 +52,7 @@ class RangesImportanceSpec(Frozen):
     """
 
     per_unit: bool = True
+    """Also zero each unit's range alone (one row per unit), not only all at once."""
 
 
 class UnitAblationSpec(Frozen):
@@ -52,6 +65,7 @@ class UnitAblationSpec(Frozen):
     """
 
     single_units: bool = False
+    """Also zero every unit alone, not only label groups."""
 
 
 class ConceptBlackoutSpec(Frozen):
@@ -64,12 +78,17 @@ class ConceptBlackoutSpec(Frozen):
     """
 
     limit: Annotated[int | None, Field(gt=0)] = None
+    """Only the first N images with a concept (default all)."""
 
 
 class StudiesSpec(Frozen):
     """The studies to run (each optional)."""
 
     threshold_sweep: ThresholdSweepSpec | None = None
+    """Labels (and formulas) at several activation thresholds."""
     ranges_importance: Annotated[RangesImportanceSpec | None, ADDED_LATER] = None
+    """Decision flips when each activation range is zeroed (clustered jobs, classifiers)."""
     unit_ablation: Annotated[UnitAblationSpec | None, ADDED_LATER] = None
+    """Decision effects of zeroing units that share a label (classifiers)."""
     concept_blackout: Annotated[ConceptBlackoutSpec | None, ADDED_LATER] = None
+    """Activation change when a concept's pixels are blacked out, against the units' IoUs."""

@@ -19,6 +19,7 @@ from ray_dissect.storage.files import (
     read_bytes,
     read_text,
     readable,
+    remove_temporaries,
     remove_tree,
     save_npz,
     touch,
@@ -30,6 +31,6 @@ from ray_dissect.storage.files import (
 
 __all__ = [
     "LOCAL_PROTOCOLS", "AnyPath", "is_local", "is_uri", "list_files", "load_npz", "location",
-    "makedirs", "read_bytes", "read_text", "readable", "remove_tree", "save_npz", "touch",
-    "version_key", "write_bytes", "write_text", "zarr_args",
+    "makedirs", "read_bytes", "read_text", "readable", "remove_temporaries", "remove_tree",
+    "save_npz", "touch", "version_key", "write_bytes", "write_text", "zarr_args",
 ]

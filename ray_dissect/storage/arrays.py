@@ -7,7 +7,12 @@ reading, are smaller along the other axes so that a block of units can be read f
 
 Arrays live at ``data/<name>``. Completion is recorded apart from the data, in a
 ``done/<name>`` bool array with one chunk per shard (chunk existence is no marker: all-fill
-chunks are never written).
+chunks are never written). Before a shard is marked done, the sha256 of its values (in the
+array's dtype, C order) is written to ``digests/<name>/<shard>.json``; :func:`done_shards`
+checks every done shard against its digest and clears the marks of shards that do not match
+(deleted shards, which Zarr would read as fill values; truncated ones, which fail their
+checksum), so their work units are redone. Shards of stores written before digests existed
+(no digest file) are accepted as they are.
 
 Chunks are compressed with Blosc LZ4 over byte-shuffled values (:data:`CODEC`): on
 ResNet18 ``layer4`` activations it writes ~3.8x and reads ~1.7x faster (CPU) than Blosc-zstd
@@ -18,12 +23,17 @@ records each array's codec in its metadata.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from typing import Any
 
 import numpy as np
 
 from ray_dissect.errors import StoreError
-from ray_dissect.storage import AnyPath, zarr_args
+from ray_dissect.storage import AnyPath, files, zarr_args
+
+log = logging.getLogger(__name__)
 
 CODEC = {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
 """Blosc settings of every new per-image array (see the module docstring)."""
@@ -50,7 +60,8 @@ def _divisor_at_most(n: int, k: int) -> int:
 
 def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: str,
                        shard_images: int, chunk_images: int,
-                       inner_chunks: tuple[int, ...] | None = None) -> Any:
+                       inner_chunks: tuple[int, ...] | None = None, stage_hash: str = ""
+                       ) -> Any:
     """Create (or open, when it exists with the same shape) a per-image array and its markers.
 
     Args:
@@ -59,6 +70,9 @@ def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: 
         chunk_images: images per chunk (divides ``shard_images``).
         inner_chunks: wanted chunk size along the other axes (default: whole axes); each is
             lowered to a divisor of its axis.
+        stage_hash: the hash of the stage writing the array, kept in
+            ``digests/<name>/stage.json``; an existing array recorded with another hash has
+            every done mark cleared (with a warning), so all its shards are written again.
     """
     zarr = _zarr()
     group = _open_group(path)
@@ -71,6 +85,7 @@ def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: 
         if tuple(arr.shape) != tuple(shape):
             raise StoreError(f"existing array {name!r} in {str(path)!r} has shape {arr.shape}",
                              expected=str(shape), hint="use a new output directory")
+        _check_stage(path, name, stage_hash, done[name])
         return arr
     arr = data.create_array(
         name, shape=shape, dtype=dtype, chunks=(chunk_images, *inner),
@@ -78,7 +93,30 @@ def create_image_array(path: AnyPath, name: str, shape: tuple[int, ...], dtype: 
         compressors=zarr.codecs.BloscCodec(**CODEC))
     done.create_array(name, shape=(n_shards,), chunks=(1,), dtype="bool",
                        fill_value=False)
+    _check_stage(path, name, stage_hash, done[name])
     return arr
+
+
+def _check_stage(path: AnyPath, name: str, stage_hash: str, marks: Any) -> None:
+    """Record ``stage_hash`` as the array's writer; clear every done mark when another stage
+    hash wrote it (an array from before stage hashes were recorded is taken as it is)."""
+    if not stage_hash:
+        return
+    where = _digest_path(path, name, 0).with_name("stage.json")
+    try:
+        recorded = json.loads(files.read_text(where)).get("stage")
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError, AttributeError):
+        recorded = "unreadable"
+    if recorded == stage_hash:
+        return
+    if recorded is not None:
+        log.warning("redoing every shard of %r in %s: written by stage hash %s, this job's is "
+                    "%s", name, path, recorded, stage_hash)
+        marks[:] = False
+    files.makedirs(where.parent)
+    files.write_text(where, json.dumps({"stage": stage_hash}))
 
 
 def write_shard(path: AnyPath, name: str, shard: int, shard_images: int,
@@ -87,21 +125,78 @@ def write_shard(path: AnyPath, name: str, shard: int, shard_images: int,
     group = _open_group(path, mode="r+")
     start = shard * shard_images
     try:
-        group["data"][name][start:start + data.shape[0]] = data
+        arr = group["data"][name]
+        arr[start:start + data.shape[0]] = data
+        files.makedirs(_digest_path(path, name, shard).parent)
+        files.write_text(_digest_path(path, name, shard),
+                         json.dumps({"sha256": _digest(np.asarray(data, dtype=arr.dtype))}))
         group["done"][name][shard] = True
     except OSError as err:
         raise StoreError(f"writing shard {shard} of {name!r} in {str(path)!r} failed: {err}",
                          hint="check free disk space; the job can be resumed") from err
 
 
-def done_shards(path: AnyPath, name: str) -> np.ndarray:
-    """(n_shards,) bool: which shards of ``name`` are completely written."""
+def _digest(values: np.ndarray) -> str:
+    """sha256 of an array's values in C order."""
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
+def _digest_path(path: AnyPath | str, name: str, shard: int) -> AnyPath:
+    folder = files.location(path) / "digests"
+    for part in name.split("/"):
+        folder = folder / part
+    return folder / f"{shard:06d}.json"
+
+
+def done_shards(path: AnyPath, name: str, verify: bool = True) -> np.ndarray:
+    """(n_shards,) bool: which shards of ``name`` are completely written.
+
+    With ``verify`` (a stage about to reuse them), each done shard that has a digest is read
+    and compared with it; a shard that is missing, unreadable or different is marked not
+    done again (a warning names it), so that its work unit is redone.
+    """
     try:
-        return np.asarray(_zarr().open_array(**zarr_args(path), path=f"done/{name}",
-                                             mode="r")[:],
-                          dtype=bool)
+        marks = _zarr().open_array(**zarr_args(path), path=f"done/{name}", mode="r+")
+        done = np.asarray(marks[:], dtype=bool)
     except (FileNotFoundError, KeyError, StoreError):
         return np.zeros(0, dtype=bool)
+    if verify and done.any():
+        arr = open_array(path, name)
+        for shard in np.flatnonzero(done):
+            problem = _shard_problem(path, arr, name, int(shard))
+            if problem is not None:
+                log.warning("redoing shard %d of %r in %s: %s", shard, name, path, problem)
+                marks[int(shard)] = False
+                done[shard] = False
+                _drop_shard(path, arr, name, int(shard))
+    return done
+
+
+def _drop_shard(path: AnyPath | str, arr: Any, name: str, shard: int) -> None:
+    """Remove a shard's object, so that its rewrite does not read a damaged shard index."""
+    key = arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+    target = files.location(path) / "data"
+    for part in (*name.split("/"), *key.split("/")):
+        target = target / part
+    files.remove_tree(target)
+
+
+def _shard_problem(path: AnyPath, arr: Any, name: str, shard: int) -> str | None:
+    """What is wrong with a done shard (``None``: it matches its digest, or has none)."""
+    try:
+        expected = json.loads(files.read_text(_digest_path(path, name, shard)))["sha256"]
+    except FileNotFoundError:
+        return None  # written before digests existed
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its digest is unreadable"
+    per = int(arr.shards[0]) if arr.shards else int(arr.chunks[0])
+    try:
+        values = arr[shard * per:(shard + 1) * per]
+    except Exception as err:  # any codec or store failure means: redo it
+        return f"it cannot be read ({type(err).__name__}: {err})"
+    if _digest(values) != expected:
+        return "its values do not match its digest (deleted or changed)"
+    return None
 
 
 def open_array(path: AnyPath, name: str) -> Any:

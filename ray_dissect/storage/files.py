@@ -105,6 +105,18 @@ def write_text(path: AnyPath, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def remove_temporaries(root: AnyPath) -> list[str]:
+    """Remove the temporaries :func:`write_bytes` left under a local ``root`` when its writer
+    was killed (``.NAME.PID.tmp``); returns their relative paths (nothing on object stores,
+    whose writes leave none). Call it only while no other process writes under ``root``."""
+    if not is_local(root) or not root.is_dir():
+        return []
+    stale = [p for p in root.rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return sorted(p.relative_to(root).as_posix() for p in stale)
+
+
 def touch(path: AnyPath) -> None:
     """Create an empty marker file."""
     write_bytes(path, b"")

@@ -131,7 +131,8 @@ def _job(root: AnyPath) -> tuple[JobSpec, dict[str, list[UnitRecord]]]:
     if spec.method.kind not in ("compositional", "clustered"):
         raise SpecError(f"job {str(root)!r} has no formulas", given=spec.method.kind,
                         expected="method compositional or clustered",
-                        hint="compare runs on explained jobs of both models")
+                        hint="compare runs on explained jobs of both models; "
+                             "--no-formulas draws the visual comparison only")
     records = {}
     for layer in spec.layers:
         if not job.records(layer).is_file():

@@ -94,7 +94,8 @@ def plan(ctx: JobContext) -> Plan:
         units, h, w = ctx.shapes[layer]
         arrays.create_image_array(ctx.job.activations_zarr, layer_key(layer), (n, units, h, w),
                                   "float32", res.shard_images,
-                                  math.gcd(res.shard_images, CHUNK_IMAGES), (64, h, w))
+                                  math.gcd(res.shard_images, CHUNK_IMAGES), (64, h, w),
+                                  stage_hash=ctx.stage_hash)
         done &= arrays.done_shards(ctx.job.activations_zarr, layer_key(layer))
     todo = [s for s in range(n_shards) if not (done[s] and ctx.job.bad_images(s).exists())]
     return Plan(n_shards, n_shards - len(todo), [(s,) for s in todo])

@@ -145,7 +145,8 @@ def plan(ctx: JobContext) -> Plan | None:
     done = np.ones(n_shards, dtype=bool)
     for name, (shape, dtype) in _arrays(ctx, spec, n).items():
         arrays.create_image_array(ctx.job.attribution_zarr, name, shape, dtype, res.shard_images,
-                                  math.gcd(res.shard_images, CHUNK_IMAGES))
+                                  math.gcd(res.shard_images, CHUNK_IMAGES),
+                                  stage_hash=ctx.stage_hash)
         done &= arrays.done_shards(ctx.job.attribution_zarr, name)
     todo = [s for s in range(n_shards) if not done[s]]
     return Plan(n_shards, n_shards - len(todo), [(s, n) for s in todo])

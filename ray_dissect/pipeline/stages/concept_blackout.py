@@ -27,7 +27,7 @@ from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.explain.netdissect import tally
 from ray_dissect.explain.ranges import range_specs
-from ray_dissect.job.layout import done_marker
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import Stage, label_inputs, section
 from ray_dissect.pipeline.stages.image_studies import (
@@ -70,7 +70,7 @@ def iou_plan(ctx: JobContext) -> Plan | None:
         return None
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(_iou_part(ctx, layer, b)).exists()]
+            if not verified_done(_iou_part(ctx, layer, b), ctx.stage_hash)]
     calls = [(layer, b, ctx.thresholds[layer][0][b[0]:b[1]]) for layer, b in todo]
     return Plan(len(blocks), len(blocks) - len(todo), calls, shared=(ctx.concept_index,))
 
@@ -81,7 +81,7 @@ def iou_collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray],
     path = _iou_part(ctx, call[0], call[1])
     storage.makedirs(path.parent)
     storage.save_npz(path, iou=iou)
-    storage.touch(done_marker(path))
+    mark_done(path, ctx.stage_hash)
     return 1
 
 

@@ -52,7 +52,8 @@ def plan(ctx: JobContext) -> Plan | None:
     n_shards = math.ceil(n / shard_images)
     arrays.create_image_array(ctx.job.concepts_zarr, "set_ids",
                               (n, *ctx.concept_dataset.mask_shape),
-                              "uint32", shard_images, math.gcd(shard_images, CHUNK_IMAGES))
+                              "uint32", shard_images, math.gcd(shard_images, CHUNK_IMAGES),
+                              stage_hash=ctx.stage_hash)
     done = arrays.done_shards(ctx.job.concepts_zarr, "set_ids")
     todo = [s for s in range(n_shards) if not (done[s] and ctx.job.concept_shard(s).exists())]
     return Plan(n_shards, n_shards - len(todo), [(s,) for s in todo])

@@ -22,7 +22,8 @@ from ray_dissect import storage
 from ray_dissect.datasets.base import ConceptDataset, ImageDataset
 from ray_dissect.datasets.registry import concept_formats
 from ray_dissect.errors import SpecError
-from ray_dissect.job.layout import JobDir, done_marker, shard_range
+from ray_dissect.job.layout import JobDir, shard_range
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import ModelInfo, Shapes
@@ -35,7 +36,7 @@ def shard_plan(ctx: JobContext, name: str, n_images: int, shared: tuple[Any, ...
     n_shards = math.ceil(n_images / ctx.spec.resources.shard_images)
     ctx.parts[name] = n_shards
     todo = [s for s in range(n_shards)
-            if not done_marker(ctx.job.study_shard(name, s)).exists()]
+            if not verified_done(ctx.job.study_shard(name, s), ctx.stage_hash)]
     return Plan(n_shards, n_shards - len(todo), [(s,) for s in todo], shared=shared)
 
 
@@ -63,7 +64,7 @@ def save_shard(ctx: JobContext, name: str, shard: int, sums: dict[str, np.ndarra
     path = ctx.job.study_shard(name, shard)
     storage.makedirs(path.parent)
     storage.save_npz(path, **sums)
-    storage.touch(done_marker(path))
+    mark_done(path, ctx.stage_hash)
     return 1
 
 

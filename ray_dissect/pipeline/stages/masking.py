@@ -16,7 +16,8 @@ from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.explain.formula import evaluate, from_dict
 from ray_dissect.explain.masking import concept_masking_score
 from ray_dissect.explain.search import SearchSpace
-from ray_dissect.job.layout import JobDir, done_marker, layer_key
+from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import Stage
 from ray_dissect.records.io import read_unit_records
@@ -61,7 +62,7 @@ def plan(ctx: JobContext) -> Plan | None:
         return None
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.masking_part(layer, b)).exists()]
+            if not verified_done(ctx.job.masking_part(layer, b), ctx.stage_hash)]
     return Plan(len(blocks), len(blocks) - len(todo), todo,
                 shared=(ctx.concept_index, ctx.space))
 
@@ -71,7 +72,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int]],
     """Write a block's scores, then its done marker."""
     path = ctx.job.masking_part(*call)
     storage.write_text(path, json.dumps(scores))
-    storage.touch(done_marker(path))
+    mark_done(path, ctx.stage_hash)
     return 1
 
 

@@ -38,7 +38,8 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.errors import ModelError, SpecError
-from ray_dissect.job.layout import CHUNK_IMAGES, done_marker, layer_key, shard_range
+from ray_dissect.job.layout import CHUNK_IMAGES, layer_key, shard_range
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.build import probe_layers
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
@@ -90,7 +91,8 @@ def _shards(env: WorkEnv, valid: np.ndarray, shard: int, n: int) -> Any:
 
 
 def pca_work(env: WorkEnv, valid: np.ndarray, shard: int, n: int) -> int:
-    """Accumulate one shard's PCA sums over its valid images; write the part and its marker.
+    """Accumulate one shard's PCA sums over its valid images; write the part (the driver
+    marks it done).
 
     Args:
         valid: (n,) bool images that count; shard: the shard; n: the images PRISM covers.
@@ -108,7 +110,6 @@ def pca_work(env: WorkEnv, valid: np.ndarray, shard: int, n: int) -> int:
     path = env.job.prism_pca_part(shard)
     storage.makedirs(path.parent)
     storage.save_npz(path, **acc.state_dict(), order=np.asarray(order))
-    storage.touch(done_marker(path))
     return shard
 
 
@@ -124,11 +125,13 @@ def pca_plan(ctx: JobContext) -> Plan | None:
     """Every shard without a done marker; None without ``analyses.prism``."""
     if ctx.spec.analyses.prism is None:
         return None
-    return _plan_shards(ctx, lambda s: not done_marker(ctx.job.prism_pca_part(s)).exists())
+    return _plan_shards(ctx, lambda s: not verified_done(ctx.job.prism_pca_part(s),
+                                                         ctx.stage_hash))
 
 
 def pca_collect(ctx: JobContext, call: tuple[int, int], result: int) -> int:
-    """The actor wrote the part and its marker; the PCA is to be merged again."""
+    """The actor wrote the part: mark it done; the PCA is to be merged again."""
+    mark_done(ctx.job.prism_pca_part(call[0]), ctx.stage_hash)
     ctx.parts["prism_pca"] = True
     return 1
 
@@ -219,7 +222,8 @@ def predictions(env: WorkEnv, valid: np.ndarray, shard: int, n: int
 def _create(ctx: JobContext, name: str, shape: tuple[int, ...], dtype: str) -> None:
     res = ctx.spec.resources
     arrays.create_image_array(ctx.job.prism_zarr, name, shape, dtype, res.shard_images,
-                              math.gcd(res.shard_images, CHUNK_IMAGES))
+                              math.gcd(res.shard_images, CHUNK_IMAGES),
+                              stage_hash=ctx.stage_hash)
 
 
 def plan(ctx: JobContext) -> Plan | None:

@@ -38,7 +38,8 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.errors import SpecError
-from ray_dissect.job.layout import JobDir, done_marker, layer_key
+from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage
@@ -113,7 +114,6 @@ def rf_work(env: WorkEnv, layer: str, block: int, images: list[int],
     path = env.job.receptive_fields_part(layer, block)
     storage.makedirs(path.parent)
     storage.save_npz(path, **{k: np.concatenate(v) for k, v in found.items()})
-    storage.touch(done_marker(path))
     return len(images)
 
 
@@ -148,13 +148,15 @@ def plan(ctx: JobContext) -> Plan | None:
         blocks = image_blocks(ctx, layer)
         total += len(blocks)
         calls += [(layer, b, images, units) for b, (images, units) in enumerate(blocks)
-                  if not done_marker(ctx.job.receptive_fields_part(layer, b)).exists()]
+                  if not verified_done(ctx.job.receptive_fields_part(layer, b),
+                                       ctx.stage_hash)]
     return Plan(total, total - len(calls), calls)
 
 
 def collect(ctx: JobContext, call: tuple[str, int, list[int], list[list[int]]],
             result: int) -> int:
-    """The actor wrote the part and its marker; the layer's fields are to be merged again."""
+    """The actor wrote the part: mark it done; the layer's fields are to be merged again."""
+    mark_done(ctx.job.receptive_fields_part(call[0], call[1]), ctx.stage_hash)
     ctx.parts.setdefault("receptive_fields", set()).add(call[0])
     return 1
 

@@ -33,7 +33,8 @@ from ray_dissect.explain.ranges import (
     searched_ranges,
 )
 from ray_dissect.explain.search import SearchParams, SearchSpace, Selector
-from ray_dissect.job.layout import JobDir, done_marker, layer_key
+from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import Stage
 from ray_dissect.records.build import unit_record
@@ -225,7 +226,7 @@ def plan(ctx: JobContext) -> Plan | None:
         ctx.space = SearchSpace.from_index(index)
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.record_part(layer, b)).exists()]
+            if not verified_done(ctx.job.record_part(layer, b), ctx.stage_hash)]
     calls = [(layer, b, ctx.thresholds[layer][0][b[0]:b[1]], ctx.thresholds[layer][2][b[0]:b[1]])
              for layer, b in todo]
     return Plan(len(blocks), len(blocks) - len(todo), calls, shared=(index, ctx.space))
@@ -248,7 +249,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
     part = ctx.job.record_part(layer, (b0, b1))
     storage.makedirs(part.parent)
     write_jsonl(part, records)
-    storage.touch(done_marker(part))
+    mark_done(part, ctx.stage_hash)
     return 1
 
 

@@ -2,7 +2,8 @@
 activation quantiles (CPU tasks over unit blocks; only with ``studies.threshold_sweep``).
 
 Work unit: block [u0, u1) of a layer -> per quantile q the exact per-unit threshold T_q
-(exact zeros of non-negative units left out, as CCE's compare_thresholds), the unit masks of
+(exact zeros counted as the job's thresholds count them, or with ``zeros: drop`` left out for
+non-negative units, as CCE's compare_thresholds), the unit masks of
 the high tail (T_q, inf) for q <= 0.5 or the low tail below T_q for q > 0.5, their NetDissect
 labels and (compositional) beam-searched formulas. Driver: rows per block under
 ``studies/threshold_sweep/``, then ``studies/threshold_sweep.jsonl`` with per-quantile
@@ -22,7 +23,8 @@ from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.explain.netdissect import label_units, per_image_iou, tally
 from ray_dissect.explain.ranges import RangeSpec, explain_range
 from ray_dissect.explain.search import SearchParams, SearchSpace
-from ray_dissect.job.layout import done_marker, layer_key
+from ray_dissect.job.layout import layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import Stage, section
 from ray_dissect.pipeline.stages.image_studies import needs_concepts, study_outputs
@@ -43,15 +45,17 @@ from ray_dissect.storage import arrays
 NAME = "threshold_sweep"
 
 
-def tail_range(values: np.ndarray, q: float) -> tuple[float, float]:
+def tail_range(values: np.ndarray, q: float, drop_zeros: bool = False
+               ) -> tuple[float, float]:
     """(lo, hi) of one unit's tail at quantile ``q`` over its finite values (n,) float64.
 
-    Exact zeros are left out when no value is negative. ``q <= 0.5``: (T, inf) with T the
-    1 - q quantile; ``q > 0.5``: (0, T) (or (-inf, T) for a unit with negative values).
+    With ``drop_zeros`` exact zeros are left out when no value is negative (CCE); else they
+    count, as in the job's thresholds. ``q <= 0.5``: (T, inf) with T the 1 - q quantile;
+    ``q > 0.5``: (0, T) (or (-inf, T) for a unit with negative values).
     """
     values = values[np.isfinite(values)]
     nonneg = values.size > 0 and values.min() >= 0
-    if nonneg:
+    if nonneg and drop_zeros:
         values = values[values != 0]
     if values.size == 0:
         return np.inf, -np.inf
@@ -96,10 +100,10 @@ def _ranges(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
     acts = arrays.open_array(env.job.activations_zarr, layer_key(layer))[:, units[0]:units[1]]
     if _sweep(env).rule == "per_image":
         return [per_image_ranges(acts, q) for q in _sweep(env).quantiles]
-    acts = acts[valid]
+    acts, drop = acts[valid], _sweep(env).zeros == "drop"
     out = []
     for q in _sweep(env).quantiles:
-        bounds = [tail_range(acts[:, u].astype(np.float64).reshape(-1), q)
+        bounds = [tail_range(acts[:, u].astype(np.float64).reshape(-1), q, drop)
                   for u in range(units[1] - units[0])]
         out.append(RangeSpec(np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds]),
                              inclusive=False))
@@ -171,7 +175,7 @@ def plan(ctx: JobContext) -> Plan | None:
         ctx.shapes[layer], n, ctx.spec.resources.units_per_task)]
     ctx.parts[NAME] = blocks
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.study_part(NAME, layer, b)).exists()]
+            if not verified_done(ctx.job.study_part(NAME, layer, b), ctx.stage_hash)]
     return Plan(len(blocks), len(blocks) - len(todo), todo,
                 shared=(ctx.concept_index, ctx.space, ctx.valid_images))
 
@@ -201,7 +205,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int]], block: SweepBloc
     part = ctx.job.study_part(NAME, layer, (b0, b1))
     storage.makedirs(part.parent)
     write_jsonl(part, _rows(ctx, layer, b0, block))
-    storage.touch(done_marker(part))
+    mark_done(part, ctx.stage_hash)
     return 1
 
 

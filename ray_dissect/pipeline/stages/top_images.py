@@ -18,7 +18,8 @@ import numpy as np
 from ray_dissect import storage
 from ray_dissect.concepts.masks import mask_pixels
 from ray_dissect.explain.ranges import RangeSpec, range_specs, searched_ranges
-from ray_dissect.job.layout import JobDir, done_marker, layer_key
+from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import Stage
 from ray_dissect.pipeline.stages.scoring import inclusive_bounds
@@ -124,7 +125,7 @@ def plan(ctx: JobContext) -> Plan:
     """Every block without a done marker; the valid images and mask shape are shared."""
     blocks = ctx.unit_blocks()
     todo = [(layer, b) for layer, b in blocks
-            if not done_marker(ctx.job.top_images_part(layer, b)).exists()]
+            if not verified_done(ctx.job.top_images_part(layer, b), ctx.stage_hash)]
     bounds = {layer: _thresholds(ctx, layer) for layer in ctx.spec.layers}
     calls = [(layer, b, bounds[layer][0][b[0]:b[1]], bounds[layer][2][b[0]:b[1]])
              for layer, b in todo]
@@ -139,7 +140,7 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
     path = ctx.job.top_images_part(call[0], call[1])
     storage.makedirs(path.parent)
     storage.save_npz(path, **vars(block))
-    storage.touch(done_marker(path))
+    mark_done(path, ctx.stage_hash)
     return 1
 
 

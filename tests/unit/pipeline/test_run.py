@@ -88,16 +88,15 @@ def test_a_shared_module_is_refused_before_any_work(four_images: Path, tmp_path:
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("slow", "bad", "opened"), [
-    (False, {"layers": ["nope"]}, []),              # model checked before the session
-    (True, {"layers": ["nope"]}, ["open", "closed"]),  # checked while it opens, then ended
-    (False, {"method": {"quantile": 0.2}}, []),     # another job in the directory: refused
-    (False, {}, ["open", "closed"]),                # a good job opens and closes it once
+@pytest.mark.parametrize(("bad", "opened"), [
+    ({"layers": ["nope"]}, []),              # model checked before the session (Ray)
+    ({"method": {"quantile": 0.2}}, []),     # another job in the directory: refused
+    ({}, ["open", "closed"]),                # a good job opens and closes it once
 ])
-def test_session_opens_after_the_checks(four_images: Path, tmp_path: Path, slow: bool,
-                                        bad: dict, opened: list[str]) -> None:
-    """A fast session opens only once the model and the job directory pass their checks; a
-    slow one opens while the model is checked and is ended when a check fails."""
+def test_session_opens_after_the_checks(four_images: Path, tmp_path: Path, bad: dict,
+                                        opened: list[str]) -> None:
+    """The session (Ray) opens only once the model and the job directory pass their checks:
+    a layer typo is refused before any cluster starts."""
     run_stages(_spec(four_images), tmp_path / "out")
     events: list[str] = []
 
@@ -113,7 +112,7 @@ def test_session_opens_after_the_checks(four_images: Path, tmp_path: Path, slow:
     target = tmp_path / ("out" if "method" in bad else "other")
 
     def run() -> None:
-        run_stages(JobSpec.model_validate(data), target, session=session, slow_session=slow)
+        run_stages(JobSpec.model_validate(data), target, session=session)
 
     if bad:
         with pytest.raises(SpecError):

@@ -93,3 +93,32 @@ def test_manifest_without_timings_still_renders(four_images: Path, tmp_path: Pat
         del run["timings"]
     path.write_text(json.dumps(data))
     assert "fixed costs" not in render_status(tmp_path / "out")
+
+
+def test_status_lists_only_the_stages_the_spec_uses(four_images: Path, tmp_path: Path) -> None:
+    """A NetDissect job with one study: status lists exactly the stages whose plan ran (a
+    planned stage has work units in the manifest; a skipped one has none), in order; a
+    changed-spec refusal's "reusing" list names only stages this job has."""
+    import pytest
+
+    from ray_dissect.errors import SpecError
+    from ray_dissect.pipeline.table import stage_names
+
+    data = {"model": {"factory": f"{PLANTED}:red_channel",
+                      "preprocess": {"size": 8, "mean": [0, 0, 0], "std": [1, 1, 1]}},
+            "layers": ["pool"], "dataset": {"root": str(four_images)},
+            "studies": {"threshold_sweep": {"quantiles": [0.1]}},
+            "resources": {"batch_size": 2, "shard_images": 2, "units_per_task": 1}}
+    run_stages(parse_spec(data), tmp_path / "out")
+    stages = json.loads((tmp_path / "out" / "manifest.json").read_text())["stages"]
+    ran = [name for name in stage_names() if stages[name]["total"] > 0]
+    table = render_status(tmp_path / "out").splitlines()
+    start = next(i for i, line in enumerate(table) if line.startswith("stage "))
+    listed = [line.split()[0] for line in table[start + 1:]
+              if line.split()[:1] and line.split()[0] in stage_names() and "/" in line]
+    assert listed == ran and "threshold_sweep" in ran and "attribution" not in ran
+    changed = {**data, "method": {"quantile": 0.2}}
+    with pytest.raises(SpecError) as err:
+        run_stages(parse_spec(changed), tmp_path / "out")
+    reusing = str(err.value).split("reusing: ")[1].split(")")[0].split(", ")
+    assert reusing and set(reusing) <= set(ran)

@@ -83,13 +83,48 @@ def test_category_shares_count_the_interpretable_labels(sweep) -> None:
         assert share["category_shares"] == {c: good.count(c) / len(good) for c in set(good)}
 
 
-def test_tails_drop_the_exact_zeros_of_nonnegative_units() -> None:
-    """Post-ReLU zeros are not quantiles of the unit; negative units keep theirs."""
+def test_tails_keep_or_drop_the_exact_zeros_of_nonnegative_units() -> None:
+    """zeros: drop (CCE) leaves post-ReLU zeros out of the quantile; keep (the default)
+    counts them as the job's thresholds do; negative units keep theirs either way."""
     relu = np.array([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
-    assert tail_range(relu, 0.2) == (pytest.approx(np.quantile([1, 2, 3, 4, 5], 0.8)), np.inf)
-    assert tail_range(relu, 0.8) == (0.0, pytest.approx(np.quantile([1, 2, 3, 4, 5], 0.2)))
+    nonzero = [1, 2, 3, 4, 5]
+    assert tail_range(relu, 0.2, True) == (pytest.approx(np.quantile(nonzero, 0.8)), np.inf)
+    assert tail_range(relu, 0.8, True) == (0.0, pytest.approx(np.quantile(nonzero, 0.2)))
+    assert tail_range(relu, 0.2) == (pytest.approx(np.quantile(relu, 0.8)), np.inf)
+    assert tail_range(relu, 0.8) == (0.0, pytest.approx(np.quantile(relu, 0.2)))
     signed = np.array([-2.0, 0.0, 0.0, 4.0])
-    assert tail_range(signed, 0.75) == (-np.inf, pytest.approx(np.quantile(signed, 0.25)))
+    for drop in (False, True):
+        assert tail_range(signed, 0.75, drop) == (-np.inf,
+                                                  pytest.approx(np.quantile(signed, 0.25)))
+
+
+def test_zeros_keep_equals_a_job_and_drop_is_cce(tmp_path: Path) -> None:
+    """Post-ReLU colour detectors (many exact zeros): with zeros: keep the sweep's threshold
+    and label at q are those of a job with quantile: q; with zeros: drop the threshold is the
+    1 - q quantile of the unit's non-zero values (CCE), a different one."""
+    data = generate_dataset(tmp_path / "ds", 24, seed=5, image_size=32, mask_size=16)
+    model = {"factory": f"{PLANTED}:color_detectors", "preprocess": {"size": 32, **RAW}}
+    q, rows = 0.2, {}
+    for zeros in ("keep", "drop"):
+        run_stages(_spec(data, model=model, studies={"threshold_sweep": {
+            "quantiles": [q], "zeros": zeros}}), tmp_path / zeros)
+        rows[zeros] = {r["unit"]: r for r in map(json.loads, (
+            tmp_path / zeros / "studies" / "threshold_sweep.jsonl").read_text().splitlines())
+            if r["unit"] is not None}
+    run_stages(_spec(data, model=model, method={"quantile": q}), tmp_path / "job")
+    job = {r.unit: r for r in read_unit_records(tmp_path / "job" / "records" / "pool.jsonl")}
+    acts = arrays.open_array(tmp_path / "job" / "activations.zarr", "pool")[:]
+    differ = 0
+    for unit, row in rows["keep"].items():
+        assert row["threshold"] == pytest.approx(job[unit].threshold)
+        assert row["label"]["name"] == job[unit].label.name
+        assert row["label"]["iou"] == pytest.approx(job[unit].label.iou, abs=1e-12)
+        values = acts[:, unit].astype(np.float64).ravel()
+        assert (values == 0).mean() > q  # zeros reach into the tail: the conventions differ
+        cce = np.quantile(values[values != 0], 1 - q)
+        assert rows["drop"][unit]["threshold"] == pytest.approx(cce)
+        differ += rows["drop"][unit]["threshold"] != pytest.approx(row["threshold"])
+    assert differ == len(rows["keep"]) == 3
 
 
 def test_compositional_jobs_get_formulas_per_quantile(sweep, tmp_path: Path) -> None:

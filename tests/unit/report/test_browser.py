@@ -127,11 +127,19 @@ def test_unit_page(browser: Browser, clustered_site: ReportResult) -> None:
     """A unit page decodes its strips, switches views, and `j` opens the next unit."""
     browser.goto(_url(clustered_site, f"units/{LAYER}/8.html"))
     decoded = browser.evaluate(DECODE_ALL)
-    assert len(decoded) == 7 and all(width > 0 for _, width in decoded), decoded
+    strips = [src for src, _ in decoded if src.endswith(".png")]
+    assert len(strips) == 7 * 2 and all(width > 0 for _, width in decoded), decoded
+    assert len(decoded) > len(strips) and all(src.startswith("../../img/src/")
+                                              for src, _ in decoded if src not in strips)
     _not_blank(browser.screenshot(SHOTS / "unit.png", full_page=True))
+    shown = ("[...document.querySelectorAll('.strip img.ov')].filter("
+             "i => getComputedStyle(i).visibility !== 'hidden').map(i => i.dataset.ov)")
+    rows = browser.evaluate("document.querySelectorAll('.strip').length")
+    assert browser.evaluate(shown) == ["mask"] * rows
     browser.evaluate("document.querySelector('button[data-view=raw]').click()")
-    assert browser.evaluate("document.querySelector('.strip img').getAttribute('src')") == \
-        "8_top_raw.jpg"
+    assert browser.evaluate(shown) == []
+    browser.evaluate("document.querySelector('button[data-view=concept]').click()")
+    assert sorted(browser.evaluate(shown)) == sorted(["mask"] * rows + ["concept"] * rows)
     mark = len(browser.events)
     browser.page("Input.dispatchKeyEvent", type="keyDown", key="j", text="j")
     browser.page("Input.dispatchKeyEvent", type="keyUp", key="j")

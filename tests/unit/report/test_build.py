@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -82,6 +83,28 @@ def test_offline_rules_and_local_links(site: str, request: pytest.FixtureRequest
             assert img.get("loading") == "lazy" and int(img["width"]) > 0 < int(img["height"])
 
 
+def test_badges_and_greying_follow_the_best_formula(clustered: JobResults,
+                                                   clustered_site: ReportResult) -> None:
+    """A clustered unit is badged interpretable (not greyed) when its best range formula
+    reaches the IoU threshold, whatever its single-concept label scores; the grid data's
+    ``j`` is the results' best_iou."""
+    root = Path(clustered_site.out)
+    html = (root / "layers" / f"{LAYER}.html").read_text()
+    cards = re.findall(r'<article class="(card[^"]*)"[^>]*data-unit="(\d+)".*?</h3>', html, re.S)
+    assert len(cards) == len(clustered.records(LAYER))
+    df = clustered.to_pandas(LAYER).groupby("unit").best_iou.first()
+    data = json.loads(re.search(r"add\([^,]+,(.*)\);", (root / "data" / f"{LAYER}.js")
+                                .read_text(), re.S).group(1))
+    flips = 0
+    for cls, unit in cards:
+        rec = clustered.records(LAYER)[int(unit)]
+        best = max(e.iou for e in rec.explanations if e.text is not None)
+        assert ("muted" in cls) == (best < 0.04), unit
+        flips += rec.interpretable != (best >= 0.04)
+        assert data["units"][int(unit)]["j"] == pytest.approx(df[int(unit)], abs=1e-6)
+    assert flips > 0  # some unit's label and formula disagree: the test tells them apart
+
+
 def test_layer_header_and_cards_equal_the_records(clustered: JobResults,
                                                   clustered_site: ReportResult) -> None:
     """The header's k/U/m are the records' counts, above the label plots; one card per unit
@@ -114,7 +137,8 @@ def test_unit_pages_show_every_range(clustered: JobResults, clustered_site: Repo
         assert f'id="r{e.range_index}"' in page and str(e.text) in page
         assert f"{e.visited} exact IoUs" in page
     assert page.count('class="strip"') == 1 + 2 * len(rec.explanations)
-    assert "&#34;schema_version&#34;: 4" in page or '"schema_version": 4' in page
+    raw = re.search(r'<pre class="raw">(.*?)</pre>', page, re.S).group(1)
+    assert json.loads(unescape(raw)) == rec.model_dump(mode="json")
     assert 'id="prev"' in page and 'id="next"' in page
 
 
@@ -216,3 +240,47 @@ def test_records_without_activations(clustered_job: Path, tmp_path: Path) -> Non
     layer = (Path(result.out) / "layers" / f"{LAYER}.html").read_text()
     assert len(_parse(Path(result.out) / "layers" / f"{LAYER}.html").cards) == 12
     assert "Feature map unknown" in layer and not list(Path(result.out).rglob("*.jpg"))
+
+
+class _Recorder:
+    """A Progress that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+
+    def start(self, stage: str, total: int) -> None:
+        self.totals[stage], self.done[stage] = total, 0
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        self.done[stage] += n
+
+
+def test_progress_and_an_honest_page_count(clustered: JobResults, tmp_path: Path) -> None:
+    """The report tells its progress one step per render block plus one for the site's
+    pages, and its page count is every HTML page written, unit pages included."""
+    seen = _Recorder()
+    result = build_report(clustered, tmp_path / "r", ReportOptions(block_units=5),
+                          progress=seen)
+    blocks = -(-len(clustered.records(LAYER)) // 5)
+    assert result.blocks == blocks and seen.totals == {"report": blocks + 1}
+    assert seen.done == seen.totals
+    assert result.pages == len(list((tmp_path / "r").rglob("*.html")))
+    assert result.pages > len(clustered.records(LAYER))
+
+
+def test_a_thousand_class_head_gets_imagenet_names(clustered: JobResults, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head with 1,000 outputs and no class folders is named by torchvision's ImageNet
+    list (no download); a head of another size keeps plain numbers."""
+    from torchvision.models import ResNet18_Weights
+
+    from ray_dissect.report import build
+    from ray_dissect.report.visual_pages import names_for
+
+    imagenet = ResNet18_Weights.DEFAULT.meta["categories"]
+    assert names_for(clustered, 1000) == tuple(imagenet) and names_for(clustered, 3) == ()
+    weights = np.random.default_rng(0).normal(size=(1000, len(clustered.records(LAYER))))
+    monkeypatch.setattr(build, "head_weights", lambda _results: (weights, ""))
+    text = (Path(build_report(clustered, tmp_path / "r").out) / "classes.html").read_text()
+    assert f"<h2>class 285 ({imagenet[285]})</h2>" in text and "(tench)" in text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -60,16 +59,32 @@ def test_captions_count_the_scored_mask(clustered: JobResults, tmp_path: Path) -
 
 
 def test_strip_pixels_are_the_composed_tiles(clustered: JobResults, tmp_path: Path) -> None:
-    """A unit page strip decodes to its row's tiles composed from the source images (JPEG
-    tolerance), with the stated width and height."""
+    """A unit page row shows each image once for the report (img/src/<size>/<index>.jpg, the
+    resized source, JPEG tolerance) under its overlay PNG, which dims exactly the pixels
+    outside the scored mask (away from the contour) and has the stated width and height."""
     block = render_block(clustered, LAYER, (6, 7), tmp_path / "r")
     (unit,) = block.tiles
     row = next(r for r in unit.rows if r.kind == "range")
-    got = np.asarray(Image.open(io.BytesIO((tmp_path / "r" / row.files["raw"]).read_bytes())))
-    assert got.shape == (row.height, row.width, 3)
-    first = clustered.dataset.read_image(row.tiles[0].index)
-    want = tl.resize_image(first, row.height)
-    assert np.abs(got[:, :row.height].astype(int) - want.astype(int)).mean() < 6
+    assert row.overlay and set(row.files) == {"mask", "concept"}
+    for t in row.tiles[:3]:
+        got = np.asarray(Image.open(tmp_path / "r" / "img" / "src" / str(row.height)
+                                    / f"{t.index}.jpg"))
+        want = tl.resize_image(clustered.dataset.read_image(t.index), row.height)
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 8  # JPEG q85
+    over = np.asarray(Image.open(tmp_path / "r" / row.files["mask"]).convert("RGBA"))
+    assert over.shape == (row.height, row.width, 4)
+    rec = clustered.records(LAYER)[6]
+    e = rec.explanations[row.range_index or 0]
+    acts = np.asarray(clustered.activations(LAYER)[:, 6], dtype=np.float32)
+    first = row.tiles[0].index
+    mask = tl.range_mask(acts[first:first + 1], clustered.dataset.mask_shape, e.lo, e.hi,
+                         e.inclusive)
+    inside = tl.resize_nearest(mask, row.height)[0]
+    ring, halo = tl.contour(inside)
+    tile = over[:, :row.height]
+    assert (tile[inside][:, 3] == 0).all() and (tile[ring | halo][:, 3] == 255).all()
+    assert (tile[~(inside | ring | halo)][:, 3] == 204).all()
+    assert inside.sum() == row.tiles[0].pixels * (row.height // mask.shape[-1]) ** 2
 
 
 def test_rerun_is_skipped_and_a_redo_is_byte_identical(clustered: JobResults,

@@ -46,9 +46,34 @@ def test_to_pandas_has_one_row_per_unit_and_range(clustered_job: Path) -> None:
     assert len(df) == sum(max(1, len(r["explanations"])) for r in raw)
     row = df[(df.unit == 8) & (df.range_index == 2)].iloc[0]
     e = raw[8]["explanations"][2]
-    assert row.formula == e["text"] and row.iou == pytest.approx(e["iou"])
+    assert row.formula == e["text"] and row.formula_iou == pytest.approx(e["iou"])
     assert row.activation_coverage == pytest.approx(e["metrics"]["activation_coverage"])
     assert row.label_iou == pytest.approx(raw[8]["label"]["iou"])
+
+
+def test_best_iou_is_the_label_for_netdissect_and_the_best_formula_otherwise(
+        clustered_job: Path, empty_job: Path) -> None:
+    """best_iou: the best range formula's IoU per unit (clustered), the label IoU
+    (netdissect); interpretable is best_iou >= the job's threshold; dtypes as documented."""
+    df = open_job(clustered_job).to_pandas(LAYER)
+    raw = _lines(clustered_job)
+    threshold = json.loads((clustered_job / "spec.json").read_text())["method"]["iou_threshold"]
+    for r in raw:
+        want = max(e["iou"] for e in r["explanations"] if e["text"] is not None)
+        rows = df[df.unit == r["unit"]]
+        assert rows.best_iou.tolist() == pytest.approx([want] * len(rows))
+        assert rows.interpretable.tolist() == [want >= threshold] * len(rows)
+    assert df.best_iou.max() > df.label_iou.max()  # a formula beats every label here
+    assert df.dtypes.best_iou == np.float64 and str(df.dtypes.range_index) == "Int64"
+    plain = open_job(empty_job).to_pandas("pool")
+    labels = {r["unit"]: r["label"] for r in
+              map(json.loads, (empty_job / "records" / "pool.jsonl").read_text().splitlines())}
+    for row in plain.itertuples():
+        want = labels[row.unit]["iou"] if labels[row.unit] else 0.0
+        assert row.best_iou == pytest.approx(want) and not row.interpretable
+        assert np.isnan(row.formula_iou) and row.formula is None
+    top = plain.sort_values("best_iou", ascending=False).unit.tolist()
+    assert top[0] == max(labels, key=lambda u: labels[u]["iou"] if labels[u] else 0.0)
 
 
 def test_netdissect_rows_and_best_explanations(empty_job: Path, clustered_job: Path) -> None:

@@ -297,3 +297,18 @@ def test_many_label_groups_plot_the_first_forty() -> None:
         layers=[section], configured=[], ran=["unit_ablation"], problems=[],
         threshold=0.04, compare=None, compare_layers=[])
     assert html.count("(the first 40 of 50 groups;") == 2
+
+
+def test_sweep_caption_states_the_zeros_convention(studies_dir: Path, studies_site: ReportResult,
+                                                   tmp_path: Path) -> None:
+    """The sweep's caption says whether exact zeros count in its quantiles (keep, the
+    default) or are left out (drop, CCE's convention), as the spec chose."""
+    from ray_dissect.report.studies import sweep_zeros
+
+    html = (Path(studies_site.out) / "studies.html").read_text()
+    assert "zeros: keep" in html and "zeros: drop" not in html
+    spec = json.loads((studies_dir / "spec.json").read_text())
+    spec["studies"]["threshold_sweep"]["zeros"] = "drop"
+    shutil.copytree(studies_dir, tmp_path / "job", ignore=shutil.ignore_patterns("report"))
+    (tmp_path / "job" / "spec.json").write_text(json.dumps(spec))
+    assert "zeros: drop" in sweep_zeros(JobResults(tmp_path / "job"))

@@ -136,3 +136,32 @@ def test_tile_iou(a: tuple[int, int], b: tuple[int, int], iou: float) -> None:
     x, y = np.zeros(8, bool), np.zeros(8, bool)
     x[a[0]:a[1]], y[b[0]:b[1]] = True, True
     assert tl.tile_iou(x, y) == pytest.approx(iou)
+
+
+def _composite(base: np.ndarray, png: bytes) -> np.ndarray:
+    """Alpha-composite an overlay PNG over (H, W, 3) uint8 pixels, as a browser does."""
+    over = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA")).astype(np.float64)
+    alpha = over[..., 3:] / 255
+    return np.rint(over[..., :3] * alpha + base * (1 - alpha)).astype(np.uint8)
+
+
+def test_overlays_over_the_raw_tiles_are_the_baked_views() -> None:
+    """The overlay PNG strip over the raw tiles (gaps clear) gives the mask view exactly
+    (outside at 51/255 = 0.2, contour, halo) and, with the concept overlay on top, the
+    concept view; the raw tiles show through untouched where the mask holds."""
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    masks = rng.random((3, 8, 8)) > 0.5
+    concepts = rng.random((3, 8, 8)) > 0.6
+    style = tl.DEFAULT_STYLE
+    sources = [tl.source(img, 16, style) for img in images]
+    baked = tl.compose_row(sources, masks, concepts, ["mask", "concept"], style)
+    shown, outline = tl.overlay_indices(masks, concepts, 16, style)
+    assert outline is not None
+    raw = tl.strip([s.base for s in sources], 16, 2)
+    mask_view = _composite(raw, tl.encode_overlay(shown, 16, 2))
+    assert np.abs(mask_view.astype(int) - tl.strip(baked["mask"], 16, 2)).max() <= 1
+    concept_view = _composite(mask_view, tl.encode_overlay(outline, 16, 2))
+    assert np.abs(concept_view.astype(int) - tl.strip(baked["concept"], 16, 2)).max() <= 1
+    inside = tl.resize_nearest(masks, 16)
+    assert (mask_view[:, :16][inside[0]] == images[0][inside[0]]).all()

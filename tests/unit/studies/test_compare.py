@@ -79,12 +79,13 @@ def test_shares_are_the_hand_counted_ones(tmp_path: Path) -> None:
 def test_cli_writes_the_report_under_the_trained_job(tmp_path: Path) -> None:
     """`compare` writes a valid CompareReport to TRAINED/studies/compare.json (or --out)."""
     trained, base = _job(tmp_path / "trained", TRAINED), _job(tmp_path / "base", BASELINE)
-    result = CliRunner().invoke(app, ["compare", str(trained), str(base)])
+    result = CliRunner().invoke(app, ["compare", str(trained), str(base), "--no-visual"])
     assert result.exit_code == 0, result.output
     report = CompareReport.model_validate_json((trained / "studies" / "compare.json").read_text())
     assert report.layers[0].ranges[1].weakly_specialized == 2
     out = tmp_path / "elsewhere" / "c.json"
-    result = CliRunner().invoke(app, ["compare", str(trained), str(base), "--out", str(out)])
+    result = CliRunner().invoke(app, ["compare", str(trained), str(base), "--out", str(out),
+                                        "--no-visual"])
     assert result.exit_code == 0 and json.loads(out.read_text())["schema_version"] == 4
 
 

@@ -95,7 +95,7 @@
   Grid.prototype.matches = function (d, s) {
     var min = parseFloat(s.min);
     if (s.cat && s.cat.split(",").indexOf(d.c) < 0) { return false; }
-    if (s.int && !(d.l && d.i >= min)) { return false; }
+    if (s.int && !(d.j !== null && d.j >= min)) { return false; }
     if (s.gap && !(d.g > 0)) { return false; }
     if (s.op && !d.r.some(function (r) { return r[5].indexOf(s.op) >= 0; })) { return false; }
     if (s.len && !d.r.some(function (r) { return String(r[4]) === s.len; })) { return false; }
@@ -124,17 +124,20 @@
   };
 
   Grid.prototype.card = function (d, min) {
-    var below = !(d.l && d.i >= min);
+    var judged = d.j !== null, below = judged && !(d.j >= min);
     var art = el("article", {"class": below ? "card muted" : "card", "data-layer": this.layer,
                              "data-unit": String(d.u), "data-label": d.l,
                              "data-iou": d.i.toFixed(6)});
     var h = el("h3");
     h.appendChild(d.h ? el("a", {href: d.h}, "unit " + d.u) : document.createTextNode("unit " + d.u));
     h.appendChild(document.createTextNode(" "));
-    h.appendChild(below ? el("span", {"class": "badge below"}, "below " + min)
-                        : el("span", {"class": "badge"}, "interpretable"));
+    if (judged) {
+      h.appendChild(below ? el("span", {"class": "badge below"}, "below " + min)
+                          : el("span", {"class": "badge"}, "interpretable"));
+    }
     art.appendChild(h);
     var p = el("p", {"class": "lab"});
+    if (judged) { art.appendChild(p); }
     if (d.c) {
       p.appendChild(el("span", {"class": "chip", style: "--c:" + this.data.colors[d.c]}, d.c));
       p.appendChild(document.createTextNode(" "));
@@ -142,7 +145,6 @@
     p.appendChild(el("span", {"class": "name"}, d.l || "no label"));
     p.appendChild(document.createTextNode(" "));
     p.appendChild(el("span", {"class": "iou", title: d.i.toFixed(4)}, d.i.toFixed(2)));
-    art.appendChild(p);
     if (d.r.length) {
       var ul = el("ul", {"class": "ranges"});
       d.r.forEach(function (r) {
@@ -172,6 +174,7 @@
     var names = {};
     good.forEach(function (d) { names[d.c + "\u0000" + d.l] = true; });
     var node = document.getElementById("header");
+    if (this.data.concepts === false) { return; }
     node.textContent = good.length + "/" + this.units.length + " units covering " +
       Object.keys(names).length + " concepts with IoU \u2265 " + min.toFixed(2);
     node.setAttribute("data-k", String(good.length));
@@ -278,6 +281,7 @@
     Array.prototype.forEach.call(document.querySelectorAll("button[data-view]"), function (b) {
       b.addEventListener("click", function () {
         var view = b.getAttribute("data-view");
+        document.body.setAttribute("data-tiles", view);
         Array.prototype.forEach.call(document.querySelectorAll("img[data-" + view + "]"),
           function (img) { img.src = img.getAttribute("data-" + view); });
         Array.prototype.forEach.call(document.querySelectorAll("button[data-view]"),
@@ -293,13 +297,16 @@
     var dialog = document.getElementById("zoom");
     if (!dialog || !dialog.showModal) { return; }
     var opener = null;
-    Array.prototype.forEach.call(document.querySelectorAll(".strip img"), function (img) {
+    Array.prototype.forEach.call(document.querySelectorAll(".strip .frame > img, .strip .layers"),
+                                 function (img) {
       img.tabIndex = 0;
       var open = function () {
         opener = img;
-        var big = dialog.querySelector("img") || dialog.insertBefore(el("img"), dialog.firstChild);
-        big.src = img.src;
-        big.alt = img.alt;
+        var old = dialog.querySelector("img, .layers");
+        if (old) { dialog.removeChild(old); }
+        var big = img.cloneNode(true);
+        big.removeAttribute("tabindex");
+        dialog.insertBefore(big, dialog.firstChild);
         dialog.showModal();
       };
       img.addEventListener("click", open);
