@@ -14,7 +14,7 @@ where no atom has a hit gets no formula.
 **The search.** Branch and bound over the nodes (partial formulas), the beam's answer as
 the first incumbent. Nodes of one depth are expanded in chunks, most promising (largest bound)
 first and each chunk's children depth first: a chunk's children, every atom under every op,
-are scored exactly at once by two sparse products (:mod:`ray_dissect.explain.expand`), as
+are scored exactly at once by two sparse products (:mod:`ray_dissect.explain.bounds`), as
 the beam does for its beam. Each child that can still grow gets an admissible upper bound of
 its subtree (:mod:`ray_dissect.explain.bounds`) and is dropped when it is below the
 incumbent's IoU. A ``budget`` (seconds and/or expanded nodes) makes it anytime: the proved
@@ -55,8 +55,7 @@ from typing import Literal
 import numpy as np
 
 from ray_dissect.concepts.masks import UnitMask
-from ray_dissect.explain.bounds import MissCurve, subtree_bound, top_sums
-from ray_dissect.explain.expand import AND_NOT, Batch, Unit
+from ray_dissect.explain.bounds import AND_NOT, Batch, MissCurve, Unit, subtree_bound, top_sums
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or
 from ray_dissect.explain.search import Scored, SearchParams, SearchSpace, _sort_key
 

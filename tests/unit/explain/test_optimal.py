@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ray_dissect.concepts.masks import unit_masks
-from ray_dissect.explain.expand import Unit
+from ray_dissect.explain.bounds import Unit
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or, length
 from ray_dissect.explain.optimal import Budget, _root_bounds, optimal_search, space_bound
 from ray_dissect.explain.search import SearchParams, SearchSpace, beam_search
