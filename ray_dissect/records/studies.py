@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from ray_dissect.records.schema import SCHEMA_VERSION, ConceptScore, _Record
+from ray_dissect.records.schema import SCHEMA_VERSION, ConceptScore, ReadableVersion, _Record
 
 
 class Concept(_Record):
@@ -28,7 +28,7 @@ class ThresholdSweepRow(_Record):
     units' best formulas at that quantile (CCE's ``compare_thresholds`` tally).
     """
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     quantile: float
     tail: Literal["high", "low"] = Field(description="high: (T_q, inf); low: (0, T_q)")
     layer: str
@@ -56,7 +56,7 @@ class RangesImportanceRow(_Record):
     once (``unit`` null) or of one unit (``unit`` set).
     """
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     layer: str
     range_index: int = Field(ge=0)
     unit: int | None = Field(None, description="null: every unit's k-th range at once")
@@ -86,7 +86,7 @@ class UnitAblationRow(_Record):
     ``kind: unit`` one unit alone (``single_units``), split by its own label when it has one.
     """
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     layer: str
     kind: Literal["label", "unit"]
     units: list[int]
@@ -107,7 +107,7 @@ class HeuristicsRow(_Record):
     the one without pruning (heuristic ``none``; null when ``none`` was not run).
     """
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     layer: str
     heuristic: Literal["none", "areas", "cfh", "mmesh"]
     unit: int | None = None
@@ -130,7 +130,7 @@ class ConceptBlackoutRow(_Record):
     correlation of IoU and Delta over the layer's units.
     """
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     layer: str
     concept: Concept
     unit: int | None = None
@@ -180,12 +180,37 @@ class LayerComparison(_Record):
 class CompareReport(_Record):
     """``ray-dissect compare TRAINED BASELINE``: CCE's analyze_activations over all units."""
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     trained: str = Field(description="job directory of the trained model")
     baseline: str = Field(description="job directory of the baseline (e.g. random-init) model")
     trained_spec_hash: str
     baseline_spec_hash: str
     layers: list[LayerComparison]
+
+
+class LayerSearchComparison(_Record):
+    """One layer of ``ray-dissect compare-search``: the beam's answers against the optimum."""
+
+    layer: str
+    explanations: int = Field(description="ranges with an optimal search's certificate")
+    proved: int = Field(description="of which proved optimal (the rest ran out of budget)")
+    suboptimal: int = Field(description="ranges whose beam formula has a lower IoU")
+    suboptimal_share: float
+    iou_lost_mean: float = Field(description="mean IoU the beam lost, over every range")
+    iou_lost_max: float
+    relative_lost_max: float = Field(description="largest (best - beam) / best")
+    seconds_median: float | None = Field(description="optimal search, per range")
+    seconds_p99: float | None
+
+
+class SearchComparisonReport(_Record):
+    """``ray-dissect compare-search DIR``: how often and by how much the beam search missed
+    the optimum, from one job run with ``method.search: optimal``."""
+
+    schema_version: ReadableVersion = SCHEMA_VERSION
+    job: str
+    spec_hash: str
+    layers: list[LayerSearchComparison]
 
 
 STUDY_RECORD_TYPES: dict[str, type[BaseModel]] = {
@@ -195,4 +220,5 @@ STUDY_RECORD_TYPES: dict[str, type[BaseModel]] = {
     "concept_blackout_row": ConceptBlackoutRow,
     "heuristics_row": HeuristicsRow,
     "compare_report": CompareReport,
+    "search_comparison_report": SearchComparisonReport,
 }

@@ -28,6 +28,7 @@ from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.views import (
     Card,
     card,
+    certificate_text,
     chip,
     fix,
     fmt_range,
@@ -48,7 +49,7 @@ SORT_KEYS = (("unit", "unit"), ("iou", "label IoU"), ("label", "label (category,
              ("best", "best range IoU"), ("len", "formula length"), ("px", "mask pixels"),
              ("act", "activation coverage"), ("det", "detection accuracy"),
              ("samp", "samples coverage"), ("expl", "explanation coverage"),
-             ("cm", "concept masking"))
+             ("cm", "concept masking"), ("gap", "gap to optimal (largest range)"))
 
 
 @lru_cache(maxsize=1)
@@ -250,7 +251,7 @@ def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
                                key=lambda kv: plots.category_rank(kv[0])),
         "hist": hist, "rows": rows, "top_row": next((r for r in rows if r.kind == "top"), None),
         "explanations": [{"e": e, "bounds": fmt_range(e), "tree": formula_tree(e.formula),
-                          "metrics": _metrics(e),
+                          "metrics": _metrics(e), "certificate": certificate_text(e),
                           "rows": [r for r in rows if r.range_index == e.range_index]}
                          for e in rec.explanations],
         "prev": neighbours[0], "next": neighbours[1],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from ray_dissect.spec.base import ADDED_LATER, Frozen, tag_of
 
@@ -48,6 +48,16 @@ class NetDissectMethod(_MethodBase):
     1 - quantile of the unit's map (inner-detectors)."""
 
 
+class SearchBudget(Frozen):
+    """Limits of ``search: optimal`` per unit and range; when one runs out the record keeps
+    the best formula found with ``optimal: false`` and the proved bound."""
+
+    seconds: Annotated[float, Field(gt=0)] | None = None
+    """Wall seconds per unit and range."""
+    nodes: Annotated[int, Field(gt=0)] | None = None
+    """Nodes expanded per unit and range."""
+
+
 class CompositionalMethod(_MethodBase):
     """Compositional Explanations (Mu & Andreas 2020): a formula per unit, by beam search.
 
@@ -60,6 +70,9 @@ class CompositionalMethod(_MethodBase):
     ``concept_masking`` adds CCE's cosine concept-masking score of each explanation (forward
     passes of the images containing the formula, everything outside it randomly dimmed), on
     the model actors; ``masking_images`` caps the images per explanation (the first ones).
+    ``search: optimal`` then proves the formula of maximal IoU over the beam's whole space by
+    branch and bound, starting from the beam's answer (``search_budget`` makes it anytime);
+    see docs/optimal.md.
     """
 
     kind: Literal["compositional"] = "compositional"
@@ -88,6 +101,21 @@ class CompositionalMethod(_MethodBase):
     """At most this many images per explanation for `concept_masking` (the first ones); default
     all.
     """
+    search: Annotated[Literal["beam", "optimal"], ADDED_LATER] = "beam"
+    """`beam` (CCE's search); `optimal` proves the formula of maximal IoU over the beam's whole
+    space by branch and bound, started from the beam's answer (see docs/optimal.md).
+    """
+    search_budget: Annotated[SearchBudget | None, ADDED_LATER] = None
+    """Limits per unit and range of `search: optimal` (anytime: the record keeps the proved
+    bound); default none.
+    """
+
+    @model_validator(mode="after")
+    def _budget_needs_optimal(self) -> CompositionalMethod:
+        if self.search_budget is not None and self.search != "optimal":
+            raise ValueError(f"method.search_budget is set but method.search is "
+                             f"{self.search!r}; expected search: optimal (or drop the budget)")
+        return self
 
 
 class ClusteredMethod(CompositionalMethod):

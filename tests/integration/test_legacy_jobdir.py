@@ -35,7 +35,7 @@ def legacy_job(tmp_path: Path) -> Path:
 
 
 ADDED_SINCE = {"schema_version", "top_images", "samples",  # record fields of schema v3
-               "receptive_field"}
+               "receptive_field", "certificate"}  # certificate: schema v4
 
 
 def _old_fields(value: object) -> object:

@@ -27,6 +27,7 @@ from ray_dissect.concepts.index import ConceptIndex
 from ray_dissect.concepts.kernels import kernel_name
 from ray_dissect.concepts.masks import Bounds, UnitMask, range_masks, signature_bound
 from ray_dissect.explain.netdissect import Tally, label_units, per_image_iou, tally
+from ray_dissect.explain.optimal import Budget
 from ray_dissect.explain.ranges import (
     RangeExplanation,
     RangeSpec,
@@ -221,9 +222,12 @@ def _score_pass(job: JobDir, layer: str, units: tuple[int, int], specs: list[Ran
     t0 = time.perf_counter()
     params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
                           method.dedup)
+    budget = method.search_budget
+    limits = Budget(budget.seconds, budget.nodes) if budget else None
     explanations = []
     for u in range(units[1] - units[0]):
-        explanations.append([explain_range(masks[r][u], specs[r], u, space, params, pruner)
+        explanations.append([explain_range(masks[r][u], specs[r], u, space, params, pruner,
+                                           method.search, limits)
                              for r in searched_ranges(specs, u)])
     return BlockResult(result, explanations, seconds | {"search": time.perf_counter() - t0})
 
