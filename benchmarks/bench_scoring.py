@@ -27,6 +27,11 @@ implementations) and reports each one's best round, as ``timeit`` does: on this 
 the legacy path's CPU time moves by a third between runs (8.5-12.8 s), and other load only
 ever adds time.
 
+Implementations side by side: ``legacy``, ``numpy`` (the tile walk, forced with
+``RAY_DISSECT_KERNELS=numpy``), ``numba`` (the compiled kernels, when numba imports; their
+first-call time is printed: compilation, or loading numba's on-disk cache) and ``device``
+(the torch pass on CUDA, when a GPU is present).
+
 Usage: python benchmarks/bench_scoring.py [--images 2000] [--units 512] [--search-units 16]
        [--clusters 5] [--root DIR] [--compare-with TREE] [--repeat N]
 """
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import tempfile
 import time
@@ -50,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import legacy_scoring
 from bench_search import build
 
+from ray_dissect.concepts.device import device_range_masks
+from ray_dissect.concepts.kernels import KERNEL_ENV, kernel_name
 from ray_dissect.concepts.masks import UnitMask, range_masks
 from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.explain.netdissect import tally
@@ -71,6 +79,29 @@ def activations(n: int, units: int, seed: int = 0) -> np.ndarray:
 
 
 Masker = Callable[[np.ndarray, list, np.ndarray, int, np.ndarray], list[list[UnitMask]]]
+
+
+def forced_masker(kernels: str) -> Masker:
+    """``range_masks`` with the kernels forced to ``kernels`` ("numpy" or "numba") during
+    each call (through ``RAY_DISSECT_KERNELS``)."""
+    def masker(*args: Any) -> list[list[UnitMask]]:
+        before = os.environ.get(KERNEL_ENV)
+        os.environ[KERNEL_ENV] = kernels
+        try:
+            return range_masks(*args)
+        finally:
+            if before is None:
+                del os.environ[KERNEL_ENV]
+            else:
+                os.environ[KERNEL_ENV] = before
+    return masker
+
+
+def warm_up() -> None:
+    """One tiny call of the numba path: compiles the kernels, or loads them from the cache."""
+    acts = np.ones((1, 1, 2, 2), np.float32)
+    forced_masker("numba")(acts, [(np.zeros(1), np.full(1, np.inf), False)],
+                           np.zeros((1, 4, 4), np.int64), 0, np.ones(1, bool))
 
 
 def tree_masker(tree: Path) -> Masker:
@@ -207,7 +238,15 @@ def main() -> None:
     maskers: dict[str, Masker] = {"legacy": legacy_ranges}
     if args.compare_with is not None:
         maskers["before"] = tree_masker(args.compare_with)
-    maskers["new"] = range_masks
+    maskers["numpy"] = forced_masker("numpy")
+    if torch.cuda.is_available():
+        maskers["device"] = lambda *a: device_range_masks(*a, "cuda")
+    if kernel_name() == "numba":
+        maskers["numba"] = forced_masker("numba")
+        t = time.perf_counter()
+        warm_up()
+        print(f"numba kernels: first call {time.perf_counter() - t:.2f} s wall (compiled, or "
+              f"loaded from numba's on-disk cache when an earlier run compiled them)")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp) / "ds"
         if not root.exists():
@@ -222,10 +261,12 @@ def main() -> None:
     if "before" in times:
         print(f"scoring before: {times['before']:8.2f} s CPU (--compare-with "
               f"{args.compare_with}; identical signatures and IoUs)")
-    print(f"scoring new   : {times['new']:8.2f} s CPU (identical signatures and IoUs)")
-    print(f"speed-up      : {times['legacy'] / times['new']:8.2f}x  (target >= 5x)")
+    for name in ("numpy", "numba", "device"):
+        if name in times:
+            print(f"scoring {name:6s}: {times[name]:8.2f} s CPU (identical signatures and IoUs),"
+                  f" {times['legacy'] / times[name]:.2f}x legacy (target >= 5x)")
     if "before" in times:
-        print(f"new vs before : {times['before'] / times['new']:8.2f}x")
+        print(f"numpy vs before: {times['before'] / times['numpy']:8.2f}x")
     clustered(acts[:, :args.search_units], thr[:args.search_units], ids, index, args.clusters,
               maskers, args.repeat)
     if "before" in maskers:
@@ -253,7 +294,7 @@ def interleaved(before: Masker, acts: np.ndarray, thr: np.ndarray, ids: np.ndarr
                 sl = slice(s, s + BLOCK_IMAGES)
                 args = (block[sl], bounds, ids[sl], s, index.valid[sl])  # type: ignore[attr-defined]
                 out = {}
-                for who, masker in (("before", before), ("new", range_masks)):
+                for who, masker in (("before", before), ("new", forced_masker("numpy"))):
                     t = time.process_time()
                     out[who] = masker(*args)
                     spent[who] += time.process_time() - t
@@ -279,8 +320,7 @@ def scoring(maskers: dict[str, Masker], acts: np.ndarray, thr: np.ndarray, ids: 
             spent[name] = t
             times[name] = min(times.get(name, np.inf), t)
         if rounds > 1:
-            print(f"  round {r + 1}: " + "  ".join(f"{n} {t:.2f} s" for n, t in spent.items())
-                  + f"  legacy / new {spent['legacy'] / spent['new']:.2f}x")
+            print(f"  round {r + 1}: " + "  ".join(f"{n} {t:.2f} s" for n, t in spent.items()))
     return times
 
 

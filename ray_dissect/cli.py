@@ -417,6 +417,34 @@ def _compare_formulas(trained: str, baseline: str, out: str | None) -> None:
     typer.echo(f"wrote {target}")
 
 
+@app.command("compare-search")
+def compare_search(job: Annotated[str, typer.Argument(
+                       help="job directory of a run with method.search: optimal")],
+                   out: Annotated[str | None, typer.Option(
+                       "--out", help="JSON file; default JOB/studies/compare_search.json")
+                   ] = None) -> None:
+    """Per layer, the share of beam formulas that were suboptimal and the IoU they lost."""
+    _setup_logging(False)
+    try:
+        from ray_dissect import storage
+        from ray_dissect.studies.search_compare import compare_search as compare
+
+        report = compare(job)
+        target = storage.location(out) if out else (
+            storage.location(job) / "studies" / "compare_search.json")
+        storage.makedirs(target.parent)
+        storage.write_text(target, report.model_dump_json(indent=2) + "\n")
+    except RayDissectError as err:
+        _fail(err)
+    for layer in report.layers:
+        typer.echo(f"{layer.layer}: {layer.suboptimal}/{layer.explanations} beam formulas "
+                   f"suboptimal ({100 * layer.suboptimal_share:.1f} %), IoU lost mean "
+                   f"{layer.iou_lost_mean:.4f} max {layer.iou_lost_max:.4f} "
+                   f"({100 * layer.relative_lost_max:.1f} % of the optimum); "
+                   f"{layer.proved} proved optimal")
+    typer.echo(f"wrote {target}")
+
+
 @app.command()
 def show(job_dir: Annotated[str, typer.Argument(help="job directory")],
          images: Annotated[list[Path], typer.Argument(help="image files (PNG, JPEG)")],

@@ -199,14 +199,23 @@ class SetCounter:
         """The k signatures of range ``r`` as (global image, set, count) (m,) int32 arrays
         (12 bytes an entry: signatures are what a scoring task holds most of), entries
         reordered unit-major, then by image and set."""
-        pair, sets, counts = (np.concatenate([e[i] for e in self.entries[r]]
-                                             or [np.zeros(0, np.int64)]) for i in range(3))
-        order = np.lexsort((sets, self.images[pair], self.units[pair]))
-        pair, sets, counts = pair[order], sets[order].astype(np.int32), counts[order]
-        counts = counts.astype(np.int32)
-        cut = np.searchsorted(self.units[pair], np.arange(k + 1))
-        images = (self.images[pair] + first_image).astype(np.int32)
-        return [(images[a:b], sets[a:b], counts[a:b]) for a, b in pairwise(cut.tolist())]
+        return ordered_signatures(self.units, self.images, self.entries[r], k, first_image)
+
+
+def ordered_signatures(units: np.ndarray, images: np.ndarray,
+                       entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int,
+                       first_image: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The k signatures of the (pair, set, count) ``entries`` of pairs (``units``,
+    ``images``) (p,) as (global image, set, count) (m,) int32 arrays, ordered unit-major, then
+    by image and set."""
+    pair, sets, counts = (np.concatenate([e[i] for e in entries] or [np.zeros(0, np.int64)])
+                          for i in range(3))
+    order = np.lexsort((sets, images[pair], units[pair]))
+    pair, sets, counts = pair[order], sets[order].astype(np.int32), counts[order]
+    counts = counts.astype(np.int32)
+    cut = np.searchsorted(units[pair], np.arange(k + 1))
+    glob = (images[pair] + first_image).astype(np.int32)
+    return [(glob[a:b], sets[a:b], counts[a:b]) for a, b in pairwise(cut.tolist())]
 
 
 def _running_count(flags: np.ndarray) -> np.ndarray:

@@ -34,6 +34,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ray_dissect import storage
+from ray_dissect.concepts import set_kernels
+from ray_dissect.concepts.jit import kernel_name
 from ray_dissect.datasets.base import BadSampleError, ConceptDataset, Vocabulary
 from ray_dissect.storage import AnyPath
 
@@ -113,6 +115,8 @@ def unique_columns(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """
     width, n = cols.shape
     mix = np.resize(_MIX, width) + np.arange(width, dtype=np.uint64) * np.uint64(2)
+    if kernel_name() == "numba" and (found := set_kernels.unique_columns(cols, mix)) is not None:
+        return found
     keys = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for j in range(width):

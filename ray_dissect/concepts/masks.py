@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ray_dissect.concepts.counting import SetCounter
+from ray_dissect.concepts.counting import SetCounter, ordered_signatures
+from ray_dissect.concepts.kernels import count_ranges, kernel_name
 from ray_dissect.concepts.tiles import (
     Columns,
     Grid,
@@ -169,14 +170,45 @@ def range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.ndarray,
     fires = [_fires(acts, lo, inc, peak) & valid[:, None] for lo, _, inc in bounds]
     images, units = np.nonzero(np.logical_or.reduce(fires)) if fires else (
         np.zeros(0, np.int64), np.zeros(0, np.int64))
-    counter = SetCounter(units, images, set_ids, len(bounds))
     grid = Grid.make(acts.shape[2:], set_ids.shape[1:])
+    count = _compiled if kernel_name() == "numba" else _tile_walk
+    entries = count(acts, images, units, bounds, [f[images, units] for f in fires], grid,
+                    set_ids)
+    return [[UnitMask(*sig) for sig in ordered_signatures(units, images, e, k, first_image)]
+            for e in entries]
+
+
+Entries = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""(pair (m,), global set (m,), count (m,)) int64 of one range, pairs numbered as given."""
+
+
+def _tile_walk(acts: np.ndarray, images: np.ndarray, units: np.ndarray, bounds: list[Bounds],
+               fires: list[np.ndarray], grid: Grid, set_ids: np.ndarray) -> list[Entries]:
+    """Per range, the (pair, set) counts of the pairs (images, units) (p,), by the numpy
+    tile walk (the reference); ``fires``: per range (p,) bool."""
+    counter = SetCounter(units, images, set_ids, len(bounds))
     for start in range(0, len(units), PAIRS_PER_CHUNK):
         sl = slice(start, start + PAIRS_PER_CHUNK)
         _chunk(acts[images[sl], units[sl]], np.arange(len(units))[sl], bounds,
-               [f[images[sl], units[sl]] for f in fires], grid, counter)
-    return [[UnitMask(*sig) for sig in counter.signatures(r, k, first_image)]
-            for r in range(len(bounds))]
+               [f[sl] for f in fires], grid, counter)
+    return counter.entries
+
+
+def _compiled(acts: np.ndarray, images: np.ndarray, units: np.ndarray, bounds: list[Bounds],
+              fires: list[np.ndarray], grid: Grid, set_ids: np.ndarray) -> list[Entries]:
+    """:func:`_tile_walk` by the compiled per-pixel kernel, the (pair, range)s it cannot
+    decide upsampled whole by torch and counted as ``lo < value < hi``."""
+    if not bounds:
+        return []
+    found = count_ranges(acts, images, units, bounds, fires, grid, set_ids)
+    for r, (lo, hi, inc) in enumerate(bounds):
+        sel = np.flatnonzero(found.redo[:, r])
+        for start in range(0, len(sel), PAIRS_PER_CHUNK):
+            at = sel[start:start + PAIRS_PER_CHUNK]
+            img, unit = images[at], units[at]
+            found.recount(images, r, at, upsample(acts[img, unit], grid.shape),
+                          (lo[img, unit], hi[img, unit], inc))
+    return [[e] for e in found.entries(images)]
 
 
 def signature_bound(acts: np.ndarray, ranges: Sequence[Bounds], valid: np.ndarray,

@@ -77,6 +77,15 @@ def leaves(f: Formula) -> tuple[int, ...]:
     return leaves(f.left) + leaves(f.right)
 
 
+def positive_leaves(f: Formula) -> tuple[int, ...]:
+    """Concepts of the formula's positive atoms (not under a NOT), left to right."""
+    if isinstance(f, Leaf):
+        return (f.concept,)
+    if isinstance(f, Not):
+        return ()
+    return positive_leaves(f.left) + positive_leaves(f.right)
+
+
 def length(f: Formula, count_not: bool = False) -> int:
     """Number of leaves (CCE's length); with ``count_not``, plus the number of Not nodes."""
     if isinstance(f, Leaf):

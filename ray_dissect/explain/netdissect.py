@@ -38,15 +38,21 @@ class Tally:
         area: (k,) float64, |B_u|.
         label_area: (n_labels,) float64, |L|.
         activation: (k, n_labels) float64, the IoU's activation term (|B_u| for ``plain``).
+        scores: (k, n_labels) float64 scores that replace the pooled IoU (the per-image
+            rule's mean IoU, :func:`per_image_iou`), or None.
     """
 
     inter: np.ndarray
     area: np.ndarray
     label_area: np.ndarray
     activation: np.ndarray
+    scores: np.ndarray | None = None
 
     def iou(self, eps: float) -> np.ndarray:
-        """(k, n_labels) float64 IoU; ``eps`` is added to the denominator (0 maps 0/0 to 0)."""
+        """(k, n_labels) float64 IoU (``scores`` when set); ``eps`` is added to the pooled
+        IoU's denominator (0 maps 0/0 to 0)."""
+        if self.scores is not None:
+            return self.scores
         union = self.activation + self.label_area[None, :] - self.inter + eps
         with np.errstate(invalid="ignore", divide="ignore"):
             out = self.inter / union

@@ -14,7 +14,9 @@ import numpy as np
 from ray_dissect.concepts.masks import UnitMask
 from ray_dissect.explain.formula import evaluate
 from ray_dissect.explain.metrics import ExplanationMetrics, explanation_metrics
+from ray_dissect.explain.optimal import Budget, Certificate, optimal_search, space_bound
 from ray_dissect.explain.search import (
+    Scored,
     SearchParams,
     SearchResult,
     SearchSpace,
@@ -42,6 +44,8 @@ class RangeExplanation:
     mask_pixels: int
     result: SearchResult
     metrics: ExplanationMetrics | None
+    best: Scored | None = None
+    certificate: Certificate | None = None
 
 
 def range_specs(thresholds: np.ndarray, ranges: np.ndarray, inclusive: bool) -> list[RangeSpec]:
@@ -61,6 +65,17 @@ def range_specs(thresholds: np.ndarray, ranges: np.ndarray, inclusive: bool) -> 
     return specs
 
 
+def per_image_ranges(acts: np.ndarray, q: float) -> RangeSpec:
+    """inner-detectors' rule: (t, inf) with t the 1 - q quantile of each image's own map.
+
+    Args:
+        acts: (N, k, h, w) float32. Returns bounds of shape (N, k).
+    """
+    n, k = acts.shape[:2]
+    t = np.quantile(acts.reshape(n, k, -1).astype(np.float64), 1.0 - q, axis=2)
+    return RangeSpec(t, np.full_like(t, np.inf), inclusive=False)
+
+
 def searched_ranges(specs: list[RangeSpec], u: int) -> list[int]:
     """Indices into ``specs`` of unit ``u``'s explained ranges, in explanation order: the
     k-means ranges the unit has (all but the quantile range), or the quantile range alone."""
@@ -69,11 +84,21 @@ def searched_ranges(specs: list[RangeSpec], u: int) -> list[int]:
 
 
 def explain_range(mask: UnitMask, rng: RangeSpec, u: int, space: SearchSpace,
-                  params: SearchParams, pruner: Selector | None) -> RangeExplanation:
-    """Beam-search the formula of unit ``u``'s mask in range ``rng``, with its metrics."""
+                  params: SearchParams, pruner: Selector | None, search: str = "beam",
+                  budget: Budget | None = None) -> RangeExplanation:
+    """Search the formula of unit ``u``'s mask in range ``rng``, with its metrics and
+    certificate: the beam's answer (bounded by the root bound), or with ``search: optimal``
+    the branch and bound's, started from the beam's."""
     result = beam_search(mask, space, params, pruner)
+    start = result.beam[0] if result.beam else None
+    if search == "optimal":
+        found = optimal_search(mask, space, params, start, budget)
+        best, cert = found.best, found.certificate
+    else:
+        best, cert = start, space_bound(mask, space, params, start)
+        cert = Certificate(cert.search, cert.optimal, cert.upper_bound, result.visited)
     metrics = None
-    if result.beam:
-        metrics = explanation_metrics(mask, evaluate(result.beam[0].formula, space.leaf), space)
+    if best is not None:
+        metrics = explanation_metrics(mask, evaluate(best.formula, space.leaf), space)
     return RangeExplanation(float(rng.lo[u]), float(rng.hi[u]), rng.inclusive, mask.area,
-                            result, metrics)
+                            result, metrics, best, cert)

@@ -14,8 +14,10 @@
     top_images/<layer>/<u0>-<u1>.npz(.done)      top images of a block of units
     studies/<study>.jsonl    a study's rows; studies/<study>/<layer>/<u0>-<u1>.jsonl(.done)
                              (unit blocks) or studies/<study>/shard_<s>.npz(.done) (images)
-    attribution.zarr         data/<method> (N, H, W) float32, targets, crop_boxes + done/;
-                             attribution/weights.npz  the first convolution's filters
+    attribution.zarr         data/<method> (N[, T], H, W) float32, targets, probabilities,
+                             crop_boxes, feature_maps[.<layer>] + done/;
+                             attribution/classes.json (class names), weights.npz (filters)
+    unit_attribution/<layer>/<block>.npz(.done)  per-unit attribution maps of a block of units
     receptive_fields/<layer>/<block>.npz(.done)  discrepancy of a block of distinct top images
     receptive_fields.zarr    data/<layer> (units, H, W) float32 mean re-centred maps + done/
     prism/pca_<shard>.npz(.done)  PCA sums of an image shard;  prism/pca.npz  the merged PCA
@@ -110,6 +112,10 @@ class JobDir:
     @property
     def receptive_fields_zarr(self) -> AnyPath:
         return self.store("receptive_fields")
+
+    def unit_attribution_part(self, layer: str, block: int) -> AnyPath:
+        """A work unit's per-unit attribution maps (done marker beside it)."""
+        return self.root / "unit_attribution" / layer_key(layer) / f"{block:06d}.npz"
 
     def receptive_fields_part(self, layer: str, block: int) -> AnyPath:
         """A work unit's discrepancy maps (done marker beside it)."""

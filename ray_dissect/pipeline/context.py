@@ -25,6 +25,7 @@ from ray_dissect.datasets.registry import open_concept_dataset, open_dataset
 from ray_dissect.job.layout import JobDir, unit_blocks
 from ray_dissect.records.schema import Provenance, SampleError, UnitRecord
 from ray_dissect.spec import JobSpec
+from ray_dissect.spec.units import UnitsSpec, selected_units
 from ray_dissect.storage import location
 
 if TYPE_CHECKING:
@@ -59,8 +60,9 @@ class JobContext:
         dataset: the images (a ConceptDataset unless the method is ``none``).
         valid: (N,) bool images that count (set by the activations stage: readable images
             whose labels, when there are any, were read).
+        shapes: per layer its output shape (units, h, w), all units of the model.
         thresholds: per layer (thresholds (U,) float64, nonfinite (U,) int64,
-            ranges (U, clusters, 2) float64).
+            ranges (U, clusters, 2) float64), U the layer's chosen units (:meth:`unit_ids`).
         parts: per-stage scratch for results that arrive before a work unit is whole.
         timings: fixed costs an executor measured during the current stage (seconds, e.g.
             ``activations.actor_spawn``); the runner moves them to the manifest's run timings.
@@ -84,10 +86,27 @@ class JobContext:
     stage_hash: str = ""
 
     def unit_blocks(self) -> list[tuple[str, tuple[int, int]]]:
-        """(layer, (u0, u1)) of every block of ``units_per_task`` units, in layer order."""
+        """(layer, (u0, u1)) of every block of ``units_per_task`` units, in layer order; the
+        bounds are positions among the layer's chosen units (:meth:`unit_ids`)."""
         per_task = self.spec.resources.units_per_task
         return [(layer, b) for layer in self.spec.layers
-                for b in unit_blocks(self.shapes[layer][0], per_task)]
+                for b in unit_blocks(len(self.unit_ids(layer)), per_task)]
+
+    def unit_ids(self, layer: str) -> np.ndarray:
+        """(k,) int64 the layer's chosen units (``units:``), ascending: position p of the
+        activation store (and of every per-unit array) is unit ``unit_ids(layer)[p]``."""
+        return selected_units(self.spec.units, layer, self.shapes[layer][0])
+
+    def all_units(self, layer: str, values: np.ndarray, fill: float) -> np.ndarray:
+        """``values`` (k, ...) per chosen unit -> (U, ...) per unit of the layer's model
+        output, ``fill`` for the units not chosen (what hooks on the model take)."""
+        out = np.full((self.shapes[layer][0], *values.shape[1:]), fill, dtype=values.dtype)
+        out[self.unit_ids(layer)] = values
+        return out
+
+    def stored_shape(self, layer: str) -> tuple[int, ...]:
+        """(k, h, w) of the layer's activation store: its chosen units only."""
+        return (len(self.unit_ids(layer)), *self.shapes[layer][1:])
 
     @property
     def concept_dataset(self) -> ConceptDataset:
@@ -170,6 +189,26 @@ class WorkEnv:
             return Extractor(self.spec.model, self.spec.layers, res.threads_per_actor,
                              self.device)
 
+    def chosen(self, layer: str, width: int) -> np.ndarray | None:
+        """(k,) int64 the chosen units of ``layer`` (of ``width``; ``units:``), None for all."""
+        if self.spec.units == "all":
+            return None
+        return _selected(self.spec.units, layer, width)
+
+    def keep_chosen(self, maps: dict[str, Any]) -> dict[str, Any]:
+        """{layer: (n, units, h, w) array or tensor} -> the same with the chosen units only
+        (the objects themselves when every unit is kept)."""
+        out = {}
+        for layer, m in maps.items():
+            ids = self.chosen(layer, int(m.shape[1]))
+            if ids is None:
+                out[layer] = m
+            elif isinstance(m, np.ndarray):
+                out[layer] = np.ascontiguousarray(m[:, ids])
+            else:  # a torch tensor, on its device
+                out[layer] = m[:, ids.tolist()].contiguous()
+        return out
+
     @contextmanager
     def _timed(self, key: str) -> Iterator[None]:
         t0 = time.perf_counter()
@@ -211,6 +250,12 @@ def spec_blob(spec: JobSpec) -> bytes:
     not run its validators, so a worker does not redo the driver's checks, which import
     torchvision to check a model name (seconds in a fresh worker that needs no torch)."""
     return pickle.dumps(spec)
+
+
+@lru_cache(maxsize=256)
+def _selected(units: UnitsSpec, layer: str, width: int) -> np.ndarray:
+    """:func:`selected_units`, drawn once per process (extraction asks every batch)."""
+    return selected_units(units, layer, width)
 
 
 @lru_cache(maxsize=4)

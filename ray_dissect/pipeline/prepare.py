@@ -36,6 +36,7 @@ from ray_dissect.pipeline.table import (
 )
 from ray_dissect.spec import JobSpec
 from ray_dissect.spec.messages import did_you_mean
+from ray_dissect.spec.units import selected_units
 from ray_dissect.storage import AnyPath
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ def _layer_shapes(model: Any, spec: JobSpec) -> Shapes:
                             hint="pick a convolutional module; see `ray-dissect layers`")
         if len(shapes[layer]) == 1:
             shapes[layer] = (*shapes[layer], 1, 1)
+        selected_units(spec.units, layer, shapes[layer][0])  # refuses indices out of range
     return shapes
 
 

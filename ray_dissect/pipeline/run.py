@@ -8,6 +8,7 @@ debugging). Both produce the same job directory.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -36,15 +37,22 @@ OnDone = Callable[[int, Any], None]
 Executor = Callable[[Stage, Plan, JobContext, OnDone], None]
 
 
-def execute_locally(stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) -> None:
-    """Run every call of ``plan`` in this process (one model replica, on CPU).
+def execute_on(device: str) -> Executor:
+    """:func:`execute_locally` with the model replica, and the stages that compute on an
+    actor's device (scoring's masks), on ``device`` (e.g. ``"cuda"``)."""
+    return functools.partial(execute_locally, device=device)
+
+
+def execute_locally(stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone,
+                    device: str = "cpu") -> None:
+    """Run every call of ``plan`` in this process (one model replica, on ``device``).
 
     Calls go in order; a stage with ``calls_per_actor`` above 1 keeps that many in flight
     in threads, as an actor would, and ``on_done`` runs here, in completion order. The
     extraction pipeline's threads are stopped when the stage's calls are done; the one-off
     builds (dataset, model) go in the stage's timings.
     """
-    env = ctx.parts.setdefault("local_env", WorkEnv(ctx.spec, ctx.job))
+    env = ctx.parts.setdefault("local_env", WorkEnv(ctx.spec, ctx.job, device))
     try:
         run_in_flight(lambda call: stage.work(env, *plan.shared, *call), plan.calls,
                       stage.calls_per_actor, on_done)

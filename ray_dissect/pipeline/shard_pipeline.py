@@ -65,6 +65,8 @@ class ExtractionEnv(Protocol):
     @property
     def device(self) -> str: ...
 
+    def keep_chosen(self, maps: dict[str, Any]) -> dict[str, Any]: ...
+
 STEPS = ("decode", "forward", "copy", "write", "wait")
 """The per-shard time breakdown, in seconds: decode (summed over decode threads), forward and
 copy (device time: host-to-device plus device-to-host), write (compress and store), wait (the
@@ -155,6 +157,7 @@ class ShardPipeline:
         res = env.spec.resources
         self.spec, self.job = env.spec, env.job
         self.dataset, self.extractor = env.dataset, env.extractor
+        self.keep_chosen = env.keep_chosen
         self.device = Device(env.device)
         self._on_device = self._device_decoding(decode_on_device)
         size = 0 if self._on_device else env.spec.model.preprocess.size
@@ -289,7 +292,7 @@ class ShardPipeline:
                                      lambda i: self._normalised(batch.start + i, bad))
         job.bad.extend(sorted(bad))
         with job.clock("forward"):
-            outs = self.extractor.forward(x)
+            outs = self.keep_chosen(self.extractor.forward(x))
         if job.buffers is None:
             job.buffers = self._take_buffers(job, outs)
         rows = slice(batch.start - job.start, batch.stop - job.start)

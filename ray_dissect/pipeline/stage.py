@@ -77,6 +77,9 @@ class Stage:
         timings: seconds per step of a call's work (e.g. decode, forward, write), taken from
             its result; the driver sums them per stage into the manifest (``status`` shows
             them). ``None``: the stage reports none.
+        on_gpus: a ``"tasks"`` stage whose work runs on the model actors instead when they
+            hold GPUs (the work function then computes on ``env.device``); on CPU-only jobs
+            it stays on CPU tasks.
     """
 
     name: str
@@ -93,6 +96,7 @@ class Stage:
     report: ReportPage | None = None
     calls_per_actor: int = 1
     timings: Callable[[Any], dict[str, float]] | None = None
+    on_gpus: bool = False
 
 
 def resources(data: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ray_dissect.pipeline.stages import (
     attribution,
     concept_blackout,
     concepts,
+    heuristics,
     masking,
     prism,
     ranges_importance,
@@ -33,6 +34,7 @@ from ray_dissect.pipeline.stages import (
     thresholds,
     top_images,
     unit_ablation,
+    unit_attribution,
 )
 from ray_dissect.report.build import Renderer, ReportOptions, ReportResult
 from ray_dissect.report.build import build_report as _build
@@ -52,10 +54,12 @@ STAGES: tuple[Stage, ...] = (
     masking.STAGE,
     top_images.STAGE,
     receptive_fields.STAGE,
+    unit_attribution.STAGE,
     threshold_sweep.STAGE,
     ranges_importance.STAGE,
     unit_ablation.STAGE,
     *concept_blackout.STAGES,  # concept_blackout_iou, concept_blackout
+    heuristics.STAGE,
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 _added: list[Stage] = []

@@ -11,9 +11,12 @@ from typing import Any
 from ray_dissect.datasets.base import Vocabulary
 from ray_dissect.explain.formula import Formula, to_dict, to_string
 from ray_dissect.explain.netdissect import UnitLabels
+from ray_dissect.explain.optimal import Certificate as FoundCertificate
 from ray_dissect.explain.ranges import RangeExplanation
 from ray_dissect.records.schema import (
     BeamEntry,
+    BeamStart,
+    Certificate,
     ConceptCount,
     ConceptScore,
     Explanation,
@@ -23,12 +26,18 @@ from ray_dissect.records.schema import (
     Provenance,
     UnitRecord,
 )
+from ray_dissect.records.studies import Concept
 
 
 def concept_score(vocab: Vocabulary, number: int, iou: float) -> ConceptScore:
     """A :class:`ConceptScore` for label ``number``."""
     return ConceptScore(name=vocab.names[number], number=number,
                         category=vocab.category_of(number), iou=iou)
+
+
+def concept_of(vocab: Vocabulary, number: int) -> Concept:
+    """A :class:`Concept` (name, number, category) for label ``number``."""
+    return Concept(name=vocab.names[number], number=number, category=vocab.category_of(number))
 
 
 def formula_node(f: Formula, names: Sequence[str]) -> dict[str, Any]:
@@ -43,7 +52,7 @@ def formula_node(f: Formula, names: Sequence[str]) -> dict[str, Any]:
 
 def explanation_record(index: int, exp: RangeExplanation, vocab: Vocabulary) -> Explanation:
     """The record of one range's search result."""
-    res, best = exp.result, (exp.result.beam[0] if exp.result.beam else None)
+    res, best = exp.result, exp.best
     unary = res.best_unary
     metrics = None
     if exp.metrics is not None:
@@ -57,10 +66,24 @@ def explanation_record(index: int, exp: RangeExplanation, vocab: Vocabulary) -> 
         inclusive=exp.inclusive, mask_pixels=exp.mask_pixels,
         formula=formula_node(best.formula, vocab.names) if best else None,
         text=to_string(best.formula, vocab.names) if best else None,
-        iou=best.iou if best else 0.0, metrics=metrics, visited=res.visited,
+        iou=best.iou if best else 0.0, metrics=metrics,
+        visited=exp.certificate.visited if exp.certificate else res.visited,
         best_unary=(concept_score(vocab, unary.formula.concept, unary.iou)  # type: ignore[union-attr]
                     if unary else None),
-        beam=[BeamEntry(text=to_string(s.formula, vocab.names), iou=s.iou) for s in res.beam])
+        beam=[BeamEntry(text=to_string(s.formula, vocab.names), iou=s.iou) for s in res.beam],
+        certificate=certificate_record(exp.certificate, vocab) if exp.certificate else None)
+
+
+def certificate_record(cert: FoundCertificate, vocab: Vocabulary) -> Certificate:
+    """The record of a search's certificate (the beam's start as text for ``optimal``)."""
+    start = None
+    if cert.search == "optimal":
+        s = cert.start
+        start = BeamStart(text=to_string(s.formula, vocab.names) if s else None,
+                          iou=s.iou if s else 0.0)
+    return Certificate(search=cert.search,
+                       optimal=cert.optimal, upper_bound=min(1.0, cert.upper_bound),
+                       expanded=cert.expanded, seconds=cert.seconds, beam=start)
 
 
 def unit_record(layer: str, unit: int, labels: UnitLabels, threshold: float, nonfinite: int,

@@ -14,9 +14,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION: Literal[3] = 3
-# Versions a job may read back while resuming (parts written before an upgrade).
-ReadableVersion = Literal[2, 3]
+SCHEMA_VERSION: Literal[4] = 4
+# Versions a job may read back while resuming (parts written before an upgrade). Version 4
+# added ``Explanation.certificate``; earlier records read with it null.
+ReadableVersion = Literal[2, 3, 4]
 
 
 class _Record(BaseModel):
@@ -106,6 +107,28 @@ class Samples(_Record):
     images: list[ImageRef]
 
 
+class BeamStart(_Record):
+    """The beam search's answer an optimal search started from."""
+
+    text: str | None
+    iou: float
+
+
+class Certificate(_Record):
+    """How far an explanation is proved to be from the best formula of the beam's space
+    (left-deep, 1 to ``length`` distinct atoms, OR / AND / AND NOT): see docs/optimal.md."""
+
+    search: Literal["beam", "optimal"]
+    optimal: bool = Field(description="proved: no formula of the space has a larger IoU")
+    upper_bound: Annotated[float, Field(ge=0, le=1, description=(
+        "no formula of the space has a larger IoU; equals iou when optimal. beam: the root "
+        "bound (no expansion); optimal with an exhausted budget: the largest bound left"))]
+    expanded: Annotated[int, Field(ge=0, description="optimal: nodes expanded; beam: 0")]
+    seconds: float | None = Field(description=(
+        "optimal: wall seconds of the branch and bound; null for beam (records reproducible)"))
+    beam: BeamStart | None = Field(description="optimal: the beam's answer it started from")
+
+
 class Explanation(_Record):
     """The compositional explanation of one activation range of a unit."""
 
@@ -118,12 +141,15 @@ class Explanation(_Record):
     text: str | None
     iou: float
     metrics: Metrics | None
-    visited: int = Field(description="exact IoUs computed in the expansion steps")
+    visited: int = Field(description=(
+        "exact IoUs computed in the expansion steps of the search that gave the formula"))
     best_unary: ConceptScore | None = Field(description="the best single concept")
     beam: list[BeamEntry]
     top_images: list[RangeImage] = Field(
         default_factory=list, description="the images with the most pixels of this mask")
     samples: Samples | None = Field(None, description="random images of this range")
+    certificate: Certificate | None = Field(
+        None, description="the formula's optimality certificate (schema 4 on; else null)")
 
 
 class ReceptiveField(_Record):

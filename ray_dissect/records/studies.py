@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from ray_dissect.records.schema import SCHEMA_VERSION, ConceptScore, _Record
+from ray_dissect.records.schema import SCHEMA_VERSION, ConceptScore, ReadableVersion, _Record
+
+
+class Concept(_Record):
+    """A concept of the dataset."""
+
+    name: str
+    number: Annotated[int, Field(ge=0, description="global label number in the dataset")]
+    category: str = Field(description="primary category of the label")
 
 
 class ThresholdSweepRow(_Record):
@@ -15,10 +23,12 @@ class ThresholdSweepRow(_Record):
 
     A unit row (``unit`` set) is a unit's labelling at one quantile; a layer row (``unit``
     null) holds ``category_shares``: the share of each category among that quantile's
-    interpretable labels (IoU >= the job's iou_threshold).
+    interpretable labels (IoU >= the job's iou_threshold), and, for compositional jobs,
+    ``formula_category_shares``: the share of each category among the positive atoms of the
+    units' best formulas at that quantile (CCE's ``compare_thresholds`` tally).
     """
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     quantile: float
     tail: Literal["high", "low"] = Field(description="high: (T_q, inf); low: (0, T_q)")
     layer: str
@@ -28,7 +38,14 @@ class ThresholdSweepRow(_Record):
     label: ConceptScore | None = None
     formula: str | None = Field(None, description="compositional jobs: the best formula")
     formula_iou: float | None = None
+    formula_atoms: list[Concept] | None = Field(
+        None, description="compositional jobs: the best formula's positive atoms (not under "
+        "a NOT), left to right, repeats kept")
+    curve: list[ConceptScore] | None = Field(
+        None, description="the unit's curve concepts (its 5 concepts of highest "
+        "IoU at any quantile of the sweep, that order) with their IoU at this quantile")
     category_shares: dict[str, float] | None = None
+    formula_category_shares: dict[str, float] | None = None
 
 
 class RangesImportanceRow(_Record):
@@ -39,7 +56,7 @@ class RangesImportanceRow(_Record):
     once (``unit`` null) or of one unit (``unit`` set).
     """
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     layer: str
     range_index: int = Field(ge=0)
     unit: int | None = Field(None, description="null: every unit's k-th range at once")
@@ -49,14 +66,6 @@ class RangesImportanceRow(_Record):
     images: int = Field(ge=0, description="valid images forwarded")
     flips: int = Field(ge=0, description="images whose argmax class changed")
     flip_fraction: float | None = Field(description="flips / images; null without images")
-
-
-class Concept(_Record):
-    """A concept of the dataset."""
-
-    name: str
-    number: Annotated[int, Field(ge=0, description="global label number in the dataset")]
-    category: str = Field(description="primary category of the label")
 
 
 class AblationEffect(_Record):
@@ -77,7 +86,7 @@ class UnitAblationRow(_Record):
     ``kind: unit`` one unit alone (``single_units``), split by its own label when it has one.
     """
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     layer: str
     kind: Literal["label", "unit"]
     units: list[int]
@@ -89,6 +98,29 @@ class UnitAblationRow(_Record):
         description="on the images that do not; null without a label")
 
 
+class HeuristicsRow(_Record):
+    """One row of ``studies/heuristics.jsonl`` (CCE's ``compare_heuristics``).
+
+    A range row (``unit`` set) is one beam search of a unit's range with ``heuristic``; a
+    layer row (``unit`` null) sums a heuristic's searches over the layer (``ranges`` of them)
+    and gives the means per search and ``same_best``, the searches whose best formula equals
+    the one without pruning (heuristic ``none``; null when ``none`` was not run).
+    """
+
+    schema_version: ReadableVersion = SCHEMA_VERSION
+    layer: str
+    heuristic: Literal["none", "areas", "cfh", "mmesh"]
+    unit: int | None = None
+    range_index: int | None = Field(None, ge=0)
+    visited: float = Field(ge=0, description="states visited (exact IoUs); layer rows: mean")
+    seconds: float = Field(ge=0, description="search wall-clock seconds; layer rows: mean")
+    formula: str | None = Field(None, description="range rows: the best formula")
+    iou: float | None = Field(None, description="range rows: its IoU")
+    ranges: int | None = Field(None, description="layer rows: searches")
+    total_seconds: float | None = Field(None, description="layer rows: summed seconds")
+    same_best: int | None = Field(None, description="layer rows: best formula as with none")
+
+
 class ConceptBlackoutRow(_Record):
     """One row of ``studies/concept_blackout.jsonl``.
 
@@ -98,7 +130,7 @@ class ConceptBlackoutRow(_Record):
     correlation of IoU and Delta over the layer's units.
     """
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     layer: str
     concept: Concept
     unit: int | None = None
@@ -148,7 +180,7 @@ class LayerComparison(_Record):
 class CompareReport(_Record):
     """``ray-dissect compare TRAINED BASELINE``: CCE's analyze_activations over all units."""
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: ReadableVersion = SCHEMA_VERSION
     trained: str = Field(description="job directory of the trained model")
     baseline: str = Field(description="job directory of the baseline (e.g. random-init) model")
     trained_spec_hash: str
@@ -156,10 +188,37 @@ class CompareReport(_Record):
     layers: list[LayerComparison]
 
 
+class LayerSearchComparison(_Record):
+    """One layer of ``ray-dissect compare-search``: the beam's answers against the optimum."""
+
+    layer: str
+    explanations: int = Field(description="ranges with an optimal search's certificate")
+    proved: int = Field(description="of which proved optimal (the rest ran out of budget)")
+    suboptimal: int = Field(description="ranges whose beam formula has a lower IoU")
+    suboptimal_share: float
+    iou_lost_mean: float = Field(description="mean IoU the beam lost, over every range")
+    iou_lost_max: float
+    relative_lost_max: float = Field(description="largest (best - beam) / best")
+    seconds_median: float | None = Field(description="optimal search, per range")
+    seconds_p99: float | None
+
+
+class SearchComparisonReport(_Record):
+    """``ray-dissect compare-search DIR``: how often and by how much the beam search missed
+    the optimum, from one job run with ``method.search: optimal``."""
+
+    schema_version: ReadableVersion = SCHEMA_VERSION
+    job: str
+    spec_hash: str
+    layers: list[LayerSearchComparison]
+
+
 STUDY_RECORD_TYPES: dict[str, type[BaseModel]] = {
     "threshold_sweep_row": ThresholdSweepRow,
     "ranges_importance_row": RangesImportanceRow,
     "unit_ablation_row": UnitAblationRow,
     "concept_blackout_row": ConceptBlackoutRow,
+    "heuristics_row": HeuristicsRow,
     "compare_report": CompareReport,
+    "search_comparison_report": SearchComparisonReport,
 }

@@ -94,8 +94,10 @@ def render_calls(results: JobResults, options: ReportOptions, weights: np.ndarra
     calls = []
     for layer in results.layers:
         last = layer == results.layers[-1] and weights is not None
-        for u0, u1 in unit_blocks(len(results.records(layer)), options.block_units):
-            classes = {u: unit_classes(weights, u) for u in range(u0, u1)} if last else {}
+        records = results.records(layer)
+        for u0, u1 in unit_blocks(len(records), options.block_units):
+            classes = ({r.unit: unit_classes(weights, r.unit) for r in records[u0:u1]}
+                       if last else {})
             calls.append((layer, (u0, u1), classes, nav))
     return calls
 

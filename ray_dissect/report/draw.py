@@ -56,6 +56,7 @@ class RowPlan:
     concept: dict[str, Any] | None
     images: tuple[tuple[int, str], ...]
     seed: int | None = None
+    image_quantile: float | None = None  # per-image rule: each image's own 1 - q quantile
 
 
 def _images(items: Any) -> tuple[tuple[int, str], ...]:
@@ -68,9 +69,10 @@ def _node(formula: Any) -> dict[str, Any] | None:
     return formula if isinstance(formula, dict) else dict(formula.model_dump())
 
 
-def row_plans(rec: UnitRecord) -> list[RowPlan]:
+def row_plans(rec: UnitRecord, image_quantile: float | None = None) -> list[RowPlan]:
     """The rows of a record's tiles: top activations (NetDissect's quantile mask, label
-    outlined), then per range its top in-range images and its random samples."""
+    outlined; with ``image_quantile`` q, the per-image rule's mask above each image's own
+    1 - q quantile), then per range its top in-range images and its random samples."""
     rows = []
     tops = _images(getattr(rec, "top_images", None))
     if tops:  # no threshold (method none, or no finite value): the images, nothing masked
@@ -78,7 +80,7 @@ def row_plans(rec: UnitRecord) -> list[RowPlan]:
                 if rec.label else None)
         lo = rec.threshold if rec.threshold is not None else -math.inf
         rows.append(RowPlan("top", "top", "top activations (spatial max)", None,
-                            lo, None, False, leaf, tops))
+                            lo, None, False, leaf, tops, image_quantile=image_quantile))
     for e in rec.explanations:
         ri, concept = e.range_index, _node(e.formula)
         tops = _images(getattr(e, "top_images", None))
@@ -125,6 +127,7 @@ def draw_block(results: JobResults, layer: str, units: tuple[int, int],
         hists = [Histogram(edges=[], counts=[], zeros=0, nonfinite=0) for _ in records]
         maps, plans = {}, [[] for _ in records]
     painter = _Painter(results, style, out, layer)
+    maps = {(i, records[u - units[0]].unit): m for (i, u), m in maps.items()}  # by unit
     with _one_thread():
         return [painter.unit(r.unit, p, pg, maps, h)
                 for r, p, pg, h in zip(records, plans, pages, hists, strict=True)]
@@ -264,7 +267,11 @@ class _Painter:
              ) -> tuple[dict[str, np.ndarray], np.ndarray, list[TileInfo]]:
         """Per view the full-size tiles, the sprite thumbnails, and the captions."""
         stack = np.stack([maps[(i, unit)] for i, _ in plan.images])
-        masks = tl.range_mask(stack, self.mask_shape, plan.lo, plan.hi, plan.inclusive)
+        lo: float | np.ndarray = plan.lo
+        if plan.image_quantile is not None:  # each image above its own quantile
+            flat = stack.reshape(len(stack), -1).astype(np.float64)
+            lo = np.quantile(flat, 1.0 - plan.image_quantile, axis=1)[:, None, None]
+        masks = tl.range_mask(stack, self.mask_shape, lo, plan.hi, plan.inclusive)
         concepts = (np.stack([tl.formula_mask(plan.concept, *self.labels(i))
                               for i, _ in plan.images]) if plan.concept is not None else None)
         views = self._views(plan, masks, concepts)

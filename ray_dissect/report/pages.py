@@ -28,6 +28,7 @@ from ray_dissect.report.tiles import TileStyle
 from ray_dissect.report.views import (
     Card,
     card,
+    certificate_text,
     chip,
     fix,
     fmt_range,
@@ -37,6 +38,8 @@ from ray_dissect.report.views import (
     url_key,
 )
 from ray_dissect.results.job import METRIC_NAMES, JobResults
+from ray_dissect.spec import NetDissectMethod
+from ray_dissect.spec.units import RandomUnits, UnitsSpec
 from ray_dissect.storage import AnyPath
 
 Nav = dict[str, list[tuple[str, str]]]
@@ -46,7 +49,7 @@ SORT_KEYS = (("unit", "unit"), ("iou", "label IoU"), ("label", "label (category,
              ("best", "best range IoU"), ("len", "formula length"), ("px", "mask pixels"),
              ("act", "activation coverage"), ("det", "detection accuracy"),
              ("samp", "samples coverage"), ("expl", "explanation coverage"),
-             ("cm", "concept masking"))
+             ("cm", "concept masking"), ("gap", "gap to optimal (largest range)"))
 
 
 @lru_cache(maxsize=1)
@@ -138,6 +141,33 @@ def layer_data_js(layer: str, cards: list[Card], threshold: float) -> str:
     return f"window.RD.add({json.dumps(layer)}, {text});\n"
 
 
+def units_text(units: UnitsSpec, records: list[UnitRecord]) -> str | None:
+    """What the layer page says of the job's ``units:`` (None for ``all``)."""
+    if units == "all":
+        return None
+    shown = ", ".join(str(r.unit) for r in records[:12]) + (", ..." if len(records) > 12 else "")
+    rule = (f"{units.random} drawn with seed {units.seed}" if isinstance(units, RandomUnits)
+            else "a list")
+    return f"the job dissects {len(records)} chosen units ({rule}): {shown}"
+
+
+def metrics_table(results: JobResults, layer: str
+                  ) -> tuple[list[str], list[list[str]]] | None:
+    """CCE's ``compute_metrics`` means per range of the layer (:meth:`JobResults.range_metrics`)
+    as (header, rows of printed cells); metric columns no range has are left out; None
+    without explanations."""
+    rows = results.range_metrics(layer)
+    if not rows:
+        return None
+    names = [m for m in METRIC_NAMES if any(r[m] is not None for r in rows)]
+    header = ["range", "units", "explained", "mean IoU", "mean visited",
+              *(f"mean {m.replace('_', ' ')}" for m in names)]
+    body = [[str(r["range_index"]), str(r["ranges"]), str(r["explained"]), f"{r['iou']:.4f}",
+             f"{r['visited']:.1f}", *("-" if r[m] is None else f"{r[m]:.4f}" for m in names)]
+            for r in rows]
+    return header, body
+
+
 def layer_context(results: JobResults, layer: str, cards: list[Card]) -> dict[str, Any]:
     """Variables of ``layer.html``."""
     records, t = results.records(layer), results.iou_threshold
@@ -149,10 +179,11 @@ def layer_context(results: JobResults, layer: str, cards: list[Card]) -> dict[st
         "layer": layer, "key": url_key(layer), "header": header_line(records, t), "k": k,
         "n_units": n, "m": m, "threshold": t,
         "shape": " x ".join(map(str, shape)) if shape else "unknown",
+        "chosen": units_text(results.spec.units, records),
         "quantile": results.quantile_text, "method": results.spec.method.kind,
         "bars": plots.concept_bars(records, t), "hist": plots.iou_histogram(records, t),
         "cats": plots.category_counts(results.layer_summary(layer).by_category),
-        "compositional": bool(explained),
+        "compositional": bool(explained), "range_metrics": metrics_table(results, layer),
         "ranges": plots.explained_ranges(records, t), "formulas": plots.formula_stats(records),
         "first_page": cards[:PAGE_CARDS], "cards": cards, "concepts": concepts,
         "sort_keys": SORT_KEYS if concepts else SORT_KEYS[:1],
@@ -188,6 +219,19 @@ def common_context(results: JobResults, options: ReportOptions, style: TileStyle
             "nav": nav}
 
 
+def per_image_text(results: JobResults) -> str | None:
+    """How a ``threshold: per_image`` job thresholds (None for the dataset quantile)."""
+    q = image_quantile(results)
+    return None if q is None else f"per image (each image's own {1 - q:g} quantile)"
+
+
+def image_quantile(results: JobResults) -> float | None:
+    """q of a ``threshold: per_image`` job (masks above each image's 1 - q quantile)."""
+    method = results.spec.method
+    return method.quantile if isinstance(method, NetDissectMethod) and \
+        method.threshold == "per_image" else None
+
+
 def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
                  neighbours: tuple[str | None, str | None], classes: list[tuple[int, float]]
                  ) -> dict[str, Any]:
@@ -207,10 +251,11 @@ def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
                                key=lambda kv: plots.category_rank(kv[0])),
         "hist": hist, "rows": rows, "top_row": next((r for r in rows if r.kind == "top"), None),
         "explanations": [{"e": e, "bounds": fmt_range(e), "tree": formula_tree(e.formula),
-                          "metrics": _metrics(e),
+                          "metrics": _metrics(e), "certificate": certificate_text(e),
                           "rows": [r for r in rows if r.range_index == e.range_index]}
                          for e in rec.explanations],
         "prev": neighbours[0], "next": neighbours[1],
+        "per_image_threshold": per_image_text(results),
         "classes": classes,
         "raw": raw_json(rec),
     }

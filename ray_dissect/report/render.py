@@ -26,8 +26,9 @@ from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report.draw import RowPlan, draw_block, row_plans, wants_page
 from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
-from ray_dissect.report.pages import Nav, Site, common_context, unit_context
+from ray_dissect.report.pages import Nav, Site, common_context, image_quantile, unit_context
 from ray_dissect.report.tiles import TileStyle
+from ray_dissect.report.unit_attribution import UnitAttributionBlock
 from ray_dissect.report.visuals import RFBlock
 from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import AnyPath
@@ -72,15 +73,18 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
     records = layer_records[units[0]:units[1]]
     t = results.iou_threshold
     page_of = [wants_page(r, options.unit_pages, t) for r in layer_records]
-    plans = [row_plans(r) for r in records]
+    image_q = image_quantile(results)
+    plans = [row_plans(r, image_q) for r in records]
     common = common_context(results, options, style, nav or {"main": [], "stages": []})
     context = {"common": {k: v for k, v in common.items() if k != "page_kind"},
                "classes": sorted((classes or {}).items()), "layer": layer, "units": units,
                "neighbours": [page_of[i] for i in (units[0] - 1, units[1])
                               if 0 <= i < len(page_of)]}
-    fields = RFBlock(results, layer, units)
+    fields, attr = RFBlock(results, layer, units), UnitAttributionBlock(results, layer, units)
     if (rf_digest := fields.digest()) is not None:  # a block without fields: no such key
         context["receptive_fields"] = rf_digest
+    if (attr_digest := attr.digest()) is not None:
+        context["unit_attribution"] = attr_digest
     digest = block_digest(records, plans, page_of[units[0]:units[1]], style, context)
     meta = meta_path(root, layer, units)
     if done_marker(meta).exists() and storage.read_text(done_marker(meta)) == digest:
@@ -88,10 +92,14 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
     drawn = draw_block(results, layer, units, plans, page_of[units[0]:units[1]], style, root)
     fields.write(root, {t.unit: t.page for t in drawn})
     site = Site(root, common)
-    for rec, tiles in zip(records, drawn, strict=True):
+    links = [f"{r.unit}.html" if page else None
+             for r, page in zip(layer_records, page_of, strict=True)]
+    for p, (rec, tiles) in enumerate(zip(records, drawn, strict=True), start=units[0]):
         if tiles.page:
-            _unit_page(site, results, rec, tiles, page_of, (classes or {}).get(rec.unit, []),
-                       style, fields.context(rec.unit))
+            around = (links[p - 1] if p > 0 else None, links[p + 1] if p + 1 < len(links)
+                      else None)
+            _unit_page(site, results, rec, tiles, around, (classes or {}).get(rec.unit, []),
+                       style, fields.context(rec.unit), attr.write(root, rec.unit))
     block = BlockTiles(layer=layer, units=units, digest=digest, tiles=drawn)
     storage.makedirs(meta.parent)
     storage.write_text(meta, block.model_dump_json() + "\n")
@@ -100,13 +108,15 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
 
 
 def _unit_page(site: Site, results: JobResults, rec: UnitRecord, tiles: UnitTiles,
-               page_of: list[bool], classes: list[tuple[int, float]], style: TileStyle,
-               rf: dict[str, Any] | None = None) -> None:
-    """Write ``units/<layer>/<unit>.html``; prev/next link the neighbours that have pages;
-    ``rf``: its receptive field (:meth:`RFBlock.context`)."""
+               around: tuple[str | None, str | None], classes: list[tuple[int, float]],
+               style: TileStyle, rf: dict[str, Any] | None = None,
+               unit_attr: dict[str, Any] | None = None) -> None:
+    """Write ``units/<layer>/<unit>.html``; ``around``: the pages of the previous and next
+    records (None without a page): the neighbours among the units the job dissects;
+    ``rf``: its receptive field (:meth:`RFBlock.context`); ``unit_attr``: its per-unit
+    attribution (:meth:`UnitAttributionBlock.write`)."""
     u = rec.unit
-    prev = f"{u - 1}.html" if u > 0 and page_of[u - 1] else None
-    nxt = f"{u + 1}.html" if u + 1 < len(page_of) and page_of[u + 1] else None
-    ctx = unit_context(results, rec, tiles, (prev, nxt), classes)
+    ctx = unit_context(results, rec, tiles, around, classes)
     site.page(f"units/{layer_key(rec.layer)}/{u}.html", "unit.html", page_kind="unit",
-              views=list(style.views), tile=style.size, gap=style.gap, rf=rf, **ctx)
+              views=list(style.views), tile=style.size, gap=style.gap, rf=rf,
+              unit_attr=unit_attr, **ctx)

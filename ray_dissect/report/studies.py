@@ -27,6 +27,7 @@ from ray_dissect.records.io import read_jsonl
 from ray_dissect.records.studies import (
     CompareReport,
     ConceptBlackoutRow,
+    HeuristicsRow,
     LayerComparison,
     RangesImportanceRow,
     ThresholdSweepRow,
@@ -40,8 +41,10 @@ from ray_dissect.storage import AnyPath
 
 STUDY_ROWS: dict[str, type[Any]] = {
     "threshold_sweep": ThresholdSweepRow, "ranges_importance": RangesImportanceRow,
-    "unit_ablation": UnitAblationRow, "concept_blackout": ConceptBlackoutRow}
+    "unit_ablation": UnitAblationRow, "concept_blackout": ConceptBlackoutRow,
+    "heuristics": HeuristicsRow}
 MAX_CHANGES = 200
+MAX_CURVES = 24  # per-unit IoU curves drawn per layer (the units with the highest IoU)
 MAX_GROUPS = 40
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -89,6 +92,9 @@ class LayerStudies:
     layer: str
     anchor: str
     sweep: Plot | None = None
+    atom_shares: Plot | None = None
+    curves: list[tuple[Plot, str]] = field(default_factory=list)
+    curve_units: int = 0
     changes: Table | None = None
     changed: int = 0
     units: int = 0
@@ -98,6 +104,7 @@ class LayerStudies:
     groups: int = 0
     blackout: Table | None = None
     scatters: list[tuple[Plot, str]] = field(default_factory=list)
+    heuristics: Table | None = None
 
 
 def _by_layer(rows: Sequence[Any]) -> dict[str, list[Any]]:
@@ -107,14 +114,39 @@ def _by_layer(rows: Sequence[Any]) -> dict[str, list[Any]]:
     return out
 
 
-def sweep_shares(rows: Sequence[ThresholdSweepRow]
+def sweep_shares(rows: Sequence[ThresholdSweepRow], field: str = "category_shares"
                  ) -> tuple[list[tuple[float, str]], dict[str, list[float]]]:
     """(quantile, tail) in quantile order and, per category, its share at each quantile
-    (0 where absent), from a layer's rows with ``category_shares``."""
+    (0 where absent), from a layer's rows with ``field`` (``category_shares``, or
+    ``formula_category_shares``: the formulas' atoms)."""
     layer_rows = sorted((r for r in rows if r.unit is None), key=lambda r: r.quantile)
-    cats = sorted({c for r in layer_rows for c in r.category_shares or {}}, key=category_rank)
-    shares = {c: [(r.category_shares or {}).get(c, 0.0) for r in layer_rows] for c in cats}
+    got = [getattr(r, field) or {} for r in layer_rows]
+    cats = sorted({c for g in got for c in g}, key=category_rank)
+    shares = {c: [g.get(c, 0.0) for g in got] for c in cats}
     return [(r.quantile, r.tail) for r in layer_rows], shares
+
+
+def unit_curves(rows: Sequence[ThresholdSweepRow], limit: int = MAX_CURVES
+                ) -> tuple[list[tuple[Plot, str]], int]:
+    """Per-unit IoU-vs-quantile plots (a line per curve concept) of the ``limit`` units with
+    the highest IoU on any curve, by descending IoU then unit; and how many units have a
+    curve. Rows written before curves were kept give none."""
+    per_unit: dict[int, list[ThresholdSweepRow]] = defaultdict(list)
+    for r in rows:
+        if r.unit is not None and r.curve:
+            per_unit[r.unit].append(r)
+    peak = {u: max(p.iou for r in rs for p in r.curve or []) for u, rs in per_unit.items()}
+    chosen = sorted(per_unit, key=lambda u: (-peak[u], u))[:limit]
+    plots = []
+    for u in chosen:
+        ordered = sorted(per_unit[u], key=lambda r: r.quantile)
+        names = [(p.number, p.name) for p in ordered[0].curve or []]
+        ious = {(r.quantile, p.number): p.iou for r in ordered for p in r.curve or []}
+        plots.append((sp.iou_curves(u, [(r.quantile, r.tail) for r in ordered],
+                                    [(fix(name), [ious.get((r.quantile, n), 0.0)
+                                                  for r in ordered]) for n, name in names]),
+                      f"unit {u}: highest IoU {sp.fmt(peak[u], 3)}"))
+    return plots, len(per_unit)
 
 
 def label_changes(rows: Sequence[ThresholdSweepRow]) -> tuple[Table, int, int]:
@@ -262,11 +294,26 @@ def blackout_view(rows: Sequence[ConceptBlackoutRow]
     return table, scatters
 
 
+def heuristics_table(rows: Sequence[HeuristicsRow]) -> Table:
+    """The layer rows of the heuristics study: a row per heuristic, in the study's order."""
+    return Table(("heuristic", "searches", "mean visited", "mean seconds", "total seconds",
+                  "best formula as unpruned"),
+                 [(r.heuristic, r.ranges, f"{r.visited:.1f}", f"{r.seconds:.4f}",
+                   f"{r.total_seconds or 0.0:.3f}",
+                   "-" if r.same_best is None else f"{r.same_best} of {r.ranges}")
+                  for r in rows if r.unit is None])
+
+
 def layer_studies(layer: str, anchor: str, rows: dict[str, list[Any]]) -> LayerStudies:
     """One layer's section from its rows per study (``rows[name]``, maybe empty)."""
     parts: dict[str, Any] = {}
     if rows["threshold_sweep"]:
-        parts["sweep"] = sp.share_lines(*sweep_shares(rows["threshold_sweep"]))
+        sweep = rows["threshold_sweep"]
+        parts["sweep"] = sp.share_lines(*sweep_shares(sweep))
+        if any(r.formula_category_shares is not None for r in sweep):
+            parts["atom_shares"] = sp.share_lines(
+                *sweep_shares(sweep, "formula_category_shares"), "formula atoms")
+        parts["curves"], parts["curve_units"] = unit_curves(sweep)
         parts["changes"], parts["changed"], parts["units"] = label_changes(
             rows["threshold_sweep"])
     if rows["ranges_importance"]:
@@ -277,6 +324,8 @@ def layer_studies(layer: str, anchor: str, rows: dict[str, list[Any]]) -> LayerS
         parts["ablation_table"] = ablation_table(rows["unit_ablation"])
     if rows["concept_blackout"]:
         parts["blackout"], parts["scatters"] = blackout_view(rows["concept_blackout"])
+    if rows.get("heuristics"):  # a mapping without it: no such study
+        parts["heuristics"] = heuristics_table(rows["heuristics"])
     return LayerStudies(layer, anchor, **parts)
 
 

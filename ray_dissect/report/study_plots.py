@@ -65,9 +65,11 @@ def _legend(x: float, y: float, items: Sequence[tuple[str, str]]) -> list[str]:
             for i, (name, color) in enumerate(items)]
 
 
-def share_lines(quantiles: Sequence[tuple[float, str]], shares: dict[str, list[float]]) -> Plot:
-    """Category shares of the interpretable labels against the quantile: one line per
-    category (CCE's ``compare_thresholds`` figure, high and low tails on one axis).
+def share_lines(quantiles: Sequence[tuple[float, str]], shares: dict[str, list[float]],
+                what: str = "interpretable labels") -> Plot:
+    """Category shares of the interpretable labels (or of ``what``) against the quantile:
+    one line per category (CCE's ``compare_thresholds`` figure, high and low tails on one
+    axis).
 
     Args:
         quantiles: (quantile, tail) per point, in axis order.
@@ -75,37 +77,74 @@ def share_lines(quantiles: Sequence[tuple[float, str]], shares: dict[str, list[f
     """
     cats = list(shares)
     columns = ("quantile", "tail", *cats)
-    title = "Category shares of the labels against the quantile"
+    title = f"Category shares of the {what} against the quantile"
     if not quantiles or not cats:
-        return _empty(title, "No interpretable label at any quantile.", columns)
+        return _empty(title, f"No {what} at any quantile.", columns)
+    lines = [(c, category_color(c), list(shares[c])) for c in cats]
+    body, width, height = _quantile_lines(quantiles, lines, 1.0)
+    desc = f"{len(cats)} categories over {len(quantiles)} quantiles."
+    rows = [(f"{q:g}", t, *(fmt(shares[c][i]) for c in cats))
+            for i, (q, t) in enumerate(quantiles)]
+    return Plot(_svg(width, height, title, desc, body), columns, rows)
+
+
+CURVE_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+
+
+def iou_curves(unit: int, quantiles: Sequence[tuple[float, str]],
+               curves: Sequence[tuple[str, Sequence[float]]]) -> Plot:
+    """One unit's IoU against the quantile, a line per concept (inner-detectors'
+    ``activthres`` plot per unit).
+
+    Args:
+        quantiles: (quantile, tail) per point, in axis order.
+        curves: per concept, its name and its IoU at each quantile (len(quantiles) values).
+    """
+    columns = ("quantile", "tail", *(name for name, _ in curves))
+    title = f"Unit {unit}: IoU against the quantile"
+    if not quantiles or not curves:
+        return _empty(title, f"Unit {unit} has no concept with a positive IoU.", columns)
+    peak = max(max(v) for _, v in curves)
+    lines = [(name, CURVE_COLORS[i % len(CURVE_COLORS)], list(v))
+             for i, (name, v) in enumerate(curves)]
+    body, width, height = _quantile_lines(quantiles, lines, peak if peak > 0 else 1.0)
+    desc = f"{len(curves)} concepts over {len(quantiles)} quantiles; highest IoU {fmt(peak)}."
+    rows = [(f"{q:g}", t, *(fmt(v[i]) for _, v in curves))
+            for i, (q, t) in enumerate(quantiles)]
+    return Plot(_svg(width, height, title, desc, body), columns, rows)
+
+
+def _quantile_lines(quantiles: Sequence[tuple[float, str]],
+                    lines: Sequence[tuple[str, str, Sequence[float]]], top_value: float
+                    ) -> tuple[list[str], float, float]:
+    """The SVG body of lines (name, colour, values in [0, top_value]) over the quantile
+    axis (high and low tails apart), with a legend; returns (body, width, height)."""
     left, top, area, step = 40.0, 14.0, 120.0, 44.0
     width = left + step * max(len(quantiles) - 1, 1) + 30
     x = [left + 10 + step * i for i in range(len(quantiles))]
     body = [_rect(left, top, width - left - 10, area, "none", FRAME),
-            _text(left - 4, top + 8, "1", TICK_END), _text(left - 4, top + area, "0", TICK_END)]
-    for xi, (q, _) in zip(x, quantiles, strict=True):
-        body.append(_text(xi, top + area + 14, f"{q:g}", TICK_MID))
+            _text(left - 4, top + 8, f"{top_value:.3g}", TICK_END),
+            _text(left - 4, top + area, "0", TICK_END)]
+    body += [_text(xi, top + area + 14, f"{q:g}", TICK_MID)
+             for xi, (q, _) in zip(x, quantiles, strict=True)]
     tails = [t for _, t in quantiles]
     if "high" in tails and "low" in tails:
         split = x[tails.index("low")] - step / 2
         body.append(_line(split, top, split, top + area, OTHER_COLOR, ' stroke-dasharray="3 3"'))
         body.append(_text(split - 3, top + area + 28, "high tail", TICK_END))
         body.append(_text(split + 3, top + area + 28, "low tail", TICK))
-    for cat in cats:
-        pts = [(xi, _y(s, 0.0, 1.0, top, area)) for xi, s in zip(x, shares[cat], strict=True)]
-        path = " ".join(f"{_num(a)},{_num(b)}" for a, b in pts)
-        body.append(f'<polyline points="{path}" fill="none" stroke="{category_color(cat)}" '
-                    f'stroke-width="2"><title>{escape(cat)}</title></polyline>')
-        body += [f'<circle cx="{_num(a)}" cy="{_num(b)}" r="2.5" fill="{category_color(cat)}"/>'
-                 for a, b in pts]
-    body += _legend(width + 4, top, [(c, category_color(c)) for c in cats])
-    if not ("high" in tails and "low" in tails):
+    else:
         body.append(_text(left + (width - left) / 2, top + area + 28, "quantile", TICK_MID))
-    desc = f"{len(cats)} categories over {len(quantiles)} quantiles."
-    rows = [(f"{q:g}", t, *(fmt(shares[c][i]) for c in cats))
-            for i, (q, t) in enumerate(quantiles)]
-    return Plot(_svg(width + 90, max(top + area + 34, 20 + 16 * len(cats)), title, desc, body),
-                columns, rows)
+    for name, color, values in lines:
+        pts = [(xi, _y(v, 0.0, top_value, top, area)) for xi, v in zip(x, values, strict=True)]
+        path = " ".join(f"{_num(a)},{_num(b)}" for a, b in pts)
+        body.append(f'<polyline points="{path}" fill="none" stroke="{color}" '
+                    f'stroke-width="2"><title>{escape(name)}</title></polyline>')
+        body += [f'<circle cx="{_num(a)}" cy="{_num(b)}" r="2.5" fill="{color}"/>'
+                 for a, b in pts]
+    body += _legend(width + 4, top, [(name, color) for name, color, _ in lines])
+    legend = max(len(name) for name, _, _ in lines) * 7 + 24
+    return body, width + max(90, legend), max(top + area + 34, 20 + 16 * len(lines))
 
 
 @dataclass(frozen=True)

@@ -71,14 +71,15 @@ NDL_STYLE = TileStyle(size=224, gap=3, contour=False, views=("mask",), sprite_ti
 STYLES = {"default": DEFAULT_STYLE, "ndl": NDL_STYLE}
 
 
-def range_mask(maps: np.ndarray, shape: tuple[int, int], lo: float, hi: float | None,
-               inclusive: bool) -> np.ndarray:
+def range_mask(maps: np.ndarray, shape: tuple[int, int], lo: float | np.ndarray,
+               hi: float | None, inclusive: bool) -> np.ndarray:
     """The scored masks of some maps of one unit in one activation range.
 
     Args:
         maps: (p, h, w) float32 activation maps.
         shape: (sh, sw) concept-mask size.
-        lo, hi: range bounds as recorded (``hi`` None = +inf), compared in float64.
+        lo, hi: range bounds as recorded (``hi`` None = +inf), compared in float64; ``lo``
+            may be (p, 1, 1), a bound per map (the per-image rule).
         inclusive: ``lo <= a <= hi`` instead of ``lo < a < hi``.
 
     Returns:

@@ -184,7 +184,25 @@ def _js(rec: UnitRecord, c: Card) -> dict[str, Any]:
         "r": [[r.index, r.bounds, r.text, round(r.iou, 6), r.length, list(r.ops),
                [list(ch) for ch in r.chips]] for r in c.ranges],
         "cr": category_rank(c.category)[0] if c.category else 99,
+        "g": optimality_gap(rec),
     }
+
+
+def optimality_gap(rec: UnitRecord) -> float | None:
+    """The largest ``upper_bound - iou`` of the unit's certified explanations (0: all proved
+    optimal); None when no explanation carries a certificate."""
+    gaps = [max(0.0, e.certificate.upper_bound - e.iou) for e in rec.explanations
+            if e.certificate is not None]
+    return round(max(gaps), 6) if gaps else None
+
+
+def certificate_text(e: Explanation) -> str:
+    """``optimal`` or ``within 0.0123 of optimal`` (empty without a certificate)."""
+    cert = e.certificate
+    if cert is None:
+        return ""
+    gap = max(0.0, cert.upper_bound - e.iou)
+    return "optimal" if cert.optimal or gap == 0 else f"within {gap:.4f} of optimal"
 
 
 def formula_tree(node: Any) -> Markup:

@@ -93,23 +93,29 @@ class RFBlock:
             self.records = {}
             return
         try:
-            block = arrays.open_array(results.job.receptive_fields_zarr, self.key)[
-                units[0]:units[1]]
+            store = arrays.open_array(results.job.receptive_fields_zarr, self.key)
         except StoreError:
             self.records = {}
             return
-        self.maps = {u: np.asarray(block[u - units[0]], np.float32) for u in self.records}
-        self.uncut = self._uncut(results, units)
-        self.results, self.kept = results, kept_maps(results, layer, units)
+        self.maps = self._read(store)
+        self.uncut = self._uncut(results)
+        ids = (min(self.records), max(self.records) + 1)  # the block's units, by index
+        self.results, self.kept = results, kept_maps(results, layer, ids)
 
-    def _uncut(self, results: JobResults, units: tuple[int, int]) -> dict[int, np.ndarray]:
+    def _read(self, store: Any) -> dict[int, np.ndarray]:
+        """The block's units' maps from a store (units, H, W) indexed by unit (all units of
+        the layer: a job with ``units:`` dissects only some)."""
+        lo, hi = min(self.records), max(self.records) + 1
+        block = store[lo:hi]
+        return {u: np.asarray(block[u - lo], np.float32) for u in self.records}
+
+    def _uncut(self, results: JobResults) -> dict[int, np.ndarray]:
         """The maps without the seed's cut (compat jobs only; ``{}`` otherwise)."""
         if not any(r.receptive_field and r.receptive_field.uncut_size is not None
                    for r in self.records.values()):
             return {}
-        block = arrays.open_array(results.job.receptive_fields_zarr, f"{self.key}+uncut")[
-            units[0]:units[1]]
-        return {u: np.asarray(block[u - units[0]], np.float32) for u in self.records}
+        return self._read(arrays.open_array(results.job.receptive_fields_zarr,
+                                            f"{self.key}+uncut"))
 
     def digest(self) -> str | None:
         """A digest of the block's maps and fields (None without any): part of the block's

@@ -5,6 +5,7 @@
 >>> recs = job.records("_bn1")                        # validated UnitRecords, unit order
 >>> df = job.to_pandas("_bn1")                        # one row per unit and range ([pandas])
 >>> acts = job.activations("_bn1")                    # Zarr array (N, units, h, w) float32
+>>> means = job.range_metrics_frame()                 # mean metrics per layer and range
 >>> ray_dissect.build_report(job)                     # the HTML report in DIR/report/
 
 It reads only what the job wrote (``spec.json``, ``summary.json``, ``records/``,
@@ -36,6 +37,7 @@ from ray_dissect.records.schema import (
     SampleError,
     UnitRecord,
 )
+from ray_dissect.results.metrics import METRIC_NAMES, RANGE_METRIC_COLUMNS, range_metric_rows
 from ray_dissect.spec import JobSpec, NoMethod
 from ray_dissect.storage import AnyPath, arrays
 
@@ -45,8 +47,6 @@ if TYPE_CHECKING:
     from ray_dissect.datasets.base import ImageDataset
 
 CACHED_IMAGES = 256
-METRIC_NAMES = ("activation_coverage", "detection_accuracy", "samples_coverage",
-                "explanation_coverage", "concept_masking")
 
 
 class JobResults:
@@ -121,7 +121,8 @@ class JobResults:
         return frozenset(e.index for e in self.errors())
 
     def activations(self, layer: str) -> Any:
-        """The layer's activations, a read-only Zarr array (N, units, h, w) float32."""
+        """The layer's activations, a read-only Zarr array (N, units, h, w) float32; with
+        the spec's ``units:`` only the chosen units, position p being ``records(layer)[p]``."""
         return arrays.open_array(self.job.activations_zarr, layer_key(self._known(layer)))
 
     def feature_shape(self, layer: str) -> tuple[int, ...] | None:
@@ -219,6 +220,17 @@ class JobResults:
         """The layer as a DataFrame, one row per unit and range (see :func:`to_pandas`)."""
         return to_pandas(self, layer)
 
+    def range_metrics(self, layer: str | None = None) -> list[dict[str, Any]]:
+        """CCE's ``compute_metrics`` summary: a row per layer (all, or ``layer``) and range
+        index with the mean IoU and metrics over the units (:mod:`ray_dissect.results.metrics`;
+        columns :data:`RANGE_METRIC_COLUMNS`)."""
+        layers = self.layers if layer is None else (self._known(layer),)
+        return [row for name in layers for row in range_metric_rows(name, self.records(name))]
+
+    def range_metrics_frame(self, layer: str | None = None) -> pandas.DataFrame:
+        """:meth:`range_metrics` as a DataFrame (needs ``[pandas]``)."""
+        return _frame(self.range_metrics(layer), RANGE_METRIC_COLUMNS)
+
     def _known(self, layer: str) -> str:
         if layer not in self.layers:
             raise SpecError("unknown layer", given=layer, expected=f"one of {list(self.layers)}",
@@ -295,6 +307,15 @@ def _or_nan(x: float | None) -> float:
     return math.nan if x is None else x
 
 
+def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pandas.DataFrame:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise SpecError("to_pandas needs pandas", expected="pandas installed",
+                        hint="pip install 'ray-dissect[pandas]'") from None
+    return pd.DataFrame(rows, columns=columns)
+
+
 def open_job(root: str | Path | AnyPath) -> JobResults:
     """The results of the job directory ``root`` (a path or an fsspec URI)."""
     return JobResults(root)
@@ -319,10 +340,4 @@ def to_pandas(results: JobResults, layer: str) -> pandas.DataFrame:
     Raises:
         SpecError: pandas is not installed, or ``layer`` is not one of the job's.
     """
-    try:
-        import pandas as pd
-    except ImportError:
-        raise SpecError("to_pandas needs pandas", expected="pandas installed",
-                        hint="pip install 'ray-dissect[pandas]'") from None
-    frame = pd.DataFrame(results.rows(layer), columns=list(ROW_COLUMNS))
-    return frame.astype(ROW_DTYPES)
+    return _frame(results.rows(layer), ROW_COLUMNS).astype(ROW_DTYPES)

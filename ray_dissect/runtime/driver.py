@@ -47,7 +47,7 @@ class RayExecutor:
 
     def __call__(self, stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) -> None:
         shared = tuple(self._put(x, once=x is ctx.index) for x in plan.shared)
-        if stage.runs_on == "actors":
+        if stage.runs_on == "actors" or (stage.on_gpus and self._gpus(ctx) > 0):
             run_on_actors(self._pool(ctx), stage.name, [(*shared, *call) for call in plan.calls],
                           on_done, stage.calls_per_actor, ctx.timings)
             return
@@ -72,6 +72,11 @@ class RayExecutor:
         if id(value) not in self._puts:
             self._puts[id(value)] = (value, ray.put(value))
         return self._puts[id(value)][1]
+
+    @staticmethod
+    def _gpus(ctx: JobContext) -> float:
+        """GPUs per model actor of this job (``auto`` resolved on the cluster)."""
+        return gpus_per_actor(ctx.spec.resources.gpus_per_actor)
 
     def _pool(self, ctx: JobContext) -> ActorPool:
         if self.pool is None:

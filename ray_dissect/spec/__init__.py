@@ -55,6 +55,7 @@ from ray_dissect.spec.model import (
 from ray_dissect.spec.outputs import TopImagesSpec
 from ray_dissect.spec.studies import (
     ConceptBlackoutSpec,
+    HeuristicsSpec,
     RangesImportanceSpec,
     StudiesSpec,
     ThresholdSweepSpec,
@@ -84,6 +85,7 @@ __all__ = [
     "DatasetFormat",
     "DatasetSpec",
     "FormatSpec",
+    "HeuristicsSpec",
     "ImagesDatasetSpec",
     "JobSpec",
     "LayerLayout",

@@ -31,6 +31,7 @@ from ray_dissect.spec.method import (
 from ray_dissect.spec.model import ModelSpec
 from ray_dissect.spec.outputs import TopImagesSpec
 from ray_dissect.spec.studies import StudiesSpec
+from ray_dissect.spec.units import UnitsSpec
 
 SPEC_VERSION: Literal[1] = 1
 SCHEDULING_FIELDS = ("actors", "cpus_per_actor", "actor_resources", "cpus_per_task",
@@ -103,7 +104,11 @@ class ResourceSpec(Frozen):
 
 
 class JobSpec(Frozen):
-    """A whole dissection job. Validated once; every stage reads its own part."""
+    """A whole dissection job. Validated once; every stage reads its own part.
+
+    ``units`` picks the units of every layer the job dissects (:mod:`ray_dissect.spec.units`):
+    the activation store keeps only those, so every stage runs on them and the records hold
+    exactly them (under their indices in the layer)."""
 
     spec_version: Literal[1] = SPEC_VERSION
     """Version of the spec format (1)."""
@@ -127,6 +132,9 @@ class JobSpec(Frozen):
     """Optional visual analyses (attribution, receptive fields, PRISM)."""
     studies: Annotated[StudiesSpec, ADDED_LATER] = StudiesSpec()
     """Optional studies of the labels."""
+    units: Annotated[UnitsSpec, ADDED_LATER] = "all"
+    """Which units of each layer to dissect: `all`, a list of unit indices (applied to every
+    layer), or `{random: N, seed: S}` (CCE's `--random_units`, a seeded draw per layer)."""
 
     @property
     def dissects(self) -> bool:

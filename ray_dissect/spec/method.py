@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, model_validator
 
-from ray_dissect.spec.base import Frozen, tag_of
+from ray_dissect.spec.base import ADDED_LATER, Frozen, tag_of
 
 
 class _MethodBase(Frozen):
@@ -31,10 +31,31 @@ class _MethodBase(Frozen):
 
 
 class NetDissectMethod(_MethodBase):
-    """Network Dissection: one label per unit (Bau et al. 2017)."""
+    """Network Dissection: one label per unit (Bau et al. 2017).
+
+    ``threshold: per_image`` is inner-detectors' rule instead of the dataset-wide quantile:
+    each image's unit mask is the upsampled map above the 1 - ``quantile`` quantile of that
+    image's own map (at feature resolution; ``quantile: 0.5``, the per-image median, is
+    inner-detectors' default), and a concept's score is the mean, over the valid images that
+    contain it, of the per-image IoU (0 when mask and concept are both empty). The records
+    then have no dataset threshold (``threshold`` null).
+    """
 
     kind: Literal["netdissect"] = "netdissect"
     """`netdissect`: one label per unit (Network Dissection)."""
+    threshold: Annotated[Literal["dataset", "per_image"], ADDED_LATER] = "dataset"
+    """`dataset`: one exact threshold per unit (NetDissect); `per_image`: each image's own
+    1 - quantile of the unit's map (inner-detectors)."""
+
+
+class SearchBudget(Frozen):
+    """Limits of ``search: optimal`` per unit and range; when one runs out the record keeps
+    the best formula found with ``optimal: false`` and the proved bound."""
+
+    seconds: Annotated[float, Field(gt=0)] | None = None
+    """Wall seconds per unit and range."""
+    nodes: Annotated[int, Field(gt=0)] | None = None
+    """Nodes expanded per unit and range."""
 
 
 class CompositionalMethod(_MethodBase):
@@ -49,6 +70,9 @@ class CompositionalMethod(_MethodBase):
     ``concept_masking`` adds CCE's cosine concept-masking score of each explanation (forward
     passes of the images containing the formula, everything outside it randomly dimmed), on
     the model actors; ``masking_images`` caps the images per explanation (the first ones).
+    ``search: optimal`` then proves the formula of maximal IoU over the beam's whole space by
+    branch and bound, starting from the beam's answer (``search_budget`` makes it anytime);
+    see docs/optimal.md.
     """
 
     kind: Literal["compositional"] = "compositional"
@@ -77,6 +101,21 @@ class CompositionalMethod(_MethodBase):
     """At most this many images per explanation for `concept_masking` (the first ones); default
     all.
     """
+    search: Annotated[Literal["beam", "optimal"], ADDED_LATER] = "beam"
+    """`beam` (CCE's search); `optimal` proves the formula of maximal IoU over the beam's whole
+    space by branch and bound, started from the beam's answer (see docs/optimal.md).
+    """
+    search_budget: Annotated[SearchBudget | None, ADDED_LATER] = None
+    """Limits per unit and range of `search: optimal` (anytime: the record keeps the proved
+    bound); default none.
+    """
+
+    @model_validator(mode="after")
+    def _budget_needs_optimal(self) -> CompositionalMethod:
+        if self.search_budget is not None and self.search != "optimal":
+            raise ValueError(f"method.search_budget is set but method.search is "
+                             f"{self.search!r}; expected search: optimal (or drop the budget)")
+        return self
 
 
 class ClusteredMethod(CompositionalMethod):

@@ -81,6 +81,21 @@ class ConceptBlackoutSpec(Frozen):
     """Only the first N images with a concept (default all)."""
 
 
+class HeuristicsSpec(Frozen):
+    """CCE's ``compare_heuristics``: the same beam searches with each IoU-bound heuristic.
+
+    For every unit the job dissects (``units:``; CCE uses ``--random_units``) and every range
+    the method explains, the beam search runs once per heuristic in ``heuristics``; recorded:
+    the states visited (exact IoUs computed), the search's wall-clock seconds (on the task's
+    CPU, so comparable within one job) and the best formula. Admissible bounds never change
+    the best formula, which the rows let one check. Compositional and clustered methods only.
+    """
+
+    heuristics: Annotated[tuple[Literal["none", "areas", "cfh", "mmesh"], ...],
+                          Field(min_length=1), UNIQUE] = ("none", "areas", "cfh", "mmesh")
+    """The heuristics compared, each run on the same units and ranges."""
+
+
 class StudiesSpec(Frozen):
     """The studies to run (each optional)."""
 
@@ -92,3 +107,6 @@ class StudiesSpec(Frozen):
     """Decision effects of zeroing units that share a label (classifiers)."""
     concept_blackout: Annotated[ConceptBlackoutSpec | None, ADDED_LATER] = None
     """Activation change when a concept's pixels are blacked out, against the units' IoUs."""
+    heuristics: Annotated[HeuristicsSpec | None, ADDED_LATER] = None
+    """Time and states visited per search heuristic on the same units (compositional and
+    clustered jobs)."""

@@ -7,14 +7,17 @@ per-sample class indices, or ``"regression"``: the sum of all outputs (the all-o
 the outputs, as in the journey seed's robot model).
 
 - ``saliency``: max over colour channels of ``|d score / d input|`` (captum ``Saliency``).
-- ``guided_backprop``: max over colour channels of ``|guided gradient|`` (captum
-  ``GuidedBackprop``: the gradient through every ``nn.ReLU`` module is clamped at 0; functional
-  relus and other activations such as ``nn.ReLU6`` are left as plain gradients).
+- ``guided_backprop``: max over colour channels of ``|guided gradient|``, the guided rule at
+  every rectifier the forward calls, module or functional (:mod:`.guided`; captum's
+  ``GuidedBackprop`` only sees ``nn.ReLU`` modules). A model without one is refused.
 - ``gradcam``: captum ``LayerGradCam(..., relu_attributions=True)`` at the named layer,
   upsampled bilinearly (``align_corners=False``) to H x W.
 - ``cam``: the head-weighted sum of the global-average-pool input maps, ``sum_c W[t, c] A_c``
   (no ReLU, no bias), for models conv -> GAP -> linear head; upsampled the same way.
 - ``guided_gradcam``: ``guided_backprop`` times the upsampled ``gradcam``, pixel by pixel.
+- ``integrated_gradients``, ``smoothgrad``, ``input_x_gradient``, ``occlusion`` (captum) and
+  ``gradcam_pp``, ``scorecam``, ``layercam`` (on the Grad-CAM layer, upsampled the same way):
+  see :mod:`.methods`.
 
 The seed's defects are not reproduced: every sample gets its own target (no item-0 backward),
 guided backprop is not the DeconvNet rule, hooks are removed also on exceptions, and the model
@@ -27,9 +30,9 @@ from __future__ import annotations
 
 import difflib
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -37,30 +40,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ray_dissect.errors import LayerNotFoundError, SpecError
+from ray_dissect.visualize import methods as mt
+from ray_dissect.visualize.display import Crop, crop, jet, overlay, tile, to_display
+from ray_dissect.visualize.guided import guided_gradients
+
+__all__ = ["METHODS", "AttributionRunner", "Crop", "crop", "feature_maps", "jet", "layer_maps",
+           "overlay", "tile", "to_display", "weights"]
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("saliency", "guided_backprop", "cam", "gradcam", "guided_gradcam")
-LAYER_METHODS = frozenset({"cam", "gradcam", "guided_gradcam"})
+METHODS: tuple[str, ...] = ("saliency", "guided_backprop", "cam", "gradcam", "guided_gradcam",
+                             "integrated_gradients", "smoothgrad", "input_x_gradient",
+                             "occlusion", "gradcam_pp", "scorecam", "layercam")
+LAYER_METHODS = frozenset({"cam", "gradcam", "guided_gradcam", "gradcam_pp", "scorecam",
+                           "layercam"})
+LOW_METHODS = ("cam", "gradcam", "gradcam_pp", "scorecam", "layercam")
+"""Methods computed at the layer's (h, w) and upsampled (``upsample=False`` keeps them low)."""
 Target = str | int | Sequence[int] | Tensor
 _EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class Crop:
-    """A thresholded Grad-CAM crop of one image.
-
-    Attributes:
-        box: ``(top, left, bottom, right)`` of the mask's bounding box, bottom/right exclusive
-            (so ``image[top:bottom, left:right]``); None when the mask is empty.
-        mask: (H, W) bool, ``normalised map >= threshold``.
-        image: the cropped image, (bottom-top, right-left[, C]) with the input's dtype;
-            (0, 0[, C]) when the mask is empty.
-    """
-
-    box: tuple[int, int, int, int] | None
-    mask: np.ndarray
-    image: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -131,10 +128,12 @@ class AttributionRunner:
         layer_input: use the layer's input instead of its output (captum's
             ``attribute_to_layer_input``), e.g. ``layer="_avg_pooling"`` for the GAP input of
             EfficientNet-Lite, whose last ReLU6 module is reused.
+        params: settings of integrated gradients, smoothgrad, occlusion and Score-CAM.
     """
 
     def __init__(self, model: nn.Module, layer: str | None = None, head: str | None = None,
-                 *, layer_input: bool = False) -> None:
+                 *, layer_input: bool = False, params: mt.MethodParams | None = None) -> None:
+        self.params = params or mt.MethodParams()
         if model.training:
             log.debug("AttributionRunner: switching the model to eval mode")
         self.model = model.eval()
@@ -155,11 +154,11 @@ class AttributionRunner:
             methods: names from :data:`METHODS`.
             target: ``"predicted"`` (per-sample argmax of the logits), a class index, a (B,)
                 sequence/tensor of per-sample class indices, or ``"regression"``.
-            upsample: False returns cam and gradcam at the layer's (h, w) resolution.
+            upsample: False returns the :data:`LOW_METHODS` at the layer's (h, w) resolution.
 
         Returns:
-            method name -> (B, H, W) float32 raw map ((B, h, w) for cam/gradcam when
-            ``upsample`` is False), on the images' device.
+            method name -> (B, H, W) float32 raw map ((B, h, w) for the layer methods but
+            guided_gradcam when ``upsample`` is False), on the images' device.
         """
         names = self._check_methods(methods)
         images = _check_images(images)
@@ -170,7 +169,7 @@ class AttributionRunner:
         work = _Work(self, images, targets, scorer, probe, regression)
         out = {name: work.get(name) for name in names}
         if not upsample:
-            out.update({n: work.get(n + "_low") for n in ("cam", "gradcam") if n in names})
+            out.update({n: work.get(n + "_low") for n in LOW_METHODS if n in names})
         return out
 
     def _check_methods(self, methods: Sequence[str]) -> list[str]:
@@ -182,7 +181,7 @@ class AttributionRunner:
                             expected=f"names from {', '.join(METHODS)}",
                             hint="check the spelling in the spec's methods list")
         if self.layer is None and LAYER_METHODS & set(methods):
-            raise SpecError("cam, gradcam and guided_gradcam need a layer", given=list(methods),
+            raise SpecError("the CAM methods need a layer", given=list(methods),
                             expected="AttributionRunner(model, layer='...')",
                             hint="name the last convolutional block, e.g. 'layer4'")
         if "cam" in methods and self.head is None:
@@ -264,19 +263,36 @@ class _Work:
         self.cache: dict[str, Tensor] = {}
         self.recipes: dict[str, Callable[[], Tensor]] = {
             "saliency": self._saliency, "guided_backprop": self._guided,
-            "gradcam_low": self._gradcam, "cam_low": self._cam,
-            "gradcam": lambda: _upsample(self.get("gradcam_low"), self.size),
-            "cam": lambda: _upsample(self.get("cam_low"), self.size),
+            "gradcam_low": self._gradcam, "cam_low": self._cam, "scorecam_low": self._scorecam,
+            "gradcam_pp_low": lambda: mt.gradcam_pp(*self.get_pair()),
+            "layercam_low": lambda: mt.layercam(*self.get_pair()),
             "guided_gradcam": lambda: self.get("guided_backprop") * self.get("gradcam")}
+        for low in LOW_METHODS:
+            self.recipes[low] = partial(self._upsampled, low)
+        for name, fn in mt.INPUT_METHODS.items():
+            self.recipes[name] = partial(fn, scorer, images, targets, run.params)
 
     def get(self, name: str) -> Tensor:
         if name not in self.cache:
             self.cache[name] = self.recipes[name]()
         return self.cache[name]
 
+    def _upsampled(self, name: str) -> Tensor:
+        return _upsample(self.get(name + "_low"), self.size)
+
+    def get_pair(self) -> tuple[Tensor, Tensor]:
+        """The layer's maps and their gradients, (B, K, h, w) each, computed once."""
+        if "maps" not in self.cache:
+            self.cache["maps"], self.cache["grads"] = self._layer_gradients()
+        return self.cache["maps"], self.cache["grads"]
+
     def _leaf(self) -> Tensor:
         """The images as a new leaf that requires grad (the caller's tensor is left alone)."""
         return self.images.detach().requires_grad_(True)
+
+    def _score(self, x: Tensor) -> Tensor:
+        """(B,) target scores of images x (with grad)."""
+        return self.scorer(x).gather(1, self.targets[:, None])[:, 0]
 
     def _saliency(self) -> Tensor:
         from captum.attr import Saliency
@@ -285,12 +301,7 @@ class _Work:
         return _channel_max_abs(grads)
 
     def _guided(self) -> Tensor:
-        from captum.attr import GuidedBackprop
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-            grads = GuidedBackprop(self.scorer).attribute(self._leaf(), target=self.targets)
-        return _channel_max_abs(grads)
+        return _channel_max_abs(guided_gradients(self._score, self.images))
 
     def _gradcam(self) -> Tensor:
         from captum.attr import LayerGradCam
@@ -299,6 +310,26 @@ class _Work:
         maps = gc.attribute(self.images, target=self.targets, relu_attributions=True,
                             attribute_to_layer_input=self.run.layer_input)
         return _spatial(maps, self.run.layer_name)[:, 0].detach().float()
+
+    def _layer_gradients(self) -> tuple[Tensor, Tensor]:
+        """The layer's (B, K, h, w) maps in a forward with grad and d score / d maps."""
+        seen: list[Tensor] = []
+        layer = self.run.layer
+        assert layer is not None
+        hook = layer.register_forward_hook(
+            lambda _m, args, out: seen.append(args[0] if self.run.layer_input else out))
+        try:
+            score = self._score(self._leaf()).sum()
+        finally:
+            hook.remove()
+        maps = _spatial(seen[0] if len(seen) == 1 else None, self.run.layer_name)
+        (grads,) = torch.autograd.grad(score, maps)
+        return maps.detach(), grads.detach()
+
+    def _scorecam(self) -> Tensor:
+        maps = _spatial(self.probe.maps, self.run.layer_name)
+        return mt.scorecam(self.scorer, self.images, maps, self.targets, self.run.params,
+                           probabilities=not self.regression)
 
     def _cam(self) -> Tensor:
         maps = _spatial(self.probe.maps, self.run.layer_name)
@@ -368,81 +399,3 @@ def weights(model: nn.Module, layer: str | None = None) -> np.ndarray:
     filters = conv.weight.detach().float().cpu().numpy()
     return np.moveaxis(to_display(filters.reshape(filters.shape[0], -1, 1)).reshape(
         filters.shape), 1, -1)
-
-
-def to_display(maps: Tensor | np.ndarray) -> np.ndarray:
-    """Min-max per image over the last two axes: (..., H, W) -> uint8; constant maps give 0."""
-    arr = maps.detach().float().cpu().numpy() if isinstance(maps, Tensor) else np.asarray(maps)
-    arr = arr.astype(np.float64)
-    low = arr.min(axis=(-2, -1), keepdims=True)
-    span = arr.max(axis=(-2, -1), keepdims=True) - low
-    scaled = np.where(span > _EPS, (arr - low) / np.where(span > _EPS, span, 1.0), 0.0)
-    return np.rint(255.0 * scaled).astype(np.uint8)
-
-
-def jet(values: np.ndarray) -> np.ndarray:
-    """The classic jet colour map: (...) in [0, 1] -> (..., 3) float64 RGB in [0, 1]."""
-    v = np.asarray(values, dtype=np.float64)[..., None]
-    return np.clip(1.5 - np.abs(4.0 * v - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-
-
-def overlay(image: np.ndarray, heat: Tensor | np.ndarray, image_weight: float = 0.5) -> np.ndarray:
-    """Heat map blended on an image (pytorch-grad-cam ``show_cam_on_image``'s formula).
-
-    ``jet(to_display(heat) / 255) * (1 - w) + image / 255 * w``, divided by its maximum.
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-        heat: (H, W) raw map at the image's resolution (any scale).
-        image_weight: w in [0, 1].
-
-    Returns:
-        (H, W, 3) uint8 RGB.
-    """
-    img = np.asarray(image)
-    hmap = to_display(heat)
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[:2] != hmap.shape or not (
-            0.0 <= image_weight <= 1.0):
-        raise SpecError("overlay needs an (H, W, 3) image, an (H, W) map and 0 <= w <= 1",
-                        given=(img.shape, hmap.shape, image_weight),
-                        expected="matching H, W", hint="raw maps are at input resolution")
-    blend = (1.0 - image_weight) * jet(hmap / 255.0) + image_weight * img / 255.0
-    return np.rint(255.0 * blend / max(float(blend.max()), _EPS)).astype(np.uint8)
-
-
-def crop(heat: Tensor | np.ndarray, image: np.ndarray, threshold: float = 0.3) -> Crop:
-    """Crops an image to the box of its normalised Grad-CAM map's ``>= threshold`` mask.
-
-    Args:
-        heat: (H, W) raw map; min-max normalised to [0, 1] here (a constant map gives 0).
-        image: (H, W) or (H, W, C) array of any dtype.
-        threshold: in [0, 1].
-
-    Returns:
-        The :class:`Crop` (box, (H, W) bool mask, cropped image).
-    """
-    hmap = heat.detach().float().cpu().numpy() if isinstance(heat, Tensor) else np.asarray(heat)
-    img = np.asarray(image)
-    if hmap.ndim != 2 or img.shape[:2] != hmap.shape or not 0.0 <= threshold <= 1.0:
-        raise SpecError("crop needs an (H, W) map, an (H, W[, C]) image and 0 <= threshold <= 1",
-                        given=(hmap.shape, img.shape, threshold), expected="matching H, W")
-    low, span = float(hmap.min()), float(hmap.max() - hmap.min())
-    mask = ((hmap - low) / span if span > _EPS else np.zeros_like(hmap)) >= threshold
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
-        return Crop(None, mask, img[:0, :0].copy())
-    box = (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
-    return Crop(box, mask, img[box[0]:box[2], box[1]:box[3]].copy())
-
-
-def tile(images: np.ndarray, ncol: int = 8, pad: int = 2) -> np.ndarray:
-    """Tiles (N, h, w[, C]) images into one (rows*(h+pad)-pad, ncol*(w+pad)-pad[, C]) grid."""
-    imgs = np.asarray(images)
-    n, h, w = imgs.shape[:3]
-    ncol = max(1, min(ncol, n))
-    nrow = -(-n // ncol)
-    grid = np.zeros((nrow * (h + pad) - pad, ncol * (w + pad) - pad, *imgs.shape[3:]), imgs.dtype)
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        grid[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = imgs[i]
-    return grid

@@ -35,7 +35,7 @@ def legacy_job(tmp_path: Path) -> Path:
 
 
 ADDED_SINCE = {"schema_version", "top_images", "samples",  # record fields of schema v3
-               "receptive_field"}
+               "receptive_field", "certificate"}  # certificate: schema v4
 
 
 def _old_fields(value: object) -> object:
@@ -83,4 +83,5 @@ def test_legacy_job_directory_resumes_to_the_old_records(ray_cluster: None,
                         "masking": 0, "top_images": 4,  # stages the old layout did not have
                         "attribution": 0, "threshold_sweep": 0, "ranges_importance": 0,
                         "unit_ablation": 0, "concept_blackout_iou": 0, "concept_blackout": 0,
-                        "prism_pca": 0, "prism": 0, "receptive_fields": 0}
+                        "prism_pca": 0, "prism": 0, "receptive_fields": 0,
+                        "unit_attribution": 0}

@@ -72,7 +72,7 @@ def serial_extraction_work(env: WorkEnv, shard: int) -> ShardResult:
         t0 = time.perf_counter()
         images, bad_rows = read_batch(env, b0, min(b0 + res.batch_size, stop), bad)
         t1 = time.perf_counter()
-        for layer, acts in env.extractor(images).items():
+        for layer, acts in env.keep_chosen(env.extractor(images)).items():
             acts[bad_rows] = 0.0
             out[layer].append(acts)
         seconds["decode"] += t1 - t0
@@ -91,7 +91,7 @@ def plan(ctx: JobContext) -> Plan:
     n_shards = math.ceil(n / res.shard_images)
     done = np.ones(n_shards, dtype=bool)
     for layer in ctx.spec.layers:
-        units, h, w = ctx.shapes[layer]
+        units, h, w = ctx.stored_shape(layer)
         arrays.create_image_array(ctx.job.activations_zarr, layer_key(layer), (n, units, h, w),
                                   "float32", res.shard_images,
                                   math.gcd(res.shard_images, CHUNK_IMAGES), (64, h, w),
@@ -132,6 +132,7 @@ def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     """The model, the layers and what changes the numbers of a forward pass."""
     res = resources(data)
     later = {"gpu_decode": res["gpu_decode"]} if "gpu_decode" in res else {}  # set: hashed
+    later |= {"units": data["units"]} if "units" in data else {}  # a subset: hashed
     return {"model": data["model"], "layers": data["layers"], "batch": res["batch_size"],
             "threads": res["threads_per_actor"], "gpus": res["gpus_per_actor"], **later}
 

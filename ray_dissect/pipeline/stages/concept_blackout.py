@@ -39,6 +39,7 @@ from ray_dissect.pipeline.stages.image_studies import (
     valid_batches,
 )
 from ray_dissect.pipeline.stages.scoring import mask_work
+from ray_dissect.records.build import concept_of
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import Concept, ConceptBlackoutRow
 from ray_dissect.report.studies import STUDIES_PAGE
@@ -175,8 +176,7 @@ def _ious(ctx: JobContext, layer: str) -> np.ndarray:
 
 
 def _concept(ctx: JobContext, number: int) -> Concept:
-    vocab = ctx.concept_index.vocab
-    return Concept(name=vocab.names[number], number=number, category=vocab.category_of(number))
+    return concept_of(ctx.concept_index.vocab, number)
 
 
 def _finite(value: float) -> float | None:
@@ -184,16 +184,16 @@ def _finite(value: float) -> float | None:
 
 
 def _layer_rows(ctx: JobContext, li: int, layer: str) -> list[ConceptBlackoutRow]:
-    sums = _layer_sums(ctx, li, ctx.shapes[layer][0])
-    iou, d = _ious(ctx, layer), delta(sums["before"], sums["after"])
-    rows = []
+    sums, ids = _layer_sums(ctx, li, ctx.shapes[layer][0]), ctx.unit_ids(layer)
+    iou, d = _ious(ctx, layer), delta(sums["before"], sums["after"])[ids]
+    images, rows = sums["images"][ids], []
     for j, c in enumerate(sums["concepts"].tolist()):
         concept, r, p = _concept(ctx, c), *pearson(iou[:, c], d[:, j])
         rows.append(ConceptBlackoutRow(
             layer=layer, concept=concept, images=int(sums["seen"][j]),
             units=int(np.isfinite(d[:, j]).sum()), pearson_r=r, pearson_p=p))
-        rows += [ConceptBlackoutRow(layer=layer, concept=concept, unit=u,
-                                    images=int(sums["images"][u, j]), delta=_finite(d[u, j]),
+        rows += [ConceptBlackoutRow(layer=layer, concept=concept, unit=int(ids[u]),
+                                    images=int(images[u, j]), delta=_finite(d[u, j]),
                                     iou=float(iou[u, c])) for u in range(len(d))]
     return rows
 

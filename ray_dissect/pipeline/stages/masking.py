@@ -27,13 +27,15 @@ from ray_dissect.storage import AnyPath, arrays
 
 def masking_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace, layer: str,
                  units: tuple[int, int]) -> dict[str, float | None]:
-    """Concept-masking score of every explanation of a block; keys ``"<unit>:<range>"``."""
+    """Concept-masking score of every explanation of a block; keys ``"<unit>:<range>"``.
+    The model's map is the unit's own channel; the stored map is at the block's position."""
     job, method = env.job, env.spec.method
     seed, cap = getattr(method, "seed", 0), getattr(method, "masking_images", None)
     acts = arrays.open_array(job.activations_zarr, layer_key(layer))
     set_ids = arrays.open_array(job.concepts_zarr, "set_ids")
     out: dict[str, float | None] = {}
-    for rec in read_unit_records(job.record_part(layer, units)):
+    records = read_unit_records(job.record_part(layer, units))
+    for p, rec in enumerate(records, start=units[0]):
         for exp in rec.explanations:
             if exp.formula is None:
                 continue
@@ -44,8 +46,8 @@ def masking_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace, layer: s
             def keep(idx: np.ndarray, f: np.ndarray = f) -> np.ndarray:
                 return f[index.global_set_ids_at(set_ids.oindex[idx], idx)]
 
-            def before(idx: np.ndarray, unit: int = rec.unit) -> np.ndarray:
-                return acts.oindex[idx, unit:unit + 1][:, 0]
+            def before(idx: np.ndarray, p: int = p) -> np.ndarray:
+                return acts.oindex[idx, p:p + 1][:, 0]
 
             hi = np.inf if exp.hi is None else exp.hi
             out[f"{rec.unit}:{exp.range_index}"] = concept_masking_score(

@@ -112,8 +112,14 @@ def plan(ctx: JobContext) -> Plan | None:
     None without the study."""
     if ctx.spec.studies.ranges_importance is None:
         return None
-    ranges = {layer: ctx.thresholds[layer][2] for layer in ctx.spec.layers}
-    return shard_plan(ctx, NAME, len(ctx.valid_images), (ctx.valid_images, ranges))
+    return shard_plan(ctx, NAME, len(ctx.valid_images),
+                      (ctx.valid_images, {layer: _ranges(ctx, layer) for layer in ctx.spec.layers}))
+
+
+def _ranges(ctx: JobContext, layer: str) -> np.ndarray:
+    """(U, K, 2) float64 the layer's ranges by unit of the model's output (NaN, never
+    zeroed, for the units the job does not dissect: ``units:``)."""
+    return ctx.all_units(layer, ctx.thresholds[layer][2], np.nan)
 
 
 def collect(ctx: JobContext, call: tuple[int], sums: dict[str, np.ndarray]) -> int:
@@ -127,7 +133,7 @@ def _fraction(flips: int, images: int) -> float | None:
 
 def _layer_rows(ctx: JobContext, i: int, layer: str, sums: dict[str, np.ndarray]
                 ) -> list[RangesImportanceRow]:
-    images, ranges = int(sums["images"]), ctx.thresholds[layer][2]
+    images, ranges = int(sums["images"]), _ranges(ctx, layer)
     all_flips, unit_flips = sums[layer_key_of(i, "all")], sums[layer_key_of(i, "unit")]
     rows = []
     for k in range(ranges.shape[1]):

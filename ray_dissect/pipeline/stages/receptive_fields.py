@@ -46,6 +46,7 @@ from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage
 from ray_dissect.records.schema import ReceptiveField, UnitRecord
 from ray_dissect.spec import JobSpec, ReceptiveFieldsSpec
 from ray_dissect.spec.base import hashed_data
+from ray_dissect.spec.units import selected_units
 from ray_dissect.storage import AnyPath, arrays
 
 PAINT_CHUNK = 64
@@ -121,7 +122,7 @@ def unit_images(ctx: JobContext, layer: str) -> dict[int, list[int]]:
     """Chosen unit -> its first ``top_k`` top images (from the records), in rank order."""
     rf = _spec(ctx.spec)
     records = {r.unit: r for r in ctx.records[layer]}
-    chosen = range(ctx.shapes[layer][0]) if rf.units == "all" else sorted(rf.units)
+    chosen = sorted(records) if rf.units == "all" else sorted(rf.units)
     return {u: [t.index for t in records[u].top_images[:rf.top_k]] for u in chosen}
 
 
@@ -313,10 +314,12 @@ def check(spec: JobSpec, info: ModelInfo) -> Shapes:
             raise SpecError(f"{_field('layers')}: {layer!r} is not among the job's layers",
                             expected=f"one of {list(spec.layers)}",
                             hint="add it to `layers` (its top images come from them)")
-        units = info.shapes[layer][0]
-        if rf.units != "all" and max(rf.units) >= units:
-            raise SpecError(f"{_field('units')}: unit {max(rf.units)} of layer {layer!r}",
-                            expected=f"indices below its {units} units")
+        dissected = set(selected_units(spec.units, layer, info.shapes[layer][0]).tolist())
+        missing = sorted(set(rf.units) - dissected) if rf.units != "all" else []
+        if missing:
+            raise SpecError(f"{_field('units')}: unit {missing[0]} of layer {layer!r}",
+                            expected=f"one of the {len(dissected)} units the job dissects",
+                            hint="see the job's `units`")
     if rf.top_k > spec.top_images.k:
         raise SpecError(f"{_field('top_k')}: {rf.top_k} top images",
                         expected=f"at most top_images.k ({spec.top_images.k})",

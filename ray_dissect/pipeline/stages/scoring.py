@@ -16,18 +16,23 @@ signatures are released before the next. The records are the same for any split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ray_dissect import storage
+from ray_dissect.concepts.device import device_range_masks
 from ray_dissect.concepts.index import ConceptIndex
+from ray_dissect.concepts.kernels import kernel_name
 from ray_dissect.concepts.masks import Bounds, UnitMask, range_masks, signature_bound
-from ray_dissect.explain.netdissect import Tally, label_units, tally
+from ray_dissect.explain.netdissect import Tally, label_units, per_image_iou, tally
+from ray_dissect.explain.optimal import Budget
 from ray_dissect.explain.ranges import (
     RangeExplanation,
     RangeSpec,
     explain_range,
+    per_image_ranges,
     range_specs,
     searched_ranges,
 )
@@ -46,13 +51,15 @@ ENTRY_BYTES = 12  # a signature entry: (image, set, count) int32
 
 
 def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[RangeSpec],
-              index: ConceptIndex, block_images: int) -> list[list[UnitMask]]:
+              index: ConceptIndex, block_images: int, device: str = "cpu"
+              ) -> list[list[UnitMask]]:
     """Unit-mask signatures of units [u0, u1) for every range, in one pass over the images.
 
     A range's bounds are (k,) per unit or (N, k) per image and unit. All ranges of a block of
     images are counted together (:func:`~ray_dissect.concepts.masks.range_masks`), so a unit's
     maps are read and tiled once for its quantile and k-means ranges. Returns masks[r][u] for
-    range r and unit u of the block.
+    range r and unit u of the block. On a GPU ``device`` the masks are counted there
+    (:func:`~ray_dissect.concepts.device.device_range_masks`, identical results).
     """
     acts = arrays.open_array(job.activations_zarr, layer_key(layer))
     set_ids = arrays.open_array(job.concepts_zarr, "set_ids")
@@ -62,8 +69,8 @@ def mask_work(job: JobDir, layer: str, units: tuple[int, int], ranges: list[Rang
         stop = min(start + block_images, index.n_images)
         block = acts[start:stop, units[0]:units[1]]
         ids = index.global_set_ids(set_ids[start:stop], start)
-        masks = range_masks(block, _block_bounds(ranges, start, stop), ids, start,
-                            index.valid[start:stop])
+        args = (block, _block_bounds(ranges, start, stop), ids, start, index.valid[start:stop])
+        masks = range_masks(*args) if device == "cpu" else device_range_masks(*args, device)
         for r, per_unit in enumerate(masks):
             for u, mask in enumerate(per_unit):
                 parts[r][u].append(mask)
@@ -131,6 +138,7 @@ class BlockResult:
 
     tally: Tally
     explanations: list[list[RangeExplanation]] | None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
     def concat(parts: list[BlockResult]) -> BlockResult:
@@ -138,21 +146,36 @@ class BlockResult:
         if len(parts) == 1:
             return parts[0]
         t = [p.tally for p in parts]
+        scores = None if t[0].scores is None else np.concatenate([x.scores for x in t
+                                                                   if x.scores is not None])
         tally_ = Tally(np.concatenate([x.inter for x in t]), np.concatenate([x.area for x in t]),
-                       t[0].label_area, np.concatenate([x.activation for x in t]))
+                       t[0].label_area, np.concatenate([x.activation for x in t]), scores)
+        seconds = {k: sum(p.seconds.get(k, 0.0) for p in parts) for k in parts[0].seconds}
         if parts[0].explanations is None:
-            return BlockResult(tally_, None)
-        return BlockResult(tally_, [e for p in parts for e in p.explanations or []])
+            return BlockResult(tally_, None, seconds)
+        return BlockResult(tally_, [e for p in parts for e in p.explanations or []], seconds)
 
 
-def _pruner(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
-            ) -> Selector | None:
+def timings(block: BlockResult) -> dict[str, float]:
+    """The stage's breakdown: seconds of the unit masks, keyed by the kernels that computed
+    them (``masks_numba``, ``masks_numpy`` or ``masks_device``), and of the searches."""
+    return block.seconds
+
+
+def pruner_for(job: JobDir, space: SearchSpace, index: ConceptIndex, heuristic: str
+               ) -> Selector | None:
+    """The beam search's candidate selector for ``heuristic`` (None for ``none``)."""
     if heuristic == "none":
         return None
     from ray_dissect.explain.pruning import Pruner
 
     ids = arrays.open_array(job.concepts_zarr, "set_ids")[:]
     return Pruner(space, index.global_set_ids(ids, 0), heuristic)
+
+
+def per_image(method: Method | NoMethod) -> bool:
+    """Whether the method thresholds each image's map on its own (``threshold: per_image``)."""
+    return isinstance(method, NetDissectMethod) and method.threshold == "per_image"
 
 
 def inclusive_bounds(method: Method | NoMethod) -> bool:
@@ -162,39 +185,51 @@ def inclusive_bounds(method: Method | NoMethod) -> bool:
 
 def scoring_work(job: JobDir, layer: str, units: tuple[int, int], thresholds: np.ndarray,
                  ranges: np.ndarray, index: ConceptIndex, space: SearchSpace | None,
-                 method: DissectionMethod, block_images: int, budget_bytes: int
-                 ) -> BlockResult:
+                 method: DissectionMethod, block_images: int, budget_bytes: int,
+                 device: str = "cpu") -> BlockResult:
     """Score units [u0, u1): NetDissect tally of the quantile masks, then (compositional and
     clustered methods) a beam search per unit and activation range; in passes of units
-    whose signatures fit ``budget_bytes``."""
+    whose signatures fit ``budget_bytes``; the masks on ``device`` (see :func:`mask_work`)."""
     specs = range_specs(thresholds, ranges, inclusive_bounds(method))
+    if per_image(method):
+        acts = arrays.open_array(job.activations_zarr, layer_key(layer))[:, units[0]:units[1]]
+        specs = [per_image_ranges(acts, method.quantile)]
     if not isinstance(method, CompositionalMethod):
         space = None
     pruner = None
     if isinstance(method, CompositionalMethod) and space is not None:
-        pruner = _pruner(job, space, index, method.heuristic)
+        pruner = pruner_for(job, space, index, method.heuristic)
     passes = signature_passes(job, layer, units, specs, index, block_images, budget_bytes)
     return BlockResult.concat([
         _score_pass(job, layer, (units[0] + a, units[0] + b), sub_ranges(specs, a, b), index,
-                    space, method, block_images, pruner)
+                    space, method, block_images, pruner, device)
         for a, b in passes])
 
 
 def _score_pass(job: JobDir, layer: str, units: tuple[int, int], specs: list[RangeSpec],
                 index: ConceptIndex, space: SearchSpace | None, method: DissectionMethod,
-                block_images: int, pruner: Selector | None) -> BlockResult:
+                block_images: int, pruner: Selector | None, device: str) -> BlockResult:
     """Masks, tally and searches of units [u0, u1) (``specs`` theirs), in one pass."""
-    masks = mask_work(job, layer, units, specs, index, block_images)
+    t0 = time.perf_counter()
+    masks = mask_work(job, layer, units, specs, index, block_images, device)
+    kernels = kernel_name() if device == "cpu" else "device"
+    seconds = {f"masks_{kernels}": time.perf_counter() - t0}
     result = tally(masks[0], index, method.denominator)
+    if per_image(method):
+        result = replace(result, scores=per_image_iou(masks[0], index))
     if not isinstance(method, CompositionalMethod) or space is None:
-        return BlockResult(result, None)
+        return BlockResult(result, None, seconds)
+    t0 = time.perf_counter()
     params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
                           method.dedup)
+    budget = method.search_budget
+    limits = Budget(budget.seconds, budget.nodes) if budget else None
     explanations = []
     for u in range(units[1] - units[0]):
-        explanations.append([explain_range(masks[r][u], specs[r], u, space, params, pruner)
+        explanations.append([explain_range(masks[r][u], specs[r], u, space, params, pruner,
+                                           method.search, limits)
                              for r in searched_ranges(specs, u)])
-    return BlockResult(result, explanations)
+    return BlockResult(result, explanations, seconds | {"search": time.perf_counter() - t0})
 
 
 def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None, layer: str,
@@ -203,7 +238,7 @@ def block_work(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None, lay
     """The work unit as the stage table runs it: :func:`scoring_work` with the spec's method."""
     return scoring_work(env.job, layer, units, thresholds, ranges, index, space,
                         env.spec.dissection(), env.spec.resources.shard_images,
-                        signature_budget(env))
+                        signature_budget(env), env.device)
 
 
 def signature_budget(env: WorkEnv) -> int:
@@ -236,8 +271,10 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.nd
     t, nonfinite, _ranges = ctx.thresholds[layer]
     eps = 1e-10 if method.denominator == "category" else 0.0
     labels = label_units(block.tally.iou(eps), index, method.top_k)
+    ids = ctx.unit_ids(layer)
     records = [
-        unit_record(layer, b0 + k, lab, float(t[b0 + k]), int(nonfinite[b0 + k]),
+        unit_record(layer, int(ids[b0 + k]), lab,
+                    np.nan if per_image(method) else float(t[b0 + k]), int(nonfinite[b0 + k]),
                     float(block.tally.area[k]), method.iou_threshold,
                     block.explanations[k] if block.explanations else None, index.vocab,
                     ctx.provenance)
@@ -263,4 +300,4 @@ def outputs(job: JobDir) -> tuple[AnyPath, ...]:
 
 
 STAGE = Stage(name="scoring", runs_on="tasks", work=block_work, plan=plan, collect=collect,
-              finish=finish, outputs=outputs, covers=None)
+              finish=finish, outputs=outputs, covers=None, timings=timings, on_gpus=True)

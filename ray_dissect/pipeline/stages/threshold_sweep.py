@@ -5,9 +5,11 @@ Work unit: block [u0, u1) of a layer -> per quantile q the exact per-unit thresh
 (exact zeros counted as the job's thresholds count them, or with ``zeros: drop`` left out for
 non-negative units, as CCE's compare_thresholds), the unit masks of
 the high tail (T_q, inf) for q <= 0.5 or the low tail below T_q for q > 0.5, their NetDissect
-labels and (compositional) beam-searched formulas. Driver: rows per block under
-``studies/threshold_sweep/``, then ``studies/threshold_sweep.jsonl`` with per-quantile
-category shares.
+labels, the IoUs of each unit's curve concepts (its ``CURVE_CONCEPTS`` concepts of highest
+IoU at any quantile: per-unit IoU-vs-threshold curves) and (compositional) beam-searched
+formulas with their positive atoms. Driver: rows per block under ``studies/threshold_sweep/``,
+then ``studies/threshold_sweep.jsonl`` with per-quantile category shares of the labels and of
+the formulas' atoms (CCE's ``compare_thresholds``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import numpy as np
 
 from ray_dissect import storage
 from ray_dissect.concepts.index import ConceptIndex
+from ray_dissect.explain.formula import positive_leaves, to_string
 from ray_dissect.explain.netdissect import label_units, per_image_iou, tally
-from ray_dissect.explain.ranges import RangeSpec, explain_range
+from ray_dissect.explain.ranges import RangeSpec, explain_range, per_image_ranges
 from ray_dissect.explain.search import SearchParams, SearchSpace
 from ray_dissect.job.layout import layer_key
 from ray_dissect.job.markers import mark_done, verified_done
@@ -35,7 +38,7 @@ from ray_dissect.pipeline.stages.scoring import (
     sub_ranges,
 )
 from ray_dissect.pipeline.stages.thresholds import threshold_blocks
-from ray_dissect.records.build import concept_score
+from ray_dissect.records.build import concept_of, concept_score
 from ray_dissect.records.io import write_jsonl
 from ray_dissect.records.studies import ThresholdSweepRow
 from ray_dissect.report.studies import STUDIES_PAGE
@@ -43,6 +46,7 @@ from ray_dissect.spec import CompositionalMethod, JobSpec, ThresholdSweepSpec
 from ray_dissect.storage import arrays
 
 NAME = "threshold_sweep"
+CURVE_CONCEPTS = 5
 
 
 def tail_range(values: np.ndarray, q: float, drop_zeros: bool = False
@@ -67,7 +71,11 @@ def tail_range(values: np.ndarray, q: float, drop_zeros: bool = False
 
 @dataclass(frozen=True)
 class SweepBlock:
-    """Per quantile (Q) and unit (k): range bounds, mask pixels, best label, formula."""
+    """Per quantile (Q) and unit (k): range bounds, mask pixels, best label, formula.
+
+    ``curve`` (k, CURVE_CONCEPTS) int64 each unit's curve concepts (-1: none) and
+    ``curve_iou`` (Q, k, CURVE_CONCEPTS) float64 their IoUs; ``atoms`` per quantile and
+    unit the positive atoms of the best formula (empty without one)."""
 
     lo: np.ndarray
     hi: np.ndarray
@@ -75,6 +83,27 @@ class SweepBlock:
     label: np.ndarray
     iou: np.ndarray
     formulas: list[list[tuple[str, float] | None]]
+    curve: np.ndarray
+    curve_iou: np.ndarray
+    atoms: list[list[tuple[int, ...]]]
+
+
+def curve_concepts(ious: np.ndarray, known: np.ndarray, n: int = CURVE_CONCEPTS
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's ``n`` concepts of highest IoU at any quantile, and their IoUs.
+
+    Args:
+        ious: (Q, k, L) float64 IoU of each unit with each label at each quantile.
+        known: (L,) bool labels that may be chosen (a primary category).
+    Returns:
+        (k, n) int64 label numbers by descending peak IoU (ties: lower number; -1 where
+        fewer than ``n`` labels have a positive IoU) and (Q, k, n) float64 their IoUs (0 at -1).
+    """
+    peak = np.where(known[None, :], ious.max(axis=0), -1.0)
+    order = np.argsort(-peak, axis=1, kind="stable")[:, :n]
+    chosen = np.where(np.take_along_axis(peak, order, axis=1) > 0, order, -1)
+    values = np.take_along_axis(ious, np.maximum(chosen, 0)[None], axis=2)
+    return chosen.astype(np.int64), np.where(chosen[None] >= 0, values, 0.0)
 
 
 def _sweep(env: WorkEnv) -> ThresholdSweepSpec:
@@ -82,17 +111,6 @@ def _sweep(env: WorkEnv) -> ThresholdSweepSpec:
     if sweep is None:
         raise RuntimeError("the threshold sweep runs only with studies.threshold_sweep")
     return sweep
-
-
-def per_image_ranges(acts: np.ndarray, q: float) -> RangeSpec:
-    """inner-detectors' rule: (t, inf) with t the 1 - q quantile of each image's own map.
-
-    Args:
-        acts: (N, k, h, w) float32. Returns bounds of shape (N, k).
-    """
-    n, k = acts.shape[:2]
-    t = np.quantile(acts.reshape(n, k, -1).astype(np.float64), 1.0 - q, axis=2)
-    return RangeSpec(t, np.full_like(t, np.inf), inclusive=False)
 
 
 def _ranges(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]
@@ -130,8 +148,11 @@ def _concat(parts: list[SweepBlock]) -> SweepBlock:
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(p, name) for p in parts], axis=1)
 
-    formulas = [[f for p in parts for f in p.formulas[q]] for q in range(len(parts[0].formulas))]
-    return SweepBlock(cat("lo"), cat("hi"), cat("pixels"), cat("label"), cat("iou"), formulas)
+    quantiles = range(len(parts[0].formulas))
+    formulas = [[f for p in parts for f in p.formulas[q]] for q in quantiles]
+    atoms = [[a for p in parts for a in p.atoms[q]] for q in quantiles]
+    return SweepBlock(cat("lo"), cat("hi"), cat("pixels"), cat("label"), cat("iou"), formulas,
+                      np.concatenate([p.curve for p in parts]), cat("curve_iou"), atoms)
 
 
 def _sweep_pass(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None, layer: str,
@@ -141,28 +162,29 @@ def _sweep_pass(env: WorkEnv, index: ConceptIndex, space: SearchSpace | None, la
     masks = mask_work(env.job, layer, units, ranges, index, env.spec.resources.shard_images)
     eps = 1e-10 if method.denominator == "category" else 0.0
     per_image = _sweep(env).rule == "per_image"
-    labels = [label_units(per_image_iou(m, index) if per_image
-                          else tally(m, index, method.denominator).iou(eps), index, 1)
-              for m in masks]
+    ious = np.stack([per_image_iou(m, index) if per_image
+                     else tally(m, index, method.denominator).iou(eps) for m in masks])
+    labels = [label_units(iou, index, 1) for iou in ious]
     if per_image:  # per-image thresholds: no one T_q per unit
         ranges = [RangeSpec(np.full(len(m), np.nan), np.full(len(m), np.nan), False)
                   for m in masks]
     formulas: list[list[tuple[str, float] | None]] = [[None] * len(m) for m in masks]
+    atoms: list[list[tuple[int, ...]]] = [[()] * len(m) for m in masks]
     if isinstance(method, CompositionalMethod) and space is not None:
         params = SearchParams(method.length, method.beam, method.first_beam, method.count_not,
                               method.dedup)
-        from ray_dissect.explain.formula import to_string
-
         for qi, per_q in enumerate(masks):
             for u, mask in enumerate(per_q):
                 found = explain_range(mask, ranges[qi], u, space, params, None).result.beam
                 if found:
                     formulas[qi][u] = (to_string(found[0].formula, index.vocab.names),
                                        found[0].iou)
+                    atoms[qi][u] = positive_leaves(found[0].formula)
     return SweepBlock(np.stack([r.lo for r in ranges]), np.stack([r.hi for r in ranges]),
                       np.array([[m.area for m in per_q] for per_q in masks], dtype=np.int64),
                       np.array([[lab.best[0] for lab in q] for q in labels], dtype=np.int64),
-                      np.array([[lab.best[1] for lab in q] for q in labels]), formulas)
+                      np.array([[lab.best[1] for lab in q] for q in labels]), formulas,
+                      *curve_concepts(ious, index.vocab.primary >= 0), atoms)
 
 
 def plan(ctx: JobContext) -> Plan | None:
@@ -172,7 +194,7 @@ def plan(ctx: JobContext) -> Plan | None:
         return None
     n = len(ctx.valid_images)
     blocks = [(layer, b) for layer in ctx.spec.layers for b in threshold_blocks(
-        ctx.shapes[layer], n, ctx.spec.resources.units_per_task)]
+        ctx.stored_shape(layer), n, ctx.spec.resources.units_per_task)]
     ctx.parts[NAME] = blocks
     todo = [(layer, b) for layer, b in blocks
             if not verified_done(ctx.job.study_part(NAME, layer, b), ctx.stage_hash)]
@@ -183,19 +205,23 @@ def plan(ctx: JobContext) -> Plan | None:
 def _rows(ctx: JobContext, layer: str, b0: int, block: SweepBlock) -> list[ThresholdSweepRow]:
     sweep, vocab = ctx.spec.studies.threshold_sweep, ctx.concept_index.vocab
     assert sweep is not None
-    rows = []
+    rows, ids = [], ctx.unit_ids(layer)
     for qi, q in enumerate(sweep.quantiles):
         for u in range(block.label.shape[1]):
             number, formula = int(block.label[qi, u]), block.formulas[qi][u]
             high = q <= 0.5 or sweep.rule == "per_image"
             t = block.lo[qi, u] if high else block.hi[qi, u]
             rows.append(ThresholdSweepRow(
-                quantile=q, tail="high" if high else "low", layer=layer, unit=b0 + u,
+                quantile=q, tail="high" if high else "low", layer=layer, unit=int(ids[b0 + u]),
                 threshold=float(t) if np.isfinite(t) else None,
                 mask_pixels=int(block.pixels[qi, u]),
                 label=concept_score(vocab, number, float(block.iou[qi, u])) if number else None,
                 formula=formula[0] if formula else None,
-                formula_iou=formula[1] if formula else None))
+                formula_iou=formula[1] if formula else None,
+                formula_atoms=[concept_of(vocab, c) for c in block.atoms[qi][u]]
+                if formula else None,
+                curve=[concept_score(vocab, int(c), float(v)) for c, v in
+                       zip(block.curve[u], block.curve_iou[qi, u], strict=True) if c >= 0]))
     return rows
 
 
@@ -210,15 +236,24 @@ def collect(ctx: JobContext, call: tuple[str, tuple[int, int]], block: SweepBloc
 
 
 def _shares(rows: list[ThresholdSweepRow], iou_threshold: float) -> list[ThresholdSweepRow]:
-    """Per (layer, quantile): each category's share among the interpretable labels."""
+    """Per (layer, quantile): each category's share among the interpretable labels and (with
+    formulas) among the positive atoms of the units' best formulas."""
     out = []
     for (layer, q, tail), group in _grouped(rows).items():
         cats = Counter(r.label.category for r in group
                        if r.label is not None and r.label.iou >= iou_threshold)
-        total = sum(cats.values())
-        out.append(ThresholdSweepRow(quantile=q, tail=tail, layer=layer, category_shares={
-            c: n / total for c, n in sorted(cats.items())} if total else {}))
+        explained = [r for r in group if r.formula_atoms is not None]
+        atoms = Counter(a.category for r in explained for a in r.formula_atoms or [])
+        out.append(ThresholdSweepRow(
+            quantile=q, tail=tail, layer=layer, category_shares=_fractions(cats),
+            formula_category_shares=_fractions(atoms) if explained else None))
     return out
+
+
+def _fractions(counts: Counter[str]) -> dict[str, float]:
+    """Each key's share of the total, by key ({} for no counts)."""
+    total = sum(counts.values())
+    return {c: n / total for c, n in sorted(counts.items())} if total else {}
 
 
 def _grouped(rows: list[ThresholdSweepRow]

@@ -69,7 +69,7 @@ def plan(ctx: JobContext) -> Plan | None:
     todo = [layer for layer in ctx.spec.layers if not ctx.job.thresholds(layer).exists()]
     per_task = ctx.spec.resources.units_per_task
     calls = [(layer, block) for layer in todo
-             for block in threshold_blocks(ctx.shapes[layer], len(valid), per_task)]
+             for block in threshold_blocks(ctx.stored_shape(layer), len(valid), per_task)]
     ctx.parts["thresholds"] = {layer: {} for layer in todo}
     ctx.parts["threshold_blocks"] = {layer: sum(c[0] == layer for c in calls) for layer in todo}
     n = len(ctx.spec.layers)

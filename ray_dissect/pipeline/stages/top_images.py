@@ -69,24 +69,27 @@ def _specs(spec: JobSpec, thresholds: np.ndarray, ranges: np.ndarray
     return specs, list(range(1, len(specs))) if len(specs) > 1 else [0]
 
 
-def _samples(eligible: np.ndarray, spec: JobSpec, units: tuple[int, int],
-             explained: list[int]) -> np.ndarray:
+def _samples(eligible: np.ndarray, spec: JobSpec, ids: np.ndarray, explained: list[int]
+             ) -> np.ndarray:
+    """Seeded samples of the block's units (``ids`` (k,) int64, their indices in the layer:
+    the draw follows the unit, not its position among the chosen units)."""
     n_samples, seed = spec.top_images.samples, spec.top_images.seed
-    out = np.full((units[1] - units[0], len(explained), n_samples), -1, dtype=np.int64)
+    out = np.full((len(ids), len(explained), n_samples), -1, dtype=np.int64)
     for e, r in enumerate(explained if n_samples else []):
         out[:, e] = random_samples(eligible[:, :, e], n_samples, seed,
-                                   units=range(*units), stream=(r,))
+                                   units=ids.tolist(), stream=(r,))
     return out
 
 
 def block_work(env: WorkEnv, valid: np.ndarray, mask_shape: tuple[int, int], layer: str,
-               units: tuple[int, int], thresholds: np.ndarray, ranges: np.ndarray
-               ) -> TopImagesBlock:
+               units: tuple[int, int], thresholds: np.ndarray, ranges: np.ndarray,
+               ids: np.ndarray) -> TopImagesBlock:
     """Top images of units [u0, u1) of ``layer`` over the valid images, in one pass.
 
     Args:
         valid: (N,) bool images that count; mask_shape: (sh, sw) of the scored masks;
-        thresholds: (U,) float64 and ranges: (U, clusters, 2) float64 of the block's units.
+        thresholds: (U,) float64 and ranges: (U, clusters, 2) float64 of the block's units;
+        ids: (U,) int64 their indices in the layer (``units:``).
     """
     spec, k = env.spec, env.spec.top_images.k
     specs, explained = _specs(spec, thresholds, ranges)
@@ -110,14 +113,14 @@ def block_work(env: WorkEnv, valid: np.ndarray, mask_shape: tuple[int, int], lay
     empty = np.full((size, 0, k), -1, dtype=np.int64)
     range_index, range_pixels = by_pixels.result() if by_pixels is not None else (empty, empty)
     return TopImagesBlock(unit_index, unit_value, nonfinite, np.asarray(explained, dtype=np.int64),
-                          range_index, range_pixels, _samples(eligible, spec, units, explained))
+                          range_index, range_pixels, _samples(eligible, spec, ids, explained))
 
 
 def _thresholds(ctx: JobContext, layer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A layer's thresholds, non-finite counts and ranges; NaN (none) for method ``none``."""
     if layer in ctx.thresholds:
         return ctx.thresholds[layer]
-    units = ctx.shapes[layer][0]
+    units = ctx.stored_shape(layer)[0]
     return np.full(units, np.nan), np.zeros(units, np.int64), np.full((units, 0, 2), np.nan)
 
 
@@ -127,15 +130,15 @@ def plan(ctx: JobContext) -> Plan:
     todo = [(layer, b) for layer, b in blocks
             if not verified_done(ctx.job.top_images_part(layer, b), ctx.stage_hash)]
     bounds = {layer: _thresholds(ctx, layer) for layer in ctx.spec.layers}
-    calls = [(layer, b, bounds[layer][0][b[0]:b[1]], bounds[layer][2][b[0]:b[1]])
-             for layer, b in todo]
+    calls = [(layer, b, bounds[layer][0][b[0]:b[1]], bounds[layer][2][b[0]:b[1]],
+              ctx.unit_ids(layer)[b[0]:b[1]]) for layer, b in todo]
     shape = ctx.concept_dataset.mask_shape if ctx.spec.dissects else (1, 1)
     return Plan(len(blocks), len(blocks) - len(todo), calls,
                 shared=(ctx.valid_images, shape))
 
 
-def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.ndarray],
-            block: TopImagesBlock) -> int:
+def collect(ctx: JobContext, call: tuple[str, tuple[int, int], np.ndarray, np.ndarray,
+                                        np.ndarray], block: TopImagesBlock) -> int:
     """Write a block's top images, then its done marker."""
     path = ctx.job.top_images_part(call[0], call[1])
     storage.makedirs(path.parent)
@@ -157,10 +160,11 @@ def _explanation(ctx: JobContext, exp: Explanation, e: int, z: dict[str, np.ndar
     return exp.model_copy(update={"top_images": tops, "samples": samples})
 
 
-def _with_top_images(ctx: JobContext, rec: UnitRecord, z: dict[str, np.ndarray], b0: int
-                     ) -> UnitRecord:
-    u, (t, _nonfinite, ranges) = rec.unit - b0, _thresholds(ctx, rec.layer)
-    specs, explained = _specs(ctx.spec, t[rec.unit:rec.unit + 1], ranges[rec.unit:rec.unit + 1])
+def _with_top_images(ctx: JobContext, rec: UnitRecord, z: dict[str, np.ndarray], b0: int,
+                     p: int) -> UnitRecord:
+    """``rec`` (at position ``p`` of its layer's chosen units) with its top images."""
+    u, (t, _nonfinite, ranges) = p - b0, _thresholds(ctx, rec.layer)
+    specs, explained = _specs(ctx.spec, t[p:p + 1], ranges[p:p + 1])
     position = {int(r): e for e, r in enumerate(z["ranges"])}
     searched = searched_ranges(specs, 0) if explained else []
     explanations = [_explanation(ctx, exp, position[r], z, u)
@@ -174,8 +178,10 @@ def _with_top_images(ctx: JobContext, rec: UnitRecord, z: dict[str, np.ndarray],
 def _bare_records(ctx: JobContext, layer: str, b0: int, z: dict[str, np.ndarray]
                   ) -> list[UnitRecord]:
     """Records of a job that scores no concepts (method ``none``): no labels or threshold."""
-    return [UnitRecord(layer=layer, unit=b0 + u, threshold=None, label=None, interpretable=False,
-                       per_category={}, top=[], mask_pixels=0, nonfinite=int(n),
+    ids = ctx.unit_ids(layer)
+    return [UnitRecord(layer=layer, unit=int(ids[b0 + u]), threshold=None, label=None,
+                       interpretable=False, per_category={}, top=[], mask_pixels=0,
+                       nonfinite=int(n),
                        provenance=ctx.provenance) for u, n in enumerate(z["nonfinite"])]
 
 
@@ -187,7 +193,8 @@ def finish(ctx: JobContext) -> int:
         if not ctx.spec.dissects:
             ctx.records.setdefault(layer, []).extend(_bare_records(ctx, layer, b0, z))
         records = ctx.records[layer]
-        records[b0:b1] = [_with_top_images(ctx, r, z, b0) for r in records[b0:b1]]
+        records[b0:b1] = [_with_top_images(ctx, r, z, b0, b0 + k)
+                          for k, r in enumerate(records[b0:b1])]
     return 0
 
 

@@ -55,19 +55,20 @@ class Group:
     label: int
 
 
-def label_groups(layer: str, records: list[UnitRecord]) -> list[Group]:
-    """The interpretable units of a layer grouped by label, ascending label number."""
+def label_groups(layer: str, records: list[UnitRecord], width: int) -> list[Group]:
+    """The interpretable units of a layer (of ``width`` units in the model) grouped by
+    label, ascending label number."""
     by_label: dict[int, list[int]] = {}
     for rec in records:
         if rec.interpretable and rec.label is not None:
             by_label.setdefault(rec.label.number, []).append(rec.unit)
-    return [Group(layer, len(records), "label", tuple(units), label)
+    return [Group(layer, width, "label", tuple(units), label)
             for label, units in sorted(by_label.items())]
 
 
-def unit_groups(layer: str, records: list[UnitRecord]) -> list[Group]:
-    """Every unit of a layer alone, with its label (0 when it has none)."""
-    return [Group(layer, len(records), "unit", (rec.unit,),
+def unit_groups(layer: str, records: list[UnitRecord], width: int) -> list[Group]:
+    """Every unit of a layer (of ``width`` in the model) alone, with its label (0: none)."""
+    return [Group(layer, width, "unit", (rec.unit,),
                   rec.label.number if rec.label else 0)
             for rec in records]
 
@@ -78,9 +79,10 @@ def groups_of(ctx: JobContext) -> list[Group]:
     single = spec is not None and spec.single_units
     out = []
     for layer in ctx.spec.layers:
-        out += label_groups(layer, ctx.records[layer])
+        width = ctx.shapes[layer][0]
+        out += label_groups(layer, ctx.records[layer], width)
         if single:
-            out += unit_groups(layer, ctx.records[layer])
+            out += unit_groups(layer, ctx.records[layer], width)
     return out
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from fixtures.dense_masks import dense_signature
 
+from ray_dissect.concepts.kernels import HAVE_NUMBA, KERNEL_ENV
 from ray_dissect.concepts.masks import (
     UnitMask,
     range_masks,
@@ -15,6 +16,13 @@ from ray_dissect.concepts.masks import (
     unit_masks,
     upsample,
 )
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"] if HAVE_NUMBA else ["numpy"])
+def kernels(request, monkeypatch) -> str:
+    """Every test runs with the numpy reference and with the compiled kernels."""
+    monkeypatch.setenv(KERNEL_ENV, request.param)
+    return str(request.param)
 
 
 def test_upsample_is_torch_bilinear_half_pixel() -> None:

@@ -9,9 +9,15 @@ import torch.nn.functional as F
 from fixtures.dense_masks import dense_signature
 
 from ray_dissect.concepts import counting
+from ray_dissect.concepts.kernels import KERNEL_ENV
 from ray_dissect.concepts.masks import range_masks
 from ray_dissect.concepts.tiles import Grid, full_tiles, tile_extremes
 
+
+@pytest.fixture(autouse=True)
+def _numpy_reference(monkeypatch) -> None:
+    """These tests check the numpy tile walk's routes: force it (numba would bypass them)."""
+    monkeypatch.setenv(KERNEL_ENV, "numpy")
 
 def _counts(mask, n, n_sets):
     got = np.zeros((n, n_sets), np.int64)

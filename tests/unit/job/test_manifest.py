@@ -34,8 +34,9 @@ def test_stage_hashes_change_only_downstream() -> None:
 
     assert changed(b) == {"scoring", "masking", "threshold_sweep"}
     assert changed(stage_hashes(_spec(quantile=0.01))) == {
-        "thresholds", "scoring", "masking", "top_images", "receptive_fields", "threshold_sweep",
-        "ranges_importance", "unit_ablation", "concept_blackout_iou", "concept_blackout"}
+        "thresholds", "scoring", "masking", "top_images", "receptive_fields", "unit_attribution",
+        "threshold_sweep", "ranges_importance", "unit_ablation", "concept_blackout_iou",
+        "concept_blackout"}
     e = stage_hashes(parse_spec({**BASE, "method": {"kind": "compositional"},
                                  "top_images": {"k": 4}}))
     assert changed(e) == {"top_images"}

@@ -37,7 +37,7 @@ def build():
 ALL = {name: 0 for name in STAGE_NAMES}
 REDONE = {**ALL, "activations": 2, "thresholds": 1, "scoring": 1, "top_images": 1}
 CHANGED = ("changed stages: activations, attribution, prism_pca, prism, thresholds, scoring, "
-           "masking, top_images, receptive_fields, threshold_sweep")
+           "masking, top_images, receptive_fields, unit_attribution, threshold_sweep")
 
 
 def _spec(root: Path, factory: Path, checkpoint: Path | None = None) -> JobSpec:

@@ -17,8 +17,9 @@ def test_table_order_is_the_data_flow() -> None:
     """Stages run in the order their inputs need, each named once."""
     assert STAGE_NAMES == ("concepts", "activations", "attribution", "prism_pca", "prism",
                            "thresholds", "scoring", "masking", "top_images", "receptive_fields",
-                           "threshold_sweep", "ranges_importance", "unit_ablation",
-                           "concept_blackout_iou", "concept_blackout")
+                           "unit_attribution", "threshold_sweep", "ranges_importance",
+                           "unit_ablation", "concept_blackout_iou", "concept_blackout",
+                           "heuristics")
     assert len(set(STAGE_NAMES)) == len(STAGES)
 
 
@@ -28,11 +29,13 @@ OUTPUTS = {
     "thresholds": ("thresholds",), "scoring": ("parts", "records"), "masking": (),
     "top_images": ("top_images",),
     "receptive_fields": ("receptive_fields.zarr", "receptive_fields"),
+    "unit_attribution": ("unit_attribution",),
     "threshold_sweep": ("studies/threshold_sweep", "studies/threshold_sweep.jsonl"),
     "ranges_importance": ("studies/ranges_importance", "studies/ranges_importance.jsonl"),
     "unit_ablation": ("studies/unit_ablation", "studies/unit_ablation.jsonl"),
     "concept_blackout_iou": ("studies/concept_blackout_iou",),
     "concept_blackout": ("studies/concept_blackout", "studies/concept_blackout.jsonl"),
+    "heuristics": ("studies/heuristics", "studies/heuristics.jsonl"),
 }
 
 
@@ -50,7 +53,7 @@ def test_model_stages_run_on_actors_and_the_rest_on_tasks() -> None:
     others are CPU work."""
     assert {s.name for s in STAGES if s.runs_on == "actors"} == {
         "activations", "attribution", "masking", "prism_pca", "prism", "receptive_fields",
-        "ranges_importance", "unit_ablation", "concept_blackout"}
+        "unit_attribution", "ranges_importance", "unit_ablation", "concept_blackout"}
 
 
 def test_hashes_are_cumulative_along_the_table() -> None:
@@ -119,7 +122,7 @@ def test_extraction_keeps_two_calls_in_flight_per_actor() -> None:
     assert {s.name: s.calls_per_actor for s in STAGES if s.runs_on == "actors"} == {
         "activations": 2, "attribution": 1, "masking": 1, "ranges_importance": 1,
         "unit_ablation": 1, "concept_blackout": 1, "prism_pca": 1, "prism": 1,
-        "receptive_fields": 1}
+        "receptive_fields": 1, "unit_attribution": 1}
 
 
 def test_analysis_sections_redo_only_their_stages() -> None:
@@ -135,3 +138,21 @@ def test_analysis_sections_redo_only_their_stages() -> None:
     assert {s for s in STAGE_NAMES if a[s] != b[s]} == {"receptive_fields"}
     assert {s for s in STAGE_NAMES if b[s] != c[s]} == {"prism_pca", "prism"}
     assert {s for s in STAGE_NAMES if c[s] != d[s]} == {"prism"}
+    e = stage_hashes(parse_spec({**BASE, "analyses": {
+        **rf, "unit_attribution": {"layer": "layer4", "units": [3]}}}))
+    assert {s for s in STAGE_NAMES if b[s] != e[s]} == {"unit_attribution"}
+
+
+def test_attribution_hash_ignores_the_new_fields_at_their_defaults() -> None:
+    """The attribution stage's hash of a spec without the fields added with targets per
+    image is the one written before them (old job directories resume), and changes with
+    any of them."""
+    old = {"methods": ["saliency", "gradcam"], "layer": "layer4"}
+    a = stage_hashes(parse_spec({**BASE, "analyses": {"attribution": old}}))
+    b = stage_hashes(parse_spec({**BASE, "analyses": {"attribution": {
+        **old, "ig_steps": 32, "feature_layers": []}}}))
+    c = stage_hashes(parse_spec({**BASE, "analyses": {"attribution": {
+        **old, "target": {"top_k": 3}}}}))
+    assert a == b
+    assert {s for s in STAGE_NAMES if a[s] != c[s]} == {"attribution"}
+    assert a["attribution"] == "b273b31fdf919822"  # as computed by the tree before them

@@ -136,4 +136,4 @@ def test_netdissect_records_get_unit_top_images_only(four_images: Path, tmp_path
     (rec,) = read_unit_records(tmp_path / "out" / "records" / "pool.jsonl")
     assert [t.index for t in rec.top_images] == [0, 1, 2]
     assert [t.value for t in rec.top_images] == pytest.approx([250 / 255, 250 / 255, 100 / 255])
-    assert rec.explanations == [] and rec.schema_version == 3
+    assert rec.explanations == [] and rec.schema_version == 4

@@ -29,4 +29,4 @@ def test_unit_record_round_trip(tmp_path: Path) -> None:
                      provenance=Provenance(job="j", spec_hash="abc", package_version="0.1.0"))
     write_jsonl(tmp_path / "r.jsonl", [rec, rec])
     back = list(read_unit_records(tmp_path / "r.jsonl"))
-    assert back == [rec, rec] and back[0].schema_version == 3
+    assert back == [rec, rec] and back[0].schema_version == 4

@@ -4,14 +4,17 @@ stages, checked against the stored arrays decoded independently here."""
 from __future__ import annotations
 
 import html
+import itertools
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
-from fixtures.visual_job import METHODS
+from fixtures.planted import tiny_classifier
+from fixtures.visual_job import CLASSES, METHODS
 from PIL import Image
 
 from ray_dissect.pipeline.table import build_report
@@ -106,25 +109,37 @@ def _jet(v: np.ndarray) -> np.ndarray:
 
 def test_attribution_overlays_are_the_stored_maps_normalised(visual_site: ReportResult
                                                              ) -> None:
-    """Every method's overlay PNG equals jet(min-max(stored map)) blended half and half
-    with the image and scaled by its maximum (show_cam_on_image), per readable image."""
+    """Every method's overlay PNG, for each of the 2 targets (top_k: 2), equals
+    jet(min-max(stored map)) blended half and half with the image and scaled by its maximum
+    (show_cam_on_image), per readable image; the page names each target's class (from the
+    classes file) and its softmax probability, computed here from the model."""
     job = open_job(_job(visual_site))
     store, bad = job.job.attribution_zarr, job.bad_images()
     good = [i for i in range(8) if i not in bad]
     assert len(good) == 6
     for i in good:
         image = job.image(i).astype(np.float64)  # 16 px: what the network saw
-        for m in METHODS:
-            heat = _scaled(arrays.open_array(store, m)[i]) / 255.0
+        for m, k in itertools.product(METHODS, range(2)):
+            heat = _scaled(arrays.open_array(store, m)[i, k]) / 255.0
+            assert heat.max() > 0, (i, m, k)
             blend = 0.5 * _jet(heat) + 0.5 * image / 255.0
             want = np.rint(255 * blend / blend.max())
-            got = _png(visual_site, f"attribution/{i}_{m}.png").astype(np.float64)
-            assert np.abs(got - want).max() <= 1, (i, m)
+            rel = f"attribution/{i}_{m}.png" if k == 0 else f"attribution/{i}_t{k}_{m}.png"
+            got = _png(visual_site, rel).astype(np.float64)
+            assert np.abs(got - want).max() <= 1, (i, m, k)
     page = _read(visual_site, "attribution.html")
+    model = tiny_classifier().eval()
     for i in good:
-        t = int(arrays.open_array(store, "targets")[i])
+        with torch.no_grad():
+            probs = torch.softmax(model(torch.from_numpy(job.image(i).copy()).permute(2, 0, 1)[None]
+                                        .float() / 255.0).double(), 1)[0]
+        top = probs.argsort(descending=True)[:2].tolist()
+        assert arrays.open_array(store, "targets")[i].tolist() == top
         section = page[page.index(f'id="image-{i}"'):]
-        assert f"Target: <strong>class {t}</strong>" in section[:section.index("</section>")]
+        section = section[:section.index("</section>")]
+        for t in top:
+            assert (f"Target: <strong>class {t} ({CLASSES[t]})</strong> &middot; probability "
+                    f"{100 * float(probs[t]):.1f}%") in section
     for i in bad:
         assert not (Path(str(visual_site.out)) / f"attribution/{i}_gradcam.png").exists()
 
@@ -139,7 +154,7 @@ def test_gradcam_crop_mask_and_image(visual_site: ReportResult) -> None:
         top, left, bottom, right = arrays.open_array(store, "crop_boxes")[i].tolist()
         np.testing.assert_array_equal(_png(visual_site, f"attribution/{i}_crop.png"),
                                       image[top:bottom, left:right])
-        heat = arrays.open_array(store, "gradcam")[i].astype(np.float64)
+        heat = arrays.open_array(store, "gradcam")[i, 0].astype(np.float64)
         inside = (heat - heat.min()) / (heat.max() - heat.min()) >= 0.3
         want = np.where(inside[..., None], image, np.rint(0.2 * image.astype(np.float64)))
         np.testing.assert_array_equal(_png(visual_site, f"attribution/{i}_crop_mask.png"),
@@ -147,15 +162,26 @@ def test_gradcam_crop_mask_and_image(visual_site: ReportResult) -> None:
 
 
 def test_feature_maps_and_filters_grids(visual_site: ReportResult) -> None:
-    """Feature maps: the 8 stored grey maps side by side, each enlarged 2x (to >= 28 px)
-    with 2-px white gaps; filters: 6 RGB 3 x 3 filters enlarged 16x."""
+    """Feature maps of each of the two ``feature_layers`` (6 and 8 channels): the stored grey
+    maps side by side, each enlarged 2x (to >= 28 px) with 2-px white gaps, equal to the
+    layers' maps computed here; filters: 6 RGB 3 x 3 filters enlarged 16x."""
     job = open_job(_job(visual_site))
-    maps = arrays.open_array(job.job.attribution_zarr, "feature_maps")[0]  # (8, 16, 16)
-    grid = _png(visual_site, "attribution/0_features.png")
-    assert grid.shape == (32, 8 * 34 - 2)
-    for c in range(8):
-        tile = grid[:, c * 34:c * 34 + 32]
-        np.testing.assert_array_equal(tile, np.kron(maps[c], np.ones((2, 2), np.uint8)))
+    model = tiny_classifier().eval()
+    x = torch.from_numpy(job.image(0).copy()).permute(2, 0, 1)[None].float() / 255.0
+    with torch.no_grad():
+        want = {"features.1": model.features[:2](x)[0], "features": model.features(x)[0]}
+    for k, (layer, channels) in enumerate((("features.1", 6), ("features", 8))):
+        maps = arrays.open_array(job.job.attribution_zarr, f"feature_maps.{layer}")[0]
+        ref = want[layer].double().numpy()
+        low, high = ref.min((1, 2), keepdims=True), ref.max((1, 2), keepdims=True)
+        scaled = np.rint(255 * (ref - low) / np.where(high > low, high - low, 1))
+        assert maps.shape == (channels, 16, 16)
+        assert np.abs(maps.astype(int) - scaled).max() <= 1
+        grid = _png(visual_site, f"attribution/0_features_{k}.png")
+        assert grid.shape == (32, channels * 34 - 2)
+        for c in range(channels):
+            tile = grid[:, c * 34:c * 34 + 32]
+            np.testing.assert_array_equal(tile, np.kron(maps[c], np.ones((2, 2), np.uint8)))
     filters = np.load(_job(visual_site) / "attribution" / "weights.npz")["weights"]
     weights = _png(visual_site, "attribution/weights.png")
     assert weights.shape == (48, 6 * 50 - 2, 3)

@@ -86,7 +86,7 @@ def test_cli_writes_the_report_under_the_trained_job(tmp_path: Path) -> None:
     out = tmp_path / "elsewhere" / "c.json"
     result = CliRunner().invoke(app, ["compare", str(trained), str(base), "--out", str(out),
                                         "--no-visual"])
-    assert result.exit_code == 0 and json.loads(out.read_text())["schema_version"] == 3
+    assert result.exit_code == 0 and json.loads(out.read_text())["schema_version"] == 4
 
 
 def test_jobs_without_formulas_or_shared_layers_are_refused(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@
 
   Grid.prototype.defaults = function () {
     return {sort: "unit", dir: "asc", cat: "", int: "", min: String(this.t), q: "", op: "",
-            len: "", r: "", page: "1"};
+            len: "", r: "", gap: "", page: "1"};
   };
 
   Grid.prototype.read = function () {
@@ -70,7 +70,7 @@
   Grid.prototype.hashOf = function (s) {
     var d = this.defaults(), parts = [];
     if (s.sort !== d.sort || s.dir !== d.dir) { parts.push("sort=" + s.sort + ":" + s.dir); }
-    ["cat", "int", "min", "q", "op", "len", "r", "page"].forEach(function (k) {
+    ["cat", "int", "min", "q", "op", "len", "r", "gap", "page"].forEach(function (k) {
       if (s[k] !== d[k] && s[k] !== "") { parts.push(k + "=" + encodeURIComponent(s[k])); }
     });
     return parts.join("&");
@@ -83,6 +83,7 @@
       case "best": return [d.b === null ? -1 : d.b];
       case "len": return [d.n];
       case "px": return [d.px];
+      case "gap": return [d.g === null || d.g === undefined ? -1 : d.g];
       default:
         if (METRICS.indexOf(s.sort) >= 0) {
           return [d.m[s.sort] === undefined ? -1 : d.m[s.sort]];
@@ -95,6 +96,7 @@
     var min = parseFloat(s.min);
     if (s.cat && s.cat.split(",").indexOf(d.c) < 0) { return false; }
     if (s.int && !(d.j !== null && d.j >= min)) { return false; }
+    if (s.gap && !(d.g > 0)) { return false; }
     if (s.op && !d.r.some(function (r) { return r[5].indexOf(s.op) >= 0; })) { return false; }
     if (s.len && !d.r.some(function (r) { return String(r[4]) === s.len; })) { return false; }
     if (s.r && !d.r.some(function (r) { return String(r[0]) === s.r; })) { return false; }
@@ -218,6 +220,7 @@
     f("dir").textContent = s.dir === "desc" ? "descending" : "ascending";
     f("dir").setAttribute("aria-pressed", s.dir === "desc" ? "true" : "false");
     f("int").checked = !!s.int;
+    f("gap").checked = !!s.gap;
     f("min").value = s.min;
     f("minval").textContent = parseFloat(s.min).toFixed(2);
     f("op").value = s.op;
@@ -245,6 +248,7 @@
       self.set({dir: self.read().dir === "desc" ? "asc" : "desc"});
     });
     f("int").addEventListener("change", function () { self.set({int: f("int").checked ? "1" : ""}); });
+    f("gap").addEventListener("change", function () { self.set({gap: f("gap").checked ? "1" : ""}); });
     f("min").addEventListener("input", function () { self.set({min: f("min").value}); });
     f("op").addEventListener("change", function () { self.set({op: f("op").value}); });
     f("len").addEventListener("change", function () { self.set({len: f("len").value}); });
