@@ -156,6 +156,11 @@ def test_python_examples_run(block: Block, demo_job: Path, tmp_path: Path,
     if _excerpt_of_source(block):
         return
     monkeypatch.chdir(demo_job)
+    for name in set(re.findall(r"open_job\(\"runs/([\w-]+)\"\)", block.text)) - {"demo"}:
+        # another job directory an example opens (runs/cce): the demo job stands in, so the
+        # calls are checked to exist and run on a real job directory
+        if not (demo_job / "runs" / name).exists():
+            (demo_job / "runs" / name).symlink_to(demo_job / "runs" / "demo")
     script = tmp_path / "example.py"
     script.write_text(block.text)
     runpy.run_path(str(script), run_name="__main__")
