@@ -80,6 +80,8 @@ class Stage:
         on_gpus: a ``"tasks"`` stage whose work runs on the model actors instead when they
             hold GPUs (the work function then computes on ``env.device``); on CPU-only jobs
             it stays on CPU tasks.
+        used: whether a job of a spec runs the stage (``status`` lists only those); ``None``:
+            every job does. It must agree with ``plan`` returning None.
     """
 
     name: str
@@ -97,11 +99,22 @@ class Stage:
     calls_per_actor: int = 1
     timings: Callable[[Any], dict[str, float]] | None = None
     on_gpus: bool = False
+    used: Callable[[JobSpec], bool] | None = None
 
 
 def resources(data: dict[str, Any]) -> dict[str, Any]:
     """The hashed spec's ``resources`` without the scheduling fields."""
     return {k: v for k, v in data["resources"].items() if k not in SCHEDULING_FIELDS}
+
+
+def uses(group: Literal["analyses", "studies"], name: str) -> Callable[[JobSpec], bool]:
+    """A stage's ``used``: the spec sets ``<group>.<name>``."""
+    return lambda spec: getattr(getattr(spec, group), name) is not None
+
+
+def dissecting(spec: JobSpec) -> bool:
+    """A concept stage's ``used``: the method scores concepts (every kind but ``none``)."""
+    return spec.dissects
 
 
 def section(spec: JobSpec, group: Literal["analyses", "studies"], name: str

@@ -14,30 +14,16 @@ from ray_dissect import storage
 from ray_dissect.errors import StoreError
 from ray_dissect.job.lock import describe, read_holder
 from ray_dissect.job.manifest import Manifest, RunInfo, read_manifest
-from ray_dissect.pipeline.table import stage_names
+from ray_dissect.pipeline.table import stage, stage_names
 from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath
 
-ANALYSIS_STAGES = {"attribution": "attribution", "prism_pca": "prism", "prism": "prism",
-                   "receptive_fields": "receptive_fields"}
-STUDY_STAGES = {"threshold_sweep": "threshold_sweep", "ranges_importance": "ranges_importance",
-                "unit_ablation": "unit_ablation", "concept_blackout_iou": "concept_blackout",
-                "concept_blackout": "concept_blackout"}
-
 
 def stage_used(name: str, spec: JobSpec) -> bool:
-    """Whether a job of ``spec`` runs stage ``name`` (its plan is not None): the concept
-    stages only when it dissects, masking only with ``concept_masking``, an analysis or a
-    study only when its section is set; extraction, top images and any other stage always."""
-    if name in ("concepts", "thresholds", "scoring"):
-        return spec.dissects
-    if name == "masking":
-        return bool(getattr(spec.method, "concept_masking", False))
-    if name in ANALYSIS_STAGES:
-        return getattr(spec.analyses, ANALYSIS_STAGES[name]) is not None
-    if name in STUDY_STAGES:
-        return getattr(spec.studies, STUDY_STAGES[name]) is not None
-    return True
+    """Whether a job of ``spec`` runs stage ``name``, as the stage declares (``Stage.used``;
+    a stage that declares nothing runs in every job)."""
+    used = stage(name).used
+    return used is None or used(spec)
 
 
 def used_stages(root: AnyPath) -> tuple[str, ...]:

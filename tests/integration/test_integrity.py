@@ -430,6 +430,7 @@ def test_ray_start_up_failures_are_retried_then_one_line(
         raise TimeoutError("Timed out after 30 seconds\nwaiting for the GCS")
 
     monkeypatch.setattr(ray, "init", failing)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the shared test cluster aside
     monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
     with pytest.raises(StageError) as failed, cluster.ray_session(None):
         pass

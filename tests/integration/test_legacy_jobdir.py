@@ -84,4 +84,4 @@ def test_legacy_job_directory_resumes_to_the_old_records(ray_cluster: None,
                         "attribution": 0, "threshold_sweep": 0, "ranges_importance": 0,
                         "unit_ablation": 0, "concept_blackout_iou": 0, "concept_blackout": 0,
                         "prism_pca": 0, "prism": 0, "receptive_fields": 0,
-                        "unit_attribution": 0}
+                        "unit_attribution": 0, "heuristics": 0}

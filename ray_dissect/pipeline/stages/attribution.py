@@ -30,7 +30,7 @@ from ray_dissect.job.layout import CHUNK_IMAGES, JobDir, shard_range
 from ray_dissect.models.build import probe_layers
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, uses
 from ray_dissect.pipeline.stages.activations import read_batch
 from ray_dissect.report.visual_pages import ATTRIBUTION_PAGE
 from ray_dissect.spec import AttributionSpec, JobSpec
@@ -295,4 +295,5 @@ def outputs(job: JobDir) -> tuple[AnyPath, ...]:
 STAGE = Stage(name="attribution", runs_on="actors", work=attribution_work, plan=plan,
               collect=collect, finish=finish, outputs=outputs, covers=covers,
               owns=("analyses",), check=check, check_dataset=check_dataset,
-              report=ATTRIBUTION_PAGE)
+              report=ATTRIBUTION_PAGE,
+              used=uses("analyses", "attribution"))

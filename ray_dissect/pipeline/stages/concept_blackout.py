@@ -29,7 +29,7 @@ from ray_dissect.explain.netdissect import tally
 from ray_dissect.explain.ranges import range_specs
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage, label_inputs, section
+from ray_dissect.pipeline.stage import Stage, label_inputs, section, uses
 from ray_dissect.pipeline.stages.image_studies import (
     layer_key_of,
     needs_concepts,
@@ -221,8 +221,10 @@ def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 STAGES = (
     Stage(name=IOU, runs_on="tasks", work=iou_work, plan=iou_plan, collect=iou_collect,
           finish=iou_finish, outputs=study_outputs(IOU, rows=False), covers=iou_covers,
-          owns=("studies",)),
+          owns=("studies",),
+          used=uses("studies", "concept_blackout")),
     Stage(name=NAME, runs_on="actors", work=blackout_work, plan=plan, collect=collect,
           finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
-          check_dataset=needs_concepts(NAME), report=STUDIES_PAGE),
+          check_dataset=needs_concepts(NAME), report=STUDIES_PAGE,
+          used=uses("studies", "concept_blackout")),
 )

@@ -16,7 +16,7 @@ from ray_dissect import storage
 from ray_dissect.concepts.index import ShardIndex, build_shard, merge_shards, save_index
 from ray_dissect.job.layout import CHUNK_IMAGES, JobDir, shard_range
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage, resources
+from ray_dissect.pipeline.stage import Stage, dissecting, resources
 from ray_dissect.records.schema import SampleError
 from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath, arrays
@@ -91,4 +91,5 @@ def outputs(job: JobDir) -> tuple[AnyPath, ...]:
 
 
 STAGE = Stage(name="concepts", runs_on="tasks", work=concept_work, plan=plan, collect=collect,
-              finish=finish, outputs=outputs, covers=covers)
+              finish=finish, outputs=outputs, covers=covers,
+              used=dissecting)

@@ -22,6 +22,7 @@ from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
 from ray_dissect.pipeline.stage import Stage
 from ray_dissect.records.io import read_unit_records
 from ray_dissect.records.schema import UnitRecord
+from ray_dissect.spec import JobSpec
 from ray_dissect.storage import AnyPath, arrays
 
 
@@ -102,5 +103,11 @@ def outputs(job: JobDir) -> tuple[AnyPath, ...]:
     return ()
 
 
+def concept_masking(spec: JobSpec) -> bool:
+    """Whether the job scores concept masking (the method's ``concept_masking``)."""
+    return bool(getattr(spec.method, "concept_masking", False))
+
+
 STAGE = Stage(name="masking", runs_on="actors", work=masking_work, plan=plan, collect=collect,
-              finish=finish, outputs=outputs, covers=None)
+              finish=finish, outputs=outputs, covers=None,
+              used=concept_masking)

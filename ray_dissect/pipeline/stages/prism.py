@@ -43,7 +43,7 @@ from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.build import probe_layers
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, section
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, section, uses
 from ray_dissect.pipeline.stages.activations import read_batch
 from ray_dissect.report.visual_pages import PRISM_PAGE
 from ray_dissect.spec import JobSpec, PrismSpec
@@ -387,8 +387,10 @@ def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 STAGES = (
     Stage(name="prism_pca", runs_on="actors", work=pca_work, plan=pca_plan, collect=pca_collect,
           finish=pca_finish, outputs=lambda job: (job.stage_dir("prism"),), covers=pca_covers,
-          owns=("analyses",), check=check),
+          owns=("analyses",), check=check,
+          used=uses("analyses", "prism")),
     Stage(name="prism", runs_on="actors", work=maps_work, plan=plan, collect=collect,
           finish=finish, outputs=lambda job: (job.prism_zarr,), covers=covers,
-          owns=("analyses",), report=PRISM_PAGE),
+          owns=("analyses",), report=PRISM_PAGE,
+          used=uses("analyses", "prism")),
 )

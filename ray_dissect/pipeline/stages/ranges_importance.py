@@ -24,7 +24,7 @@ import numpy as np
 from ray_dissect.datasets.base import ImageDataset
 from ray_dissect.explain.ranges import RangeSpec, range_specs
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage, section
+from ray_dissect.pipeline.stage import Stage, section, uses
 from ray_dissect.pipeline.stages.image_studies import (
     layer_key_of,
     model_input,
@@ -179,4 +179,5 @@ def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 STAGE = Stage(name=NAME, runs_on="actors", work=importance_work, plan=plan, collect=collect,
               finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
-              check_dataset=check_dataset, check=needs_logits(NAME), report=STUDIES_PAGE)
+              check_dataset=check_dataset, check=needs_logits(NAME), report=STUDIES_PAGE,
+              used=uses("studies", NAME))

@@ -42,7 +42,7 @@ from ray_dissect.job.layout import JobDir, layer_key
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, uses
 from ray_dissect.records.schema import ReceptiveField, UnitRecord
 from ray_dissect.spec import JobSpec, ReceptiveFieldsSpec
 from ray_dissect.spec.base import hashed_data
@@ -348,4 +348,5 @@ def outputs(job: JobDir) -> tuple[AnyPath, ...]:
 
 STAGE = Stage(name="receptive_fields", runs_on="actors", work=rf_work, plan=plan,
               collect=collect, finish=finish, outputs=outputs, covers=covers,
-              owns=("analyses",), check=check)
+              owns=("analyses",), check=check,
+              used=uses("analyses", "receptive_fields"))

@@ -40,7 +40,7 @@ from ray_dissect.explain.search import SearchParams, SearchSpace, Selector
 from ray_dissect.job.layout import JobDir, layer_key
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage
+from ray_dissect.pipeline.stage import Stage, dissecting
 from ray_dissect.records.build import unit_record
 from ray_dissect.records.io import read_unit_records, write_jsonl
 from ray_dissect.spec import CompositionalMethod, Method, NetDissectMethod, NoMethod
@@ -300,4 +300,5 @@ def outputs(job: JobDir) -> tuple[AnyPath, ...]:
 
 
 STAGE = Stage(name="scoring", runs_on="tasks", work=block_work, plan=plan, collect=collect,
-              finish=finish, outputs=outputs, covers=None, timings=timings, on_gpus=True)
+              finish=finish, outputs=outputs, covers=None, timings=timings, on_gpus=True,
+              used=dissecting)

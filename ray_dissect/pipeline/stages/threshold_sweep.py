@@ -29,7 +29,7 @@ from ray_dissect.explain.search import SearchParams, SearchSpace
 from ray_dissect.job.layout import layer_key
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage, section
+from ray_dissect.pipeline.stage import Stage, section, uses
 from ray_dissect.pipeline.stages.image_studies import needs_concepts, study_outputs
 from ray_dissect.pipeline.stages.scoring import (
     mask_work,
@@ -282,4 +282,5 @@ def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 
 STAGE = Stage(name=NAME, runs_on="tasks", work=block_work, plan=plan, collect=collect,
               finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
-              check_dataset=needs_concepts(NAME), report=STUDIES_PAGE)
+              check_dataset=needs_concepts(NAME), report=STUDIES_PAGE,
+              used=uses("studies", NAME))

@@ -13,7 +13,7 @@ import numpy as np
 from ray_dissect import storage
 from ray_dissect.job.layout import JobDir, layer_key, unit_blocks
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage
+from ray_dissect.pipeline.stage import Stage, dissecting
 from ray_dissect.spec import ClusteredMethod, JobSpec
 from ray_dissect.storage import AnyPath, arrays
 from ray_dissect.units.ranges import unit_ranges
@@ -114,4 +114,5 @@ def outputs(job: JobDir) -> tuple[AnyPath, ...]:
 
 
 STAGE = Stage(name="thresholds", runs_on="tasks", work=block_work, plan=plan, collect=collect,
-              finish=finish, outputs=outputs, covers=covers)
+              finish=finish, outputs=outputs, covers=covers,
+              used=dissecting)

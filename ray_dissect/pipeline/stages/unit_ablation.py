@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage, label_inputs, section
+from ray_dissect.pipeline.stage import Stage, label_inputs, section, uses
 from ray_dissect.pipeline.stages.image_studies import (
     model_input,
     needs_concepts,
@@ -163,4 +163,5 @@ def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
 STAGE = Stage(name=NAME, runs_on="actors", work=ablation_work, plan=plan, collect=collect,
               finish=finish, outputs=study_outputs(NAME), covers=covers, owns=("studies",),
               check_dataset=needs_concepts(NAME), check=needs_logits(NAME),
-              report=STUDIES_PAGE)
+              report=STUDIES_PAGE,
+              used=uses("studies", NAME))

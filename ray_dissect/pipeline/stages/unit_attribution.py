@@ -22,7 +22,7 @@ from ray_dissect.job.layout import JobDir
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, uses
 from ray_dissect.spec import JobSpec
 from ray_dissect.spec.analyses import UnitAttributionSpec
 from ray_dissect.storage import AnyPath
@@ -150,4 +150,5 @@ def outputs(job: JobDir) -> tuple[AnyPath, ...]:
 
 STAGE = Stage(name="unit_attribution", runs_on="actors", work=unit_attribution_work, plan=plan,
               collect=collect, finish=finish, outputs=outputs, covers=covers,
-              owns=("analyses",), check=check)
+              owns=("analyses",), check=check,
+              used=uses("analyses", "unit_attribution"))

@@ -25,18 +25,19 @@ def _spec(**method: object):
 
 
 def test_stage_hashes_change_only_downstream() -> None:
-    """beam changes scoring (and masking) only, not the studies of labels; quantile changes
-    thresholds on; top-image counts change only their stage; actors change nothing."""
+    """beam changes scoring (and masking) and the studies that search (the sweep, the
+    heuristics study) only; quantile changes thresholds on; top-image counts change only
+    their stage; actors change nothing."""
     a, b = stage_hashes(_spec()), stage_hashes(_spec(beam=3))
 
     def changed(other: dict[str, str]) -> set[str]:
         return {s for s in a if a[s] != other[s]}
 
-    assert changed(b) == {"scoring", "masking", "threshold_sweep"}
+    assert changed(b) == {"scoring", "masking", "threshold_sweep", "heuristics"}
     assert changed(stage_hashes(_spec(quantile=0.01))) == {
         "thresholds", "scoring", "masking", "top_images", "receptive_fields", "unit_attribution",
         "threshold_sweep", "ranges_importance", "unit_ablation", "concept_blackout_iou",
-        "concept_blackout"}
+        "concept_blackout", "heuristics"}
     e = stage_hashes(parse_spec({**BASE, "method": {"kind": "compositional"},
                                  "top_images": {"k": 4}}))
     assert changed(e) == {"top_images"}
@@ -47,7 +48,7 @@ def test_stage_hashes_change_only_downstream() -> None:
                                  "resources": {"actors": 9}}))
     assert d == a
     assert stale_stages(job_manifest(_spec(), "0"), _spec(beam=3)) == [
-        "scoring", "masking", "threshold_sweep"]
+        "scoring", "masking", "threshold_sweep", "heuristics"]
 
 
 def test_layer_names_cannot_escape_the_job_directory(tmp_path: Path) -> None:

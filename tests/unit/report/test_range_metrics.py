@@ -22,7 +22,7 @@ def test_range_means_equal_a_group_by_of_the_unit_rows(clustered: JobResults) ->
         part = groups.get_group(row["range_index"])
         assert row["ranges"] == len(part)
         assert row["explained"] == int(part["formula"].notna().sum())
-        assert row["iou"] == pytest.approx(part["iou"].mean())
+        assert row["iou"] == pytest.approx(part["formula_iou"].mean())
         assert row["visited"] == pytest.approx(part["visited"].mean())
         for name in METRIC_NAMES:
             values = part[name].dropna()
