@@ -35,8 +35,10 @@ import scipy.sparse as sp
 
 from ray_dissect import storage
 from ray_dissect.concepts import set_kernels
+from ray_dissect.concepts.cropped import read_labels
 from ray_dissect.concepts.jit import kernel_name
 from ray_dissect.datasets.base import BadSampleError, ConceptDataset, Vocabulary
+from ray_dissect.spec import PreprocessSpec
 from ray_dissect.storage import AnyPath
 
 
@@ -161,14 +163,16 @@ def pixel_label_sets(pixel: np.ndarray, whole: np.ndarray, width: int
     return uniq, inverse, np.bincount(inverse, minlength=len(uniq))
 
 
-def build_shard(dataset: ConceptDataset, start: int, stop: int) -> ShardIndex:
-    """Decode the labels of images ``start:stop`` and compress them into a :class:`ShardIndex`."""
+def build_shard(dataset: ConceptDataset, start: int, stop: int,
+                preprocess: PreprocessSpec | None = None) -> ShardIndex:
+    """Decode the labels of images ``start:stop`` and compress them into a :class:`ShardIndex`
+    (pixel labels cropped like the images when ``preprocess.resize`` is set)."""
     sh, sw = dataset.mask_shape
     decoded: list[tuple[np.ndarray, np.ndarray] | None] = []
     errors: list[tuple[int, str]] = []
     for local, index in enumerate(range(start, stop)):
         try:
-            decoded.append(dataset.read_labels(index))
+            decoded.append(read_labels(dataset, index, preprocess))
         except BadSampleError as err:
             decoded.append(None)
             errors.append((local, str(err)))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ray_dissect.models.crop import crop_box
 from ray_dissect.spec import PreprocessSpec
 
 
@@ -207,13 +208,27 @@ def _decode_with_torchvision(blobs: list[bytes], device: str) -> list[Any]:
         return [one(blob) for blob in blobs]
 
 
+def _resize_crop(x: Any, resize: int, size: int) -> Any:
+    """(3, h, w) float32 tensor -> (3, size, size): the shorter side resized to ``resize``
+    (bilinear, antialiased), then the centre crop (:func:`~ray_dissect.models.crop.crop_box`)."""
+    import torch.nn.functional as F
+
+    rh, rw, top, left = crop_box(int(x.shape[1]), int(x.shape[2]), resize, size)
+    if (rh, rw) != tuple(x.shape[1:]):
+        x = F.interpolate(x[None], size=(rh, rw), mode="bilinear", align_corners=False,
+                          antialias=True)[0]
+    return x[:, top:top + size, left:left + size]
+
+
 def _normalised(image: Any, spec: PreprocessSpec) -> Any:
     """(3, h, w) uint8 -> (3, size, size) float32, ``(x / 255 - mean) / std``."""
     import torch
     import torch.nn.functional as F
 
     x = image.to(torch.float32)
-    if tuple(x.shape[1:]) != (spec.size, spec.size):
+    if spec.resize is not None:
+        x = _resize_crop(x, spec.resize, spec.size)
+    elif tuple(x.shape[1:]) != (spec.size, spec.size):
         x = F.interpolate(x[None], size=(spec.size, spec.size), mode="bilinear",
                           align_corners=False, antialias=True)[0]
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device)[:, None, None]

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ray_dissect.errors import ModelError
 from ray_dissect.models.build import build_model, check_layers
+from ray_dissect.models.crop import resize_crop
 from ray_dissect.models.layout import as_maps
 from ray_dissect.spec import ModelSpec, PreprocessSpec
 
@@ -24,17 +25,20 @@ log = logging.getLogger(__name__)
 
 
 def normalise(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> None:
-    """Resize (PIL bilinear, only when needed) and normalise one image into ``out``.
+    """Resize (PIL bilinear, only when needed) and normalise one image into ``out``; with
+    ``spec.resize``, resize the shorter side and centre-crop (:mod:`ray_dissect.models.crop`).
 
     Args:
         image: (h, w, 3) uint8 RGB.
-        spec: size, mean and std.
+        spec: size, resize, mean and std.
         out: (3, size, size) float32, receives ``(x / 255 - mean) / std``.
     """
     size = spec.size
     mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
-    if image.shape[:2] != (size, size):
+    if spec.resize is not None:
+        image = resize_crop(image, spec.resize, size)
+    elif image.shape[:2] != (size, size):
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
     out[...] = (image.transpose(2, 0, 1).astype(np.float32) / 255.0 - mean) / std
 

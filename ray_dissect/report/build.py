@@ -42,6 +42,7 @@ from ray_dissect.report import plots
 from ray_dissect.report.catalog import (
     class_table,
     concept_entries,
+    concept_gallery,
     head_weights,
     layer_rows,
     size_estimate,
@@ -60,6 +61,8 @@ from ray_dissect.storage import AnyPath
 __all__ = ["RenderCall", "ReportOptions", "ReportPage", "ReportResult", "build_report",
            "render_calls"]
 log = logging.getLogger(__name__)
+GALLERY_UNITS = 5
+"""Units per concept in the concepts page's gallery."""
 RenderCall = tuple[str, tuple[int, int], Classes, Nav]
 Renderer = Callable[[Sequence[RenderCall], AnyPath, ReportOptions], Iterable[BlockTiles]]
 
@@ -178,11 +181,19 @@ def _write_pages(site: pg.Site, results: JobResults, tiles: dict[str, dict[int, 
                   **pg.layer_context(results, layer, cards[layer]),
                   rf=rf_layer_context(results, layer, {c.unit: c.href for c in cards[layer]}))
     _index_page(site, results)
-    page_of = {(layer, c.unit): c.href is not None for layer in cards for c in cards[layer]}
-    site.page("concepts.html", "concepts.html", entries=concept_entries(results, page_of),
-              threshold=results.iou_threshold)
+    _concepts_page(site, results, cards, tiles, style)
     _classes_page(site, results, cards[results.layers[-1]], *head)
     _about_page(site, results, style, estimate)
+
+
+def _concepts_page(site: pg.Site, results: JobResults, cards: dict[str, list[pg.Card]],
+                   tiles: dict[str, dict[int, UnitTiles]], style: TileStyle) -> None:
+    page_of = {(layer, c.unit): c.href is not None for layer in cards for c in cards[layer]}
+    site.page("concepts.html", "concepts.html", entries=concept_entries(results, page_of),
+              threshold=results.iou_threshold, k=GALLERY_UNITS,
+              gallery=concept_gallery(results, cards, tiles, GALLERY_UNITS),
+              method=results.spec.method.kind, thumb=style.thumb,
+              step=style.thumb + style.thumb_gap)
 
 
 def _index_page(site: pg.Site, results: JobResults) -> None:

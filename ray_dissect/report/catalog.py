@@ -1,4 +1,5 @@
-"""Cross-unit views: provenance, the layer table, the concept index, classes by head weight.
+"""Cross-unit views: provenance, the layer table, the concept index and its gallery, classes by
+head weight.
 
 The classes page (compexp's ``final.html``) needs the weights of the model's linear head,
 ``model.classifier`` in the spec: the model is built (never run) and the module's ``weight``
@@ -17,7 +18,8 @@ import numpy as np
 
 from ray_dissect.errors import RayDissectError
 from ray_dissect.records.schema import SCHEMA_VERSION, UnitRecord
-from ray_dissect.report.views import best_explanation, fix, leaf_names, url_key
+from ray_dissect.report.meta import UnitTiles
+from ray_dissect.report.views import Card, best_explanation, fix, leaf_names, url_key
 from ray_dissect.results import JobResults
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,84 @@ def concept_entries(results: JobResults, pages: dict[tuple[str, int], bool]
                     out.append(ConceptEntry(fix(name), category.get(name, ""), layer, r.unit,
                                             f"range {e.range_index}", e.iou, href))
     return sorted(out, key=lambda c: (c.name, -c.iou, c.layer, c.unit, c.role))
+
+
+def unit_concepts(rec: UnitRecord, method: str) -> dict[str, tuple[float, int | None]]:
+    """The concepts a unit is credited with by its method's rule, the gallery's ranking.
+
+    ``netdissect``: its label, at the label's IoU. ``compositional``/``clustered``: every leaf
+    of a range's formula, at the best IoU among the formulas holding it (ties to the lower
+    range). ``none``: nothing.
+
+    Returns:
+        raw concept name -> (IoU, range index; None for the label).
+    """
+    if method == "netdissect":
+        return {rec.label.name: (rec.label.iou, None)} if rec.label else {}
+    out: dict[str, tuple[float, int | None]] = {}
+    if method == "none":
+        return out
+    for e in sorted(rec.explanations, key=lambda e: e.range_index):
+        for name in leaf_names(e.formula) if e.text is not None else []:
+            if name not in out or e.iou > out[name][0]:
+                out[name] = (e.iou, e.range_index)
+    return out
+
+
+@dataclass(frozen=True)
+class GalleryUnit:
+    """One unit of a concept's gallery: its card's sprite, cut to the row that shows the
+    concept (``row``: the sprite row; None when the sprite has no such row)."""
+
+    layer: str
+    unit: int
+    iou: float
+    role: str
+    href: str | None
+    sprite: str | None
+    width: int
+    height: int
+    row: int | None
+
+
+def _role(rec: UnitRecord, ri: int | None) -> str:
+    """``label`` or ``range 2: a OR b`` (the formula that credits the concept)."""
+    if ri is None:
+        return "label"
+    text = next((e.text for e in rec.explanations if e.range_index == ri), None)
+    return f"range {ri}: {text}" if text else f"range {ri}"
+
+
+def _gallery_unit(card: Card, tiles: UnitTiles | None, iou: float, ri: int | None,
+                  role: str) -> GalleryUnit:
+    key = "top" if ri is None else f"r{ri}"
+    rows = tiles.sprite_rows if tiles else []
+    return GalleryUnit(card.layer, card.unit, iou, role,
+                       card.href.removeprefix("../") if card.href else None,
+                       card.sprite.removeprefix("../") if card.sprite else None,
+                       card.sprite_width, card.sprite_height,
+                       rows.index(key) if key in rows else None)
+
+
+def concept_gallery(results: JobResults, cards: dict[str, list[Card]],
+                    tiles: dict[str, dict[int, UnitTiles]], k: int = 5
+                    ) -> list[tuple[str, list[GalleryUnit]]]:
+    """Per concept (by name) its ``k`` best units at IoU >= the job's threshold, by
+    :func:`unit_concepts`; ties to the lower layer (spec order), then the lower unit."""
+    found: dict[str, list[tuple[float, int, int, int | None, str]]] = defaultdict(list)
+    for li, layer in enumerate(results.layers):
+        for rec in results.records(layer):
+            for name, (iou, ri) in unit_concepts(rec, results.spec.method.kind).items():
+                if iou >= results.iou_threshold:
+                    found[name].append((-iou, li, rec.unit, ri, _role(rec, ri)))
+    by_unit = {(layer, c.unit): c for layer in cards for c in cards[layer]}
+    out = []
+    for name in sorted(found, key=lambda n: (fix(n), n)):
+        best = sorted(found[name], key=lambda f: f[:3])[:k]
+        out.append((fix(name), [
+            _gallery_unit(by_unit[(layer, u)], tiles[layer].get(u), -iou, ri, role)
+            for iou, li, u, ri, role in best for layer in [results.layers[li]]]))
+    return out
 
 
 def head_weights(results: JobResults) -> tuple[np.ndarray | None, str]:

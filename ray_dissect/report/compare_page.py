@@ -190,7 +190,7 @@ def _side(side: Side, out: AnyPath) -> dict[str, Any]:
 def _row(out: AnyPath, sides: tuple[Side, Side], i: int,
          maps: tuple[dict[int, tuple[np.ndarray, str]], ...]) -> dict[str, Any]:
     job = sides[0].job
-    image = vt.network_view(job.image(i), job.spec.model.preprocess.size)
+    image = vt.network_view(job.view(i), job.spec.model.preprocess.size)
     scale = max(1, -(-IMAGE_SIDE // min(image.shape[:2])))
     name = job.dataset.samples[i].image
     pic = _put(out, f"image_{i}.png", vt.rgb_png(image), image.shape, f"image {i}: {name}")

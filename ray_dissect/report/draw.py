@@ -237,7 +237,7 @@ class _Painter:
 
     def image(self, index: int) -> np.ndarray:
         try:
-            return self.results.image(index)
+            return self.results.view(index)
         except BadSampleError:
             return np.full((8, 8, 3), 128, np.uint8)
 

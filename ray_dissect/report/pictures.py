@@ -43,7 +43,7 @@ def network_image(results: JobResults, index: int, size: int) -> tuple[np.ndarra
     """Image ``index`` as the network saw it, (size, size, 3) uint8, and whether it was
     readable (an unreadable one is shown grey)."""
     try:
-        return vt.network_view(results.image(index), size), True
+        return vt.network_view(results.view(index), size), True
     except BadSampleError:
         return np.full((size, size, 3), 128, np.uint8), False
 

@@ -61,7 +61,7 @@ def kept_maps(results: JobResults, layer: str, units: tuple[int, int]) -> dict[i
 
 def _view(results: JobResults, index: int, size: int) -> np.ndarray:
     try:
-        return vt.network_view(results.image(index), size)
+        return vt.network_view(results.view(index), size)
     except BadSampleError:
         return np.full((size, size, 3), 128, np.uint8)
 

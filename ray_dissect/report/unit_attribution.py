@@ -83,7 +83,7 @@ class UnitAttributionBlock:
                  size: int) -> None:
         from ray_dissect.visualize.display import overlay
 
-        image = vt.network_view(self.results.image(index), size)
+        image = vt.network_view(self.results.view(index), size)
         path = out / f"units/{self.key}/{unit}_attr_{j}.png"
         storage.makedirs(path.parent)
         storage.write_bytes(path, vt.rgb_png(overlay(image, heat)))

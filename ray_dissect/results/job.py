@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ray_dissect import storage
+from ray_dissect.concepts.cropped import read_labels
 from ray_dissect.datasets.base import ConceptDataset
 from ray_dissect.errors import RayDissectError, SpecError, StoreError
 from ray_dissect.job.layout import JobDir, layer_key
+from ray_dissect.models.crop import resize_crop
 from ray_dissect.records.build import summarize_layer
 from ray_dissect.records.io import read_unit_records
 from ray_dissect.records.schema import (
@@ -179,13 +181,26 @@ class JobResults:
         """
         return self._cached("image", index, self.dataset.read_image)
 
+    def view(self, index: int) -> np.ndarray:
+        """Image ``index`` as the network's input covers it: with ``preprocess.resize`` the
+        (size, size, 3) uint8 centre crop, else the dataset image (cached as :meth:`image`).
+
+        Raises:
+            BadSampleError: the image cannot be read.
+        """
+        resize, size = self.spec.model.preprocess.resize, self.spec.model.preprocess.size
+        if resize is None:
+            return self.image(index)
+        return self._cached("view", index, lambda i: resize_crop(self.image(i), resize, size))
+
     def labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Dataset labels of image ``index``: pixel (L, sh, sw) and whole (n,) int32 (cached
-        as :meth:`image`)."""
+        """Dataset labels of image ``index``: pixel (L, sh, sw) and whole (n,) int32, the
+        pixel labels cropped like :meth:`view` (cached as :meth:`image`)."""
         dataset = self.dataset
         if not isinstance(dataset, ConceptDataset):  # format images: no labels to outline
             return np.zeros((0, 1, 1), np.int32), np.zeros(0, np.int32)
-        return self._cached("labels", index, dataset.read_labels)
+        pre = self.spec.model.preprocess
+        return self._cached("labels", index, lambda i: read_labels(dataset, i, pre))
 
     def _cached(self, kind: str, index: int, read: Any) -> Any:
         key = (kind, index)

@@ -136,6 +136,13 @@ class JobSpec(Frozen):
     """Which units of each layer to dissect: `all`, a list of unit indices (applied to every
     layer), or `{random: N, seed: S}` (CCE's `--random_units`, a seeded draw per layer)."""
 
+    @model_validator(mode="after")
+    def _blackout_without_crop(self) -> JobSpec:
+        if self.model.preprocess.resize is not None and self.studies.concept_blackout:
+            raise ValueError("studies.concept_blackout does not support model.preprocess.resize "
+                             "(it blacks out whole images); drop one of them")
+        return self
+
     @property
     def dissects(self) -> bool:
         """Whether the job scores concepts (any method kind but ``none``)."""

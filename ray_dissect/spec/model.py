@@ -19,10 +19,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class PreprocessSpec(Frozen):
-    """Images are resized to ``size`` x ``size`` (bilinear), scaled to [0, 1] and normalised."""
+    """Images are resized to ``size`` x ``size`` (bilinear), scaled to [0, 1] and normalised;
+    with ``resize``, resized so the shorter side is ``resize``, then centre-cropped to ``size``
+    (the concept masks cropped alike)."""
 
     size: Annotated[int, Field(gt=0, le=4096)] = 224
-    """Images are resized to size x size pixels (bilinear) before the model."""
+    """Images are resized to size x size pixels (bilinear) before the model; with `resize`,
+    the side of the centre crop."""
+    resize: Annotated[int | None, Field(gt=0, le=4096), ADDED_LATER] = None
+    """Resize-then-centre-crop (torchvision's Resize(resize) + CenterCrop(size)): the shorter
+    side is resized to `resize` (>= `size`), then the central size x size window is kept; the
+    concept masks are cropped to the same window. Default: no crop (the whole image, squashed
+    to size x size)."""
     mean: tuple[float, float, float] = IMAGENET_MEAN
     """Per-channel (R, G, B) mean subtracted after scaling to [0, 1] (ImageNet's)."""
     std: tuple[Annotated[float, Field(gt=0)], ...] = IMAGENET_STD
@@ -34,6 +42,13 @@ class PreprocessSpec(Frozen):
         if len(value) != 3:
             raise ValueError(f"needs 3 values (R, G, B), got {len(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> PreprocessSpec:
+        if self.resize is not None and self.resize < self.size:
+            raise ValueError(f"resize {self.resize} is smaller than the crop size {self.size}; "
+                             "set resize >= size (e.g. resize 256, size 224)")
+        return self
 
 
 class LayerLayout(Frozen):

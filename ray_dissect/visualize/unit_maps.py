@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ray_dissect.errors import DatasetError, SpecError
+from ray_dissect.models.crop import resize_crop
 from ray_dissect.models.extract import Extractor
 from ray_dissect.spec import ModelSpec
 
@@ -91,7 +92,9 @@ def unit_views(model: ModelSpec, layer: str, unit: int, images: Sequence[np.ndar
         raise SpecError(f"unit {unit} of layer {layer!r}",
                         expected=f"0 <= unit < {maps.shape[1]}")
     heats = upsample(maps[:, unit], size)
-    seen = [np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
+    resize = model.preprocess.resize
+    seen = [resize_crop(img, resize, size) if resize is not None
+            else np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
             if img.shape[:2] != (size, size) else img for img in images]
     return [UnitView(img, heat, overlay(img, heat),
                      None if threshold is None else reveal(img, heat, threshold))

@@ -26,7 +26,7 @@ def concept_work(env: WorkEnv, shard: int) -> int:
     """Build the concept index of one shard: write its set ids (Zarr) and set table (npz)."""
     shard_images = env.spec.resources.shard_images
     start, stop = shard_range(shard, shard_images, len(env.concept_dataset))
-    part = build_shard(env.concept_dataset, start, stop)
+    part = build_shard(env.concept_dataset, start, stop, env.spec.model.preprocess)
     storage.save_npz(env.job.concept_shard(shard), set_indptr=part.set_indptr,
                      set_labels=part.set_labels, image_indptr=part.image_indptr,
                      image_sets=part.image_sets, image_counts=part.image_counts,
@@ -81,8 +81,11 @@ def finish(ctx: JobContext) -> int:
 
 
 def covers(data: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
-    """The index depends on the dataset and its shards."""
-    return {"dataset": data["dataset"], "shard_images": resources(data)["shard_images"]}
+    """The index depends on the dataset and its shards (and the crop, when one is set)."""
+    crop = data["model"]["preprocess"]
+    later = {"crop": [crop["resize"], crop["size"]]} if "resize" in crop else {}  # set: hashed
+    return {"dataset": data["dataset"], "shard_images": resources(data)["shard_images"],
+            **later}
 
 
 def outputs(job: JobDir) -> tuple[AnyPath, ...]:

@@ -325,6 +325,9 @@
       Array.prototype.forEach.call(body.rows, function (row) {
         row.hidden = want !== null && row.getAttribute("data-c") !== want;
       });
+      Array.prototype.forEach.call(document.querySelectorAll("section.gallery"), function (s) {
+        s.hidden = want !== null && s.getAttribute("data-c") !== want;
+      });
       var note = document.getElementById("cfilter");
       note.textContent = want === null ? "" : "Showing units detecting \u201c" + want + "\u201d.";
     };
