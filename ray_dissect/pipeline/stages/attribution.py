@@ -260,8 +260,8 @@ def _feature_map_shape(model: Any, spec: JobSpec, attribution: AttributionSpec) 
         return {}
     field = "feature_layers" if attribution.feature_layers else "layer"
     shapes: Shapes = {}
-    for name, shape, _ in probe_layers(model, spec.model.preprocess.size,
-                                       list(attribution.map_layers)):
+    for name, shape, _ in probe_layers(model, spec.model.preprocess.size,  # tokens: as maps
+                                       list(attribution.map_layers), spec.model.layouts):
         if len(shape) != 3:
             raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} does not "
                             "output (channels, h, w) maps", given=shape,
