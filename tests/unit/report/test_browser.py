@@ -186,6 +186,30 @@ def test_method_none_unit_page_opens_on_the_heat_view(browser: Browser,
     _clean(browser)
 
 
+def test_vit_attribution_page(browser: Browser, tmp_path: Path) -> None:
+    """An attribution job on a ViT token layer (tiny_vit) gets a page whose Grad-CAM and
+    feature-map pictures all decode, offline and without errors."""
+    from fixtures.photos import PLANTED, photo_folder, photo_job
+
+    from ray_dissect.pipeline.run import run_stages
+    from ray_dissect.pipeline.table import build_report
+    from ray_dissect.results import open_job
+    from ray_dissect.spec import parse_spec
+
+    layer = "encoder.layers.encoder_layer_0"
+    spec = photo_job(photo_folder(tmp_path / "photos"), layers=[layer], model={
+        "factory": f"{PLANTED}:tiny_vit",
+        "preprocess": {"size": 32, "mean": [0, 0, 0], "std": [1, 1, 1]}},
+        analyses={"attribution": {"methods": ["gradcam", "feature_maps"], "layer": layer}})
+    run_stages(parse_spec(spec), tmp_path / "out")
+    site = build_report(open_job(tmp_path / "out"))
+    browser.goto(_url(site, "attribution.html"))
+    decoded = browser.evaluate(DECODE_ALL)
+    assert len(decoded) > 6 and all(width > 0 for _, width in decoded), decoded
+    _not_blank(browser.screenshot(SHOTS / "vit_attribution.png", full_page=True))
+    _clean(browser)
+
+
 def test_studies_page(browser: Browser, studies_site: ReportResult) -> None:
     """The index's nav opens the studies page offline: its four study sections and the
     compare view show, every plot has a size, and nothing goes wrong."""
