@@ -24,7 +24,9 @@ class RandomUnits(Frozen):
     """``{random: N, seed: S}``: N units per layer drawn with seed S (see the module doc)."""
 
     random: Annotated[int, Field(ge=1)]
+    """How many units of each layer to draw (at most the layer's width)."""
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    """Seed of the draw (with the layer's name, so each layer gets its own sample)."""
 
 
 UnitList = Annotated[tuple[Annotated[int, Field(ge=0)], ...], Field(min_length=1), UNIQUE]
