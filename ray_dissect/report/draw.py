@@ -10,8 +10,9 @@ maps the rows show; images and label maps are read through the results' cache.
 
 Writes, relative to the report directory: ``img/<layer>/<unit>.jpg`` (the card's sprite: one row
 per range, or the top row, ``sprite_tiles`` thumbnails each) and, for units with a page,
-``units/<layer>/<unit>_<row>.jpg`` (+ ``_raw``, ``_concept``), one full-size strip per row and
-view.
+``units/<layer>/<unit>_<row>.jpg`` (+ ``_raw``, ``_concept``, ``_heat``), one full-size strip
+per row and view (overlay style: ``.png`` overlays over shared images, ``_heat.png`` the unit's
+upsampled map in jet).
 """
 
 from __future__ import annotations
@@ -274,7 +275,7 @@ class _Painter:
         masks = tl.range_mask(stack, self.mask_shape, lo, plan.hi, plan.inclusive)
         concepts = (np.stack([tl.formula_mask(plan.concept, *self.labels(i))
                               for i, _ in plan.images]) if plan.concept is not None else None)
-        views = self._views(plan, masks, concepts)
+        views = self._views(plan, stack, masks, concepts)
         k = self.style.sprite_tiles
         small = [self.source(i, self.style.thumb) for i, _ in plan.images[:k]]
         thumbs = tl.compose_row(small, masks[:k], None, ["mask"], self.style)["mask"]
@@ -287,15 +288,23 @@ class _Painter:
                      zip(plan.images, peaks, masks, strict=True))]
         return {str(v): tiles for v, tiles in views.items()}, thumbs, infos
 
-    def _views(self, plan: RowPlan, masks: np.ndarray, concepts: np.ndarray | None
-               ) -> dict[tl.View, np.ndarray]:
+    def _views(self, plan: RowPlan, stack: np.ndarray, masks: np.ndarray,
+               concepts: np.ndarray | None) -> dict[tl.View, np.ndarray]:
         """The full-size tiles per view, or (overlay style) the overlays' palette indices:
-        ``mask`` (k, size, size) and ``concept`` when the row outlines one."""
+        ``mask`` (k, size, size), ``concept`` when the row outlines one, and ``heat`` (the
+        (k, h, w) maps ``stack`` as :func:`~ray_dissect.report.tiles.heat_levels`)."""
+        size = self.style.size
+        heat = tl.heat_levels(stack, size) if "heat" in self.style.views else None
         if not self.style.overlay:
-            return tl.compose_row([self.source(i, self.style.size) for i, _ in plan.images],
-                                  masks, concepts, self.style.views, self.style)
-        shown, outline = tl.overlay_indices(masks, concepts, self.style.size, self.style)
-        return {"mask": shown} if outline is None else {"mask": shown, "concept": outline}
+            return tl.compose_row([self.source(i, size) for i, _ in plan.images],
+                                  masks, concepts, self.style.views, self.style, heat)
+        shown, outline = tl.overlay_indices(masks, concepts, size, self.style)
+        views: dict[tl.View, np.ndarray] = {"mask": shown}
+        if outline is not None:
+            views["concept"] = outline
+        if heat is not None:
+            views["heat"] = heat
+        return views
 
     def _write_row(self, unit: int, plan: RowPlan, views: dict[str, np.ndarray],
                    thumbs: np.ndarray, infos: list[TileInfo]) -> RowTiles:
@@ -320,7 +329,8 @@ class _Painter:
             self.shared_source(index)
         for view, indices in views.items():
             name = f"units/{self.key}/{unit}_{plan.key}" + ("" if view == "mask" else f"_{view}")
-            self._write_bytes(f"{name}.png", tl.encode_overlay(indices, size, gap))
+            palette = tl.heat_palette() if view == "heat" else tl.OVERLAY_RGBA
+            self._write_bytes(f"{name}.png", tl.encode_overlay(indices, size, gap, palette))
             files[view] = f"{name}.png"
         k = len(plan.images)
         return RowTiles(key=plan.key, kind=plan.kind, title=plan.title,

@@ -86,7 +86,8 @@ class TileInfo(_Model):
 class RowTiles(_Model):
     """One row of tiles of a unit: a full-size strip per view on its unit page, or with
     ``overlay`` the shared raw images (``img/src/<height>/<index>.jpg``) under a transparent
-    PNG strip per view (``files``: ``mask``, and ``concept`` when a concept is outlined)."""
+    PNG strip per view (``files``: ``mask``, ``concept`` when a concept is outlined, and
+    ``heat``, the unit's upsampled map in jet)."""
 
     key: str
     kind: RowKind

@@ -118,5 +118,12 @@ def _unit_page(site: Site, results: JobResults, rec: UnitRecord, tiles: UnitTile
     u = rec.unit
     ctx = unit_context(results, rec, tiles, around, classes)
     site.page(f"units/{layer_key(rec.layer)}/{u}.html", "unit.html", page_kind="unit",
-              views=list(style.views), tile=style.size, gap=style.gap, rf=rf,
+              views=list(style.views), tiles_view=default_view(style, ctx["concepts"]),
+              tile=style.size, gap=style.gap, rf=rf,
               unit_attr=unit_attr, **ctx)
+
+
+def default_view(style: TileStyle, concepts: bool) -> str:
+    """The unit page's first tile view: the unit mask, or its heat-map without a dissection
+    (method none: nothing is masked)."""
+    return "heat" if not concepts and "heat" in style.views else "mask"

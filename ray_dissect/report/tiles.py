@@ -25,8 +25,8 @@ CONTOUR_RGB = (0xF0, 0xE4, 0x42)
 HALO_RGB = (0, 0, 0)
 CONCEPT_RGB = (0x56, 0xB4, 0xE9)
 GAP = 255  # white gaps between tiles
-View = Literal["raw", "mask", "concept"]
-VIEWS: tuple[View, ...] = ("mask", "raw", "concept")
+View = Literal["raw", "mask", "concept", "heat"]
+VIEWS: tuple[View, ...] = ("mask", "raw", "concept", "heat")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class TileStyle:
         sprite_tiles: tiles per sprite row.
         dim: brightness kept outside the mask.
         contour: draw the contour (and halo) just outside the mask.
-        views: which strips to write per row (``raw`` and ``concept`` feed the unit page's
-            toggles; ``mask`` is the default view).
+        views: which strips to write per row (``raw``, ``concept`` and ``heat`` feed the unit
+            page's toggles; ``mask`` is the default view, ``heat`` without a dissection).
         quality: JPEG quality of strips.
         sprite_quality: JPEG quality of the unit cards' sprites (64-px thumbnails).
         overlay: unit pages show each image once for the whole report (``img/src/<size>/
@@ -162,23 +162,27 @@ def source(image: np.ndarray, size: int, style: TileStyle) -> Source:
 
 def compose_row(sources: Sequence[Source], masks: np.ndarray | None,
                 concepts: np.ndarray | None, views: Sequence[View],
-                style: TileStyle) -> dict[View, np.ndarray]:
+                style: TileStyle, heat: np.ndarray | None = None) -> dict[View, np.ndarray]:
     """The tiles of one row in each view.
 
     Args:
         sources: k images at tile size (:func:`source`).
         masks: (k, sh, sw) bool scored unit masks, or None (nothing dimmed).
         concepts: (k, sh, sw) bool concept masks outlined in the ``concept`` view, or None.
-        views: ``raw`` (the image), ``mask`` (dimmed outside the mask, contour) and/or
-            ``concept`` (the mask view plus the dashed concept outline).
+        views: ``raw`` (the image), ``mask`` (dimmed outside the mask, contour),
+            ``concept`` (the mask view plus the dashed concept outline) and/or ``heat`` (the
+            raw image under the heat palette).
+        heat: (k, size, size) uint8 :func:`heat_levels` for the ``heat`` view, or None.
 
     Returns:
         per view, (k, size, size, 3) uint8.
     """
     base = np.stack([src.base for src in sources])
-    if masks is None:
-        return {v: base for v in views}
     out: dict[View, np.ndarray] = {"raw": base}
+    if heat is not None:
+        out["heat"] = blend(base, heat, heat_palette())
+    if masks is None:
+        return {v: out.get(v, base) for v in views}
     inside = resize_nearest(masks, base.shape[1])
     shown = np.stack([src.dimmed for src in sources])
     np.copyto(shown, base, where=np.repeat(inside[..., None], 3, axis=-1))  # no broadcast: 2x
@@ -193,7 +197,23 @@ def compose_row(sources: Sequence[Source], masks: np.ndarray | None,
             _paint(with_concept, dashed_boundary(resize_nearest(concepts, base.shape[1])),
                    CONCEPT_RGB)
         out["concept"] = with_concept
-    return {v: out[v] for v in views}
+    return {v: out.get(v, base) for v in views}
+
+
+def blend(base: np.ndarray, indices: np.ndarray,
+          palette: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
+    """Palette overlays composited on images (source-over, as a browser draws them).
+
+    Args:
+        base: (..., H, W, 3) uint8 images.
+        indices: (..., H, W) uint8 palette indices.
+
+    Returns:
+        (..., H, W, 3) uint8, ``rint(base * (1 - a) + rgb * a)``, ``a = alpha / 255``.
+    """
+    table = np.asarray(palette, dtype=np.float64)
+    rgb, alpha = table[indices, :3], table[indices, 3:] / 255.0
+    return np.rint(base * (1.0 - alpha) + rgb * alpha).astype(np.uint8)
 
 
 def compose_tile(image: np.ndarray, mask: np.ndarray | None, concept: np.ndarray | None,
@@ -268,16 +288,55 @@ def overlay_indices(masks: np.ndarray | None, concepts: np.ndarray | None, size:
     return out, np.where(line, OVERLAY_CONCEPT, OVERLAY_CLEAR).astype(np.uint8)
 
 
-def encode_overlay(indices: np.ndarray, size: int, gap: int) -> bytes:
+HEAT_LEVELS = 32
+HEAT_ALPHA = 153
+"""Heat overlays: the row's maps in ``HEAT_LEVELS`` jet steps at alpha 153/255 (0.6); palette
+index 0 is clear (non-finite values), index 1 + j the level j."""
+
+
+def heat_palette() -> tuple[tuple[int, int, int, int], ...]:
+    """The heat overlay's RGBA palette: clear, then jet at ``j / (HEAT_LEVELS - 1)``."""
+    from ray_dissect.visualize.display import jet
+
+    rgb = np.rint(255.0 * jet(np.arange(HEAT_LEVELS) / (HEAT_LEVELS - 1))).astype(int)
+    return ((0, 0, 0, 0), *((int(r), int(g), int(b), HEAT_ALPHA) for r, g, b in rgb))
+
+
+def heat_levels(maps: np.ndarray, size: int) -> np.ndarray:
+    """The heat overlay of one row: each (h, w) map upsampled to the tile (bilinear,
+    ``align_corners=False``), min-max scaled over the whole row (so tiles compare), and cut
+    into :data:`HEAT_LEVELS` equal steps.
+
+    Args:
+        maps: (k, h, w) float32 activation maps of one unit.
+
+    Returns:
+        (k, size, size) uint8 palette indices of :func:`heat_palette` (0 where non-finite).
+    """
+    from ray_dissect.concepts.masks import upsample
+
+    up = upsample(np.asarray(maps, dtype=np.float32), (size, size)).astype(np.float64)
+    fin = np.isfinite(up)
+    if not fin.any():
+        return np.zeros(up.shape, np.uint8)
+    low, high = float(up[fin].min()), float(up[fin].max())
+    scaled = (up - low) / (high - low) if high > low else np.zeros_like(up)
+    level = np.minimum(np.floor(np.where(fin, scaled, 0.0) * HEAT_LEVELS), HEAT_LEVELS - 1)
+    return np.where(fin, level + 1, 0).astype(np.uint8)
+
+
+def encode_overlay(indices: np.ndarray, size: int, gap: int,
+                   palette: Sequence[tuple[int, int, int, int]] = OVERLAY_RGBA) -> bytes:
     """(k, size, size) palette indices -> one transparent PNG strip (k tiles, clear
-    ``gap``-px gaps; fixed settings, same input same bytes)."""
+    ``gap``-px gaps; ``palette``: RGBA per index, index 0 clear; fixed settings, same input
+    same bytes)."""
     k = max(len(indices), 1)
     pixels = np.zeros((size, k * size + (k - 1) * gap), np.uint8)
     for i, tile in enumerate(indices):
         pixels[:, i * (size + gap): i * (size + gap) + size] = tile
     image = Image.frombytes("P", (pixels.shape[1], pixels.shape[0]), pixels.tobytes())
-    image.putpalette([c for rgba in OVERLAY_RGBA for c in rgba[:3]])
-    image.info["transparency"] = bytes(rgba[3] for rgba in OVERLAY_RGBA)
+    image.putpalette([c for rgba in palette for c in rgba[:3]])
+    image.info["transparency"] = bytes(rgba[3] for rgba in palette)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()

@@ -65,8 +65,11 @@ def prism_context(site: Site, results: JobResults) -> dict[str, Any]:
              else None)
     size, bad = results.spec.model.preprocess.size, results.bad_images()
     top = _predictions(results, store)
+    alpha = (arrays.open_array(store, "alpha") if spec.saliency == "gradcam"
+             and complete(store, "alpha") else None)
     rows = [_prism_row(site, results, i, size, image_rgb, presence) | {"bad": i in bad}
-            | {"split": _split(site, i, split), "top": top.get(i, "")}
+            | {"split": _split(site, i, split), "top": top.get(i, ""),
+               "rgba": _rgba(site, i, image_rgb, alpha)}
             for i, image_rgb in _by_block(rgb)]
     groups = [] if clusters is None else [
         {"cluster": int(c), "rows": [rows[i] for i in np.flatnonzero(clusters == c)]}
@@ -129,6 +132,16 @@ def _prism_row(site: Site, results: JobResults, i: int, size: int, rgb: np.ndarr
                                   f"{len(codes)} quantised colours present in image {i}",
                                   scale=1)
     return row
+
+
+def _rgba(site: Site, i: int, rgb: np.ndarray, alpha: Any) -> dict[str, Any] | None:
+    """PRISM fused with Grad-CAM: image ``i``'s colours with its ``alpha`` channel as an
+    RGBA picture (None without ``saliency: gradcam``)."""
+    if alpha is None:
+        return None
+    colours = vt.to_uint8_rgb(rgb)
+    return picture(site, f"prism/{i}_rgba.png", vt.rgba_png(colours, np.asarray(alpha[i, 0])),
+                   colours.shape, f"PRISM colours of image {i} with its Grad-CAM as alpha")
 
 
 def _split(site: Site, i: int, split: Any) -> list[dict[str, Any]]:

@@ -74,6 +74,14 @@ def rgb_png(pixels: np.ndarray) -> bytes:
     return encode_png(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="RGB"))
 
 
+def rgba_png(pixels: np.ndarray, alpha: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 colours and (H, W) float alpha in [0, 1] -> RGBA PNG (alpha
+    ``rint(255 * a)``)."""
+    a = np.rint(255.0 * np.clip(np.nan_to_num(alpha, nan=0.0), 0.0, 1.0)).astype(np.uint8)
+    rgba = np.concatenate([np.asarray(pixels, np.uint8), a[..., None]], axis=-1)
+    return encode_png(Image.fromarray(np.ascontiguousarray(rgba), mode="RGBA"))
+
+
 def to_uint8_rgb(values: np.ndarray) -> np.ndarray:
     """(3, H, W) float in [0, 1] (PRISM's ``rgb``) -> (H, W, 3) uint8, clipped."""
     arr = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)

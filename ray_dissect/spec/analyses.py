@@ -218,8 +218,10 @@ class PrismSpec(Frozen):
     those common to every image (``inclusive``) or the others (``exclusive``), before GE as
     TorchPRISM. ``split_rgb`` adds per-channel panels;
     ``clusters`` groups the images by k-means of their colour presence (seeded by ``seed``).
-    The driver holds the whole set's maps (images x 3 x H x W float32, more with
-    ``split_rgb``), hence ``limit`` (64 by default).
+    ``saliency: gradcam`` (TorchPRISM's ``--saliency=gradcam``) adds the Grad-CAM of each
+    image's predicted class at ``layer``, min-max scaled per image, as a fourth (alpha)
+    channel at the colours' resolution. The driver holds the whole set's maps (images x 3 x
+    H x W float32, more with ``split_rgb``), hence ``limit`` (64 by default).
     """
 
     layer: str
@@ -240,6 +242,8 @@ class PrismSpec(Frozen):
     """Seed of that k-means."""
     limit: Annotated[int, Field(gt=0)] = 64
     """PRISM of the first N images (the driver holds all their maps)."""
+    saliency: Annotated[Literal["none", "gradcam"], ADDED_LATER] = "none"
+    """`gradcam`: the predicted class's Grad-CAM at `layer` as the colours' alpha channel."""
 
     @model_validator(mode="after")
     def _ge_needs_layers(self) -> PrismSpec:

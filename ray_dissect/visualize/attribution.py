@@ -11,7 +11,10 @@ the outputs, as in the journey seed's robot model).
   every rectifier the forward calls, module or functional (:mod:`.guided`; captum's
   ``GuidedBackprop`` only sees ``nn.ReLU`` modules). A model without one is refused.
 - ``gradcam``: captum ``LayerGradCam(..., relu_attributions=True)`` at the named layer,
-  upsampled bilinearly (``align_corners=False``) to H x W.
+  upsampled bilinearly (``align_corners=False``) to H x W. A token layer (ViT: (B, T, C), or
+  any layer with a declared ``layout``) is read as (B, C, h, w) maps exactly as extraction
+  reads it (:func:`ray_dissect.models.layout.as_maps`): the layer's output and its gradient
+  are both reshaped, then ``relu(sum_c mean_hw(dS/dA_c) A_c)``, the same formula.
 - ``cam``: the head-weighted sum of the global-average-pool input maps, ``sum_c W[t, c] A_c``
   (no ReLU, no bias), for models conv -> GAP -> linear head; upsampled the same way.
 - ``guided_gradcam``: ``guided_backprop`` times the upsampled ``gradcam``, pixel by pixel.
@@ -40,6 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ray_dissect.errors import LayerNotFoundError, SpecError
+from ray_dissect.models.layout import as_maps
+from ray_dissect.spec import LayerLayout
 from ray_dissect.visualize import methods as mt
 from ray_dissect.visualize.display import Crop, crop, jet, overlay, tile, to_display
 from ray_dissect.visualize.guided import guided_gradients
@@ -129,11 +134,14 @@ class AttributionRunner:
             ``attribute_to_layer_input``), e.g. ``layer="_avg_pooling"`` for the GAP input of
             EfficientNet-Lite, whose last ReLU6 module is reused.
         params: settings of integrated gradients, smoothgrad, occlusion and Score-CAM.
+        layout: how the layer's output is read as maps (the job's ``model.layouts`` entry);
+            None: 4-D outputs are (B, C, h, w), 3-D ones ViT tokens (inferred).
     """
 
     def __init__(self, model: nn.Module, layer: str | None = None, head: str | None = None,
-                 *, layer_input: bool = False, params: mt.MethodParams | None = None) -> None:
-        self.params = params or mt.MethodParams()
+                 *, layer_input: bool = False, params: mt.MethodParams | None = None,
+                 layout: LayerLayout | None = None) -> None:
+        self.params, self.layout = params or mt.MethodParams(), layout
         if model.training:
             log.debug("AttributionRunner: switching the model to eval mode")
         self.model = model.eval()
@@ -306,6 +314,10 @@ class _Work:
     def _gradcam(self) -> Tensor:
         from captum.attr import LayerGradCam
 
+        if _laid_out(self.probe.maps, self.run.layout):  # tokens: captum would mix axes
+            maps, grads = self.get_pair()
+            return F.relu((grads.mean((2, 3), keepdim=True) * maps).sum(1)).float()
+
         gc = LayerGradCam(self.scorer, self.run.layer)
         maps = gc.attribute(self.images, target=self.targets, relu_attributions=True,
                             attribute_to_layer_input=self.run.layer_input)
@@ -322,17 +334,20 @@ class _Work:
             score = self._score(self._leaf()).sum()
         finally:
             hook.remove()
-        maps = _spatial(seen[0] if len(seen) == 1 else None, self.run.layer_name)
-        (grads,) = torch.autograd.grad(score, maps)
-        return maps.detach(), grads.detach()
+        maps = self._spatial(seen[0] if len(seen) == 1 else None)
+        (grads,) = torch.autograd.grad(score, seen[0])  # the output itself: a view is no input
+        return maps.detach(), self._spatial(grads).detach()
+
+    def _spatial(self, maps: Tensor | None) -> Tensor:
+        return _spatial(maps, self.run.layer_name, self.run.layout)
 
     def _scorecam(self) -> Tensor:
-        maps = _spatial(self.probe.maps, self.run.layer_name)
+        maps = self._spatial(self.probe.maps)
         return mt.scorecam(self.scorer, self.images, maps, self.targets, self.run.params,
                            probabilities=not self.regression)
 
     def _cam(self) -> Tensor:
-        maps = _spatial(self.probe.maps, self.run.layer_name)
+        maps = self._spatial(self.probe.maps)
         head = self.run.head
         if not isinstance(head, nn.Linear) or self.probe.head_input is None:
             raise SpecError(f"head {self.run.head_name!r} did not run in the forward",
@@ -343,7 +358,18 @@ class _Work:
         return torch.einsum("bc,bchw->bhw", rows.detach(), maps).float()
 
 
-def _spatial(maps: Tensor | None, name: str | None) -> Tensor:
+def _laid_out(maps: Tensor | None, layout: LayerLayout | None) -> bool:
+    """Whether a layer's output needs :func:`as_maps` (tokens, channels last)."""
+    return maps is not None and (maps.dim() == 3 or (layout is not None and
+                                                     layout.kind != "nchw"))
+
+
+def _spatial(maps: Tensor | None, name: str | None, layout: LayerLayout | None = None
+             ) -> Tensor:
+    """(B, C, h, w) maps of a layer's output, read in its layout (a view)."""
+    if _laid_out(maps, layout):
+        assert maps is not None
+        maps = as_maps(name or "", maps, layout)
     if maps is None or maps.dim() != 4:
         raise SpecError(f"layer {name!r} does not give (B, C, h, w) maps",
                         given=None if maps is None else tuple(maps.shape),
@@ -367,18 +393,19 @@ def _check_gap(maps: Tensor, head_input: Tensor, logits: Tensor, head: nn.Linear
                         given=head.out_features, expected=f"{logits.shape[1]} outputs")
 
 
-def layer_maps(model: nn.Module, layer: str, images: Tensor, *,
-               layer_input: bool = False) -> Tensor:
-    """A layer's raw maps: (B, C, h, w) float32 from one no-grad forward (model in eval)."""
+def layer_maps(model: nn.Module, layer: str, images: Tensor, *, layer_input: bool = False,
+               layout: LayerLayout | None = None) -> Tensor:
+    """A layer's raw maps: (B, C, h, w) float32 from one no-grad forward (model in eval),
+    token and channels-last outputs read in ``layout`` as extraction reads them."""
     run = AttributionRunner(model, layer, layer_input=layer_input)
     probe = run._probe(_check_images(images), with_layer=True, with_head=False)
-    return _spatial(probe.maps, layer).float()
+    return _spatial(probe.maps, layer, layout).float()
 
 
-def feature_maps(model: nn.Module, layer: str, images: Tensor, *,
-                 layer_input: bool = False) -> np.ndarray:
+def feature_maps(model: nn.Module, layer: str, images: Tensor, *, layer_input: bool = False,
+                 layout: LayerLayout | None = None) -> np.ndarray:
     """A layer's maps as grey images: (B, C, h, w) uint8, each map min-max scaled."""
-    return to_display(layer_maps(model, layer, images, layer_input=layer_input))
+    return to_display(layer_maps(model, layer, images, layer_input=layer_input, layout=layout))
 
 
 def weights(model: nn.Module, layer: str | None = None) -> np.ndarray:

@@ -30,14 +30,19 @@ class Crop:
     image: np.ndarray
 
 
-def to_display(maps: Tensor | np.ndarray) -> np.ndarray:
-    """Min-max per image over the last two axes: (..., H, W) -> uint8; constant maps give 0."""
+def to_unit(maps: Tensor | np.ndarray) -> np.ndarray:
+    """Min-max per map over the last two axes: (..., H, W) -> float64 in [0, 1]; constant
+    maps give 0."""
     arr = maps.detach().float().cpu().numpy() if isinstance(maps, Tensor) else np.asarray(maps)
     arr = arr.astype(np.float64)
     low = arr.min(axis=(-2, -1), keepdims=True)
     span = arr.max(axis=(-2, -1), keepdims=True) - low
-    scaled = np.where(span > _EPS, (arr - low) / np.where(span > _EPS, span, 1.0), 0.0)
-    return np.rint(255.0 * scaled).astype(np.uint8)
+    return np.where(span > _EPS, (arr - low) / np.where(span > _EPS, span, 1.0), 0.0)
+
+
+def to_display(maps: Tensor | np.ndarray) -> np.ndarray:
+    """Min-max per image over the last two axes: (..., H, W) -> uint8; constant maps give 0."""
+    return np.rint(255.0 * to_unit(maps)).astype(np.uint8)
 
 
 def jet(values: np.ndarray) -> np.ndarray:

@@ -132,8 +132,9 @@ def _batch_maps(env: WorkEnv, spec: AttributionSpec, images: list[np.ndarray], r
     from ray_dissect.visualize.attribution import AttributionRunner, feature_maps
 
     head = spec.head or (default_head(env.model) if "cam" in spec.methods else None)
+    layouts = env.spec.model.layouts
     runner = AttributionRunner(env.model, spec.layer, head, layer_input=spec.layer_input,
-                               params=method_params(spec))
+                               params=method_params(spec), layout=layouts.get(spec.layer or ""))
     x = torch.from_numpy(preprocess(images, env.spec.model.preprocess)).to(env.device)
     classes, probs = _targets(env, spec, x, rows, names)
     gradients: list[str] = [m for m in spec.methods if m in GRADIENT_METHODS]
@@ -147,7 +148,8 @@ def _batch_maps(env: WorkEnv, spec: AttributionSpec, images: list[np.ndarray], r
     if spec.n_targets == 1:
         out = {name: values[:, 0] for name, values in out.items()}
     for layer in spec.map_layers:
-        out[feature_array(spec, layer)] = feature_maps(env.model, layer, x)
+        out[feature_array(spec, layer)] = feature_maps(env.model, layer, x,
+                                                       layout=layouts.get(layer))
     if "gradcam" in out:
         first = out["gradcam"] if spec.n_targets == 1 else out["gradcam"][:, 0]
         out["crop_boxes"] = _boxes(first, spec.crop_threshold)
@@ -258,8 +260,8 @@ def _feature_map_shape(model: Any, spec: JobSpec, attribution: AttributionSpec) 
         return {}
     field = "feature_layers" if attribution.feature_layers else "layer"
     shapes: Shapes = {}
-    for name, shape, _ in probe_layers(model, spec.model.preprocess.size,
-                                       list(attribution.map_layers)):
+    for name, shape, _ in probe_layers(model, spec.model.preprocess.size,  # tokens: as maps
+                                       list(attribution.map_layers), spec.model.layouts):
         if len(shape) != 3:
             raise SpecError(f"job spec field 'analyses.attribution.{field}': {name!r} does not "
                             "output (channels, h, w) maps", given=shape,

@@ -15,12 +15,16 @@ passes and a driver step (:mod:`ray_dissect.visualize.prism` holds the algorithm
    principal-component scores, and per GE layer ``ge_<layer>`` (n, 1, h_i, w_i) float32, its
    channel mean (all GE needs), and the model's top-3 ``top_classes`` (n, 3) int64 and
    ``top_probs`` (n, 3) float32 (one full forward; -1 / NaN when the output is not logits),
-   written whole with their done markers. The driver then reads
+   written whole with their done markers; with ``saliency: gradcam`` also ``gradcam``
+   (n, 1, h, w) float32, Grad-CAM of the predicted class at the PCA layer (captum
+   ``LayerGradCam``, ReLU; 0 for unreadable images). The driver then reads
    them back for the whole set and writes ``rgb`` (n, 3, H, W) float32 (normalised, after GE;
    at h x w without GE), ``codes`` (n, h, w) uint8 quantised colours ``9 r + 3 g + b``
    (255: dropped by ``inclusive`` / ``exclusive``), ``presence`` (n, 27) bool, ``variance``,
    with ``split_rgb`` ``split`` (n, 3, 3, H, W) float32 and with ``clusters`` ``clusters`` (n,)
-   int64 (k-means of the presence vectors). Images that are not valid (unreadable) are left
+   int64 (k-means of the presence vectors), and with ``gradcam`` ``alpha`` (n, 1, H, W) float32,
+   the Grad-CAM upsampled bilinearly (``align_corners=False``) to the rgb's H x W and min-max
+   scaled per image to [0, 1] (a constant map: 0). Images that are not valid (unreadable) are left
    out of every joint step: zero maps, codes 255, no colours, cluster -1.
 
 Driver memory: the whole set's maps, images x 3 x H x W float32 (38 MB for 64 images at 224),
@@ -183,11 +187,34 @@ def maps_work(env: WorkEnv, valid: np.ndarray, shard: int, n: int) -> int:
     for name, chunks in found.items():
         arrays.write_shard(env.job.prism_zarr, name, shard, env.spec.resources.shard_images,
                            np.concatenate(chunks).astype(np.float32))
+    if spec.saliency == "gradcam":
+        arrays.write_shard(env.job.prism_zarr, "gradcam", shard,
+                           env.spec.resources.shard_images, saliency(env, valid, shard, n))
     classes, probs = predictions(env, valid, shard, n)
     shard_images = env.spec.resources.shard_images
     arrays.write_shard(env.job.prism_zarr, "top_classes", shard, shard_images, classes)
     arrays.write_shard(env.job.prism_zarr, "top_probs", shard, shard_images, probs)
     return shard
+
+
+def saliency(env: WorkEnv, valid: np.ndarray, shard: int, n: int) -> np.ndarray:
+    """(b, 1, h, w) float32 Grad-CAM of each predicted class at the PCA layer for the shard's
+    images (zeros for unreadable ones)."""
+    import torch
+
+    from ray_dissect.visualize.attribution import AttributionRunner
+
+    layer, res = _spec(env.spec).layer, env.spec.resources
+    runner = AttributionRunner(env.model, layer, layout=env.spec.model.layouts.get(layer))
+    start, stop = shard_range(shard, res.shard_images, n)
+    chunks = []
+    for b0 in range(start, stop, res.batch_size):
+        b1 = min(b0 + res.batch_size, stop)
+        images, _ = read_batch(env, b0, b1, [])
+        x = torch.from_numpy(preprocess(images, env.spec.model.preprocess)).to(env.device)
+        cam = runner.attribute(x, ["gradcam"], upsample=False)["gradcam"].cpu().numpy()
+        chunks.append(cam[:, None] * np.asarray(valid[b0:b1], np.float32)[:, None, None, None])
+    return np.concatenate(chunks).astype(np.float32)
 
 
 TOP = 3
@@ -235,6 +262,8 @@ def plan(ctx: JobContext) -> Plan | None:
     _, h, w = ctx.shapes[spec.layer]
     shapes = {"components": (n, 3, h, w)} | {ge_name(g): (n, 1, *ctx.shapes[g][1:])
                                               for g in order}
+    if spec.saliency == "gradcam":
+        shapes["gradcam"] = (n, 1, h, w)
     done = None
     dtypes = {"top_classes": "int64"}
     for name, shape in (shapes | {"top_classes": (n, TOP), "top_probs": (n, TOP)}).items():
@@ -277,6 +306,9 @@ def joint_maps(ctx: JobContext) -> dict[str, np.ndarray]:
     fill: dict[str, Any] = {"rgb": 0.0, "codes": DROPPED, "presence": False}
     if spec.split_rgb:
         kept["split"], fill["split"] = split_rgb(rgb).numpy(), 0.0
+    if spec.saliency == "gradcam":
+        cams = arrays.open_array(ctx.job.prism_zarr, "gradcam")[:][keep]
+        kept["alpha"], fill["alpha"] = alpha_channel(cams, (rgb.shape[2], rgb.shape[3])), 0.0
     if spec.clusters is not None:
         k = min(spec.clusters, int(keep.sum()))
         if k < spec.clusters:
@@ -287,6 +319,19 @@ def joint_maps(ctx: JobContext) -> dict[str, np.ndarray]:
     out = {name: _scatter(values, keep, fill[name]) for name, values in kept.items()}
     out["variance"] = pca.explained_variance_ratio.astype(np.float64)
     return out
+
+
+def alpha_channel(cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(n, 1, h, w) Grad-CAM maps -> (n, 1, H, W) float32 in [0, 1]: upsampled bilinearly
+    (``align_corners=False``), min-max per image (TorchPRISM's ``--saliency=gradcam``)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ray_dissect.visualize.display import to_unit
+
+    up = F.interpolate(torch.from_numpy(np.ascontiguousarray(cams, np.float32)), size=size,
+                       mode="bilinear", align_corners=False)
+    return to_unit(up.numpy()).astype(np.float32)
 
 
 def _scatter(values: np.ndarray, keep: np.ndarray, fill: Any) -> np.ndarray:
@@ -312,7 +357,8 @@ def _write_joint(ctx: JobContext, name: str, values: np.ndarray) -> None:
 def joint_names(spec: PrismSpec) -> list[str]:
     """The arrays the driver writes (their done markers say the joint step is complete)."""
     return (["rgb", "codes", "presence", "variance"] + (["split"] if spec.split_rgb else [])
-            + (["clusters"] if spec.clusters is not None else []))
+            + (["clusters"] if spec.clusters is not None else [])
+            + (["alpha"] if spec.saliency == "gradcam" else []))
 
 
 def finish(ctx: JobContext) -> int:

@@ -23,7 +23,8 @@ from ray_dissect.visualize.prism import DROPPED, PrismPCA, cluster_presence, pri
 PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
 N, BAD = 9, 5  # PRISM covers the first 9 images; image 5 is an empty file
 PRISM = {"layer": "features.5", "ge_layers": ["features.1", "features.2"],  # forward order
-         "quantize": "inclusive", "split_rgb": True, "clusters": 3, "limit": N}
+         "quantize": "inclusive", "split_rgb": True, "clusters": 3, "limit": N,
+         "saliency": "gradcam"}
 
 
 def _folder(root: Path) -> Path:
@@ -191,3 +192,46 @@ def test_each_input_has_the_models_top_three_predictions(job: tuple[Path, Path])
     np.testing.assert_allclose(stored["top_probs"][rows],
                                np.take_along_axis(probs, want, axis=1), rtol=1e-6)
     assert (stored["top_classes"][BAD] == -1).all() and np.isnan(stored["top_probs"][BAD]).all()
+
+
+def test_alpha_is_captums_gradcam_of_the_predicted_class(job: tuple[Path, Path]) -> None:
+    """saliency: gradcam stores captum's LayerGradCam (ReLU) of each predicted class at the
+    PCA layer, computed here, and as alpha that map upsampled bilinearly to the rgb's 32 x 32
+    and min-max scaled per image; the unreadable image's maps are 0."""
+    import torch.nn.functional as F
+    from captum.attr import LayerGradCam
+
+    root, out = job
+    stored = _stored(out)
+    names = sorted(root.glob("*.png"))[:N]
+    images = [np.asarray(Image.open(p).convert("RGB")) for i, p in enumerate(names) if i != BAD]
+    x = torch.from_numpy(preprocess(images, PreprocessSpec(size=32)))
+    model = pool_net()
+    predicted = model(x).argmax(1)
+    cam = LayerGradCam(model, model.features[5]).attribute(x, target=predicted,
+                                                           relu_attributions=True).detach()
+    up = F.interpolate(cam, size=(32, 32), mode="bilinear", align_corners=False).double()
+    low, high = up.amin((2, 3), keepdim=True), up.amax((2, 3), keepdim=True)
+    want = ((up - low) / (high - low)).numpy()
+    valid = np.arange(N) != BAD
+    assert stored["gradcam"].shape == (N, 1, 8, 8) and stored["alpha"].shape == (N, 1, 32, 32)
+    np.testing.assert_allclose(stored["gradcam"][valid], cam.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stored["alpha"][valid], want, atol=1e-5)
+    assert (want.max(axis=(1, 2, 3)) == 1).all() and (want.min(axis=(1, 2, 3)) == 0).all()
+    assert not stored["alpha"][BAD].any() and not stored["gradcam"][BAD].any()
+
+
+def test_the_default_saliency_leaves_the_prism_stage_hash_alone(tmp_path: Path) -> None:
+    """saliency: none (or left out) hashes as the section did before the field existed;
+    gradcam changes the prism stage's inputs (its PCA stage's stay)."""
+    from ray_dissect.pipeline.stages.prism import covers, pca_covers
+
+    root = _folder(tmp_path / "images")
+    spec = _spec(root).model_dump(mode="json")
+    old = {k: v for k, v in PRISM.items() if k != "saliency"}
+    specs = [parse_spec({**spec, "analyses": {"prism": {**old, **extra}}})
+             for extra in ({}, {"saliency": "none"}, {"saliency": "gradcam"})]
+    plain, explicit, fused = (covers({}, s) for s in specs)
+    assert plain == explicit and "saliency" not in plain["prism"]
+    assert fused != plain and fused["prism"]["saliency"] == "gradcam"
+    assert pca_covers({}, specs[0]) == pca_covers({}, specs[2])

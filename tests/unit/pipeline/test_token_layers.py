@@ -57,3 +57,41 @@ def test_a_torchvision_vit_is_dissected_without_declaring_its_tokens(data: Path,
     out = _job(data, tmp_path / "vit", "tiny_vit", [layer])
     assert arrays.open_array(out / "activations.zarr", layer).shape == (24, 16, 4, 4)
     assert [r.unit for r in read_unit_records(JobDir(out).records(layer))] == list(range(16))
+
+
+
+def test_attribution_on_a_vit_reads_its_tokens_as_maps(data: Path, tmp_path: Path) -> None:
+    """An attribution job on tiny_vit's first encoder layer (no layout declared) stores the
+    Grad-CAM of the token grid (checked against the runner, itself checked against a
+    hand-written Grad-CAM in tests/unit/visualize/test_vit_gradcam.py) and the layer's feature
+    maps as the 4 x 4 grid of its 16 channels."""
+    import torch
+    from fixtures.planted import tiny_vit
+
+    from ray_dissect.models.extract import preprocess
+    from ray_dissect.results import open_job
+    from ray_dissect.visualize.attribution import AttributionRunner, to_display
+
+    layer = "encoder.layers.encoder_layer_0"
+    spec = parse_spec({
+        "model": {"factory": f"{PLANTED}:tiny_vit", "preprocess": {"size": 32, **RAW}},
+        "layers": [layer], "dataset": {"root": str(data)}, "method": {"kind": "none"},
+        "analyses": {"attribution": {"methods": ["gradcam", "feature_maps"], "layer": layer,
+                                     "limit": 6}},
+        "resources": {"batch_size": 4, "shard_images": 16}})
+    run_stages(spec, tmp_path / "out")
+    results = open_job(tmp_path / "out")
+    x = torch.from_numpy(preprocess([results.image(i) for i in range(6)], spec.model.preprocess))
+    vit = tiny_vit()
+    want = AttributionRunner(vit, layer).attribute(x, ["gradcam"])["gradcam"].numpy()
+    store = tmp_path / "out" / "attribution.zarr"
+    got = arrays.open_array(store, "gradcam")[:]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert got.shape == (6, 32, 32) and float(got.max()) > 0
+    seen: list[torch.Tensor] = []
+    hook = vit.get_submodule(layer).register_forward_hook(lambda _m, _a, o: seen.append(o))
+    with torch.no_grad():
+        vit(x)
+    hook.remove()
+    grid = seen[0][:, 1:].reshape(6, 4, 4, 16).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(arrays.open_array(store, "feature_maps")[:], to_display(grid))

@@ -128,7 +128,7 @@ def test_unit_page(browser: Browser, clustered_site: ReportResult) -> None:
     browser.goto(_url(clustered_site, f"units/{LAYER}/8.html"))
     decoded = browser.evaluate(DECODE_ALL)
     strips = [src for src, _ in decoded if src.endswith(".png")]
-    assert len(strips) == 7 * 2 and all(width > 0 for _, width in decoded), decoded
+    assert len(strips) == 7 * 3 and all(width > 0 for _, width in decoded), decoded
     assert len(decoded) > len(strips) and all(src.startswith("../../img/src/")
                                               for src, _ in decoded if src not in strips)
     _not_blank(browser.screenshot(SHOTS / "unit.png", full_page=True))
@@ -140,6 +140,11 @@ def test_unit_page(browser: Browser, clustered_site: ReportResult) -> None:
     assert browser.evaluate(shown) == []
     browser.evaluate("document.querySelector('button[data-view=concept]').click()")
     assert sorted(browser.evaluate(shown)) == sorted(["mask"] * rows + ["concept"] * rows)
+    browser.evaluate("document.querySelector('button[data-view=heat]').click()")
+    assert browser.evaluate(shown) == ["heat"] * rows
+    assert browser.evaluate("document.querySelector('button[data-view=heat]')"
+                            ".getAttribute('aria-pressed')") == "true"
+    _not_blank(browser.screenshot(SHOTS / "unit_heat.png", full_page=True))
     mark = len(browser.events)
     browser.page("Input.dispatchKeyEvent", type="keyDown", key="j", text="j")
     browser.page("Input.dispatchKeyEvent", type="keyUp", key="j")
@@ -162,6 +167,46 @@ def test_visual_pages_load_offline(browser: Browser, visual_site: ReportResult, 
                                 ".length") == 1
     _not_blank(browser.screenshot(SHOTS / rel.replace("/", "_").replace(".html", ".png"),
                                   full_page=True))
+    _clean(browser)
+
+
+def test_method_none_unit_page_opens_on_the_heat_view(browser: Browser,
+                                                     visual_site: ReportResult) -> None:
+    """Without a dissection the unit page shows the heat overlays first (the mask overlay
+    masks nothing); the mask button switches them off."""
+    browser.goto(_url(visual_site, "units/features/0.html"))
+    browser.evaluate(DECODE_ALL)
+    shown = ("[...document.querySelectorAll('.strip img.ov')].filter("
+             "i => getComputedStyle(i).visibility !== 'hidden').map(i => i.dataset.ov)")
+    rows = browser.evaluate("document.querySelectorAll('.strip').length")
+    assert rows >= 1 and browser.evaluate(shown) == ["heat"] * rows
+    _not_blank(browser.screenshot(SHOTS / "unit_none_heat.png", full_page=True))
+    browser.evaluate("document.querySelector('button[data-view=mask]').click()")
+    assert browser.evaluate(shown) == ["mask"] * rows
+    _clean(browser)
+
+
+def test_vit_attribution_page(browser: Browser, tmp_path: Path) -> None:
+    """An attribution job on a ViT token layer (tiny_vit) gets a page whose Grad-CAM and
+    feature-map pictures all decode, offline and without errors."""
+    from fixtures.photos import PLANTED, photo_folder, photo_job
+
+    from ray_dissect.pipeline.run import run_stages
+    from ray_dissect.pipeline.table import build_report
+    from ray_dissect.results import open_job
+    from ray_dissect.spec import parse_spec
+
+    layer = "encoder.layers.encoder_layer_0"
+    spec = photo_job(photo_folder(tmp_path / "photos"), layers=[layer], model={
+        "factory": f"{PLANTED}:tiny_vit",
+        "preprocess": {"size": 32, "mean": [0, 0, 0], "std": [1, 1, 1]}},
+        analyses={"attribution": {"methods": ["gradcam", "feature_maps"], "layer": layer}})
+    run_stages(parse_spec(spec), tmp_path / "out")
+    site = build_report(open_job(tmp_path / "out"))
+    browser.goto(_url(site, "attribution.html"))
+    decoded = browser.evaluate(DECODE_ALL)
+    assert len(decoded) > 6 and all(width > 0 for _, width in decoded), decoded
+    _not_blank(browser.screenshot(SHOTS / "vit_attribution.png", full_page=True))
     _clean(browser)
 
 

@@ -65,7 +65,7 @@ def test_strip_pixels_are_the_composed_tiles(clustered: JobResults, tmp_path: Pa
     block = render_block(clustered, LAYER, (6, 7), tmp_path / "r")
     (unit,) = block.tiles
     row = next(r for r in unit.rows if r.kind == "range")
-    assert row.overlay and set(row.files) == {"mask", "concept"}
+    assert row.overlay and set(row.files) == {"mask", "concept", "heat"}
     for t in row.tiles[:3]:
         got = np.asarray(Image.open(tmp_path / "r" / "img" / "src" / str(row.height)
                                     / f"{t.index}.jpg"))

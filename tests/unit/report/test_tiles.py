@@ -165,3 +165,21 @@ def test_overlays_over_the_raw_tiles_are_the_baked_views() -> None:
     assert np.abs(concept_view.astype(int) - tl.strip(baked["concept"], 16, 2)).max() <= 1
     inside = tl.resize_nearest(masks, 16)
     assert (mask_view[:, :16][inside[0]] == images[0][inside[0]]).all()
+
+
+def test_baked_heat_view_is_the_heat_overlay_over_the_raw_tiles() -> None:
+    """``--style`` without overlays bakes the heat view: the same pixels (to one grey level)
+    as the heat PNG composited over the raw tiles; the map's peak is red, its floor blue."""
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(2)]
+    maps = rng.random((2, 4, 4)).astype(np.float32)
+    style = tl.DEFAULT_STYLE
+    sources = [tl.source(img, 16, style) for img in images]
+    levels = tl.heat_levels(maps, 16)
+    baked = tl.compose_row(sources, None, None, ["heat"], style, levels)["heat"]
+    raw = tl.strip([s.base for s in sources], 16, 2)
+    shown = _composite(raw, tl.encode_overlay(levels, 16, 2, tl.heat_palette()))
+    assert np.abs(shown.astype(int) - tl.strip(baked, 16, 2)).max() <= 1
+    assert levels.max() == tl.HEAT_LEVELS and levels.min() == 1
+    palette = tl.heat_palette()
+    assert palette[1][:3] == (0, 0, 128) and palette[tl.HEAT_LEVELS][:3] == (128, 0, 0)

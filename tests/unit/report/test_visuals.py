@@ -191,7 +191,8 @@ def test_feature_maps_and_filters_grids(visual_site: ReportResult) -> None:
 
 def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
     """The variance table holds every stored ratio; each readable image's PRISM PNG is its
-    stored rgb (and its split-RGB panels the stored ones); the colours listed are its stored
+    stored rgb, its fused PNG that rgb with the stored Grad-CAM alpha (and its split-RGB
+    panels the stored ones); the colours listed are its stored
     presence; clusters group the images."""
     job = open_job(_job(visual_site))
     store, bad = job.job.prism_zarr, job.bad_images()
@@ -205,6 +206,9 @@ def test_prism_page_lists_the_stored_results(visual_site: ReportResult) -> None:
     for i in (i for i in range(8) if i not in bad):
         want = np.rint(255 * np.clip(rgb[i], 0, 1)).transpose(1, 2, 0)
         np.testing.assert_array_equal(_png(visual_site, f"prism/{i}_rgb.png"), want)
+        alpha = np.rint(255 * arrays.open_array(store, "alpha")[i, 0])
+        np.testing.assert_array_equal(_png(visual_site, f"prism/{i}_rgba.png"),
+                                      np.concatenate([want, alpha[..., None]], axis=-1))
         figure = page[page.index(f'id="image-{i}"'):]
         figure = figure[:figure.index("</figure>")]
         assert [int(c) for c in re.findall(r"code (\d+) =", figure)] == \
