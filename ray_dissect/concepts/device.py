@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ray_dissect.concepts.counting import ordered_signatures
 from ray_dissect.concepts.kernels import group_sets
-from ray_dissect.concepts.masks import Bounds, Entries, UnitMask, _dense_inside, _fires
+from ray_dissect.concepts.masks import Bounds, Entries, UnitMask, _dense_inside, firing_pairs
 from ray_dissect.concepts.tiles import AxisTiles, Grid
 
 PAIRS_ON_DEVICE = 1024
@@ -42,13 +42,7 @@ def device_range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.n
             (n, k) float64; set_ids: (n, sh, sw) int64 global label-set ids;
             valid: (n,) bool; device: a torch device ("cuda", "cuda:1", "cpu").
     """
-    n, k = acts.shape[:2]
-    bounds = [(np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k)), inc)
-              for lo, hi, inc in ranges]
-    peak = acts.reshape(n, k, -1).max(axis=2)
-    fires = [_fires(acts, lo, inc, peak) & valid[:, None] for lo, _, inc in bounds]
-    images, units = np.nonzero(np.logical_or.reduce(fires)) if fires else (
-        np.zeros(0, np.int64), np.zeros(0, np.int64))
+    bounds, fires, images, units = firing_pairs(acts, ranges, valid)
     grid = Grid.make(acts.shape[2:], set_ids.shape[1:])
     pass_ = _DevicePass(grid, set_ids, torch.device(device))
     entries: list[Entries] = [[] for _ in bounds]
@@ -57,6 +51,7 @@ def device_range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.n
         for r, found in enumerate(pass_.chunk(acts, images, units, at, bounds,
                                               [f[images[at], units[at]] for f in fires])):
             entries[r].append(found)
+    k = acts.shape[1]
     return [[UnitMask(*sig) for sig in ordered_signatures(units, images, e, k, first_image)]
             for e in entries]
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -118,6 +119,20 @@ def _inside(acts: np.ndarray, lo: np.ndarray, hi: np.ndarray, shape: tuple[int, 
                                        inclusive)
 
 
+def firing_pairs(acts: np.ndarray, ranges: Sequence[tuple[Any, Any, bool]], valid: np.ndarray
+                 ) -> tuple[list[Bounds], list[np.ndarray], np.ndarray, np.ndarray]:
+    """Each range's bounds broadcast to (n, k) float64, its (n, k) bool pairs whose peak
+    reaches it (valid images only), and the (image, unit) int64 pairs any range can reach."""
+    n, k = acts.shape[:2]
+    bounds = [(np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k)), inc)
+              for lo, hi, inc in ranges]
+    peak = acts.reshape(n, k, -1).max(axis=2)
+    fires = [_fires(acts, lo, inc, peak) & valid[:, None] for lo, _, inc in bounds]
+    images, units = np.nonzero(np.logical_or.reduce(fires)) if fires else (
+        np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return bounds, fires, images, units
+
+
 def _fires(acts: np.ndarray, lo: np.ndarray, inclusive: bool,
            peak: np.ndarray | None = None) -> np.ndarray:
     """(n, k) bool: the map's peak (given, or computed) reaches ``lo`` (bilinear values never
@@ -163,17 +178,12 @@ def range_masks(acts: np.ndarray, ranges: Sequence[Bounds], set_ids: np.ndarray,
     (:mod:`ray_dissect.concepts.tiles`); pairs with a pixel too close to a bound to decide
     in float64, or with non-finite values, are upsampled whole by torch as the reference does.
     """
-    n, k = acts.shape[:2]
-    bounds = [(np.broadcast_to(lo, (n, k)), np.broadcast_to(hi, (n, k)), inc)
-              for lo, hi, inc in ranges]
-    peak = acts.reshape(n, k, -1).max(axis=2)
-    fires = [_fires(acts, lo, inc, peak) & valid[:, None] for lo, _, inc in bounds]
-    images, units = np.nonzero(np.logical_or.reduce(fires)) if fires else (
-        np.zeros(0, np.int64), np.zeros(0, np.int64))
+    bounds, fires, images, units = firing_pairs(acts, ranges, valid)
     grid = Grid.make(acts.shape[2:], set_ids.shape[1:])
     count = _compiled if kernel_name() == "numba" else _tile_walk
     entries = count(acts, images, units, bounds, [f[images, units] for f in fires], grid,
                     set_ids)
+    k = acts.shape[1]
     return [[UnitMask(*sig) for sig in ordered_signatures(units, images, e, k, first_image)]
             for e in entries]
 
