@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ray_dissect.datasets.base import ImageDataset
 from ray_dissect.job.layout import JobDir
@@ -25,6 +25,8 @@ from ray_dissect.storage import AnyPath
 
 Covers = Callable[[dict[str, Any], JobSpec], dict[str, Any]]
 Shapes = dict[str, tuple[int, ...]]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,16 @@ def uses(group: Literal["analyses", "studies"], name: str) -> Callable[[JobSpec]
 def dissecting(spec: JobSpec) -> bool:
     """A concept stage's ``used``: the method scores concepts (every kind but ``none``)."""
     return spec.dissects
+
+
+def required_section(spec: JobSpec, group: Literal["analyses", "studies"], name: str,
+                     kind: type[T]) -> T:
+    """``spec.<group>.<name>`` for the stage that runs only with it (its plan returned None
+    without it, so a missing section here is a bug, not a user error)."""
+    value = getattr(getattr(spec, group), name)
+    if not isinstance(value, kind):
+        raise RuntimeError(f"a stage that runs only with {group}.{name} ran without it")
+    return value
 
 
 def section(spec: JobSpec, group: Literal["analyses", "studies"], name: str

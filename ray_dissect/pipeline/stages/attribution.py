@@ -30,7 +30,7 @@ from ray_dissect.job.layout import CHUNK_IMAGES, JobDir, shard_range
 from ray_dissect.models.build import probe_layers
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, uses
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, required_section, uses
 from ray_dissect.pipeline.stages.activations import read_batch
 from ray_dissect.report.visual_pages import ATTRIBUTION_PAGE
 from ray_dissect.spec import AttributionSpec, JobSpec
@@ -40,10 +40,7 @@ from ray_dissect.storage import AnyPath, arrays
 
 
 def _spec(env_or_ctx: WorkEnv | JobContext) -> AttributionSpec:
-    spec = env_or_ctx.spec.analyses.attribution
-    if spec is None:
-        raise RuntimeError("the attribution stage runs only with analyses.attribution")
-    return spec
+    return required_section(env_or_ctx.spec, "analyses", "attribution", AttributionSpec)
 
 
 def default_head(model: Any) -> str:

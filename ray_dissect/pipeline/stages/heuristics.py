@@ -24,7 +24,7 @@ from ray_dissect.explain.ranges import RangeSpec, range_specs, searched_ranges
 from ray_dissect.explain.search import SearchParams, SearchSpace, Selector, beam_search
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage, section, uses
+from ray_dissect.pipeline.stage import Stage, required_section, section, uses
 from ray_dissect.pipeline.stages.image_studies import needs_concepts, study_error, study_outputs
 from ray_dissect.pipeline.stages.scoring import (
     inclusive_bounds,
@@ -45,10 +45,7 @@ Heuristic = Literal["none", "areas", "cfh", "mmesh"]
 
 
 def _study(env: WorkEnv | JobContext) -> HeuristicsSpec:
-    spec = env.spec.studies.heuristics
-    if spec is None:
-        raise RuntimeError("the heuristics study runs only with studies.heuristics")
-    return spec
+    return required_section(env.spec, "studies", "heuristics", HeuristicsSpec)
 
 
 def _method(env: WorkEnv) -> CompositionalMethod:

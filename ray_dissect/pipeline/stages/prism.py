@@ -47,7 +47,7 @@ from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.build import probe_layers
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, section, uses
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, required_section, section, uses
 from ray_dissect.pipeline.stages.activations import read_batch
 from ray_dissect.report.visual_pages import PRISM_PAGE
 from ray_dissect.spec import JobSpec, PrismSpec
@@ -57,10 +57,7 @@ log = logging.getLogger(__name__)
 
 
 def _spec(spec: JobSpec) -> PrismSpec:
-    section = spec.analyses.prism
-    if section is None:
-        raise RuntimeError("the PRISM stages run only with analyses.prism")
-    return section
+    return required_section(spec, "analyses", "prism", PrismSpec)
 
 
 def ge_layers(spec: PrismSpec) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ import numpy as np
 from ray_dissect.datasets.base import ImageDataset
 from ray_dissect.explain.ranges import RangeSpec, range_specs
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage, section, uses
+from ray_dissect.pipeline.stage import Stage, required_section, section, uses
 from ray_dissect.pipeline.stages.image_studies import (
     layer_key_of,
     model_input,
@@ -47,10 +47,7 @@ NAME = "ranges_importance"
 
 
 def _spec(env: WorkEnv | JobContext) -> RangesImportanceSpec:
-    spec = env.spec.studies.ranges_importance
-    if spec is None:
-        raise RuntimeError("the ranges importance study runs only with its spec section")
-    return spec
+    return required_section(env.spec, "studies", "ranges_importance", RangesImportanceSpec)
 
 
 def kmeans_ranges(ranges: np.ndarray, inclusive: bool) -> list[RangeSpec]:

@@ -42,7 +42,7 @@ from ray_dissect.job.layout import JobDir, layer_key
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, uses
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, required_section, uses
 from ray_dissect.records.schema import ReceptiveField, UnitRecord
 from ray_dissect.spec import JobSpec, ReceptiveFieldsSpec
 from ray_dissect.spec.base import hashed_data
@@ -56,10 +56,7 @@ Block = tuple[list[int], list[list[int]]]
 
 
 def _spec(spec: JobSpec) -> ReceptiveFieldsSpec:
-    section = spec.analyses.receptive_fields
-    if section is None:
-        raise RuntimeError("the receptive_fields stage runs only with analyses.receptive_fields")
-    return section
+    return required_section(spec, "analyses", "receptive_fields", ReceptiveFieldsSpec)
 
 
 def occlusion_grid(spec: JobSpec) -> Any:

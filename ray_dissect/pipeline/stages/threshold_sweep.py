@@ -29,7 +29,7 @@ from ray_dissect.explain.search import SearchParams, SearchSpace
 from ray_dissect.job.layout import layer_key
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import Stage, section, uses
+from ray_dissect.pipeline.stage import Stage, required_section, section, uses
 from ray_dissect.pipeline.stages.image_studies import needs_concepts, study_outputs
 from ray_dissect.pipeline.stages.scoring import (
     mask_work,
@@ -107,10 +107,7 @@ def curve_concepts(ious: np.ndarray, known: np.ndarray, n: int = CURVE_CONCEPTS
 
 
 def _sweep(env: WorkEnv) -> ThresholdSweepSpec:
-    sweep = env.spec.studies.threshold_sweep
-    if sweep is None:
-        raise RuntimeError("the threshold sweep runs only with studies.threshold_sweep")
-    return sweep
+    return required_section(env.spec, "studies", "threshold_sweep", ThresholdSweepSpec)
 
 
 def _ranges(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, int]

@@ -22,7 +22,7 @@ from ray_dissect.job.layout import JobDir
 from ray_dissect.job.markers import mark_done, verified_done
 from ray_dissect.models.extract import preprocess
 from ray_dissect.pipeline.context import JobContext, Plan, WorkEnv
-from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, uses
+from ray_dissect.pipeline.stage import ModelInfo, Shapes, Stage, required_section, uses
 from ray_dissect.spec import JobSpec
 from ray_dissect.spec.analyses import UnitAttributionSpec
 from ray_dissect.storage import AnyPath
@@ -31,10 +31,7 @@ Call = tuple[int, list[int], list[list[int]]]
 
 
 def _spec(spec: JobSpec) -> UnitAttributionSpec:
-    section = spec.analyses.unit_attribution
-    if section is None:
-        raise RuntimeError("the unit_attribution stage runs only with analyses.unit_attribution")
-    return section
+    return required_section(spec, "analyses", "unit_attribution", UnitAttributionSpec)
 
 
 def _unit_maps(env: WorkEnv, section: UnitAttributionSpec, unit: int, images: list[int]
