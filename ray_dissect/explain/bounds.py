@@ -56,6 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ray_dissect.concepts.masks import UnitMask
+from ray_dissect.explain.pairs import Pairs, atom_tables
 from ray_dissect.explain.search import SearchParams, SearchSpace
 
 
@@ -203,23 +204,26 @@ class Unit:
     curve: MissCurve
     ratio_order: np.ndarray
     chunk: int
+    pairs: Pairs | None
 
     @classmethod
     def build(cls, mask: UnitMask, space: SearchSpace, params: SearchParams) -> Unit:
         n_sets = space.membership_t.shape[1]
         h = np.bincount(mask.sets, weights=mask.counts, minlength=n_sets)
         b_sets = np.flatnonzero(h)
-        atom_sets = space.membership_t[space.atoms].tocsr().astype(np.float64)
-        hit_sets = atom_sets[:, b_sets].tocsr()
+        tables = atom_tables(space, space.membership_t, space.set_counts, space.atoms)
+        hit_sets = tables.atom_sets[:, b_sets].tocsr()
         inter = np.rint(hit_sets @ h[b_sets])
-        rank = np.argsort(np.argsort([str(int(a)) for a in space.atoms], kind="stable"))
         curve = MissCurve.build(h, space.set_counts, float(mask.area))
         hb, mb = h[b_sets], space.set_counts[b_sets] - h[b_sets]
         order = b_sets[np.lexsort((-hb, mb / hb))] if b_sets.size else b_sets
         chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // (24 * max(len(space.atoms), 1))))
-        return cls(space, params, int(mask.area), h, b_sets, atom_sets,
-                   sp.csc_matrix(atom_sets.T), space.set_counts[:, None], hit_sets, inter,
-                   space.label_area[space.atoms].astype(np.float64), rank, curve, order, chunk)
+        pairs = (None if tables.pixels is None
+                 else Pairs.build(tables, hit_sets, h[b_sets], float(mask.area)))
+        return cls(space, params, int(mask.area), h, b_sets, tables.atom_sets,
+                   tables.atom_sets_t, space.set_counts[:, None], hit_sets, inter,
+                   space.label_area[space.atoms].astype(np.float64), tables.rank, curve, order,
+                   chunk, pairs)
 
     def roots(self) -> Batch:
         """Every atom as a one-leaf node."""
@@ -238,18 +242,25 @@ class Unit:
             f = (f + leaf - both) @ pick[OR] + both @ pick[AND] + (f - both) @ pick[AND_NOT]
         return sp.csc_matrix(f)
 
-    def children(self, b: Batch, f: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """(k, 3, A) float64 hits and pixels of ``node op atom`` (f: :meth:`members`)."""
-        x = (self.atom_sets @ sp.csc_matrix(f.multiply(self.set_counts_col))).toarray().T
+    def children(self, b: Batch, f: sp.csc_matrix, cols: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """(k, 3, c) float64 hits and pixels of ``node op atom`` (f: :meth:`members`) for the
+        atom columns ``cols`` (c,) int64, every atom when None."""
+        sets, hit_sets, inter, area = (self.atom_sets, self.atom_hit_sets, self.atom_inter,
+                                       self.atom_area)
+        if cols is not None:
+            sets, hit_sets, inter, area = sets[cols], hit_sets[cols], inter[cols], area[cols]
+        x = (sets @ sp.csc_matrix(f.multiply(self.set_counts_col))).toarray().T
         fb = sp.csc_matrix(f[self.b_sets].multiply(self.h[self.b_sets][:, None]))
-        y = (self.atom_hit_sets @ fb).toarray().T
+        y = (hit_sets @ fb).toarray().T
         i, a = b.inter[:, None], b.area[:, None]
-        hits = np.rint(np.stack([i + self.atom_inter - y, y, i - y], axis=1))
-        pix = np.rint(np.stack([a + self.atom_area - x, x, a - x], axis=1))
+        hits = np.rint(np.stack([i + inter - y, y, i - y], axis=1))
+        pix = np.rint(np.stack([a + area - x, x, a - x], axis=1))
         return hits, pix
 
-    def valid(self, b: Batch, pix: np.ndarray) -> np.ndarray:
-        """(k, 3, A) bool: children in the space and kept by pruning rules 2 and 3."""
+    def structural(self, b: Batch) -> np.ndarray:
+        """(k, 3, A) bool: children in the space (distinct atoms, ``count_not`` length) and
+        kept by pruning rule 2 (commuting runs); needs no counts."""
         k, n = b.cols.shape[0], self.rank.size
         ok = np.ones((k, 3, n), dtype=bool)
         rows = np.arange(k)
@@ -263,8 +274,16 @@ class Unit:
         for op in (OR, AND, AND_NOT):
             tied = (last_op < 0) | ((last_op == OR) == (op == OR))
             ok[:, op] &= ~tied[:, None] | (key[op][None, :] > prev[:, None])
+        return ok
+
+    def valid(self, b: Batch, pix: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+        """(k, 3, c) bool: children (``pix`` of :meth:`children` for the same ``cols``) in the
+        space and kept by pruning rules 2 and 3."""
+        ok, area = self.structural(b), self.atom_area
+        if cols is not None:
+            ok, area = ok[:, :, cols], area[cols]
         ok &= (pix != b.area[:, None, None]) & (pix > 0)
-        ok[:, :AND_NOT] &= pix[:, :AND_NOT] != self.atom_area
+        ok[:, :AND_NOT] &= pix[:, :AND_NOT] != area
         return ok
 
     def subset_curves(self, f: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
