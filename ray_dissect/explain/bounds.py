@@ -106,6 +106,18 @@ def top_sums(gains: np.ndarray, r: int) -> np.ndarray:
     return np.concatenate([sums, np.full(r + 1 - sums.size, sums[-1])])
 
 
+def top_sums_rows(gains: np.ndarray, r: int) -> np.ndarray:
+    """(k, r + 1) float64: :func:`top_sums` of each row of ``gains`` (k, n) float64, the same
+    values (the r largest of each row, summed largest first)."""
+    k, n = gains.shape
+    if n == 0:
+        return np.zeros((k, r + 1))
+    m = min(r, n)
+    top = -np.sort(-np.partition(gains, n - m, axis=1)[:, n - m:], axis=1)
+    sums = np.concatenate([np.zeros((k, 1)), np.cumsum(top, axis=1)], axis=1)
+    return np.concatenate([sums, np.repeat(sums[:, -1:], r + 1 - sums.shape[1], axis=1)], axis=1)
+
+
 def subtree_bound(curve: MissCurve, inter: np.ndarray, misses: np.ndarray, remaining: np.ndarray,
                   sums: np.ndarray) -> np.ndarray:
     """Upper bound of the IoU of every strict descendant of each node (module docstring).
@@ -246,6 +258,8 @@ class Unit:
                  ) -> tuple[np.ndarray, np.ndarray]:
         """(k, 3, c) float64 hits and pixels of ``node op atom`` (f: :meth:`members`) for the
         atom columns ``cols`` (c,) int64, every atom when None."""
+        if cols is None and b.cols.shape[1] == 1 and self.pairs is not None:
+            return self._atom_children(b)
         sets, hit_sets, inter, area = (self.atom_sets, self.atom_hit_sets, self.atom_inter,
                                        self.atom_area)
         if cols is not None:
@@ -275,6 +289,17 @@ class Unit:
             tied = (last_op < 0) | ((last_op == OR) == (op == OR))
             ok[:, op] &= ~tied[:, None] | (key[op][None, :] > prev[:, None])
         return ok
+
+    def _atom_children(self, b: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`children` of one-atom nodes, read from the pairwise overlaps (the same
+        integer counts, without the sparse products)."""
+        assert self.pairs is not None
+        y = self.pairs.hits[b.cols[:, 0]]
+        x = y + self.pairs.misses[b.cols[:, 0]]
+        i, a = b.inter[:, None], b.area[:, None]
+        hits = np.stack([i + self.atom_inter - y, y, i - y], axis=1)
+        pix = np.stack([a + self.atom_area - x, x, a - x], axis=1)
+        return hits, pix
 
     def valid(self, b: Batch, pix: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         """(k, 3, c) bool: children (``pix`` of :meth:`children` for the same ``cols``) in the
@@ -307,14 +332,21 @@ class Unit:
         grow = np.where((op == AND_NOT) & p.count_not, 2, 1)
         remaining = r - b.size[node] - grow
         gains = hits[:, OR] - b.inter[:, None]
-        sums = np.stack([np.stack([top_sums(g, r) for g in gains]),
+        sums = np.stack([top_sums_rows(gains, r),
                          np.broadcast_to(top_sums(self.atom_inter, r), (gains.shape[0], r + 1))])
-        ci, cm = hits[node, op, col], pix[node, op, col] - hits[node, op, col]
-        bound = subtree_bound(self.curve, ci, cm, remaining, sums[np.minimum(op, 1), node])
+        flat = np.ravel_multi_index(idx, hits.shape)
+        ci = hits.ravel()[flat]
+        cm = pix.ravel()[flat] - ci
+        sums = sums.reshape(-1, r + 1)[np.minimum(op, 1) * gains.shape[0] + node]
         last = remaining == 1
+        bound = np.empty(ci.size)
+        more = ~last
+        if more.any():
+            bound[more] = subtree_bound(self.curve, ci[more], cm[more], remaining[more],
+                                        sums[more])
         if last.any():
             bound[last] = self._last_bounds(f, node[last], op[last], ci[last], cm[last],
-                                            sums[np.minimum(op[last], 1), node[last]])
+                                            sums[last])
         return bound
 
     def _last_bounds(self, f: sp.csc_matrix, node: np.ndarray, op: np.ndarray, ci: np.ndarray,
@@ -327,8 +359,10 @@ class Unit:
         inside = op != OR
         if inside.any():
             hits, misses, peak = self.subset_curves(f)
-            for k in np.unique(node[inside]):
-                sel = inside & (node == k)
+            rows = np.flatnonzero(inside)
+            rows = rows[np.argsort(node[rows], kind="stable")]
+            nodes, first = np.unique(node[rows], return_index=True)
+            for k, sel in zip(nodes, np.split(rows, first[1:]), strict=True):
                 x = np.minimum(ci[sel], peak[k])
                 own = x / np.maximum(self.unit + np.interp(x, hits[k], misses[k]), 1e-300)
                 subset[sel] = np.minimum(subset[sel], own)

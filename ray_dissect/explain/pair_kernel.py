@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ray_dissect.concepts.jit import jit
 
 
@@ -32,16 +34,16 @@ def _range(t: Any, a: int, b: int, op: int, size: float, u: int
 
 
 @jit
-def _child(hits: Any, misses: Any, a: int, b: int, op: int, ic: float, mc: float, u: int,
-           unit: float, op2: int) -> float:  # pragma: no cover - compiled
-    """The bound of ``IoU(C op2 u)`` (``pairs._child_bounds`` for one child)."""
+def _reaches(hits: Any, misses: Any, a: int, b: int, op: int, ic: float, mc: float, u: int,
+             unit: float, floor: float, ok: Any) -> bool:  # pragma: no cover - compiled
+    """Whether the bound of ``IoU(C op2 u)`` (``pairs._child_bounds``) is >= floor for some
+    op2 with ``ok[op2]``."""
     i_lo, i_hi = _range(hits, a, b, op, ic, u)
     m_lo, m_hi = _range(misses, a, b, op, mc, u)
-    if op2 == 0:
-        return min(unit, ic + hits[u, u] - i_lo) / (unit + mc + misses[u, u] - m_hi)
-    if op2 == 1:
-        return i_hi / (unit + m_lo)
-    return (ic - i_lo) / (unit + mc - m_hi)
+    return ((ok[0] and min(unit, ic + hits[u, u] - i_lo) / (unit + mc + misses[u, u] - m_hi)
+             >= floor)
+            or (ok[1] and i_hi / (unit + m_lo) >= floor)
+            or (ok[2] and (ic - i_lo) / (unit + mc - m_hi) >= floor))
 
 
 @jit
@@ -63,6 +65,7 @@ def reach_neighbors(hits: Any, misses: Any, indptr: Any, indices: Any, rank: Any
     """Set ``reach[i]`` (k,) bool where some allowed child ``(a op b) op2 u`` of node i, u a
     neighbour of a or b (CSR ``indptr``, ``indices``) other than a, b, has a bound >= floor;
     nodes already marked are skipped."""
+    ok = np.zeros(3, dtype=np.bool_)
     for i in range(a.size):
         ai, bi, oi = a[i], b[i], op[i]
         ic = inter[i]
@@ -75,9 +78,7 @@ def reach_neighbors(hits: Any, misses: Any, indptr: Any, indices: Any, rank: Any
                 if u == ai or u == bi:
                     continue
                 for op2 in range(3):
-                    if (_allowed(rank, bi, oi, u, op2, allow_not)
-                            and _child(hits, misses, ai, bi, oi, ic, mc, u, unit, op2) >= floor):
-                        reach[i] = True
-                        break
-                if reach[i]:
+                    ok[op2] = _allowed(rank, bi, oi, u, op2, allow_not)
+                if _reaches(hits, misses, ai, bi, oi, ic, mc, u, unit, floor, ok):
+                    reach[i] = True
                     break
