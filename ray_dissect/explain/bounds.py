@@ -327,7 +327,7 @@ class Unit:
                      idx: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         """(n,) float64 bound of the strict descendants of the children ``idx`` (node, op,
         atom) of ``b``, each with room to grow (see :mod:`ray_dissect.explain.bounds`)."""
-        node, op, col = idx
+        node, op, _ = idx
         r, p = self.params.length, self.params
         grow = np.where((op == AND_NOT) & p.count_not, 2, 1)
         remaining = r - b.size[node] - grow
