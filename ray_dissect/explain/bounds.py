@@ -45,7 +45,9 @@ A node is a left-deep formula given by atom columns (into ``SearchSpace.atoms``)
 ``ops`` (k, d) int64, ``inter``, ``area`` (k,) float64 and ``size`` (k,) int64 length units.
 Expanding it builds the sparse (n_sets, k) membership of the nodes and multiplies the
 (A, n_sets) atom membership by it, weighted by pixels and by hits: (k, A) intersections with
-every atom, in chunks whose (k, 3, A) children arrays take about ``CHUNK_BYTES``.
+every atom, in chunks whose (k, 3, A) children arrays take about ``CHUNK_BYTES``. One-atom
+nodes read the same counts from the unit's pairwise overlaps (:mod:`ray_dissect.explain.pairs`,
+one sparse product per unit); the unit-free atom arrays are built once per space.
 """
 
 from __future__ import annotations

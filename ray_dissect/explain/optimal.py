@@ -17,8 +17,11 @@ first and each chunk's children depth first: a chunk's children, every atom unde
 are scored exactly at once by two sparse products (:mod:`ray_dissect.explain.bounds`), as
 the beam does for its beam. Each child that can still grow gets an admissible upper bound of
 its subtree (:mod:`ray_dissect.explain.bounds`) and is dropped when it is below the
-incumbent's IoU. A ``budget`` (seconds and/or expanded nodes) makes it anytime: the proved
-bound is then the largest bound of the subtrees left.
+incumbent's IoU. Nodes whose children are all final (one length unit left: most of the
+work) are first tested by the pairwise bounds of :mod:`ray_dissect.explain.pairs`: a node
+none of whose children can reach the incumbent is not expanded, and an expanded one is scored
+only for the atoms whose bound reaches it. A ``budget`` (seconds and/or expanded nodes)
+makes it anytime: the proved bound is then the largest bound of the subtrees left.
 
 **Pruning rules, and why each keeps the answer.** Each rule drops a formula G (with its
 whole subtree) only when, for G and for every descendant of G, the space holds a formula with
