@@ -237,7 +237,7 @@ def _tighten(u: Unit, state: _State, b: Batch, bound: np.ndarray) -> np.ndarray:
     if not _last_step(u, b) or b.cols.shape[1] != 2:
         return bound
     assert u.pairs is not None
-    allow_not = not u.params.count_not or u.params.length >= 4
+    allow_not = not u.params.count_not  # a final AND NOT child counting 2 would not fit
     reach = last_step_reach(u.pairs, b.cols, b.ops, b.inter, b.area, _floor(state), u.rank,
                             allow_not)
     return np.where(reach, bound, -np.inf)

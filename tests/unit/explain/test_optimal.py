@@ -324,3 +324,15 @@ def test_numpy_kernels_match_exhaustive(seed: int, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(KERNEL_ENV, "numpy")
     space, mask, dense_b, concepts = _fixture(seed, n_labels=9, n=16)
     _check(space, mask, dense_b, concepts, SearchParams(length=3))
+
+
+def test_atom_tables_are_built_once_per_space() -> None:
+    """Units of one space share its atom tables; another space (same data) gets its own."""
+    space, mask, _, _ = _fixture(3)
+    first = Unit.build(mask, space, SearchParams(length=3))
+    again = Unit.build(mask, space, SearchParams(length=3))
+    assert first.atom_sets is again.atom_sets and first.pairs.neighbors is again.pairs.neighbors
+    other, _, _, _ = _fixture(3)
+    third = Unit.build(mask, other, SearchParams(length=3))
+    assert third.atom_sets is not first.atom_sets
+    assert (third.atom_sets != first.atom_sets).nnz == 0
