@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ray_dissect.errors import RayDissectError, StageError
+from ray_dissect.errors import RayDissectError, StageError, StoreError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.pipeline.context import WorkEnv, spec_blob
 from ray_dissect.pipeline.table import stage
@@ -19,11 +20,20 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 
 
+_UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def raise_cause(err: Any, what: str) -> None:
-    """Re-raise a remote failure: our own errors as themselves, anything else as StageError."""
+    """Re-raise a remote failure: our own errors as themselves, a full or read-only disk as
+    StoreError (the exit code of unwritable output, as in-process), anything else as
+    StageError."""
     cause = getattr(err, "cause", None)
     if isinstance(cause, RayDissectError):
         raise cause from None
+    if isinstance(cause, OSError) and cause.errno in _UNWRITABLE:
+        raise StoreError(f"{what} failed: {cause.strerror} ({cause.filename or 'output'})",
+                         hint="free disk space or fix permissions; rerun the same command "
+                              "to resume") from None
     raise StageError(f"{what} failed: {cause!r}",
                      hint="see the Ray logs above; rerun the same command to resume") from err
 
