@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +39,17 @@ def _run_and_report(spec: Any, out: str, address: str | None, force: bool, no_re
         _report(out, address=address)
 
 
+@contextmanager
+def _one_line(out: str) -> Iterator[None]:
+    """Errors the user can fix as one line with their exit code; Ctrl-C says how to resume."""
+    try:
+        yield
+    except RayDissectError as err:
+        fail(err)
+    except KeyboardInterrupt:
+        interrupted(out)
+
+
 @app.command()
 def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
         out: Annotated[str, typer.Option(
@@ -49,14 +62,10 @@ def run(job: Annotated[Path, typer.Argument(help="job spec YAML")],
         verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
     """Run a dissection job end to end, print what the units detect, build the report."""
     setup_logging(verbose)
-    try:
+    with _one_line(out):
         from ray_dissect.spec import load_spec
 
         _run_and_report(load_spec(job), out, address, force, no_report)
-    except RayDissectError as err:
-        fail(err)
-    except KeyboardInterrupt:
-        interrupted(out)
 
 
 @app.command()
@@ -68,28 +77,28 @@ def resume(out: Annotated[str, typer.Argument(
            verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False) -> None:
     """Continue an interrupted job from its directory (same spec, finished work kept)."""
     setup_logging(verbose)
+    with _one_line(out):
+        _run_and_report(_saved_spec(out), out, address, False, no_report)
+
+
+def _saved_spec(out: str) -> Any:
+    """The validated spec a job directory was run with (its ``spec.json``)."""
+    from pydantic import ValidationError
+
+    from ray_dissect.errors import SpecError
+    from ray_dissect.spec import JobSpec
+    from ray_dissect.storage import location, read_text
+
+    spec_file = location(out) / "spec.json"
+    if not spec_file.is_file():
+        raise SpecError(f"{str(out)!r} is not a job directory (no spec.json)",
+                        hint="give the --out directory of a `ray-dissect run`")
     try:
-        from pydantic import ValidationError
-
-        from ray_dissect.errors import SpecError
-        from ray_dissect.spec import JobSpec
-        from ray_dissect.storage import location, read_text
-
-        spec_file = location(out) / "spec.json"
-        if not spec_file.is_file():
-            raise SpecError(f"{str(out)!r} is not a job directory (no spec.json)",
-                            hint="give the --out directory of a `ray-dissect run`")
-        try:
-            spec = JobSpec.model_validate_json(read_text(spec_file))
-        except (ValidationError, UnicodeDecodeError) as err:
-            raise SpecError(f"{str(spec_file)!r} is not a valid job spec "
-                            f"({str(err).splitlines()[0]})", hint="run the job again with "
-                            "its YAML: `ray-dissect run JOB.yaml --out DIR`") from None
-        _run_and_report(spec, out, address, False, no_report)
-    except RayDissectError as err:
-        fail(err)
-    except KeyboardInterrupt:
-        interrupted(out)
+        return JobSpec.model_validate_json(read_text(spec_file))
+    except (ValidationError, UnicodeDecodeError) as err:
+        raise SpecError(f"{str(spec_file)!r} is not a valid job spec "
+                        f"({str(err).splitlines()[0]})", hint="run the job again with "
+                        "its YAML: `ray-dissect run JOB.yaml --out DIR`") from None
 
 
 @app.command()
