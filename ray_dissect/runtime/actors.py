@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections import deque
@@ -14,13 +13,11 @@ from ray_dissect.job.layout import JobDir
 from ray_dissect.pipeline.context import WorkEnv, spec_blob
 from ray_dissect.pipeline.table import stage
 from ray_dissect.spec import JobSpec
+from ray_dissect.storage.files import UNWRITABLE
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-
-
-_UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def raise_cause(err: Any, what: str) -> None:
@@ -30,7 +27,7 @@ def raise_cause(err: Any, what: str) -> None:
     cause = getattr(err, "cause", None)
     if isinstance(cause, RayDissectError):
         raise cause from None
-    if isinstance(cause, OSError) and cause.errno in _UNWRITABLE:
+    if isinstance(cause, OSError) and cause.errno in UNWRITABLE:
         raise StoreError(f"{what} failed: {cause.strerror} ({cause.filename or 'output'})",
                          hint="free disk space or fix permissions; rerun the same command "
                               "to resume") from None
