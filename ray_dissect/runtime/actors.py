@@ -28,7 +28,8 @@ def raise_cause(err: Any, what: str) -> None:
     if isinstance(cause, RayDissectError):
         raise cause from None
     if isinstance(cause, OSError) and cause.errno in UNWRITABLE:
-        raise StoreError(f"{what} failed: {cause.strerror} ({cause.filename or 'output'})",
+        where = f" ({cause.filename})" if cause.filename else ""
+        raise StoreError(f"{what} failed: {cause.strerror}{where}",
                          hint="free disk space or fix permissions; rerun the same command "
                               "to resume") from None
     raise StageError(f"{what} failed: {cause!r}",
