@@ -28,14 +28,14 @@ def test_cpu_stage_route(free: float, total: float, cpus: float, calls: int, slo
 
 
 def test_only_on_gpus_stages_follow_the_actors_gpus() -> None:
-    """Over the whole stage table: actor stages always run on the actors; scoring (declared
-    ``on_gpus``) moves to them only when they hold GPUs; every other tasks stage stays on
-    tasks whatever the GPUs."""
+    """Over the whole stage table: actor stages always run on the actors; thresholds and
+    scoring (declared ``on_gpus``) move to them only when they hold GPUs; every other tasks
+    stage stays on tasks whatever the GPUs."""
     on_gpus = {s.name for s in STAGES if s.on_gpus}
-    assert on_gpus == {"scoring"}
+    assert on_gpus == {"thresholds", "scoring"}
     for s in STAGES:
         assert on_model_actors(s, 0.0) == (s.runs_on == "actors"), s.name
-        assert on_model_actors(s, 1.0) == (s.runs_on == "actors" or s.name == "scoring"), s.name
+        assert on_model_actors(s, 1.0) == (s.runs_on == "actors" or s.name in on_gpus), s.name
         assert on_model_actors(s, 0.25) == on_model_actors(s, 1.0), s.name
 
 
