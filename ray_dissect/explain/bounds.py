@@ -59,6 +59,7 @@ import scipy.sparse as sp
 
 from ray_dissect.concepts.masks import UnitMask
 from ray_dissect.explain.pairs import Pairs, atom_tables
+from ray_dissect.explain.profit import Profits
 from ray_dissect.explain.search import SearchParams, SearchSpace
 
 
@@ -115,7 +116,10 @@ def top_sums_rows(gains: np.ndarray, r: int) -> np.ndarray:
     if n == 0:
         return np.zeros((k, r + 1))
     m = min(r, n)
-    top = -np.sort(-np.partition(gains, n - m, axis=1)[:, n - m:], axis=1)
+    if m == 1:  # one OR left: the row maxima, without a partition
+        top = gains.max(axis=1, keepdims=True)
+    else:
+        top = -np.sort(-np.partition(gains, n - m, axis=1)[:, n - m:], axis=1)
     sums = np.concatenate([np.zeros((k, 1)), np.cumsum(top, axis=1)], axis=1)
     return np.concatenate([sums, np.repeat(sums[:, -1:], r + 1 - sums.shape[1], axis=1)], axis=1)
 
@@ -239,6 +243,14 @@ class Unit:
                    space.label_area[space.atoms].astype(np.float64), tables.rank, curve, order,
                    chunk, pairs)
 
+    def profits(self, level: float) -> Profits | None:
+        """The label-set profits at ``level`` (:mod:`ray_dissect.explain.profit`); None
+        where the test proves nothing (level <= 0 or an empty unit mask)."""
+        if level <= 0 or self.unit <= 0:
+            return None
+        return Profits.build(level, self.h, self.space.set_counts - self.h, self.b_sets,
+                             self.atom_hit_sets, float(self.unit), self.params.length)
+
     def roots(self) -> Batch:
         """Every atom as a one-leaf node."""
         n = self.rank.size
@@ -334,12 +346,14 @@ class Unit:
         grow = np.where((op == AND_NOT) & p.count_not, 2, 1)
         remaining = r - b.size[node] - grow
         gains = hits[:, OR] - b.inter[:, None]
-        sums = np.stack([top_sums_rows(gains, r),
-                         np.broadcast_to(top_sums(self.atom_inter, r), (gains.shape[0], r + 1))])
+        deep = max(int(remaining.max()), 1)  # columns 0..deep of the sums are read
+        sums = np.stack([top_sums_rows(gains, deep),
+                         np.broadcast_to(top_sums(self.atom_inter, deep),
+                                         (gains.shape[0], deep + 1))])
         flat = np.ravel_multi_index(idx, hits.shape)
         ci = hits.ravel()[flat]
         cm = pix.ravel()[flat] - ci
-        sums = sums.reshape(-1, r + 1)[np.minimum(op, 1) * gains.shape[0] + node]
+        sums = sums.reshape(-1, deep + 1)[np.minimum(op, 1) * gains.shape[0] + node]
         last = remaining == 1
         bound = np.empty(ci.size)
         more = ~last

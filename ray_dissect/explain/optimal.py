@@ -31,7 +31,9 @@ beam's order. So the answer, the first formula of the space, is never dropped, n
 its prefixes (a dropped prefix would drop it).
 
 1. *Bounds*: a subtree whose bound is below the incumbent's IoU holds nothing as good as the
-   incumbent (admissibility; equal bounds are kept so ties are resolved by the rule).
+   incumbent (admissibility; equal bounds are kept so ties are resolved by the rule). The
+   profit test of :mod:`ray_dissect.explain.profit`, at the floor (just below the
+   incumbent's IoU), drops roots and children whose every descendant is below the floor.
 2. *Commuting runs* (symmetry): ``(F OR a) OR b = (F OR b) OR a``, and AND / AND NOT
    commute the same way (``(F AND NOT a) AND b = (F AND b) AND NOT a``); the root joins the
    run its first operator starts (``t1 AND t2 = t2 AND t1``), but never as a negation. All
@@ -56,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 
 from ray_dissect.concepts.masks import UnitMask
 from ray_dissect.explain.bounds import AND_NOT, Batch, MissCurve, Unit, subtree_bound, top_sums
@@ -193,6 +196,8 @@ def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None
     if not deeper.any():
         return None
     node, op, col, grow = node[deeper], op[deeper], col[deeper], grow[deeper]
+    keep = _profit_keep(u, state, b, f, (node, op, col, grow), hits, pix)
+    node, op, col, grow = node[keep], op[keep], col[keep], grow[keep]
     bound = u.child_bounds(b, f, hits, pix, (node, op, col))
     keep = bound >= _floor(state)
     node, op, col, grow, bound = node[keep], op[keep], col[keep], grow[keep], bound[keep]
@@ -200,6 +205,33 @@ def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None
                  np.concatenate([b.ops[node], op[:, None]], axis=1),
                  hits[node, op, col], pix[node, op, col], b.size[node] + grow)
     return kids, bound
+
+
+def _profit_keep(u: Unit, state: _State, b: Batch, f: sp.csc_matrix,
+                 idx: tuple[np.ndarray, ...], hits: np.ndarray, pix: np.ndarray) -> np.ndarray:
+    """(n,) bool: the children ``idx`` (node, op, atom, length units added) of ``b`` (members
+    ``f``, counts (k, 3, A) ``hits``, ``pix``) whose subtree may reach the floor by the
+    profit test of :mod:`ray_dissect.explain.profit` (pruning rule 1)."""
+    node, op, col, grow = idx
+    prof = u.profits(_floor(state))
+    if prof is None:
+        return np.ones(node.size, dtype=bool)
+    sub = prof.children(prof.of_nodes(f), node, op, col)
+    remaining = u.params.length - b.size[node] - grow
+    last = prof.last_reach(sub, hits[node, op, col], pix[node, op, col])
+    return np.where(remaining == 1, last, prof.subtree_reach(sub, remaining))
+
+
+def _root_keep(u: Unit, state: _State, b: Batch) -> np.ndarray:
+    """(k,) bool: the one-atom nodes of ``b`` whose subtree may reach the floor by the profit
+    test (:mod:`ray_dissect.explain.profit`)."""
+    prof = u.profits(_floor(state))
+    if prof is None or b.cols.shape[1] != 1:
+        return np.ones(b.cols.shape[0], dtype=bool)
+    own = prof.atoms[b.cols[:, 0]]
+    remaining = u.params.length - b.size
+    last = prof.last_reach(own, b.inter, b.area)
+    return np.where(remaining == 1, last, prof.subtree_reach(own, np.maximum(remaining, 1)))
 
 
 def _last_step(u: Unit, b: Batch) -> bool:
@@ -234,6 +266,7 @@ def _score_last(u: Unit, state: _State, b: Batch) -> None:
 def _tighten(u: Unit, state: _State, b: Batch, bound: np.ndarray) -> np.ndarray:
     """(k,) float64: ``bound``, or -inf for the two-atom nodes whose final children cannot
     reach the incumbent (:func:`~ray_dissect.explain.pairs.last_step_reach`)."""
+    bound = np.where(_root_keep(u, state, b), bound, -np.inf)
     if not _last_step(u, b) or b.cols.shape[1] != 2:
         return bound
     assert u.pairs is not None

@@ -59,12 +59,13 @@ def _allowed(rank: Any, b: int, op: int, u: int, op2: int, allow_not: bool
 
 
 @jit
-def reach_neighbors(hits: Any, misses: Any, indptr: Any, indices: Any, rank: Any, a: Any,
-                    b: Any, op: Any, inter: Any, area: Any, unit: float, floor: float,
+def reach_neighbors(hits: Any, misses: Any, indptr: Any, indices: Any, adjacent: Any, rank: Any,
+                    a: Any, b: Any, op: Any, inter: Any, area: Any, unit: float, floor: float,
                     allow_not: bool, reach: Any) -> None:  # pragma: no cover - compiled
     """Set ``reach[i]`` (k,) bool where some allowed child ``(a op b) op2 u`` of node i, u a
     neighbour of a or b (CSR ``indptr``, ``indices``) other than a, b, has a bound >= floor;
-    nodes already marked are skipped."""
+    nodes already marked are skipped. Each such u is tested once: b's neighbours that also
+    meet a (``adjacent`` (A, A) bool) were tested in a's list, so they are passed over."""
     ok = np.zeros(3, dtype=np.bool_)
     for i in range(a.size):
         ai, bi, oi = a[i], b[i], op[i]
@@ -75,7 +76,7 @@ def reach_neighbors(hits: Any, misses: Any, indptr: Any, indices: Any, rank: Any
                 break
             for p in range(indptr[row], indptr[row + 1]):
                 u = indices[p]
-                if u == ai or u == bi:
+                if u == ai or u == bi or (row == bi and adjacent[ai, u]):
                     continue
                 for op2 in range(3):
                     ok[op2] = _allowed(rank, bi, oi, u, op2, allow_not)

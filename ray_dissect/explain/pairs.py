@@ -205,8 +205,8 @@ def last_step_reach(pairs: Pairs, cols: np.ndarray, ops: np.ndarray, inter: np.n
     reach = (own >= floor) | (floor <= 0) | _disjoint_or(pairs, a, b, inter, area, floor)
     if kernel_name() == "numba":
         nb = pairs.neighbors
-        reach_neighbors(pairs.hits, pairs.misses, nb.indptr, nb.indices, rank, a, b, op, inter,
-                        area, pairs.unit, floor, allow_not, reach)
+        reach_neighbors(pairs.hits, pairs.misses, nb.indptr, nb.indices, pairs.adjacent, rank,
+                        a, b, op, inter, area, pairs.unit, floor, allow_not, reach)
         return reach
     for side in (a, b):
         node, u = _rows(pairs.neighbors, side)

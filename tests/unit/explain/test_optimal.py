@@ -20,9 +20,18 @@ from ray_dissect.concepts.jit import KERNEL_ENV
 from ray_dissect.concepts.masks import unit_masks
 from ray_dissect.explain.bounds import Batch, Unit
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or, length
-from ray_dissect.explain.optimal import Budget, _root_bounds, optimal_search, space_bound
+from ray_dissect.explain.optimal import (
+    Budget,
+    _floor,
+    _profit_keep,
+    _root_bounds,
+    _root_keep,
+    _State,
+    optimal_search,
+    space_bound,
+)
 from ray_dissect.explain.pairs import last_step_bounds, last_step_reach
-from ray_dissect.explain.search import SearchParams, SearchSpace, beam_search
+from ray_dissect.explain.search import Scored, SearchParams, SearchSpace, beam_search
 
 _PATH = Path(__file__).parents[3] / "benchmarks" / "dense_oracle.py"
 _spec = importlib.util.spec_from_file_location("dense_oracle", _PATH)
@@ -336,3 +345,44 @@ def test_atom_tables_are_built_once_per_space() -> None:
     third = Unit.build(mask, other, SearchParams(length=3))
     assert third.atom_sets is not first.atom_sets
     assert (third.atom_sets != first.atom_sets).nnz == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), max_len=st.sampled_from([2, 3, 4]),
+       count_not=st.booleans(), pick=st.integers(0, 2**31 - 1), level=st.sampled_from(
+           [1.0, 1.0, 0.999, 0.9, 0.5]))
+def test_profit_test_drops_only_subtrees_below_the_floor(seed: int, max_len: int,
+                                                         count_not: bool, pick: int,
+                                                         level: float) -> None:
+    """A root or a child of a root dropped by the profit test (:mod:`ray_dissect.explain.
+    profit`) has no descendant (every formula of its atoms and up to the length's atoms more,
+    by dense masks) with an IoU at or above the floor; the incumbent is set at (or below) one
+    node's true best descendant, so nodes sit on the edge. About 190 nodes per example."""
+    space, mask, dense_b, concepts = _fixture(seed, n_labels=8, n=12)
+    u = Unit.build(mask, space, SearchParams(length=max_len, count_not=count_not))
+    atoms = [int(a) for a in space.atoms]
+    nodes = u.roots()
+    f = u.members(nodes)
+    hits, pix = u.children(nodes, f)
+    node, op, col = np.nonzero(np.ones_like(hits, dtype=bool))
+    grow = np.where((op == 2) & count_not, 2, 1)
+    keep = (col != node) & (1 + grow < max_len)
+    node, op, col, grow = node[keep], op[keep], col[keep], grow[keep]
+    want_root = [_descendant_max(dense_b, concepts, None, concepts[a], (a,), 1, max_len)
+                 for a in atoms]
+    want_kid = []
+    for k, o, c, g in zip(node, op, col, grow, strict=True):
+        base, t = concepts[atoms[k]], concepts[atoms[c]]
+        m = (base | t, base & t, base & ~t)[o]
+        want_kid.append(_descendant_max(dense_b, concepts, None, m, (atoms[k], atoms[c]),
+                                        1 + int(g), max_len))
+    wants = [w for w in want_root + want_kid if w > 0]
+    if not wants:
+        return
+    target = wants[np.random.default_rng(pick).integers(len(wants))] * Fraction(level)
+    state = _State(best=Scored(Leaf(atoms[0]), target.numerator, target.denominator))
+    floor = _floor(state)
+    roots = _root_keep(u, state, nodes)
+    kids = _profit_keep(u, state, nodes, f, (node, op, col, grow), hits, pix)
+    for kept, want in zip([*roots, *kids], want_root + want_kid, strict=True):
+        assert kept or float(want) < floor
