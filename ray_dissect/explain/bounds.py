@@ -346,7 +346,7 @@ class Unit:
         grow = np.where((op == AND_NOT) & p.count_not, 2, 1)
         remaining = r - b.size[node] - grow
         gains = hits[:, OR] - b.inter[:, None]
-        deep = max(int(remaining.max()), 1)  # columns 0..deep of the sums are read
+        deep = max(int(remaining.max(initial=1)), 1)  # columns 0..deep of the sums are read
         sums = np.stack([top_sums_rows(gains, deep),
                          np.broadcast_to(top_sums(self.atom_inter, deep),
                                          (gains.shape[0], deep + 1))])

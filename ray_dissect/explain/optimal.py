@@ -197,6 +197,8 @@ def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None
         return None
     node, op, col, grow = node[deeper], op[deeper], col[deeper], grow[deeper]
     keep = _profit_keep(u, state, b, f, (node, op, col, grow), hits, pix)
+    if not keep.any():
+        return None
     node, op, col, grow = node[keep], op[keep], col[keep], grow[keep]
     bound = u.child_bounds(b, f, hits, pix, (node, op, col))
     keep = bound >= _floor(state)

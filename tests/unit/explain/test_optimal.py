@@ -22,6 +22,7 @@ from ray_dissect.explain.bounds import Batch, Unit
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or, length
 from ray_dissect.explain.optimal import (
     Budget,
+    _expand,
     _floor,
     _profit_keep,
     _root_bounds,
@@ -386,3 +387,16 @@ def test_profit_test_drops_only_subtrees_below_the_floor(seed: int, max_len: int
     kids = _profit_keep(u, state, nodes, f, (node, op, col, grow), hits, pix)
     for kept, want in zip([*roots, *kids], want_root + want_kid, strict=True):
         assert kept or float(want) < floor
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_expansion_with_every_child_dropped_returns_nothing(seed: int) -> None:
+    """An incumbent of IoU 1 above every formula of the space (exhaustive): the profit test
+    drops every child of the roots and the expansion leaves no node to search."""
+    space, mask, dense_b, concepts = _fixture(seed, n_labels=8, n=12)
+    best = max(Fraction(i, n) for _, i, n in enumerate_space(dense_b, concepts, 3) if n)
+    assert best < 1
+    u = Unit.build(mask, space, SearchParams(length=3))
+    state = _State(best=Scored(Leaf(int(space.atoms[0])), 7, 7))
+    assert not _root_keep(u, state, u.roots()).any()
+    assert _expand(u, state, u.roots()) is None
