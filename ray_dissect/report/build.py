@@ -9,7 +9,7 @@
     layers/<layer>.html           plots, header, the unit grid (first page prerendered)
     units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips,
                                   <unit>_rf.png its receptive field when the stage ran)
-    img/<layer>/<unit>.jpg        one sprite per unit (its card's tiles)
+    img/<layer>/<unit>.webp       one sprite per unit (its card's tiles)
     data/<layer>.js               window.RD.add("<layer>", {...}): the grid's data
     assets/report.css report.js   hand-written, no framework
     _render/<layer>/<u0>-<u1>.json(.done)   per block of units: what the layer pages need

@@ -130,7 +130,8 @@ def test_layer_header_and_cards_equal_the_records(clustered: JobResults,
 
 def test_unit_pages_show_every_range(clustered: JobResults, clustered_site: ReportResult
                                      ) -> None:
-    """A unit page has every range's bounds, formula and beam, its tiles and its raw record."""
+    """A unit page has every range's bounds, formula and beam, its tiles, its raw record and
+    its histogram's data (a header line, then the zeros and each bin, counting every value)."""
     rec = clustered.records(LAYER)[8]
     page = (Path(clustered_site.out) / "units" / LAYER / "8.html").read_text()
     for e in rec.explanations:
@@ -140,6 +141,10 @@ def test_unit_pages_show_every_range(clustered: JobResults, clustered_site: Repo
     raw = re.search(r'<pre class="raw">(.*?)</pre>', page, re.S).group(1)
     assert json.loads(unescape(raw)) == rec.model_dump(mode="json")
     assert 'id="prev"' in page and 'id="next"' in page
+    bins = re.search(r'<pre class="rows">(.*?)</pre>', page, re.S).group(1).split("\n")
+    counts = [int(line.split(" ")[2]) for line in bins[1:]]  # the zeros, then 32 bins
+    assert bins[0] == "from to values" and len(counts) == 33
+    assert sum(counts) == clustered.activations(LAYER)[:, 8].size  # every value, once
 
 
 def test_concepts_page_lists_who_detects_what(clustered: JobResults,
@@ -227,7 +232,7 @@ def test_report_of_an_object_store_job(local_s3: LocalS3, clustered_job: Path,
     assert str(result.index) == f"{uri}/report/index.html"
     local = Path(clustered_site.out)
     for rel in ("index.html", f"layers/{LAYER}.html", f"units/{LAYER}/8.html",
-                f"img/{LAYER}/8.jpg", f"data/{LAYER}.js", "about.html"):
+                f"img/{LAYER}/8.webp", f"data/{LAYER}.js", "about.html"):
         assert local_s3.fs.cat_file(f"{uri}/report/{rel}") == (local / rel).read_bytes(), rel
 
 
@@ -239,7 +244,8 @@ def test_records_without_activations(clustered_job: Path, tmp_path: Path) -> Non
     result = build_report(JobResults(job), tmp_path / "s")
     layer = (Path(result.out) / "layers" / f"{LAYER}.html").read_text()
     assert len(_parse(Path(result.out) / "layers" / f"{LAYER}.html").cards) == 12
-    assert "Feature map unknown" in layer and not list(Path(result.out).rglob("*.jpg"))
+    assert "Feature map unknown" in layer and not [
+        p for p in Path(result.out).rglob("*") if p.suffix in (".jpg", ".webp")]
 
 
 class _Recorder:
