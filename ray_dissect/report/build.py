@@ -214,7 +214,8 @@ def _classes_page(site: pg.Site, results: JobResults, cards: list[pg.Card],
     names = names_for(results, len(weights)) if weights is not None else ()
     site.page("classes.html", "classes.html", message=message, table=table, n=10, layer=layer,
               classifier=results.spec.model.classifier, pages=links,
-              sprites=pg.sprite_links(cards), names=dict(enumerate(names)))
+              sprites=pg.sprite_links(cards), names=dict(enumerate(names)),
+              formulas=any(u.formula for _, up, down in table for u in (*up, *down)))
 
 
 def _about_page(site: pg.Site, results: JobResults, style: TileStyle, estimate: int) -> None:

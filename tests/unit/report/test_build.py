@@ -169,7 +169,7 @@ def test_classes_page_ranks_units_by_head_weight(clustered_site: ReportResult) -
     for c in range(w.shape[0]):
         section = text[text.index(f'id="class-{c}"'):]
         section = section[: section.index("<h3>inhibiting")]
-        shown = [int(u) for u in re.findall(r'<td class="num"><a href="[^"]+">(\d+)</a>', section)]
+        shown = [int(u) for u in re.findall(r'<tr><td><a href="[^"]+">(\d+)</a>', section)]
         order = sorted(range(w.shape[1]), key=lambda u: (-w[c, u], u))[:10]
         assert shown == order
 
