@@ -27,8 +27,8 @@ the demo itself) and prints, before and after side by side, the report's seconds
 bytes, files, HTML pages and bytes per unit (unit pages, their overlays or strips, card
 sprites and the shared images, divided by the units): "before" is the baked layout (three
 JPEG strips per row and view, 85-quality sprites), "after" the default (each image once for
-the report under per-unit PNG overlays). Both are built in the same run, one after the
-other, so they share the machine's load.
+the report under per-unit overlays, heat maps at their own size). Both are built in the same
+run, one after the other, so they share the machine's load.
 It then prints both reports' bytes by part (unit pages, heat overlays, mask/concept overlays,
 card sprites, shared images, classes.html, the render cache, the rest) and the budget figures
 of issue 24: the whole report in MB (<= 40) and KB per unit (the unit pages, their overlays,
