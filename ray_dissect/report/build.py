@@ -130,7 +130,8 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
     progress = progress or QuietProgress()
     root = storage.location(out) if out is not None else results.root / "report"
     style = options.tile_style(results.image_side())
-    estimate = size_estimate(results, _rows(results), 10, style.size, style.thumb)
+    estimate = size_estimate(results, _rows(results), 10, style.size, style.thumb,
+                             style.overlay)
     log.info("report: about %.1f MB expected in %s", estimate / 1e6, root)
     weights, message = head_weights(results)
     shown = [page for page in pages if page.present(results)]
