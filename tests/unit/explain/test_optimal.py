@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ray_dissect.concepts.jit import KERNEL_ENV
 from ray_dissect.concepts.masks import unit_masks
-from ray_dissect.explain.bounds import Batch, Unit
+from ray_dissect.explain.bounds import Batch, Unit, top_sums, top_sums_rows
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or, length
 from ray_dissect.explain.optimal import (
     Budget,
@@ -400,3 +400,14 @@ def test_expansion_with_every_child_dropped_returns_nothing(seed: int) -> None:
     state = _State(best=Scored(Leaf(int(space.atoms[0])), 7, 7))
     assert not _root_keep(u, state, u.roots()).any()
     assert _expand(u, state, u.roots()) is None
+
+
+@pytest.mark.parametrize("r", [0, 1, 2, 3, 9])
+def test_top_sums_rows_equal_top_sums_of_each_row(r: int) -> None:
+    """The row-wise sums (a max for r = 1, a partition otherwise) are :func:`top_sums` of each
+    row, ties and rows shorter than r included."""
+    rng = np.random.default_rng(r)
+    gains = rng.integers(-3, 4, size=(40, 6)).astype(np.float64)
+    got = top_sums_rows(gains, r)
+    for row, sums in zip(gains, got, strict=True):
+        assert (sums == top_sums(row, r)).all()
