@@ -338,9 +338,14 @@ class Unit:
         return hits, misses, hits[np.arange(sel.shape[0]), np.argmax(g, axis=1)]
 
     def child_bounds(self, b: Batch, f: sp.csc_matrix, hits: np.ndarray, pix: np.ndarray,
-                     idx: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+                     idx: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     subsets: np.ndarray | None = None) -> np.ndarray:
         """(n,) float64 bound of the strict descendants of the children ``idx`` (node, op,
-        atom) of ``b``, each with room to grow (see :mod:`ray_dissect.explain.bounds`)."""
+        atom) of ``b``, each with room to grow (see :mod:`ray_dissect.explain.bounds`).
+        ``subsets`` (n,) bool False marks children whose subsets are proved below the floor
+        (:mod:`ray_dissect.explain.profit`): with one atom left they get the OR bound alone,
+        admissible where it reaches the floor (the subsets are below it), below the floor
+        only where the whole subtree is."""
         node, op, _ = idx
         r, p = self.params.length, self.params
         grow = np.where((op == AND_NOT) & p.count_not, 2, 1)
@@ -362,15 +367,23 @@ class Unit:
                                         sums[more])
         if last.any():
             bound[last] = self._last_bounds(f, node[last], op[last], ci[last], cm[last],
-                                            sums[last])
+                                            sums[last], None if subsets is None else subsets[last])
         return bound
 
     def _last_bounds(self, f: sp.csc_matrix, node: np.ndarray, op: np.ndarray, ci: np.ndarray,
-                     cm: np.ndarray, sums: np.ndarray) -> np.ndarray:
+                     cm: np.ndarray, sums: np.ndarray, subsets: np.ndarray | None
+                     ) -> np.ndarray:
         """Bounds of children with one atom to go: one OR (``or_bound``) or a subset of the
-        child; an AND / AND NOT child is a subset of its parent, so of the parent's curve."""
+        child; an AND / AND NOT child is a subset of its parent, so of the parent's curve
+        (only for the children ``subsets`` marks, all when None: :meth:`child_bounds`)."""
         only_or = or_bound(self.curve, ci, cm, sums[:, 1], self.atom_inter,
                            self.atom_area - self.atom_inter)
+        if subsets is not None:
+            out = only_or.copy()
+            if subsets.any():
+                out[subsets] = self._last_bounds(f, node[subsets], op[subsets], ci[subsets],
+                                                 cm[subsets], sums[subsets], None)
+            return out
         subset = self.curve.g(np.minimum(self.unit, ci))
         inside = op != OR
         if inside.any():

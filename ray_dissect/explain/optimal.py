@@ -196,11 +196,11 @@ def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None
     if not deeper.any():
         return None
     node, op, col, grow = node[deeper], op[deeper], col[deeper], grow[deeper]
-    keep = _profit_keep(u, state, b, f, (node, op, col, grow), hits, pix)
+    keep, subsets = _profit_keep(u, state, b, f, (node, op, col, grow), hits, pix)
     if not keep.any():
         return None
     node, op, col, grow = node[keep], op[keep], col[keep], grow[keep]
-    bound = u.child_bounds(b, f, hits, pix, (node, op, col))
+    bound = u.child_bounds(b, f, hits, pix, (node, op, col), subsets[keep])
     keep = bound >= _floor(state)
     node, op, col, grow, bound = node[keep], op[keep], col[keep], grow[keep], bound[keep]
     kids = Batch(np.concatenate([b.cols[node], col[:, None]], axis=1),
@@ -210,18 +210,21 @@ def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None
 
 
 def _profit_keep(u: Unit, state: _State, b: Batch, f: sp.csc_matrix,
-                 idx: tuple[np.ndarray, ...], hits: np.ndarray, pix: np.ndarray) -> np.ndarray:
-    """(n,) bool: the children ``idx`` (node, op, atom, length units added) of ``b`` (members
-    ``f``, counts (k, 3, A) ``hits``, ``pix``) whose subtree may reach the floor by the
-    profit test of :mod:`ray_dissect.explain.profit` (pruning rule 1)."""
+                 idx: tuple[np.ndarray, ...], hits: np.ndarray, pix: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) bool each: the children ``idx`` (node, op, atom, length units added) of ``b``
+    (members ``f``, counts (k, 3, A) ``hits``, ``pix``) whose subtree may reach the floor by
+    the profit test of :mod:`ray_dissect.explain.profit` (pruning rule 1), and those whose
+    subsets may (all that have more than one unit left)."""
     node, op, col, grow = idx
     prof = u.profits(_floor(state))
     if prof is None:
-        return np.ones(node.size, dtype=bool)
+        return np.ones(node.size, dtype=bool), np.ones(node.size, dtype=bool)
     sub = prof.children(prof.of_nodes(f), node, op, col)
     remaining = u.params.length - b.size[node] - grow
     last = prof.last_reach(sub, hits[node, op, col], pix[node, op, col])
-    return np.where(remaining == 1, last, prof.subtree_reach(sub, remaining))
+    subsets = (remaining > 1) | (sub >= prof.need)
+    return np.where(remaining == 1, last, prof.subtree_reach(sub, remaining)), subsets
 
 
 def _root_keep(u: Unit, state: _State, b: Batch) -> np.ndarray:

@@ -357,8 +357,9 @@ def test_profit_test_drops_only_subtrees_below_the_floor(seed: int, max_len: int
                                                          level: float) -> None:
     """A root or a child of a root dropped by the profit test (:mod:`ray_dissect.explain.
     profit`) has no descendant (every formula of its atoms and up to the length's atoms more,
-    by dense masks) with an IoU at or above the floor; the incumbent is set at (or below) one
-    node's true best descendant, so nodes sit on the edge. About 190 nodes per example."""
+    by dense masks) with an IoU at or above the floor, and a last-step child whose subsets
+    are not marked has no AND / AND NOT completion there; the incumbent is set at (or below)
+    one node's true best descendant, so nodes sit on the edge. About 190 nodes per example."""
     space, mask, dense_b, concepts = _fixture(seed, n_labels=8, n=12)
     u = Unit.build(mask, space, SearchParams(length=max_len, count_not=count_not))
     atoms = [int(a) for a in space.atoms]
@@ -384,9 +385,20 @@ def test_profit_test_drops_only_subtrees_below_the_floor(seed: int, max_len: int
     state = _State(best=Scored(Leaf(atoms[0]), target.numerator, target.denominator))
     floor = _floor(state)
     roots = _root_keep(u, state, nodes)
-    kids = _profit_keep(u, state, nodes, f, (node, op, col, grow), hits, pix)
+    kids, subsets = _profit_keep(u, state, nodes, f, (node, op, col, grow), hits, pix)
     for kept, want in zip([*roots, *kids], want_root + want_kid, strict=True):
         assert kept or float(want) < floor
+    unit = int(dense_b.sum())
+    for k, o, c, g, sub in zip(node, op, col, grow, subsets, strict=True):
+        if sub or 1 + g + 1 < max_len:  # marked, or more than one unit left: all kept
+            assert sub
+            continue
+        base, t = concepts[atoms[k]], concepts[atoms[c]]
+        m = (base | t, base & t, base & ~t)[o]
+        for v in concepts.values():  # the AND / AND NOT completions: subsets of the child
+            for mm in (m & v, m & ~v):
+                i = int((mm & dense_b).sum())
+                assert i == 0 or i / (unit + int(mm.sum()) - i) < floor
 
 
 @pytest.mark.parametrize("seed", range(6))
