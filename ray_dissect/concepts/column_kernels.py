@@ -4,8 +4,9 @@ Along one column of a tile the upsampled value is ``top + lam * step`` (float64,
 walk's formula) with the row weights ``lam`` ascending, so it is monotone in the row (float
 multiplication and addition round monotonically): the rows inside a range, and those within
 the margin of a bound, are intervals of the tile's rows, found by counting the column's
-values below each bound that crosses it. An interval is counted per label set through the image's column-major runs
-of equal sets (:func:`image_runs`), a few additions per column instead of one per pixel.
+values below each bound that crosses it. An interval is counted per label set through the
+image's column-major runs of equal sets (:func:`image_runs`), a few additions per column
+instead of one per pixel.
 The decisions are those of :mod:`ray_dissect.concepts.kernels`' pixel rule, pixel for pixel.
 """
 
