@@ -45,17 +45,15 @@ SKIP, ALL, CHECK = 0, 1, 2
 """A cell's status for one range: no pixel in it, every pixel in it, decide pixel by pixel."""
 
 
-@jit
-def _cell_status(a: float, b: float, c: float, d: float, lo: float, hi: float, inc: bool,
-                 margin: float) -> int:  # pragma: no cover - compiled
-    """:data:`SKIP`, :data:`ALL` or :data:`CHECK` for a cell of corners a, b, c, d (its
-    values are convex combinations of them, within the margin in torch's float32)."""
-    amax = max(abs(a), abs(b), abs(c), abs(d))
+@inline_jit
+def _cell_status(amax: float, cmin: float, cmax: float, delta: float, lo: float, hi: float,
+                 inc: bool) -> int:  # pragma: no cover - compiled
+    """:data:`SKIP`, :data:`ALL` or :data:`CHECK` for a cell of corners of largest magnitude
+    ``amax``, least ``cmin`` and greatest ``cmax`` (its values are convex combinations of
+    them, within the margin ``delta`` in torch's float32)."""
     if amax == 0.0:  # every value is exactly 0
         inside = (lo <= 0.0 <= hi) if inc else (lo < 0.0 < hi)
         return ALL if inside else SKIP
-    delta = margin * amax
-    cmin, cmax = min(a, b, c, d), max(a, b, c, d)
     if cmax + delta < lo or cmin - delta > hi:
         return SKIP
     if cmin - delta > lo and cmax + delta < hi:
@@ -185,9 +183,11 @@ def _count_pair(m: Any, rows: Any, cols: Any, lo: Any, hi: Any, inc: Any, fires:
             c = np.float64(m[r_i1[ty], c_i0[tx]])
             d = np.float64(m[r_i1[ty], c_i1[tx]])
             n_every = n_check = 0
+            amax = max(abs(a), abs(b), abs(c), abs(d))
+            cmin, cmax, delta = min(a, b, c, d), max(a, b, c, d), margin * amax
             for r in range(n_ranges):
                 if fires[r] and not redo[r]:
-                    status = _cell_status(a, b, c, d, lo[r], hi[r], inc[r], margin)
+                    status = _cell_status(amax, cmin, cmax, delta, lo[r], hi[r], inc[r])
                     if status == ALL:
                         every[n_every] = r
                         n_every += 1
@@ -197,7 +197,6 @@ def _count_pair(m: Any, rows: Any, cols: Any, lo: Any, hi: Any, inc: Any, fires:
             if n_every:
                 _count_all(cols, tx, rows[2][ty, 0], rows[3][ty], runs, hist, every, n_every)
             if n_check:
-                delta = margin * max(abs(a), abs(b), abs(c), abs(d))
                 _check_cell((a, b, c, d), rows, cols, ty, tx, check, n_check, (lo, hi, inc),
                             delta, runs, hist, redo, scratch)
 
