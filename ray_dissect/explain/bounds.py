@@ -45,7 +45,9 @@ A node is a left-deep formula given by atom columns (into ``SearchSpace.atoms``)
 ``ops`` (k, d) int64, ``inter``, ``area`` (k,) float64 and ``size`` (k,) int64 length units.
 Expanding it builds the sparse (n_sets, k) membership of the nodes and multiplies the
 (A, n_sets) atom membership by it, weighted by pixels and by hits: (k, A) intersections with
-every atom, in chunks whose (k, 3, A) children arrays take about ``CHUNK_BYTES``.
+every atom, in chunks whose (k, 3, A) children arrays take about ``CHUNK_BYTES``. One-atom
+nodes read the same counts from the unit's pairwise overlaps (:mod:`ray_dissect.explain.pairs`,
+one sparse product per unit); the unit-free atom arrays are built once per space.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ray_dissect.concepts.masks import UnitMask
+from ray_dissect.explain.pairs import Pairs, atom_tables
 from ray_dissect.explain.search import SearchParams, SearchSpace
 
 
@@ -103,6 +106,18 @@ def top_sums(gains: np.ndarray, r: int) -> np.ndarray:
     top = -np.sort(-gains)[:k] if k else np.zeros(0)
     sums = np.concatenate([[0.0], np.cumsum(top)])
     return np.concatenate([sums, np.full(r + 1 - sums.size, sums[-1])])
+
+
+def top_sums_rows(gains: np.ndarray, r: int) -> np.ndarray:
+    """(k, r + 1) float64: :func:`top_sums` of each row of ``gains`` (k, n) float64, the same
+    values (the r largest of each row, summed largest first)."""
+    k, n = gains.shape
+    if n == 0:
+        return np.zeros((k, r + 1))
+    m = min(r, n)
+    top = -np.sort(-np.partition(gains, n - m, axis=1)[:, n - m:], axis=1)
+    sums = np.concatenate([np.zeros((k, 1)), np.cumsum(top, axis=1)], axis=1)
+    return np.concatenate([sums, np.repeat(sums[:, -1:], r + 1 - sums.shape[1], axis=1)], axis=1)
 
 
 def subtree_bound(curve: MissCurve, inter: np.ndarray, misses: np.ndarray, remaining: np.ndarray,
@@ -203,23 +218,26 @@ class Unit:
     curve: MissCurve
     ratio_order: np.ndarray
     chunk: int
+    pairs: Pairs | None
 
     @classmethod
     def build(cls, mask: UnitMask, space: SearchSpace, params: SearchParams) -> Unit:
         n_sets = space.membership_t.shape[1]
         h = np.bincount(mask.sets, weights=mask.counts, minlength=n_sets)
         b_sets = np.flatnonzero(h)
-        atom_sets = space.membership_t[space.atoms].tocsr().astype(np.float64)
-        hit_sets = atom_sets[:, b_sets].tocsr()
+        tables = atom_tables(space, space.membership_t, space.set_counts, space.atoms)
+        hit_sets = tables.atom_sets[:, b_sets].tocsr()
         inter = np.rint(hit_sets @ h[b_sets])
-        rank = np.argsort(np.argsort([str(int(a)) for a in space.atoms], kind="stable"))
         curve = MissCurve.build(h, space.set_counts, float(mask.area))
         hb, mb = h[b_sets], space.set_counts[b_sets] - h[b_sets]
         order = b_sets[np.lexsort((-hb, mb / hb))] if b_sets.size else b_sets
         chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // (24 * max(len(space.atoms), 1))))
-        return cls(space, params, int(mask.area), h, b_sets, atom_sets,
-                   sp.csc_matrix(atom_sets.T), space.set_counts[:, None], hit_sets, inter,
-                   space.label_area[space.atoms].astype(np.float64), rank, curve, order, chunk)
+        pairs = (None if tables.pixels is None
+                 else Pairs.build(tables, hit_sets, h[b_sets], float(mask.area)))
+        return cls(space, params, int(mask.area), h, b_sets, tables.atom_sets,
+                   tables.atom_sets_t, space.set_counts[:, None], hit_sets, inter,
+                   space.label_area[space.atoms].astype(np.float64), tables.rank, curve, order,
+                   chunk, pairs)
 
     def roots(self) -> Batch:
         """Every atom as a one-leaf node."""
@@ -238,18 +256,27 @@ class Unit:
             f = (f + leaf - both) @ pick[OR] + both @ pick[AND] + (f - both) @ pick[AND_NOT]
         return sp.csc_matrix(f)
 
-    def children(self, b: Batch, f: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """(k, 3, A) float64 hits and pixels of ``node op atom`` (f: :meth:`members`)."""
-        x = (self.atom_sets @ sp.csc_matrix(f.multiply(self.set_counts_col))).toarray().T
+    def children(self, b: Batch, f: sp.csc_matrix, cols: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """(k, 3, c) float64 hits and pixels of ``node op atom`` (f: :meth:`members`) for the
+        atom columns ``cols`` (c,) int64, every atom when None."""
+        if cols is None and b.cols.shape[1] == 1 and self.pairs is not None:
+            return self._atom_children(b)
+        sets, hit_sets, inter, area = (self.atom_sets, self.atom_hit_sets, self.atom_inter,
+                                       self.atom_area)
+        if cols is not None:
+            sets, hit_sets, inter, area = sets[cols], hit_sets[cols], inter[cols], area[cols]
+        x = (sets @ sp.csc_matrix(f.multiply(self.set_counts_col))).toarray().T
         fb = sp.csc_matrix(f[self.b_sets].multiply(self.h[self.b_sets][:, None]))
-        y = (self.atom_hit_sets @ fb).toarray().T
+        y = (hit_sets @ fb).toarray().T
         i, a = b.inter[:, None], b.area[:, None]
-        hits = np.rint(np.stack([i + self.atom_inter - y, y, i - y], axis=1))
-        pix = np.rint(np.stack([a + self.atom_area - x, x, a - x], axis=1))
+        hits = np.rint(np.stack([i + inter - y, y, i - y], axis=1))
+        pix = np.rint(np.stack([a + area - x, x, a - x], axis=1))
         return hits, pix
 
-    def valid(self, b: Batch, pix: np.ndarray) -> np.ndarray:
-        """(k, 3, A) bool: children in the space and kept by pruning rules 2 and 3."""
+    def structural(self, b: Batch) -> np.ndarray:
+        """(k, 3, A) bool: children in the space (distinct atoms, ``count_not`` length) and
+        kept by pruning rule 2 (commuting runs); needs no counts."""
         k, n = b.cols.shape[0], self.rank.size
         ok = np.ones((k, 3, n), dtype=bool)
         rows = np.arange(k)
@@ -263,8 +290,27 @@ class Unit:
         for op in (OR, AND, AND_NOT):
             tied = (last_op < 0) | ((last_op == OR) == (op == OR))
             ok[:, op] &= ~tied[:, None] | (key[op][None, :] > prev[:, None])
+        return ok
+
+    def _atom_children(self, b: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`children` of one-atom nodes, read from the pairwise overlaps (the same
+        integer counts, without the sparse products)."""
+        assert self.pairs is not None
+        y = self.pairs.hits[b.cols[:, 0]]
+        x = y + self.pairs.misses[b.cols[:, 0]]
+        i, a = b.inter[:, None], b.area[:, None]
+        hits = np.stack([i + self.atom_inter - y, y, i - y], axis=1)
+        pix = np.stack([a + self.atom_area - x, x, a - x], axis=1)
+        return hits, pix
+
+    def valid(self, b: Batch, pix: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+        """(k, 3, c) bool: children (``pix`` of :meth:`children` for the same ``cols``) in the
+        space and kept by pruning rules 2 and 3."""
+        ok, area = self.structural(b), self.atom_area
+        if cols is not None:
+            ok, area = ok[:, :, cols], area[cols]
         ok &= (pix != b.area[:, None, None]) & (pix > 0)
-        ok[:, :AND_NOT] &= pix[:, :AND_NOT] != self.atom_area
+        ok[:, :AND_NOT] &= pix[:, :AND_NOT] != area
         return ok
 
     def subset_curves(self, f: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -283,19 +329,26 @@ class Unit:
                      idx: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         """(n,) float64 bound of the strict descendants of the children ``idx`` (node, op,
         atom) of ``b``, each with room to grow (see :mod:`ray_dissect.explain.bounds`)."""
-        node, op, col = idx
+        node, op, _ = idx
         r, p = self.params.length, self.params
         grow = np.where((op == AND_NOT) & p.count_not, 2, 1)
         remaining = r - b.size[node] - grow
         gains = hits[:, OR] - b.inter[:, None]
-        sums = np.stack([np.stack([top_sums(g, r) for g in gains]),
+        sums = np.stack([top_sums_rows(gains, r),
                          np.broadcast_to(top_sums(self.atom_inter, r), (gains.shape[0], r + 1))])
-        ci, cm = hits[node, op, col], pix[node, op, col] - hits[node, op, col]
-        bound = subtree_bound(self.curve, ci, cm, remaining, sums[np.minimum(op, 1), node])
+        flat = np.ravel_multi_index(idx, hits.shape)
+        ci = hits.ravel()[flat]
+        cm = pix.ravel()[flat] - ci
+        sums = sums.reshape(-1, r + 1)[np.minimum(op, 1) * gains.shape[0] + node]
         last = remaining == 1
+        bound = np.empty(ci.size)
+        more = ~last
+        if more.any():
+            bound[more] = subtree_bound(self.curve, ci[more], cm[more], remaining[more],
+                                        sums[more])
         if last.any():
             bound[last] = self._last_bounds(f, node[last], op[last], ci[last], cm[last],
-                                            sums[np.minimum(op[last], 1), node[last]])
+                                            sums[last])
         return bound
 
     def _last_bounds(self, f: sp.csc_matrix, node: np.ndarray, op: np.ndarray, ci: np.ndarray,
@@ -308,8 +361,10 @@ class Unit:
         inside = op != OR
         if inside.any():
             hits, misses, peak = self.subset_curves(f)
-            for k in np.unique(node[inside]):
-                sel = inside & (node == k)
+            rows = np.flatnonzero(inside)
+            rows = rows[np.argsort(node[rows], kind="stable")]
+            nodes, first = np.unique(node[rows], return_index=True)
+            for k, sel in zip(nodes, np.split(rows, first[1:]), strict=True):
                 x = np.minimum(ci[sel], peak[k])
                 own = x / np.maximum(self.unit + np.interp(x, hits[k], misses[k]), 1e-300)
                 subset[sel] = np.minimum(subset[sel], own)

@@ -17,8 +17,11 @@ first and each chunk's children depth first: a chunk's children, every atom unde
 are scored exactly at once by two sparse products (:mod:`ray_dissect.explain.bounds`), as
 the beam does for its beam. Each child that can still grow gets an admissible upper bound of
 its subtree (:mod:`ray_dissect.explain.bounds`) and is dropped when it is below the
-incumbent's IoU. A ``budget`` (seconds and/or expanded nodes) makes it anytime: the proved
-bound is then the largest bound of the subtrees left.
+incumbent's IoU. Nodes whose children are all final (one length unit left: most of the
+work) are first tested by the pairwise bounds of :mod:`ray_dissect.explain.pairs`: a node
+none of whose children can reach the incumbent is not expanded, and an expanded one is scored
+only for the atoms whose bound reaches it. A ``budget`` (seconds and/or expanded nodes)
+makes it anytime: the proved bound is then the largest bound of the subtrees left.
 
 **Pruning rules, and why each keeps the answer.** Each rule drops a formula G (with its
 whole subtree) only when, for G and for every descendant of G, the space holds a formula with
@@ -57,6 +60,7 @@ import numpy as np
 from ray_dissect.concepts.masks import UnitMask
 from ray_dissect.explain.bounds import AND_NOT, Batch, MissCurve, Unit, subtree_bound, top_sums
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or
+from ray_dissect.explain.pairs import last_step_bounds, last_step_reach
 from ray_dissect.explain.search import Scored, SearchParams, SearchSpace, _sort_key
 
 MARGIN = 1e-12  # float bounds: a subtree is dropped only when clearly below the incumbent
@@ -174,6 +178,9 @@ def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None
     """Score every child of the nodes of ``b`` exactly; the children that can grow further,
     with their bounds (None when none can)."""
     state.expanded += b.cols.shape[0]
+    if _last_step(u, b):
+        _score_last(u, state, b)
+        return None
     f = u.members(b)
     hits, pix = u.children(b, f)
     idx = np.nonzero(u.valid(b, pix))
@@ -195,10 +202,52 @@ def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None
     return kids, bound
 
 
+def _last_step(u: Unit, b: Batch) -> bool:
+    """Whether every child of the nodes of ``b`` is final and the pairwise bounds of
+    :mod:`ray_dissect.explain.pairs` apply (nodes of one or two atoms)."""
+    return (u.pairs is not None and b.cols.shape[1] <= 2
+            and bool((b.size + 1 >= u.params.length).all()))
+
+
+def _last_bounds(u: Unit, b: Batch) -> np.ndarray:
+    """(k, 3, A) float64 pairwise bounds of the children of ``b`` (:func:`_last_step`), 0
+    for children outside the space or dropped by pruning rule 2."""
+    assert u.pairs is not None
+    bound = last_step_bounds(u.pairs, b.cols, b.ops, b.inter, b.area)
+    return np.where(u.structural(b), bound, 0.0)
+
+
+def _score_last(u: Unit, state: _State, b: Batch) -> None:
+    """Score exactly the final children of ``b`` whose pairwise bound reaches the incumbent,
+    computing only the atom columns where some child does (pruning rule 1)."""
+    reach = _last_bounds(u, b) >= _floor(state)
+    cols = np.flatnonzero(reach.any(axis=(0, 1)))
+    if not cols.size:
+        return
+    hits, pix = u.children(b, u.members(b), cols)
+    node, op, pos = np.nonzero(u.valid(b, pix, cols) & reach[:, :, cols])
+    state.visited += node.size
+    inter, area = hits[node, op, pos].astype(np.int64), pix[node, op, pos].astype(np.int64)
+    _offer_batch(state, u, b, (node, op, cols[pos]), inter, u.unit + area - inter)
+
+
+def _tighten(u: Unit, state: _State, b: Batch, bound: np.ndarray) -> np.ndarray:
+    """(k,) float64: ``bound``, or -inf for the two-atom nodes whose final children cannot
+    reach the incumbent (:func:`~ray_dissect.explain.pairs.last_step_reach`)."""
+    if not _last_step(u, b) or b.cols.shape[1] != 2:
+        return bound
+    assert u.pairs is not None
+    allow_not = not u.params.count_not  # a final AND NOT child counting 2 would not fit
+    reach = last_step_reach(u.pairs, b.cols, b.ops, b.inter, b.area, _floor(state), u.rank,
+                            allow_not)
+    return np.where(reach, bound, -np.inf)
+
+
 def _search(u: Unit, state: _State, b: Batch, bound: np.ndarray) -> bool:
     """Expand the nodes of ``b`` in chunks, in descending ``bound`` order, while their bound
     can reach the incumbent, each chunk's children depth first; False when the budget ran
     out (then the largest bound not searched is in ``state.left``)."""
+    bound = _tighten(u, state, b, bound)
     order = np.argsort(-bound, kind="stable")
     start = 0
     while start < order.size:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_dissect import __version__, storage
+from ray_dissect.errors import StoreError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.job.lock import job_lock
 from ray_dissect.job.manifest import Manifest, start_run, write_manifest
@@ -110,9 +111,22 @@ def _execute(stage: Stage, plan: Plan, ctx: JobContext, tracker: Tracker,
 
     try:
         execute(stage, plan, ctx, on_done)
-    finally:
+    except BaseException:
+        _best_effort(tracker.record_all, ctx.timings)  # the stage's error is the one to show
+        raise
+    else:
         tracker.record_all(ctx.timings)
+    finally:
         ctx.timings.clear()
+
+
+def _best_effort(write: Callable[..., None], *args: Any) -> None:
+    """Write bookkeeping while a run fails: a failure to write (e.g. the disk that failed the
+    run is still full) is logged, so that it does not hide the run's own error."""
+    try:
+        write(*args)
+    except StoreError as failed:
+        log.warning("could not update the manifest: %s", failed)
 
 
 def run_stages(spec: JobSpec, out: str | Path | AnyPath, execute: Executor = execute_locally,
@@ -171,7 +185,7 @@ def _record_failure(job: JobDir, manifest: Manifest, err: BaseException) -> None
     else:
         run.status, run.error = "failed", f"{type(err).__name__}: {err}"
     run.finished = time.time()
-    write_manifest(job.root, manifest)
+    _best_effort(write_manifest, job.root, manifest)
 
 
 def _open(spec: JobSpec, images: int, out: str | Path | AnyPath, force: bool,

@@ -47,7 +47,7 @@ class RayExecutor:
 
     def __call__(self, stage: Stage, plan: Plan, ctx: JobContext, on_done: OnDone) -> None:
         shared = tuple(self._put(x, once=x is ctx.index) for x in plan.shared)
-        if stage.runs_on == "actors" or (stage.on_gpus and self._gpus(ctx) > 0):
+        if on_model_actors(stage, self._gpus(ctx)):
             run_on_actors(self._pool(ctx), stage.name, [(*shared, *call) for call in plan.calls],
                           on_done, stage.calls_per_actor, ctx.timings)
             return
@@ -104,6 +104,14 @@ class RayExecutor:
         if self.pool is not None:
             self.pool.release()
         self._puts.clear()
+
+
+def on_model_actors(stage: Stage, gpus: float) -> bool:
+    """Whether ``stage``'s work units run on the model actors when each holds ``gpus`` GPUs:
+    an actor stage always; a tasks stage declared ``on_gpus`` (scoring) when the actors hold
+    GPUs, so its per-pixel work takes their device; any other tasks stage never (it may still
+    borrow idle CPU actors, see :func:`cpu_stage_route`)."""
+    return stage.runs_on == "actors" or (stage.on_gpus and gpus > 0)
 
 
 def cpu_stage_route(free: float, total: float, cpus: float, calls: int, actor_slots: int

@@ -21,7 +21,7 @@ from ray_dissect.spec.base import Frozen, tag_of
 
 class PathField:
     """Field marker (``Annotated[str, PATH]``): a local path of the dataset (a file or folder),
-    resolved against the spec's directory when the spec is loaded; URIs are left as given."""
+    resolved against the current directory when the spec is loaded; URIs are left as given."""
 
     def __repr__(self) -> str:
         return "PATH"

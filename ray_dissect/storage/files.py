@@ -25,6 +25,7 @@ The protocol's package must be installed on every node (``s3fs`` for ``s3://``, 
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -44,6 +45,8 @@ else:
     AnyPath = Any
 
 LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
+UNWRITABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+"""``errno`` values of a full or read-only disk: the output is unwritable (exit 5)."""
 
 
 def is_uri(text: str | os.PathLike[str]) -> bool:
@@ -91,13 +94,32 @@ def makedirs(path: AnyPath) -> None:
 
 
 def write_bytes(path: AnyPath, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (readers see the old or the new whole file)."""
+    """Replace ``path`` with ``data`` atomically (readers see the old or the new whole file).
+
+    A full or read-only disk is a :class:`StoreError` naming the file (the old file, if any,
+    stays whole and no temporary is left); other failures propagate as they are.
+    """
+    try:
+        _replace(path, data)
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        raise StoreError(f"writing {str(path)!r} failed: {err.strerror}",
+                         hint="free disk space or make the directory writable; "
+                              "the job can be resumed") from None
+
+
+def _replace(path: AnyPath, data: bytes) -> None:
     if not is_local(path):
         path.write_bytes(data)
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text(path: AnyPath, text: str) -> None:

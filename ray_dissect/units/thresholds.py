@@ -4,7 +4,9 @@ The threshold of a unit is the exact ``1 - quantile`` quantile (linear interpola
 default) of all its N x h x w activations at feature resolution, before upsampling. The
 references estimate it with a streaming sketch (NetDissect-Lite reads index 994 of 1000
 interpolated quantiles, i.e. about 0.99499 for quantile 0.005); the exact value is what their
-sketch approximates. Non-finite activations (NaN, inf) are left out and counted.
+sketch approximates. Non-finite activations (NaN, inf) are left out and counted. A threshold
+of zero is always +0.0 (-0.0 and +0.0 tie in every comparison, and which of them a sort or a
+partition puts at a rank is arbitrary).
 """
 
 from __future__ import annotations
@@ -39,4 +41,57 @@ def unit_thresholds(acts: np.ndarray, quantile: float) -> tuple[np.ndarray, np.n
             values = values[ok]
         if values.size:
             out[unit] = np.quantile(values, 1.0 - quantile)
-    return out, nonfinite
+    return out + 0.0, nonfinite  # -0.0 as 0.0: which zero a sort picks among ties is arbitrary
+
+
+def device_thresholds(acts: np.ndarray, quantile: float, device: str
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unit_thresholds` with the units' values sorted on a torch ``device`` (a GPU
+    actor's): the same (k,) float64 thresholds and (k,) int64 counts, bit for bit.
+
+    Each unit's finite values are sorted on the device (non-finite ones made NaN, which
+    ``torch.sort`` puts last); the two order statistics numpy's linear method interpolates
+    come back to the host in float64 (float32 -> float64 is exact and keeps the order), where
+    :func:`_numpy_linear` interpolates them with numpy's own arithmetic.
+
+    Args:
+        acts: (N, k, h, w) float32 activations of k units over all N images.
+        quantile: the fraction of values above the threshold, in (0, 1).
+        device: a torch device (``"cuda"``; ``"cpu"`` runs the same code on the CPU).
+    """
+    import torch
+
+    k = acts.shape[1]
+    x = torch.as_tensor(np.ascontiguousarray(acts), device=device).transpose(0, 1).reshape(k, -1)
+    finite = torch.isfinite(x)
+    counts = finite.sum(dim=1).cpu().numpy().astype(np.int64)
+    ordered = torch.sort(torch.where(finite, x, float("nan")), dim=1).values
+    q = 1.0 - quantile
+    picks = np.array([_order_statistics(int(n), q) for n in counts], dtype=np.int64)
+    pairs = ordered.gather(1, torch.as_tensor(picks, device=device)).cpu().numpy()
+    out = np.array([_numpy_linear(float(a), float(b), int(n), q)
+                    for (a, b), n in zip(pairs.astype(np.float64), counts, strict=True)])
+    return out + 0.0, x.shape[1] - counts
+
+
+def _order_statistics(n: int, q: float) -> tuple[int, int]:
+    """The 0-based ranks numpy's linear method reads for the ``q`` quantile of ``n`` values
+    (both the largest when its virtual index reaches the last value; (0, 0) when n = 0)."""
+    virtual = (n - 1) * q
+    if n == 0 or virtual >= n - 1:
+        return (max(n - 1, 0), max(n - 1, 0))
+    below = int(np.floor(virtual))
+    return (below, below + 1)
+
+
+def _numpy_linear(a: float, b: float, n: int, q: float) -> float:
+    """numpy's ``_lerp`` of the order statistics ``a`` <= ``b`` for the ``q`` quantile of
+    ``n`` values, with numpy's own float64 operations and branch (NaN when n = 0)."""
+    if n == 0:
+        return float("nan")
+    virtual = (n - 1) * q
+    if virtual >= n - 1:
+        return b
+    gamma = virtual - np.floor(virtual)
+    diff = b - a
+    return float(b - diff * (1 - gamma)) if gamma >= 0.5 else float(a + diff * gamma)

@@ -28,6 +28,7 @@ from fixtures.procs import REPO
 from typer.testing import CliRunner
 
 from ray_dissect import cli
+from ray_dissect.cli.output import print_summary
 from ray_dissect.datasets.base import OUTSIDE_ROOT, BadSampleError, decoding
 from ray_dissect.errors import SpecError, StageError, StoreError
 from ray_dissect.job import lock
@@ -364,7 +365,7 @@ def test_markup_in_labels_is_printed_literally(four_images: Path, tmp_path: Path
     labels.write_text(labels.read_text().replace(",red,", ",[/bold]red,"))
     out = tmp_path / "out"
     summary = run_stages(_spec(four_images), out)
-    cli._print_summary(summary, str(out))
+    print_summary(summary, str(out))
     assert "[/bold]red" in capsys.readouterr().out
 
 
@@ -460,6 +461,35 @@ def test_submit_retries_the_jobs_apis_transient_errors(monkeypatch: pytest.Monke
 
     with pytest.raises(RuntimeError, match="400"):
         submit._retrying(refused)
+
+
+def test_a_disk_that_fills_while_the_driver_marks_work_done_is_one_line(
+        four_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills when the driver writes a done marker (and stays full while the failure
+    would be recorded in the manifest): one StoreError naming the marker, not an OSError
+    traceback; once space is back the run resumes to the clean run's records."""
+    import errno
+
+    out, spec = tmp_path / "out", _spec(four_images)
+    real, full = Path.write_bytes, []
+
+    def filling(self: Path, data: bytes) -> int:  # full from the first done marker on
+        if ".done." in self.name:
+            full.append(self.name)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", filling)
+    with pytest.raises(StoreError) as failed:
+        run_stages(spec, out)
+    monkeypatch.undo()
+    message = _one_line(str(failed.value))
+    assert ".done" in message and "No space left on device" in message
+    assert failed.value.exit_code == 5
+    assert not list(out.rglob("*.tmp"))
+    run_stages(spec, out)
+    assert _outputs(out) == _clean(spec, tmp_path)
 
 
 def test_a_full_disk_while_writing_the_report_exits_5(four_images: Path, tmp_path: Path,

@@ -179,7 +179,7 @@ def test_report_options_are_checked_before_ray(clustered_dir: Path) -> None:
 def test_summary_shows_formulas(clustered_dir: Path, capsys: pytest.CaptureFixture[str],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """For a clustered job, `run` prints the most frequent formulas and the best by IoU."""
-    from ray_dissect.cli import _print_summary
+    from ray_dissect.cli.output import print_summary as _print_summary
     from ray_dissect.results import open_job
 
     monkeypatch.setenv("COLUMNS", "400")
@@ -197,7 +197,7 @@ def test_summary_is_whole_without_a_terminal(clustered_dir: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Printed to a pipe (no terminal, 80 columns assumed), the table keeps every row on
     one line: layer names and formulas whole, nothing wrapped or cut."""
-    from ray_dissect.cli import _print_summary
+    from ray_dissect.cli.output import print_summary as _print_summary
     from ray_dissect.results import open_job
 
     monkeypatch.delenv("COLUMNS", raising=False)

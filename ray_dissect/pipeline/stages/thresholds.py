@@ -1,4 +1,5 @@
-"""Stage ``thresholds``: exact per-unit thresholds and activation ranges (CPU tasks).
+"""Stage ``thresholds``: exact per-unit thresholds and activation ranges (CPU tasks, or the
+model actors' GPUs when they hold some: ``on_gpus``).
 
 Work unit: one layer (``thresholds/<layer>.npz``), computed by tasks over blocks of units whose
 activations fit :data:`THRESHOLD_TASK_BYTES`; the driver saves a layer when its last block is in.
@@ -17,21 +18,25 @@ from ray_dissect.pipeline.stage import Stage, dissecting
 from ray_dissect.spec import ClusteredMethod, JobSpec
 from ray_dissect.storage import AnyPath, arrays
 from ray_dissect.units.ranges import unit_ranges
-from ray_dissect.units.thresholds import unit_thresholds
+from ray_dissect.units.thresholds import device_thresholds, unit_thresholds
 
 THRESHOLD_TASK_BYTES = 256 * 2**20
 
 
 def threshold_work(job: JobDir, layer: str, units: tuple[int, int], quantile: float,
-                   valid: np.ndarray, clusters: int = 1, seed: int = 0
+                   valid: np.ndarray, clusters: int = 1, seed: int = 0, device: str = "cpu"
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact thresholds of units [u0, u1) over the valid images, and their activation ranges.
 
     Returns thresholds (k,) float64, nonfinite (k,) int64 and ranges (k, clusters, 2) float64
     ([lo, hi] per range, NaN where a unit has fewer ranges; (k, 0, 2) when clusters == 1).
+    On a model actor's ``device`` other than ``"cpu"`` the values are sorted there
+    (:func:`~ray_dissect.units.thresholds.device_thresholds`, identical results); the
+    k-means ranges stay on the CPU.
     """
     acts = arrays.open_array(job.activations_zarr, layer_key(layer))[:, units[0]:units[1]][valid]
-    thresholds, nonfinite = unit_thresholds(acts, quantile)
+    thresholds, nonfinite = (unit_thresholds(acts, quantile) if device == "cpu"
+                             else device_thresholds(acts, quantile, device))
     ranges = np.full((acts.shape[1], clusters if clusters > 1 else 0, 2), np.nan)
     if clusters > 1:
         for u, unit in enumerate(unit_ranges(acts, clusters, seed)):
@@ -45,8 +50,8 @@ def block_work(env: WorkEnv, valid: np.ndarray, layer: str, units: tuple[int, in
     method = env.spec.dissection()
     if isinstance(method, ClusteredMethod):
         return threshold_work(env.job, layer, units, method.quantile, valid, method.clusters,
-                              method.seed)
-    return threshold_work(env.job, layer, units, method.quantile, valid)
+                              method.seed, env.device)
+    return threshold_work(env.job, layer, units, method.quantile, valid, device=env.device)
 
 
 def threshold_blocks(shape: tuple[int, ...], n_images: int, per_task: int
@@ -114,5 +119,5 @@ def outputs(job: JobDir) -> tuple[AnyPath, ...]:
 
 
 STAGE = Stage(name="thresholds", runs_on="tasks", work=block_work, plan=plan, collect=collect,
-              finish=finish, outputs=outputs, covers=covers,
+              finish=finish, outputs=outputs, covers=covers, on_gpus=True,
               used=dissecting)

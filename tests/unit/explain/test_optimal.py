@@ -16,10 +16,12 @@ from fixtures.fake_dataset import FakeDataset, index_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ray_dissect.concepts.jit import KERNEL_ENV
 from ray_dissect.concepts.masks import unit_masks
-from ray_dissect.explain.bounds import Unit
+from ray_dissect.explain.bounds import Batch, Unit
 from ray_dissect.explain.formula import And, Formula, Leaf, Not, Or, length
 from ray_dissect.explain.optimal import Budget, _root_bounds, optimal_search, space_bound
+from ray_dissect.explain.pairs import last_step_bounds, last_step_reach
 from ray_dissect.explain.search import SearchParams, SearchSpace, beam_search
 
 _PATH = Path(__file__).parents[3] / "benchmarks" / "dense_oracle.py"
@@ -242,3 +244,95 @@ def test_own_miss_curve_bounds_every_subset(seed: int, pick: int) -> None:
             x = min(inter, peak[k])
             bound = x / (u.unit + np.interp(x, hits[k], misses[k])) if u.unit else 0.0
             assert inter / (u.unit + miss) <= bound + 1e-12
+
+
+def _last_step_case(seed: int, pick: int, n_nodes: int = 60):
+    """A random map's unit, its dense masks, and ``n_nodes`` random one- or two-atom nodes
+    (atoms, ops, exact counts) with the exact IoU of each child ``C op u``: (k, 3, A)."""
+    space, mask, dense_b, concepts = _fixture(seed, n_labels=9, n=12)
+    u = Unit.build(mask, space, SearchParams(length=3))
+    atoms = [int(a) for a in space.atoms]
+    rng = np.random.default_rng(pick)
+    n = len(atoms)
+    a, b = rng.integers(0, n, n_nodes), rng.integers(0, n, n_nodes)
+    b = np.where(a == b, (b + 1) % n, b)
+    op = rng.integers(0, 3, n_nodes)
+    pairs = [(concepts[atoms[i]], concepts[atoms[j]]) for i, j in zip(a, b, strict=True)]
+    masks = [(x | y, x & y, x & ~y)[o] for (x, y), o in zip(pairs, op, strict=True)]
+    inter = np.array([(m & dense_b).sum() for m in masks], dtype=np.float64)
+    area = np.array([m.sum() for m in masks], dtype=np.float64)
+    node = Batch(np.stack([a, b], 1), np.stack([np.full(a.size, -1), op], 1), inter, area,
+                 np.full(a.size, 2))
+    unit = int(dense_b.sum())
+    exact = np.zeros((a.size, 3, n))
+    for k, m in enumerate(masks):
+        for c, atom in enumerate(atoms):
+            t = concepts[atom]
+            for o, mm in enumerate((m | t, m & t, m & ~t)):
+                i = int((mm & dense_b).sum())
+                exact[k, o, c] = i / (unit + int(mm.sum()) - i) if unit else 0.0
+    return u, node, exact, concepts, atoms, dense_b
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), pick=st.integers(0, 2**31 - 1))
+def test_pairwise_last_step_bounds_are_admissible(seed: int, pick: int) -> None:
+    """Each child ``C op u`` of a one- or two-atom node C is bounded by the pairwise bound
+    (every atom, every op; about 1,600 children per example), exactly for one-atom nodes."""
+    u, node, exact, concepts, atoms, dense_b = _last_step_case(seed, pick)
+    bound = last_step_bounds(u.pairs, node.cols, node.ops, node.inter, node.area)
+    assert (bound >= exact - 1e-12).all()
+    first = node.cols[:, 0]
+    one = last_step_bounds(u.pairs, node.cols[:, :1], node.ops[:, :1], u.atom_inter[first],
+                           u.atom_area[first])
+    for k, a in enumerate(node.cols[:, 0]):
+        for c, atom in enumerate(atoms):
+            t, base = concepts[atom], concepts[atoms[a]]
+            for o, mm in enumerate((base | t, base & t, base & ~t)):
+                i = int((mm & dense_b).sum())
+                want = i / (int(dense_b.sum()) + int(mm.sum()) - i) if dense_b.any() else 0.0
+                assert one[k, o, c] == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), pick=st.integers(0, 2**31 - 1),
+       level=st.floats(0.5, 1.0), at=st.integers(0, 59))
+def test_last_step_reach_finds_every_child_above_the_floor(kernels: str, seed: int, pick: int,
+                                                           level: float, at: int) -> None:
+    """A node with an allowed child (in the space, kept by rule 2) whose exact IoU is >= the
+    floor is always marked (admissible); both kernels mark the same nodes. The floor is at
+    or below one node's best allowed child, so some nodes sit on the edge."""
+    u, node, exact, _, _, _ = _last_step_case(seed, pick)
+    allowed = u.structural(node)
+    floor = level * float(np.where(allowed, exact, 0.0)[at].max())
+    found = {}
+    for name in (kernels, "numpy" if kernels == "numba" else "numba"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(KERNEL_ENV, name)
+            found[name] = last_step_reach(u.pairs, node.cols, node.ops, node.inter, node.area,
+                                          floor, u.rank, True)
+    reach, other = found[kernels], found["numpy" if kernels == "numba" else "numba"]
+    want = ((exact >= floor) & allowed).any(axis=(1, 2))
+    assert (reach | ~want).all()
+    assert (reach == other).all()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_numpy_kernels_match_exhaustive(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numpy reference of the neighbour scan gives the exhaustive first formula too."""
+    monkeypatch.setenv(KERNEL_ENV, "numpy")
+    space, mask, dense_b, concepts = _fixture(seed, n_labels=9, n=16)
+    _check(space, mask, dense_b, concepts, SearchParams(length=3))
+
+
+def test_atom_tables_are_built_once_per_space() -> None:
+    """Units of one space share its atom tables; another space (same data) gets its own."""
+    space, mask, _, _ = _fixture(3)
+    first = Unit.build(mask, space, SearchParams(length=3))
+    again = Unit.build(mask, space, SearchParams(length=3))
+    assert first.atom_sets is again.atom_sets and first.pairs.neighbors is again.pairs.neighbors
+    other, _, _, _ = _fixture(3)
+    third = Unit.build(mask, other, SearchParams(length=3))
+    assert third.atom_sets is not first.atom_sets
+    assert (third.atom_sets != first.atom_sets).nnz == 0

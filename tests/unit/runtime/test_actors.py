@@ -3,6 +3,7 @@ the actor's one-off costs, and the spec as workers receive it."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import subprocess
@@ -14,9 +15,9 @@ from typing import Any
 import pytest
 
 import ray_dissect
-from ray_dissect.errors import StageError
+from ray_dissect.errors import StageError, StoreError
 from ray_dissect.pipeline.context import spec_blob
-from ray_dissect.runtime.actors import MAX_ATTEMPTS, ModelActor, _Pool
+from ray_dissect.runtime.actors import MAX_ATTEMPTS, ModelActor, _Pool, raise_cause
 from ray_dissect.spec import parse_spec
 
 PLANTED = str(Path(__file__).parents[2] / "fixtures" / "planted.py")
@@ -109,3 +110,27 @@ def test_a_spec_blob_unpickles_without_importing_torchvision(tmp_path: Path) -> 
     dumped, imported = subprocess.run([sys.executable, "-c", code], capture_output=True,
                                       text=True, check=True, env=env).stdout.splitlines()
     assert dumped == spec.model_dump_json() and imported == "False"
+
+
+class _TaskError(Exception):
+    """Stands in for Ray's RayTaskError: the remote exception is its ``cause``."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+@pytest.mark.parametrize(("cause", "kind", "code"), [
+    (OSError(errno.ENOSPC, "No space left on device", "/j/report/u.png"), StoreError, 5),
+    (OSError(errno.EROFS, "Read-only file system"), StoreError, 5),
+    (OSError(errno.EIO, "Input/output error"), StageError, 6),
+    (ValueError("boom"), StageError, 6),
+])
+def test_a_remote_failure_keeps_the_exit_code_it_has_in_process(
+        cause: BaseException, kind: type, code: int) -> None:
+    """A full disk in a Ray task is unwritable output (exit 5) as it is in-process, named in
+    one line; any other remote failure is a stage failure (exit 6)."""
+    with pytest.raises(kind) as caught:
+        raise_cause(_TaskError(cause), "report block 7")
+    assert type(caught.value) is kind and caught.value.exit_code == code
+    assert "report block 7 failed" in str(caught.value) and "\n" not in str(caught.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -37,17 +38,27 @@ def test_unknown_protocol_is_one_clear_error() -> None:
 def test_local_writes_are_atomic_and_leave_no_temporaries(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
+    """A disk that fills mid-write: the old file stays whole, the half-written temporary is
+    removed, and the failure is one StoreError naming the file (exit 5); any other OSError
+    propagates as it is."""
     target = tmp_path / "m.json"
     storage.write_text(target, "old")
+    real = Path.write_bytes
+    for code, kind in ((errno.ENOSPC, StoreError), (errno.EROFS, StoreError), (errno.EIO, OSError)):
+        def crash(self: Path, data: bytes, code: int = code) -> int:
+            real(self, data[:1])  # part of it reached the disk
+            raise OSError(code, os.strerror(code))
 
-    def crash(self: Path, _data: bytes) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_bytes", crash)
-    with pytest.raises(OSError, match="No space"):
-        storage.write_text(target, "new")
-    monkeypatch.undo()
-    assert target.read_text() == "old"
+        monkeypatch.setattr(Path, "write_bytes", crash)
+        with pytest.raises(kind) as caught:
+            storage.write_text(target, "new")
+        monkeypatch.undo()
+        assert type(caught.value) is kind
+        assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["m.json"]
+        if kind is StoreError:
+            assert caught.value.exit_code == 5 and str(caught.value) == (
+                f"writing {str(target)!r} failed: {os.strerror(code)}. Hint: free disk space "
+                "or make the directory writable; the job can be resumed")
     storage.write_text(target, "new")
     assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["m.json"]
 
