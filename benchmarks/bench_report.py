@@ -27,9 +27,14 @@ the demo itself) and prints, before and after side by side, the report's seconds
 bytes, files, HTML pages and bytes per unit (unit pages, their overlays or strips, card
 sprites and the shared images, divided by the units): "before" is the baked layout (three
 JPEG strips per row and view, 85-quality sprites), "after" the default (each image once for
-the report under per-unit PNG overlays). Both are built in the same run, one after the
-other, so they share the machine's load.
-Usage: python benchmarks/bench_report.py [--images 200] [--root DIR] [--demo N]
+the report under per-unit overlays, heat maps at their own size). Both are built in the same
+run, one after the other, so they share the machine's load.
+It then prints both reports' bytes by part (unit pages, heat overlays, mask/concept overlays,
+card sprites, shared images, classes.html, the render cache, the rest) and the budget figures
+of issue 24: the whole report in MB (<= 40) and KB per unit (the unit pages, their overlays,
+the card sprites and the shared images, divided by the units; <= 20). ``--measure DIR`` prints
+that breakdown for a report written elsewhere (e.g. by an earlier version).
+Usage: python benchmarks/bench_report.py [--images 200] [--root DIR] [--demo N] [--measure DIR]
 """
 
 from __future__ import annotations
@@ -104,23 +109,64 @@ def _size(root: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
-def _unit_bytes(root: Path) -> int:
-    """Bytes of the unit pages, their tiles, the card sprites and the shared images."""
-    return sum(p.stat().st_size for d in ("units", "img") for p in (root / d).rglob("*")
-               if p.is_file())
+BUDGET_MB, BUDGET_KB = 40.0, 20.0  # issue 24: the demo's report, and per unit
+PARTS = (  # (name, counted per unit, files: path relative to the report -> part or not)
+    ("unit pages", True, lambda p: p.parts[0] == "units" and p.suffix == ".html"),
+    ("heat overlays", True, lambda p: p.parts[0] == "units" and p.name.endswith("_heat.png")),
+    ("mask/concept overlays", True,
+     lambda p: p.parts[0] == "units" and p.suffix in (".png", ".webp")),
+    ("other unit files", True, lambda p: p.parts[0] == "units"),
+    ("card sprites", True, lambda p: p.parts[0] == "img" and p.parts[1] != "src"),
+    ("shared images", True, lambda p: p.parts[0] == "img"),
+    ("classes.html", False, lambda p: str(p) == "classes.html"),
+    ("render cache", False, lambda p: p.parts[0] == "_render"),
+    ("everything else", False, lambda p: True),
+)
 
 
-def demo(images: int, root: Path) -> None:
-    """The demo job's report, baked (before) and default (after), side by side."""
-    import dataclasses
+def breakdown(root: Path) -> dict[str, int]:
+    """Bytes of a report directory per :data:`PARTS` (each file in the first part it fits)."""
+    out = dict.fromkeys((name for name, _, _ in PARTS), 0)
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        name = next(n for n, _, fits in PARTS if fits(rel))
+        out[name] += path.stat().st_size
+    return out
 
+
+def per_unit(parts: dict[str, int], units: int) -> float:
+    """KB per unit: the unit pages, their overlays, the sprites and the shared images."""
+    return sum(parts[name] for name, counted, _ in PARTS if counted) / units / 1e3
+
+
+def print_breakdown(columns: dict[str, Path], units: int) -> None:
+    """Per part, MB of each report (column), then the totals and the budget figures."""
+    parts = {name: breakdown(root) for name, root in columns.items()}
+    print(f"{'MB':>24}" + "".join(f"{name:>12}" for name in columns))
+    for name, _, _ in PARTS:
+        print(f"{name:>24}" + "".join(f"{p[name] / 1e6:12.2f}" for p in parts.values()))
+    print(f"{'total MB':>24}" + "".join(f"{sum(p.values()) / 1e6:12.2f}" for p in parts.values())
+          + f"   (budget <= {BUDGET_MB:g})")
+    print(f"{'KB per unit':>24}" + "".join(f"{per_unit(p, units):12.2f}" for p in parts.values())
+          + f"   (budget <= {BUDGET_KB:g}; {units} units)")
+
+
+def measure(root: Path) -> None:
+    """The breakdown of a report written elsewhere (e.g. by another version): its units are
+    its unit pages."""
+    units = sum(1 for p in (root / "units").glob("*/*.html") if p.stem.isdigit())
+    _, files = _size(root)
+    print(f"{root}: {files} files, {units} unit pages")
+    print_breakdown({root.name: root}, units)
+
+
+def prepare_demo(images: int, root: Path) -> Path:
+    """The demo job (``jobs/demo.yaml``) run in-process on an ``images``-image generated
+    dataset under ``root`` (both kept there and reused: a finished job is not redone)."""
     import yaml
 
     from ray_dissect.datasets.synthetic.generate import generate_dataset
     from ray_dissect.pipeline.run import run_stages
-    from ray_dissect.report import tiles
-    from ray_dissect.report.build import ReportOptions, build_report
-    from ray_dissect.results import open_job
     from ray_dissect.spec import parse_spec
 
     data, job = root / "data", root / "job"
@@ -130,22 +176,34 @@ def demo(images: int, root: Path) -> None:
     raw["dataset"]["root"] = str(data)
     raw["resources"] = {"batch_size": 32, "shard_images": 128, "units_per_task": 320}
     run_stages(parse_spec(raw), job)
-    results = open_job(job)
+    return job
+
+
+def demo(images: int, root: Path) -> None:
+    """The demo job's report, baked (before) and default (after), side by side."""
+    import dataclasses
+
+    from ray_dissect.report import tiles
+    from ray_dissect.report.build import ReportOptions, build_report
+    from ray_dissect.results import open_job
+
+    results = open_job(prepare_demo(images, root))
     units = sum(len(results.records(layer)) for layer in results.layers)
     tiles.STYLES["baked"] = dataclasses.replace(tiles.DEFAULT_STYLE, overlay=False,
                                                 sprite_quality=85)
     print(f"demo job: {images} images, {units} units; report before | after")
-    rows = []
+    rows, outs = [], {}
     for style in ("baked", "default"):
-        out = root / f"report-{style}"
+        out = outs[style] = root / f"report-{style}"
         options = ReportOptions(style=style)  # type: ignore[arg-type]
         wall, cpu = _timed(lambda o=out, opt=options: build_report(results, o, opt))
         size, files = _size(out)
         pages = len(list(out.rglob("*.html")))
-        rows.append((wall, cpu, size / 1e6, files, pages, _unit_bytes(out) / units / 1e3))
-    names = ("wall s", "CPU s", "MB", "files", "pages", "KB per unit")
+        rows.append((wall, cpu, size / 1e6, files, pages))
+    names = ("wall s", "CPU s", "MB", "files", "pages")
     for i, name in enumerate(names):
-        print(f"{name:>12}: {rows[0][i]:10.1f} | {rows[1][i]:10.1f}")
+        print(f"{name:>24}: {rows[0][i]:10.1f} | {rows[1][i]:10.1f}")
+    print_breakdown({"before": outs["baked"], "after": outs["default"]}, units)
 
 
 def main() -> None:
@@ -154,7 +212,12 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--demo", type=int, default=None,
                         help="report of the demo job on this many images (2000: the demo)")
+    parser.add_argument("--measure", type=Path, default=None,
+                        help="only print the size breakdown of this report directory")
     args = parser.parse_args()
+    if args.measure:
+        measure(args.measure)
+        return
     if args.demo:
         demo(args.demo, args.root or Path(tempfile.mkdtemp(prefix="bench-report-demo-")))
         return

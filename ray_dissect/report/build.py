@@ -9,7 +9,7 @@
     layers/<layer>.html           plots, header, the unit grid (first page prerendered)
     units/<layer>/<unit>.html     one page per unit (+ <unit>_<row>[_raw|_concept].jpg strips,
                                   <unit>_rf.png its receptive field when the stage ran)
-    img/<layer>/<unit>.jpg        one sprite per unit (its card's tiles)
+    img/<layer>/<unit>.webp       one sprite per unit (its card's tiles)
     data/<layer>.js               window.RD.add("<layer>", {...}): the grid's data
     assets/report.css report.js   hand-written, no framework
     _render/<layer>/<u0>-<u1>.json(.done)   per block of units: what the layer pages need
@@ -130,7 +130,8 @@ def build_report(results: JobResults, out: str | Path | AnyPath | None = None,
     progress = progress or QuietProgress()
     root = storage.location(out) if out is not None else results.root / "report"
     style = options.tile_style(results.image_side())
-    estimate = size_estimate(results, _rows(results), 10, style.size, style.thumb)
+    estimate = size_estimate(results, _rows(results), 10, style.size, style.thumb,
+                             style.overlay)
     log.info("report: about %.1f MB expected in %s", estimate / 1e6, root)
     weights, message = head_weights(results)
     shown = [page for page in pages if page.present(results)]
@@ -214,7 +215,8 @@ def _classes_page(site: pg.Site, results: JobResults, cards: list[pg.Card],
     names = names_for(results, len(weights)) if weights is not None else ()
     site.page("classes.html", "classes.html", message=message, table=table, n=10, layer=layer,
               classifier=results.spec.model.classifier, pages=links,
-              sprites=pg.sprite_links(cards), names=dict(enumerate(names)))
+              sprites=pg.sprite_links(cards), names=dict(enumerate(names)),
+              formulas=any(u.formula for _, up, down in table for u in (*up, *down)))
 
 
 def _about_page(site: pg.Site, results: JobResults, style: TileStyle, estimate: int) -> None:

@@ -278,13 +278,30 @@ def unit_classes(weights: np.ndarray | None, unit: int, n: int = 5) -> list[tupl
     return [(int(c), float(col[c])) for c in order]
 
 
-def size_estimate(results: JobResults, rows: int, tiles: int, tile: int, thumb: int) -> int:
-    """Rough bytes of the report before it is built: per unit a sprite, unit-page strips
-    (three views), page and data (JPEG at about 0.08 bytes per pixel per channel)."""
+def size_estimate(results: JobResults, rows: int, tiles: int, tile: int, thumb: int,
+                  overlay: bool = False) -> int:
+    """Rough bytes of the report before it is built: per unit a sprite, its page and data,
+    and either three baked JPEG strips per row (about 0.08 bytes per pixel per channel) or,
+    with ``overlay``, its overlays (~0.02 bytes per pixel, heat ~0.1 KB a row) over the shared
+    images (each image the records show, once, ~0.06 bytes per pixel per channel): rates
+    measured on the demo."""
     units = sum(len(results.records(layer)) for layer in results.layers)
-    per_unit = (rows * min(tiles, 5) * thumb * thumb * 3 * 0.08
-                + 3 * rows * tiles * tile * tile * 3 * 0.08 + 12_000)
-    return int(units * per_unit)
+    if not overlay:
+        return int(units * (rows * min(tiles, 5) * thumb * thumb * 3 * 0.08
+                            + 3 * rows * tiles * tile * tile * 3 * 0.08 + 12_000))
+    shown = {t.index for layer in results.layers for r in results.records(layer)
+             for t in [*(r.top_images or []), *(t for e in r.explanations
+                                                for t in _images_of(e))]}
+    shared = len(shown) * tile * tile * 3 * 0.06
+    per_unit = (rows * min(tiles, 5) * thumb * thumb * 3 * 0.04
+                + rows * (tiles * tile * tile * 0.02 + 100) + 12_000)
+    return int(units * per_unit + shared)
+
+
+def _images_of(e: Any) -> list[Any]:
+    """An explanation's top images and random samples (none in records before schema v3)."""
+    samples = getattr(e, "samples", None)
+    return [*(getattr(e, "top_images", None) or []), *(samples.images if samples else [])]
 
 
 def describe(obj: Any) -> str:

@@ -8,11 +8,11 @@ the label outlined), then per range its top images by in-range pixels and its ra
 the block's activations (every image, its units) gives the per-unit 32-bin histograms and the
 maps the rows show; images and label maps are read through the results' cache.
 
-Writes, relative to the report directory: ``img/<layer>/<unit>.jpg`` (the card's sprite: one row
+Writes, relative to the report directory: ``img/<layer>/<unit>.webp`` (the card's sprite: one row
 per range, or the top row, ``sprite_tiles`` thumbnails each) and, for units with a page,
 ``units/<layer>/<unit>_<row>.jpg`` (+ ``_raw``, ``_concept``, ``_heat``), one full-size strip
-per row and view (overlay style: ``.png`` overlays over shared images, ``_heat.png`` the unit's
-upsampled map in jet).
+per row and view (overlay style: ``.webp`` overlays over shared images, ``_heat.png`` the row's
+maps at their own size, :mod:`ray_dissect.report.heat`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ray_dissect.errors import StoreError
 from ray_dissect.job.layout import layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report import tiles as tl
+from ray_dissect.report.heat import encode_heat, heat_values
 from ray_dissect.report.meta import Histogram, Pages, RowKind, RowTiles, TileInfo, UnitTiles
 from ray_dissect.results import JobResults
 from ray_dissect.storage import AnyPath
@@ -257,8 +258,8 @@ class _Painter:
         sprite, width, height = None, 0, 0
         if chosen:
             pixels = tl.sprite([drawn[p.key][1] for p in chosen], self.style)
-            sprite = f"img/{self.key}/{unit}.jpg"
-            self._write(sprite, pixels, self.style.sprite_quality)
+            sprite = f"img/{self.key}/{unit}.webp"
+            self._write_bytes(sprite, tl.encode_webp(pixels, self.style.sprite_quality))
             height, width = pixels.shape[:2]
         return UnitTiles(unit=unit, page=page, sprite=sprite, sprite_width=width,
                          sprite_height=height, sprite_rows=[p.key for p in chosen], rows=rows,
@@ -292,18 +293,19 @@ class _Painter:
                concepts: np.ndarray | None) -> dict[tl.View, np.ndarray]:
         """The full-size tiles per view, or (overlay style) the overlays' palette indices:
         ``mask`` (k, size, size), ``concept`` when the row outlines one, and ``heat`` (the
-        (k, h, w) maps ``stack`` as :func:`~ray_dissect.report.tiles.heat_levels`)."""
-        size = self.style.size
-        heat = tl.heat_levels(stack, size) if "heat" in self.style.views else None
+        (k, h, w) maps ``stack`` at their own size, :func:`~ray_dissect.report.heat.heat_values`;
+        baked: at tile size, :func:`~ray_dissect.report.tiles.heat_levels`)."""
+        size, heat = self.style.size, "heat" in self.style.views
         if not self.style.overlay:
-            return tl.compose_row([self.source(i, size) for i, _ in plan.images],
-                                  masks, concepts, self.style.views, self.style, heat)
+            return tl.compose_row([self.source(i, size) for i, _ in plan.images], masks,
+                                  concepts, self.style.views, self.style,
+                                  tl.heat_levels(stack, size) if heat else None)
         shown, outline = tl.overlay_indices(masks, concepts, size, self.style)
         views: dict[tl.View, np.ndarray] = {"mask": shown}
         if outline is not None:
             views["concept"] = outline
-        if heat is not None:
-            views["heat"] = heat
+        if heat:
+            views["heat"] = heat_values(stack)
         return views
 
     def _write_row(self, unit: int, plan: RowPlan, views: dict[str, np.ndarray],
@@ -323,26 +325,29 @@ class _Painter:
     def _write_overlays(self, unit: int, plan: RowPlan, views: dict[str, np.ndarray],
                         infos: list[TileInfo]) -> RowTiles:
         """A row in the overlay style: its images once for the whole report
-        (:meth:`shared_source`), a transparent PNG strip per view over them."""
+        (:meth:`shared_source`), a transparent strip per view over them."""
         size, gap, files = self.style.size, self.style.gap, {}
         for index, _ in plan.images:
             self.shared_source(index)
         for view, indices in views.items():
             name = f"units/{self.key}/{unit}_{plan.key}" + ("" if view == "mask" else f"_{view}")
-            palette = tl.heat_palette() if view == "heat" else tl.OVERLAY_RGBA
-            self._write_bytes(f"{name}.png", tl.encode_overlay(indices, size, gap, palette))
-            files[view] = f"{name}.png"
-        k = len(plan.images)
+            ext, data = (("png", encode_heat(indices)) if view == "heat"
+                         else ("webp", tl.encode_overlay(indices, size, gap)))
+            self._write_bytes(f"{name}.{ext}", data)
+            files[view] = f"{name}.{ext}"
+        k, heat = len(plan.images), views.get("heat")
         return RowTiles(key=plan.key, kind=plan.kind, title=plan.title,
                         range_index=plan.range_index, seed=plan.seed, files=files,
-                        width=k * size + (k - 1) * gap, height=size, tiles=infos, overlay=True)
+                        width=k * size + (k - 1) * gap, height=size, tiles=infos, overlay=True,
+                        map_shape=None if heat is None else (heat.shape[1], heat.shape[2]))
 
     def shared_source(self, index: int) -> str:
-        """``img/src/<size>/<index>.jpg``: image ``index`` at tile size, raw, written once
+        """``img/src/<size>/<index>.webp``: image ``index`` at tile size, raw, written once
         for the whole report (every writer writes the same bytes)."""
-        rel = f"img/src/{self.style.size}/{index}.jpg"
+        rel = f"img/src/{self.style.size}/{index}.webp"
         if rel not in self._shared and not (self.out / rel).exists():
-            self._write(rel, self.source(index, self.style.size).base)
+            pixels = self.source(index, self.style.size).base
+            self._write_bytes(rel, tl.encode_webp(pixels, self.style.quality))
         self._shared.add(rel)
         return rel
 

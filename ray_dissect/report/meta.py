@@ -85,9 +85,10 @@ class TileInfo(_Model):
 
 class RowTiles(_Model):
     """One row of tiles of a unit: a full-size strip per view on its unit page, or with
-    ``overlay`` the shared raw images (``img/src/<height>/<index>.jpg``) under a transparent
-    PNG strip per view (``files``: ``mask``, ``concept`` when a concept is outlined, and
-    ``heat``, the unit's upsampled map in jet)."""
+    ``overlay`` the shared raw images (``img/src/<height>/<index>.webp``) under a transparent
+    strip per view (``files``: ``mask``, ``concept`` when a concept is outlined, and
+    ``heat``, the row's maps at their own (h, w) ``map_shape``, scaled and coloured by the
+    page: :mod:`ray_dissect.report.heat`)."""
 
     key: str
     kind: RowKind
@@ -99,6 +100,7 @@ class RowTiles(_Model):
     height: int
     tiles: list[TileInfo]
     overlay: bool = False
+    map_shape: tuple[int, int] | None = None
 
 
 class Histogram(_Model):

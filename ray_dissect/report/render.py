@@ -25,6 +25,7 @@ from ray_dissect import __version__, storage
 from ray_dissect.job.layout import done_marker, layer_key
 from ray_dissect.records.schema import UnitRecord
 from ray_dissect.report.draw import RowPlan, draw_block, row_plans, wants_page
+from ray_dissect.report.heat import jet_filter
 from ray_dissect.report.meta import BlockTiles, ReportOptions, UnitTiles
 from ray_dissect.report.pages import Nav, Site, common_context, image_quantile, unit_context
 from ray_dissect.report.tiles import TileStyle
@@ -34,6 +35,9 @@ from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import AnyPath
 
 Classes = dict[int, list[tuple[int, float]]]
+RENDER_FORMAT = 2
+"""The layout of what a block writes; part of its digest, so that a report written by an
+earlier layout (2: heat overlays at the maps' own size) is redrawn, not reused."""
 
 
 def meta_path(out: AnyPath, layer: str, units: tuple[int, int]) -> AnyPath:
@@ -46,7 +50,8 @@ def block_digest(records: list[UnitRecord], plans: list[list[RowPlan]], pages: l
     """A digest of everything a block's output depends on (its done marker holds it)."""
     data = {"records": [r.model_dump(mode="json") for r in records],
             "rows": [[asdict(p) for p in u] for u in plans], "pages": pages,
-            "style": asdict(style), "context": context, "version": __version__}
+            "style": asdict(style), "context": context, "version": __version__,
+            "format": RENDER_FORMAT}
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -120,6 +125,7 @@ def _unit_page(site: Site, results: JobResults, rec: UnitRecord, tiles: UnitTile
     site.page(f"units/{layer_key(rec.layer)}/{u}.html", "unit.html", page_kind="unit",
               views=list(style.views), tiles_view=default_view(style, ctx["concepts"]),
               tile=style.size, gap=style.gap, rf=rf,
+              heat_filter=jet_filter() if style.overlay and "heat" in style.views else "",
               unit_attr=unit_attr, **ctx)
 
 

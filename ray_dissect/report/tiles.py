@@ -44,9 +44,9 @@ class TileStyle:
         views: which strips to write per row (``raw``, ``concept`` and ``heat`` feed the unit
             page's toggles; ``mask`` is the default view, ``heat`` without a dissection).
         quality: JPEG quality of strips.
-        sprite_quality: JPEG quality of the unit cards' sprites (64-px thumbnails).
+        sprite_quality: WebP quality of the unit cards' sprites (64-px thumbnails).
         overlay: unit pages show each image once for the whole report (``img/src/<size>/
-            <index>.jpg``, the raw view) under transparent PNG overlays per unit (the dimmed
+            <index>.webp``, the raw view) under transparent overlays per unit (the dimmed
             outside and contour; the concept outline), instead of three baked JPEG strips per
             row (report size: a unit page's tiles cost ~3 KB instead of ~90 KB).
     """
@@ -327,9 +327,9 @@ def heat_levels(maps: np.ndarray, size: int) -> np.ndarray:
 
 def encode_overlay(indices: np.ndarray, size: int, gap: int,
                    palette: Sequence[tuple[int, int, int, int]] = OVERLAY_RGBA) -> bytes:
-    """(k, size, size) palette indices -> one transparent PNG strip (k tiles, clear
-    ``gap``-px gaps; ``palette``: RGBA per index, index 0 clear; fixed settings, same input
-    same bytes)."""
+    """(k, size, size) palette indices -> one transparent strip (k tiles, clear ``gap``-px
+    gaps; ``palette``: RGBA per index, index 0 clear) as lossless WebP (the same pixels as a
+    PNG, ~1/3 smaller; fixed settings, same input same bytes)."""
     k = max(len(indices), 1)
     pixels = np.zeros((size, k * size + (k - 1) * gap), np.uint8)
     for i, tile in enumerate(indices):
@@ -338,15 +338,26 @@ def encode_overlay(indices: np.ndarray, size: int, gap: int,
     image.putpalette([c for rgba in palette for c in rgba[:3]])
     image.info["transparency"] = bytes(rgba[3] for rgba in palette)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=6)
+    image.convert("RGBA").save(buffer, format="WEBP", lossless=True, quality=20, method=1,
+                               exact=True)  # ~1 ms a strip; more effort: 1-2 % smaller, 300x slower
     return buffer.getvalue()
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
-    """(H, W, 3) uint8 -> JPEG bytes with fixed settings (same pixels, same bytes)."""
+    """(H, W, 3) uint8 -> JPEG bytes with fixed settings (same pixels, same bytes; optimised
+    Huffman tables: ~11 % smaller, the same pixels)."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality, subsampling=2,
-                                 optimize=False, progressive=False)
+                                 optimize=True, progressive=False)
+    return buffer.getvalue()
+
+
+def encode_webp(pixels: np.ndarray, quality: int) -> bytes:
+    """(H, W, 3) uint8 -> lossy WebP bytes with fixed settings (same pixels, same bytes; ~1/3
+    smaller than a JPEG of the same quality). Effort 5: half the time of 6 for files ~1-2 %
+    larger (112-px tiles: 1.1 against 2.2 ms, 10-tile sprites 12.6 against 26.4 ms)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="WEBP", quality=quality, method=5)
     return buffer.getvalue()
 
 

@@ -27,8 +27,8 @@ def test_report_command_renders_tiles_on_ray_as_in_process(tmp_path: Path) -> No
     assert "report:" in result.stdout
     build_report(open_job(job), tmp_path / "local")
     ray_files = sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*")
-                       if p.suffix in (".jpg", ".png") or p.parent.name == "out")
-    assert ray_files and any(p.suffix == ".jpg" for p in ray_files)
+                       if p.suffix in (".jpg", ".webp", ".png") or p.parent.name == "out")
+    assert ray_files and any(p.suffix == ".webp" for p in ray_files)
     for rel in ray_files:
         if (tmp_path / "ray" / rel).is_file():
             assert (tmp_path / "ray" / rel).read_bytes() == (tmp_path / "local" / rel

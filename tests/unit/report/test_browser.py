@@ -124,15 +124,19 @@ def test_sort_filter_and_hash(browser: Browser, clustered: JobResults,
 
 
 def test_unit_page(browser: Browser, clustered_site: ReportResult) -> None:
-    """A unit page decodes its strips, switches views, and `j` opens the next unit."""
+    """A unit page decodes its strips, spells its histogram's data out as a table, switches
+    views, and `j` opens the next unit."""
     browser.goto(_url(clustered_site, f"units/{LAYER}/8.html"))
     decoded = browser.evaluate(DECODE_ALL)
-    strips = [src for src, _ in decoded if src.endswith(".png")]
-    assert len(strips) == 7 * 3 and all(width > 0 for _, width in decoded), decoded
-    assert len(decoded) > len(strips) and all(src.startswith("../../img/src/")
-                                              for src, _ in decoded if src not in strips)
+    strips = [src for src, _ in decoded if not src.startswith("../../img/src/")]  # overlays
+    assert len(strips) == 7 * 2 and all(width > 0 for _, width in decoded), decoded
+    assert all(src.endswith(".webp") for src in strips) and len(decoded) > len(strips)
     _not_blank(browser.screenshot(SHOTS / "unit.png", full_page=True))
-    shown = ("[...document.querySelectorAll('.strip img.ov')].filter("
+    bins = browser.evaluate("[...document.querySelectorAll('figure.plot table.data tr')]"
+                            ".map(r => [...r.cells].map(c => c.textContent))")
+    assert bins[0] == ["from", "to", "values"] and len(bins) == 1 + 1 + 32  # zeros, 32 bins
+    assert browser.evaluate("document.querySelectorAll('pre.rows').length") == 0
+    shown = ("[...document.querySelectorAll('.strip .ov')].filter("
              "i => getComputedStyle(i).visibility !== 'hidden').map(i => i.dataset.ov)")
     rows = browser.evaluate("document.querySelectorAll('.strip').length")
     assert browser.evaluate(shown) == ["mask"] * rows
@@ -150,6 +154,61 @@ def test_unit_page(browser: Browser, clustered_site: ReportResult) -> None:
     browser.page("Input.dispatchKeyEvent", type="keyUp", key="j")
     browser.wait_event("Page.loadEventFired", since=mark)
     assert browser.evaluate("location.pathname").endswith(f"units/{LAYER}/9.html")
+    _clean(browser)
+
+
+def _jet(v: np.ndarray) -> np.ndarray:
+    """Jet written out: (...) in [0, 1] -> (..., 3) in [0, 1]."""
+    return np.stack([np.clip(1.5 - np.abs(4.0 * v - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)],
+                    axis=-1)
+
+
+# Wait until every heat PNG of the page has loaded (background images load when shown).
+HEAT_LOADED = """Promise.all([...document.querySelectorAll('.strip .heat')].map(d =>
+  new Promise(r => {
+  const img = new Image(); img.onload = img.onerror = r;
+  img.src = getComputedStyle(d).backgroundImage.slice(5, -2); })))
+  .then(() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 100))))"""
+
+
+def test_heat_view_draws_jet_of_the_bilinear_map(browser: Browser,
+                                                  clustered_site: ReportResult) -> None:
+    """The heat view as Chromium draws it: each tile of the top row is the raw tile under
+    jet(the row's map upsampled bilinearly by torch, align_corners=False) at alpha 0.6, to
+    within the 8-bit rounding of the browser's scaling and filter (jet's slope is 4, so one
+    level of the map moves a colour by ~2.4 at alpha 0.6; here mean 0.4, 99th percentile 2; a
+    tile showing its neighbour's cell is off by 8 and 150)."""
+    import torch
+    import torch.nn.functional as F
+
+    site = Path(clustered_site.out)
+    browser.goto(_url(clustered_site, f"units/{LAYER}/8.html"))
+    browser.evaluate("document.querySelector('button[data-view=heat]').click()")
+    assert browser.evaluate("!!document.getElementById('jet')")
+    browser.evaluate("document.querySelector('.strip[data-row=top]').scrollIntoView()")
+    browser.evaluate(HEAT_LOADED)
+    boxes = browser.evaluate("[...document.querySelectorAll('.strip[data-row=top] .heat i')]"
+                             ".map(i => { const r = i.getBoundingClientRect();"
+                             " return [r.left, r.top, r.width, r.height]; })")
+    srcs = browser.evaluate("[...document.querySelectorAll('.strip[data-row=top] img.src')]"
+                            ".map(i => i.getAttribute('src'))")
+    shot = np.asarray(Image.open(browser.screenshot(SHOTS / "unit_heat_top.png")).convert("RGB"),
+                      np.float64)
+    cells = np.asarray(Image.open(site / "units" / LAYER / "8_top_heat.png"), np.float64)
+    assert len(boxes) == len(srcs) >= 3
+    w = cells.shape[1] // len(boxes) - 2  # each map framed by 1 px
+    errors = []
+    for j, ((left, top, width, height), src) in enumerate(zip(boxes, srcs, strict=True)):
+        assert width == height == int(width), boxes  # layout may put the row at y + 0.8
+        size, x, y = int(width), round(left), round(top)
+        values = cells[1:-1, j * (w + 2) + 1: j * (w + 2) + 1 + w] / 255.0
+        up = F.interpolate(torch.from_numpy(values)[None, None], size=(size, size),
+                           mode="bilinear", align_corners=False)[0, 0].numpy()
+        raw = np.asarray(Image.open(site / "units" / LAYER / src).convert("RGB"), np.float64)
+        want = raw * 0.4 + 255.0 * _jet(up) * 0.6
+        errors.append(np.abs(shot[y: y + size, x: x + size] - want))
+    error = np.stack(errors)
+    assert error.mean() <= 2 and np.percentile(error, 99) <= 12, (error.mean(), error.max())
     _clean(browser)
 
 
@@ -176,7 +235,7 @@ def test_method_none_unit_page_opens_on_the_heat_view(browser: Browser,
     masks nothing); the mask button switches them off."""
     browser.goto(_url(visual_site, "units/features/0.html"))
     browser.evaluate(DECODE_ALL)
-    shown = ("[...document.querySelectorAll('.strip img.ov')].filter("
+    shown = ("[...document.querySelectorAll('.strip .ov')].filter("
              "i => getComputedStyle(i).visibility !== 'hidden').map(i => i.dataset.ov)")
     rows = browser.evaluate("document.querySelectorAll('.strip').length")
     assert rows >= 1 and browser.evaluate(shown) == ["heat"] * rows

@@ -94,7 +94,7 @@ def test_gallery_ranks_units_per_concept_and_links_resolve(
         for (layer, unit, href, src, offset), (_, _, ri) in zip(rows, want[name], strict=True):
             assert (Path(built.out) / unquote(href)).is_file(), href
             assert (Path(built.out) / unquote(src)).is_file(), src
-            assert href.endswith(f"/{unit}.html") and src.endswith(f"/{unit}.jpg")
+            assert href.endswith(f"/{unit}.html") and src.endswith(f"/{unit}.webp")
             rec = next(r for r in results.records(layer) if r.unit == unit)
             ranges = [e.range_index for e in rec.explanations if e.top_images]
             assert offset == (0 if ri is None else ranges.index(ri)) * step

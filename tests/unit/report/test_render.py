@@ -59,8 +59,8 @@ def test_captions_count_the_scored_mask(clustered: JobResults, tmp_path: Path) -
 
 
 def test_strip_pixels_are_the_composed_tiles(clustered: JobResults, tmp_path: Path) -> None:
-    """A unit page row shows each image once for the report (img/src/<size>/<index>.jpg, the
-    resized source, JPEG tolerance) under its overlay PNG, which dims exactly the pixels
+    """A unit page row shows each image once for the report (img/src/<size>/<index>.webp, the
+    resized source, lossy tolerance) under its overlay PNG, which dims exactly the pixels
     outside the scored mask (away from the contour) and has the stated width and height."""
     block = render_block(clustered, LAYER, (6, 7), tmp_path / "r")
     (unit,) = block.tiles
@@ -68,9 +68,9 @@ def test_strip_pixels_are_the_composed_tiles(clustered: JobResults, tmp_path: Pa
     assert row.overlay and set(row.files) == {"mask", "concept", "heat"}
     for t in row.tiles[:3]:
         got = np.asarray(Image.open(tmp_path / "r" / "img" / "src" / str(row.height)
-                                    / f"{t.index}.jpg"))
+                                    / f"{t.index}.webp").convert("RGB"))
         want = tl.resize_image(clustered.dataset.read_image(t.index), row.height)
-        assert np.abs(got.astype(int) - want.astype(int)).mean() < 8  # JPEG q85
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 8  # WebP q85
     over = np.asarray(Image.open(tmp_path / "r" / row.files["mask"]).convert("RGBA"))
     assert over.shape == (row.height, row.width, 4)
     rec = clustered.records(LAYER)[6]
@@ -143,4 +143,4 @@ def test_records_without_top_images_give_no_tiles(clustered_job: Path, tmp_path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     block = render_block(JobResults(old), LAYER, (0, 2), tmp_path / "r")
     assert all(t.sprite is None and t.rows == [] and t.histogram.counts for t in block.tiles)
-    assert not list((tmp_path / "r").rglob("*.jpg"))
+    assert not [p for p in (tmp_path / "r").rglob("*") if p.suffix in (".jpg", ".webp")]

@@ -276,8 +276,34 @@
     } else { start(); }
   };
 
+  /* ---- compact data tables: <pre class="rows">, a header line then one line per row ---- */
+  function rowsTables() {
+    Array.prototype.forEach.call(document.querySelectorAll("pre.rows"), function (pre) {
+      var table = document.createElement("table");
+      table.className = "data";
+      pre.textContent.split("\n").forEach(function (line, i) {
+        var row = (i ? (table.tBodies[0] || table.createTBody()) : table.createTHead()).insertRow();
+        line.split(" ").forEach(function (value) {
+          var cell = document.createElement(i ? "td" : "th");
+          if (!i) { cell.scope = "col"; }
+          cell.textContent = value;
+          row.appendChild(cell);
+        });
+      });
+      pre.parentNode.replaceChild(table, pre);
+    });
+  }
+
+  /* The heat view's colour filter (ray_dissect/report/heat.py's jet_filter(), verbatim): added
+     once per unit page with heat rows, unless the page carries it (one that opens on them). */
+  var JET = '<svg class="defs" width="0" height="0" aria-hidden="true"><filter id="jet" color-interpolation-filters="sRGB"><feComponentTransfer><feFuncR type="table" tableValues="0 0 0 0 0.5 1 1 1 0.5"/><feFuncG type="table" tableValues="0 0 0.5 1 1 1 0.5 0 0"/><feFuncB type="table" tableValues="0.5 1 1 1 0.5 0 0 0 0"/><feFuncA type="linear" slope="0.6"/></feComponentTransfer></filter></svg>';
+
   /* ---- unit pages: view toggles, j/k, zoom dialog ---- */
   function unitPage() {
+    rowsTables();
+    if (document.querySelector(".strip .heat") && !document.getElementById("jet")) {
+      document.body.insertAdjacentHTML("beforeend", JET);
+    }
     Array.prototype.forEach.call(document.querySelectorAll("button[data-view]"), function (b) {
       b.addEventListener("click", function () {
         var view = b.getAttribute("data-view");
