@@ -32,8 +32,13 @@ Implementations side by side: ``legacy``, ``numpy`` (the tile walk, forced with
 first-call time is printed: compilation, or loading numba's on-disk cache) and ``device``
 (the torch pass on CUDA, when a GPU is present).
 
+3. **Concept index** (with ``--root``, or alone with ``--index-only``): CPU time per image of
+   one 256-image ``build_shard`` (decoding every mask file, grouping the label sets) with the
+   numpy and the numba kernels, and ``--compare-with``'s alike, rounds alternating, best of
+   ``max(N, 3)`` (``--repeat N``); the shards must be identical.
+
 Usage: python benchmarks/bench_scoring.py [--images 2000] [--units 512] [--search-units 16]
-       [--clusters 5] [--root DIR] [--compare-with TREE] [--repeat N]
+       [--clusters 5] [--root DIR] [--compare-with TREE] [--repeat N] [--index-only]
 """
 
 from __future__ import annotations
@@ -57,16 +62,19 @@ import legacy_scoring
 from bench_search import build
 
 from ray_dissect.concepts.device import device_range_masks
+from ray_dissect.concepts.index import build_shard
 from ray_dissect.concepts.kernels import KERNEL_ENV, kernel_name
 from ray_dissect.concepts.masks import UnitMask, range_masks
+from ray_dissect.datasets.broden import BrodenDataset
 from ray_dissect.datasets.synthetic.generate import generate_dataset
 from ray_dissect.explain.netdissect import tally
 from ray_dissect.explain.ranges import range_specs
 from ray_dissect.explain.search import SearchParams, SearchSpace, beam_search
+from ray_dissect.spec import DatasetSpec
 from ray_dissect.units.ranges import unit_ranges
 from ray_dissect.units.thresholds import unit_thresholds
 
-UNITS_PER_TASK, BLOCK_IMAGES = 128, 256
+UNITS_PER_TASK, BLOCK_IMAGES, SHARD_IMAGES = 128, 256, 256
 
 
 def activations(n: int, units: int, seed: int = 0) -> np.ndarray:
@@ -81,19 +89,25 @@ def activations(n: int, units: int, seed: int = 0) -> np.ndarray:
 Masker = Callable[[np.ndarray, list, np.ndarray, int, np.ndarray], list[list[UnitMask]]]
 
 
+def with_kernels(kernels: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with ``RAY_DISSECT_KERNELS`` set to ``kernels`` meanwhile."""
+    before = os.environ.get(KERNEL_ENV)
+    os.environ[KERNEL_ENV] = kernels
+    try:
+        return fn(*args)
+    finally:
+        if before is None:
+            del os.environ[KERNEL_ENV]
+        else:
+            os.environ[KERNEL_ENV] = before
+
+
 def forced_masker(kernels: str) -> Masker:
     """``range_masks`` with the kernels forced to ``kernels`` ("numpy" or "numba") during
-    each call (through ``RAY_DISSECT_KERNELS``)."""
+    each call (:func:`with_kernels`)."""
     def masker(*args: Any) -> list[list[UnitMask]]:
-        before = os.environ.get(KERNEL_ENV)
-        os.environ[KERNEL_ENV] = kernels
-        try:
-            return range_masks(*args)
-        finally:
-            if before is None:
-                del os.environ[KERNEL_ENV]
-            else:
-                os.environ[KERNEL_ENV] = before
+        masks: list[list[UnitMask]] = with_kernels(kernels, range_masks, *args)
+        return masks
     return masker
 
 
@@ -104,21 +118,55 @@ def warm_up() -> None:
                            np.zeros((1, 4, 4), np.int64), 0, np.ones(1, bool))
 
 
-def tree_masker(tree: Path) -> Masker:
-    """``range_masks`` of another checkout, imported under its own modules (this process's
+def tree_modules(tree: Path, *names: str) -> list[Any]:
+    """Modules of another checkout, imported under its own ``ray_dissect`` (this process's
     ``ray_dissect`` modules are set aside meanwhile and restored)."""
     ours = {name: mod for name, mod in sys.modules.items() if name.split(".")[0] == "ray_dissect"}
     for name in ours:
         del sys.modules[name]
     sys.path.insert(0, str(tree))
     try:
-        masker: Masker = importlib.import_module("ray_dissect.concepts.masks").range_masks
+        return [importlib.import_module(name) for name in names]
     finally:
         sys.path.remove(str(tree))
         for name in [n for n in sys.modules if n.split(".")[0] == "ray_dissect"]:
             del sys.modules[name]
         sys.modules.update(ours)
+
+
+def tree_masker(tree: Path) -> Masker:
+    """``range_masks`` of another checkout (:func:`tree_modules`)."""
+    masker: Masker = tree_modules(tree, "ray_dissect.concepts.masks")[0].range_masks
     return masker
+
+
+def index_shard(root: Path, tree: Path | None, rounds: int, images: int = SHARD_IMAGES) -> None:
+    """CPU ms per image of one ``build_shard`` of ``images`` images (decode every mask file,
+    group the label sets), with the numpy and the numba kernels, and ``tree``'s (the
+    checkout before a change, e.g. ``git archive``) alike; rounds alternate between all of
+    them, each one's best is printed, and every shard must be identical array for array."""
+    builders: dict[str, tuple[Any, Any]] = {"": (BrodenDataset, build_shard)}
+    if tree is not None:
+        broden, index = tree_modules(tree, "ray_dissect.datasets.broden",
+                                     "ray_dissect.concepts.index")
+        builders["before "] = (broden.BrodenDataset, index.build_shard)
+    runs = {f"{who}{k}": (cls(DatasetSpec(root=str(root))), builder, k)
+            for who, (cls, builder) in builders.items() for k in ("numpy", "numba")}
+    best: dict[str, float] = {}
+    first = None
+    for _ in range(rounds):
+        for name, (ds, builder, kernels) in runs.items():
+            t = time.process_time()
+            shard = with_kernels(kernels, builder, ds, 0, min(images, len(ds)))
+            best[name] = min(best.get(name, np.inf), time.process_time() - t)
+            first = first or shard
+            assert all(np.array_equal(getattr(first, f), getattr(shard, f))
+                       for f in ("set_ids", "set_indptr", "set_labels", "image_indptr",
+                                 "image_sets", "image_counts", "valid")), f"shards differ ({name})"
+    slowest = best.get("before numpy", best["numpy"])
+    for name, t in best.items():
+        print(f"concept index shard, {name:13s}: {1000 * t / images:6.3f} ms per image, "
+              f"{slowest / t:.2f}x the slowest (identical shards)")
 
 
 def legacy_ranges(acts: np.ndarray, ranges: list, ids: np.ndarray, start: int,
@@ -233,8 +281,16 @@ def main() -> None:
                         help="N rounds of every measurement, each one's best round reported")
     parser.add_argument("--compare-with", type=Path, default=None, metavar="TREE",
                         help="also time this checkout's range_masks (rows 'before')")
+    parser.add_argument("--index-only", action="store_true",
+                        help="only the concept index shard (numpy, numba and --compare-with's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.index_only:
+        root = args.root or Path(tempfile.mkdtemp()) / "ds"
+        if not root.exists():
+            generate_dataset(root, args.images, seed=0, image_size=32, mask_size=112)
+        index_shard(root, args.compare_with, args.repeat)
+        return
     maskers: dict[str, Masker] = {"legacy": legacy_ranges}
     if args.compare_with is not None:
         maskers["before"] = tree_masker(args.compare_with)
@@ -271,6 +327,8 @@ def main() -> None:
               maskers, args.repeat)
     if "before" in maskers:
         interleaved(maskers["before"], acts, thr, ids, index, args.search_units, args.clusters)
+    if args.root is not None:
+        index_shard(args.root, args.compare_with, max(args.repeat, 3))
 
 
 def interleaved(before: Masker, acts: np.ndarray, thr: np.ndarray, ids: np.ndarray,

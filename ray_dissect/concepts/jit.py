@@ -37,3 +37,12 @@ def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     if not HAVE_NUMBA:  # pragma: no cover
         return fn
     return numba.njit(cache=True, nogil=True)(fn)
+
+
+def inline_jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`jit` inlined into its compiled callers (numba's ``inline="always"``): a small
+    helper called in an inner loop, whose array arguments would otherwise cost reference
+    counting at every call."""
+    if not HAVE_NUMBA:  # pragma: no cover
+        return fn
+    return numba.njit(cache=True, nogil=True, inline="always")(fn)

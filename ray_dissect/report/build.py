@@ -94,12 +94,13 @@ def render_calls(results: JobResults, options: ReportOptions, weights: np.ndarra
     ``nav``: the stages' pages the unit pages link (:func:`~ray_dissect.report.pages.nav_links`,
     default none)."""
     nav = nav or {"main": [], "stages": []}
+    names = names_for(results, len(weights)) if weights is not None else ()
     calls = []
     for layer in results.layers:
         last = layer == results.layers[-1] and weights is not None
         records = results.records(layer)
         for u0, u1 in unit_blocks(len(records), options.block_units):
-            classes = ({r.unit: unit_classes(weights, r.unit) for r in records[u0:u1]}
+            classes = ({r.unit: unit_classes(weights, r.unit, names) for r in records[u0:u1]}
                        if last else {})
             calls.append((layer, (u0, u1), classes, nav))
     return calls

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,13 +270,15 @@ def class_table(weights: np.ndarray, records: list[UnitRecord], n: int = 10
     return out
 
 
-def unit_classes(weights: np.ndarray | None, unit: int, n: int = 5) -> list[tuple[int, float]]:
-    """The classes a unit of the last layer feeds most: (class, weight), largest first."""
+def unit_classes(weights: np.ndarray | None, unit: int, names: Sequence[str] = (), n: int = 5
+                 ) -> list[tuple[int, float, str]]:
+    """The classes a unit of the last layer feeds most: (class, weight, name), largest first;
+    ``names``: the head's class names (empty: each name is "")."""
     if weights is None:
         return []
     col = weights[:, unit]
     order = np.lexsort((np.arange(col.size), -col))[:n]
-    return [(int(c), float(col[c])) for c in order]
+    return [(int(c), float(col[c]), names[c] if c < len(names) else "") for c in order]
 
 
 def size_estimate(results: JobResults, rows: int, tiles: int, tile: int, thumb: int,

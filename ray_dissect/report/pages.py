@@ -233,10 +233,10 @@ def image_quantile(results: JobResults) -> float | None:
 
 
 def unit_context(results: JobResults, rec: UnitRecord, tiles: UnitTiles | None,
-                 neighbours: tuple[str | None, str | None], classes: list[tuple[int, float]]
+                 neighbours: tuple[str | None, str | None], classes: list[tuple[int, float, str]]
                  ) -> dict[str, Any]:
     """Variables of ``unit.html`` (``neighbours``: prev and next unit pages, relative;
-    ``classes``: the classes the unit feeds most, (class, weight))."""
+    ``classes``: the classes the unit feeds most, (class, weight, name))."""
     rows = tiles.rows if tiles else []
     h = tiles.histogram if tiles else None
     hist = plots.activation_histogram(h.edges if h else [], h.counts if h else [],

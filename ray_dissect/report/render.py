@@ -34,7 +34,7 @@ from ray_dissect.report.visuals import RFBlock
 from ray_dissect.results import JobResults, open_job
 from ray_dissect.storage import AnyPath
 
-Classes = dict[int, list[tuple[int, float]]]
+Classes = dict[int, list[tuple[int, float, str]]]
 RENDER_FORMAT = 2
 """The layout of what a block writes; part of its digest, so that a report written by an
 earlier layout (2: heat overlays at the maps' own size) is redrawn, not reused."""
@@ -65,7 +65,7 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
         job: the job directory (path or URI) or its opened :class:`JobResults`.
         out: the report directory (default ``DIR/report``).
         options: the report's options.
-        classes: per unit of the block, the classes it feeds most as (class, weight)
+        classes: per unit of the block, the classes it feeds most as (class, weight, name)
             (last layer, when the spec names a classifier).
         nav: the stages' pages the unit pages link
             (:func:`~ray_dissect.report.pages.nav_links`; default none).
@@ -113,7 +113,7 @@ def render_block(job: str | AnyPath | JobResults, layer: str, units: tuple[int, 
 
 
 def _unit_page(site: Site, results: JobResults, rec: UnitRecord, tiles: UnitTiles,
-               around: tuple[str | None, str | None], classes: list[tuple[int, float]],
+               around: tuple[str | None, str | None], classes: list[tuple[int, float, str]],
                style: TileStyle, rf: dict[str, Any] | None = None,
                unit_attr: dict[str, Any] | None = None) -> None:
     """Write ``units/<layer>/<unit>.html``; ``around``: the pages of the previous and next

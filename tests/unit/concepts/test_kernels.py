@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from fixtures.kernel_maps import dense_check, same, tricky, upsampled
 
-from ray_dissect.concepts import kernels
-from ray_dissect.concepts.masks import UnitMask, range_masks
+from ray_dissect.concepts import column_kernels, kernels
+from ray_dissect.concepts.masks import UnitMask, firing_pairs, range_masks
 from ray_dissect.concepts.tiles import Grid
 
 pytestmark = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
@@ -117,3 +117,62 @@ def test_no_range_and_no_firing_pair(monkeypatch) -> None:
     got = _masks(monkeypatch, "numba", acts, high, ids, 0, valid)
     same(got, _masks(monkeypatch, "numpy", acts, high, ids, 0, valid))
     assert [m.area for m in got[0]] == [0, 0]
+
+
+def test_column_split_counts_each_bound() -> None:
+    """On ascending columns with repeated values and bounds equal to them, the slots of
+    each interval are those a pixel-by-pixel test finds (both strictnesses, any order)."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n = int(rng.integers(1, 17))
+        vals = np.sort(rng.choice([0.0, 0.25, 0.5, 0.5, 1.0, 2.0], size=n)).astype(np.float64)
+        b = np.sort(rng.choice(np.concatenate([vals, [-1.0, 0.3, 3.0]]), size=4))
+        surely_lo, surely_hi, maybe_lo, maybe_hi = b[1], b[2], b[0], b[3]
+        m0, i0, i1, m1 = column_kernels.column_split(vals, n, surely_lo, surely_hi,
+                                                     maybe_lo, maybe_hi)
+        surely = (vals > surely_lo) & (vals < surely_hi)
+        maybe = (vals >= maybe_lo) & (vals <= maybe_hi)
+        got_surely = np.zeros(n, bool)
+        got_surely[i0:max(i0, i1)] = True
+        np.testing.assert_array_equal(got_surely, surely)
+        if surely.any():  # the maybe interval is only solved where a value lies in a margin
+            assert m0 <= i0 and i1 <= m1
+            got_maybe = np.zeros(n, bool)
+            got_maybe[m0:m1] = True
+            np.testing.assert_array_equal(got_maybe, maybe)
+        else:
+            assert (m0, m1) == (int(np.count_nonzero(vals < maybe_lo)),
+                                int(np.count_nonzero(vals <= maybe_hi)))
+
+
+def test_image_runs_are_the_column_runs_of_equal_sets() -> None:
+    """Column-major sets and, per pixel, the row where its column's run of one set ends."""
+    rng = np.random.default_rng(6)
+    local = np.repeat(rng.integers(0, 3, size=(9, 7)), 2, axis=0).astype(np.int32)  # (18, 7)
+    colset, end = np.empty(local.size, np.int32), np.empty(local.size, np.int32)
+    column_kernels.image_runs(local.ravel(), 7, colset, end)
+    np.testing.assert_array_equal(colset.reshape(7, 18), local.T)
+    for x in range(7):
+        for y in range(18):
+            stop = y + 1
+            while stop < 18 and local[stop, x] == local[y, x]:
+                stop += 1
+            assert end[x * 18 + y] == stop
+
+
+@pytest.mark.parametrize(("units", "n_ranges"), [(1, 2), (4, 10)])
+def test_both_counting_routes_equal_numpy_and_dense_masks(monkeypatch, units, n_ranges) -> None:
+    """Images with few (pair, range)s count pixel by pixel, with many through the column
+    runs (RUNS_MIN): both routes give the numpy tile walk's and the dense masks'
+    signatures on the tricky maps (ties, near-ties, inf and NaN maps, zero cells)."""
+    acts, ranges, set_ids, valid = tricky(4, (7, 7), (112, 112))
+    acts, ranges = np.ascontiguousarray(acts[:, :units]), [
+        (np.broadcast_to(lo, (len(acts), 4))[:, :units] if np.ndim(lo) == 2 else lo[:units],
+         hi[:units], inc) for lo, hi, inc in ranges[:n_ranges]]
+    fires = firing_pairs(acts, ranges, valid)[1]
+    weight = np.sum(fires, axis=(0, 2))  # per image, its (pair, range)s as count_ranges sees
+    assert (weight >= column_kernels.RUNS_MIN).any() == (units == 4)
+    args = (acts, ranges, set_ids, 30, valid)
+    fast = _masks(monkeypatch, "numba", *args)
+    same(fast, _masks(monkeypatch, "numpy", *args))
+    dense_check(fast, acts, ranges, set_ids, valid, 30)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from html import escape as html_escape
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -299,5 +300,11 @@ def test_a_thousand_class_head_gets_imagenet_names(clustered: JobResults, tmp_pa
     assert names_for(clustered, 1000) == tuple(imagenet) and names_for(clustered, 3) == ()
     weights = np.random.default_rng(0).normal(size=(1000, len(clustered.records(LAYER))))
     monkeypatch.setattr(build, "head_weights", lambda _results: (weights, ""))
-    text = (Path(build_report(clustered, tmp_path / "r").out) / "classes.html").read_text()
+    site = Path(build_report(clustered, tmp_path / "r").out)
+    text = (site / "classes.html").read_text()
     assert f"<h2>class 285 ({imagenet[285]})</h2>" in text and "(tench)" in text
+    unit = clustered.records(LAYER)[0].unit  # its page names the classes it feeds most
+    page = (site / "units" / LAYER / f"{unit}.html").read_text()
+    top = np.lexsort((np.arange(1000), -weights[:, unit]))[:5]
+    shown = re.findall(r'#class-(\d+)">class \d+ \(([^)]*)\)</a>', page)
+    assert shown == [(str(c), html_escape(imagenet[c], quote=True)) for c in top]

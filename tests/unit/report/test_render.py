@@ -109,7 +109,7 @@ def test_changed_inputs_redo_the_block(clustered: JobResults, tmp_path: Path) ->
     a = render_block(clustered, LAYER, (0, 1), out)
     b = render_block(clustered, LAYER, (0, 1), out, ReportOptions(style="ndl"))
     assert a.digest != b.digest and b.tiles[0].rows[0].height == 224
-    c = render_block(clustered, LAYER, (0, 1), out, ReportOptions(style="ndl"), {0: [(2, 1.5)]})
+    c = render_block(clustered, LAYER, (0, 1), out, ReportOptions(style="ndl"), {0: [(2, 1.5, "")]})
     assert c.digest != b.digest
     assert "class 2" in (out / "units" / LAYER / "0.html").read_text()
 
