@@ -268,6 +268,15 @@ def _score_last(u: Unit, state: _State, b: Batch) -> None:
     _offer_batch(state, u, b, (node, op, cols[pos]), inter, u.unit + area - inter)
 
 
+def _gate(u: Unit, state: _State, b: Batch
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The profit test's gate of the neighbour scan (``last_step_reach``) for the two-atom
+    nodes of ``b`` at the floor: ``F(u)``, ``lam * H - P(C)``, and whether ``F(C)`` (bounded
+    from its atoms' profits) reaches ``lam * H``; None when the test proves nothing."""
+    prof = u.profits(_floor(state))
+    return None if prof is None else prof.gate(b.cols, b.ops, b.inter, b.area)
+
+
 def _tighten(u: Unit, state: _State, b: Batch, bound: np.ndarray) -> np.ndarray:
     """(k,) float64: ``bound``, or -inf for the two-atom nodes whose final children cannot
     reach the incumbent (:func:`~ray_dissect.explain.pairs.last_step_reach`)."""
@@ -277,7 +286,7 @@ def _tighten(u: Unit, state: _State, b: Batch, bound: np.ndarray) -> np.ndarray:
     assert u.pairs is not None
     allow_not = not u.params.count_not  # a final AND NOT child counting 2 would not fit
     reach = last_step_reach(u.pairs, b.cols, b.ops, b.inter, b.area, _floor(state), u.rank,
-                            allow_not)
+                            allow_not, _gate(u, state, b))
     return np.where(reach, bound, -np.inf)
 
 

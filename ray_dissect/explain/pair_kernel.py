@@ -61,11 +61,14 @@ def _allowed(rank: Any, b: int, op: int, u: int, op2: int, allow_not: bool
 @jit
 def reach_neighbors(hits: Any, misses: Any, indptr: Any, indices: Any, adjacent: Any, rank: Any,
                     a: Any, b: Any, op: Any, inter: Any, area: Any, unit: float, floor: float,
-                    allow_not: bool, reach: Any) -> None:  # pragma: no cover - compiled
+                    allow_not: bool, reach: Any, gate: Any) -> None:  # pragma: no cover - compiled
     """Set ``reach[i]`` (k,) bool where some allowed child ``(a op b) op2 u`` of node i, u a
     neighbour of a or b (CSR ``indptr``, ``indices``) other than a, b, has a bound >= floor;
     nodes already marked are skipped. Each such u is tested once: b's neighbours that also
-    meet a (``adjacent`` (A, A) bool) were tested in a's list, so they are passed over."""
+    meet a (``adjacent`` (A, A) bool) were tested in a's list, so they are passed over.
+    ``gate`` = (atom profits, each node's least profit for an OR child, whether its subsets
+    may reach), as ``pairs.last_step_reach``."""
+    gain, or_need, subsets = gate
     ok = np.zeros(3, dtype=np.bool_)
     for i in range(a.size):
         ai, bi, oi = a[i], b[i], op[i]
@@ -80,6 +83,11 @@ def reach_neighbors(hits: Any, misses: Any, indptr: Any, indices: Any, adjacent:
                     continue
                 for op2 in range(3):
                     ok[op2] = _allowed(rank, bi, oi, u, op2, allow_not)
+                ok[0] = ok[0] and gain[u] >= or_need[i]
+                ok[1] = ok[1] and subsets[i]
+                ok[2] = ok[2] and subsets[i]
+                if not (ok[0] or ok[1] or ok[2]):
+                    continue
                 if _reaches(hits, misses, ai, bi, oi, ic, mc, u, unit, floor, ok):
                     reach[i] = True
                     break

@@ -187,7 +187,8 @@ def _allowed(rank: np.ndarray, b: np.ndarray, op: np.ndarray, u: np.ndarray,
 
 
 def last_step_reach(pairs: Pairs, cols: np.ndarray, ops: np.ndarray, inter: np.ndarray,
-                    area: np.ndarray, floor: float, rank: np.ndarray, allow_not: bool
+                    area: np.ndarray, floor: float, rank: np.ndarray, allow_not: bool,
+                    gate: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                     ) -> np.ndarray:
     """(k,) bool: whether some child ``C op u`` of each two-atom node (``cols``, ``ops``
     (k, 2) int64, ``inter`` hits and ``area`` pixels (k,) float64) may have IoU >= ``floor``;
@@ -197,8 +198,15 @@ def last_step_reach(pairs: Pairs, cols: np.ndarray, ops: np.ndarray, inter: np.n
     atoms meet few others), children outside the space or dropped by pruning rule 2 left
     out; for the other atoms ``|C & u| = 0`` and the children are exact: ``C AND u`` is
     empty (IoU 0), ``C AND NOT u`` is C (its own IoU), ``C OR u`` is tested by
-    :func:`_disjoint_or`. So every child that reaches ``floor`` is found."""
+    :func:`_disjoint_or`. So every child that reaches ``floor`` is found.
+
+    ``gate`` (the profit test of :mod:`ray_dissect.explain.profit` at ``floor``): (A,)
+    float64 ``F(u)``, (k,) float64 the least ``F(u)`` a ``C OR u`` needs (``lam * H - P(C)``)
+    and (k,) bool whether C's subsets may reach ``floor``; a scanned child failing it is
+    below the floor (its profit bound proves it) and is left out."""
     k, (a, b), op = cols.shape[0], cols.T, ops[:, 1]
+    gain, or_need, subsets = gate if gate is not None else (
+        np.zeros(pairs.hits.shape[0]), np.full(k, -np.inf), np.ones(k, dtype=bool))
     if pairs.unit <= 0:
         return np.full(k, floor <= 0)
     own = inter / (pairs.unit + area - inter)
@@ -206,14 +214,17 @@ def last_step_reach(pairs: Pairs, cols: np.ndarray, ops: np.ndarray, inter: np.n
     if kernel_name() == "numba":
         nb = pairs.neighbors
         reach_neighbors(pairs.hits, pairs.misses, nb.indptr, nb.indices, pairs.adjacent, rank,
-                        a, b, op, inter, area, pairs.unit, floor, allow_not, reach)
+                        a, b, op, inter, area, pairs.unit, floor, allow_not, reach,
+                        (gain, or_need, subsets))
         return reach
     for side in (a, b):
         node, u = _rows(pairs.neighbors, side)
         keep = (u != a[node]) & (u != b[node])
         node, u = node[keep], u[keep]
         bound = _child_bounds(pairs, a[node], b[node], op[node], inter[node], area[node], u)
-        hit = ((bound >= floor) & _allowed(rank, b[node], op[node], u, allow_not)).any(axis=0)
+        ok = _allowed(rank, b[node], op[node], u, allow_not)
+        ok &= np.stack([gain[u] >= or_need[node], subsets[node], subsets[node]])
+        hit = ((bound >= floor) & ok).any(axis=0)
         reach |= np.bincount(node, weights=hit, minlength=k) > 0
     return reach
 

@@ -94,3 +94,14 @@ class Profits:
         hits and pixels (module docstring)."""
         own = inter - self.level * (area - inter)
         return (own + self.top[min(1, self.top.size - 1)] >= self.need) | (sub >= self.need)
+
+    def gate(self, cols: np.ndarray, ops: np.ndarray, inter: np.ndarray, area: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The test for the children ``C op u`` of two-atom nodes C (``cols``, ``ops`` (k, 2)
+        int64, exact ``inter`` hits and ``area`` pixels (k,) float64): (A,) float64 ``F(u)``,
+        (k,) float64 the least ``F(u)`` that ``C OR u`` needs (``P(C OR u) <= P(C) + F(u)``)
+        and (k,) bool whether ``F(C)``, bounded from its atoms, reaches the level (the
+        AND / AND NOT children are subsets of C)."""
+        sub = self.children(self.atoms, cols[:, 0], ops[:, 1], cols[:, 1])
+        own = inter - self.level * (area - inter)
+        return self.atoms, self.need - own, sub >= self.need

@@ -311,21 +311,26 @@ def test_pairwise_last_step_bounds_are_admissible(seed: int, pick: int) -> None:
 def test_last_step_reach_finds_every_child_above_the_floor(kernels: str, seed: int, pick: int,
                                                            level: float, at: int) -> None:
     """A node with an allowed child (in the space, kept by rule 2) whose exact IoU is >= the
-    floor is always marked (admissible); both kernels mark the same nodes. The floor is at
+    floor is always marked (admissible), with and without the profit test's gate; both
+    kernels mark the same nodes. The floor is at
     or below one node's best allowed child, so some nodes sit on the edge."""
     u, node, exact, _, _, _ = _last_step_case(seed, pick)
     allowed = u.structural(node)
     floor = level * float(np.where(allowed, exact, 0.0)[at].max())
-    found = {}
-    for name in (kernels, "numpy" if kernels == "numba" else "numba"):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv(KERNEL_ENV, name)
-            found[name] = last_step_reach(u.pairs, node.cols, node.ops, node.inter, node.area,
-                                          floor, u.rank, True)
-    reach, other = found[kernels], found["numpy" if kernels == "numba" else "numba"]
+    prof = u.profits(floor)
+    gates = [None] + ([] if prof is None else
+                      [prof.gate(node.cols, node.ops, node.inter, node.area)])
     want = ((exact >= floor) & allowed).any(axis=(1, 2))
-    assert (reach | ~want).all()
-    assert (reach == other).all()
+    for gate in gates:
+        found = {}
+        for name in (kernels, "numpy" if kernels == "numba" else "numba"):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv(KERNEL_ENV, name)
+                found[name] = last_step_reach(u.pairs, node.cols, node.ops, node.inter,
+                                              node.area, floor, u.rank, True, gate)
+        reach, other = found[kernels], found["numpy" if kernels == "numba" else "numba"]
+        assert (reach | ~want).all()
+        assert (reach == other).all()
 
 
 @pytest.mark.parametrize("seed", range(8))
