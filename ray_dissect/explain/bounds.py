@@ -358,32 +358,42 @@ class Unit:
         flat = np.ravel_multi_index(idx, hits.shape)
         ci = hits.ravel()[flat]
         cm = pix.ravel()[flat] - ci
-        sums = sums.reshape(-1, deep + 1)[np.minimum(op, 1) * gains.shape[0] + node]
+        row = np.minimum(op, 1) * gains.shape[0] + node
         last = remaining == 1
+        if last.all():  # the usual case (length 3): no row selection
+            return self._last_bounds(f, node, op, ci, cm, sums[:, :, 1].ravel()[row], subsets)
+        sums = sums.reshape(-1, deep + 1)[row]
         bound = np.empty(ci.size)
         more = ~last
         if more.any():
             bound[more] = subtree_bound(self.curve, ci[more], cm[more], remaining[more],
                                         sums[more])
         if last.any():
+            sub = None if subsets is None else subsets[last]
             bound[last] = self._last_bounds(f, node[last], op[last], ci[last], cm[last],
-                                            sums[last], None if subsets is None else subsets[last])
+                                            sums[last, 1], sub)
         return bound
 
     def _last_bounds(self, f: sp.csc_matrix, node: np.ndarray, op: np.ndarray, ci: np.ndarray,
-                     cm: np.ndarray, sums: np.ndarray, subsets: np.ndarray | None
+                     cm: np.ndarray, gain: np.ndarray, subsets: np.ndarray | None
                      ) -> np.ndarray:
-        """Bounds of children with one atom to go: one OR (``or_bound``) or a subset of the
-        child; an AND / AND NOT child is a subset of its parent, so of the parent's curve
-        (only for the children ``subsets`` marks, all when None: :meth:`child_bounds`)."""
-        only_or = or_bound(self.curve, ci, cm, sums[:, 1], self.atom_inter,
+        """Bounds of children with one atom to go: one OR (``or_bound``, ``gain`` (n,) float64
+        the most hits one atom adds) or a subset of the child; an AND / AND NOT child is a
+        subset of its parent, so of the parent's curve (only for the children ``subsets``
+        marks, all when None: :meth:`child_bounds`)."""
+        only_or = or_bound(self.curve, ci, cm, gain, self.atom_inter,
                            self.atom_area - self.atom_inter)
-        if subsets is not None:
-            out = only_or.copy()
-            if subsets.any():
-                out[subsets] = self._last_bounds(f, node[subsets], op[subsets], ci[subsets],
-                                                 cm[subsets], sums[subsets], None)
-            return out
+        if subsets is None:
+            return self._with_subsets(f, node, op, ci, only_or)
+        if subsets.any():
+            only_or[subsets] = self._with_subsets(f, node[subsets], op[subsets], ci[subsets],
+                                                  only_or[subsets])
+        return only_or
+
+    def _with_subsets(self, f: sp.csc_matrix, node: np.ndarray, op: np.ndarray, ci: np.ndarray,
+                      only_or: np.ndarray) -> np.ndarray:
+        """(n,) float64 the larger of ``only_or`` and the bound of the child's subsets (the
+        global curve, and for AND / AND NOT children their parent's own curve)."""
         subset = self.curve.g(np.minimum(self.unit, ci))
         inside = op != OR
         if inside.any():
