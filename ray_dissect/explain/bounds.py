@@ -166,14 +166,14 @@ def or_bound(curve: MissCurve, inter: np.ndarray, misses: np.ndarray, gain: np.n
         return np.zeros(inter.size)
     order = np.argsort(atom_miss, kind="stable")
     m_sorted = atom_miss[order]
-    prefix = np.maximum.accumulate(atom_inter[order])
+    # prefix[c] / suffix[c]: the best over atoms [0, c) / [c, A), 0 over none
+    prefix = np.concatenate([[0.0], np.maximum.accumulate(atom_inter[order])])
     ratio = atom_inter[order] / (unit + m_sorted)
-    suffix = np.maximum.accumulate(ratio[::-1])[::-1]
+    suffix = np.concatenate([np.maximum.accumulate(ratio[::-1])[::-1], [0.0]])
     cut = np.searchsorted(m_sorted, misses, side="right")  # atoms [0, cut) have M_u <= M_C
-    best_in = np.where(cut > 0, prefix[np.maximum(cut - 1, 0)], 0.0)
-    best_out = np.where(cut < m_sorted.size, suffix[np.minimum(cut, m_sorted.size - 1)], 0.0)
-    cap = np.minimum(unit, inter + np.minimum(best_in, gain))
-    refined = np.maximum(cap / (unit + misses), inter / (unit + misses) + best_out)
+    cap = np.minimum(unit, inter + np.minimum(prefix[cut], gain))
+    den = unit + misses
+    refined = np.maximum(cap / den, inter / den + suffix[cut])
     one = np.minimum(unit, inter + gain)
     simple = np.minimum(one / (unit + misses), curve.g(one))
     return np.minimum(refined, simple)
@@ -308,11 +308,14 @@ class Unit:
         """:meth:`children` of one-atom nodes, read from the pairwise overlaps (the same
         integer counts, without the sparse products)."""
         assert self.pairs is not None
-        y = self.pairs.hits[b.cols[:, 0]]
-        x = y + self.pairs.misses[b.cols[:, 0]]
-        i, a = b.inter[:, None], b.area[:, None]
-        hits = np.stack([i + self.atom_inter - y, y, i - y], axis=1)
-        pix = np.stack([a + self.atom_area - x, x, a - x], axis=1)
+        k, n = b.cols.shape[0], self.atom_inter.size
+        hits, pix = np.empty((k, 3, n)), np.empty((k, 3, n))
+        y = np.take(self.pairs.hits, b.cols[:, 0], axis=0, out=hits[:, AND])
+        x = np.add(y, self.pairs.misses[b.cols[:, 0]], out=pix[:, AND])
+        for out, c, whole, part in ((hits, b.inter, self.atom_inter, y),
+                                    (pix, b.area, self.atom_area, x)):
+            np.subtract(np.add(c[:, None], whole, out=out[:, OR]), part, out=out[:, OR])
+            np.subtract(c[:, None], part, out=out[:, AND_NOT])
         return hits, pix
 
     def valid(self, b: Batch, pix: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
