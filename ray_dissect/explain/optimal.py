@@ -188,14 +188,16 @@ def _expand(u: Unit, state: _State, b: Batch) -> tuple[Batch, np.ndarray] | None
     hits, pix = u.children(b, f)
     idx = np.nonzero(u.valid(b, pix))
     state.visited += idx[0].size
-    inter, area = hits[idx].astype(np.int64), pix[idx].astype(np.int64)
+    flat = np.ravel_multi_index(idx, hits.shape)
+    inter, area = hits.ravel()[flat].astype(np.int64), pix.ravel()[flat].astype(np.int64)
     _offer_batch(state, u, b, idx, inter, u.unit + area - inter)
     node, op, col = idx
     grow = np.where((op == AND_NOT) & u.params.count_not, 2, 1)
     deeper = b.size[node] + grow < u.params.length
     if not deeper.any():
         return None
-    node, op, col, grow = node[deeper], op[deeper], col[deeper], grow[deeper]
+    if not deeper.all():
+        node, op, col, grow = node[deeper], op[deeper], col[deeper], grow[deeper]
     keep, subsets = _profit_keep(u, state, b, f, (node, op, col, grow), hits, pix)
     if not keep.any():
         return None
@@ -222,7 +224,8 @@ def _profit_keep(u: Unit, state: _State, b: Batch, f: sp.csc_matrix,
         return np.ones(node.size, dtype=bool), np.ones(node.size, dtype=bool)
     sub = prof.children(prof.of_nodes(f), node, op, col)
     remaining = u.params.length - b.size[node] - grow
-    last = prof.last_reach(sub, hits[node, op, col], pix[node, op, col])
+    flat = np.ravel_multi_index((node, op, col), hits.shape)
+    last = prof.last_reach(sub, hits.ravel()[flat], pix.ravel()[flat])
     subsets = (remaining > 1) | (sub >= prof.need)
     return np.where(remaining == 1, last, prof.subtree_reach(sub, remaining)), subsets
 
