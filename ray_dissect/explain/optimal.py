@@ -226,8 +226,11 @@ def _profit_keep(u: Unit, state: _State, b: Batch, f: sp.csc_matrix,
     remaining = u.params.length - b.size[node] - grow
     flat = np.ravel_multi_index((node, op, col), hits.shape)
     last = prof.last_reach(sub, hits.ravel()[flat], pix.ravel()[flat])
-    subsets = (remaining > 1) | (sub >= prof.need)
-    return np.where(remaining == 1, last, prof.subtree_reach(sub, remaining)), subsets
+    final = remaining == 1
+    if final.all():  # the usual case (length 3): no subtree test to compute
+        return last, sub >= prof.need
+    subsets = ~final | (sub >= prof.need)
+    return np.where(final, last, prof.subtree_reach(sub, remaining)), subsets
 
 
 def _root_keep(u: Unit, state: _State, b: Batch) -> np.ndarray:
