@@ -35,6 +35,26 @@ KNOTS = 9
 """Jet's channels are linear between v = i / 8, i = 0..8."""
 
 
+def row_scaled(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A row's values min-max scaled over all of its finite ones (so its tiles compare).
+
+    Args:
+        values: (...) float maps of one row (at their own size, or upsampled).
+
+    Returns:
+        scaled: (...) float64 ``(v - lo) / (hi - lo)`` with lo, hi the finite min and max (0
+            everywhere when they are equal or none is finite; 0 where ``v`` is not finite).
+        finite: (...) bool, where ``v`` is finite.
+    """
+    m = np.asarray(values, dtype=np.float64)
+    fin = np.isfinite(m)
+    if not fin.any():
+        return np.zeros(m.shape), fin
+    low, high = float(m[fin].min()), float(m[fin].max())
+    scaled = (m - low) / (high - low) if high > low else np.zeros_like(m)
+    return np.where(fin, scaled, 0.0), fin
+
+
 def heat_values(maps: np.ndarray) -> np.ndarray:
     """A row's maps as the heat PNG's values.
 
@@ -42,16 +62,11 @@ def heat_values(maps: np.ndarray) -> np.ndarray:
         maps: (k, h, w) float activation maps of one unit (the row's images).
 
     Returns:
-        (k, h, w) uint8: ``1 + rint(254 * (m - lo) / (hi - lo))`` with lo, hi the row's finite
-        min and max (1 everywhere when they are equal), 0 where a value is not finite.
+        (k, h, w) uint8: ``1 + rint(254 * scaled)`` (:func:`row_scaled`), 0 where a value is
+        not finite.
     """
-    m = np.asarray(maps, dtype=np.float64)
-    fin = np.isfinite(m)
-    if not fin.any():
-        return np.zeros(m.shape, np.uint8)
-    low, high = float(m[fin].min()), float(m[fin].max())
-    scaled = (m - low) / (high - low) if high > low else np.zeros_like(m)
-    return np.where(fin, 1 + np.rint(254.0 * np.where(fin, scaled, 0.0)), 0).astype(np.uint8)
+    scaled, fin = row_scaled(maps)
+    return np.where(fin, 1 + np.rint(254.0 * scaled), 0).astype(np.uint8)
 
 
 def heat_sprite(values: np.ndarray) -> np.ndarray:

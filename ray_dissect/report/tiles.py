@@ -21,6 +21,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from ray_dissect.report.heat import row_scaled
+
 CONTOUR_RGB = (0xF0, 0xE4, 0x42)
 HALO_RGB = (0, 0, 0)
 CONCEPT_RGB = (0x56, 0xB4, 0xE9)
@@ -315,13 +317,9 @@ def heat_levels(maps: np.ndarray, size: int) -> np.ndarray:
     """
     from ray_dissect.concepts.masks import upsample
 
-    up = upsample(np.asarray(maps, dtype=np.float32), (size, size)).astype(np.float64)
-    fin = np.isfinite(up)
-    if not fin.any():
-        return np.zeros(up.shape, np.uint8)
-    low, high = float(up[fin].min()), float(up[fin].max())
-    scaled = (up - low) / (high - low) if high > low else np.zeros_like(up)
-    level = np.minimum(np.floor(np.where(fin, scaled, 0.0) * HEAT_LEVELS), HEAT_LEVELS - 1)
+    up = upsample(np.asarray(maps, dtype=np.float32), (size, size))
+    scaled, fin = row_scaled(up)
+    level = np.minimum(np.floor(scaled * HEAT_LEVELS), HEAT_LEVELS - 1)
     return np.where(fin, level + 1, 0).astype(np.uint8)
 
 

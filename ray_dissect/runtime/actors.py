@@ -8,12 +8,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ray_dissect.errors import RayDissectError, StageError, StoreError
+from ray_dissect.errors import RayDissectError, StageError
 from ray_dissect.job.layout import JobDir
 from ray_dissect.pipeline.context import WorkEnv, spec_blob
 from ray_dissect.pipeline.table import stage
 from ray_dissect.spec import JobSpec
-from ray_dissect.storage.files import UNWRITABLE
+from ray_dissect.storage.files import UNWRITABLE, unwritable
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,7 @@ def raise_cause(err: Any, what: str) -> None:
     if isinstance(cause, RayDissectError):
         raise cause from None
     if isinstance(cause, OSError) and cause.errno in UNWRITABLE:
-        where = f" ({cause.filename})" if cause.filename else ""
-        raise StoreError(f"{what} failed: {cause.strerror}{where}",
-                         hint="free disk space or fix permissions; rerun the same command "
-                              "to resume") from None
+        raise unwritable(what, cause, name_file=True) from None
     raise StageError(f"{what} failed: {cause!r}",
                      hint="see the Ray logs above; rerun the same command to resume") from err
 

@@ -108,8 +108,8 @@ class RayExecutor:
 
 def on_model_actors(stage: Stage, gpus: float) -> bool:
     """Whether ``stage``'s work units run on the model actors when each holds ``gpus`` GPUs:
-    an actor stage always; a tasks stage declared ``on_gpus`` (scoring) when the actors hold
-    GPUs, so its per-pixel work takes their device; any other tasks stage never (it may still
+    an actor stage always; a tasks stage declared ``on_gpus`` (thresholds, scoring) when the
+    actors hold GPUs, so its work takes their device; any other tasks stage never (it may still
     borrow idle CPU actors, see :func:`cpu_stage_route`)."""
     return stage.runs_on == "actors" or (stage.on_gpus and gpus > 0)
 

@@ -104,9 +104,17 @@ def write_bytes(path: AnyPath, data: bytes) -> None:
     except OSError as err:
         if err.errno not in UNWRITABLE:
             raise
-        raise StoreError(f"writing {str(path)!r} failed: {err.strerror}",
-                         hint="free disk space or make the directory writable; "
-                              "the job can be resumed") from None
+        raise unwritable(f"writing {str(path)!r}", err) from None
+
+
+def unwritable(what: str, err: OSError, name_file: bool = False) -> StoreError:
+    """The one-line error of a full or read-only disk (``err.errno`` in :data:`UNWRITABLE`)
+    while doing ``what``, wherever it happened (this process or a Ray task); ``name_file``
+    adds the file the error names, when ``what`` does not say it."""
+    where = f" ({err.filename})" if name_file and err.filename else ""
+    return StoreError(f"{what} failed: {err.strerror}{where}",
+                      hint="free disk space or make the directory writable; "
+                           "the job can be resumed")
 
 
 def _replace(path: AnyPath, data: bytes) -> None:

@@ -52,7 +52,7 @@ def device_thresholds(acts: np.ndarray, quantile: float, device: str
     Each unit's finite values are sorted on the device (non-finite ones made NaN, which
     ``torch.sort`` puts last); the two order statistics numpy's linear method interpolates
     come back to the host in float64 (float32 -> float64 is exact and keeps the order), where
-    :func:`_numpy_linear` interpolates them with numpy's own arithmetic.
+    :func:`_lerp` interpolates them with numpy's own arithmetic.
 
     Args:
         acts: (N, k, h, w) float32 activations of k units over all N images.
@@ -67,31 +67,27 @@ def device_thresholds(acts: np.ndarray, quantile: float, device: str
     counts = finite.sum(dim=1).cpu().numpy().astype(np.int64)
     ordered = torch.sort(torch.where(finite, x, float("nan")), dim=1).values
     q = 1.0 - quantile
-    picks = np.array([_order_statistics(int(n), q) for n in counts], dtype=np.int64)
-    pairs = ordered.gather(1, torch.as_tensor(picks, device=device)).cpu().numpy()
-    out = np.array([_numpy_linear(float(a), float(b), int(n), q)
-                    for (a, b), n in zip(pairs.astype(np.float64), counts, strict=True)])
+    plans = [_linear_ranks(int(n), q) for n in counts]
+    picks = torch.as_tensor([(lo, hi) for lo, hi, _ in plans], dtype=torch.int64, device=device)
+    pairs = ordered.gather(1, picks).cpu().numpy().astype(np.float64)
+    out = np.array([_lerp(float(a), float(b), gamma) if lo < hi else float(b)
+                    for (a, b), (lo, hi, gamma) in zip(pairs, plans, strict=True)])
+    out[counts == 0] = np.nan
     return out + 0.0, x.shape[1] - counts
 
 
-def _order_statistics(n: int, q: float) -> tuple[int, int]:
-    """The 0-based ranks numpy's linear method reads for the ``q`` quantile of ``n`` values
-    (both the largest when its virtual index reaches the last value; (0, 0) when n = 0)."""
+def _linear_ranks(n: int, q: float) -> tuple[int, int, float]:
+    """The 0-based ranks ``lo`` <= ``hi`` numpy's linear method reads for the ``q`` quantile
+    of ``n`` values and its weight ``gamma``, computed as numpy does (``lo == hi``: the value
+    at that rank itself, the largest when the virtual index reaches it; (0, 0) when n = 0)."""
     virtual = (n - 1) * q
     if n == 0 or virtual >= n - 1:
-        return (max(n - 1, 0), max(n - 1, 0))
+        return max(n - 1, 0), max(n - 1, 0), 0.0
     below = int(np.floor(virtual))
-    return (below, below + 1)
+    return below, below + 1, float(virtual - np.floor(virtual))
 
 
-def _numpy_linear(a: float, b: float, n: int, q: float) -> float:
-    """numpy's ``_lerp`` of the order statistics ``a`` <= ``b`` for the ``q`` quantile of
-    ``n`` values, with numpy's own float64 operations and branch (NaN when n = 0)."""
-    if n == 0:
-        return float("nan")
-    virtual = (n - 1) * q
-    if virtual >= n - 1:
-        return b
-    gamma = virtual - np.floor(virtual)
+def _lerp(a: float, b: float, gamma: float) -> float:
+    """numpy's ``_lerp`` of ``a`` <= ``b`` at ``gamma``: its float64 operations and branch."""
     diff = b - a
-    return float(b - diff * (1 - gamma)) if gamma >= 0.5 else float(a + diff * gamma)
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
